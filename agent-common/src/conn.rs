@@ -1,0 +1,72 @@
+//! Per-connection state kept in the kernel's connection map, keyed by `(tgid, fd)`.
+
+use crate::frame::{DirCounters, FrameState};
+use crate::http::HttpScan;
+
+/// Key of the connection map: the process and its file descriptor.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    pub tgid: u32,
+    pub fd: u32,
+}
+
+/// Where a tracked connection is in its life. Only `WebSocket` connections are counted as such.
+pub mod phase {
+    /// Accepted; no request bytes yet, or an incomplete request head.
+    pub const NEW: u8 = 0;
+    /// A complete `GET` request with `Upgrade: websocket` was read; waiting for the response.
+    pub const UPGRADE_REQUESTED: u8 = 1;
+    /// `HTTP/1.1 101` was written: a WebSocket connection.
+    pub const WEBSOCKET: u8 = 2;
+}
+
+/// Flag bits in [`ConnState::flags`].
+pub mod flag {
+    /// The monitored process received a close frame (so its close is not abnormal).
+    pub const CLOSE_RECEIVED: u8 = 1;
+    /// The monitored process sent a close frame.
+    pub const CLOSE_SENT: u8 = 2;
+    /// Framing could not be followed; later bytes are ignored, never guessed.
+    pub const OUT_OF_SYNC: u8 = 4;
+    /// The connection existed before the probe attached (reserved; such connections are not tracked).
+    pub const PREEXISTING: u8 = 8;
+}
+
+/// State of one tracked connection. Written only by the thread doing the syscall on that fd;
+/// userspace reads it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnState {
+    /// Unique id (ktime at accept, xor'ed with the fd), stable across agent restarts.
+    pub id: u64,
+    pub accepted_ns: u64,
+    /// First byte of the upgrade request read.
+    pub request_ns: u64,
+    /// `101` written.
+    pub upgraded_ns: u64,
+    pub last_rx_ns: u64,
+    pub last_tx_ns: u64,
+    /// Outstanding ping sent by the process (0 = none), for ping→pong round-trip time.
+    pub ping_ns: u64,
+    /// First data message received since the process last sent data (0 = none).
+    pub pending_msg_ns: u64,
+    /// Last ping round-trip time seen, and the running sum and count.
+    pub rtt_last_ns: u64,
+    pub rtt_sum_ns: u64,
+    pub rtt_count: u64,
+    /// Response latency (inbound data message → next outbound data frame): sum, count.
+    pub resp_sum_ns: u64,
+    pub resp_count: u64,
+    pub phase: u8,
+    pub flags: u8,
+    /// Last close code received / sent (0 = none yet).
+    pub close_rx: u16,
+    pub close_tx: u16,
+    pub _pad: u16,
+    pub http: HttpScan,
+    pub rx: FrameState,
+    pub tx: FrameState,
+    pub rx_count: DirCounters,
+    pub tx_count: DirCounters,
+}

@@ -1,0 +1,33 @@
+//! Types shared by the wsguard eBPF probe (`wsguard-ebpf`) and the userspace agent, plus the
+//! streaming parsers both run: [`frame`] (WebSocket framing) and [`http`] (the upgrade handshake).
+//!
+//! Everything here is `no_std`, `#[repr(C)]` where it crosses the kernel boundary, and written so
+//! the BPF verifier accepts it: fixed-size arrays indexed with masks, no panics, no allocation.
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod conn;
+pub mod event;
+pub mod frame;
+pub mod http;
+pub mod stats;
+
+#[cfg(feature = "user")]
+mod pod;
+
+/// Names of the maps and programs in the eBPF object, used by the loader and for pinning.
+pub mod names {
+    pub const CONNS: &str = "WSG_CONNS";
+    pub const PROCS: &str = "WSG_PROCS";
+    pub const CLOSE_CODES: &str = "WSG_CLOSE_CODES";
+    pub const WATCHED: &str = "WSG_WATCHED";
+    pub const EVENTS: &str = "WSG_EVENTS";
+    pub const GLOBAL: &str = "WSG_GLOBAL";
+    pub const PROG_ENTER: &str = "wsg_sys_enter";
+    pub const PROG_EXIT: &str = "wsg_sys_exit";
+}
+
+/// Largest pid the watched-process bitmap covers (Linux's `PID_MAX_LIMIT`, 2^22).
+pub const PID_MAX_LIMIT: u32 = 1 << 22;
+/// Words in the watched-process bitmap (one bit per tgid).
+pub const WATCHED_WORDS: u32 = PID_MAX_LIMIT / 64;

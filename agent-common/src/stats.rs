@@ -1,0 +1,57 @@
+//! Per-process and global counters kept in kernel maps. They are cumulative and updated with
+//! atomic adds at the moment the kernel sees the bytes, so a snapshot never double-counts or
+//! goes backwards, and an agent restart (maps are pinned) loses nothing.
+
+use crate::frame::DirCounters;
+
+/// Cumulative WebSocket counters of one process (keyed by tgid).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcStats {
+    /// TCP connections accepted while watched (all kinds, before classification).
+    pub accepted: u64,
+    /// Upgrades completed (`101` written).
+    pub opened: u64,
+    /// WebSocket connections ended (the process closed the fd, or it exited).
+    pub closed: u64,
+    /// Upgrade requests answered with anything but `101`, or never answered.
+    pub handshakes_failed: u64,
+    /// WebSocket connections that ended without the process receiving a close frame.
+    pub abnormal_closes: u64,
+    /// WebSocket connections whose framing could not be followed.
+    pub out_of_sync: u64,
+    /// Accepted connections classified as not WebSocket (plain HTTP or another protocol).
+    pub not_websocket: u64,
+    /// Handshake latency (request read → 101 written): sum and count.
+    pub handshake_ns_sum: u64,
+    pub handshake_count: u64,
+    pub rx: DirCounters,
+    pub tx: DirCounters,
+}
+
+/// Key of the close-code map: how often a process received or sent each close code.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CloseCodeKey {
+    pub tgid: u32,
+    /// 0 = received by the process, 1 = sent by it.
+    pub dir: u16,
+    pub code: u16,
+}
+
+/// Indexes into the global counter array (`WSG_GLOBAL`, per CPU).
+pub mod global {
+    /// Connections not tracked because the connection map was full.
+    pub const CONN_MAP_FULL: u32 = 0;
+    /// Processes not tracked because the process map was full.
+    pub const PROC_MAP_FULL: u32 = 1;
+    /// Lifecycle events lost because the ring buffer was full.
+    pub const RING_DROPS: u32 = 2;
+    /// Syscalls whose bytes exceeded the per-syscall walk budget (connection marked out of sync).
+    pub const WALK_BUDGET: u32 = 3;
+    /// Reads of user memory that failed (connection marked out of sync).
+    pub const READ_FAULTS: u32 = 4;
+    /// Close-code counts lost because the close-code map was full.
+    pub const CLOSE_CODE_MAP_FULL: u32 = 5;
+    pub const COUNT: u32 = 8;
+}
