@@ -21,18 +21,6 @@ pub mod phase {
     pub const WEBSOCKET: u8 = 2;
 }
 
-/// Flag bits in [`ConnState::flags`].
-pub mod flag {
-    /// The monitored process received a close frame (so its close is not abnormal).
-    pub const CLOSE_RECEIVED: u8 = 1;
-    /// The monitored process sent a close frame.
-    pub const CLOSE_SENT: u8 = 2;
-    /// Framing could not be followed; later bytes are ignored, never guessed.
-    pub const OUT_OF_SYNC: u8 = 4;
-    /// The connection existed before the probe attached (reserved; such connections are not tracked).
-    pub const PREEXISTING: u8 = 8;
-}
-
 /// State of one tracked connection. Written only by the thread doing the syscall on that fd;
 /// userspace reads it.
 #[repr(C)]
@@ -59,11 +47,16 @@ pub struct ConnState {
     pub resp_sum_ns: u64,
     pub resp_count: u64,
     pub phase: u8,
-    pub flags: u8,
-    /// Last close code received / sent (0 = none yet).
+    /// The process received a close frame (so its close is not abnormal). One byte per
+    /// direction: reader and writer threads may update a connection at the same time.
+    pub close_rx_seen: u8,
+    /// The process sent a close frame.
+    pub close_tx_seen: u8,
+    /// Framing could not be followed; later bytes are ignored, never guessed.
+    pub out_of_sync: u8,
+    /// Last close code received / sent (0 = none yet; 1005 = close frame without a code).
     pub close_rx: u16,
     pub close_tx: u16,
-    pub _pad: u16,
     pub http: HttpScan,
     pub rx: FrameState,
     pub tx: FrameState,

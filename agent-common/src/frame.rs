@@ -251,19 +251,20 @@ impl FrameState {
     ) -> Result<usize, Desync> {
         let old = (self.hdr_len as usize) & WMASK;
         let take = if len < MAX_HEADER - old { len } else { MAX_HEADER - old };
-        // Merge: full = hdr[..old] ++ win[..take].
-        let mut full = [0u8; WINDOW];
-        let mut i = 0usize;
-        while i < MAX_HEADER {
-            full[i] = if i < old { self.hdr[i] } else { win[(i - old) & WMASK] };
-            i += 1;
+        // Append win[..take] to the partial header in place (stores at `old + j`: no stack
+        // buffer to zero, and never `win - old`, which the verifier refuses on stack pointers).
+        let mut j = 0usize;
+        while j < MAX_HEADER {
+            if j < take {
+                self.hdr[(old + j) & WMASK] = win[j];
+            }
+            j += 1;
         }
         let have = old + take;
-        let h = match parse_header(&full, have)? {
+        let h = match parse_header(&self.hdr, have)? {
             Some(h) => h,
             None => {
                 // Incomplete: keep what we have for the next syscall.
-                self.hdr = full;
                 self.hdr_len = have as u8;
                 return Ok(take);
             }

@@ -128,8 +128,10 @@ impl HttpScan {
         (pos, Scan::More)
     }
 
+    /// Feed one byte. The kernel probe calls this once per loop step: scanning a whole window
+    /// per step gives the verifier too many branch combinations to follow.
     #[inline(always)]
-    fn byte(&mut self, b: u8) -> Scan {
+    pub fn byte(&mut self, b: u8) -> Scan {
         let at = self.total;
         self.total += 1;
         if at >= MAX_HEAD {
@@ -199,7 +201,7 @@ impl HttpScan {
 #[inline(always)]
 fn status_line_byte(at: u32, b: u8) -> bool {
     match at {
-        0..=6 => b == b"HTTP/1."[at as usize & 7],
+        0..=6 => b == b"HTTP/1.\0"[at as usize & 7],
         7 => b.is_ascii_digit(),
         8 => b == b' ',
         _ => b.is_ascii_digit(),

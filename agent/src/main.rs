@@ -1,1 +1,62 @@
-fn main() {}
+//! wsguard: a host agent that watches unmodified WebSocket servers with eBPF.
+
+mod api;
+mod cli;
+mod client;
+mod config;
+mod doctor;
+mod events;
+mod probe;
+mod procinfo;
+mod run;
+mod snapshot;
+mod track;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cli::{Cli, Command, ConfigCommand};
+use config::Config;
+use tracing_subscriber::EnvFilter;
+
+fn init_logs(level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config, fresh } => match Config::load(config.as_deref()) {
+            Ok(cfg) => {
+                init_logs(&cfg.agent.log_level);
+                run::run(cfg, fresh).await
+            }
+            Err(e) => Err(e.into()),
+        },
+        Command::Snapshot { json, api } => client::snapshot(&api, json).await,
+        Command::Doctor { json } => match doctor::run(json) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
+        Command::Detach { config } => Config::load(config.as_deref())
+            .map_err(anyhow::Error::from)
+            .and_then(|cfg| {
+                probe::remove(&cfg.probe.pin_path)?;
+                println!("removed {}", cfg.probe.pin_path.display());
+                Ok(())
+            }),
+        Command::Config { command: ConfigCommand::Check { config } } => {
+            Config::load(config.as_deref()).map(|_| println!("config OK")).map_err(Into::into)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

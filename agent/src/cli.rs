@@ -1,0 +1,58 @@
+//! Command line (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::client::DEFAULT_API;
+
+#[derive(Parser)]
+#[command(name = "wsguard", version, about = "Watches unmodified WebSocket servers with eBPF")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the agent: attach the probe, serve the API, snapshot every interval (root).
+    Run {
+        /// Config file (default /etc/wsguard/wsguard.toml; built-in defaults if it is missing).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Discard the pinned probe and its counts, and attach a new one.
+        #[arg(long)]
+        fresh: bool,
+    },
+    /// Print the running agent's latest snapshot.
+    Snapshot {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = DEFAULT_API, env = "WSGUARD_API")]
+        api: String,
+    },
+    /// Check that this host can run the probe, and say how to fix what is missing.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Detach the probe and remove its pinned state (counts are lost).
+    Detach {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file; errors name the key and line.
+    Check {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}

@@ -1,0 +1,167 @@
+//! Agent configuration: TOML with defaults for every key, so an empty file is a valid config.
+//! Errors name the file, key and line (the `toml` crate reports spans).
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Default config location for `wsguard run`.
+pub const DEFAULT_PATH: &str = "/etc/wsguard/wsguard.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config {path}: {key}: {message}")]
+    Value { path: PathBuf, key: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub agent: AgentConfig,
+    pub api: ApiConfig,
+    pub probe: ProbeConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// How often a snapshot is built.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Where state that must survive a restart lives.
+    pub state_dir: PathBuf,
+    /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` wins when set.
+    pub log_level: String,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(5),
+            state_dir: PathBuf::from("/var/lib/wsguard"),
+            log_level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// HTTP API address. Loopback by default: the API shows what every process on the host does.
+    pub listen: SocketAddr,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:9595".parse().expect("valid default") }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeConfig {
+    /// bpffs directory where maps and links are pinned, so a restart keeps counting.
+    pub pin_path: PathBuf,
+    /// Connections followed at once (accepted, not yet classified, and WebSocket).
+    pub max_connections: u32,
+    /// Processes with counters at once.
+    pub max_processes: u32,
+    /// Lifecycle event ring buffer size in bytes (a power of two, multiple of the page size).
+    pub ring_buffer_bytes: u32,
+    /// Only report processes listening on one of these TCP ports (empty: all).
+    pub ports: Vec<u16>,
+    /// Only report processes whose `comm` is one of these (empty: all).
+    pub processes: Vec<String>,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            pin_path: PathBuf::from("/sys/fs/bpf/wsguard"),
+            max_connections: 65536,
+            max_processes: 8192,
+            ring_buffer_bytes: 1 << 20,
+            ports: Vec::new(),
+            processes: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Load from `path`; a missing file at the default location means "all defaults".
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_PATH), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        Self::parse(&text, &path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key, message: &str| ConfigError::Value { path: path.into(), key, message: message.into() };
+        if self.agent.interval < Duration::from_millis(100) {
+            return Err(bad("agent.interval", "must be at least 100ms"));
+        }
+        let ring = self.probe.ring_buffer_bytes;
+        if !ring.is_power_of_two() || ring < 4096 {
+            return Err(bad("probe.ring_buffer_bytes", "must be a power of two of at least 4096"));
+        }
+        if self.probe.max_connections == 0 || self.probe.max_processes == 0 {
+            return Err(bad("probe.max_connections", "map sizes must be positive"));
+        }
+        if !self.probe.pin_path.is_absolute() {
+            return Err(bad("probe.pin_path", "must be an absolute path under a bpffs mount"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_all_defaults() {
+        let c = Config::parse("", Path::new("x.toml")).unwrap();
+        assert_eq!(c.agent.interval, Duration::from_secs(5));
+        assert_eq!(c.api.listen.to_string(), "127.0.0.1:9595");
+        assert_eq!(c.agent.state_dir, PathBuf::from("/var/lib/wsguard"));
+    }
+
+    #[test]
+    fn durations_and_keys() {
+        let c = Config::parse("[agent]\ninterval = \"2s\"\n[probe]\nports = [8080]\n", Path::new("x")).unwrap();
+        assert_eq!(c.agent.interval, Duration::from_secs(2));
+        assert_eq!(c.probe.ports, vec![8080]);
+    }
+
+    #[test]
+    fn errors_name_key_and_line() {
+        let e = Config::parse("[agent]\n\ninterval = 5\n", Path::new("w.toml")).unwrap_err().to_string();
+        assert!(e.contains("w.toml") && e.contains("line 3") && e.contains("interval"), "{e}");
+        let e = Config::parse("[agnt]\n", Path::new("w.toml")).unwrap_err().to_string();
+        assert!(e.contains("unknown field") && e.contains("agnt"), "{e}");
+        let e = Config::parse("[probe]\nring_buffer_bytes = 5000\n", Path::new("w")).unwrap_err().to_string();
+        assert!(e.contains("probe.ring_buffer_bytes"), "{e}");
+    }
+}

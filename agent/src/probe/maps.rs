@@ -1,0 +1,140 @@
+//! Reading the probe's maps into plain userspace values, once per snapshot.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::Context;
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray},
+    Ebpf,
+};
+use wsguard_common::{
+    conn::{ConnKey, ConnState},
+    names,
+    stats::{global, CloseCodeKey, ProcStats},
+};
+
+/// Close codes by code, received and sent.
+#[derive(Debug, Default, Clone)]
+pub struct CloseCodes {
+    pub received: BTreeMap<u16, u64>,
+    pub sent: BTreeMap<u16, u64>,
+}
+
+/// Probe health counters, summed over CPUs.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct ProbeHealth {
+    pub conn_map_full: u64,
+    pub proc_map_full: u64,
+    pub ring_drops: u64,
+    pub walk_budget_exceeded: u64,
+    pub read_faults: u64,
+    pub close_code_map_full: u64,
+    /// Entries in the connection map now (all phases) and its capacity.
+    pub conn_map_entries: u64,
+    pub conn_map_capacity: u64,
+}
+
+/// Everything read from the maps at one instant (each map is read once, in order).
+#[derive(Debug, Default)]
+pub struct Reading {
+    pub procs: HashMap<u32, ProcStats>,
+    pub close_codes: HashMap<u32, CloseCodes>,
+    pub conns: Vec<(ConnKey, ConnState)>,
+    pub health: ProbeHealth,
+}
+
+fn hash_map<'a, K: aya::Pod, V: aya::Pod>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<BpfHashMap<&'a MapData, K, V>> {
+    let map = ebpf.map(name).with_context(|| format!("map {name} missing"))?;
+    BpfHashMap::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+pub fn read(ebpf: &Ebpf, conn_capacity: u32) -> anyhow::Result<Reading> {
+    let mut r = Reading::default();
+    let procs: BpfHashMap<_, u32, ProcStats> = hash_map(ebpf, names::PROCS)?;
+    for item in procs.iter() {
+        let (tgid, stats) = item?;
+        r.procs.insert(tgid, stats);
+    }
+    let codes: BpfHashMap<_, CloseCodeKey, u64> = hash_map(ebpf, names::CLOSE_CODES)?;
+    for item in codes.iter() {
+        let (k, n) = item?;
+        let e = r.close_codes.entry(k.tgid).or_default();
+        let side = if k.dir == 0 { &mut e.received } else { &mut e.sent };
+        side.insert(k.code, n);
+    }
+    let conns: BpfHashMap<_, ConnKey, ConnState> = hash_map(ebpf, names::CONNS)?;
+    for item in conns.iter() {
+        // An entry deleted between key walk and lookup is skipped, not an error.
+        if let Ok(kv) = item {
+            r.conns.push(kv);
+        }
+    }
+    let g: PerCpuArray<_, u64> = PerCpuArray::try_from(ebpf.map(names::GLOBAL).context("map WSG_GLOBAL missing")?)?;
+    let sum = |i: u32| -> anyhow::Result<u64> { Ok(g.get(&i, 0)?.iter().sum()) };
+    r.health = ProbeHealth {
+        conn_map_full: sum(global::CONN_MAP_FULL)?,
+        proc_map_full: sum(global::PROC_MAP_FULL)?,
+        ring_drops: sum(global::RING_DROPS)?,
+        walk_budget_exceeded: sum(global::WALK_BUDGET)?,
+        read_faults: sum(global::READ_FAULTS)?,
+        close_code_map_full: sum(global::CLOSE_CODE_MAP_FULL)?,
+        conn_map_entries: r.conns.len() as u64,
+        conn_map_capacity: conn_capacity as u64,
+    };
+    Ok(r)
+}
+
+/// A process that exited with connections still tracked never called `close` on them: end them
+/// in the maps (counted closed, and abnormal unless a close frame had been received) and drop
+/// their entries. Only called for processes that are gone, so no kernel writer races with it.
+pub fn reap_exited(ebpf: &mut Ebpf, tgid: u32) -> anyhow::Result<()> {
+    let mut conns: BpfHashMap<_, ConnKey, ConnState> =
+        BpfHashMap::try_from(ebpf.map_mut(names::CONNS).context("map WSG_CONNS missing")?)?;
+    let mine: Vec<(ConnKey, ConnState)> =
+        conns.iter().filter_map(Result::ok).filter(|(k, _)| k.tgid == tgid).collect();
+    for (k, _) in &mine {
+        let _ = conns.remove(k);
+    }
+    let (mut closed, mut abnormal, mut failed) = (0, 0, 0);
+    for (_, c) in &mine {
+        match c.phase {
+            wsguard_common::conn::phase::WEBSOCKET => {
+                closed += 1;
+                if c.close_rx_seen == 0 && c.out_of_sync == 0 {
+                    abnormal += 1;
+                }
+            }
+            wsguard_common::conn::phase::UPGRADE_REQUESTED => failed += 1,
+            _ => {}
+        }
+    }
+    let mut procs: BpfHashMap<_, u32, ProcStats> =
+        BpfHashMap::try_from(ebpf.map_mut(names::PROCS).context("map WSG_PROCS missing")?)?;
+    if let Ok(mut p) = procs.get(&tgid, 0) {
+        p.closed += closed;
+        p.abnormal_closes += abnormal;
+        p.handshakes_failed += failed;
+        procs.insert(tgid, p, 0)?;
+    }
+    Ok(())
+}
+
+/// Forget a process's counters (after it exited and its last numbers were reported).
+pub fn forget(ebpf: &mut Ebpf, tgid: u32) -> anyhow::Result<()> {
+    let mut procs: BpfHashMap<_, u32, ProcStats> =
+        BpfHashMap::try_from(ebpf.map_mut(names::PROCS).context("map WSG_PROCS missing")?)?;
+    let _ = procs.remove(&tgid);
+    let mut codes: BpfHashMap<_, CloseCodeKey, u64> =
+        BpfHashMap::try_from(ebpf.map_mut(names::CLOSE_CODES).context("map WSG_CLOSE_CODES missing")?)?;
+    let keys: Vec<CloseCodeKey> = codes.keys().filter_map(Result::ok).filter(|k| k.tgid == tgid).collect();
+    for k in keys {
+        let _ = codes.remove(&k);
+    }
+    Ok(())
+}
+
+/// One process's counters, read now.
+pub fn read_proc(ebpf: &Ebpf, tgid: u32) -> anyhow::Result<ProcStats> {
+    let procs: BpfHashMap<_, u32, ProcStats> = hash_map(ebpf, names::PROCS)?;
+    Ok(procs.get(&tgid, 0)?)
+}

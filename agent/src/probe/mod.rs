@@ -1,0 +1,136 @@
+//! Loading, attaching and pinning the eBPF probe, and reading its maps.
+//!
+//! Maps and links are pinned under `probe.pin_path`. When an agent starts and finds the links
+//! pinned there, it reuses the running probe and its maps as they are: nothing is reloaded, so
+//! counting never stops across a restart. `--fresh` unpins everything and starts from zero.
+
+pub mod fs;
+pub mod maps;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use aya::{
+    maps::MapInfo,
+    programs::{links::FdLink, links::PinnedLink, RawTracePoint},
+    Ebpf, EbpfLoader,
+};
+use tracing::{info, warn};
+use wsguard_common::{conn::ConnState, names, stats::ProcStats};
+
+use crate::config::ProbeConfig;
+
+/// The eBPF object built by build.rs (empty when built without the eBPF toolchain).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/wsguard"));
+
+/// Maps the agent pins (all of them: the pinned programs keep using the pinned instances).
+const PINNED_MAPS: [&str; 8] = [
+    names::CONNS,
+    names::PROCS,
+    names::CLOSE_CODES,
+    names::WATCHED,
+    names::EVENTS,
+    names::GLOBAL,
+    "WSG_INIT_CONN",
+    "WSG_ZERO_PROC",
+];
+const TRACEPOINTS: [(&str, &str); 2] = [(names::PROG_ENTER, "sys_enter"), (names::PROG_EXIT, "sys_exit")];
+
+/// A loaded (or resumed) probe.
+pub struct Probe {
+    pub ebpf: Ebpf,
+    /// True when an already running probe was picked up from the pins.
+    pub resumed: bool,
+    pub pin_path: PathBuf,
+}
+
+fn link_pin(pin: &Path, prog: &str) -> PathBuf {
+    pin.join(format!("link_{prog}"))
+}
+
+/// Load or resume the probe according to `cfg`.
+pub fn start(cfg: &ProbeConfig, fresh: bool) -> anyhow::Result<Probe> {
+    if OBJECT.is_empty() {
+        bail!(
+            "this wsguard binary was built without its eBPF probe (bpf-linker or the eBPF Rust \
+             toolchain was missing at build time). Run `cargo xtask setup`, then rebuild; see README"
+        );
+    }
+    match fs::ensure_tracefs() {
+        Ok(true) => info!("mounted tracefs at {}", fs::TRACEFS),
+        Ok(false) => {}
+        Err(e) => warn!("{e:#} (raw tracepoints attach without it; `wsguard doctor` explains)"),
+    }
+    let pin = &cfg.pin_path;
+    fs::ensure_bpffs(pin)?;
+    if fresh && pin.exists() {
+        std::fs::remove_dir_all(pin).with_context(|| format!("cannot remove {}", pin.display()))?;
+        info!("--fresh: removed pinned probe state at {}", pin.display());
+    }
+    std::fs::create_dir_all(pin).with_context(|| format!("cannot create {}", pin.display()))?;
+    let resumed = TRACEPOINTS.iter().all(|(p, _)| link_pin(pin, p).exists());
+    if resumed {
+        check_layout(pin)?;
+    }
+
+    let mut loader = EbpfLoader::new();
+    loader
+        .map_max_entries(names::CONNS, cfg.max_connections)
+        .map_max_entries(names::PROCS, cfg.max_processes)
+        .map_max_entries(names::EVENTS, cfg.ring_buffer_bytes);
+    let paths: Vec<(&str, PathBuf)> = PINNED_MAPS.iter().map(|m| (*m, pin.join(m))).collect();
+    for (m, p) in &paths {
+        loader.map_pin_path(m, p.as_path());
+    }
+    let mut ebpf = loader.load(OBJECT).context("loading the eBPF object")?;
+
+    if resumed {
+        for (prog, _) in TRACEPOINTS {
+            PinnedLink::from_pin(link_pin(pin, prog))
+                .with_context(|| format!("pinned link {prog} is unusable; restart with --fresh"))?;
+        }
+        info!("resumed the running probe pinned at {}", pin.display());
+    } else {
+        for (prog, tp) in TRACEPOINTS {
+            let p: &mut RawTracePoint = ebpf
+                .program_mut(prog)
+                .with_context(|| format!("program {prog} missing from the object"))?
+                .try_into()?;
+            p.load().with_context(|| format!("the verifier rejected {prog}"))?;
+            let id = p.attach(tp).with_context(|| format!("attaching {prog} to raw tracepoint {tp}"))?;
+            let link: FdLink = p.take_link(id)?.try_into()?;
+            link.pin(link_pin(pin, prog)).with_context(|| format!("pinning the {prog} link"))?;
+        }
+        info!("probe attached (raw tracepoints sys_enter, sys_exit), pinned at {}", pin.display());
+    }
+    Ok(Probe { ebpf, resumed, pin_path: pin.clone() })
+}
+
+/// Refuse pinned maps made by a wsguard with another record layout.
+fn check_layout(pin: &Path) -> anyhow::Result<()> {
+    let want = [
+        (names::CONNS, std::mem::size_of::<ConnState>()),
+        (names::PROCS, std::mem::size_of::<ProcStats>()),
+    ];
+    for (name, size) in want {
+        let info = MapInfo::from_pin(pin.join(name))
+            .with_context(|| format!("reading pinned map {name}; restart with --fresh"))?;
+        if info.value_size() as usize != size {
+            bail!(
+                "the probe pinned at {} was made by an incompatible wsguard version ({name}: \
+                 value size {} != {size}); restart with --fresh to replace it (counts restart at 0)",
+                pin.display(),
+                info.value_size()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Detach and unpin everything (used by tests and `--fresh`).
+pub fn remove(pin: &Path) -> std::io::Result<()> {
+    if pin.exists() {
+        std::fs::remove_dir_all(pin)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! `wsguard run`: attach (or resume) the probe, serve the API, build a snapshot every interval.
+
+use std::sync::{atomic::AtomicU64, Arc};
+
+use anyhow::{bail, Context};
+use aya::maps::RingBuf;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info};
+use wsguard_common::names;
+
+use crate::{api, config::Config, events, probe, track::Tracker};
+
+pub async fn run(cfg: Config, fresh: bool) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("wsguard run needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN to mount/pin); `wsguard doctor` checks");
+    }
+    std::fs::create_dir_all(&cfg.agent.state_dir)
+        .with_context(|| format!("cannot create state_dir {}", cfg.agent.state_dir.display()))?;
+
+    // Bind first: a port conflict should fail before anything is attached.
+    let listener = tokio::net::TcpListener::bind(cfg.api.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} ([api] listen)", cfg.api.listen))?;
+
+    let mut probe = probe::start(&cfg.probe, fresh)?;
+    let received = Arc::new(AtomicU64::new(0));
+    let ring = RingBuf::try_from(probe.ebpf.take_map(names::EVENTS).context("map WSG_EVENTS missing")?)?;
+    tokio::spawn(events::consume(ring, received.clone()));
+
+    let shared = Arc::new(api::Shared::default());
+    let app = api::router(shared.clone());
+    info!("API listening on http://{}", cfg.api.listen);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            error!("API server stopped: {e}");
+        }
+    });
+
+    let mut tracker = Tracker::new(&cfg, probe.resumed);
+    let mut tick = tokio::time::interval(cfg.agent.interval);
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let n = received.load(std::sync::atomic::Ordering::Relaxed);
+                match tracker.snapshot(&mut probe, n) {
+                    Ok(s) => shared.publish(s),
+                    Err(e) => error!("snapshot failed: {e:#}"),
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    info!(
+        "stopping; the probe stays attached and counting at {} (`wsguard detach` removes it)",
+        probe.pin_path.display()
+    );
+    Ok(())
+}

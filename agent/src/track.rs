@@ -1,0 +1,210 @@
+//! Turns map readings into snapshots, and keeps what must persist between intervals: process
+//! identities (to tell an exit or a reused pid), connections that predate the probe, and the
+//! final numbers of processes that exited.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant, SystemTime},
+};
+
+use serde::{Deserialize, Serialize};
+use tracing::{debug, warn};
+
+use crate::{
+    config::Config,
+    probe::{maps, Probe},
+    procinfo::{self, Identity},
+    snapshot::{AgentInfo, ProbeInfo, ProcessSnapshot, Snapshot, WebSocketStats},
+};
+
+/// How long an exited process stays in snapshots with its final numbers.
+const EXITED_RETENTION: Duration = Duration::from_secs(300);
+const PREEXISTING_FILE: &str = "preexisting.json";
+
+/// Connections a process held when the probe attached, by socket inode.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Preexisting {
+    start_time: u64,
+    inodes: HashSet<u64>,
+}
+
+struct Known {
+    id: Identity,
+    exited_at: Option<Instant>,
+}
+
+pub struct Tracker {
+    cfg: Config,
+    started_at: SystemTime,
+    known: HashMap<u32, Known>,
+    preexisting: HashMap<u32, Preexisting>,
+}
+
+impl Tracker {
+    /// A new tracker. On a fresh attach it records the inbound connections already open (and
+    /// saves them, so a resumed agent keeps reporting them); on resume it loads that record.
+    pub fn new(cfg: &Config, resumed: bool) -> Self {
+        let state_file = cfg.agent.state_dir.join(PREEXISTING_FILE);
+        let preexisting = if resumed {
+            std::fs::read(&state_file)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default()
+        } else {
+            let found: HashMap<u32, Preexisting> = procinfo::inbound_connections()
+                .into_iter()
+                .filter_map(|(pid, inodes)| {
+                    let id = procinfo::identity(pid)?;
+                    Some((pid, Preexisting { start_time: id.start_time, inodes }))
+                })
+                .collect();
+            match serde_json::to_vec(&found) {
+                Ok(b) => {
+                    if let Err(e) = std::fs::write(&state_file, b) {
+                        warn!("cannot save {}: {e}", state_file.display());
+                    }
+                }
+                Err(e) => warn!("cannot encode pre-existing connections: {e}"),
+            }
+            found
+        };
+        Tracker {
+            cfg: cfg.clone(),
+            started_at: SystemTime::now(),
+            known: HashMap::new(),
+            preexisting,
+        }
+    }
+
+    /// Build a snapshot from the probe's maps and /proc.
+    pub fn snapshot(&mut self, probe: &mut Probe, events_received: u64) -> anyhow::Result<Snapshot> {
+        let t0 = Instant::now();
+        let reading = maps::read(&probe.ebpf, self.cfg.probe.max_connections)?;
+        let sockets = procinfo::tcp_sockets();
+        let mut processes = Vec::new();
+        let mut gone = Vec::new();
+
+        for (tgid, stats) in &reading.procs {
+            let tgid = *tgid;
+            let live = procinfo::identity(tgid);
+            let known = self.known.entry(tgid).or_insert_with(|| Known {
+                id: live.clone().unwrap_or_default(),
+                exited_at: None,
+            });
+            let alive = matches!(&live, Some(id) if id.start_time == known.id.start_time);
+            if !alive && known.exited_at.is_none() {
+                // Its remaining connections ended with it; no close was seen for them.
+                if let Err(e) = maps::reap_exited(&mut probe.ebpf, tgid) {
+                    warn!("cannot reap exited process {tgid}: {e:#}");
+                }
+                known.exited_at = Some(Instant::now());
+                debug!(pid = tgid, comm = %known.id.comm, "process exited");
+            }
+            if let Some(at) = known.exited_at {
+                if at.elapsed() > EXITED_RETENTION {
+                    gone.push(tgid);
+                    continue;
+                }
+            }
+            let (id, exited) = (known.id.clone(), known.exited_at.is_some());
+            let mut ws = WebSocketStats::from_probe(stats, reading.close_codes.get(&tgid));
+            if exited {
+                // The reap above updated the map after this reading; report the final numbers.
+                if let Ok(fin) = maps::read_proc(&probe.ebpf, tgid) {
+                    ws = WebSocketStats::from_probe(&fin, reading.close_codes.get(&tgid));
+                }
+            }
+            let ports = if !exited { procinfo::listening_ports(tgid, &sockets) } else { Vec::new() };
+            let pre = self.preexisting_open(tgid, id.start_time, !exited);
+            let ps = ProcessSnapshot {
+                pid: tgid,
+                comm: id.comm,
+                cmdline: id.cmdline.join(" "),
+                listening_ports: ports,
+                exited,
+                preexisting_connections: pre,
+                tcp_accepted: stats.accepted,
+                not_websocket: stats.not_websocket,
+                websocket: ws,
+            };
+            if self.selected(&ps) {
+                processes.push(ps);
+            }
+        }
+        // Processes with connections from before the probe that have not accepted since.
+        for (pid, pre) in &self.preexisting {
+            if reading.procs.contains_key(pid) {
+                continue;
+            }
+            let Some(id) = procinfo::identity(*pid) else { continue };
+            if id.start_time != pre.start_time {
+                continue;
+            }
+            let open = procinfo::socket_inodes(*pid).intersection(&pre.inodes).count() as u64;
+            let ps = ProcessSnapshot {
+                pid: *pid,
+                comm: id.comm.clone(),
+                cmdline: id.cmdline.join(" "),
+                listening_ports: procinfo::listening_ports(*pid, &sockets),
+                preexisting_connections: open,
+                ..Default::default()
+            };
+            if open > 0 && self.selected_by_filter(&ps) {
+                processes.push(ps);
+            }
+        }
+        for tgid in gone {
+            self.known.remove(&tgid);
+            self.preexisting.remove(&tgid);
+            if let Err(e) = maps::forget(&mut probe.ebpf, tgid) {
+                warn!("cannot drop counters of exited process {tgid}: {e:#}");
+            }
+        }
+        processes.sort_by_key(|p| p.pid);
+        let mut totals = WebSocketStats::default();
+        for p in &processes {
+            totals.add(&p.websocket);
+        }
+        Ok(Snapshot {
+            timestamp: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            agent: AgentInfo {
+                version: env!("CARGO_PKG_VERSION").into(),
+                started_at: humantime::format_rfc3339_seconds(self.started_at).to_string(),
+                interval_seconds: self.cfg.agent.interval.as_secs_f64(),
+                snapshot_ms: t0.elapsed().as_secs_f64() * 1e3,
+            },
+            probe: ProbeInfo {
+                attached: true,
+                resumed: probe.resumed,
+                pin_path: probe.pin_path.display().to_string(),
+                events_received,
+                health: reading.health.into(),
+            },
+            totals,
+            processes,
+        })
+    }
+
+    fn preexisting_open(&self, pid: u32, start_time: u64, alive: bool) -> u64 {
+        match self.preexisting.get(&pid) {
+            Some(pre) if alive && pre.start_time == start_time => {
+                procinfo::socket_inodes(pid).intersection(&pre.inodes).count() as u64
+            }
+            _ => 0,
+        }
+    }
+
+    /// Listed: processes with any WebSocket activity (or pre-existing connections), within the
+    /// configured port/process filters.
+    fn selected(&self, p: &ProcessSnapshot) -> bool {
+        let ws = &p.websocket;
+        let active = ws.connections_opened > 0 || ws.handshakes_failed > 0 || p.preexisting_connections > 0;
+        active && self.selected_by_filter(p)
+    }
+
+    fn selected_by_filter(&self, p: &ProcessSnapshot) -> bool {
+        let f = &self.cfg.probe;
+        (f.processes.is_empty() || f.processes.iter().any(|c| *c == p.comm))
+            && (f.ports.is_empty() || p.exited || p.listening_ports.iter().any(|x| f.ports.contains(x)))
+    }
+}
