@@ -1,1 +1,477 @@
+//! Harness for the privileged integration tests: a real agent (the release binary), real
+//! unmodified WebSocket servers (`ws` on node, `websockets` on python) and a raw TCP client that
+//! splits its writes adversarially. Frames are encoded and decoded with `tungstenite`, a library
+//! independent of wsguard's parser.
 
+use std::{
+    io::{Read, Write},
+    net::{Shutdown, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU16, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use tungstenite::protocol::{
+    frame::{
+        coding::{CloseCode, Control, Data, OpCode},
+        CloseFrame, Frame,
+    },
+};
+
+pub mod oracle;
+
+/// Skip (with a printed reason) unless we are root: the probe needs it.
+pub fn require_root() -> bool {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP: privileged test needs root (load eBPF); run `cargo xtask test` as root");
+        return false;
+    }
+    true
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn agent_bin() -> PathBuf {
+    std::env::var_os("WSGUARD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/release/wsguard"))
+}
+
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// A running agent with its own API port, pin path and state dir.
+pub struct Agent {
+    child: Option<Child>,
+    pub api: String,
+    pub config: PathBuf,
+    pub dir: PathBuf,
+    pub pin: String,
+    log: PathBuf,
+}
+
+impl Agent {
+    /// Start a fresh agent (its own pinned probe) named `name`.
+    pub fn start(name: &str) -> Result<Agent> {
+        let base = 19600 + (std::process::id() % 200) as u16 * 10;
+        let port = base + NEXT_PORT.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("wsguard-it-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let pin = format!("/sys/fs/bpf/wsguard-it-{name}");
+        let config = dir.join("wsguard.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[agent]\ninterval = \"500ms\"\nstate_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n[probe]\npin_path = \"{pin}\"\n",
+                dir.join("state").display()
+            ),
+        )?;
+        let mut a = Agent { child: None, api: format!("http://127.0.0.1:{port}"), config, dir: dir.clone(), pin, log: dir.join("agent.log") };
+        a.spawn(true)?;
+        Ok(a)
+    }
+
+    /// (Re)start the agent process; `fresh` discards the pinned probe.
+    pub fn spawn(&mut self, fresh: bool) -> Result<()> {
+        let bin = agent_bin();
+        if !bin.exists() {
+            bail!("{} missing: build it first (`cargo build --release`)", bin.display());
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let mut cmd = Command::new(bin);
+        cmd.args(["run", "--config"]).arg(&self.config);
+        if fresh {
+            cmd.arg("--fresh");
+        }
+        let child = cmd.env("RUST_LOG", "info").stdout(log.try_clone()?).stderr(log).spawn()?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Some(st) = c.try_wait()? {
+                    bail!("agent exited early ({st}): {}", self.log_text());
+                }
+            }
+            if self.get("/api/v1/snapshot").is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("agent did not serve a snapshot within 30s: {}", self.log_text())
+    }
+
+    /// Stop the agent process with `signal` (the probe stays pinned).
+    pub fn stop(&mut self, signal: i32) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(c.id() as i32, signal) };
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn get(&self, path: &str) -> Result<Value> {
+        http_get_json(&format!("{}{}", self.api, path))
+    }
+
+    /// The latest snapshot after at least one more interval has passed.
+    pub fn fresh_snapshot(&self) -> Result<Value> {
+        let before = self.get("/api/v1/snapshot")?["timestamp"].clone();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = self.get("/api/v1/snapshot")?;
+            if s["timestamp"] != before {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                bail!("snapshot did not advance");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The `websocket` object of process `pid` in a fresh snapshot (null if not listed).
+    pub fn ws(&self, pid: u32) -> Result<Value> {
+        Ok(self.process(pid)?.map(|p| p["websocket"].clone()).unwrap_or(Value::Null))
+    }
+
+    pub fn process(&self, pid: u32) -> Result<Option<Value>> {
+        let s = self.fresh_snapshot()?;
+        Ok(s["processes"].as_array().and_then(|ps| ps.iter().find(|p| p["pid"] == pid).cloned()))
+    }
+
+    /// Poll until `pred` holds for the process's `websocket` object, or fail with the last one.
+    pub fn wait_ws(&self, pid: u32, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let ws = self.ws(pid)?;
+            if pred(&ws) {
+                return Ok(ws);
+            }
+            if Instant::now() > deadline {
+                bail!("timed out waiting for {what}; last: {ws:#}");
+            }
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop(libc::SIGTERM);
+        let _ = std::fs::remove_dir_all(&self.pin);
+    }
+}
+
+/// Minimal HTTP/1.0 GET returning parsed JSON (keeps the harness free of an HTTP client stack).
+pub fn http_get_json(url: &str) -> Result<Value> {
+    let rest = url.strip_prefix("http://").context("http only")?;
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let mut s = TcpStream::connect(host)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let (head, body) = buf.split_once("\r\n\r\n").context("no HTTP body")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        bail!("{url}: {}", head.lines().next().unwrap_or(""));
+    }
+    Ok(serde_json::from_str(body)?)
+}
+
+/// A real WebSocket server process.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    pub pid: u32,
+}
+
+impl Server {
+    /// `ws` (npm) echo server.
+    pub fn node(extra: &[&str]) -> Result<Server> {
+        let mut cmd = Command::new("node");
+        cmd.arg(repo_root().join("tests/servers/ws_echo.js")).arg("0").args(extra);
+        Self::spawn(cmd)
+    }
+
+    /// `websockets` (PyPI) echo server.
+    pub fn python(extra: &[&str]) -> Result<Server> {
+        let mut cmd = Command::new("python3");
+        cmd.arg(repo_root().join("tests/servers/websockets_echo.py")).arg("0").args(extra);
+        Self::spawn(cmd)
+    }
+
+    fn spawn(mut cmd: Command) -> Result<Server> {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
+        let mut out = child.stdout.take().context("stdout")?;
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while out.read(&mut b)? == 1 && b[0] != b'\n' {
+            line.push(b[0]);
+        }
+        let line = String::from_utf8_lossy(&line).to_string();
+        let port = line.strip_prefix("READY ").context(format!("server said {line:?}"))?.trim().parse()?;
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        let pid = child.id();
+        Ok(Server { child, port, pid })
+    }
+
+    pub fn stop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How a client cuts its bytes into `write` calls.
+#[derive(Clone, Copy, Debug)]
+pub enum Split {
+    /// One write per frame.
+    PerFrame,
+    /// Every byte its own write.
+    Bytes,
+    /// Each frame's first byte alone, then the rest (header split across syscalls).
+    HeaderSplit,
+    /// Everything in one write.
+    All,
+    /// Pseudo-random cut points from this seed.
+    Random(u64),
+}
+
+/// A client speaking raw bytes over TCP, with tungstenite's encoder for frames.
+pub struct RawClient {
+    pub stream: TcpStream,
+    /// Bytes received after the handshake response.
+    pub received: Vec<u8>,
+}
+
+pub fn upgrade_request(port: u16, version: &str, extra: &str) -> String {
+    format!(
+        "GET /chat HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: {version}\r\n{extra}\r\n"
+    )
+}
+
+impl RawClient {
+    /// Connect and complete the upgrade; fails unless the server answers 101.
+    pub fn connect(port: u16) -> Result<RawClient> {
+        Self::connect_from("127.0.0.1", port, "")
+    }
+
+    pub fn connect_from(local: &str, port: u16, extra_headers: &str) -> Result<RawClient> {
+        let sock = socket2_bind_connect(local, port)?;
+        let mut c = RawClient { stream: sock, received: Vec::new() };
+        c.stream.write_all(upgrade_request(port, "13", extra_headers).as_bytes())?;
+        let status = c.read_head()?;
+        if !status.starts_with("HTTP/1.1 101") {
+            bail!("expected 101, got {status}");
+        }
+        Ok(c)
+    }
+
+    /// Read the response head; keep any bytes after it in `received`.
+    fn read_head(&mut self) -> Result<String> {
+        self.stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                bail!("connection closed during handshake");
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                self.received.extend_from_slice(&buf[i + 4..]);
+                return Ok(String::from_utf8_lossy(&buf[..i]).to_string());
+            }
+        }
+    }
+
+    /// Write `frames` (already encoded) cut according to `split`.
+    pub fn send(&mut self, frames: &[Vec<u8>], split: Split) -> Result<()> {
+        self.stream.set_nodelay(true)?;
+        match split {
+            Split::PerFrame => {
+                for f in frames {
+                    self.stream.write_all(f)?;
+                }
+            }
+            Split::All => self.stream.write_all(&frames.concat())?,
+            Split::Bytes => {
+                for b in frames.concat() {
+                    self.stream.write_all(&[b])?;
+                }
+            }
+            Split::HeaderSplit => {
+                for f in frames {
+                    self.stream.write_all(&f[..1])?;
+                    std::thread::sleep(Duration::from_micros(300));
+                    self.stream.write_all(&f[1..])?;
+                }
+            }
+            Split::Random(seed) => {
+                let all = frames.concat();
+                let mut x = seed | 1;
+                let mut pos = 0;
+                while pos < all.len() {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let n = 1 + (x % 40) as usize;
+                    let end = (pos + n).min(all.len());
+                    self.stream.write_all(&all[pos..end])?;
+                    pos = end;
+                    if x % 3 == 0 {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Read until the server closes the connection (or `timeout`).
+    pub fn read_to_end(&mut self, timeout: Duration) -> Result<()> {
+        self.stream.set_read_timeout(Some(timeout))?;
+        let mut chunk = [0u8; 65536];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Ok(()),
+                Ok(n) => self.received.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Ok(())
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Read until at least `n` complete frames were received.
+    pub fn read_frames(&mut self, n: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        self.stream.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let mut chunk = [0u8; 65536];
+        while oracle::decode(&self.received).frames.len() < n {
+            if Instant::now() > deadline {
+                bail!("got {} of {n} frames", oracle::decode(&self.received).frames.len());
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => bail!("server closed early"),
+                Ok(k) => self.received.extend_from_slice(&chunk[..k]),
+                Err(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Abort with RST (SO_LINGER 0).
+    pub fn reset(self) -> Result<()> {
+        let l = libc::linger { l_onoff: 1, l_linger: 0 };
+        use std::os::fd::AsRawFd;
+        // SAFETY: valid socket fd and option struct.
+        unsafe {
+            libc::setsockopt(
+                self.stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                &l as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::linger>() as u32,
+            )
+        };
+        drop(self.stream);
+        Ok(())
+    }
+
+    /// Close our side with FIN, without a close frame.
+    pub fn fin(self) -> Result<()> {
+        self.stream.shutdown(Shutdown::Both)?;
+        Ok(())
+    }
+}
+
+fn socket2_bind_connect(local: &str, port: u16) -> Result<TcpStream> {
+    if local == "127.0.0.1" {
+        return Ok(TcpStream::connect(("127.0.0.1", port))?);
+    }
+    // Bind a distinct loopback source address (127.0.0.x) so clients have distinct IPs.
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls with valid arguments; the fd is owned by the TcpStream.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        if fd < 0 {
+            bail!("socket: {}", std::io::Error::last_os_error());
+        }
+        let mut sa: libc::sockaddr_in = std::mem::zeroed();
+        sa.sin_family = libc::AF_INET as u16;
+        sa.sin_addr.s_addr = u32::from_ne_bytes(local.parse::<std::net::Ipv4Addr>()?.octets());
+        if libc::bind(fd, &sa as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_in>() as u32) != 0 {
+            bail!("bind {local}: {}", std::io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let mut to: libc::sockaddr_in = std::mem::zeroed();
+        to.sin_family = libc::AF_INET as u16;
+        to.sin_port = port.to_be();
+        to.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        if libc::connect(fd, &to as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_in>() as u32) != 0 {
+            bail!("connect: {}", std::io::Error::last_os_error());
+        }
+        Ok(stream)
+    }
+}
+
+/// Encoders (tungstenite), always masked as a client must.
+pub mod enc {
+    use super::*;
+
+    static SEED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0x9e37_79b9);
+
+    fn fmt(mut f: Frame) -> Vec<u8> {
+        let m = SEED.fetch_add(0x6d2b_79f5, Ordering::Relaxed).wrapping_mul(2_654_435_761);
+        f.header_mut().mask = Some(m.to_le_bytes());
+        let mut v = Vec::new();
+        f.format(&mut v).expect("encode");
+        v
+    }
+    pub fn text(s: &str, fin: bool) -> Vec<u8> {
+        fmt(Frame::message(s.as_bytes().to_vec(), OpCode::Data(Data::Text), fin))
+    }
+    pub fn binary(len: usize, fin: bool) -> Vec<u8> {
+        fmt(Frame::message((0..len).map(|i| i as u8).collect::<Vec<u8>>(), OpCode::Data(Data::Binary), fin))
+    }
+    pub fn cont(s: &str, fin: bool) -> Vec<u8> {
+        fmt(Frame::message(s.as_bytes().to_vec(), OpCode::Data(Data::Continue), fin))
+    }
+    pub fn ping(s: &str) -> Vec<u8> {
+        fmt(Frame::ping(s.as_bytes().to_vec()))
+    }
+    pub fn pong(s: &str) -> Vec<u8> {
+        fmt(Frame::pong(s.as_bytes().to_vec()))
+    }
+    pub fn close(code: u16) -> Vec<u8> {
+        fmt(Frame::close(Some(CloseFrame { code: CloseCode::from(code), reason: "bye".into() })))
+    }
+    /// A frame with a reserved opcode: invalid framing.
+    pub fn reserved() -> Vec<u8> {
+        let mut f = Frame::message(vec![1, 2, 3], OpCode::Data(Data::Text), true);
+        f.header_mut().opcode = OpCode::Control(Control::Reserved(0xB));
+        fmt(f)
+    }
+
+}

@@ -1,0 +1,170 @@
+//! Exact frame accounting against unmodified servers, with clients that cut their writes
+//! adversarially. The truth comes from tungstenite decoding the bytes each side really sent.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use serde_json::Value;
+use wsguard_integration::{
+    enc, oracle::{self, Counts}, require_root, Agent, RawClient, Server, Split,
+};
+
+/// Frames a client sends: data of all sizes (7-, 16- and 64-bit lengths), a fragmented message
+/// with a ping in between, an unsolicited pong, many small frames, then a close with `code`.
+fn script(code: u16) -> Vec<Vec<u8>> {
+    let mut f = vec![
+        enc::text("hello", true),
+        enc::binary(200_000, true),
+        enc::binary(300, true),
+        enc::text("frag-a", false),
+        enc::ping("p1"),
+        enc::cont("frag-b", false),
+        enc::cont("frag-c", true),
+        enc::pong("unsolicited"),
+        enc::binary(125, true),
+        enc::binary(126, true),
+        enc::binary(65_536, true),
+    ];
+    for i in 0..50 {
+        f.push(enc::text(&format!("m{i}"), true));
+    }
+    f.push(enc::close(code));
+    f
+}
+
+/// Check the agent's numbers for `pid` against what clients sent (rx) and received (tx).
+fn assert_exact(ws: &Value, rx: &Counts, tx: &Counts) {
+    assert_eq!(ws["frames_received"], rx.by_opcode(), "frames_received: {ws:#}");
+    assert_eq!(ws["frames_sent"], tx.by_opcode(), "frames_sent: {ws:#}");
+    assert_eq!(ws["messages_received"], rx.messages(), "messages_received");
+    assert_eq!(ws["messages_sent"], tx.messages(), "messages_sent");
+    assert_eq!(ws["payload_bytes_received"], rx.payload_bytes(), "payload_bytes_received");
+    assert_eq!(ws["payload_bytes_sent"], tx.payload_bytes(), "payload_bytes_sent");
+    assert_eq!(ws["close_codes_received"], serde_json::to_value(&rx.close_codes).unwrap());
+    assert_eq!(ws["close_codes_sent"], serde_json::to_value(&tx.close_codes).unwrap());
+    assert_eq!(ws["out_of_sync"], 0);
+}
+
+fn adversarial(name: &str, server: Server) -> Result<()> {
+    let agent = Agent::start(name)?;
+    let splits = [Split::PerFrame, Split::All, Split::HeaderSplit, Split::Random(7), Split::Random(1234), Split::Bytes];
+    let (mut rx, mut tx) = (Counts::default(), Counts::default());
+    for (i, split) in splits.iter().enumerate() {
+        let frames = script(4000 + i as u16);
+        let mut c = RawClient::connect(server.port)?;
+        // The 200 KB frame byte by byte is slow and proves nothing more: trim it there.
+        let frames: Vec<Vec<u8>> = match split {
+            Split::Bytes => frames.into_iter().filter(|f| f.len() < 70_000).collect(),
+            _ => frames,
+        };
+        c.send(&frames, *split)?;
+        c.read_to_end(Duration::from_secs(10))?;
+        rx.add(&oracle::decode(&frames.concat()));
+        tx.add(&oracle::decode(&c.received));
+    }
+    let n = splits.len() as u64;
+    let ws = agent.wait_ws(server.pid, "all closed", |w| w["connections_closed"] == n)?;
+    assert_exact(&ws, &rx, &tx);
+    assert_eq!(ws["abnormal_closes"], 0);
+    // The script has pings: the server answered each with a pong.
+    assert_eq!(ws["frames_sent"]["pong"], n, "{ws:#}");
+    Ok(())
+}
+
+#[test]
+fn adversarial_splits_node_ws() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    adversarial("frames-node", Server::node(&[])?)
+}
+
+#[test]
+fn adversarial_splits_python_websockets() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    adversarial("frames-py", Server::python(&[])?)
+}
+
+/// Thousands of tiny frames in one write: the server reads them in few large syscalls and
+/// answers with large (often vectored) writes.
+#[test]
+fn thousands_of_tiny_frames() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    for (name, server) in [("tiny-node", Server::node(&[])?), ("tiny-py", Server::python(&[])?)] {
+        let agent = Agent::start(name)?;
+        let tiny: Vec<Vec<u8>> = (0..10_000).map(|_| enc::text("", true)).collect();
+        let mut c = RawClient::connect(server.port)?;
+        c.send(&tiny, Split::All)?;
+        // Close only after the echoes: websockets handles a queued close before echoing.
+        c.read_frames(10_000, Duration::from_secs(20))?;
+        c.send(&[enc::close(1000)], Split::PerFrame)?;
+        c.read_to_end(Duration::from_secs(20))?;
+        let mut sent = tiny.concat();
+        sent.extend(enc::close(1000));
+        let rx = oracle::decode(&sent);
+        let tx = oracle::decode(&c.received);
+        assert_eq!(tx.frames.len(), 10_001, "{name}: server echoed everything");
+        // The server closes its fd once our FIN arrives.
+        drop(c);
+        let ws = agent.wait_ws(server.pid, "closed", |w| w["connections_closed"] == 1)?;
+        assert_exact(&ws, &rx, &tx);
+        let health = &agent.fresh_snapshot()?["probe"]["health"];
+        assert_eq!(health["walk_budget_exceeded"], 0, "{health:#}");
+    }
+    Ok(())
+}
+
+/// Garbage after a handshake puts only that connection out of sync; the others stay exact.
+#[test]
+fn garbage_marks_only_its_connection_out_of_sync() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let server = Server::node(&[])?;
+    let agent = Agent::start("garbage")?;
+    let mut bad = RawClient::connect(server.port)?;
+    let mut good = RawClient::connect(server.port)?;
+    bad.send(&[enc::reserved(), vec![0xff; 64]], Split::All)?;
+    let frames = script(1000);
+    good.send(&frames, Split::Random(99))?;
+    good.read_to_end(Duration::from_secs(10))?;
+    bad.read_to_end(Duration::from_secs(10))?;
+    let good_received = std::mem::take(&mut good.received);
+    drop((bad, good));
+    let ws = agent.wait_ws(server.pid, "both closed", |w| w["connections_closed"] == 2)?;
+    assert_eq!(ws["out_of_sync"], 1, "{ws:#}");
+    let (rx, tx) = (oracle::decode(&frames.concat()), oracle::decode(&good_received));
+    assert_eq!(ws["frames_received"], rx.by_opcode(), "{ws:#}");
+    assert_eq!(ws["frames_sent"], tx.by_opcode(), "{ws:#}");
+    assert_eq!(ws["payload_bytes_received"], rx.payload_bytes());
+    assert_eq!(ws["abnormal_closes"], 0, "an out-of-sync connection is not judged: {ws:#}");
+    Ok(())
+}
+
+/// Server-initiated pings: each is answered by a pong from the client, both directions counted.
+#[test]
+fn server_pings_are_counted() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let server = Server::node(&["--ping-ms", "100"])?;
+    let agent = Agent::start("pings")?;
+    let mut c = RawClient::connect(server.port)?;
+    c.read_frames(3, Duration::from_secs(5))?;
+    let pings = oracle::decode(&c.received).frames.len();
+    let pongs: Vec<Vec<u8>> = (0..pings).map(|_| enc::pong("")).collect();
+    c.send(&pongs, Split::PerFrame)?;
+    std::thread::sleep(Duration::from_millis(50));
+    c.send(&[enc::close(1000)], Split::PerFrame)?;
+    c.read_to_end(Duration::from_secs(5))?;
+    let tx = oracle::decode(&c.received);
+    drop(c);
+    let ws = agent.wait_ws(server.pid, "closed", |w| w["connections_closed"] == 1)?;
+    assert_eq!(ws["frames_sent"], tx.by_opcode(), "{ws:#}");
+    assert_eq!(ws["frames_received"]["pong"], pings as u64, "{ws:#}");
+    Ok(())
+}
