@@ -25,6 +25,12 @@ pub struct ProcStats {
     /// Handshake latency (request read → 101 written): sum and count.
     pub handshake_ns_sum: u64,
     pub handshake_count: u64,
+    /// Ping sent by the process → next pong received: sum and count.
+    pub ping_rtt_ns_sum: u64,
+    pub ping_rtt_count: u64,
+    /// Data message received → next data frame sent by the process: sum and count.
+    pub response_ns_sum: u64,
+    pub response_count: u64,
     pub rx: DirCounters,
     pub tx: DirCounters,
 }

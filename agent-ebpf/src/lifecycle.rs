@@ -345,9 +345,16 @@ fn on_frames_seen(key: &ConnKey, c: &mut ConnState, dir: Dir, w: &Walk, now: u64
             c.ping_ns = now;
         }
         if s & saw::DATA != 0 && c.pending_msg_ns != 0 {
-            c.resp_sum_ns += now - c.pending_msg_ns;
+            let lat = now - c.pending_msg_ns;
+            c.resp_sum_ns += lat;
             c.resp_count += 1;
             c.pending_msg_ns = 0;
+            if counted {
+                if let Some(p) = proc_stats(key.tgid) {
+                    add(&mut p.response_ns_sum, lat);
+                    add(&mut p.response_count, 1);
+                }
+            }
         }
         if s & saw::CLOSE != 0 {
             c.close_tx_seen = 1;
@@ -362,6 +369,12 @@ fn on_frames_seen(key: &ConnKey, c: &mut ConnState, dir: Dir, w: &Walk, now: u64
             c.rtt_last_ns = rtt;
             c.rtt_sum_ns += rtt;
             c.rtt_count += 1;
+            if counted {
+                if let Some(p) = proc_stats(key.tgid) {
+                    add(&mut p.ping_rtt_ns_sum, rtt);
+                    add(&mut p.ping_rtt_count, 1);
+                }
+            }
             emit(kind::PING_RTT, key, c, rtt, 0, 0);
         }
         if s & saw::FIN_DATA != 0 && c.pending_msg_ns == 0 {

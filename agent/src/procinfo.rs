@@ -79,6 +79,20 @@ pub fn inbound_connections() -> HashMap<u32, HashSet<u64>> {
     out
 }
 
+/// Processes holding a listening TCP socket.
+pub fn listening_pids() -> Vec<u32> {
+    let sockets = tcp_sockets();
+    let Ok(all) = procfs::process::all_processes() else { return Vec::new() };
+    all.filter_map(Result::ok)
+        .filter(|p| {
+            socket_inodes(p.pid as u32)
+                .iter()
+                .any(|i| matches!(sockets.get(i), Some((TcpState::Listen, _))))
+        })
+        .map(|p| p.pid as u32)
+        .collect()
+}
+
 /// TCP ports a process listens on.
 pub fn listening_ports(pid: u32, sockets: &HashMap<u64, (TcpState, u16)>) -> Vec<u16> {
     let mut ports: Vec<u16> = socket_inodes(pid)

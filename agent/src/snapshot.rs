@@ -139,6 +139,14 @@ pub struct WebSocketStats {
     pub close_codes_sent: BTreeMap<String, u64>,
     /// Mean handshake latency (upgrade request read → 101 written), milliseconds.
     pub handshake_latency_avg_ms: Option<f64>,
+    /// Mean round trip of pings the process sent (ping written → pong read), milliseconds.
+    pub ping_rtt_avg_ms: Option<f64>,
+    /// Mean time from a data message read to the process's next data frame written, ms.
+    pub response_latency_avg_ms: Option<f64>,
+}
+
+fn avg_ms(sum_ns: u64, count: u64) -> Option<f64> {
+    (count > 0).then(|| sum_ns as f64 / count as f64 / 1e6)
 }
 
 fn codes(m: &BTreeMap<u16, u64>) -> BTreeMap<String, u64> {
@@ -164,8 +172,9 @@ impl WebSocketStats {
             payload_bytes_sent: p.tx.payload_bytes,
             close_codes_received: codes(&cc.received),
             close_codes_sent: codes(&cc.sent),
-            handshake_latency_avg_ms: (p.handshake_count > 0)
-                .then(|| p.handshake_ns_sum as f64 / p.handshake_count as f64 / 1e6),
+            handshake_latency_avg_ms: avg_ms(p.handshake_ns_sum, p.handshake_count),
+            ping_rtt_avg_ms: avg_ms(p.ping_rtt_ns_sum, p.ping_rtt_count),
+            response_latency_avg_ms: avg_ms(p.response_ns_sum, p.response_count),
         }
     }
 

@@ -158,7 +158,8 @@ impl Agent {
                 return Ok(ws);
             }
             if Instant::now() > deadline {
-                bail!("timed out waiting for {what}; last: {ws:#}");
+                let p = self.process(pid)?.unwrap_or_default();
+                bail!("timed out waiting for {what}; process: {p:#}");
             }
         }
     }
@@ -206,6 +207,14 @@ impl Server {
     pub fn python(extra: &[&str]) -> Result<Server> {
         let mut cmd = Command::new("python3");
         cmd.arg(repo_root().join("tests/servers/websockets_echo.py")).arg("0").args(extra);
+        Self::spawn(cmd)
+    }
+
+    /// The `websockets` Sans-I/O protocol behind our own readv/writev (`vectored`) or
+    /// recvmsg/sendmsg (`msg`) loop, writing many small iovecs.
+    pub fn sansio(io: &str) -> Result<Server> {
+        let mut cmd = Command::new("python3");
+        cmd.arg(repo_root().join("tests/servers/sansio_echo.py")).args(["0", "--io", io]);
         Self::spawn(cmd)
     }
 

@@ -68,6 +68,9 @@ fn adversarial(name: &str, server: Server) -> Result<()> {
     assert_eq!(ws["abnormal_closes"], 0);
     // The script has pings: the server answered each with a pong.
     assert_eq!(ws["frames_sent"]["pong"], n, "{ws:#}");
+    // Echo servers answer every message: response latency was measured.
+    assert!(ws["response_latency_avg_ms"].as_f64().unwrap() > 0.0, "{ws:#}");
+    assert_eq!(ws["ping_rtt_avg_ms"], serde_json::Value::Null, "the servers sent no pings");
     Ok(())
 }
 
@@ -87,6 +90,17 @@ fn adversarial_splits_python_websockets() -> Result<()> {
     adversarial("frames-py", Server::python(&[])?)
 }
 
+/// readv/writev and recvmsg/sendmsg, with frame headers cut across many small iovecs. This server
+/// also blocks in accept(2) before the agent starts: its first connection must still be counted.
+#[test]
+fn adversarial_splits_vectored_io() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    adversarial("frames-readv", Server::sansio("vectored")?)?;
+    adversarial("frames-msg", Server::sansio("msg")?)
+}
+
 /// Thousands of tiny frames in one write: the server reads them in few large syscalls and
 /// answers with large (often vectored) writes.
 #[test]
@@ -94,7 +108,12 @@ fn thousands_of_tiny_frames() -> Result<()> {
     if !require_root() {
         return Ok(());
     }
-    for (name, server) in [("tiny-node", Server::node(&[])?), ("tiny-py", Server::python(&[])?)] {
+    let servers = [
+        ("tiny-node", Server::node(&[])?),
+        ("tiny-py", Server::python(&[])?),
+        ("tiny-msg", Server::sansio("msg")?),
+    ];
+    for (name, server) in servers {
         let agent = Agent::start(name)?;
         let tiny: Vec<Vec<u8>> = (0..10_000).map(|_| enc::text("", true)).collect();
         let mut c = RawClient::connect(server.port)?;
@@ -166,5 +185,6 @@ fn server_pings_are_counted() -> Result<()> {
     let ws = agent.wait_ws(server.pid, "closed", |w| w["connections_closed"] == 1)?;
     assert_eq!(ws["frames_sent"], tx.by_opcode(), "{ws:#}");
     assert_eq!(ws["frames_received"]["pong"], pings as u64, "{ws:#}");
+    assert!(ws["ping_rtt_avg_ms"].as_f64().unwrap() > 0.0, "{ws:#}");
     Ok(())
 }

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Context;
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray},
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray},
     Ebpf,
 };
 use wsguard_common::{
@@ -137,4 +137,18 @@ pub fn forget(ebpf: &mut Ebpf, tgid: u32) -> anyhow::Result<()> {
 pub fn read_proc(ebpf: &Ebpf, tgid: u32) -> anyhow::Result<ProcStats> {
     let procs: BpfHashMap<_, u32, ProcStats> = hash_map(ebpf, names::PROCS)?;
     Ok(procs.get(&tgid, 0)?)
+}
+
+/// Set the watched bit of `pids` (only safe while the programs are not attached yet).
+pub fn mark_watched(ebpf: &mut Ebpf, pids: &[u32]) -> anyhow::Result<()> {
+    let mut words: Array<_, u64> = Array::try_from(ebpf.map_mut(names::WATCHED).context("map WSG_WATCHED missing")?)?;
+    for &pid in pids {
+        if pid >= wsguard_common::PID_MAX_LIMIT {
+            continue;
+        }
+        let i = pid >> 6;
+        let w = words.get(&i, 0)?;
+        words.set(i, w | (1u64 << (pid & 63)), 0)?;
+    }
+    Ok(())
 }

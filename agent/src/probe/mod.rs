@@ -91,6 +91,11 @@ pub fn start(cfg: &ProbeConfig, fresh: bool) -> anyhow::Result<Probe> {
         }
         info!("resumed the running probe pinned at {}", pin.display());
     } else {
+        // A server already blocked in accept() made its entry before we attached; mark every
+        // listener now, before attaching, so no kernel writer races these word updates.
+        let pids = crate::procinfo::listening_pids();
+        maps::mark_watched(&mut ebpf, &pids)?;
+        info!("watching {} processes that already listen", pids.len());
         for (prog, tp) in TRACEPOINTS {
             let p: &mut RawTracePoint = ebpf
                 .program_mut(prog)
