@@ -1,1 +1,44 @@
-fn main() {}
+//! Developer tasks for wsguard: `cargo xtask <setup|test|demo>`.
+//!
+//! Each subcommand lives in its own module; this file only parses the command line.
+
+mod demo;
+mod setup;
+mod sys;
+mod test;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "xtask",
+    about = "wsguard developer tasks (run as `cargo xtask ...`)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install the eBPF toolchain and the test tools (Debian/Ubuntu, idempotent).
+    Setup(setup::SetupArgs),
+    /// Run the unprivileged tests, then (as root) the privileged integration tests.
+    Test(test::TestArgs),
+    /// Build the release agent and run it against a real WebSocket server under load.
+    Demo(demo::DemoArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup(args) => setup::run(&args),
+        Command::Test(args) => test::run(&args),
+        Command::Demo(args) => demo::run(&args),
+    };
+    if let Err(err) = result {
+        eprintln!("xtask: error: {err:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,311 @@
+//! `cargo xtask demo`: the release agent watching a real node `ws` echo server under load.
+//!
+//! Starts, in this order: the echo server (tests/servers/ws_echo.js), the agent
+//! (`wsguard run --config config/demo.toml`), the load generator (tests/servers/ws_load.py);
+//! then prints `wsguard snapshot` every few seconds and stops everything at the end or on Ctrl-C.
+
+use crate::sys;
+use crate::util::{self, step};
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const API: &str = "http://127.0.0.1:9595";
+const API_ADDR: &str = "127.0.0.1:9595";
+/// `state_dir` and `probe.pin_path` of config/demo.toml: cleared before each demo so that it
+/// starts from zero (the agent otherwise resumes counting from its pins, by design).
+const DEMO_STATE: [&str; 2] = ["/tmp/wsguard-demo", "/sys/fs/bpf/wsguard-demo"];
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// How long the demo runs.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Seconds between two printed snapshots.
+    #[arg(long, default_value_t = 5)]
+    every: u64,
+    /// Concurrent WebSocket connections opened by the load generator.
+    #[arg(long, default_value_t = 50)]
+    connections: u32,
+    /// Messages per second sent by the load generator (all connections together).
+    #[arg(long, default_value_t = 200)]
+    rate: u32,
+    /// Skip `cargo build --release` (use the binary already in target/release).
+    #[arg(long)]
+    no_build: bool,
+    /// Keep the previous demo's state and pinned maps (/tmp/wsguard-demo,
+    /// /sys/fs/bpf/wsguard-demo) instead of starting from zero.
+    #[arg(long)]
+    keep_state: bool,
+}
+
+/// A child process in its own process group (so Ctrl-C reaches only xtask, which then stops
+/// the children in order), stopped with SIGTERM and, if it lingers, SIGKILL.
+struct Proc {
+    name: &'static str,
+    child: Child,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, cmd: &mut Command) -> Result<Proc> {
+        println!("    $ {}", util::display(cmd));
+        let child = cmd
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        Ok(Proc { name, child })
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    fn stop(&mut self, grace: Duration) {
+        if self.exited().is_some() {
+            return;
+        }
+        sys::terminate(self.child.id() as i32);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if self.exited().is_some() {
+                println!("    stopped {}", self.name);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        println!(
+            "    {} did not stop within {grace:?}; killing it",
+            self.name
+        );
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn run(args: &DemoArgs) -> Result<()> {
+    let root = util::workspace_root();
+    let servers = root.join("tests/servers");
+    let bin = util::target_dir().join("release/wsguard");
+    let config = root.join("config/demo.toml");
+
+    if !sys::is_root() {
+        bail!("the demo loads eBPF programs and needs root: run `sudo -E cargo xtask demo`");
+    }
+    if !servers.join("node_modules/ws").is_dir() {
+        bail!("tests/servers/node_modules/ws is missing: run `cargo xtask setup` first");
+    }
+
+    if !args.no_build {
+        step("building the release agent: cargo build --release");
+        util::run(util::cargo().args(["build", "--release"]))?;
+    }
+    if !bin.is_file() {
+        bail!("{} not found (build failed?)", bin.display());
+    }
+
+    if !args.keep_state {
+        step("clearing the previous demo's state");
+        for dir in DEMO_STATE {
+            if Path::new(dir).exists() {
+                println!("    removing {dir}");
+                std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {dir}"))?;
+            }
+        }
+    }
+
+    sys::catch_interrupts();
+    let log_dir = std::env::temp_dir().join("wsguard-demo-logs");
+    std::fs::create_dir_all(&log_dir)?;
+
+    step("starting the WebSocket echo server (node ws)");
+    let (mut server, port) = start_echo_server(&servers)?;
+    println!(
+        "    echo server pid {} listening on 127.0.0.1:{port}",
+        server.child.id()
+    );
+
+    step("starting the agent");
+    let agent_log = log_dir.join("agent.log");
+    let mut agent = Proc::spawn(
+        "agent",
+        Command::new(&bin)
+            .args(["run", "--config"])
+            .arg(&config)
+            .current_dir(&root)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&agent_log)?)
+            .stderr(std::fs::File::create(log_dir.join("agent.stderr"))?),
+    )?;
+    println!(
+        "    agent pid {}, logs in {}",
+        agent.child.id(),
+        log_dir.display()
+    );
+    if let Err(err) = wait_for_api(&mut agent, Duration::from_secs(30)) {
+        show_agent_logs(&log_dir);
+        server.stop(Duration::from_secs(3));
+        agent.stop(Duration::from_secs(5));
+        return Err(err);
+    }
+    println!("    agent API is up at {API}");
+
+    step("starting the load generator (python)");
+    // Leave a few seconds at the end so the last snapshots show the connections closing.
+    let load_secs = args.seconds.saturating_sub(args.seconds.min(20) / 4).max(1);
+    let mut load = Proc::spawn(
+        "load generator",
+        Command::new("python3")
+            .arg(servers.join("ws_load.py"))
+            .args(["--port", &port.to_string()])
+            .args(["--connections", &args.connections.to_string()])
+            .args(["--rate", &args.rate.to_string()])
+            .args(["--duration", &load_secs.to_string()])
+            .stdin(Stdio::null()),
+    )?;
+
+    step(&format!(
+        "demo running for {} s (snapshot every {} s; Ctrl-C stops early)",
+        args.seconds, args.every
+    ));
+    let start = Instant::now();
+    let end = start + Duration::from_secs(args.seconds);
+    let mut next = start + Duration::from_secs(args.every.max(1));
+    let mut agent_died = None;
+    while Instant::now() < end && !sys::interrupted() {
+        if let Some(status) = agent.exited() {
+            agent_died = Some(status);
+            break;
+        }
+        if Instant::now() >= next {
+            print_snapshot(&bin, start.elapsed());
+            next += Duration::from_secs(args.every.max(1));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    if sys::interrupted() {
+        step("interrupted: stopping");
+    }
+    let result = match agent_died {
+        Some(status) => {
+            println!("\n!!! the agent exited early ({status})");
+            show_agent_logs(&log_dir);
+            Err(anyhow::anyhow!("the agent exited early ({status})"))
+        }
+        None => {
+            step("final snapshot");
+            print_snapshot(&bin, start.elapsed());
+            Ok(())
+        }
+    };
+
+    step("stopping the load generator, the agent and the echo server");
+    load.stop(Duration::from_secs(5));
+    agent.stop(Duration::from_secs(10));
+    server.stop(Duration::from_secs(3));
+    println!("    agent logs kept in {}", log_dir.display());
+    result
+}
+
+/// Start `node ws_echo.js 0` and wait for its `READY <port>` line.
+fn start_echo_server(servers: &Path) -> Result<(Proc, u16)> {
+    let mut proc = Proc::spawn(
+        "echo server",
+        Command::new("node")
+            .arg(servers.join("ws_echo.js"))
+            .arg("0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped()),
+    )?;
+    let stdout = proc.child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(port) = line.strip_prefix("READY ") {
+                let _ = tx.send(port.trim().parse::<u16>().ok());
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(Some(port)) => Ok((proc, port)),
+        _ => {
+            proc.stop(Duration::from_secs(2));
+            bail!("the echo server did not print READY <port> within 10 s")
+        }
+    }
+}
+
+fn wait_for_api(agent: &mut Proc, timeout: Duration) -> Result<()> {
+    let addr: SocketAddr = API_ADDR.parse().unwrap();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = agent.exited() {
+            bail!("the agent exited during start-up ({status})");
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline || sys::interrupted() {
+            bail!("the agent API did not come up on {API_ADDR} within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn print_snapshot(bin: &PathBuf, elapsed: Duration) {
+    println!(
+        "\n--- t={:>3}s  wsguard snapshot --api {API}",
+        elapsed.as_secs()
+    );
+    match Command::new(bin)
+        .args(["snapshot", "--api", API])
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(out) => {
+            print!("{}", String::from_utf8_lossy(&out.stdout));
+            if !out.status.success() {
+                println!(
+                    "    (snapshot failed: {}) {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+        Err(err) => println!("    (cannot run {}: {err})", bin.display()),
+    }
+}
+
+fn show_agent_logs(dir: &Path) {
+    for name in ["agent.stderr", "agent.log"] {
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(dir.join(name)) {
+            let _ = f.read_to_string(&mut text);
+        }
+        // The tail is where the reason is.
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(60)..];
+        println!(
+            "--- {} (last {} lines)",
+            dir.join(name).display(),
+            tail.len()
+        );
+        for l in tail {
+            println!("    {l}");
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! `cargo xtask test`: unprivileged tests, then (as root) the privileged integration tests.
+
+use crate::sys;
+use crate::util::{self, cmd, output, step};
+use anyhow::{bail, Result};
+
+const INTEGRATION_PKG: &str = "wsguard-integration";
+
+#[derive(clap::Args)]
+pub struct TestArgs {
+    /// Run only the unprivileged tests, even as root.
+    #[arg(long)]
+    unprivileged_only: bool,
+    /// Extra arguments passed to the test binaries (after `--`), e.g. a test name filter or
+    /// `--nocapture`.
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+pub fn run(args: &TestArgs) -> Result<()> {
+    let mut failures = Vec::new();
+    let mut skipped = false;
+
+    // Tier 1: no root needed. Every workspace package except the privileged integration tests
+    // (which have their own, release-mode, single-threaded run below).
+    step("unprivileged tests: cargo test --workspace (all but wsguard-integration)");
+    let mut c = util::cargo();
+    c.args([
+        "test",
+        "--no-fail-fast",
+        "--workspace",
+        "--exclude",
+        INTEGRATION_PKG,
+    ]);
+    if !args.args.is_empty() {
+        c.arg("--").args(&args.args);
+    }
+    if let Err(err) = util::run(&mut c) {
+        println!("    FAILED: {err:#}");
+        failures.push("unprivileged tests");
+    }
+
+    // Tier 2: load the real probe against real servers; needs root.
+    if args.unprivileged_only {
+        step("privileged integration tests: skipped (--unprivileged-only)");
+        skipped = true;
+    } else if !sys::is_root() {
+        step("privileged integration tests: SKIPPED (not root)");
+        skipped = true;
+        println!(
+            "    They load eBPF programs, mount tracefs/bpffs and attach tracepoints, which needs \
+             root (or CAP_BPF+CAP_PERFMON+CAP_SYS_ADMIN).\n    Run `sudo -E cargo xtask test` \
+             (after `cargo xtask setup`) to include them."
+        );
+    } else {
+        step("privileged integration tests: release build of the agent");
+        // The integration tests drive the real `wsguard` binary; build it first so they never
+        // run against a stale one.
+        let built = util::run(util::cargo().args(["build", "--release", "-p", "wsguard"]));
+        match built {
+            Err(err) => {
+                println!("    FAILED: {err:#}");
+                failures.push("release build of wsguard");
+            }
+            Ok(()) => {
+                step("privileged integration tests: cargo test -p wsguard-integration --release -- --test-threads=1");
+                let mut c = util::cargo();
+                c.args(["test", "--no-fail-fast", "-p", INTEGRATION_PKG, "--release"]);
+                for (k, v) in test_env() {
+                    c.env(k, v);
+                }
+                c.args(["--", "--test-threads=1"]).args(&args.args);
+                if let Err(err) = util::run(&mut c) {
+                    println!("    FAILED: {err:#}");
+                    failures.push("privileged integration tests");
+                }
+            }
+        }
+    }
+
+    if failures.is_empty() && skipped {
+        step("unprivileged tests passed; privileged integration tests were NOT run");
+        Ok(())
+    } else if failures.is_empty() {
+        step("all tests passed (unprivileged and privileged)");
+        Ok(())
+    } else {
+        bail!("failed: {}", failures.join(", "))
+    }
+}
+
+/// Environment handed to the integration tests so they find the same tools setup installed.
+/// Existing values win, so a developer can point the tests elsewhere.
+fn test_env() -> Vec<(&'static str, String)> {
+    let root = util::workspace_root();
+    let mut env = vec![
+        (
+            "WSGUARD_BIN",
+            util::target_dir()
+                .join("release/wsguard")
+                .to_string_lossy()
+                .into_owned(),
+        ),
+        (
+            "WSGUARD_TEST_SERVERS",
+            root.join("tests/servers").to_string_lossy().into_owned(),
+        ),
+    ];
+    // The interpreter that has `websockets` installed (pyenv shims resolve to the real one).
+    if let Some(py) = output(&mut cmd(
+        "python3",
+        ["-c", "import sys; print(sys.executable)"],
+    )) {
+        env.push(("WSGUARD_TEST_PYTHON", py));
+    }
+    if let Some(node) = util::which("node") {
+        env.push(("WSGUARD_TEST_NODE", node.to_string_lossy().into_owned()));
+    }
+    env.retain(|(k, _)| std::env::var_os(k).is_none());
+    env
+}
