@@ -63,7 +63,7 @@ impl Agent {
         let dir = std::env::temp_dir().join(format!("wsguard-it-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
-        let pin = format!("/sys/fs/bpf/wsguard-it-{name}");
+        let pin = format!("/sys/fs/bpf/wsguard-it-{name}-{}", std::process::id());
         let config = dir.join("wsguard.toml");
         std::fs::write(
             &config,
