@@ -6,6 +6,7 @@ mod client;
 mod config;
 mod doctor;
 mod events;
+mod history;
 mod probe;
 mod procinfo;
 mod run;
