@@ -7,6 +7,7 @@ mod config;
 mod doctor;
 mod events;
 mod history;
+mod metrics;
 mod probe;
 mod procinfo;
 mod run;
