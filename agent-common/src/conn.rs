@@ -1,5 +1,6 @@
 //! Per-connection state kept in the kernel's connection map, keyed by `(tgid, fd)`.
 
+use crate::clientkey::KeyScan;
 use crate::frame::{DirCounters, FrameState};
 use crate::http::HttpScan;
 
@@ -58,6 +59,8 @@ pub struct ConnState {
     pub close_rx: u16,
     pub close_tx: u16,
     pub http: HttpScan,
+    /// Client key captured from the upgrade request (when configured).
+    pub key: KeyScan,
     pub rx: FrameState,
     pub tx: FrameState,
     pub rx_count: DirCounters,

@@ -6,9 +6,11 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod clientkey;
 pub mod conn;
 pub mod event;
 pub mod frame;
+pub mod hist;
 pub mod http;
 pub mod stats;
 
@@ -23,6 +25,8 @@ pub mod names {
     pub const WATCHED: &str = "WSG_WATCHED";
     pub const EVENTS: &str = "WSG_EVENTS";
     pub const GLOBAL: &str = "WSG_GLOBAL";
+    pub const KEY_CONFIG: &str = "WSG_KEY_CONFIG";
+    pub const HISTS: &str = "WSG_HISTS";
     pub const PROG_ENTER: &str = "wsg_sys_enter";
     pub const PROG_EXIT: &str = "wsg_sys_exit";
 }

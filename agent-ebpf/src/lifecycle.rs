@@ -10,13 +10,18 @@ use wsguard_common::{
     conn::{phase, ConnKey, ConnState},
     event::{kind, Event},
     frame::{DirCounters, FrameState},
+    hist::which,
     http::{side, HttpScan},
     stats::{global, CloseCodeKey, ProcStats},
 };
 
 use crate::{
     atomic::{self, add},
-    maps::{bump, WSG_CLOSE_CODES, WSG_CONNS, WSG_EVENTS, WSG_INIT_CONN, WSG_PROCS, WSG_WATCHED, WSG_ZERO_PROC},
+    maps,
+    maps::{
+        bump, WSG_CLOSE_CODES, WSG_CONNS, WSG_EVENTS, WSG_INIT_CONN, WSG_KEY_CONFIG, WSG_PROCS, WSG_WATCHED,
+        WSG_ZERO_PROC,
+    },
     regs,
     walk::{self, mode, saw, verdict, Walk},
 };
@@ -250,7 +255,20 @@ fn on_data(key: ConnKey, dir: Dir, buf: u64, iov: u64, cnt: u64, len: u64) {
             c.request_ns = now;
         }
         w.http = c.http;
-        if !w.run(mode::HTTP) {
+        if dir == Dir::Rx {
+            if let Some(cfg) = WSG_KEY_CONFIG.get(0) {
+                if cfg.enabled() {
+                    w.kcfg = *cfg;
+                    w.key = c.key;
+                    w.want_key = 1;
+                }
+            }
+        }
+        let ok = w.run(mode::HTTP);
+        if w.want_key != 0 {
+            c.key = w.key;
+        }
+        if !ok {
             drop_conn(&key, None, c);
             return;
         }
@@ -332,6 +350,7 @@ fn on_upgrade(key: &ConnKey, c: &ConnState, now: u64) {
         add(&mut p.opened, 1);
         add(&mut p.handshake_ns_sum, latency);
         add(&mut p.handshake_count, 1);
+        maps::hist_add(key.tgid, which::HANDSHAKE, latency);
         // Frames the client sent right behind its request count from now on.
         add_dir(&mut p.rx, &c.rx_count);
     }
@@ -353,6 +372,7 @@ fn on_frames_seen(key: &ConnKey, c: &mut ConnState, dir: Dir, w: &Walk, now: u64
                 if let Some(p) = proc_stats(key.tgid) {
                     add(&mut p.response_ns_sum, lat);
                     add(&mut p.response_count, 1);
+                    maps::hist_add(key.tgid, which::RESPONSE, lat);
                 }
             }
         }
@@ -373,6 +393,7 @@ fn on_frames_seen(key: &ConnKey, c: &mut ConnState, dir: Dir, w: &Walk, now: u64
                 if let Some(p) = proc_stats(key.tgid) {
                     add(&mut p.ping_rtt_ns_sum, rtt);
                     add(&mut p.ping_rtt_count, 1);
+                    maps::hist_add(key.tgid, which::PING_RTT, rtt);
                 }
             }
             emit(kind::PING_RTT, key, c, rtt, 0, 0);

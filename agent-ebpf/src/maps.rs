@@ -7,6 +7,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use wsguard_common::{
+    hist::Hists,
+    clientkey::KeyConfig,
     conn::{ConnKey, ConnState},
     stats::{global, CloseCodeKey, ProcStats},
     WATCHED_WORDS,
@@ -47,4 +49,38 @@ pub fn bump(index: u32) {
         // SAFETY: per-CPU value, the program is not preempted on this CPU.
         unsafe { *p += 1 };
     }
+}
+
+/// What client key to capture from upgrade requests; written by the agent from its config.
+#[map]
+pub static WSG_KEY_CONFIG: Array<KeyConfig> = Array::with_max_entries(1, 0);
+
+/// Latency histograms per process (created at its first upgrade; not preallocated).
+#[map]
+pub static WSG_HISTS: HashMap<u32, Hists> = HashMap::with_max_entries(8192, BPF_F_NO_PREALLOC);
+
+/// An all-zero histogram set, copied in when a process upgrades its first connection.
+#[map]
+pub static WSG_ZERO_HISTS: Array<Hists> = Array::with_max_entries(1, 0);
+
+const BPF_F_NO_PREALLOC: u32 = 1;
+
+/// Count one latency sample of kind `which` for `tgid`.
+#[inline(always)]
+pub fn hist_add(tgid: u32, which: usize, ns: u64) {
+    let h = match WSG_HISTS.get_ptr_mut(&tgid) {
+        Some(h) => h,
+        None => {
+            let Some(zero) = WSG_ZERO_HISTS.get(0) else { return };
+            let _ = WSG_HISTS.insert(&tgid, zero, 1 /* BPF_NOEXIST */);
+            match WSG_HISTS.get_ptr_mut(&tgid) {
+                Some(h) => h,
+                None => return bump(global::PROC_MAP_FULL),
+            }
+        }
+    };
+    let b = wsguard_common::hist::bucket(ns) & (wsguard_common::hist::BUCKETS - 1);
+    // SAFETY: map value; bucket index masked into range.
+    let slot = unsafe { &mut (*h).h[which % 3][b] };
+    crate::atomic::add(slot, 1);
 }

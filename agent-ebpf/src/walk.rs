@@ -11,6 +11,7 @@ use aya_ebpf::{
     maps::PerCpuArray,
 };
 use wsguard_common::{
+    clientkey::{KeyConfig, KeyScan},
     frame::{opcode, DirCounters, FrameHeader, FrameState, Sink, WINDOW},
     http::{HttpScan, Scan},
 };
@@ -90,6 +91,10 @@ pub struct Walk {
     pub http: HttpScan,
     pub acc: Acc,
     pub win: [u8; WINDOW],
+    /// Client-key capture, on request bytes only (`want_key`).
+    pub key: KeyScan,
+    pub kcfg: KeyConfig,
+    pub want_key: u8,
 }
 
 #[map]
@@ -113,6 +118,7 @@ pub fn begin(buf: u64, iov: u64, cnt: u64, total: u64) -> Option<&'static mut Wa
     w.acc.delta.payload_bytes = 0;
     w.acc.close_code = 0;
     w.acc.saw = 0;
+    w.want_key = 0;
     Some(w)
 }
 
@@ -218,6 +224,9 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
         let b = w.win[(w.head_pos as usize) & (WINDOW - 1)];
         w.head_pos += 1;
         w.advance(1);
+        if w.want_key != 0 {
+            w.key.byte(&w.kcfg, b);
+        }
         match w.http.byte(b) {
             Scan::More => 0,
             Scan::Done => {

@@ -1,27 +1,44 @@
-//! HTTP API (axum): the latest snapshot as JSON, liveness and readiness. Documented in docs/api.md.
+//! HTTP API (axum): snapshots, processes, connections, history, liveness and readiness.
+//! Documented in docs/api.md. Read-only; everything here is also in the snapshot JSON.
 
-use std::sync::{Arc, RwLock};
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
 
 use axum::{
-    extract::State,
+    extract::{Path, Query, State},
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::get,
     Json, Router,
 };
+use serde::Deserialize;
 use serde_json::json;
 
-use crate::snapshot::Snapshot;
+use crate::{
+    conns::ConnectionSnapshot,
+    health,
+    history::History,
+    metrics::{render, MetricsConfig, CONTENT_TYPE},
+    snapshot::Snapshot,
+};
 
 /// What the API serves; the run loop publishes into it.
-#[derive(Default)]
 pub struct Shared {
     latest: RwLock<Option<Arc<Snapshot>>>,
+    connections: RwLock<Arc<HashMap<u32, Vec<ConnectionSnapshot>>>>,
+    pub history: Arc<History>,
+    pub metrics: MetricsConfig,
 }
 
 impl Shared {
-    pub fn publish(&self, s: Snapshot) {
-        *self.latest.write().expect("snapshot lock") = Some(Arc::new(s));
+    pub fn new(history: Arc<History>, metrics: MetricsConfig) -> Self {
+        Shared { latest: RwLock::default(), connections: RwLock::default(), history, metrics }
+    }
+    pub fn publish(&self, s: Arc<Snapshot>, connections: HashMap<u32, Vec<ConnectionSnapshot>>) {
+        *self.latest.write().expect("snapshot lock") = Some(s);
+        *self.connections.write().expect("connections lock") = Arc::new(connections);
     }
     pub fn latest(&self) -> Option<Arc<Snapshot>> {
         self.latest.read().expect("snapshot lock").clone()
@@ -32,19 +49,73 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
+        .route("/health/detailed", get(detailed))
+        .route("/metrics", get(metrics))
         .route("/api/v1/snapshot", get(snapshot))
+        .route("/api/v1/processes", get(processes))
+        .route("/api/v1/processes/{pid}/connections", get(connections))
+        .route("/api/v1/history", get(history))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; see docs/api.md") })
         .with_state(shared)
 }
 
-fn error(code: StatusCode, msg: &str) -> Response {
+pub fn error(code: StatusCode, msg: &str) -> Response {
     (code, Json(json!({"error": msg}))).into_response()
+}
+
+fn no_snapshot() -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, "no snapshot yet; the first one comes after one interval")
 }
 
 async fn snapshot(State(s): State<Arc<Shared>>) -> Response {
     match s.latest() {
         Some(snap) => Json(snap.as_ref().clone()).into_response(),
-        None => error(StatusCode::SERVICE_UNAVAILABLE, "no snapshot yet; the first one comes after one interval"),
+        None => no_snapshot(),
+    }
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    match s.latest() {
+        Some(snap) => (
+            [(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)],
+            render(&snap, &s.metrics),
+        )
+            .into_response(),
+        None => no_snapshot(),
+    }
+}
+
+async fn processes(State(s): State<Arc<Shared>>) -> Response {
+    match s.latest() {
+        Some(snap) => Json(&snap.processes).into_response(),
+        None => no_snapshot(),
+    }
+}
+
+async fn connections(State(s): State<Arc<Shared>>, Path(pid): Path<String>) -> Response {
+    let Ok(pid) = pid.parse::<u32>() else {
+        return error(StatusCode::BAD_REQUEST, "pid must be a number");
+    };
+    let all = s.connections.read().expect("connections lock").clone();
+    match all.get(&pid) {
+        Some(list) => Json(list).into_response(),
+        None => error(StatusCode::NOT_FOUND, "no WebSocket process with that pid in the latest snapshot"),
+    }
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    since: Option<String>,
+}
+
+async fn history(State(s): State<Arc<Shared>>, Query(q): Query<HistoryQuery>) -> Response {
+    let since = q.since.as_deref().unwrap_or("15m");
+    match crate::history::parse_since(since) {
+        Ok(t) => {
+            let list = s.history.since(t);
+            Json(list.iter().map(|a| a.as_ref()).collect::<Vec<&Snapshot>>()).into_response()
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, &format!("since: {e:#}")),
     }
 }
 
@@ -53,4 +124,15 @@ async fn ready(State(s): State<Arc<Shared>>) -> Response {
         Some(snap) if snap.probe.attached => Json(json!({"status": "ready"})).into_response(),
         _ => error(StatusCode::SERVICE_UNAVAILABLE, "probe not attached or no snapshot yet"),
     }
+}
+
+async fn detailed(State(s): State<Arc<Shared>>) -> Response {
+    let Some(snap) = s.latest() else { return no_snapshot() };
+    let report = health::evaluate(&snap, &s.history.health());
+    let code = if report.status == health::Status::Unhealthy {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, Json(report)).into_response()
 }

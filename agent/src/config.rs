@@ -28,6 +28,57 @@ pub struct Config {
     pub agent: AgentConfig,
     pub api: ApiConfig,
     pub probe: ProbeConfig,
+    pub limits: LimitsConfig,
+    pub history: crate::history::HistoryConfig,
+    pub metrics: crate::metrics::MetricsConfig,
+}
+
+/// Thresholds that classify connections and clients.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Connections one client (see `probe.client_key`) may hold per process.
+    pub per_client_connections: u64,
+    /// A connection with no traffic either way for this long is idle.
+    #[serde(with = "humantime_serde")]
+    pub idle_after: Duration,
+    /// A ping the process sent that is unanswered for this long makes the connection stalled.
+    #[serde(with = "humantime_serde")]
+    pub stall_after: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            per_client_connections: 20,
+            idle_after: Duration::from_secs(300),
+            stall_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What identifies a client. By default the remote IP; optionally a header or query parameter
+/// of the upgrade request (captured in the kernel, at most 32 bytes, or only a hash).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientKeyConfig {
+    /// Request header whose value is the client key, e.g. `X-User-Id`.
+    pub header: Option<String>,
+    /// Query parameter whose value is the client key, e.g. `user`.
+    pub query: Option<String>,
+    /// Report (and keep in the kernel) only a hash of the value, never the value itself.
+    pub hash: bool,
+}
+
+impl ClientKeyConfig {
+    /// The key source as shown in snapshots.
+    pub fn source(&self) -> String {
+        match (&self.header, &self.query) {
+            (Some(h), _) => format!("header:{h}"),
+            (None, Some(q)) => format!("query:{q}"),
+            (None, None) => "remote_ip".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -80,6 +131,7 @@ pub struct ProbeConfig {
     pub ports: Vec<u16>,
     /// Only report processes whose `comm` is one of these (empty: all).
     pub processes: Vec<String>,
+    pub client_key: ClientKeyConfig,
 }
 
 impl Default for ProbeConfig {
@@ -91,6 +143,7 @@ impl Default for ProbeConfig {
             ring_buffer_bytes: 1 << 20,
             ports: Vec::new(),
             processes: Vec::new(),
+            client_key: ClientKeyConfig::default(),
         }
     }
 }
@@ -129,6 +182,17 @@ impl Config {
         if self.probe.max_connections == 0 || self.probe.max_processes == 0 {
             return Err(bad("probe.max_connections", "map sizes must be positive"));
         }
+        let ck = &self.probe.client_key;
+        let too_long = |v: &Option<String>| v.as_ref().is_some_and(|s| s.is_empty() || s.len() > 30);
+        if too_long(&ck.header) || too_long(&ck.query) {
+            return Err(bad("probe.client_key", "header and query names must be 1 to 30 bytes"));
+        }
+        if self.limits.per_client_connections == 0 {
+            return Err(bad("limits.per_client_connections", "must be at least 1"));
+        }
+        if let Err((key, message)) = self.history.validate() {
+            return Err(ConfigError::Value { path: path.into(), key, message });
+        }
         if !self.probe.pin_path.is_absolute() {
             return Err(bad("probe.pin_path", "must be an absolute path under a bpffs mount"));
         }
@@ -153,6 +217,20 @@ mod tests {
         let c = Config::parse("[agent]\ninterval = \"2s\"\n[probe]\nports = [8080]\n", Path::new("x")).unwrap();
         assert_eq!(c.agent.interval, Duration::from_secs(2));
         assert_eq!(c.probe.ports, vec![8080]);
+    }
+
+    #[test]
+    fn client_key_and_limits() {
+        let c = Config::parse(
+            "[probe.client_key]\nheader = \"X-User-Id\"\nhash = true\n[limits]\nper_client_connections = 5\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(c.probe.client_key.source(), "header:X-User-Id");
+        assert!(c.probe.client_key.hash);
+        assert_eq!(c.limits.per_client_connections, 5);
+        let e = Config::parse("[probe.client_key]\nheader = \"\"\n", Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("probe.client_key"), "{e}");
     }
 
     #[test]

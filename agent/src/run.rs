@@ -5,10 +5,10 @@ use std::sync::{atomic::AtomicU64, Arc};
 use anyhow::{bail, Context};
 use aya::maps::RingBuf;
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use wsguard_common::names;
 
-use crate::{api, config::Config, events, probe, track::Tracker};
+use crate::{api, config::Config, events, history::History, probe, track::Tracker};
 
 pub async fn run(cfg: Config, fresh: bool) -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
@@ -28,7 +28,12 @@ pub async fn run(cfg: Config, fresh: bool) -> anyhow::Result<()> {
     let ring = RingBuf::try_from(probe.ebpf.take_map(names::EVENTS).context("map WSG_EVENTS missing")?)?;
     tokio::spawn(events::consume(ring, received.clone()));
 
-    let shared = Arc::new(api::Shared::default());
+    let (history, err) = History::open(cfg.history.clone(), &cfg.agent.state_dir);
+    if let Some(e) = err {
+        warn!("history store unavailable, keeping history in memory: {e:#}");
+    }
+    let history = Arc::new(history);
+    let shared = Arc::new(api::Shared::new(history.clone(), cfg.metrics.clone()));
     let app = api::router(shared.clone());
     info!("API listening on http://{}", cfg.api.listen);
     tokio::spawn(async move {
@@ -46,7 +51,13 @@ pub async fn run(cfg: Config, fresh: bool) -> anyhow::Result<()> {
             _ = tick.tick() => {
                 let n = received.load(std::sync::atomic::Ordering::Relaxed);
                 match tracker.snapshot(&mut probe, n) {
-                    Ok(s) => shared.publish(s),
+                    Ok(built) => {
+                        let snap = Arc::new(built.snapshot);
+                        if let Err(e) = history.append(snap.clone()) {
+                            warn!("history: {e:#}");
+                        }
+                        shared.publish(snap, built.connections);
+                    }
                     Err(e) => error!("snapshot failed: {e:#}"),
                 }
             }

@@ -8,7 +8,11 @@ use wsguard_common::{
     stats::ProcStats,
 };
 
-use crate::probe::maps::{CloseCodes, ProbeHealth};
+use crate::{
+    conns::{AgeBuckets, ClientsSnapshot},
+    probe::maps::{CloseCodes, ProbeHealth},
+    resources::{HostResources, ProcessResources},
+};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -18,6 +22,8 @@ pub struct Snapshot {
     pub probe: ProbeInfo,
     /// Sums over the processes listed.
     pub totals: WebSocketStats,
+    /// Host resources (CPU, memory, TCP sockets, listen overflows, conntrack, ephemeral ports).
+    pub host: HostResources,
     pub processes: Vec<ProcessSnapshot>,
 }
 
@@ -83,9 +89,81 @@ pub struct ProcessSnapshot {
     pub tcp_accepted: u64,
     pub not_websocket: u64,
     pub websocket: WebSocketStats,
+    /// Per second over the last interval (None on the first snapshot of a process).
+    pub rates: Option<Rates>,
+    /// p50/p95/p99 since the agent first saw the process, from the probe's histograms.
+    pub latency: Latencies,
+    pub clients: ClientsSnapshot,
+    pub connection_ages: AgeBuckets,
+    /// No traffic either way for `limits.idle_after`.
+    pub connections_idle: u64,
+    /// A ping from the process unanswered for `limits.stall_after`.
+    pub connections_stalled: u64,
+    /// Kernel socket queues of its WebSocket connections (backpressure, slow consumers).
+    pub send_queue_bytes: u64,
+    pub recv_queue_bytes: u64,
+    /// fds vs RLIMIT_NOFILE, memory, CPU, threads, identity from /proc and cgroups.
+    pub resources: Option<ProcessResources>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rates {
+    pub connections_opened_per_second: f64,
+    pub connections_closed_per_second: f64,
+    pub frames_received_per_second: f64,
+    pub frames_sent_per_second: f64,
+    pub messages_received_per_second: f64,
+    pub messages_sent_per_second: f64,
+    pub payload_bytes_received_per_second: f64,
+    pub payload_bytes_sent_per_second: f64,
+}
+
+impl Rates {
+    /// Rates between two cumulative readings `dt` seconds apart (counter resets give 0).
+    pub fn between(prev: &WebSocketStats, cur: &WebSocketStats, dt: f64) -> Rates {
+        let r = |a: u64, b: u64| if b >= a && dt > 0.0 { (b - a) as f64 / dt } else { 0.0 };
+        let f = |x: &Frames| x.text + x.binary + x.continuation + x.ping + x.pong + x.close;
+        Rates {
+            connections_opened_per_second: r(prev.connections_opened, cur.connections_opened),
+            connections_closed_per_second: r(prev.connections_closed, cur.connections_closed),
+            frames_received_per_second: r(f(&prev.frames_received), f(&cur.frames_received)),
+            frames_sent_per_second: r(f(&prev.frames_sent), f(&cur.frames_sent)),
+            messages_received_per_second: r(prev.messages_received, cur.messages_received),
+            messages_sent_per_second: r(prev.messages_sent, cur.messages_sent),
+            payload_bytes_received_per_second: r(prev.payload_bytes_received, cur.payload_bytes_received),
+            payload_bytes_sent_per_second: r(prev.payload_bytes_sent, cur.payload_bytes_sent),
+        }
+    }
+}
+
+/// Quantiles in milliseconds (None when there is no sample yet).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Quantiles {
+    pub samples: u64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+impl Quantiles {
+    pub fn from_hist(h: &[u64; wsguard_common::hist::BUCKETS]) -> Self {
+        use wsguard_common::hist::quantile;
+        let q = |x| quantile(h, x).map(|ns| ns / 1e6);
+        Quantiles { samples: h.iter().sum(), p50_ms: q(0.50), p95_ms: q(0.95), p99_ms: q(0.99) }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latencies {
+    /// Upgrade request read → 101 written.
+    pub handshake: Quantiles,
+    /// Ping sent by the process → pong received.
+    pub ping_rtt: Quantiles,
+    /// Data message received → the process's next data frame sent.
+    pub response: Quantiles,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frames {
     pub text: u64,
     pub binary: u64,

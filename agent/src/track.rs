@@ -12,10 +12,13 @@ use tracing::{debug, warn};
 
 use crate::{
     config::Config,
+    conns::{self, ConnectionSnapshot, Limits},
     probe::{maps, Probe},
     procinfo::{self, Identity},
-    snapshot::{AgentInfo, ProbeInfo, ProcessSnapshot, Snapshot, WebSocketStats},
+    resources::Sampler,
+    snapshot::{AgentInfo, Latencies, ProbeInfo, ProcessSnapshot, Quantiles, Rates, Snapshot, WebSocketStats},
 };
+use wsguard_common::hist::which;
 
 /// How long an exited process stays in snapshots with its final numbers.
 const EXITED_RETENTION: Duration = Duration::from_secs(300);
@@ -31,6 +34,14 @@ struct Preexisting {
 struct Known {
     id: Identity,
     exited_at: Option<Instant>,
+    /// Cumulative numbers at the previous snapshot, for rates.
+    prev: Option<(Instant, WebSocketStats)>,
+}
+
+/// A snapshot plus each process's connection list (served separately: it can be large).
+pub struct Built {
+    pub snapshot: Snapshot,
+    pub connections: HashMap<u32, Vec<ConnectionSnapshot>>,
 }
 
 pub struct Tracker {
@@ -38,6 +49,8 @@ pub struct Tracker {
     started_at: SystemTime,
     known: HashMap<u32, Known>,
     preexisting: HashMap<u32, Preexisting>,
+    sampler: Sampler,
+    limits: Limits,
 }
 
 impl Tracker {
@@ -73,16 +86,29 @@ impl Tracker {
             started_at: SystemTime::now(),
             known: HashMap::new(),
             preexisting,
+            sampler: Sampler::new(),
+            limits: Limits {
+                quota: cfg.limits.per_client_connections,
+                idle_after_s: cfg.limits.idle_after.as_secs_f64(),
+                stall_after_s: cfg.limits.stall_after.as_secs_f64(),
+                key_source: cfg.probe.client_key.source(),
+                hash_keys: cfg.probe.client_key.hash,
+            },
         }
     }
 
     /// Build a snapshot from the probe's maps and /proc.
-    pub fn snapshot(&mut self, probe: &mut Probe, events_received: u64) -> anyhow::Result<Snapshot> {
+    pub fn snapshot(&mut self, probe: &mut Probe, events_received: u64) -> anyhow::Result<Built> {
         let t0 = Instant::now();
         let reading = maps::read(&probe.ebpf, self.cfg.probe.max_connections)?;
         let sockets = procinfo::tcp_sockets();
         let mut processes = Vec::new();
+        let mut connections = HashMap::new();
         let mut gone = Vec::new();
+        let mut by_pid: HashMap<u32, Vec<(u32, &wsguard_common::conn::ConnState)>> = HashMap::new();
+        for (k, c) in &reading.conns {
+            by_pid.entry(k.tgid).or_default().push((k.fd, c));
+        }
 
         for (tgid, stats) in &reading.procs {
             let tgid = *tgid;
@@ -90,6 +116,7 @@ impl Tracker {
             let known = self.known.entry(tgid).or_insert_with(|| Known {
                 id: live.clone().unwrap_or_default(),
                 exited_at: None,
+                prev: None,
             });
             let alive = matches!(&live, Some(id) if id.start_time == known.id.start_time);
             if !alive && known.exited_at.is_none() {
@@ -115,7 +142,21 @@ impl Tracker {
                 }
             }
             let ports = if !exited { procinfo::listening_ports(tgid, &sockets) } else { Vec::new() };
+            let now = Instant::now();
+            let rates = known.prev.as_ref().map(|(t, p)| Rates::between(p, &ws, now.duration_since(*t).as_secs_f64()));
+            known.prev = Some((now, ws.clone()));
             let pre = self.preexisting_open(tgid, id.start_time, !exited);
+            let latency = reading.hists.get(&tgid).map(|h| Latencies {
+                handshake: Quantiles::from_hist(&h.h[which::HANDSHAKE]),
+                ping_rtt: Quantiles::from_hist(&h.h[which::PING_RTT]),
+                response: Quantiles::from_hist(&h.h[which::RESPONSE]),
+            });
+            let pc = if exited {
+                conns::ProcessConns::default()
+            } else {
+                conns::process_conns(tgid, by_pid.get(&tgid).map(Vec::as_slice).unwrap_or(&[]), &self.limits)
+            };
+            let resources = if exited { None } else { self.sampler.process(tgid) };
             let ps = ProcessSnapshot {
                 pid: tgid,
                 comm: id.comm,
@@ -126,8 +167,18 @@ impl Tracker {
                 tcp_accepted: stats.accepted,
                 not_websocket: stats.not_websocket,
                 websocket: ws,
+                rates,
+                latency: latency.unwrap_or_default(),
+                clients: pc.clients,
+                connection_ages: pc.ages,
+                connections_idle: pc.idle,
+                connections_stalled: pc.stalled,
+                send_queue_bytes: pc.send_queue_bytes,
+                recv_queue_bytes: pc.recv_queue_bytes,
+                resources,
             };
             if self.selected(&ps) {
+                connections.insert(tgid, pc.connections);
                 processes.push(ps);
             }
         }
@@ -147,6 +198,7 @@ impl Tracker {
                 cmdline: id.cmdline.join(" "),
                 listening_ports: procinfo::listening_ports(*pid, &sockets),
                 preexisting_connections: open,
+                resources: self.sampler.process(*pid),
                 ..Default::default()
             };
             if open > 0 && self.selected_by_filter(&ps) {
@@ -154,6 +206,7 @@ impl Tracker {
             }
         }
         for tgid in gone {
+            self.sampler.forget(tgid);
             self.known.remove(&tgid);
             self.preexisting.remove(&tgid);
             if let Err(e) = maps::forget(&mut probe.ebpf, tgid) {
@@ -165,7 +218,8 @@ impl Tracker {
         for p in &processes {
             totals.add(&p.websocket);
         }
-        Ok(Snapshot {
+        let host = self.sampler.host();
+        let snapshot = Snapshot {
             timestamp: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             agent: AgentInfo {
                 version: env!("CARGO_PKG_VERSION").into(),
@@ -181,8 +235,10 @@ impl Tracker {
                 health: reading.health.into(),
             },
             totals,
+            host,
             processes,
-        })
+        };
+        Ok(Built { snapshot, connections })
     }
 
     fn preexisting_open(&self, pid: u32, start_time: u64, alive: bool) -> u64 {

@@ -8,7 +8,9 @@ use aya::{
     Ebpf,
 };
 use wsguard_common::{
+    clientkey::KeyConfig,
     conn::{ConnKey, ConnState},
+    hist::Hists,
     names,
     stats::{global, CloseCodeKey, ProcStats},
 };
@@ -40,6 +42,7 @@ pub struct Reading {
     pub procs: HashMap<u32, ProcStats>,
     pub close_codes: HashMap<u32, CloseCodes>,
     pub conns: Vec<(ConnKey, ConnState)>,
+    pub hists: HashMap<u32, Hists>,
     pub health: ProbeHealth,
 }
 
@@ -68,6 +71,10 @@ pub fn read(ebpf: &Ebpf, conn_capacity: u32) -> anyhow::Result<Reading> {
         if let Ok(kv) = item {
             r.conns.push(kv);
         }
+    }
+    let hists: BpfHashMap<_, u32, Hists> = hash_map(ebpf, names::HISTS)?;
+    for (tgid, h) in hists.iter().flatten() {
+        r.hists.insert(tgid, h);
     }
     let g: PerCpuArray<_, u64> = PerCpuArray::try_from(ebpf.map(names::GLOBAL).context("map WSG_GLOBAL missing")?)?;
     let sum = |i: u32| -> anyhow::Result<u64> { Ok(g.get(&i, 0)?.iter().sum()) };
@@ -124,6 +131,9 @@ pub fn forget(ebpf: &mut Ebpf, tgid: u32) -> anyhow::Result<()> {
     let mut procs: BpfHashMap<_, u32, ProcStats> =
         BpfHashMap::try_from(ebpf.map_mut(names::PROCS).context("map WSG_PROCS missing")?)?;
     let _ = procs.remove(&tgid);
+    let mut hists: BpfHashMap<_, u32, Hists> =
+        BpfHashMap::try_from(ebpf.map_mut(names::HISTS).context("map WSG_HISTS missing")?)?;
+    let _ = hists.remove(&tgid);
     let mut codes: BpfHashMap<_, CloseCodeKey, u64> =
         BpfHashMap::try_from(ebpf.map_mut(names::CLOSE_CODES).context("map WSG_CLOSE_CODES missing")?)?;
     let keys: Vec<CloseCodeKey> = codes.keys().filter_map(Result::ok).filter(|k| k.tgid == tgid).collect();
@@ -150,5 +160,15 @@ pub fn mark_watched(ebpf: &mut Ebpf, pids: &[u32]) -> anyhow::Result<()> {
         let w = words.get(&i, 0)?;
         words.set(i, w | (1u64 << (pid & 63)), 0)?;
     }
+    Ok(())
+}
+
+/// Tell the probe which client key to capture from upgrade requests.
+pub fn set_key_config(ebpf: &mut Ebpf, cfg: &crate::config::ClientKeyConfig) -> anyhow::Result<()> {
+    let kc = KeyConfig::new(cfg.header.as_deref(), cfg.query.as_deref(), cfg.hash)
+        .context("probe.client_key: header/query name too long")?;
+    let mut a: Array<_, KeyConfig> =
+        Array::try_from(ebpf.map_mut(names::KEY_CONFIG).context("map WSG_KEY_CONFIG missing")?)?;
+    a.set(0, kc, 0)?;
     Ok(())
 }

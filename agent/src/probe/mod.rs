@@ -24,15 +24,18 @@ use crate::config::ProbeConfig;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/wsguard"));
 
 /// Maps the agent pins (all of them: the pinned programs keep using the pinned instances).
-const PINNED_MAPS: [&str; 8] = [
+const PINNED_MAPS: [&str; 11] = [
     names::CONNS,
     names::PROCS,
     names::CLOSE_CODES,
     names::WATCHED,
     names::EVENTS,
     names::GLOBAL,
+    names::KEY_CONFIG,
+    names::HISTS,
     "WSG_INIT_CONN",
     "WSG_ZERO_PROC",
+    "WSG_ZERO_HISTS",
 ];
 const TRACEPOINTS: [(&str, &str); 2] = [(names::PROG_ENTER, "sys_enter"), (names::PROG_EXIT, "sys_exit")];
 
@@ -77,12 +80,15 @@ pub fn start(cfg: &ProbeConfig, fresh: bool) -> anyhow::Result<Probe> {
     loader
         .map_max_entries(names::CONNS, cfg.max_connections)
         .map_max_entries(names::PROCS, cfg.max_processes)
+        .map_max_entries(names::HISTS, cfg.max_processes)
         .map_max_entries(names::EVENTS, cfg.ring_buffer_bytes);
     let paths: Vec<(&str, PathBuf)> = PINNED_MAPS.iter().map(|m| (*m, pin.join(m))).collect();
     for (m, p) in &paths {
         loader.map_pin_path(m, p.as_path());
     }
     let mut ebpf = loader.load(OBJECT).context("loading the eBPF object")?;
+    // Written on every start, so a config change applies to a resumed probe too.
+    maps::set_key_config(&mut ebpf, &cfg.client_key)?;
 
     if resumed {
         for (prog, _) in TRACEPOINTS {
