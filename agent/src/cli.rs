@@ -31,6 +31,27 @@ pub enum Command {
         #[arg(long, default_value = DEFAULT_API, env = "WSGUARD_API")]
         api: String,
     },
+    /// One-screen summary of the running agent: health, totals, busiest processes.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = DEFAULT_API, env = "WSGUARD_API")]
+        api: String,
+    },
+    /// Summarise a period of history: peaks, totals, worst processes.
+    Report {
+        /// Hours back from now.
+        #[arg(long, default_value_t = 24.0)]
+        hours: f64,
+        #[arg(long, value_enum, default_value = "text")]
+        format: crate::history::Format,
+        /// Read the agent's history store in this state dir directly (works while the agent is
+        /// down) instead of asking its API.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        #[arg(long, default_value = DEFAULT_API, env = "WSGUARD_API")]
+        api: String,
+    },
     /// Check that this host can run the probe, and say how to fix what is missing.
     Doctor {
         #[arg(long)]

@@ -2,12 +2,19 @@
 
 use anyhow::{bail, Context};
 
-use crate::snapshot::Snapshot;
+use crate::{
+    history::{Format, Store},
+    snapshot::Snapshot,
+};
 
 pub const DEFAULT_API: &str = "http://127.0.0.1:9595";
 
 pub async fn get_snapshot(api: &str) -> anyhow::Result<Snapshot> {
-    let url = format!("{}/api/v1/snapshot", api.trim_end_matches('/'));
+    get_json(api, "/api/v1/snapshot").await
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(api: &str, path: &str) -> anyhow::Result<T> {
+    let url = format!("{}{path}", api.trim_end_matches('/'));
     let resp = reqwest::get(&url)
         .await
         .with_context(|| format!("cannot reach the agent at {api} (is `wsguard run` running?)"))?;
@@ -16,7 +23,72 @@ pub async fn get_snapshot(api: &str) -> anyhow::Result<Snapshot> {
         let body = resp.text().await.unwrap_or_default();
         bail!("agent answered {status}: {body}");
     }
-    resp.json().await.context("the agent's snapshot is not valid JSON")
+    resp.json().await.with_context(|| format!("the agent's answer to {path} is not what this wsguard expects"))
+}
+
+/// `wsguard report`: from the API, or straight from the store in `state_dir`.
+pub async fn report(api: &str, state_dir: Option<&std::path::Path>, hours: f64, format: Format) -> anyhow::Result<()> {
+    if !(hours > 0.0) {
+        bail!("--hours must be positive");
+    }
+    let secs = (hours * 3600.0) as u64;
+    let snaps: Vec<Snapshot> = match state_dir {
+        Some(dir) => {
+            let path = dir.join(crate::history::STORE_FILE);
+            let store = Store::open_read_only(&path)
+                .with_context(|| format!("cannot open the history store {}", path.display()))?;
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+            store.range(now - secs as i64, None)?
+        }
+        None => get_json(api, &format!("/api/v1/history?since={secs}s")).await?,
+    };
+    if snaps.is_empty() {
+        bail!("no snapshots in the last {hours} h");
+    }
+    print!("{}", crate::history::report(&snaps, format));
+    Ok(())
+}
+
+/// `wsguard status`: health, totals and the busiest processes on one screen.
+pub async fn status(api: &str, json: bool) -> anyhow::Result<bool> {
+    let health: serde_json::Value = get_json_any(api, "/health/detailed").await?;
+    let s = get_snapshot(api).await?;
+    let overall = health["status"].as_str().unwrap_or("UNKNOWN").to_string();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"health": health, "totals": s.totals}))?);
+        return Ok(overall != "UNHEALTHY");
+    }
+    let t = &s.totals;
+    println!("wsguard {}  {}  status {overall}", s.agent.version, s.timestamp);
+    println!(
+        "websocket: {} active, {} opened, {} closed ({} abnormal), {} failed handshakes, {} out of sync",
+        t.connections_active, t.connections_opened, t.connections_closed, t.abnormal_closes, t.handshakes_failed, t.out_of_sync
+    );
+    if let Some(checks) = health["checks"].as_array() {
+        for c in checks {
+            println!("  {:<10} {:<18} {}", c["status"].as_str().unwrap_or(""), c["name"].as_str().unwrap_or(""), c["message"].as_str().unwrap_or(""));
+        }
+    }
+    let mut ps: Vec<_> = s.processes.iter().collect();
+    ps.sort_by_key(|p| std::cmp::Reverse(p.websocket.connections_active));
+    println!("{:>7} {:<16} {:>7} {:>9} {:>9} {:>7}", "PID", "COMM", "ACTIVE", "FD%", "CLIENTS", "STALLED");
+    for p in ps.iter().take(10) {
+        let fd = p.resources.as_ref().and_then(|r| r.fd_usage_ratio).map(|r| format!("{:.1}", r * 100.0)).unwrap_or("-".into());
+        println!(
+            "{:>7} {:<16} {:>7} {:>9} {:>9} {:>7}",
+            p.pid, p.comm, p.websocket.connections_active, fd, p.clients.distinct, p.connections_stalled
+        );
+    }
+    Ok(overall != "UNHEALTHY")
+}
+
+/// Like `get_json`, but also accepts a 503 answer that carries a JSON body (an unhealthy report).
+async fn get_json_any(api: &str, path: &str) -> anyhow::Result<serde_json::Value> {
+    let url = format!("{}{path}", api.trim_end_matches('/'));
+    let resp = reqwest::get(&url)
+        .await
+        .with_context(|| format!("cannot reach the agent at {api} (is `wsguard run` running?)"))?;
+    resp.json().await.with_context(|| format!("the agent's answer to {path} is not JSON"))
 }
 
 /// `wsguard snapshot`: JSON, or a short table per process.

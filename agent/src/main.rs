@@ -41,6 +41,14 @@ async fn main() -> ExitCode {
             Err(e) => Err(e.into()),
         },
         Command::Snapshot { json, api } => client::snapshot(&api, json).await,
+        Command::Status { json, api } => match client::status(&api, json).await {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
+        Command::Report { hours, format, state_dir, api } => {
+            client::report(&api, state_dir.as_deref(), hours, format).await
+        }
         Command::Doctor { json } => match doctor::run(json) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(1),

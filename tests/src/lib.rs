@@ -58,6 +58,11 @@ pub struct Agent {
 impl Agent {
     /// Start a fresh agent (its own pinned probe) named `name`.
     pub fn start(name: &str) -> Result<Agent> {
+        Self::start_with(name, "")
+    }
+
+    /// Like `start`, with extra TOML appended to the config (whole tables, e.g. `[limits]`).
+    pub fn start_with(name: &str, extra: &str) -> Result<Agent> {
         let base = 19600 + (std::process::id() % 200) as u16 * 10;
         let port = base + NEXT_PORT.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("wsguard-it-{name}-{}", std::process::id()));
@@ -68,7 +73,7 @@ impl Agent {
         std::fs::write(
             &config,
             format!(
-                "[agent]\ninterval = \"500ms\"\nstate_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n[probe]\npin_path = \"{pin}\"\n",
+                "[agent]\ninterval = \"500ms\"\nstate_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n[probe]\npin_path = \"{pin}\"\n{extra}\n",
                 dir.join("state").display()
             ),
         )?;
@@ -119,7 +124,7 @@ impl Agent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn get(&self, path: &str) -> Result<Value> {
+    pub fn get(&self, path: &str) -> Result<Value> {
         http_get_json(&format!("{}{}", self.api, path))
     }
 
