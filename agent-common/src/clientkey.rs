@@ -141,11 +141,9 @@ impl KeyScan {
                     self.state = S_DEAD;
                 }
             }
-            S_SKIP_WS => {
-                if b != b' ' && b != b'\t' {
-                    self.state = S_VALUE;
-                    self.take(cfg, b);
-                }
+            S_SKIP_WS if b != b' ' && b != b'\t' => {
+                self.state = S_VALUE;
+                self.take(cfg, b);
             }
             S_VALUE => self.take(cfg, b),
             _ => {}

@@ -28,7 +28,7 @@ async fn get_json<T: serde::de::DeserializeOwned>(api: &str, path: &str) -> anyh
 
 /// `wsguard report`: from the API, or straight from the store in `state_dir`.
 pub async fn report(api: &str, state_dir: Option<&std::path::Path>, hours: f64, format: Format) -> anyhow::Result<()> {
-    if !(hours > 0.0) {
+    if hours.is_nan() || hours <= 0.0 {
         bail!("--hours must be positive");
     }
     let secs = (hours * 3600.0) as u64;

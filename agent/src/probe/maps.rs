@@ -66,12 +66,8 @@ pub fn read(ebpf: &Ebpf, conn_capacity: u32) -> anyhow::Result<Reading> {
         side.insert(k.code, n);
     }
     let conns: BpfHashMap<_, ConnKey, ConnState> = hash_map(ebpf, names::CONNS)?;
-    for item in conns.iter() {
-        // An entry deleted between key walk and lookup is skipped, not an error.
-        if let Ok(kv) = item {
-            r.conns.push(kv);
-        }
-    }
+    // An entry deleted between key walk and lookup is skipped, not an error.
+    r.conns.extend(conns.iter().flatten());
     let hists: BpfHashMap<_, u32, Hists> = hash_map(ebpf, names::HISTS)?;
     for (tgid, h) in hists.iter().flatten() {
         r.hists.insert(tgid, h);

@@ -109,7 +109,7 @@ pub fn start(cfg: &ProbeConfig, fresh: bool) -> anyhow::Result<Probe> {
                 .try_into()?;
             p.load().with_context(|| format!("the verifier rejected {prog}"))?;
             let id = p.attach(tp).with_context(|| format!("attaching {prog} to raw tracepoint {tp}"))?;
-            let link: FdLink = p.take_link(id)?.try_into()?;
+            let link: FdLink = p.take_link(id)?.into();
             link.pin(link_pin(pin, prog)).with_context(|| format!("pinning the {prog} link"))?;
         }
         info!("probe attached (raw tracepoints sys_enter, sys_exit), pinned at {}", pin.display());
