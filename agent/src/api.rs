@@ -30,11 +30,12 @@ pub struct Shared {
     connections: RwLock<Arc<HashMap<u32, Vec<ConnectionSnapshot>>>>,
     pub history: Arc<History>,
     pub metrics: MetricsConfig,
+    predictions: RwLock<Option<Arc<crate::predict::Predictions>>>,
 }
 
 impl Shared {
     pub fn new(history: Arc<History>, metrics: MetricsConfig) -> Self {
-        Shared { latest: RwLock::default(), connections: RwLock::default(), history, metrics }
+        Shared { latest: RwLock::default(), connections: RwLock::default(), history, metrics, predictions: RwLock::default() }
     }
     pub fn publish(&self, s: Arc<Snapshot>, connections: HashMap<u32, Vec<ConnectionSnapshot>>) {
         *self.latest.write().expect("snapshot lock") = Some(s);
@@ -42,6 +43,12 @@ impl Shared {
     }
     pub fn latest(&self) -> Option<Arc<Snapshot>> {
         self.latest.read().expect("snapshot lock").clone()
+    }
+    pub fn publish_predictions(&self, p: crate::predict::Predictions) {
+        *self.predictions.write().expect("predictions lock") = Some(Arc::new(p));
+    }
+    pub fn predictions(&self) -> Option<Arc<crate::predict::Predictions>> {
+        self.predictions.read().expect("predictions lock").clone()
     }
 }
 
@@ -55,6 +62,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/processes", get(processes))
         .route("/api/v1/processes/{pid}/connections", get(connections))
         .route("/api/v1/history", get(history))
+        .route("/api/v1/predictions", get(predictions))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; see docs/api.md") })
         .with_state(shared)
 }
@@ -76,12 +84,21 @@ async fn snapshot(State(s): State<Arc<Shared>>) -> Response {
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     match s.latest() {
-        Some(snap) => (
-            [(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)],
-            render(&snap, &s.metrics),
-        )
-            .into_response(),
+        Some(snap) => {
+            let mut text = render(&snap, &s.metrics);
+            if let Some(p) = s.predictions() {
+                text.push_str(&crate::predict::metrics_text(&p));
+            }
+            ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
+        }
         None => no_snapshot(),
+    }
+}
+
+async fn predictions(State(s): State<Arc<Shared>>) -> Response {
+    match s.predictions() {
+        Some(p) => Json(p.as_ref().clone()).into_response(),
+        None => error(StatusCode::SERVICE_UNAVAILABLE, "no predictions yet (or [predict] enabled = false)"),
     }
 }
 

@@ -62,6 +62,25 @@ pub enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Run recorded snapshots (JSON lines, as `history export` writes) through the forecasts and
+    /// alert rules; print what would have fired and when, and the forecast scores.
+    Replay {
+        /// JSON lines file, one snapshot per line ("-": stdin).
+        file: PathBuf,
+        /// N times real time (sleeps between snapshots); default: as fast as possible.
+        #[arg(long)]
+        speed: Option<f64>,
+        #[arg(long)]
+        json: bool,
+        /// Take `[predict]` from this config file (default: built-in defaults).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// History commands.
+    History {
+        #[command(subcommand)]
+        command: HistoryCommand,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -75,5 +94,20 @@ pub enum ConfigCommand {
     Check {
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum HistoryCommand {
+    /// Write snapshots as JSON lines (one per line, oldest first), the input of `replay`.
+    Export {
+        /// How far back: a duration (`2h`, `30m`) or an RFC 3339 time.
+        #[arg(long, default_value = "1h")]
+        since: String,
+        /// Read the history store in this state dir directly (works while the agent is down).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        #[arg(long, default_value = DEFAULT_API, env = "WSGUARD_API")]
+        api: String,
     },
 }

@@ -31,6 +31,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub history: crate::history::HistoryConfig,
     pub metrics: crate::metrics::MetricsConfig,
+    pub predict: crate::predict::PredictConfig,
 }
 
 /// Thresholds that classify connections and clients.
@@ -191,6 +192,9 @@ impl Config {
             return Err(bad("limits.per_client_connections", "must be at least 1"));
         }
         if let Err((key, message)) = self.history.validate() {
+            return Err(ConfigError::Value { path: path.into(), key, message });
+        }
+        if let Err((key, message)) = self.predict.validate() {
             return Err(ConfigError::Value { path: path.into(), key, message });
         }
         if !self.probe.pin_path.is_absolute() {

@@ -10,6 +10,7 @@ mod events;
 mod health;
 mod history;
 mod metrics;
+mod predict;
 mod probe;
 mod procinfo;
 mod resources;
@@ -20,7 +21,7 @@ mod track;
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{Cli, Command, ConfigCommand};
+use cli::{Cli, Command, ConfigCommand, HistoryCommand};
 use config::Config;
 use tracing_subscriber::EnvFilter;
 
@@ -61,6 +62,10 @@ async fn main() -> ExitCode {
                 println!("removed {}", cfg.probe.pin_path.display());
                 Ok(())
             }),
+        Command::Replay { file, speed, json, config } => predict::replay::run(&file, config.as_deref(), speed, json),
+        Command::History { command: HistoryCommand::Export { since, state_dir, api } } => {
+            predict::replay::history_export(&api, state_dir.as_deref(), &since).await
+        }
         Command::Config { command: ConfigCommand::Check { config } } => {
             Config::load(config.as_deref()).map(|_| println!("config OK")).map_err(Into::into)
         }

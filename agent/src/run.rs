@@ -43,6 +43,7 @@ pub async fn run(cfg: Config, fresh: bool) -> anyhow::Result<()> {
     });
 
     let mut tracker = Tracker::new(&cfg, probe.resumed);
+    let mut predictor = cfg.predict.enabled.then(|| crate::predict::Predictor::new(cfg.predict.clone()));
     let mut tick = tokio::time::interval(cfg.agent.interval);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -55,6 +56,13 @@ pub async fn run(cfg: Config, fresh: bool) -> anyhow::Result<()> {
                         let snap = Arc::new(built.snapshot);
                         if let Err(e) = history.append(snap.clone()) {
                             warn!("history: {e:#}");
+                        }
+                        if let Some(p) = predictor.as_mut() {
+                            let pred = p.observe(&snap);
+                            for t in &pred.transitions {
+                                info!("prediction alert {}", crate::predict::replay::transition_line(t));
+                            }
+                            shared.publish_predictions(pred);
                         }
                         shared.publish(snap, built.connections);
                     }

@@ -1,0 +1,190 @@
+//! `wsguard replay FILE`: run recorded snapshots (JSON lines, the history export format)
+//! through the forecasts and alert rules, print what would have fired and when, and the scores.
+//! And `wsguard history export`, which writes that format.
+
+use std::{
+    io::{BufRead, Write},
+    path::Path,
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use super::{rfc3339, snapshot_seconds, PredictConfig, Predictions, Predictor, Scores, Transition};
+use crate::snapshot::Snapshot;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReplayResult {
+    pub snapshots: u64,
+    /// Lines that were not a snapshot (reported, not fatal).
+    pub skipped_lines: u64,
+    pub first: Option<String>,
+    pub last: Option<String>,
+    /// Every firing and resolution, in order.
+    pub transitions: Vec<Transition>,
+    pub scores: Scores,
+    /// The forecasts after the last snapshot.
+    pub final_predictions: Option<Predictions>,
+}
+
+/// Replay `input`. `speed`: None or 0 = as fast as possible; N = N× real time (sleeps between
+/// snapshots). Transitions are printed to `live` as they happen, if given.
+pub fn replay(input: impl BufRead, cfg: PredictConfig, speed: Option<f64>, mut live: Option<&mut dyn Write>) -> Result<ReplayResult> {
+    let mut p = Predictor::new(cfg);
+    let mut r = ReplayResult::default();
+    let mut prev_t: Option<f64> = None;
+    for (i, line) in input.lines().enumerate() {
+        let line = line.with_context(|| format!("read line {}", i + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let snap: Snapshot = match serde_json::from_str(&line) {
+            Ok(s) => s,
+            Err(e) => {
+                r.skipped_lines += 1;
+                if let Some(w) = live.as_deref_mut() {
+                    writeln!(w, "line {}: not a snapshot ({e}); skipped", i + 1)?;
+                }
+                continue;
+            }
+        };
+        let t = snapshot_seconds(&snap);
+        if let (Some(s), Some(t), Some(pt)) = (speed.filter(|s| *s > 0.0), t, prev_t) {
+            let dt = (t - pt) / s;
+            if dt > 0.0 && dt.is_finite() {
+                std::thread::sleep(Duration::from_secs_f64(dt.min(60.0)));
+            }
+        }
+        prev_t = t.or(prev_t);
+        let pred = p.observe(&snap);
+        if let Some(w) = live.as_deref_mut() {
+            for tr in &pred.transitions {
+                writeln!(w, "{}", transition_line(tr))?;
+            }
+        }
+        r.snapshots += 1;
+        r.first.get_or_insert_with(|| snap.timestamp.clone());
+        r.last = Some(snap.timestamp.clone());
+        r.transitions.extend(pred.transitions.iter().cloned());
+        r.final_predictions = Some(pred);
+    }
+    if r.snapshots == 0 {
+        bail!("no snapshots in the input (expected JSON lines of snapshots, as `wsguard history export` writes)");
+    }
+    r.scores = r.final_predictions.as_ref().map(|p| p.scores.clone()).unwrap_or_default();
+    Ok(r)
+}
+
+pub fn transition_line(t: &Transition) -> String {
+    let labels: Vec<String> = t.labels.iter().filter(|(k, _)| *k != "alertname").map(|(k, v)| format!("{k}={v}")).collect();
+    let trig = match t.trigger {
+        Some(super::alerting::Trigger::Backstop) => " [backstop]",
+        Some(super::alerting::Trigger::Prediction) => " [forecast]",
+        None => "",
+    };
+    format!("{}  {:<8} {}{{{}}}{trig}  {}", rfc3339(t.at), t.to.to_uppercase(), t.name, labels.join(","), t.summary)
+}
+
+fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    v.map(f).unwrap_or_else(|| "-".into())
+}
+
+/// The scores as a table.
+pub fn scores_text(s: &Scores) -> String {
+    let mut out = String::from(
+        "rule                   forecasts  TP  FP  pending  exhaustions  caught  precision  recall  lead(mean/min)   ETA error(mean/max)\n",
+    );
+    for r in &s.rules {
+        out.push_str(&format!(
+            "{:<22} {:>9} {:>3} {:>3} {:>8} {:>12} {:>7} {:>10} {:>7}  {:>15}  {:>18}\n",
+            r.rule,
+            r.predictions,
+            r.true_positives,
+            r.false_positives,
+            r.pending,
+            r.exhaustions,
+            r.caught,
+            opt(r.precision, |v| format!("{:.0}%", v * 100.0)),
+            opt(r.recall, |v| format!("{:.0}%", v * 100.0)),
+            format!(
+                "{}/{}",
+                opt(r.lead_time_seconds, |v| format!("{:.0}s", v)),
+                opt(r.lead_time_min_seconds, |v| format!("{:.0}s", v))
+            ),
+            format!(
+                "{}/{}",
+                opt(r.eta_error_ratio, |v| format!("{:.1}%", v * 100.0)),
+                opt(r.eta_error_max_ratio, |v| format!("{:.1}%", v * 100.0))
+            ),
+        ));
+    }
+    out
+}
+
+/// The CLI command: replay `file` ("-" for stdin) and print.
+pub fn run(file: &Path, config: Option<&Path>, speed: Option<f64>, json: bool) -> Result<()> {
+    let cfg = match config {
+        Some(c) => crate::config::Config::load(Some(c))?.predict,
+        None => PredictConfig::default(),
+    };
+    let reader: Box<dyn BufRead> = if file == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
+        ))
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if json {
+        let r = replay(reader, cfg, speed, None)?;
+        serde_json::to_writer_pretty(&mut out, &r)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let r = replay(reader, cfg, speed, Some(&mut out))?;
+    let fired = r.transitions.iter().filter(|t| t.to == "firing").count();
+    writeln!(
+        out,
+        "\n{} snapshots from {} to {}; {} skipped lines; {fired} alerts fired",
+        r.snapshots,
+        r.first.as_deref().unwrap_or("-"),
+        r.last.as_deref().unwrap_or("-"),
+        r.skipped_lines
+    )?;
+    writeln!(out, "\nScores (a forecast is scored once its horizon has passed):")?;
+    write!(out, "{}", scores_text(&r.scores))?;
+    Ok(())
+}
+
+/// `wsguard history export --since 2h`: JSON lines of snapshots, from the store in `state_dir`
+/// (works while the agent is down) or from the running agent's API.
+pub async fn history_export(api: &str, state_dir: Option<&Path>, since: &str) -> Result<()> {
+    let t = crate::history::parse_since(since)?;
+    let stdout = std::io::stdout();
+    let n = match state_dir {
+        Some(dir) => {
+            let path = dir.join(crate::history::STORE_FILE);
+            let store = crate::history::Store::open_read_only(&path)
+                .with_context(|| format!("cannot open the history store {}", path.display()))?;
+            store.export_jsonl(crate::history::unix_secs(t), None, &mut stdout.lock())?
+        }
+        None => {
+            let url = format!("{}/api/v1/history?since={}", api.trim_end_matches('/'), since.replace(' ', "%20"));
+            let resp = reqwest::get(&url).await.with_context(|| format!("cannot reach the agent at {api}"))?;
+            if !resp.status().is_success() {
+                bail!("agent answered {}: {}", resp.status(), resp.text().await.unwrap_or_default());
+            }
+            let list: Vec<serde_json::Value> = resp.json().await.context("history answer")?;
+            let mut w = stdout.lock();
+            for s in &list {
+                serde_json::to_writer(&mut w, s)?;
+                writeln!(w)?;
+            }
+            list.len() as u64
+        }
+    };
+    eprintln!("exported {n} snapshots");
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! The scenario library against the forecasts and rules (known truth), replay and metrics.
+
+use super::{
+    alerting::{AlertState, Trigger},
+    replay, scenarios, CrisisClass, PredictConfig, Predictions, Predictor, Transition, CRISIS_RULE, FD_RULE,
+};
+
+struct Run {
+    transitions: Vec<Transition>,
+    all: Vec<Predictions>,
+}
+
+fn run(s: &scenarios::Scenario) -> Run {
+    let mut p = Predictor::new(PredictConfig::default());
+    let mut transitions = Vec::new();
+    let mut all = Vec::new();
+    for snap in &s.snapshots {
+        let pr = p.observe(snap);
+        transitions.extend(pr.transitions.iter().cloned());
+        all.push(pr);
+    }
+    Run { transitions, all }
+}
+
+fn fired<'a>(r: &'a Run, rule: &str) -> Vec<&'a Transition> {
+    r.transitions.iter().filter(|t| t.name == rule && t.to == "firing").collect()
+}
+
+#[test]
+fn predict_leak_is_forecast_early_with_small_eta_error() {
+    let s = scenarios::leak(10.0, 100.0);
+    let exhaustion = scenarios::T0 + s.exhaustion_at.expect("the leak exhausts the limit");
+    let r = run(&s);
+    let fd = fired(&r, FD_RULE);
+    assert!(!fd.is_empty(), "PredictedFdExhaustion never fired");
+    assert_eq!(fd[0].trigger, Some(Trigger::Prediction));
+    let lead = exhaustion - fd[0].at;
+    assert!(lead >= 15.0 * 60.0, "lead time {lead:.0}s < 15 min");
+    let last = r.all.last().unwrap();
+    let score = last.scores.rules.iter().find(|x| x.rule == FD_RULE).unwrap();
+    assert_eq!((score.true_positives, score.false_positives, score.exhaustions, score.caught), (1, 0, 1, 1), "{score:?}");
+    let err = score.eta_error_ratio.unwrap();
+    assert!(err < 0.2, "ETA error {:.1}%", err * 100.0);
+    assert_eq!(score.precision, Some(1.0));
+    assert_eq!(score.recall, Some(1.0));
+    // The crisis forecast agrees, and calls it a leak.
+    assert!(!fired(&r, CRISIS_RULE).is_empty());
+    let at_fire = r.all.iter().find(|p| p.alerts.iter().any(|a| a.name == FD_RULE && a.state == AlertState::Firing)).unwrap();
+    let c = &at_fire.processes[0].crisis;
+    assert_eq!(c.class, CrisisClass::Leak, "{c:?}");
+    assert!(c.probability >= 0.5 && c.confidence >= 0.5, "{c:?}");
+    assert!(c.recommendation.contains("never closed"), "{}", c.recommendation);
+    let fdp = &at_fire.processes[0].resources.iter().find(|r| r.resource == "fds").unwrap();
+    let (lo, eta, hi) = (fdp.eta_low_seconds.unwrap(), fdp.eta_seconds.unwrap(), fdp.eta_high_seconds.unwrap());
+    assert!(lo <= eta && eta <= hi, "{lo} {eta} {hi}");
+    eprintln!(
+        "leak: fired {:.1} min before exhaustion, ETA {eta:.0}s [{lo:.0}, {hi:.0}], ETA error {:.2}%",
+        lead / 60.0,
+        err * 100.0
+    );
+}
+
+#[test]
+fn predict_ramp_flat_day_and_restart_raise_no_alert() {
+    for s in [scenarios::diurnal_ramp(), scenarios::flat_day(), scenarios::restart_mid_leak()] {
+        assert_eq!(s.backstop_at, None, "{}: scenario must stay below the backstop", s.name);
+        let r = run(&s);
+        assert!(r.transitions.is_empty(), "{}: {:#?}", s.name, r.transitions);
+        assert!(r.all.iter().all(|p| p.alerts.iter().all(|a| a.state == AlertState::Pending)), "{}", s.name);
+        let last = r.all.last().unwrap();
+        for score in &last.scores.rules {
+            assert_eq!(score.predictions, 0, "{}: {score:?}", s.name);
+        }
+        if s.name == "restart_mid_leak" {
+            assert_eq!(last.processes[0].model_resets, 1);
+            assert!(last.processes[0].samples < 7200 / 5 + 2);
+        }
+        let max_p = r.all.iter().map(|p| p.processes[0].crisis.probability).fold(0.0, f64::max);
+        eprintln!("{}: no alert; highest crisis probability {max_p:.3}", s.name);
+    }
+}
+
+#[test]
+fn predict_surge_is_caught_by_the_backstop() {
+    let s = scenarios::surge();
+    let at = scenarios::T0 + s.backstop_at.unwrap();
+    let r = run(&s);
+    let fd = fired(&r, FD_RULE);
+    assert!(!fd.is_empty());
+    assert_eq!(fd[0].trigger, Some(Trigger::Backstop), "{fd:?}");
+    assert!(fd[0].at - at < 0.001, "the backstop fires at the first sample over 90%");
+    let p = r.all.iter().find(|p| p.timestamp == s.snapshots.iter().find(|x| super::snapshot_seconds(x) == Some(at)).unwrap().timestamp).unwrap();
+    assert_eq!(p.processes[0].crisis.class, CrisisClass::Surge, "{:?}", p.processes[0].crisis);
+}
+
+#[test]
+fn predict_replay_of_a_jsonl_file_prints_fired_alerts_and_scores() {
+    let s = scenarios::leak(10.0, 100.0);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("leak.jsonl");
+    let mut text = String::new();
+    for snap in &s.snapshots {
+        text.push_str(&serde_json::to_string(snap).unwrap());
+        text.push('\n');
+    }
+    text.push_str("not json\n");
+    std::fs::write(&file, text).unwrap();
+    let input = std::io::BufReader::new(std::fs::File::open(&file).unwrap());
+    let mut out = Vec::new();
+    let r = replay::replay(input, PredictConfig::default(), None, Some(&mut out)).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(r.snapshots as usize, s.snapshots.len());
+    assert_eq!(r.skipped_lines, 1);
+    assert!(out.contains("FIRING") && out.contains(FD_RULE) && out.contains("[forecast]"), "{out}");
+    let table = replay::scores_text(&r.scores);
+    assert!(table.contains(FD_RULE) && table.contains("100%"), "{table}");
+    let fd = r.scores.rules.iter().find(|x| x.rule == FD_RULE).unwrap();
+    assert!(fd.lead_time_seconds.unwrap() >= 900.0);
+    // --json
+    let v = serde_json::to_value(&r).unwrap();
+    assert!(v["scores"]["rules"].as_array().unwrap().iter().any(|x| x["rule"] == FD_RULE && x["precision"] == 1.0));
+    eprintln!("{out}\n{table}");
+}
+
+#[test]
+fn predict_metrics_carry_forecasts_and_scores_and_pass_promtool() {
+    let s = scenarios::leak(10.0, 100.0);
+    let mut p = Predictor::new(PredictConfig::default());
+    let mut last = None;
+    for (i, snap) in s.snapshots.iter().enumerate() {
+        let pr = p.observe(snap);
+        if i == s.snapshots.len() * 3 / 4 {
+            let text = super::metrics_text(&pr);
+            assert!(text.contains("wsguard_prediction_eta_seconds{scope=\"process\",comm=\"node\",listen_port=\"8080\",pid=\"4242\",resource=\"fds\"}"), "{text}");
+            assert!(text.contains("wsguard_prediction_alert_firing{alertname=\"PredictedFdExhaustion\""), "{text}");
+            promtool(&text);
+        }
+        last = Some(pr);
+    }
+    let text = super::metrics_text(&last.unwrap());
+    for m in [
+        "wsguard_prediction_precision{alertname=\"PredictedFdExhaustion\"} 1",
+        "wsguard_prediction_recall{alertname=\"PredictedFdExhaustion\"} 1",
+        "wsguard_prediction_lead_time_seconds{alertname=\"PredictedFdExhaustion\"}",
+        "wsguard_prediction_eta_error_ratio{alertname=\"PredictedFdExhaustion\"}",
+        "wsguard_prediction_true_positives_total{alertname=\"PredictedFdExhaustion\"} 1",
+        "wsguard_prediction_crisis_probability{",
+        "wsguard_prediction_confidence{",
+    ] {
+        assert!(text.contains(m), "{m} missing:\n{text}");
+    }
+    promtool(&text);
+}
+
+fn promtool(text: &str) {
+    use std::io::Write;
+    let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("promtool not installed; skipping the lint");
+        return;
+    };
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn predict_config_validates() {
+    assert!(PredictConfig::default().validate().is_ok());
+    let c = PredictConfig { floor_ratio: 1.5, ..Default::default() };
+    assert_eq!(c.validate().unwrap_err().0, "predict.floor_ratio");
+    let c = PredictConfig { long_window: std::time::Duration::from_secs(1), ..Default::default() };
+    assert_eq!(c.validate().unwrap_err().0, "predict.long_window");
+    let c: PredictConfig = toml::from_str("horizon = \"60s\"\nshort_window = \"10s\"\nlong_window = \"30s\"\npersistence = 3\n").unwrap();
+    assert_eq!(c.horizon.as_secs(), 60);
+    assert!(toml::from_str::<PredictConfig>("horizn = \"1m\"").is_err());
+}
