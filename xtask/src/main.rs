@@ -2,6 +2,7 @@
 //!
 //! Each subcommand lives in its own module; this file only parses the command line.
 
+mod bench;
 mod demo;
 mod setup;
 mod sys;
@@ -28,6 +29,8 @@ enum Command {
     Test(test::TestArgs),
     /// Build the release agent and run it against a real WebSocket server under load.
     Demo(demo::DemoArgs),
+    /// Measure what the agent costs a real server (root; not part of `test`).
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -36,6 +39,7 @@ fn main() {
         Command::Setup(args) => setup::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     if let Err(err) = result {
         eprintln!("xtask: error: {err:#}");

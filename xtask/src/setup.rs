@@ -44,6 +44,7 @@ const TEST_PKGS: &[&str] = &[
     "prometheus",
     "prometheus-alertmanager",
     "iproute2",
+    "bpftool",
     "procps",
     "jq",
 ];

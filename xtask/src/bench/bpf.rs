@@ -1,0 +1,202 @@
+//! In-kernel cost: `kernel.bpf_stats_enabled`, `bpftool -j prog show`, and an empty raw
+//! tracepoint program (the floor) loaded straight through bpf(2).
+
+use crate::util;
+use anyhow::{bail, Result};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+pub fn stats_enabled() -> bool {
+    std::fs::read_to_string(STATS_SYSCTL).map(|s| s.trim() == "1").unwrap_or(false)
+}
+
+pub fn set_stats(on: bool) {
+    let _ = std::fs::write(STATS_SYSCTL, if on { "1" } else { "0" });
+}
+
+/// run_time_ns and run_cnt of one program at one instant.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counts {
+    pub ns: u64,
+    pub cnt: u64,
+}
+
+/// `bpftool -j prog show`: id -> (type, name, counts).
+pub fn progs() -> BTreeMap<u64, (String, String, Counts)> {
+    let mut out = BTreeMap::new();
+    let Some(text) = util::output(util::cmd("bpftool", ["-j", "prog", "show"])) else {
+        return out;
+    };
+    let Ok(Value::Array(list)) = serde_json::from_str::<Value>(&text) else {
+        return out;
+    };
+    for p in list {
+        let Some(id) = p["id"].as_u64() else { continue };
+        let c = Counts {
+            ns: p["run_time_ns"].as_u64().unwrap_or(0),
+            cnt: p["run_cnt"].as_u64().unwrap_or(0),
+        };
+        let s = |k: &str| p[k].as_str().unwrap_or("").to_string();
+        out.insert(id, (s("type"), s("name"), c));
+    }
+    out
+}
+
+/// Counts of the given programs now.
+pub fn counts(ids: &[u64]) -> Vec<Counts> {
+    let all = progs();
+    ids.iter()
+        .map(|id| all.get(id).map(|p| p.2).unwrap_or_default())
+        .collect()
+}
+
+/// ns per run between two readings; None without runs.
+pub fn ns_per_run(a: Counts, b: Counts) -> Option<f64> {
+    let runs = b.cnt.checked_sub(a.cnt)?;
+    (runs > 0).then(|| (b.ns.saturating_sub(a.ns)) as f64 / runs as f64)
+}
+
+/// Raw tracepoint links: (prog id, tp_name, pinned paths).
+pub fn raw_tp_links() -> Vec<(u64, String, Vec<String>)> {
+    let Some(text) = util::output(util::cmd("bpftool", ["-j", "-f", "link", "show"])) else {
+        return Vec::new();
+    };
+    let Ok(Value::Array(list)) = serde_json::from_str::<Value>(&text) else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter(|l| l["type"] == "raw_tracepoint")
+        .map(|l| {
+            let pins = l["pinned"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|p| p.as_str().map(String::from)).collect())
+                .unwrap_or_default();
+            (
+                l["prog_id"].as_u64().unwrap_or(0),
+                l["tp_name"].as_str().unwrap_or("").to_string(),
+                pins,
+            )
+        })
+        .collect()
+}
+
+/// Our probe's (sys_enter, sys_exit) program ids, from the links pinned under `pin_path`
+/// (waiting up to 5 s for the agent to pin them).
+pub fn wsguard_progs(pin_path: &Path) -> Option<(u64, u64)> {
+    for _ in 0..50 {
+        if let Some(ids) = wsguard_progs_now(pin_path) {
+            return Some(ids);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    println!("    warning: no links pinned under {}: no probe stats", pin_path.display());
+    None
+}
+
+fn wsguard_progs_now(pin_path: &Path) -> Option<(u64, u64)> {
+    let pin = pin_path.to_string_lossy().to_string();
+    let mut enter = None;
+    let mut exit = None;
+    for (id, tp, pins) in raw_tp_links() {
+        if pins.iter().any(|p| p.starts_with(&pin)) {
+            match tp.as_str() {
+                "sys_enter" => enter = Some(id),
+                "sys_exit" => exit = Some(id),
+                _ => {}
+            }
+        }
+    }
+    Some((enter?, exit?))
+}
+
+/// Other programs on the syscall hooks (they tax every run, off or on), for the record.
+pub fn foreign_syscall_hooks(pin_path: &Path) -> Vec<String> {
+    let pin = pin_path.to_string_lossy().to_string();
+    raw_tp_links()
+        .into_iter()
+        .filter(|(_, tp, pins)| {
+            (tp == "sys_enter" || tp == "sys_exit") && !pins.iter().any(|p| p.starts_with(&pin))
+        })
+        .map(|(id, tp, pins)| format!("prog {id} on raw {tp} pinned at {}", pins.join(",")))
+        .collect()
+}
+
+#[cfg(target_arch = "x86_64")]
+const SYS_BPF: i64 = 321;
+#[cfg(target_arch = "aarch64")]
+const SYS_BPF: i64 = 280;
+
+extern "C" {
+    fn syscall(n: i64, ...) -> i64;
+    fn close(fd: i32) -> i32;
+}
+
+/// An empty program (`r0 = 0; exit`) on a raw tracepoint: the floor every raw
+/// `sys_enter`/`sys_exit` program pays. Detached when dropped.
+pub struct EmptyRawTp {
+    pub prog_id: u64,
+    prog_fd: i32,
+    link_fd: i32,
+}
+
+impl EmptyRawTp {
+    pub fn attach(tp: &str) -> Result<EmptyRawTp> {
+        const PROG_LOAD: i64 = 5;
+        const RAW_TRACEPOINT_OPEN: i64 = 17;
+        const OBJ_GET_INFO_BY_FD: i64 = 15;
+        const PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
+        // mov64 r0, 0 ; exit
+        let insns: [u64; 2] = [0xb7, 0x95];
+        let license = b"GPL\0";
+        let mut attr = [0u8; 128];
+        attr[0..4].copy_from_slice(&PROG_TYPE_RAW_TRACEPOINT.to_ne_bytes());
+        attr[4..8].copy_from_slice(&2u32.to_ne_bytes());
+        attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
+        attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+        attr[48..58].copy_from_slice(b"wsgb_empty");
+        // SAFETY: bpf(2) with a zero-padded attr of the size passed; pointers outlive the call.
+        let prog_fd = unsafe { syscall(SYS_BPF, PROG_LOAD, attr.as_ptr(), attr.len() as u32) };
+        if prog_fd < 0 {
+            bail!("BPF_PROG_LOAD of the empty raw tracepoint program failed");
+        }
+        let name = format!("{tp}\0");
+        let mut attr = [0u8; 128];
+        attr[0..8].copy_from_slice(&(name.as_ptr() as u64).to_ne_bytes());
+        attr[8..12].copy_from_slice(&(prog_fd as u32).to_ne_bytes());
+        // SAFETY: as above.
+        let link_fd =
+            unsafe { syscall(SYS_BPF, RAW_TRACEPOINT_OPEN, attr.as_ptr(), attr.len() as u32) };
+        if link_fd < 0 {
+            // SAFETY: our fd.
+            unsafe { close(prog_fd as i32) };
+            bail!("BPF_RAW_TRACEPOINT_OPEN({tp}) failed");
+        }
+        // struct bpf_prog_info starts with type (u32) and id (u32).
+        let mut info = [0u8; 256];
+        let mut attr = [0u8; 128];
+        attr[0..4].copy_from_slice(&(prog_fd as u32).to_ne_bytes());
+        attr[4..8].copy_from_slice(&(info.len() as u32).to_ne_bytes());
+        attr[8..16].copy_from_slice(&(info.as_mut_ptr() as u64).to_ne_bytes());
+        // SAFETY: as above; info is writable for info_len bytes.
+        let r = unsafe { syscall(SYS_BPF, OBJ_GET_INFO_BY_FD, attr.as_ptr(), attr.len() as u32) };
+        let prog_id = if r == 0 {
+            u32::from_ne_bytes(info[4..8].try_into().unwrap()) as u64
+        } else {
+            0
+        };
+        Ok(EmptyRawTp { prog_id, prog_fd: prog_fd as i32, link_fd: link_fd as i32 })
+    }
+}
+
+impl Drop for EmptyRawTp {
+    fn drop(&mut self) {
+        // SAFETY: our fds, closed once.
+        unsafe {
+            close(self.link_fd);
+            close(self.prog_fd);
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! `cargo xtask bench`: what wsguard costs the servers it watches, measured side by side.
+//!
+//! One command builds the release agent, starts a real node `ws` echo server pinned to CPU 0,
+//! drives it from a load generator of our own pinned to CPU 1, and alternates agent off / on
+//! (and peers) run by run. Results: JSON with every raw run, and `docs/performance.md`.
+//! Not part of `cargo xtask test`: benchmarks are never timed assertions.
+
+mod agent_cost;
+mod bpf;
+mod load;
+mod overhead;
+mod probe_cost;
+mod procs;
+mod report;
+mod stats;
+mod ws;
+
+use crate::util::{self, step};
+use crate::sys;
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Small and short (about 3 minutes): 5k msg/s over 200 connections, 3 runs.
+    #[arg(long)]
+    quick: bool,
+    /// Repetitions of each alternating comparison (default 5, or 3 with --quick).
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Where the JSON goes (the markdown always goes to docs/performance.md).
+    #[arg(long, default_value = "docs/benchmarks/latest.json")]
+    out: PathBuf,
+    /// Skip `cargo build --release`.
+    #[arg(long)]
+    no_build: bool,
+    /// Internal: hold N idle WebSocket connections to 127.0.0.1:PORT until killed (`PORT:N`);
+    /// lets the bench exceed one process's open-file limit.
+    #[arg(long, hide = true)]
+    hold: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Settings {
+    pub quick: bool,
+    pub runs: usize,
+    pub rate: f64,
+    pub conns: usize,
+    pub warm: Duration,
+    pub measure: Duration,
+    pub stats_window: Duration,
+    pub sat_conns: usize,
+    pub sat_depth: usize,
+    pub sat_measure: Duration,
+    pub idle_levels: Vec<usize>,
+    pub agent_settle: Duration,
+    pub agent_window: Duration,
+    pub fps_target: f64,
+    pub fps_conns: usize,
+    pub fps_measure: Duration,
+    pub dd_count: u64,
+    pub dd_runs: usize,
+}
+
+impl Settings {
+    fn new(quick: bool, runs: Option<usize>) -> Settings {
+        let s = Duration::from_secs;
+        if quick {
+            Settings {
+                quick,
+                runs: runs.unwrap_or(3),
+                rate: 5000.0,
+                conns: 200,
+                warm: s(1),
+                measure: s(4),
+                stats_window: s(2),
+                sat_conns: 100,
+                sat_depth: 4,
+                sat_measure: s(3),
+                idle_levels: vec![1000, 10_000],
+                agent_settle: s(6),
+                agent_window: s(5),
+                fps_target: 100_000.0,
+                fps_conns: 200,
+                fps_measure: s(4),
+                dd_count: 500_000,
+                dd_runs: 2,
+            }
+        } else {
+            Settings {
+                quick,
+                runs: runs.unwrap_or(5),
+                rate: 20_000.0,
+                conns: 1000,
+                warm: s(2),
+                measure: s(10),
+                stats_window: s(3),
+                sat_conns: 200,
+                sat_depth: 4,
+                sat_measure: s(5),
+                idle_levels: vec![1000, 10_000, 50_000],
+                agent_settle: s(6),
+                agent_window: s(10),
+                fps_target: 100_000.0,
+                fps_conns: 1000,
+                fps_measure: s(8),
+                dd_count: 2_000_000,
+                dd_runs: 3,
+            }
+        }
+    }
+}
+
+/// Everything the scenarios share.
+pub struct Ctx {
+    pub settings: Settings,
+    pub rt: tokio::runtime::Runtime,
+    pub bin: PathBuf,
+    pub cfg: PathBuf,
+    pub work: PathBuf,
+    pub pin_path: PathBuf,
+    pub api: SocketAddr,
+    pub server_pid: u32,
+    pub server_port: u16,
+    pub clk_tck: f64,
+    pub servers_dir: PathBuf,
+    pub nofile: u64,
+}
+
+impl Ctx {
+    pub fn start_agent(&self) -> Result<procs::Proc> {
+        procs::detach(&self.bin, &self.cfg);
+        let a = procs::start_agent(&self.bin, &self.cfg, self.api, &self.work.join("agent.log"))?;
+        // The API binds before the probe attaches: wait for the pinned links.
+        bpf::wsguard_progs(&self.pin_path);
+        Ok(a)
+    }
+
+    pub fn interrupted(&self) -> bool {
+        sys::interrupted()
+    }
+}
+
+const PIN_PATH: &str = "/sys/fs/bpf/wsguard-bench";
+const API: &str = "127.0.0.1:9697";
+
+/// Most sockets one process (server or client) is given; the rest of the fd limit is headroom.
+pub fn per_process_conns(nofile: u64) -> usize {
+    nofile.saturating_sub(500).max(100) as usize
+}
+
+fn hold(spec: &str) -> Result<()> {
+    let (port, n) = spec.split_once(':').context("--hold PORT:N")?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port.parse::<u16>()?).into();
+    let n: usize = n.parse()?;
+    procs::raise_nofile(n as u64 + 500);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let conns = rt.block_on(load::open(addr, n))?;
+    println!("HELD {}", conns.len());
+    // Until the parent kills us (or closes stdin).
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+    drop(conns);
+    Ok(())
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    if let Some(spec) = &args.hold {
+        return hold(spec);
+    }
+    let started = Instant::now();
+    let root = util::workspace_root();
+    if !sys::is_root() {
+        bail!("the bench loads eBPF programs and needs root: run `sudo -E cargo xtask bench`");
+    }
+    let servers = root.join("tests/servers");
+    if !servers.join("node_modules/ws").is_dir() {
+        bail!("tests/servers/node_modules/ws is missing: run `cargo xtask setup` first");
+    }
+    if !args.no_build {
+        step("building the release agent: cargo build --release");
+        util::run(util::cargo().args(["build", "--release"]))?;
+    }
+    let bin = util::target_dir().join("release/wsguard");
+    if !bin.is_file() {
+        bail!("{} not found (build failed?)", bin.display());
+    }
+    let settings = Settings::new(args.quick, args.runs);
+    let work = std::env::temp_dir().join("wsguard-bench");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let cfg = work.join("bench.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "# written by `cargo xtask bench`\n[agent]\nstate_dir = \"{}\"\n\n[api]\nlisten = \"{API}\"\n\n\
+             [probe]\npin_path = \"{PIN_PATH}\"\n",
+            work.join("state").display()
+        ),
+    )?;
+    sys::catch_interrupts();
+    // The load generator gets CPU 1, the server CPU 0.
+    let nofile = procs::raise_nofile(200_000);
+    procs::pin_self(1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+
+    let machine = machine_info();
+    let foreign = bpf::foreign_syscall_hooks(std::path::Path::new(PIN_PATH));
+    if !foreign.is_empty() {
+        println!("    note: other programs are attached to the syscall hooks (they tax off and on runs alike):");
+        for f in &foreign {
+            println!("      {f}");
+        }
+    }
+    step("starting the echo server (node ws, CPU 0)");
+    let (mut server, port) = procs::start_server(&servers, 0, nofile, &work.join("server.log"))?;
+    println!("    pid {} on 127.0.0.1:{port}", server.pid());
+    let mut ctx = Ctx {
+        settings: settings.clone(),
+        rt,
+        bin,
+        cfg,
+        work: work.clone(),
+        pin_path: PIN_PATH.into(),
+        api: API.parse().unwrap(),
+        server_pid: server.pid(),
+        server_port: port,
+        clk_tck: procs::clk_tck(),
+        servers_dir: servers.clone(),
+        nofile,
+    };
+    procs::detach(&ctx.bin, &ctx.cfg);
+    let stats_was = bpf::stats_enabled();
+
+    let mut out = json!({
+        "kind": if settings.quick { "quick" } else { "full" },
+        "machine": machine,
+        "foreign_syscall_hooks": foreign,
+        "loadavg_start": procs::loadavg(),
+    });
+    let mut scenario = |name: &str, title: &str, f: &dyn Fn(&mut Ctx) -> Result<serde_json::Value>, ctx: &mut Ctx| {
+        step(title);
+        let t = Instant::now();
+        let r = f(ctx).unwrap_or_else(|e| {
+            println!("    !!! {name} failed: {e:#}");
+            json!({"error": format!("{e:#}")})
+        });
+        println!("    ({name}: {:.0} s)", t.elapsed().as_secs_f64());
+        out[name] = r;
+    };
+    scenario(
+        "fixed_rate",
+        &format!(
+            "fixed rate {} msg/s over {} connections: off / on / bpftrace / nginx, {} rounds",
+            settings.rate, settings.conns, settings.runs
+        ),
+        &overhead::fixed_rate,
+        &mut ctx,
+    );
+    scenario("saturated", "saturated throughput: off / on", &overhead::saturated, &mut ctx);
+    scenario(
+        "probe_cost",
+        "probe cost for untracked processes (dd) vs empty programs",
+        &probe_cost::run,
+        &mut ctx,
+    );
+    scenario("agent_cost", "agent CPU and memory vs connections and frame rate", &agent_cost::run, &mut ctx);
+
+    bpf::set_stats(stats_was);
+    procs::detach(&ctx.bin, &ctx.cfg);
+    server.stop(Duration::from_secs(5));
+    out["loadavg_end"] = json!(procs::loadavg());
+    out["duration_s"] = json!(started.elapsed().as_secs_f64());
+    out["settings"] = json!({
+        "open_files_limit_per_process": nofile,
+        "runs": settings.runs, "rate": settings.rate, "connections": settings.conns,
+        "warmup_s": settings.warm.as_secs_f64(), "window_s": settings.measure.as_secs_f64(),
+        "server_cpu": 0, "load_generator_cpu": 1, "agent_cpu": "unpinned",
+        "agent_config": std::fs::read_to_string(&ctx.cfg).unwrap_or_default(),
+    });
+    out["targets"] = report::targets(&out);
+
+    let json_path = if args.out.is_absolute() { args.out.clone() } else { root.join(&args.out) };
+    if let Some(dir) = json_path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&json_path, serde_json::to_string_pretty(&out)? + "\n")?;
+    let rel = json_path.strip_prefix(&root).unwrap_or(&json_path).display().to_string();
+    let md = report::markdown(&out, &rel);
+    std::fs::write(root.join("docs/performance.md"), &md)?;
+    step(&format!(
+        "done in {:.0} s: {} and docs/performance.md",
+        started.elapsed().as_secs_f64(),
+        json_path.display()
+    ));
+    println!("{}", report::targets_table(&out));
+    Ok(())
+}
+
+fn machine_info() -> serde_json::Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string());
+    // Not available_parallelism(): xtask pins itself to one CPU before this runs.
+    let cores = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string()))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb / 1024);
+    json!({
+        "cpu_model": model,
+        "cores": cores,
+        "memory_mib": mem,
+        "kernel": util::output(util::cmd("uname", ["-r"])),
+        "date": util::output(util::cmd("date", ["-u", "+%Y-%m-%dT%H:%M:%SZ"])),
+        "node": util::output(util::cmd("node", ["--version"])),
+        "nginx": util::output(util::cmd("sh", ["-c", "nginx -v 2>&1"])),
+        "bpftrace": util::output(util::cmd("bpftrace", ["--version"])),
+        "git_commit": util::output(util::cmd("git", ["-C", &util::workspace_root().to_string_lossy(), "rev-parse", "--short", "HEAD"])),
+    })
+}

@@ -1,0 +1,146 @@
+//! Scenario 2: ns per program run for processes the probe does not track (the tax every process
+//! on the host pays), next to the floors: an empty raw tracepoint program and an empty bpftrace
+//! classic tracepoint program. A syscall-heavy `dd` runs while no WebSocket traffic does.
+
+use super::bpf::{self, EmptyRawTp};
+use super::procs::{self, Proc};
+use super::stats::median;
+use super::Ctx;
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const VARIANTS: [&str; 4] = ["none", "wsguard", "empty_raw_tp", "bpftrace_empty_classic_tp"];
+
+pub fn run(ctx: &mut Ctx) -> Result<Value> {
+    let s = ctx.settings.clone();
+    let was = bpf::stats_enabled();
+    bpf::set_stats(true);
+    let mut runs = Vec::new();
+    let result = (|| -> Result<()> {
+        for run in 0..s.dd_runs {
+            for v in VARIANTS {
+                if ctx.interrupted() {
+                    return Ok(());
+                }
+                let r = one(ctx, v, s.dd_count).with_context(|| format!("probe cost {v}"))?;
+                println!(
+                    "    run {run} {v:<26} dd {:.2} s  enter {:>6.1} ns/run  exit {:>6.1} ns/run",
+                    r["dd_s"].as_f64().unwrap_or(0.0),
+                    r["enter_ns_per_run"].as_f64().unwrap_or(f64::NAN),
+                    r["exit_ns_per_run"].as_f64().unwrap_or(f64::NAN)
+                );
+                let mut r = r;
+                r["run"] = json!(run);
+                runs.push(r);
+            }
+        }
+        Ok(())
+    })();
+    bpf::set_stats(was);
+    result?;
+    let mut medians = serde_json::Map::new();
+    for v in VARIANTS {
+        let m = |k: &str| {
+            let xs: Vec<f64> =
+                runs.iter().filter(|r| r["variant"] == v).filter_map(|r| r[k].as_f64()).collect();
+            median(&xs)
+        };
+        medians.insert(
+            v.into(),
+            json!({"dd_s": m("dd_s"), "enter_ns_per_run": m("enter_ns_per_run"),
+                   "exit_ns_per_run": m("exit_ns_per_run")}),
+        );
+    }
+    // Wall-time tax per syscall vs the no-probe runs (2 syscalls per dd byte).
+    let none = medians["none"]["dd_s"].as_f64();
+    for v in VARIANTS {
+        if let (Some(base), Some(t)) = (none, medians[v]["dd_s"].as_f64()) {
+            medians[v]["added_ns_per_syscall_wall"] =
+                json!((t - base) * 1e9 / (2.0 * s.dd_count as f64));
+        }
+    }
+    Ok(json!({
+        "workload": format!("dd if=/dev/zero of=/dev/null bs=1 count={} (2 syscalls per byte), pinned to CPU 0, no WebSocket traffic", s.dd_count),
+        "bpf_stats_enabled": "during all runs of this scenario (adds its own clock reads to each run)",
+        "runs": runs,
+        "medians": medians,
+    }))
+}
+
+fn one(ctx: &mut Ctx, v: &str, count: u64) -> Result<Value> {
+    let mut agent: Option<Proc> = None;
+    let mut floor = Vec::new();
+    let mut tracer: Option<Proc> = None;
+    let mut ids: Vec<u64> = Vec::new();
+    match v {
+        "wsguard" => {
+            let a = ctx.start_agent()?;
+            if let Some((e, x)) = bpf::wsguard_progs(&ctx.pin_path) {
+                ids = vec![e, x];
+            }
+            agent = Some(a);
+        }
+        "empty_raw_tp" => {
+            for tp in ["sys_enter", "sys_exit"] {
+                let p = EmptyRawTp::attach(tp)?;
+                ids.push(p.prog_id);
+                floor.push(p);
+            }
+        }
+        "bpftrace_empty_classic_tp" if crate::util::which("bpftrace").is_some() => {
+            let before = bpf::progs();
+            let mut p = Proc::spawn(
+                "bpftrace",
+                Command::new("bpftrace")
+                    .args(["-e", "tracepoint:raw_syscalls:sys_enter { } tracepoint:raw_syscalls:sys_exit { }"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null()),
+            )?;
+            p.wait_line("Attaching", Duration::from_secs(30))?;
+            std::thread::sleep(Duration::from_millis(500));
+            let after = bpf::progs();
+            let mut new: Vec<(u64, String)> = after
+                .iter()
+                .filter(|(id, _)| !before.contains_key(id))
+                .map(|(id, p)| (*id, p.1.clone()))
+                .collect();
+            new.sort_by_key(|(_, name)| !name.contains("enter"));
+            ids = new.into_iter().map(|(id, _)| id).collect();
+            tracer = Some(p);
+        }
+        _ => {}
+    }
+    let c0 = bpf::counts(&ids);
+    let t0 = Instant::now();
+    let ok = Command::new("taskset")
+        .args(["-c", "0", "dd", "if=/dev/zero", "of=/dev/null", "bs=1"])
+        .arg(format!("count={count}"))
+        .arg("status=none")
+        .stdin(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    let dd_s = t0.elapsed().as_secs_f64();
+    let c1 = bpf::counts(&ids);
+    drop(floor);
+    if let Some(mut t) = tracer {
+        t.stop(Duration::from_secs(5));
+    }
+    if let Some(a) = agent {
+        procs::stop_agent(a, &ctx.bin, &ctx.cfg);
+    }
+    anyhow::ensure!(ok, "dd failed");
+    let per = |i: usize| c0.get(i).zip(c1.get(i)).and_then(|(a, b)| bpf::ns_per_run(*a, *b));
+    Ok(json!({
+        "variant": v,
+        "dd_s": dd_s,
+        "prog_ids": ids,
+        "enter_ns_per_run": per(0),
+        "exit_ns_per_run": per(1),
+        "enter_runs": c0.first().zip(c1.first()).map(|(a, b)| b.cnt - a.cnt),
+        "loadavg": procs::loadavg(),
+    }))
+}

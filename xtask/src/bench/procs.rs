@@ -1,0 +1,244 @@
+//! Child processes (echo server, agent, nginx, bpftrace) and what /proc says about them.
+
+use crate::{sys, util};
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A child in its own process group, stopped with SIGTERM then SIGKILL; killed on drop.
+pub struct Proc {
+    pub name: &'static str,
+    pub child: Child,
+}
+
+impl Proc {
+    pub fn spawn(name: &'static str, cmd: &mut Command) -> Result<Proc> {
+        println!("    $ {}", util::display(cmd));
+        let child = cmd
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        Ok(Proc { name, child })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    pub fn stop(&mut self, grace: Duration) {
+        if self.exited() {
+            return;
+        }
+        sys::terminate(self.child.id() as i32);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if self.exited() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        println!("    {} did not stop within {grace:?}; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Wait for a stdout line starting with `prefix`; returns the rest of it.
+    pub fn wait_line(&mut self, prefix: &'static str, timeout: Duration) -> Result<String> {
+        let stdout = self.child.stdout.take().context("stdout not piped")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent && line.starts_with(prefix) {
+                    let _ = tx.send(line[prefix.len()..].trim().to_string());
+                    sent = true;
+                }
+            }
+        });
+        rx.recv_timeout(timeout)
+            .map_err(|_| anyhow::anyhow!("{} did not print `{prefix}` within {timeout:?}", self.name))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if !self.exited() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Clock ticks per second for /proc/<pid>/stat.
+pub fn clk_tck() -> f64 {
+    util::output(util::cmd("getconf", ["CLK_TCK"]))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// utime + stime of a process (all its threads, live and exited), in clock ticks.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5); `rest` starts at field 3.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// On-CPU time of the live threads of a process in ns (schedstat), a finer-grained check.
+pub fn sched_ns(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
+            total += s.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+    }
+    Some(total)
+}
+
+/// A process and its direct children (nginx master + workers).
+pub fn with_children(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            }
+        }
+    }
+    out
+}
+
+pub fn sum_ticks(pids: &[u32]) -> u64 {
+    pids.iter().filter_map(|p| cpu_ticks(*p)).sum()
+}
+
+/// VmRSS in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Pin every thread of this process to `cpu` (new threads inherit it).
+pub fn pin_self(cpu: u32) {
+    let pid = std::process::id().to_string();
+    if !util::succeeds(util::cmd("taskset", ["-a", "-cp", &cpu.to_string(), &pid])) {
+        println!("    warning: taskset failed; the load generator is not pinned");
+    }
+}
+
+/// The hard open-file limit of this process (raising it needs CAP_SYS_RESOURCE, which
+/// containers often lack; then one process holds at most this many sockets).
+pub fn hard_nofile() -> u64 {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|s| {
+            let l = s.lines().find(|l| l.starts_with("Max open files"))?.to_string();
+            l.split_whitespace().nth(4)?.parse().ok()
+        })
+        .unwrap_or(1024)
+}
+
+/// Raise this process's soft open-file limit to `n` (or to the hard limit if that fails).
+pub fn raise_nofile(n: u64) -> u64 {
+    let pid = std::process::id().to_string();
+    for n in [n, hard_nofile()] {
+        let lim = format!("--nofile={n}:{n}");
+        if util::succeeds(util::cmd("prlimit", ["--pid", &pid, &lim])) {
+            return n;
+        }
+    }
+    println!("    warning: prlimit failed; many connections may fail with EMFILE");
+    1024
+}
+
+/// `node ws_echo.js 0` pinned to `cpu` with a high fd limit; returns it and its port.
+pub fn start_server(servers: &Path, cpu: u32, nofile: u64, log: &Path) -> Result<(Proc, u16)> {
+    let lim = format!("--nofile={nofile}:{nofile}");
+    let mut p = Proc::spawn(
+        "echo server",
+        Command::new("taskset")
+            .args(["-c", &cpu.to_string(), "prlimit", &lim, "node"])
+            .arg("--max-old-space-size=4096")
+            .arg(servers.join("ws_echo.js"))
+            .arg("0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::options().create(true).append(true).open(log)?),
+    )?;
+    let port = p.wait_line("READY ", Duration::from_secs(15))?;
+    let port = port.parse().context("bad READY line")?;
+    Ok((p, port))
+}
+
+/// `wsguard run --config CFG --fresh`, waiting for its API.
+pub fn start_agent(bin: &Path, cfg: &Path, api: SocketAddr, log: &Path) -> Result<Proc> {
+    let mut p = Proc::spawn(
+        "agent",
+        Command::new(bin)
+            .args(["run", "--fresh", "--config"])
+            .arg(cfg)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(log)?)
+            .stderr(std::fs::File::options().append(true).open(log)?),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if p.exited() {
+            bail!("the agent exited during start-up; see {}", log.display());
+        }
+        if TcpStream::connect_timeout(&api, Duration::from_millis(200)).is_ok() {
+            return Ok(p);
+        }
+        if Instant::now() > deadline {
+            bail!("the agent API did not come up on {api}; see {}", log.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Stop the agent and detach its probe (`wsguard detach` removes the pins, so the links go).
+pub fn stop_agent(mut agent: Proc, bin: &Path, cfg: &Path) {
+    agent.stop(Duration::from_secs(10));
+    detach(bin, cfg);
+}
+
+pub fn detach(bin: &Path, cfg: &Path) {
+    let _ = Command::new(bin)
+        .args(["detach", "--config"])
+        .arg(cfg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// GET a JSON document over HTTP/1.0 (no chunking).
+pub fn http_get_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut body = Vec::new();
+    s.read_to_end(&mut body)?;
+    let at = body
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no HTTP header end")?;
+    Ok(serde_json::from_slice(&body[at + 4..])?)
+}
