@@ -18,11 +18,21 @@
 //! which writes `name{labels} value`), units are part of the names (no `# UNIT`), and no
 //! `# EOF` is written. The unit tests pin the exact lines and run the real `promtool` on them.
 //!
+//! The latency quantiles are *summaries* (`quantile` samples, `_sum`, `_count`): `promtool`
+//! rejects a `quantile` label on any other type ("non-summary metrics should not have
+//! "quantile" label"), and `_sum`/`_count` let PromQL compute a recent mean. The client has no
+//! summary type, so a summary family is written with its gauge sample encoder (the quantile
+//! samples) and its histogram encoder without buckets (exactly the `_sum` and `_count` lines),
+//! under a `# TYPE … gauge` line whose last word [`render`] then rewrites to `summary`. Label
+//! escaping and number formatting stay the client's.
+//!
 //! # Identity and cardinality
-//! Per-process series carry `comm` and `listen_port` (and `pid` only with
-//! `[metrics] pid_label = true`), so a restarted server keeps its series. Processes that share
-//! a label set (e.g. several `node` workers) are summed into one series; averages are weighted
-//! by connections opened. `[metrics] max_series` caps the whole exposition: label sets with the
+//! Per-process series carry `comm`, `listen_port` and `unit` (the systemd unit or container
+//! scope, empty when unknown; `pid` only with `[metrics] pid_label = true`), so a restarted
+//! server keeps its series. Processes that share a label set (e.g. several `node` workers) are
+//! summed into one series; averages are weighted by connections opened, and what cannot be
+//! summed takes the maximum (latency quantiles, `fd_usage_ratio`, the cgroup memory limit, the
+//! client quota). `[metrics] max_series` caps the whole exposition: label sets with the
 //! most active connections are kept, whole label sets beyond the cap are dropped and counted in
 //! `wsguard_metrics_series_dropped`. Close codes are exported only when seen, at most
 //! [`MAX_CLOSE_CODES`] per label set and direction, the rest folded into `code="other"`.
@@ -41,12 +51,16 @@ use std::{
 
 use prometheus_client::{
     collector::Collector,
-    encoding::{text::encode_registry, DescriptorEncoder, MetricEncoder},
+    encoding::{text::encode_registry, DescriptorEncoder, MetricEncoder, NoLabelSet},
     metrics::MetricType, registry::Registry,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::snapshot::{Frames, ProcessSnapshot, Snapshot, WebSocketStats};
+use crate::{
+    conns::AgeBuckets,
+    resources::ProcessResources,
+    snapshot::{Frames, ProcessSnapshot, Quantiles, Snapshot, WebSocketStats},
+};
 
 /// Content type of [`render`]'s output: the Prometheus text format 0.0.4.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -105,7 +119,7 @@ pub fn render(snapshot: &Snapshot, cfg: &MetricsConfig) -> String {
     let mut keep = vec![false; sets.len()];
     let mut dropped = 0usize;
     for i in order {
-        let n = sets[i].2.len();
+        let n = lines(&sets[i].2);
         if dropped == 0 && n <= budget {
             keep[i] = true;
             budget -= n;
@@ -118,7 +132,7 @@ pub fn render(snapshot: &Snapshot, cfg: &MetricsConfig) -> String {
         if !keep[i] {
             continue;
         }
-        kept += series.len();
+        kept += lines(series);
         for (spec, extra, value) in series.drain(..) {
             let mut labels = id.labels();
             labels.extend(extra);
@@ -132,6 +146,14 @@ pub fn render(snapshot: &Snapshot, cfg: &MetricsConfig) -> String {
     registry.register_collector(Box::new(out.into_exposition()));
     let mut text = String::new();
     encode_registry(&mut text, &registry).expect("writing to a String cannot fail");
+    // Summaries were described as gauges (see the module docs). HELP texts hold no newline and
+    // label values escape theirs, so this line can only be the family's TYPE line.
+    for spec in FAMILIES.iter().filter(|f| f.kind == Kind::Summary) {
+        let gauge = format!("\n# TYPE {} gauge\n", spec.name);
+        if let Some(at) = text.find(&gauge) {
+            text.replace_range(at..at + gauge.len(), &format!("\n# TYPE {} summary\n", spec.name));
+        }
+    }
     text
 }
 
@@ -142,6 +164,8 @@ pub fn render(snapshot: &Snapshot, cfg: &MetricsConfig) -> String {
 enum Kind {
     Counter,
     Gauge,
+    /// Quantile samples plus `_sum` and `_count` (see the module docs on how it is written).
+    Summary,
 }
 
 /// One metric family: full name (with unit and `_total`), type and help text.
@@ -158,8 +182,11 @@ const fn counter(name: &'static str, help: &'static str) -> Spec {
 const fn gauge(name: &'static str, help: &'static str) -> Spec {
     Spec { name, kind: Kind::Gauge, help }
 }
+const fn summary(name: &'static str, help: &'static str) -> Spec {
+    Spec { name, kind: Kind::Summary, help }
+}
 
-// Per process (labels comm, listen_port[, pid]).
+// Per process (labels comm, listen_port, unit[, pid]).
 const WS_ACTIVE: Spec = gauge(
     "wsguard_websocket_connections_active",
     "WebSocket connections open now (handshake completed, not yet closed).",
@@ -212,6 +239,50 @@ const WS_RESPONSE_AVG: Spec = gauge(
     "wsguard_websocket_response_latency_seconds_avg",
     "Mean time from a data message read to the process's next data frame written, since the agent first saw the process.",
 );
+const WS_HANDSHAKE_LATENCY: Spec = summary(
+    "wsguard_websocket_handshake_latency_seconds",
+    "Handshake latency (upgrade request read to 101 written) quantiles since the agent first saw the process; the maximum over the processes of a label set.",
+);
+const WS_PING_RTT: Spec = summary(
+    "wsguard_websocket_ping_rtt_seconds",
+    "Round trip of pings the process sent (ping written to pong read), quantiles since the agent first saw the process; the maximum over the processes of a label set.",
+);
+const WS_RESPONSE_LATENCY: Spec = summary(
+    "wsguard_websocket_response_latency_seconds",
+    "Time from a data message read to the process's next data frame written, quantiles since the agent first saw the process; the maximum over the processes of a label set.",
+);
+const WS_IDLE: Spec = gauge(
+    "wsguard_websocket_connections_idle",
+    "WebSocket connections with no traffic either way for [limits] idle_after.",
+);
+const WS_STALLED: Spec = gauge(
+    "wsguard_websocket_connections_stalled",
+    "WebSocket connections with a ping from the process unanswered for [limits] stall_after.",
+);
+const WS_SEND_QUEUE: Spec = gauge(
+    "wsguard_websocket_send_queue_bytes",
+    "Bytes the process wrote to its WebSocket connections that the peers have not acknowledged yet (kernel send queues).",
+);
+const WS_RECV_QUEUE: Spec = gauge(
+    "wsguard_websocket_recv_queue_bytes",
+    "Bytes received on the process's WebSocket connections that it has not read yet (kernel receive queues).",
+);
+const WS_AGES: Spec = gauge(
+    "wsguard_websocket_connection_age_connections",
+    "WebSocket connections open now by age since their handshake.",
+);
+const WS_CLIENTS: Spec = gauge(
+    "wsguard_websocket_clients",
+    "Distinct client keys ([probe.client_key]) with an open WebSocket connection, summed over the processes of a label set.",
+);
+const WS_CLIENTS_OVER_QUOTA: Spec = gauge(
+    "wsguard_websocket_clients_at_or_over_quota",
+    "Clients holding at least [limits] per_client_connections open WebSocket connections to one process.",
+);
+const WS_CLIENT_QUOTA: Spec = gauge(
+    "wsguard_websocket_client_quota",
+    "Open WebSocket connections one client may hold per process ([limits] per_client_connections).",
+);
 const WS_PREEXISTING: Spec = gauge(
     "wsguard_websocket_preexisting_connections",
     "Inbound TCP connections open before the probe attached and still open; not followed and in no other count.",
@@ -225,6 +296,27 @@ const TCP_NOT_WEBSOCKET: Spec = counter(
     "Accepted TCP connections whose first bytes were not a WebSocket upgrade (dropped from tracking at once).",
 );
 
+// Process resources (same labels).
+const PROC_OPEN_FDS: Spec = gauge("wsguard_process_open_fds", "Open file descriptors, summed over the processes of a label set.");
+const PROC_FD_LIMIT: Spec = gauge(
+    "wsguard_process_fd_limit_soft",
+    "RLIMIT_NOFILE soft limit, summed over the processes of a label set; absent if any of them is unlimited or unknown.",
+);
+const PROC_FD_RATIO: Spec = gauge(
+    "wsguard_process_fd_usage_ratio",
+    "Open fds over the RLIMIT_NOFILE soft limit of the fullest process of the label set; at 1 accept() fails with EMFILE.",
+);
+const PROC_RSS: Spec = gauge("wsguard_process_resident_memory_bytes", "Resident memory, summed over the processes of a label set.");
+const PROC_CPU: Spec = gauge(
+    "wsguard_process_cpu_percent",
+    "CPU time over wall time since the previous snapshot in percent of one core (may exceed 100), summed over the processes of a label set.",
+);
+const PROC_THREADS: Spec = gauge("wsguard_process_threads", "Threads, summed over the processes of a label set.");
+const PROC_MEMORY_LIMIT: Spec = gauge(
+    "wsguard_process_memory_limit_bytes",
+    "Tightest cgroup memory limit of the process (the largest in the label set); absent when unlimited or unknown.",
+);
+
 // Host totals (no process labels).
 const HOST_ACTIVE: Spec = gauge(
     "wsguard_host_websocket_connections_active",
@@ -233,6 +325,30 @@ const HOST_ACTIVE: Spec = gauge(
 const HOST_PROCESSES: Spec = gauge(
     "wsguard_host_websocket_processes",
     "Processes in the snapshot (with WebSocket activity or pre-existing connections, exited ones for a while).",
+);
+
+// Host resources (no labels; each only when the host provides it).
+const HOST_CPU: Spec = gauge("wsguard_host_cpu_percent", "Busy share of all online CPUs since the previous snapshot, 0 to 100.");
+const HOST_MEMORY_USED: Spec = gauge("wsguard_host_memory_used_ratio", "1 - MemAvailable / MemTotal.");
+const HOST_LOAD1: Spec = gauge("wsguard_host_load1", "1-minute load average.");
+const HOST_TCP_INUSE: Spec = gauge("wsguard_host_tcp_sockets_inuse", "TCP sockets in use, IPv4 and IPv6 (sockstat).");
+const HOST_LISTEN_OVERFLOWS: Spec = counter(
+    "wsguard_host_listen_overflows_total",
+    "Connections dropped because a listener's accept queue was full (TcpExt ListenOverflows).",
+);
+const HOST_LISTEN_DROPS: Spec = counter(
+    "wsguard_host_listen_drops_total",
+    "SYNs or connections dropped at a listener for any reason, overflows included (TcpExt ListenDrops).",
+);
+const HOST_CONNTRACK: Spec = gauge("wsguard_host_conntrack_entries", "Entries in the conntrack table (nf_conntrack_count).");
+const HOST_CONNTRACK_MAX: Spec = gauge("wsguard_host_conntrack_max", "Size of the conntrack table (nf_conntrack_max).");
+const HOST_EPHEMERAL: Spec = gauge(
+    "wsguard_host_ephemeral_ports_in_use",
+    "Non-listening TCP sockets whose local port is in net.ipv4.ip_local_port_range.",
+);
+const HOST_EPHEMERAL_RATIO: Spec = gauge(
+    "wsguard_host_ephemeral_ports_usage_ratio",
+    "Ephemeral ports in use over the size of net.ipv4.ip_local_port_range (pressure, not a hard bound).",
 );
 
 // Probe health.
@@ -320,11 +436,39 @@ pub(crate) const FAMILIES: &[&Spec] = &[
     &WS_HANDSHAKE_AVG,
     &WS_PING_RTT_AVG,
     &WS_RESPONSE_AVG,
+    &WS_HANDSHAKE_LATENCY,
+    &WS_PING_RTT,
+    &WS_RESPONSE_LATENCY,
+    &WS_IDLE,
+    &WS_STALLED,
+    &WS_SEND_QUEUE,
+    &WS_RECV_QUEUE,
+    &WS_AGES,
+    &WS_CLIENTS,
+    &WS_CLIENTS_OVER_QUOTA,
+    &WS_CLIENT_QUOTA,
     &WS_PREEXISTING,
     &TCP_ACCEPTED,
     &TCP_NOT_WEBSOCKET,
+    &PROC_OPEN_FDS,
+    &PROC_FD_LIMIT,
+    &PROC_FD_RATIO,
+    &PROC_RSS,
+    &PROC_CPU,
+    &PROC_THREADS,
+    &PROC_MEMORY_LIMIT,
     &HOST_ACTIVE,
     &HOST_PROCESSES,
+    &HOST_CPU,
+    &HOST_MEMORY_USED,
+    &HOST_LOAD1,
+    &HOST_TCP_INUSE,
+    &HOST_LISTEN_OVERFLOWS,
+    &HOST_LISTEN_DROPS,
+    &HOST_CONNTRACK,
+    &HOST_CONNTRACK_MAX,
+    &HOST_EPHEMERAL,
+    &HOST_EPHEMERAL_RATIO,
     &PROBE_ATTACHED,
     &PROBE_RESUMED,
     &PROBE_RING_DROPS,
@@ -354,10 +498,34 @@ type Labels = Vec<(&'static str, String)>;
 enum Value {
     Int(u64),
     Float(f64),
+    /// A summary's `_sum` and `_count`: two sample lines.
+    SumCount(f64, u64),
+}
+
+impl Value {
+    /// Sample lines this value is written as.
+    fn lines(&self) -> usize {
+        match self {
+            Value::SumCount(..) => 2,
+            _ => 1,
+        }
+    }
+
+    fn is_finite(&self) -> bool {
+        match self {
+            Value::Int(_) => true,
+            Value::Float(v) | Value::SumCount(v, _) => v.is_finite(),
+        }
+    }
 }
 
 fn flag(b: bool) -> Value {
     Value::Int(u64::from(b))
+}
+
+/// Sample lines of a per-process label set.
+fn lines(series: &[Pending]) -> usize {
+    series.iter().map(|(_, _, v)| v.lines()).sum()
 }
 
 /// A per-process series before its identity labels are added: family, own labels, value.
@@ -368,6 +536,30 @@ fn fixed_series(s: &Snapshot, out: &mut Families) {
     let none = Vec::new;
     out.push(&HOST_ACTIVE, none(), Value::Int(s.totals.connections_active));
     out.push(&HOST_PROCESSES, none(), Value::Int(s.processes.len() as u64));
+
+    let h = &s.host;
+    for (spec, v) in [
+        (&HOST_CPU, h.cpu_percent),
+        (&HOST_MEMORY_USED, h.memory_used_ratio),
+        (&HOST_LOAD1, h.load_1),
+        (&HOST_EPHEMERAL_RATIO, h.ephemeral_ports_usage_ratio),
+    ] {
+        if let Some(v) = v {
+            out.push(spec, none(), Value::Float(v));
+        }
+    }
+    for (spec, v) in [
+        (&HOST_TCP_INUSE, h.tcp_sockets_inuse),
+        (&HOST_LISTEN_OVERFLOWS, h.listen_overflows_total),
+        (&HOST_LISTEN_DROPS, h.listen_drops_total),
+        (&HOST_CONNTRACK, h.conntrack_count),
+        (&HOST_CONNTRACK_MAX, h.conntrack_max),
+        (&HOST_EPHEMERAL, h.ephemeral_ports_in_use),
+    ] {
+        if let Some(v) = v {
+            out.push(spec, none(), Value::Int(v));
+        }
+    }
 
     let (p, h) = (&s.probe, &s.probe.health);
     out.push(&PROBE_ATTACHED, none(), flag(p.attached));
@@ -404,8 +596,11 @@ fn unix_seconds(rfc3339: &str) -> Option<f64> {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Identity {
     comm: String,
-    /// Listening TCP ports, ascending, comma-separated; empty if none (e.g. once exited).
+    /// Listening TCP ports, ascending, comma-separated; empty if none.
     listen_port: String,
+    /// Systemd unit or container scope (innermost `*.service`/`*.scope` of the cgroup); empty
+    /// when unknown (no resources sampled, e.g. once exited).
+    unit: String,
     pid: Option<u32>,
 }
 
@@ -415,11 +610,16 @@ impl Identity {
         ports.sort_unstable();
         ports.dedup();
         let listen_port = ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
-        Identity { comm: p.comm.clone(), listen_port, pid: cfg.pid_label.then_some(p.pid) }
+        let unit = p.resources.as_ref().and_then(|r| r.systemd_unit.clone()).unwrap_or_default();
+        Identity { comm: p.comm.clone(), listen_port, unit, pid: cfg.pid_label.then_some(p.pid) }
     }
 
     fn labels(&self) -> Labels {
-        let mut l = vec![("comm", self.comm.clone()), ("listen_port", self.listen_port.clone())];
+        let mut l = vec![
+            ("comm", self.comm.clone()),
+            ("listen_port", self.listen_port.clone()),
+            ("unit", self.unit.clone()),
+        ];
         if let Some(pid) = self.pid {
             l.push(("pid", pid.to_string()));
         }
@@ -447,6 +647,91 @@ impl Mean {
     }
 }
 
+fn max_f(acc: &mut Option<f64>, v: Option<f64>) {
+    if let Some(v) = v.filter(|v| v.is_finite()) {
+        *acc = Some(acc.map_or(v, |m| m.max(v)));
+    }
+}
+
+fn sum_f(acc: &mut Option<f64>, v: Option<f64>) {
+    if let Some(v) = v.filter(|v| v.is_finite()) {
+        *acc = Some(acc.unwrap_or(0.0) + v);
+    }
+}
+
+/// Summary accumulator: quantiles take the maximum over processes (quantiles of different
+/// processes cannot be combined exactly; the maximum is what an alert threshold wants), counts
+/// and sums add up.
+#[derive(Debug, Clone, Copy)]
+struct SummaryAcc {
+    /// p50, p95, p99 in milliseconds.
+    quantiles_ms: [Option<f64>; 3],
+    count: u64,
+    sum_ms: f64,
+    /// False once a process had samples but no mean to derive its sum from.
+    sum_known: bool,
+}
+
+impl Default for SummaryAcc {
+    fn default() -> Self {
+        SummaryAcc { quantiles_ms: [None; 3], count: 0, sum_ms: 0.0, sum_known: true }
+    }
+}
+
+impl SummaryAcc {
+    /// `mean_ms` is the probe's exact mean over the same events the histogram counted, so
+    /// `mean × samples` is their sum.
+    fn add(&mut self, q: &Quantiles, mean_ms: Option<f64>) {
+        for (acc, v) in self.quantiles_ms.iter_mut().zip([q.p50_ms, q.p95_ms, q.p99_ms]) {
+            max_f(acc, v);
+        }
+        if q.samples > 0 {
+            self.count += q.samples;
+            match mean_ms.filter(|m| m.is_finite()) {
+                Some(m) => self.sum_ms += m * q.samples as f64,
+                None => self.sum_known = false,
+            }
+        }
+    }
+}
+
+const QUANTILES: [&str; 3] = ["0.5", "0.95", "0.99"];
+
+/// Resources of the processes of a label set (only those with a resource sample).
+#[derive(Debug, Default)]
+struct ResourcesAcc {
+    sampled: bool,
+    open_fds: Option<u64>,
+    fd_limit_soft: Option<u64>,
+    /// Some process with resources has no known (or an unlimited) soft limit.
+    fd_limit_unknown: bool,
+    fd_usage_ratio: Option<f64>,
+    rss_bytes: u64,
+    threads: u64,
+    cpu_percent: Option<f64>,
+    memory_limit_bytes: Option<u64>,
+}
+
+impl ResourcesAcc {
+    fn add(&mut self, r: &ProcessResources) {
+        self.sampled = true;
+        if let Some(n) = r.open_fds {
+            self.open_fds = Some(self.open_fds.unwrap_or(0) + n);
+        }
+        match r.fd_limit_soft {
+            Some(l) => self.fd_limit_soft = Some(self.fd_limit_soft.unwrap_or(0) + l),
+            None => self.fd_limit_unknown = true,
+        }
+        max_f(&mut self.fd_usage_ratio, r.fd_usage_ratio);
+        self.rss_bytes += r.rss_bytes;
+        self.threads += r.threads;
+        sum_f(&mut self.cpu_percent, r.cpu_percent);
+        if let Some(l) = r.memory_limit_bytes {
+            self.memory_limit_bytes = Some(self.memory_limit_bytes.map_or(l, |m| m.max(l)));
+        }
+    }
+}
+
 /// The processes that share one label set, summed.
 #[derive(Debug, Default)]
 struct Group {
@@ -458,6 +743,19 @@ struct Group {
     handshake_ms: Mean,
     ping_rtt_ms: Mean,
     response_ms: Mean,
+    handshake: SummaryAcc,
+    ping_rtt: SummaryAcc,
+    response: SummaryAcc,
+    idle: u64,
+    stalled: u64,
+    send_queue_bytes: u64,
+    recv_queue_bytes: u64,
+    ages: AgeBuckets,
+    clients: u64,
+    clients_over_quota: u64,
+    /// Only processes whose connections were classified (live ones) carry the quota.
+    client_quota: Option<u64>,
+    resources: ResourcesAcc,
 }
 
 impl Group {
@@ -471,6 +769,27 @@ impl Group {
         self.handshake_ms.add(ws.handshake_latency_avg_ms, w);
         self.ping_rtt_ms.add(ws.ping_rtt_avg_ms, w);
         self.response_ms.add(ws.response_latency_avg_ms, w);
+        self.handshake.add(&p.latency.handshake, ws.handshake_latency_avg_ms);
+        self.ping_rtt.add(&p.latency.ping_rtt, ws.ping_rtt_avg_ms);
+        self.response.add(&p.latency.response, ws.response_latency_avg_ms);
+        self.idle += p.connections_idle;
+        self.stalled += p.connections_stalled;
+        self.send_queue_bytes += p.send_queue_bytes;
+        self.recv_queue_bytes += p.recv_queue_bytes;
+        let (a, b) = (&mut self.ages, &p.connection_ages);
+        a.under_5m += b.under_5m;
+        a.from_5m_to_30m += b.from_5m_to_30m;
+        a.from_30m_to_2h += b.from_30m_to_2h;
+        a.over_2h += b.over_2h;
+        let c = &p.clients;
+        self.clients += c.distinct;
+        self.clients_over_quota += c.at_or_over_quota;
+        if !c.key_source.is_empty() {
+            self.client_quota = Some(self.client_quota.map_or(c.quota, |q| q.max(c.quota)));
+        }
+        if let Some(r) = &p.resources {
+            self.resources.add(r);
+        }
     }
 }
 
@@ -509,9 +828,53 @@ fn process_series(g: &Group, out: &mut Vec<Pending>) {
             push(spec, vec![], Value::Float(ms / 1e3));
         }
     }
+    for (spec, acc) in [(&WS_HANDSHAKE_LATENCY, g.handshake), (&WS_PING_RTT, g.ping_rtt), (&WS_RESPONSE_LATENCY, g.response)] {
+        for (q, v) in QUANTILES.iter().zip(acc.quantiles_ms) {
+            if let Some(ms) = v {
+                push(spec, vec![("quantile", (*q).into())], Value::Float(ms / 1e3));
+            }
+        }
+        if acc.sum_known {
+            push(spec, vec![], Value::SumCount(acc.sum_ms / 1e3, acc.count));
+        }
+    }
+    push(&WS_IDLE, vec![], Value::Int(g.idle));
+    push(&WS_STALLED, vec![], Value::Int(g.stalled));
+    push(&WS_SEND_QUEUE, vec![], Value::Int(g.send_queue_bytes));
+    push(&WS_RECV_QUEUE, vec![], Value::Int(g.recv_queue_bytes));
+    let a = &g.ages;
+    for (age, n) in [("under_5m", a.under_5m), ("5m_30m", a.from_5m_to_30m), ("30m_2h", a.from_30m_to_2h), ("over_2h", a.over_2h)] {
+        push(&WS_AGES, vec![("age", age.into())], Value::Int(n));
+    }
+    push(&WS_CLIENTS, vec![], Value::Int(g.clients));
+    push(&WS_CLIENTS_OVER_QUOTA, vec![], Value::Int(g.clients_over_quota));
+    if let Some(q) = g.client_quota {
+        push(&WS_CLIENT_QUOTA, vec![], Value::Int(q));
+    }
     push(&WS_PREEXISTING, vec![], Value::Int(g.preexisting));
     push(&TCP_ACCEPTED, vec![], Value::Int(g.tcp_accepted));
     push(&TCP_NOT_WEBSOCKET, vec![], Value::Int(g.not_websocket));
+
+    let r = &g.resources;
+    if r.sampled {
+        if let Some(n) = r.open_fds {
+            push(&PROC_OPEN_FDS, vec![], Value::Int(n));
+        }
+        if let Some(l) = r.fd_limit_soft.filter(|_| !r.fd_limit_unknown) {
+            push(&PROC_FD_LIMIT, vec![], Value::Int(l));
+        }
+        if let Some(v) = r.fd_usage_ratio {
+            push(&PROC_FD_RATIO, vec![], Value::Float(v));
+        }
+        push(&PROC_RSS, vec![], Value::Int(r.rss_bytes));
+        if let Some(v) = r.cpu_percent {
+            push(&PROC_CPU, vec![], Value::Float(v));
+        }
+        push(&PROC_THREADS, vec![], Value::Int(r.threads));
+        if let Some(l) = r.memory_limit_bytes {
+            push(&PROC_MEMORY_LIMIT, vec![], Value::Int(l));
+        }
+    }
 }
 
 fn by_opcode(f: &Frames) -> [(&'static str, u64); 6] {
@@ -566,7 +929,7 @@ impl Families {
     }
 
     fn push(&mut self, spec: &'static Spec, labels: Labels, value: Value) {
-        if matches!(value, Value::Float(v) if !v.is_finite()) {
+        if !value.is_finite() {
             return;
         }
         let i = *self.index.get(spec.name).expect("every Spec is listed in FAMILIES");
@@ -574,7 +937,7 @@ impl Families {
     }
 
     fn series(&self) -> usize {
-        self.families.iter().map(|f| f.samples.len()).sum()
+        self.families.iter().flat_map(|f| &f.samples).map(|(_, v)| v.lines()).sum()
     }
 
     fn into_exposition(self) -> Exposition {
@@ -591,7 +954,8 @@ impl Collector for Exposition {
         for f in &self.0 {
             let kind = match f.spec.kind {
                 Kind::Counter => MetricType::Counter,
-                Kind::Gauge => MetricType::Gauge,
+                // A summary's TYPE word is rewritten by `render` (the client has no summary type).
+                Kind::Gauge | Kind::Summary => MetricType::Gauge,
             };
             let mut metric = encoder.encode_descriptor(f.spec.name, f.spec.help, None, kind)?;
             for (labels, value) in &f.samples {
@@ -606,11 +970,14 @@ impl Collector for Exposition {
     }
 }
 
-/// Writes `name{labels} value`: the sample line of a gauge, and of a counter in the 0.0.4 format.
+/// Writes `name{labels} value`: the sample line of a gauge, and of a counter in the 0.0.4 format;
+/// for [`Value::SumCount`] the histogram encoder without buckets writes exactly
+/// `name_sum{labels} sum` and `name_count{labels} count`.
 fn encode_value(enc: &mut MetricEncoder, value: Value) -> fmt::Result {
     match value {
         Value::Int(v) => enc.encode_gauge(&v),
         Value::Float(v) => enc.encode_gauge(&v),
+        Value::SumCount(sum, count) => enc.encode_histogram::<NoLabelSet>(sum, count, &[], None),
     }
 }
 
@@ -620,7 +987,11 @@ mod tests {
     use std::collections::{BTreeSet, HashSet};
 
     use super::*;
-    use crate::snapshot::{Frames, Health};
+    use crate::{
+        conns::ClientsSnapshot,
+        resources::HostResources,
+        snapshot::{Frames, Health, Latencies},
+    };
 
     fn proc(pid: u32, comm: &str, ports: &[u16], active: u64) -> ProcessSnapshot {
         let mut p = ProcessSnapshot::default();
@@ -673,6 +1044,49 @@ mod tests {
         ws.handshake_latency_avg_ms = Some(1.5);
         ws.ping_rtt_avg_ms = Some(0.25);
         ws.response_latency_avg_ms = Some(2.0);
+        p.latency = Latencies {
+            handshake: Quantiles { samples: 5, p50_ms: Some(1.0), p95_ms: Some(2.0), p99_ms: Some(4.0) },
+            ping_rtt: Quantiles { samples: 4, p50_ms: Some(0.25), p95_ms: Some(0.5), p99_ms: Some(0.5) },
+            // No samples: no quantile lines, _sum and _count 0.
+            response: Quantiles::default(),
+        };
+        p.connections_idle = 2;
+        p.connections_stalled = 1;
+        p.send_queue_bytes = 4096;
+        p.recv_queue_bytes = 512;
+        p.connection_ages = AgeBuckets { under_5m: 1, from_5m_to_30m: 0, from_30m_to_2h: 2, over_2h: 0 };
+        p.clients = ClientsSnapshot {
+            key_source: "remote_ip".into(),
+            distinct: 2,
+            quota: 20,
+            at_or_over_quota: 0,
+            top: Vec::new(),
+        };
+        p.resources = Some(ProcessResources {
+            pid: 1234,
+            systemd_unit: Some("chat.service".into()),
+            open_fds: Some(100),
+            fd_limit_soft: Some(1024),
+            fd_usage_ratio: Some(100.0 / 1024.0),
+            rss_bytes: 52_428_800,
+            threads: 11,
+            cpu_percent: Some(12.5),
+            memory_limit_bytes: Some(1 << 30),
+            ..Default::default()
+        });
+        s.host = HostResources {
+            cpu_percent: Some(37.5),
+            memory_used_ratio: Some(0.25),
+            load_1: Some(1.5),
+            tcp_sockets_inuse: Some(120),
+            listen_overflows_total: Some(3),
+            listen_drops_total: Some(5),
+            conntrack_count: Some(200),
+            conntrack_max: Some(262_144),
+            ephemeral_ports_in_use: Some(10),
+            ephemeral_ports_usage_ratio: Some(0.5),
+            ..Default::default()
+        };
         s.totals = p.websocket.clone();
         s.processes.push(p);
         s
@@ -692,7 +1106,7 @@ mod tests {
     #[test]
     fn renders_exact_lines() {
         let text = render(&sample(), &MetricsConfig::default());
-        let id = r#"comm="node",listen_port="8080""#;
+        let id = r#"comm="node",listen_port="8080",unit="chat.service""#;
         assert_has(
             &text,
             &[
@@ -719,8 +1133,50 @@ mod tests {
                 &format!("wsguard_websocket_preexisting_connections{{{id}}} 1"),
                 &format!("wsguard_tcp_connections_accepted_total{{{id}}} 9"),
                 &format!("wsguard_tcp_connections_not_websocket_total{{{id}}} 4"),
+                "# TYPE wsguard_websocket_handshake_latency_seconds summary",
+                &format!(r#"wsguard_websocket_handshake_latency_seconds{{{id},quantile="0.5"}} 0.001"#),
+                &format!(r#"wsguard_websocket_handshake_latency_seconds{{{id},quantile="0.95"}} 0.002"#),
+                &format!(r#"wsguard_websocket_handshake_latency_seconds{{{id},quantile="0.99"}} 0.004"#),
+                &format!("wsguard_websocket_handshake_latency_seconds_sum{{{id}}} 0.0075"),
+                &format!("wsguard_websocket_handshake_latency_seconds_count{{{id}}} 5"),
+                "# TYPE wsguard_websocket_ping_rtt_seconds summary",
+                &format!(r#"wsguard_websocket_ping_rtt_seconds{{{id},quantile="0.99"}} 0.0005"#),
+                &format!("wsguard_websocket_ping_rtt_seconds_sum{{{id}}} 0.001"),
+                &format!("wsguard_websocket_ping_rtt_seconds_count{{{id}}} 4"),
+                "# TYPE wsguard_websocket_response_latency_seconds summary",
+                &format!("wsguard_websocket_response_latency_seconds_sum{{{id}}} 0.0"),
+                &format!("wsguard_websocket_response_latency_seconds_count{{{id}}} 0"),
+                &format!("wsguard_websocket_connections_idle{{{id}}} 2"),
+                &format!("wsguard_websocket_connections_stalled{{{id}}} 1"),
+                &format!("wsguard_websocket_send_queue_bytes{{{id}}} 4096"),
+                &format!("wsguard_websocket_recv_queue_bytes{{{id}}} 512"),
+                &format!(r#"wsguard_websocket_connection_age_connections{{{id},age="under_5m"}} 1"#),
+                &format!(r#"wsguard_websocket_connection_age_connections{{{id},age="5m_30m"}} 0"#),
+                &format!(r#"wsguard_websocket_connection_age_connections{{{id},age="30m_2h"}} 2"#),
+                &format!(r#"wsguard_websocket_connection_age_connections{{{id},age="over_2h"}} 0"#),
+                &format!("wsguard_websocket_clients{{{id}}} 2"),
+                &format!("wsguard_websocket_clients_at_or_over_quota{{{id}}} 0"),
+                &format!("wsguard_websocket_client_quota{{{id}}} 20"),
+                &format!("wsguard_process_open_fds{{{id}}} 100"),
+                &format!("wsguard_process_fd_limit_soft{{{id}}} 1024"),
+                &format!("wsguard_process_fd_usage_ratio{{{id}}} 0.09765625"),
+                &format!("wsguard_process_resident_memory_bytes{{{id}}} 52428800"),
+                &format!("wsguard_process_cpu_percent{{{id}}} 12.5"),
+                &format!("wsguard_process_threads{{{id}}} 11"),
+                &format!("wsguard_process_memory_limit_bytes{{{id}}} 1073741824"),
                 "wsguard_host_websocket_connections_active 3",
                 "wsguard_host_websocket_processes 1",
+                "wsguard_host_cpu_percent 37.5",
+                "wsguard_host_memory_used_ratio 0.25",
+                "wsguard_host_load1 1.5",
+                "wsguard_host_tcp_sockets_inuse 120",
+                "# TYPE wsguard_host_listen_overflows_total counter",
+                "wsguard_host_listen_overflows_total 3",
+                "wsguard_host_listen_drops_total 5",
+                "wsguard_host_conntrack_entries 200",
+                "wsguard_host_conntrack_max 262144",
+                "wsguard_host_ephemeral_ports_in_use 10",
+                "wsguard_host_ephemeral_ports_usage_ratio 0.5",
                 "wsguard_probe_attached 1",
                 "wsguard_probe_resumed 0",
                 "wsguard_probe_ring_drops_total 3",
@@ -742,6 +1198,12 @@ mod tests {
         );
         // 12 frame series: every opcode in both directions, zeros included.
         assert_eq!(text.lines().filter(|l| l.starts_with("wsguard_websocket_frames_total{")).count(), 12);
+        // No quantile without samples.
+        assert!(!text.contains("wsguard_websocket_response_latency_seconds{"), "{text}");
+        // Every family of FAMILIES is in the sample (a new family needs a value here).
+        for f in FAMILIES {
+            assert!(text.contains(&format!("# TYPE {} ", f.name)), "{} missing from the sample", f.name);
+        }
         // No pid label by default; no received close code that did not occur.
         assert!(!text.contains("pid="), "{text}");
         assert!(!text.contains(r#"direction="received",code="1001""#), "{text}");
@@ -777,7 +1239,7 @@ mod tests {
 
         let text = render(&s, &MetricsConfig::default());
         check_exposition(&text);
-        let id = r#"comm="node",listen_port="8080""#;
+        let id = r#"comm="node",listen_port="8080",unit="""#;
         assert_has(
             &text,
             &[
@@ -786,7 +1248,7 @@ mod tests {
                 &format!(r#"wsguard_websocket_frames_total{{{id},direction="received",opcode="text"}} 12"#),
                 &format!(r#"wsguard_websocket_close_codes_total{{{id},direction="received",code="1000"}} 5"#),
                 &format!(r#"wsguard_websocket_close_codes_total{{{id},direction="received",code="1006"}} 1"#),
-                r#"wsguard_websocket_connections_active{comm="node",listen_port="9090"} 1"#,
+                r#"wsguard_websocket_connections_active{comm="node",listen_port="9090",unit=""} 1"#,
             ],
         );
         assert_eq!(text.lines().filter(|l| l.starts_with("wsguard_websocket_connections_active{")).count(), 2);
@@ -803,11 +1265,114 @@ mod tests {
         assert_has(
             &text,
             &[
-                r#"wsguard_websocket_connections_active{comm="node",listen_port="8080",pid="100"} 3"#,
-                r#"wsguard_websocket_connections_active{comm="node",listen_port="8080",pid="200"} 4"#,
-                r#"wsguard_websocket_connections_active{comm="node",listen_port="9090",pid="300"} 1"#,
+                r#"wsguard_websocket_connections_active{comm="node",listen_port="8080",unit="",pid="100"} 3"#,
+                r#"wsguard_websocket_connections_active{comm="node",listen_port="8080",unit="",pid="200"} 4"#,
+                r#"wsguard_websocket_connections_active{comm="node",listen_port="9090",unit="",pid="300"} 1"#,
             ],
         );
+    }
+
+    #[test]
+    fn newer_fields_aggregate_by_their_rules() {
+        let mut s = Snapshot::default();
+        let unit = |u: &str, fds: u64, limit: Option<u64>, cpu: Option<f64>, mem: Option<u64>| ProcessResources {
+            systemd_unit: Some(u.into()),
+            open_fds: Some(fds),
+            fd_limit_soft: limit,
+            fd_usage_ratio: limit.map(|l| fds as f64 / l as f64),
+            rss_bytes: 1000,
+            threads: 2,
+            cpu_percent: cpu,
+            memory_limit_bytes: mem,
+            ..Default::default()
+        };
+        let clients = |distinct, over| ClientsSnapshot {
+            key_source: "remote_ip".into(),
+            distinct,
+            quota: 20,
+            at_or_over_quota: over,
+            top: Vec::new(),
+        };
+        let mut a = proc(1, "node", &[8080], 3);
+        a.latency.handshake = Quantiles { samples: 10, p50_ms: Some(1.0), p95_ms: Some(8.0), p99_ms: Some(9.0) };
+        a.websocket.handshake_latency_avg_ms = Some(2.0);
+        a.connections_idle = 1;
+        a.connection_ages.over_2h = 2;
+        a.clients = clients(3, 1);
+        a.resources = Some(unit("chat.service", 256, Some(1024), Some(10.0), Some(1 << 30)));
+        let mut b = proc(2, "node", &[8080], 4);
+        b.latency.handshake = Quantiles { samples: 30, p50_ms: Some(3.0), p95_ms: Some(4.0), p99_ms: Some(16.0) };
+        b.websocket.handshake_latency_avg_ms = Some(3.0);
+        b.connections_idle = 2;
+        b.connection_ages.over_2h = 1;
+        b.clients = clients(2, 0);
+        b.resources = Some(unit("chat.service", 768, Some(1024), None, Some(1 << 29)));
+        // The same server in another unit is another label set; one process without a soft
+        // limit there hides the set's limit.
+        let mut c = proc(3, "node", &[8080], 1);
+        c.resources = Some(unit("other.service", 10, None, None, None));
+        // Exited: no resources, no classified connections: no resource or quota series.
+        let mut d = proc(4, "node", &[9000], 0);
+        d.exited = true;
+        d.latency.handshake = Quantiles { samples: 1, p50_ms: Some(5.0), p95_ms: Some(5.0), p99_ms: Some(5.0) };
+        s.processes = vec![a, b, c, d];
+
+        let text = render(&s, &MetricsConfig::default());
+        check_exposition(&text);
+        let id = r#"comm="node",listen_port="8080",unit="chat.service""#;
+        assert_has(
+            &text,
+            &[
+                // Quantiles: the maximum; count and sum (mean × samples) add up.
+                &format!(r#"wsguard_websocket_handshake_latency_seconds{{{id},quantile="0.5"}} 0.003"#),
+                &format!(r#"wsguard_websocket_handshake_latency_seconds{{{id},quantile="0.95"}} 0.008"#),
+                &format!(r#"wsguard_websocket_handshake_latency_seconds{{{id},quantile="0.99"}} 0.016"#),
+                &format!("wsguard_websocket_handshake_latency_seconds_count{{{id}}} 40"),
+                &format!("wsguard_websocket_handshake_latency_seconds_sum{{{id}}} 0.11"),
+                &format!("wsguard_websocket_connections_idle{{{id}}} 3"),
+                &format!(r#"wsguard_websocket_connection_age_connections{{{id},age="over_2h"}} 3"#),
+                &format!("wsguard_websocket_clients{{{id}}} 5"),
+                &format!("wsguard_websocket_clients_at_or_over_quota{{{id}}} 1"),
+                &format!("wsguard_websocket_client_quota{{{id}}} 20"),
+                &format!("wsguard_process_open_fds{{{id}}} 1024"),
+                &format!("wsguard_process_fd_limit_soft{{{id}}} 2048"),
+                &format!("wsguard_process_fd_usage_ratio{{{id}}} 0.75"),
+                &format!("wsguard_process_resident_memory_bytes{{{id}}} 2000"),
+                &format!("wsguard_process_cpu_percent{{{id}}} 10.0"),
+                &format!("wsguard_process_threads{{{id}}} 4"),
+                &format!("wsguard_process_memory_limit_bytes{{{id}}} 1073741824"),
+                r#"wsguard_process_open_fds{comm="node",listen_port="8080",unit="other.service"} 10"#,
+                r#"wsguard_websocket_handshake_latency_seconds{comm="node",listen_port="9000",unit="",quantile="0.5"} 0.005"#,
+            ],
+        );
+        let other = r#"unit="other.service""#;
+        for absent in ["wsguard_process_fd_limit_soft", "wsguard_process_fd_usage_ratio", "wsguard_process_cpu_percent"] {
+            assert!(!text.contains(&format!("{absent}{{comm=\"node\",listen_port=\"8080\",{other}}}")), "{absent}: {text}");
+        }
+        let exited = r#"listen_port="9000""#;
+        for l in text.lines().filter(|l| l.contains(exited)) {
+            assert!(!l.starts_with("wsguard_process_") && !l.starts_with("wsguard_websocket_client_quota"), "{l}");
+        }
+        // Host resources the host did not provide are absent.
+        assert!(!text.contains("wsguard_host_cpu_percent"), "{text}");
+        assert!(!text.contains("wsguard_host_conntrack"), "{text}");
+    }
+
+    #[test]
+    fn summaries_count_two_lines_against_max_series() {
+        let mut s = Snapshot::default();
+        let mut p = proc(1, "srv", &[80], 1);
+        p.latency.handshake = Quantiles { samples: 1, p50_ms: Some(1.0), p95_ms: Some(1.0), p99_ms: Some(1.0) };
+        p.websocket.handshake_latency_avg_ms = Some(1.0);
+        s.processes.push(p);
+        let text = render(&s, &MetricsConfig::default());
+        check_exposition(&text);
+        let series = text.lines().filter(|l| !l.starts_with('#')).count();
+        assert!(text.contains(&format!("wsguard_metrics_series {series}\n")), "{text}");
+        // A cap one line short of the whole exposition drops the label set.
+        let text = render(&s, &MetricsConfig { max_series: series - 1, ..Default::default() });
+        check_exposition(&text);
+        assert!(!text.contains("wsguard_websocket_"), "{text}");
     }
 
     #[test]
@@ -819,8 +1384,8 @@ mod tests {
         assert_has(
             &text,
             &[
-                r#"wsguard_websocket_connections_active{comm="srv",listen_port="8080,9229"} 1"#,
-                r#"wsguard_websocket_connections_active{comm="gone",listen_port=""} 0"#,
+                r#"wsguard_websocket_connections_active{comm="srv",listen_port="8080,9229",unit=""} 1"#,
+                r#"wsguard_websocket_connections_active{comm="gone",listen_port="",unit=""} 0"#,
             ],
         );
     }
@@ -907,7 +1472,7 @@ mod tests {
             let n = text.lines().filter(|l| l.contains(&format!(r#"direction="{dir}",code=""#))).count();
             assert_eq!(n, MAX_CLOSE_CODES, "{dir}");
         }
-        assert_has(&text, &[r#"wsguard_websocket_close_codes_total{comm="srv",listen_port="80",direction="sent",code="other"} 37"#]);
+        assert_has(&text, &[r#"wsguard_websocket_close_codes_total{comm="srv",listen_port="80",unit="",direction="sent",code="other"} 37"#]);
     }
 
     #[test]
@@ -917,7 +1482,7 @@ mod tests {
         s.processes.push(proc(1, nasty, &[80], 2));
         let text = render(&s, &MetricsConfig::default());
         check_exposition(&text);
-        assert_has(&text, &[r#"wsguard_websocket_connections_active{comm="a\"b\\c\nd",listen_port="80"} 2"#]);
+        assert_has(&text, &[r#"wsguard_websocket_connections_active{comm="a\"b\\c\nd",listen_port="80",unit=""} 2"#]);
         let parsed = parse_sample(
             text.lines().find(|l| l.starts_with("wsguard_websocket_connections_active{")).unwrap(),
         )
@@ -1066,13 +1631,32 @@ mod tests {
             } else if let Some(r) = line.strip_prefix("# TYPE ") {
                 let (name, k) = r.split_once(' ').unwrap();
                 assert_eq!(help.as_deref(), Some(name), "TYPE without HELP: {line}");
-                assert!(k == "counter" || k == "gauge", "{line}");
+                kind = match k {
+                    "counter" => "counter",
+                    "gauge" => "gauge",
+                    "summary" => "summary",
+                    _ => panic!("unexpected type {line}"),
+                };
                 assert_eq!(k == "counter", name.ends_with("_total"), "{line}");
-                (current, kind) = (Some(name.to_owned()), if k == "counter" { "counter" } else { "gauge" });
+                current = Some(name.to_owned());
             } else {
                 assert!(!line.starts_with('#'), "unexpected comment {line}");
                 let (name, labels, v) = parse_sample(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
-                assert_eq!(current.as_deref(), Some(name.as_str()), "sample outside its family: {line}");
+                let family = current.as_deref().unwrap_or_else(|| panic!("sample before any TYPE: {line}"));
+                let has_quantile = labels.iter().any(|(k, _)| k == "quantile");
+                if kind == "summary" {
+                    // `name{…,quantile="q"}`, `name_sum{…}`, `name_count{…}` (integer).
+                    match name.strip_prefix(family) {
+                        Some("") => assert!(has_quantile, "quantile sample without quantile: {line}"),
+                        Some("_sum") => assert!(!has_quantile, "{line}"),
+                        Some("_count") => assert!(!has_quantile && v >= 0.0 && v.fract() == 0.0, "{line}"),
+                        _ => panic!("sample outside its family: {line}"),
+                    }
+                } else {
+                    assert_eq!(family, name, "sample outside its family: {line}");
+                    // promtool: "non-summary metrics should not have \"quantile\" label".
+                    assert!(!has_quantile, "{line}");
+                }
                 assert!(v.is_finite(), "{line}");
                 if kind == "counter" {
                     assert!(v >= 0.0, "{line}");
