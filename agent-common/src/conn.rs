@@ -27,7 +27,7 @@ pub mod phase {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ConnState {
-    /// Unique id (ktime at accept, xor'ed with the fd), stable across agent restarts.
+    /// Unique id (ktime at accept << 8 | cpu), stable across agent restarts.
     pub id: u64,
     pub accepted_ns: u64,
     /// First byte of the upgrade request read.

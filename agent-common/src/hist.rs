@@ -1,5 +1,5 @@
 //! Log-linear latency histograms kept per process in the kernel: 4 buckets per power of two from
-//! 1 µs (2^10 ns) up to ~36 min. Counting into a bucket is one atomic add, nothing is sampled or
+//! 1 µs (2^10 ns); the last bucket holds everything from ~64 min up. Counting into a bucket is one atomic add, nothing is sampled or
 //! lost, and percentiles are read back within the bucket's width (≤ 25 % of the value).
 
 pub const BUCKETS: usize = 128;

@@ -23,7 +23,8 @@ pub static WSG_PROCS: HashMap<u32, ProcStats> = HashMap::with_max_entries(8192, 
 #[map]
 pub static WSG_CLOSE_CODES: HashMap<CloseCodeKey, u64> = HashMap::with_max_entries(16384, 0);
 
-/// One bit per tgid: set when the process calls `accept`, cleared by the agent when it exits.
+/// One bit per tgid: set when the process calls `accept` (or, at attach, listens already). Never
+/// cleared: a stale bit only costs a reused pid one cheap map miss per syscall.
 #[map]
 pub static WSG_WATCHED: Array<u64> = Array::with_max_entries(WATCHED_WORDS, 0);
 

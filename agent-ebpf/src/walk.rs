@@ -16,8 +16,8 @@ use wsguard_common::{
     http::{HttpScan, Scan},
 };
 
-/// Most steps one syscall may take (one step = a header, a skipped payload run, 16 head bytes,
-/// or an iovec). Past this the connection is marked out of sync rather than guessed.
+/// Most steps one syscall may take (one step = a header, a skipped payload run, one byte of an
+/// HTTP head, or an iovec). Past this the connection is marked out of sync rather than guessed.
 pub const STEP_BUDGET: u32 = 1 << 18;
 /// Most iovecs followed per syscall (Linux's `UIO_MAXIOV`).
 pub const MAX_IOV: u64 = 1024;

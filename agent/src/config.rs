@@ -180,8 +180,11 @@ impl Config {
         if !ring.is_power_of_two() || ring < 4096 {
             return Err(bad("probe.ring_buffer_bytes", "must be a power of two of at least 4096"));
         }
-        if self.probe.max_connections == 0 || self.probe.max_processes == 0 {
-            return Err(bad("probe.max_connections", "map sizes must be positive"));
+        if self.probe.max_connections == 0 {
+            return Err(bad("probe.max_connections", "must be at least 1"));
+        }
+        if self.probe.max_processes == 0 {
+            return Err(bad("probe.max_processes", "must be at least 1"));
         }
         let ck = &self.probe.client_key;
         let too_long = |v: &Option<String>| v.as_ref().is_some_and(|s| s.is_empty() || s.len() > 30);

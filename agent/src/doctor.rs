@@ -103,11 +103,7 @@ pub struct Facts {
 }
 
 /// Tracepoints the probe attaches to. `true`: required.
-const TRACEPOINTS: [(&str, bool); 3] = [
-    ("raw_syscalls/sys_enter", true),
-    ("raw_syscalls/sys_exit", true),
-    ("sock/inet_sock_set_state", false),
-];
+const TRACEPOINTS: [(&str, bool); 2] = [("raw_syscalls/sys_enter", true), ("raw_syscalls/sys_exit", true)];
 
 impl Facts {
     pub fn gather() -> Facts {
@@ -326,7 +322,6 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
         let name = match *tp {
             "raw_syscalls/sys_enter" => "tracepoint sys_enter",
             "raw_syscalls/sys_exit" => "tracepoint sys_exit",
-            "sock/inet_sock_set_state" => "tracepoint inet_sock_set_state",
             _ => "tracepoint",
         };
         out.push(match present {
@@ -556,8 +551,7 @@ fn memlock(f: &Facts, version: Option<(u32, u32, u32)>) -> Check {
             "RLIMIT_MEMLOCK",
             Status::Warn,
             format!("{limits}; kernels before 5.11 count BPF maps against it"),
-            "ulimit -l unlimited (systemd: LimitMEMLOCK=infinity), or keep CAP_SYS_RESOURCE so the \
-             agent raises it",
+            "ulimit -l unlimited (systemd: LimitMEMLOCK=infinity)",
         )
     }
 }

@@ -1,5 +1,6 @@
 //! Consumes the probe's lifecycle ring buffer. Counts never depend on it (they live in maps);
-//! events feed logs and latency samples, and the kernel counts what it could not deliver.
+//! events feed debug logs and the events counter; latencies come from the maps' histograms. The
+//! kernel counts what it could not deliver.
 
 use std::sync::{
     atomic::{AtomicU64, Ordering},

@@ -1,6 +1,6 @@
 //! Health checks over a snapshot: each yields HEALTHY, DEGRADED or UNHEALTHY with a message and
-//! the numbers behind it; the overall status is the worst one. Thresholds are the defaults an
-//! operator would start from (they match the default alert rules' warning/critical levels).
+//! the numbers behind it; the overall status is the worst one. Thresholds are the
+//! warning/critical levels an operator would start from.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};

@@ -11,9 +11,14 @@ use wsguard_common::names;
 use crate::{api, config::Config, events, history::History, probe, track::Tracker};
 
 pub async fn run(cfg: Config, fresh: bool) -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("wsguard run needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN to mount/pin); `wsguard doctor` checks");
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let caps = crate::doctor::parse_cap_eff(&status).unwrap_or(0);
+    let has = |c: u32| caps & (1u64 << c) != 0;
+    if !(has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))) {
+        bail!("wsguard run needs root, or CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN to mount tracefs/bpffs); `wsguard doctor` checks");
     }
     std::fs::create_dir_all(&cfg.agent.state_dir)
         .with_context(|| format!("cannot create state_dir {}", cfg.agent.state_dir.display()))?;
@@ -42,7 +47,7 @@ pub async fn run(cfg: Config, fresh: bool) -> anyhow::Result<()> {
         }
     });
 
-    let mut tracker = Tracker::new(&cfg, probe.resumed);
+    let mut tracker = Tracker::new(&cfg, probe.preexisting.take());
     let mut predictor = cfg.predict.enabled.then(|| crate::predict::Predictor::new(cfg.predict.clone()));
     let mut tick = tokio::time::interval(cfg.agent.interval);
     let mut term = signal(SignalKind::terminate())?;

@@ -36,6 +36,9 @@ struct Known {
     exited_at: Option<Instant>,
     /// Cumulative numbers at the previous snapshot, for rates.
     prev: Option<(Instant, WebSocketStats)>,
+    /// Listening ports at the last snapshot while alive: an exited process keeps them, so its
+    /// final numbers stay under the same metric labels.
+    ports: Vec<u16>,
 }
 
 /// A snapshot plus each process's connection list (served separately: it can be large).
@@ -56,15 +59,15 @@ pub struct Tracker {
 impl Tracker {
     /// A new tracker. On a fresh attach it records the inbound connections already open (and
     /// saves them, so a resumed agent keeps reporting them); on resume it loads that record.
-    pub fn new(cfg: &Config, resumed: bool) -> Self {
+    pub fn new(cfg: &Config, scan: Option<HashMap<u32, HashSet<u64>>>) -> Self {
         let state_file = cfg.agent.state_dir.join(PREEXISTING_FILE);
-        let preexisting = if resumed {
-            std::fs::read(&state_file)
+        let preexisting = match scan {
+            None => std::fs::read(&state_file)
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default()
-        } else {
-            let found: HashMap<u32, Preexisting> = procinfo::inbound_connections()
+                .unwrap_or_default(),
+            Some(scan) => {
+            let found: HashMap<u32, Preexisting> = scan
                 .into_iter()
                 .filter_map(|(pid, inodes)| {
                     let id = procinfo::identity(pid)?;
@@ -80,6 +83,7 @@ impl Tracker {
                 Err(e) => warn!("cannot encode pre-existing connections: {e}"),
             }
             found
+            }
         };
         Tracker {
             cfg: cfg.clone(),
@@ -117,6 +121,7 @@ impl Tracker {
                 id: live.clone().unwrap_or_default(),
                 exited_at: None,
                 prev: None,
+                ports: Vec::new(),
             });
             let alive = matches!(&live, Some(id) if id.start_time == known.id.start_time);
             if !alive && known.exited_at.is_none() {
@@ -141,7 +146,10 @@ impl Tracker {
                     ws = WebSocketStats::from_probe(&fin, reading.close_codes.get(&tgid));
                 }
             }
-            let ports = if !exited { procinfo::listening_ports(tgid, &sockets) } else { Vec::new() };
+            if !exited {
+                known.ports = procinfo::listening_ports(tgid, &sockets);
+            }
+            let ports = known.ports.clone();
             let now = Instant::now();
             let rates = known.prev.as_ref().map(|(t, p)| Rates::between(p, &ws, now.duration_since(*t).as_secs_f64()));
             known.prev = Some((now, ws.clone()));
@@ -228,7 +236,7 @@ impl Tracker {
                 snapshot_ms: t0.elapsed().as_secs_f64() * 1e3,
             },
             probe: ProbeInfo {
-                attached: true,
+                attached: probe.attached(),
                 resumed: probe.resumed,
                 pin_path: probe.pin_path.display().to_string(),
                 events_received,
@@ -260,7 +268,7 @@ impl Tracker {
 
     fn selected_by_filter(&self, p: &ProcessSnapshot) -> bool {
         let f = &self.cfg.probe;
-        (f.processes.is_empty() || f.processes.iter().any(|c| *c == p.comm))
+        (f.processes.is_empty() || f.processes.contains(&p.comm))
             && (f.ports.is_empty() || p.exited || p.listening_ports.iter().any(|x| f.ports.contains(x)))
     }
 }

@@ -7,7 +7,10 @@
 pub mod fs;
 pub mod maps;
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::{HashMap, HashSet},
+    path::{Path, PathBuf},
+};
 
 use anyhow::{bail, Context};
 use aya::{
@@ -45,6 +48,16 @@ pub struct Probe {
     /// True when an already running probe was picked up from the pins.
     pub resumed: bool,
     pub pin_path: PathBuf,
+    /// Inbound connections per process open just before a fresh attach (None on resume). Taken
+    /// before attaching so a connection is either pre-existing or followed, never both.
+    pub preexisting: Option<HashMap<u32, HashSet<u64>>>,
+}
+
+impl Probe {
+    /// The programs are still attached (their pinned links exist); false after `wsguard detach`.
+    pub fn attached(&self) -> bool {
+        TRACEPOINTS.iter().all(|(p, _)| link_pin(&self.pin_path, p).exists())
+    }
 }
 
 fn link_pin(pin: &Path, prog: &str) -> PathBuf {
@@ -90,6 +103,7 @@ pub fn start(cfg: &ProbeConfig, fresh: bool) -> anyhow::Result<Probe> {
     // Written on every start, so a config change applies to a resumed probe too.
     maps::set_key_config(&mut ebpf, &cfg.client_key)?;
 
+    let mut preexisting = None;
     if resumed {
         for (prog, _) in TRACEPOINTS {
             PinnedLink::from_pin(link_pin(pin, prog))
@@ -101,6 +115,7 @@ pub fn start(cfg: &ProbeConfig, fresh: bool) -> anyhow::Result<Probe> {
         // listener now, before attaching, so no kernel writer races these word updates.
         let pids = crate::procinfo::listening_pids();
         maps::mark_watched(&mut ebpf, &pids)?;
+        preexisting = Some(crate::procinfo::inbound_connections());
         info!("watching {} processes that already listen", pids.len());
         for (prog, tp) in TRACEPOINTS {
             let p: &mut RawTracePoint = ebpf
@@ -114,7 +129,7 @@ pub fn start(cfg: &ProbeConfig, fresh: bool) -> anyhow::Result<Probe> {
         }
         info!("probe attached (raw tracepoints sys_enter, sys_exit), pinned at {}", pin.display());
     }
-    Ok(Probe { ebpf, resumed, pin_path: pin.clone() })
+    Ok(Probe { ebpf, resumed, pin_path: pin.clone(), preexisting })
 }
 
 /// Refuse pinned maps made by a wsguard with another record layout.
