@@ -41,6 +41,9 @@ pub struct BenchArgs {
     /// lets the bench exceed one process's open-file limit.
     #[arg(long, hide = true)]
     hold: Option<String>,
+    /// Only regenerate docs/performance.md (targets and tables) from an earlier JSON result.
+    #[arg(long, value_name = "JSON")]
+    report: Option<PathBuf>,
 }
 
 #[derive(Clone)]
@@ -169,6 +172,17 @@ fn hold(spec: &str) -> Result<()> {
 pub fn run(args: &BenchArgs) -> Result<()> {
     if let Some(spec) = &args.hold {
         return hold(spec);
+    }
+    if let Some(path) = &args.report {
+        let root = util::workspace_root();
+        let path = if path.is_absolute() { path.clone() } else { root.join(path) };
+        let mut out: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+        out["targets"] = report::targets(&out);
+        std::fs::write(&path, serde_json::to_string_pretty(&out)? + "\n")?;
+        let rel = path.strip_prefix(&root).unwrap_or(&path).display().to_string();
+        std::fs::write(root.join("docs/performance.md"), report::markdown(&out, &rel))?;
+        println!("{}", report::targets_table(&out));
+        return Ok(());
     }
     let started = Instant::now();
     let root = util::workspace_root();
