@@ -46,6 +46,12 @@ pub async fn report(api: &str, state_dir: Option<&std::path::Path>, hours: f64, 
         bail!("no snapshots in the last {hours} h");
     }
     print!("{}", crate::history::report(&snaps, format));
+    if format != Format::Json {
+        // How the forecasts (default [predict]) would have scored over this period.
+        let mut p = crate::predict::Predictor::new(Default::default());
+        let scores = snaps.iter().map(|s| p.observe(s).scores).last().unwrap_or_default();
+        print!("\nForecast scores over the period:\n{}", crate::predict::replay::scores_text(&scores));
+    }
     Ok(())
 }
 

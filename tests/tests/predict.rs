@@ -15,9 +15,12 @@ const LIMIT: u64 = 300;
 const PER_SECOND: u32 = 5;
 
 fn fd_alert(preds: &Value, pid: u32) -> Option<Value> {
-    preds["alerts"].as_array()?.iter().find(|a| {
-        a["name"] == "PredictedFdExhaustion" && a["labels"]["pid"] == pid.to_string() && a["state"] == "firing"
-    }).cloned()
+    let pid = pid.to_string();
+    preds["alerts"]
+        .as_array()?
+        .iter()
+        .find(|a| a["name"] == "PredictedFdExhaustion" && a["labels"]["pid"].as_str() == Some(pid.as_str()) && a["state"] == "firing")
+        .cloned()
 }
 
 fn fd_resource(preds: &Value, pid: u32) -> Option<Value> {
@@ -43,7 +46,9 @@ fn fd_exhaustion_is_forecast_before_emfile() -> Result<()> {
         "predict",
         "[predict]\nhorizon = \"60s\"\nshort_window = \"10s\"\nlong_window = \"30s\"\npersistence = 3\n",
     )?;
-    // The fd limit is re-read every cycle: the lowered limit must show.
+    // Processes are listed once they hold a WebSocket connection; the fd limit is re-read every
+    // cycle, so the lowered limit must show.
+    let mut held = vec![RawClient::connect(server.port)?];
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let p = agent.get("/api/v1/predictions").ok();
@@ -62,7 +67,6 @@ fn fd_exhaustion_is_forecast_before_emfile() -> Result<()> {
     let start = Instant::now();
     let step = Duration::from_secs(1) / PER_SECOND;
     let mut next = start;
-    let mut held = Vec::new();
     let mut fired: Option<(f64, Value)> = None;
     let mut failed: Option<(f64, String)> = None;
     while start.elapsed() < Duration::from_secs(75) {
