@@ -72,7 +72,7 @@ pub fn error(code: StatusCode, msg: &str) -> Response {
 }
 
 fn no_snapshot() -> Response {
-    error(StatusCode::SERVICE_UNAVAILABLE, "no snapshot yet; the first one comes after one interval")
+    error(StatusCode::SERVICE_UNAVAILABLE, "no snapshot yet; the first one is built right after the probe attaches")
 }
 
 async fn snapshot(State(s): State<Arc<Shared>>) -> Response {

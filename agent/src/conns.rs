@@ -14,6 +14,7 @@ use crate::snapshot::Frames;
 
 /// One WebSocket connection, as `GET /api/v1/processes/{pid}/connections` shows it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ConnectionSnapshot {
     pub fd: u32,
     pub id: u64,
@@ -39,6 +40,7 @@ pub struct ConnectionSnapshot {
 
 /// Connections per client key of one process.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ClientsSnapshot {
     /// What identifies a client: `remote_ip`, `header:<name>` or `query:<name>`.
     pub key_source: String,
@@ -51,6 +53,7 @@ pub struct ClientsSnapshot {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct ClientCount {
     pub key: String,
     pub connections: u64,
@@ -58,6 +61,7 @@ pub struct ClientCount {
 
 /// Connection ages: 0–5 min, 5–30 min, 30 min–2 h, 2 h+.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct AgeBuckets {
     pub under_5m: u64,
     pub from_5m_to_30m: u64,

@@ -357,6 +357,14 @@ const PROBE_RESUMED: Spec = gauge(
     "wsguard_probe_resumed",
     "1 if the agent picked up an already running (pinned) probe, so counts continued through an agent restart.",
 );
+const PROBE_RUNS: Spec = counter(
+    "wsguard_probe_runs_total",
+    "Runs of each probe program (kept by the kernel only while kernel.bpf_stats_enabled=1).",
+);
+const PROBE_RUN_TIME: Spec = counter(
+    "wsguard_probe_run_time_seconds_total",
+    "Time spent in each probe program (kept by the kernel only while kernel.bpf_stats_enabled=1).",
+);
 const PROBE_RING_DROPS: Spec = counter(
     "wsguard_probe_ring_drops_total",
     "Lifecycle events lost because the ring buffer was full.",
@@ -471,6 +479,8 @@ pub(crate) const FAMILIES: &[&Spec] = &[
     &HOST_EPHEMERAL_RATIO,
     &PROBE_ATTACHED,
     &PROBE_RESUMED,
+    &PROBE_RUNS,
+    &PROBE_RUN_TIME,
     &PROBE_RING_DROPS,
     &PROBE_CONN_MAP_FULL,
     &PROBE_PROC_MAP_FULL,
@@ -573,6 +583,11 @@ fn fixed_series(s: &Snapshot, out: &mut Families) {
     out.push(&PROBE_CONN_MAP_ENTRIES, none(), Value::Int(h.conn_map_entries));
     out.push(&PROBE_CONN_MAP_CAPACITY, none(), Value::Int(h.conn_map_capacity));
     out.push(&PROBE_EVENTS, none(), Value::Int(p.events_received));
+    for prog in &p.programs {
+        let l = vec![("program", prog.program.clone())];
+        out.push(&PROBE_RUNS, l.clone(), Value::Int(prog.run_count));
+        out.push(&PROBE_RUN_TIME, l, Value::Float(prog.run_time_ns as f64 / 1e9));
+    }
 
     let a = &s.agent;
     out.push(&SNAPSHOT_DURATION, none(), Value::Float(a.snapshot_ms / 1e3));
@@ -1014,6 +1029,12 @@ mod tests {
         s.agent.snapshot_ms = 12.5;
         s.probe.attached = true;
         s.probe.events_received = 42;
+        s.probe.programs = vec![crate::probe::ProgramStats {
+            program: "wsg_sys_exit".into(),
+            run_count: 1000,
+            run_time_ns: 150_000,
+            avg_ns_per_run: Some(150.0),
+        }];
         s.probe.health = Health {
             conn_map_full: 1,
             proc_map_full: 2,
@@ -1188,6 +1209,8 @@ mod tests {
                 "wsguard_probe_conn_map_entries 7",
                 "wsguard_probe_conn_map_capacity 65536",
                 "wsguard_probe_events_total 42",
+                r#"wsguard_probe_runs_total{program="wsg_sys_exit"} 1000"#,
+                r#"wsguard_probe_run_time_seconds_total{program="wsg_sys_exit"} 0.00015"#,
                 "wsguard_snapshot_duration_seconds 0.0125",
                 "wsguard_snapshot_timestamp_seconds 1714564800.5",
                 "wsguard_snapshot_interval_seconds 5.0",

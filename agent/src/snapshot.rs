@@ -15,6 +15,7 @@ use crate::{
 };
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Snapshot {
     /// RFC 3339, UTC.
     pub timestamp: String,
@@ -28,6 +29,7 @@ pub struct Snapshot {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AgentInfo {
     pub version: String,
     pub started_at: String,
@@ -37,6 +39,7 @@ pub struct AgentInfo {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ProbeInfo {
     pub attached: bool,
     /// The agent picked up a probe that was already running (counts continued through a restart).
@@ -44,10 +47,14 @@ pub struct ProbeInfo {
     pub pin_path: String,
     pub events_received: u64,
     pub health: Health,
+    /// `kernel.bpf_stats_enabled`: without it the kernel does not time programs.
+    pub bpf_stats_enabled: bool,
+    pub programs: Vec<crate::probe::ProgramStats>,
 }
 
 /// Probe health counters: what could not be seen is counted, never guessed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Health {
     pub conn_map_full: u64,
     pub proc_map_full: u64,
@@ -75,6 +82,7 @@ impl From<ProbeHealth> for Health {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ProcessSnapshot {
     pub pid: u32,
     pub comm: String,
@@ -107,6 +115,7 @@ pub struct ProcessSnapshot {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Rates {
     pub connections_opened_per_second: f64,
     pub connections_closed_per_second: f64,
@@ -138,6 +147,7 @@ impl Rates {
 
 /// Quantiles in milliseconds (None when there is no sample yet).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Quantiles {
     pub samples: u64,
     pub p50_ms: Option<f64>,
@@ -154,6 +164,7 @@ impl Quantiles {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Latencies {
     /// Upgrade request read → 101 written.
     pub handshake: Quantiles,
@@ -164,6 +175,7 @@ pub struct Latencies {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Frames {
     pub text: u64,
     pub binary: u64,
@@ -200,6 +212,7 @@ impl Frames {
 
 /// Cumulative since the agent first saw the process; received/sent from the process's side.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct WebSocketStats {
     pub connections_opened: u64,
     pub connections_active: u64,
@@ -276,5 +289,23 @@ impl WebSocketStats {
         for (k, v) in &o.close_codes_sent {
             *self.close_codes_sent.entry(k.clone()).or_default() += v;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// History rows and exports written by older agents lack newer fields: they must still load.
+    #[test]
+    fn older_snapshots_still_deserialize() {
+        let old = r#"{"timestamp":"2026-01-01T00:00:00Z","probe":{"attached":true},
+            "processes":[{"pid":7,"comm":"node","websocket":{"connections_opened":3,"connections_closed":1}}]}"#;
+        let s: Snapshot = serde_json::from_str(old).unwrap();
+        assert_eq!(s.processes[0].websocket.connections_opened, 3);
+        assert!(s.probe.programs.is_empty() && !s.probe.bpf_stats_enabled);
+        // And a current snapshot round-trips.
+        let back: Snapshot = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back.processes[0].comm, "node");
     }
 }

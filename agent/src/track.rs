@@ -241,6 +241,9 @@ impl Tracker {
                 pin_path: probe.pin_path.display().to_string(),
                 events_received,
                 health: reading.health.into(),
+                bpf_stats_enabled: std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+                    .is_ok_and(|s| s.trim() == "1"),
+                programs: probe.program_stats(),
             },
             totals,
             host,

@@ -166,3 +166,30 @@ fn history_survives_restart_and_report_finds_the_peak() -> Result<()> {
     assert!(String::from_utf8_lossy(&text.stdout).contains("node"));
     Ok(())
 }
+
+/// With `kernel.bpf_stats_enabled=1` the probe's own run count and time are exported.
+#[test]
+fn probe_run_time_from_bpf_stats() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    const SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+    let before = std::fs::read_to_string(SYSCTL)?;
+    std::fs::write(SYSCTL, "1")?;
+    let server = Server::node(&[])?;
+    let agent = Agent::start("bpfstats")?;
+    let mut c = RawClient::connect(server.port)?;
+    c.send(&[enc::text("x", true)], Split::PerFrame)?;
+    c.read_frames(1, Duration::from_secs(5))?;
+    let snap = agent.fresh_snapshot()?;
+    std::fs::write(SYSCTL, before.trim())?;
+    let p = &snap["probe"];
+    assert_eq!(p["bpf_stats_enabled"], true);
+    let progs = p["programs"].as_array().unwrap();
+    assert_eq!(progs.len(), 2, "{p:#}");
+    for prog in progs {
+        assert!(prog["run_count"].as_u64().unwrap() > 0, "{prog:#}");
+        assert!(prog["avg_ns_per_run"].as_f64().unwrap() > 0.0, "{prog:#}");
+    }
+    Ok(())
+}

@@ -54,6 +54,24 @@ pub struct Probe {
 }
 
 impl Probe {
+    /// Kernel statistics of the probe's programs (from their pins; empty for a probe attached
+    /// by an older agent that did not pin its programs).
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        TRACEPOINTS
+            .iter()
+            .filter_map(|(prog, _)| {
+                let info = aya::programs::ProgramInfo::from_pin(prog_pin(&self.pin_path, prog)).ok()?;
+                let (n, t) = (info.run_count(), info.run_time().as_nanos() as u64);
+                Some(ProgramStats {
+                    program: (*prog).into(),
+                    run_count: n,
+                    run_time_ns: t,
+                    avg_ns_per_run: (n > 0).then(|| t as f64 / n as f64),
+                })
+            })
+            .collect()
+    }
+
     /// The programs are still attached (their pinned links exist); false after `wsguard detach`.
     pub fn attached(&self) -> bool {
         TRACEPOINTS.iter().all(|(p, _)| link_pin(&self.pin_path, p).exists())
@@ -62,6 +80,21 @@ impl Probe {
 
 fn link_pin(pin: &Path, prog: &str) -> PathBuf {
     pin.join(format!("link_{prog}"))
+}
+
+fn prog_pin(pin: &Path, prog: &str) -> PathBuf {
+    pin.join(format!("prog_{prog}"))
+}
+
+/// Run count and time of one probe program. Both stay 0 unless `kernel.bpf_stats_enabled=1`.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ProgramStats {
+    pub program: String,
+    pub run_count: u64,
+    pub run_time_ns: u64,
+    /// Mean ns per run (None without runs).
+    pub avg_ns_per_run: Option<f64>,
 }
 
 /// Load or resume the probe according to `cfg`.
@@ -126,6 +159,8 @@ pub fn start(cfg: &ProbeConfig, fresh: bool) -> anyhow::Result<Probe> {
             let id = p.attach(tp).with_context(|| format!("attaching {prog} to raw tracepoint {tp}"))?;
             let link: FdLink = p.take_link(id)?.into();
             link.pin(link_pin(pin, prog)).with_context(|| format!("pinning the {prog} link"))?;
+            // Pinned too, so any later agent can read its run time and count (bpf_stats).
+            p.pin(prog_pin(pin, prog)).with_context(|| format!("pinning program {prog}"))?;
         }
         info!("probe attached (raw tracepoints sys_enter, sys_exit), pinned at {}", pin.display());
     }

@@ -9,6 +9,7 @@ use tracing::debug;
 
 /// Host resources at one sample. Delta fields are None on the first sample.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HostResources {
     /// Busy share of all online CPUs since the previous sample, 0–100.
     pub cpu_percent: Option<f64>,

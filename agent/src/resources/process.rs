@@ -18,6 +18,7 @@ use tracing::debug;
 
 /// Resources of one process at one sample.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ProcessResources {
     pub pid: u32,
     /// Path of the executable; ends in " (deleted)" when the binary was replaced on disk
@@ -236,6 +237,7 @@ pub fn memory_limit(root: &Path, lines: &[CgroupLine]) -> Option<u64> {
 
 /// Kernel queues of a set of sockets, summed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SocketQueues {
     /// Bytes written by the process and not yet acknowledged by the peer (tx_queue): a slow
     /// or stalled client shows here first.
