@@ -1,5 +1,7 @@
 //! wsguard: a host agent that watches unmodified WebSocket servers with eBPF.
 
+#[allow(dead_code)]
+mod alert;
 mod api;
 mod cli;
 mod client;
