@@ -5,7 +5,7 @@
 //!
 //! Pure and clock-free: [`Engine::evaluate`] takes the time. Not wired into `run` yet; no
 //! channels, outbox or persistence (see the docs for what is left).
-#![allow(dead_code, unused_imports)]
+#![allow(unused_imports)]
 
 pub mod engine;
 pub mod rule;
