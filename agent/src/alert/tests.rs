@@ -329,3 +329,61 @@ fn interval_ratios_and_predictions_hook() {
     let ab = e.alerts().into_iter().find(|a| a.labels["alertname"] == "AbnormalCloseRateHigh").unwrap();
     assert_eq!(ab.value, Some(0.5));
 }
+
+#[test]
+fn alert_config_from_toml() {
+    let c: AlertConfig = toml::from_str(
+        r#"
+        profile = "staging"
+        [escalation]
+        tiers = ["l1", "l2"]
+        escalate_after = "5m"
+        [flap]
+        threshold = 5
+        [[rules]]
+        name = "FdUsageHigh"
+        metric = "process.resources.fd_usage_ratio"
+        warning = 0.5
+        [[rules]]
+        name = "ClientsBusy"
+        scope = "process"
+        metric = "process.clients.top_connections"
+        op = ">="
+        critical = 10
+        "#,
+    )
+    .unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.escalation.escalate_after, Duration::from_secs(300));
+    assert_eq!((c.flap.threshold, c.flap.window), (5, Duration::from_secs(1800)));
+    let rules = c.effective_rules(20);
+    let fd = rules.iter().find(|r| r.name == "FdUsageHigh").unwrap();
+    assert_eq!((fd.warning.unwrap().fire(), fd.critical), (0.5, None));
+    assert!(rules.iter().any(|r| r.name == "ClientsBusy"));
+    let conns = rules.iter().find(|r| r.name == "WebSocketConnectionsHigh").unwrap();
+    assert_eq!(conns.critical.unwrap().fire(), 1000.0);
+    assert!(toml::from_str::<AlertConfig>("[[rules]]\nname = \"x\"\nmetric = \"process.nope\"\n").is_err());
+    let bad: AlertConfig = toml::from_str("[[rules]]\nname = \"x\"\nmetric = \"host.memory_used_ratio\"\nwarning = 0.5\n").unwrap();
+    assert_eq!(bad.validate().unwrap_err().0, "alert.rules"); // host metric in the default process scope
+}
+
+#[test]
+fn host_scope_rule_and_probe_deltas() {
+    let mut e = Engine::new(cfg(), 20);
+    let mut s = snap(vec![]);
+    s.host.memory_used_ratio = Some(0.95);
+    s.probe.health.ring_drops = 10;
+    e.evaluate(&s, None, at(0));
+    s.probe.health.ring_drops = 17;
+    let t = e.evaluate(&s, None, at(5));
+    let lost = t.iter().find(|t| t.alertname == "ProbeEventsLost").unwrap();
+    assert_eq!(lost.kind, K::Firing);
+    let a = e.alerts().into_iter().find(|a| a.labels["alertname"] == "ProbeEventsLost").unwrap();
+    assert_eq!(a.annotations["summary"], "The probe lost 7 events since the last snapshot");
+    assert_eq!(a.labels.len(), 1);
+    let mem = e.alerts().into_iter().find(|a| a.labels["alertname"] == "HostMemoryHigh").unwrap();
+    assert_eq!((mem.status, mem.severity), (Status::Pending, Severity::Critical));
+    // No more drops: held by keep_firing_for (10m), then resolved.
+    assert!(e.evaluate(&s, None, at(300)).iter().all(|t| t.alertname != "ProbeEventsLost"));
+    assert!(e.evaluate(&s, None, at(605)).iter().any(|t| t.alertname == "ProbeEventsLost" && t.kind == K::Resolved));
+}
