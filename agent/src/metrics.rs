@@ -1005,7 +1005,7 @@ mod tests {
     use crate::{
         conns::ClientsSnapshot,
         resources::HostResources,
-        snapshot::{Frames, Health, Latencies},
+        snapshot::{Frames, Latencies},
     };
 
     fn proc(pid: u32, comm: &str, ports: &[u16], active: u64) -> ProcessSnapshot {
@@ -1035,7 +1035,7 @@ mod tests {
             run_time_ns: 150_000,
             avg_ns_per_run: Some(150.0),
         }];
-        s.probe.health = Health {
+        s.probe.health = crate::probe::maps::ProbeHealth {
             conn_map_full: 1,
             proc_map_full: 2,
             ring_drops: 3,

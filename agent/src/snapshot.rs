@@ -46,39 +46,11 @@ pub struct ProbeInfo {
     pub resumed: bool,
     pub pin_path: String,
     pub events_received: u64,
-    pub health: Health,
+    /// What could not be seen is counted, never guessed.
+    pub health: ProbeHealth,
     /// `kernel.bpf_stats_enabled`: without it the kernel does not time programs.
     pub bpf_stats_enabled: bool,
     pub programs: Vec<crate::probe::ProgramStats>,
-}
-
-/// Probe health counters: what could not be seen is counted, never guessed.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Health {
-    pub conn_map_full: u64,
-    pub proc_map_full: u64,
-    pub ring_drops: u64,
-    pub walk_budget_exceeded: u64,
-    pub read_faults: u64,
-    pub close_code_map_full: u64,
-    pub conn_map_entries: u64,
-    pub conn_map_capacity: u64,
-}
-
-impl From<ProbeHealth> for Health {
-    fn from(h: ProbeHealth) -> Self {
-        Health {
-            conn_map_full: h.conn_map_full,
-            proc_map_full: h.proc_map_full,
-            ring_drops: h.ring_drops,
-            walk_budget_exceeded: h.walk_budget_exceeded,
-            read_faults: h.read_faults,
-            close_code_map_full: h.close_code_map_full,
-            conn_map_entries: h.conn_map_entries,
-            conn_map_capacity: h.conn_map_capacity,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -240,7 +240,7 @@ impl Tracker {
                 resumed: probe.resumed,
                 pin_path: probe.pin_path.display().to_string(),
                 events_received,
-                health: reading.health.into(),
+                health: reading.health,
                 bpf_stats_enabled: std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
                     .is_ok_and(|s| s.trim() == "1"),
                 programs: probe.program_stats(),

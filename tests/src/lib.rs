@@ -177,8 +177,9 @@ impl Drop for Agent {
     }
 }
 
-/// Minimal HTTP/1.0 GET returning parsed JSON (keeps the harness free of an HTTP client stack).
-pub fn http_get_json(url: &str) -> Result<Value> {
+/// Minimal HTTP/1.0 GET (keeps the harness free of an HTTP client stack): the Content-Type and
+/// body of a 200 answer; any other status is an error.
+pub fn http_get(url: &str) -> Result<(String, String)> {
     let rest = url.strip_prefix("http://").context("http only")?;
     let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
     let mut s = TcpStream::connect(host)?;
@@ -190,7 +191,17 @@ pub fn http_get_json(url: &str) -> Result<Value> {
     if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
         bail!("{url}: {}", head.lines().next().unwrap_or(""));
     }
-    Ok(serde_json::from_str(body)?)
+    let content_type = head
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-type")))
+        .map(|(_, v)| v.trim().to_owned())
+        .unwrap_or_default();
+    Ok((content_type, body.to_owned()))
+}
+
+/// `http_get`, parsed as JSON.
+pub fn http_get_json(url: &str) -> Result<Value> {
+    Ok(serde_json::from_str(&http_get(url)?.1)?)
 }
 
 /// A real WebSocket server process.

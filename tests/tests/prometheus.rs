@@ -5,8 +5,8 @@
 //! it). A missing binary is a failure, not a skip: CI installs them.
 
 use std::{
-    io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    io::Write,
+    net::TcpListener,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use wsguard_integration::{enc, http_get_json, oracle, require_root, Agent, RawClient, Server, Split};
+use wsguard_integration::{enc, http_get, http_get_json, oracle, require_root, Agent, RawClient, Server, Split};
 
 const CONNECTIONS: usize = 3;
 const TEXT_PER_CONNECTION: usize = 7;
@@ -46,27 +46,6 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// Plain-text GET (the harness's `http_get_json` parses JSON): (Content-Type, body).
-fn http_get_text(url: &str) -> Result<(String, String)> {
-    let rest = url.strip_prefix("http://").context("http only")?;
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
-    let mut s = TcpStream::connect(host)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)?;
-    let (head, body) = buf.split_once("\r\n\r\n").context("no HTTP body")?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        bail!("{url}: {}", head.lines().next().unwrap_or(""));
-    }
-    let content_type = head
-        .lines()
-        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-type")))
-        .map(|(_, v)| v.trim().to_owned())
-        .unwrap_or_default();
-    Ok((content_type, body.to_owned()))
 }
 
 /// A running Prometheus, killed (and its data removed) on drop.
@@ -247,7 +226,7 @@ fn prometheus_scrapes_exact_numbers() -> Result<()> {
     );
 
     // The live exposition passes promtool's lint without a word.
-    let (content_type, text) = http_get_text(&format!("{}/metrics", agent.api))?;
+    let (content_type, text) = http_get(&format!("{}/metrics", agent.api))?;
     assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
     let (ok, said) = promtool_check(&text)?;
     assert!(ok && said.trim().is_empty(), "promtool check metrics: {said}\n{text}");

@@ -14,7 +14,7 @@ fn agent_restart_mid_traffic_keeps_exact_totals() -> Result<()> {
     let server = Server::node(&[])?;
     let mut agent = Agent::start("restart")?;
     let (mut rx, mut tx) = (Counts::default(), Counts::default());
-    let mut send = |c: &mut RawClient, frames: Vec<Vec<u8>>, n: usize, rx: &mut Counts| -> Result<()> {
+    let send = |c: &mut RawClient, frames: Vec<Vec<u8>>, n: usize, rx: &mut Counts| -> Result<()> {
         c.send(&frames, Split::Random(n as u64))?;
         rx.add(&oracle::decode(&frames.concat()));
         c.read_frames(n, Duration::from_secs(5))

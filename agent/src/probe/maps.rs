@@ -23,7 +23,8 @@ pub struct CloseCodes {
 }
 
 /// Probe health counters, summed over CPUs.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ProbeHealth {
     pub conn_map_full: u64,
     pub proc_map_full: u64,
