@@ -47,6 +47,8 @@ const TEST_PKGS: &[&str] = &[
     "bpftool",
     "procps",
     "jq",
+    // systemd-analyze verify (tests/tests/deploy.rs); PID 1 need not be systemd.
+    "systemd",
 ];
 /// Nice to have (benchmarks); a failure to install it is only a warning.
 const OPTIONAL_PKGS: &[&str] = &["linux-perf"];

@@ -1,0 +1,349 @@
+//! The deployment files in `config/` (docs/deployment.md): the systemd unit passes
+//! `systemd-analyze verify`, the shipped config passes `wsguard config check`, the Kubernetes
+//! manifests parse and carry what the agent needs, the Prometheus rules pass `promtool check
+//! rules`, and every `wsguard_*` metric the rules and the Grafana dashboard query is exported by a
+//! running agent watching a real server.
+//!
+//! Needs `systemd-analyze` (Debian package `systemd`) and `promtool` (`prometheus`); `cargo
+//! xtask setup` installs both. A missing tool is a failure, not a skip. Only the last test loads
+//! the probe and needs root.
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use wsguard_integration::{enc, http_get, repo_root, require_root, Agent, RawClient, Server, Split};
+
+fn config_path(rel: &str) -> PathBuf {
+    repo_root().join("config").join(rel)
+}
+
+fn agent_bin() -> PathBuf {
+    std::env::var_os("WSGUARD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/release/wsguard"))
+}
+
+fn read(rel: &str) -> String {
+    let p = config_path(rel);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Runs `cmd`, panicking with the way to install it when it is missing: (success, all output).
+fn run(cmd: &mut Command, package: &str) -> (bool, String) {
+    let out = match cmd.output() {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            panic!("{cmd:?}: not installed; `cargo xtask setup` installs it (Debian package `{package}`)")
+        }
+        Err(e) => panic!("{cmd:?}: {e}"),
+    };
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), said)
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("wsguard-deploy-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn systemd_unit_verifies() {
+    let bin = agent_bin();
+    assert!(bin.exists(), "{} missing: build it first (`cargo build --release`)", bin.display());
+    let unit = read("wsguard.service");
+    assert!(unit.contains("ExecStart=/usr/local/bin/wsguard run --config /etc/wsguard/wsguard.toml"));
+    assert!(unit.contains("StateDirectory=wsguard"));
+    assert!(unit.contains("CapabilityBoundingSet=CAP_BPF CAP_PERFMON"));
+    assert!(!unit.contains("CAP_SYS_ADMIN CAP") && !unit.lines().any(|l| l.starts_with("ExecReload=")),
+        "no CAP_SYS_ADMIN granted, no ExecReload (the agent has no SIGHUP reload)");
+    // `verify` checks that the binaries exist: point the unit at the built one.
+    let dir = temp_dir("systemd");
+    let path = dir.join("wsguard.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/wsguard", bin.to_str().unwrap())).unwrap();
+    let (ok, said) = run(Command::new("systemd-analyze").arg("verify").arg(&path), "systemd");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(ok && said.trim().is_empty(), "systemd-analyze verify wsguard.service:\n{said}");
+}
+
+fn config_check(path: &Path) {
+    let (ok, said) = run(Command::new(agent_bin()).args(["config", "check", "--config"]).arg(path), "wsguard");
+    assert!(ok && said.trim() == "config OK", "wsguard config check {}:\n{said}", path.display());
+}
+
+/// Every `key = value` line of a TOML text, commented or not: `section.key`.
+fn toml_keys(text: &str) -> BTreeSet<String> {
+    let mut section = String::new();
+    let mut keys = BTreeSet::new();
+    for line in text.lines() {
+        let l = line.trim().trim_start_matches('#').trim();
+        if l.starts_with('[') && l.ends_with(']') && !l.contains(' ') {
+            section = l.trim_matches(|c| c == '[' || c == ']').to_owned();
+        } else if let Some((k, _)) = l.split_once(" = ") {
+            if !k.contains(' ') && !section.is_empty() {
+                keys.insert(format!("{section}.{k}"));
+            }
+        }
+    }
+    keys
+}
+
+#[test]
+fn shipped_config_passes_check_and_lists_every_documented_key() {
+    config_check(&config_path("wsguard.toml"));
+    // Every key of the reference example in docs/configuration.md is in the shipped file.
+    let doc = std::fs::read_to_string(repo_root().join("docs/configuration.md")).unwrap();
+    let example = doc.split("```toml").nth(1).and_then(|s| s.split("```").next()).expect("example in the docs");
+    let shipped = toml_keys(&read("wsguard.toml"));
+    let missing: Vec<_> = toml_keys(example).difference(&shipped).cloned().collect();
+    assert!(missing.is_empty(), "config/wsguard.toml lacks documented keys {missing:?}");
+}
+
+/// Every YAML document of every file under `config/kubernetes`, as JSON values.
+fn kubernetes_documents() -> Vec<(String, Value)> {
+    let mut docs = Vec::new();
+    let dir = config_path("kubernetes");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    for f in files.into_iter().filter(|f| f.extension().is_some_and(|e| e == "yaml" || e == "yml")) {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for de in serde_yaml::Deserializer::from_str(&text) {
+            let v: serde_yaml::Value = serde::Deserialize::deserialize(de).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            if v.is_null() {
+                continue;
+            }
+            let j = serde_json::to_value(&v).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            docs.push((f.file_name().unwrap().to_string_lossy().into_owned(), j));
+        }
+    }
+    docs
+}
+
+fn of_kind<'a>(docs: &'a [(String, Value)], kind: &str) -> &'a Value {
+    let found: Vec<_> = docs.iter().filter(|(_, d)| d["kind"] == kind).collect();
+    assert_eq!(found.len(), 1, "expected one {kind}, found {}", found.len());
+    &found[0].1
+}
+
+#[test]
+fn kubernetes_manifests_carry_what_the_agent_needs() {
+    let docs = kubernetes_documents();
+    for (file, d) in &docs {
+        assert!(d["apiVersion"].is_string(), "{file}: apiVersion");
+        assert!(d["kind"].is_string(), "{file}: kind");
+        if d["kind"] != "Kustomization" {
+            assert!(d["metadata"]["name"].is_string(), "{file}: metadata.name");
+        }
+    }
+    // kustomization.yaml lists every other file.
+    let kust = of_kind(&docs, "Kustomization");
+    let listed: BTreeSet<&str> = kust["resources"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    for (file, d) in &docs {
+        if d["kind"] != "Kustomization" {
+            assert!(listed.contains(file.as_str()), "{file} is not in kustomization.yaml");
+        }
+    }
+
+    let ds = of_kind(&docs, "DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostPID"], true, "hostPID: the agent reads the host's /proc");
+    assert_eq!(pod["hostNetwork"], true, "hostNetwork: the agent reads the host's /proc/net");
+    let labels = &ds["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in ds["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&labels[k], v, "selector matches the pod labels");
+    }
+    let containers = pod["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    let sc = &c["securityContext"];
+    assert_eq!(sc["privileged"], false);
+    let caps: BTreeSet<&str> = sc["capabilities"]["add"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    for need in ["BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH"] {
+        assert!(caps.contains(need), "capability {need} missing: {caps:?}");
+    }
+    assert_eq!(sc["capabilities"]["drop"][0], "ALL");
+    // Volumes: host paths by name, mounted where the agent looks.
+    let volumes = pod["volumes"].as_array().unwrap();
+    let host_path = |name: &str| volumes.iter().find(|v| v["name"] == name).map(|v| v["hostPath"]["path"].clone());
+    let mounts = c["volumeMounts"].as_array().unwrap();
+    for path in ["/sys/fs/bpf", "/sys/kernel/tracing", "/var/lib/wsguard"] {
+        let m = mounts.iter().find(|m| m["mountPath"] == path).unwrap_or_else(|| panic!("no mount at {path}"));
+        let name = m["name"].as_str().unwrap();
+        assert_eq!(host_path(name), Some(Value::from(path)), "{path} is the host's");
+    }
+    let bpffs = mounts.iter().find(|m| m["mountPath"] == "/sys/fs/bpf").unwrap();
+    assert_ne!(bpffs["readOnly"], true, "the probe pins itself on /sys/fs/bpf");
+    assert_ne!(bpffs["mountPropagation"], "Bidirectional", "Bidirectional needs privileged");
+    let cfg = mounts.iter().find(|m| m["mountPath"] == "/etc/wsguard").expect("config mount");
+    let cfg_vol = volumes.iter().find(|v| v["name"] == cfg["name"]).unwrap();
+    let cm = of_kind(&docs, "ConfigMap");
+    assert_eq!(cfg_vol["configMap"]["name"], cm["metadata"]["name"]);
+    // The args read the file the ConfigMap provides.
+    let args: Vec<&str> = c["args"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert_eq!(args, ["run", "--config", "/etc/wsguard/wsguard.toml"]);
+    // Probes.
+    let port = c["ports"].as_array().unwrap().iter().find(|p| p["containerPort"] == 9595).expect("port 9595");
+    let port_name = port["name"].as_str().unwrap();
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/health");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/ready");
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let p = &c[probe]["httpGet"]["port"];
+        assert!(p == port_name || p == 9595, "{probe} port {p}");
+    }
+    assert_eq!(pod["serviceAccountName"], of_kind(&docs, "ServiceAccount")["metadata"]["name"]);
+
+    // The ConfigMap's config passes `config check` and listens beyond loopback.
+    let toml = cm["data"]["wsguard.toml"].as_str().expect("wsguard.toml in the ConfigMap");
+    assert!(toml.contains("listen = \"0.0.0.0:9595\""), "in-cluster scraping needs a non-loopback listen");
+    let dir = temp_dir("configmap");
+    let path = dir.join("wsguard.toml");
+    std::fs::write(&path, toml).unwrap();
+    config_check(&path);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Service selects the pods and exposes the port; the ServiceMonitor scrapes it by name.
+    let svc = of_kind(&docs, "Service");
+    for (k, v) in svc["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(&labels[k], v, "Service selects the agent pods");
+    }
+    let svc_port = svc["spec"]["ports"].as_array().unwrap().iter().find(|p| p["port"] == 9595).expect("service port 9595");
+    let svc_port_name = svc_port["name"].as_str().unwrap();
+    assert!(svc_port["targetPort"] == port_name || svc_port["targetPort"] == 9595);
+    let sm = of_kind(&docs, "ServiceMonitor");
+    assert_eq!(sm["apiVersion"], "monitoring.coreos.com/v1");
+    for (k, v) in sm["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&svc["metadata"]["labels"][k], v, "ServiceMonitor selects the Service");
+    }
+    let eps = sm["spec"]["endpoints"].as_array().unwrap();
+    assert!(eps.iter().any(|e| e["port"] == svc_port_name && e["path"] == "/metrics"), "ServiceMonitor scrapes {svc_port_name}");
+    // Everything namespaced lives in one namespace.
+    let ns = of_kind(&docs, "Namespace")["metadata"]["name"].clone();
+    for (file, d) in &docs {
+        if !["Namespace", "Kustomization"].contains(&d["kind"].as_str().unwrap()) {
+            assert_eq!(d["metadata"]["namespace"], ns, "{file}: namespace");
+        }
+    }
+}
+
+#[test]
+fn prometheus_rules_pass_promtool() {
+    let path = config_path("prometheus/wsguard-rules.yml");
+    let (ok, said) = run(Command::new("promtool").args(["check", "rules"]).arg(&path), "prometheus");
+    assert!(ok && said.contains("SUCCESS"), "promtool check rules:\n{said}");
+}
+
+#[test]
+fn grafana_dashboard_is_well_formed() {
+    let d: Value = serde_json::from_str(&read("grafana/wsguard-dashboard.json")).expect("dashboard JSON");
+    assert!(d["schemaVersion"].as_u64().unwrap() >= 36);
+    let vars = d["templating"]["list"].as_array().unwrap();
+    assert!(vars.iter().any(|v| v["type"] == "datasource" && v["query"] == "prometheus" && v["name"] == "datasource"));
+    let panels = d["panels"].as_array().unwrap();
+    let mut ids = BTreeSet::new();
+    let mut exprs = 0;
+    for p in panels {
+        assert!(ids.insert(p["id"].as_u64().unwrap()), "duplicate panel id {}", p["id"]);
+        if p["type"] == "row" {
+            continue;
+        }
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{}: datasource variable", p["title"]);
+        let targets = p["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{}: no query", p["title"]);
+        for t in targets {
+            assert!(t["expr"].as_str().is_some_and(|e| e.contains("wsguard_")), "{}: {t}", p["title"]);
+            exprs += 1;
+        }
+    }
+    assert!(exprs >= 20, "{exprs} queries");
+}
+
+/// Every metric name `wsguard_…` in `text` (recording rules, with a `:`, excluded).
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("wsguard_") {
+        let before = rest[..i].chars().next_back();
+        let tail = &rest[i..];
+        let end = tail.find(|c: char| !ident(c)).unwrap_or(tail.len());
+        let name = &tail[..end];
+        if !before.is_some_and(ident) && !name.contains(':') {
+            names.insert(name.to_owned());
+        }
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// Whether the exposition has `name`: a sample line of that name, or its `# TYPE` (a summary
+/// whose quantiles have no data yet still declares the family and has `_sum`/`_count`).
+fn exported(exposition: &str, name: &str) -> bool {
+    exposition.lines().any(|l| {
+        l.strip_prefix(name).is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+            || l.strip_prefix("# TYPE ").and_then(|r| r.strip_prefix(name)).is_some_and(|r| r.starts_with(' '))
+    })
+}
+
+#[test]
+fn every_queried_metric_is_exported_by_a_running_agent() -> Result<()> {
+    let mut wanted = metric_names(&read("prometheus/wsguard-rules.yml"));
+    let from_rules = wanted.len();
+    let dashboard: Value = serde_json::from_str(&read("grafana/wsguard-dashboard.json"))?;
+    let mut exprs = String::new();
+    for p in dashboard["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            exprs.push_str(t["expr"].as_str().unwrap_or(""));
+            exprs.push('\n');
+        }
+    }
+    for v in dashboard["templating"]["list"].as_array().unwrap() {
+        exprs.push_str(v["definition"].as_str().unwrap_or(""));
+        exprs.push('\n');
+    }
+    wanted.extend(metric_names(&exprs));
+    assert!(from_rules >= 10 && wanted.len() >= 30, "rules {from_rules}, all {}: {wanted:?}", wanted.len());
+    if !require_root() {
+        return Ok(());
+    }
+
+    let server = Server::node(&[])?;
+    let agent = Agent::start("deploy")?;
+    // A little of everything: text frames and a ping each way, a clean close, an abrupt one.
+    let mut clean = RawClient::connect(server.port)?;
+    clean.send(&[enc::text("hello", true), enc::ping("p")], Split::PerFrame)?;
+    clean.read_frames(2, Duration::from_secs(10))?;
+    clean.send(&[enc::close(1000)], Split::PerFrame)?;
+    clean.read_frames(3, Duration::from_secs(10))?;
+    let mut open = RawClient::connect(server.port)?;
+    open.send(&[enc::text("still here", true)], Split::PerFrame)?;
+    open.read_frames(1, Duration::from_secs(10))?;
+    let abrupt = RawClient::connect(server.port)?;
+    abrupt.reset()?;
+    agent.wait_ws(server.pid, "traffic counted", |w| {
+        w["frames_received"]["close"] == 1 && w["abnormal_closes"].as_u64().is_some_and(|n| n >= 1)
+    })?;
+
+    // Poll until every name shows up (predictions need a few snapshots).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (missing, text) = loop {
+        let (_, text) = http_get(&format!("{}/metrics", agent.api)).context("GET /metrics")?;
+        let missing: Vec<&String> = wanted.iter().filter(|n| !exported(&text, n)).collect();
+        if missing.is_empty() || Instant::now() > deadline {
+            break (missing.into_iter().cloned().collect::<Vec<_>>(), text);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    if !missing.is_empty() {
+        bail!("queried by config/prometheus or config/grafana but not exported: {missing:?}\n\n{text}");
+    }
+    println!("all {} metric names queried by the rules and the dashboard are exported: {wanted:?}", wanted.len());
+    drop((clean, open));
+    Ok(())
+}
