@@ -61,9 +61,16 @@ fn systemd_unit_verifies() {
     let unit = read("wsguard.service");
     assert!(unit.contains("ExecStart=/usr/local/bin/wsguard run --config /etc/wsguard/wsguard.toml"));
     assert!(unit.contains("StateDirectory=wsguard"));
-    assert!(unit.contains("CapabilityBoundingSet=CAP_BPF CAP_PERFMON"));
-    assert!(!unit.contains("CAP_SYS_ADMIN CAP") && !unit.lines().any(|l| l.starts_with("ExecReload=")),
-        "no CAP_SYS_ADMIN granted, no ExecReload (the agent has no SIGHUP reload)");
+    // Exactly the capabilities docs/deployment.md explains; no ExecReload (no SIGHUP reload yet).
+    for key in ["CapabilityBoundingSet=", "AmbientCapabilities="] {
+        let caps: BTreeSet<&str> = unit
+            .lines()
+            .filter_map(|l| l.strip_prefix(key))
+            .flat_map(str::split_whitespace)
+            .collect();
+        assert_eq!(caps, BTreeSet::from(["CAP_BPF", "CAP_PERFMON", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"]), "{key}");
+    }
+    assert!(!unit.lines().any(|l| l.starts_with("ExecReload=")), "the agent does not reload on SIGHUP");
     // `verify` checks that the binaries exist: point the unit at the built one.
     let dir = temp_dir("systemd");
     let path = dir.join("wsguard.service");
@@ -346,4 +353,16 @@ fn every_queried_metric_is_exported_by_a_running_agent() -> Result<()> {
     println!("all {} metric names queried by the rules and the dashboard are exported: {wanted:?}", wanted.len());
     drop((clean, open));
     Ok(())
+}
+
+#[test]
+fn metric_name_extraction() {
+    let names = metric_names(
+        r#"sum by (instance) (rate(wsguard_websocket_frames_total{job=~".*wsguard.*"}[5m])) / wsguard:x_y:sum + my_wsguard_z + wsguard_a_sum"#,
+    );
+    assert_eq!(names, BTreeSet::from(["wsguard_websocket_frames_total".to_owned(), "wsguard_a_sum".to_owned()]));
+    let text = "# TYPE wsguard_rtt_seconds summary\nwsguard_rtt_seconds_sum 0\nwsguard_up 1\nwsguard_l{a=\"b\"} 2\n";
+    for (name, yes) in [("wsguard_rtt_seconds", true), ("wsguard_up", true), ("wsguard_l", true), ("wsguard_u", false), ("wsguard_rtt", false)] {
+        assert_eq!(exported(text, name), yes, "{name}");
+    }
 }
