@@ -4,14 +4,14 @@
 //! (`wsguard run --config config/demo.toml`), the load generator (tests/servers/ws_load.py);
 //! then prints `wsguard snapshot` every few seconds and stops everything at the end or on Ctrl-C.
 
+use crate::proc::Proc;
 use crate::sys;
 use crate::util::{self, step};
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -42,58 +42,6 @@ pub struct DemoArgs {
     /// /sys/fs/bpf/wsguard-demo) instead of starting from zero.
     #[arg(long)]
     keep_state: bool,
-}
-
-/// A child process in its own process group (so Ctrl-C reaches only xtask, which then stops
-/// the children in order), stopped with SIGTERM and, if it lingers, SIGKILL.
-struct Proc {
-    name: &'static str,
-    child: Child,
-}
-
-impl Proc {
-    fn spawn(name: &'static str, cmd: &mut Command) -> Result<Proc> {
-        println!("    $ {}", util::display(cmd));
-        let child = cmd
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("cannot start {name}"))?;
-        Ok(Proc { name, child })
-    }
-
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
-    fn stop(&mut self, grace: Duration) {
-        if self.exited().is_some() {
-            return;
-        }
-        sys::terminate(self.child.id() as i32);
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if self.exited().is_some() {
-                println!("    stopped {}", self.name);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        println!(
-            "    {} did not stop within {grace:?}; killing it",
-            self.name
-        );
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.exited().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 pub fn run(args: &DemoArgs) -> Result<()> {
@@ -186,7 +134,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let mut next = start + Duration::from_secs(args.every.max(1));
     let mut agent_died = None;
     while Instant::now() < end && !sys::interrupted() {
-        if let Some(status) = agent.exited() {
+        if let Some(status) = agent.exit_status() {
             agent_died = Some(status);
             break;
         }
@@ -253,7 +201,7 @@ fn wait_for_api(agent: &mut Proc, timeout: Duration) -> Result<()> {
     let addr: SocketAddr = API_ADDR.parse().unwrap();
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(status) = agent.exited() {
+        if let Some(status) = agent.exit_status() {
             bail!("the agent exited during start-up ({status})");
         }
         if TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok() {

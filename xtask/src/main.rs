@@ -4,6 +4,7 @@
 
 mod bench;
 mod demo;
+mod proc;
 mod setup;
 mod sys;
 mod test;

@@ -375,37 +375,16 @@ fn python_packages(requirements: &Path, apt: &mut Apt) -> Result<()> {
         apt.install(&["python3-pip"], false)?;
     }
     let req = requirements.to_string_lossy().to_string();
-    let mut c = cmd(
-        python,
-        [
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            "--root-user-action=ignore",
-            "-r",
-            &req,
-        ],
-    );
-    if util::run(&mut c).is_err() {
+    let pip = |extra: &[&str]| {
+        let mut c = cmd(python, ["-m", "pip", "install", "-q", "--disable-pip-version-check", "--root-user-action=ignore"]);
+        c.args(extra).args(["-r", &req]);
+        c
+    };
+    if util::run(pip(&[])).is_err() {
         // Debian's own python3 refuses pip installs (PEP 668) unless told otherwise; the test
         // servers need these modules importable by the python3 on PATH, so override it.
         println!("    retrying with --break-system-packages (PEP 668 managed interpreter)");
-        util::run(&mut cmd(
-            python,
-            [
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                "--root-user-action=ignore",
-                "--break-system-packages",
-                "-r",
-                &req,
-            ],
-        ))?;
+        util::run(pip(&["--break-system-packages"]))?;
     }
     Ok(())
 }

@@ -1,82 +1,14 @@
 //! Child processes (echo server, agent, nginx, bpftrace) and what /proc says about them.
 
-use crate::{sys, util};
+pub use crate::proc::Proc;
+use crate::util;
 use anyhow::{bail, Context, Result};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A child in its own process group, stopped with SIGTERM then SIGKILL; killed on drop.
-pub struct Proc {
-    pub name: &'static str,
-    pub child: Child,
-}
-
-impl Proc {
-    pub fn spawn(name: &'static str, cmd: &mut Command) -> Result<Proc> {
-        println!("    $ {}", util::display(cmd));
-        let child = cmd
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("cannot start {name}"))?;
-        Ok(Proc { name, child })
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
-    }
-
-    pub fn stop(&mut self, grace: Duration) {
-        if self.exited() {
-            return;
-        }
-        sys::terminate(self.child.id() as i32);
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if self.exited() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        println!("    {} did not stop within {grace:?}; killing it", self.name);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Wait for a stdout line starting with `prefix`; returns the rest of it.
-    pub fn wait_line(&mut self, prefix: &'static str, timeout: Duration) -> Result<String> {
-        let stdout = self.child.stdout.take().context("stdout not piped")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if !sent && line.starts_with(prefix) {
-                    let _ = tx.send(line[prefix.len()..].trim().to_string());
-                    sent = true;
-                }
-            }
-        });
-        rx.recv_timeout(timeout)
-            .map_err(|_| anyhow::anyhow!("{} did not print `{prefix}` within {timeout:?}", self.name))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if !self.exited() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// Clock ticks per second for /proc/<pid>/stat.
 pub fn clk_tck() -> f64 {
