@@ -38,6 +38,9 @@ pub async fn run(cfg: Config, fresh: bool) -> anyhow::Result<()> {
         warn!("history store unavailable, keeping history in memory: {e:#}");
     }
     let history = Arc::new(history);
+    // Everything privileged is done: keep only what later work needs (docs/security.md).
+    let dropped = crate::privs::drop_after_attach(|| probe::maps::read(&probe.ebpf, cfg.probe.max_connections).map(drop))?;
+    info!("{dropped}");
     let shared = Arc::new(api::Shared::new(history.clone(), cfg.metrics.clone()));
     let app = api::router(shared.clone());
     info!("API listening on http://{}", cfg.api.listen);
