@@ -1,11 +1,13 @@
-//! Developer tasks for wsguard: `cargo xtask <setup|test|demo>`.
+//! Developer tasks for wsguard: `cargo xtask <setup|test|demo|bench|fuzz|soak>`.
 //!
 //! Each subcommand lives in its own module; this file only parses the command line.
 
 mod bench;
 mod demo;
+mod fuzz;
 mod proc;
 mod setup;
+mod soak;
 mod sys;
 mod test;
 mod util;
@@ -32,6 +34,10 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure what the agent costs a real server (root; not part of `test`).
     Bench(bench::BenchArgs),
+    /// Build the fuzz targets (stable compiler) and run each for a bounded time.
+    Fuzz(fuzz::FuzzArgs),
+    /// Long soak test (30 min default, root, not in CI): churn + traffic; RSS flat, counts exact.
+    Soak(soak::SoakArgs),
 }
 
 fn main() {
@@ -41,6 +47,8 @@ fn main() {
         Command::Test(args) => test::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
+        Command::Soak(args) => soak::run(&args),
     };
     if let Err(err) = result {
         eprintln!("xtask: error: {err:#}");
