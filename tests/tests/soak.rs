@@ -112,7 +112,7 @@ fn soak() -> Result<()> {
             let (totals, stop, sessions, port) = (totals.clone(), stop.clone(), sessions.clone(), server.port);
             let pause = Duration::from_secs_f64(4.0 / sessions_per_s as f64);
             std::thread::spawn(move || -> Result<()> {
-                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (w + 1) * 0x1234_5678);
+                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((w + 1) * 0x1234_5678));
                 while !stop.load(Ordering::Relaxed) {
                     let t0 = Instant::now();
                     session(port, &mut rng, &totals)?;
@@ -138,7 +138,7 @@ fn soak() -> Result<()> {
             c.read_frames(have + 1, Duration::from_secs(30))?;
             totals.lock().unwrap().rx.add(&oracle::decode(&f));
         }
-        if tick % 5 == 0 {
+        if tick.is_multiple_of(5) {
             samples.push((start.elapsed().as_secs_f64(), rss_kib(agent_pid)));
         }
         if last_print.elapsed() >= Duration::from_secs(60) {
