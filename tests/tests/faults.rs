@@ -163,18 +163,25 @@ fn connection_map_full() -> Result<()> {
         assert_eq!(n(&ws, dir, "close"), followed, "{dir}: {ws:#}");
     }
 
-    // Room again: a new connection is followed.
+    // Room again: a new connection is followed (unless other processes on this machine have
+    // taken the free entries meanwhile: the map is the host's).
+    let free = 32 - health(&agent)?["conn_map_entries"].as_u64().unwrap().min(32);
+    let after = u64::from(free > 0);
     let mut c = RawClient::connect(server.port)?;
     c.send(&[enc::text("after", true), enc::close(1000)], Split::PerFrame)?;
     c.read_to_end(Duration::from_secs(10))?;
     drop(c); // our FIN lets the server close its socket
-    agent.wait_ws(server.pid, "followed again", |w| w["connections_opened"].as_u64() == Some(5 + followed))?;
+    if free > 0 {
+        agent.wait_ws(server.pid, "followed again", |w| w["connections_opened"].as_u64() == Some(5 + followed))?;
+    } else {
+        eprintln!("note: other processes hold every map entry now; room-again not checked");
+    }
 
     for mut c in controls {
         c.send(&[enc::close(1000)], Split::PerFrame)?;
         c.read_to_end(Duration::from_secs(10))?;
     }
-    let all = 5 + followed;
+    let all = 4 + after + followed;
     let ws = agent.wait_ws(server.pid, "all closed", |w| w["connections_closed"].as_u64() == Some(all))?;
     for dir in ["frames_received", "frames_sent"] {
         assert_eq!(n(&ws, dir, "text"), all, "{dir}: {ws:#}");

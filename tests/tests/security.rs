@@ -127,6 +127,7 @@ fn capabilities_dropped_under_the_units_bounding_set() -> Result<()> {
     let mut c = RawClient::connect(server.port)?;
     c.send(&[enc::text("x", true), enc::close(1000)], Split::PerFrame)?;
     c.read_to_end(Duration::from_secs(5))?;
+    drop(c); // our FIN lets the server close its socket
     let ws = agent.wait_ws(server.pid, "closed", |w| w["connections_closed"] == 1)?;
     assert_eq!((ws["messages_received"].as_u64(), ws["close_codes_received"]["1000"].as_u64()), (Some(1), Some(1)), "{ws:#}");
     Ok(())
