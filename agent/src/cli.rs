@@ -38,6 +38,33 @@ pub enum Command {
         #[arg(long, default_value = DEFAULT_API, env = "WSGUARD_API")]
         api: String,
     },
+    /// Live terminal dashboard of the running agent: summary, processes, connections, alerts,
+    /// predictions (q quits, ? lists the keys).
+    Top {
+        #[arg(long, default_value = DEFAULT_API, env = "WSGUARD_API")]
+        api: String,
+        /// Refresh interval.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        /// View to start in.
+        #[arg(long, value_enum, default_value = "summary")]
+        view: crate::top::app::View,
+        /// Print one frame as text and exit (scripts, bug reports); exit status 2 if the agent
+        /// is unreachable.
+        #[arg(long)]
+        once: bool,
+        /// Frame size for --once.
+        #[arg(long, default_value_t = 120)]
+        width: u16,
+        #[arg(long, default_value_t = 40)]
+        height: u16,
+        /// Process whose connections the Connections view opens (default: the busiest).
+        #[arg(long)]
+        pid: Option<u32>,
+        /// File with the API token, to acknowledge alerts (default: $WSGUARD_API_TOKEN).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
     /// Summarise a period of history: peaks, totals, worst processes.
     Report {
         /// Hours back from now.

@@ -18,6 +18,7 @@ mod procinfo;
 mod resources;
 mod run;
 mod snapshot;
+mod top;
 mod track;
 
 use std::process::ExitCode;
@@ -47,6 +48,10 @@ async fn main() -> ExitCode {
         Command::Status { json, api } => match client::status(&api, json).await {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
+        Command::Top { api, interval, view, once, width, height, pid, token_file } => match top::token(token_file.as_ref()) {
+            Ok(token) => top::run(top::Options { api, interval, view, once, width, height, pid, token }).await,
             Err(e) => Err(e),
         },
         Command::Report { hours, format, state_dir, api } => {
