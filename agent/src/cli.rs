@@ -7,7 +7,13 @@ use clap::{Parser, Subcommand};
 use crate::client::DEFAULT_API;
 
 #[derive(Parser)]
-#[command(name = "wsguard", version, about = "Watches unmodified WebSocket servers with eBPF")]
+#[command(
+    name = "wsguard",
+    version,
+    about = "Watches unmodified WebSocket servers with eBPF",
+    after_help = "Exit status: 0 ok; 1 a check failed (status UNHEALTHY, doctor, config check); 2 error \
+                  (bad usage, agent unreachable, unreadable file). Read commands take --json."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -72,6 +78,9 @@ pub enum Command {
         hours: f64,
         #[arg(long, value_enum, default_value = "text")]
         format: crate::history::Format,
+        /// Same as --format json.
+        #[arg(long, conflicts_with = "format")]
+        json: bool,
         /// Read the agent's history store in this state dir directly (works while the agent is
         /// down) instead of asking its API.
         #[arg(long)]
@@ -113,14 +122,35 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Print a shell completion script, e.g. `wsguard completions bash > /etc/bash_completion.d/wsguard`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
 pub enum ConfigCommand {
-    /// Validate a config file; errors name the key and line.
+    /// Validate a config file (errors name the key and line) and warn about settings that are
+    /// risky in production. Exit 1 when invalid (or, with --strict, when warned).
     Check {
         #[arg(long, short)]
         config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        /// Warnings fail the check too.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Print the config file as TOML, or with --effective every setting the agent would use
+    /// (file merged with defaults). Inline secrets are redacted.
+    Show {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        effective: bool,
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -167,7 +167,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let cfg: Config = toml::from_str(text)
             .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
-        cfg.validate(path)?;
+        cfg.validate(path).map_err(|e| crate::config_cmd::with_line(e, text))?;
         Ok(cfg)
     }
 

@@ -5,16 +5,20 @@ mod alert;
 mod api;
 mod cli;
 mod client;
+mod completions;
 mod config;
+mod config_cmd;
 mod conns;
 mod doctor;
 mod events;
 mod health;
 mod history;
+mod k8s;
 mod metrics;
 mod predict;
 mod probe;
 mod procinfo;
+mod reload;
 mod resources;
 mod run;
 mod snapshot;
@@ -26,12 +30,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use cli::{Cli, Command, ConfigCommand, HistoryCommand};
 use config::Config;
-use tracing_subscriber::EnvFilter;
-
-fn init_logs(level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-}
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -39,8 +37,8 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config, fresh } => match Config::load(config.as_deref()) {
             Ok(cfg) => {
-                init_logs(&cfg.agent.log_level);
-                run::run(cfg, fresh).await
+                let logs = reload::Logs::init(&cfg.agent.log_level);
+                run::run(cfg, config.as_deref(), fresh, logs).await
             }
             Err(e) => Err(e.into()),
         },
@@ -54,7 +52,8 @@ async fn main() -> ExitCode {
             Ok(token) => top::run(top::Options { api, interval, view, once, width, height, pid, token }).await,
             Err(e) => Err(e),
         },
-        Command::Report { hours, format, state_dir, api } => {
+        Command::Report { hours, format, json, state_dir, api } => {
+            let format = if json { history::Format::Json } else { format };
             client::report(&api, state_dir.as_deref(), hours, format).await
         }
         Command::Doctor { json } => match doctor::run(json) {
@@ -73,8 +72,19 @@ async fn main() -> ExitCode {
         Command::History { command: HistoryCommand::Export { since, state_dir, api } } => {
             predict::replay::history_export(&api, state_dir.as_deref(), &since).await
         }
-        Command::Config { command: ConfigCommand::Check { config } } => {
-            Config::load(config.as_deref()).map(|_| println!("config OK")).map_err(Into::into)
+        Command::Config { command: ConfigCommand::Check { config, json, strict } } => {
+            match config_cmd::check(config.as_deref(), json, strict) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::from(1),
+                Err(e) => Err(e),
+            }
+        }
+        Command::Config { command: ConfigCommand::Show { config, effective, json } } => {
+            config_cmd::show(config.as_deref(), effective, json)
+        }
+        Command::Completions { shell } => {
+            completions::print(shell);
+            Ok(())
         }
     };
     match result {

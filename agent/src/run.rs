@@ -10,7 +10,8 @@ use wsguard_common::names;
 
 use crate::{api, config::Config, events, history::History, probe, track::Tracker};
 
-pub async fn run(cfg: Config, fresh: bool) -> anyhow::Result<()> {
+/// `config_path` is re-read on SIGHUP (None: the default path), see `reload.rs`.
+pub async fn run(mut cfg: Config, config_path: Option<&std::path::Path>, fresh: bool, logs: crate::reload::Logs) -> anyhow::Result<()> {
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_PERFMON: u32 = 38;
     const CAP_BPF: u32 = 39;
@@ -52,6 +53,7 @@ pub async fn run(cfg: Config, fresh: bool) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(cfg.agent.interval);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -73,6 +75,10 @@ pub async fn run(cfg: Config, fresh: bool) -> anyhow::Result<()> {
                     }
                     Err(e) => error!("snapshot failed: {e:#}"),
                 }
+            }
+            _ = hup.recv() => {
+                let live = crate::reload::Live { tracker: &mut tracker, predictor: &mut predictor, tick: &mut tick, logs: &logs };
+                crate::reload::on_sighup(config_path, &mut cfg, live);
             }
             _ = term.recv() => break,
             _ = int.recv() => break,

@@ -101,6 +101,13 @@ impl Tracker {
         }
     }
 
+    /// A reloaded config (SIGHUP, `reload.rs`): limits and process filters apply from the
+    /// next snapshot. Keys that need a restart arrive unchanged.
+    pub fn reconfigure(&mut self, cfg: &Config) {
+        self.limits = limits(cfg);
+        self.cfg = cfg.clone();
+    }
+
     /// Build a snapshot from the probe's maps and /proc.
     pub fn snapshot(&mut self, probe: &mut Probe, events_received: u64) -> anyhow::Result<Built> {
         let t0 = Instant::now();
@@ -183,6 +190,7 @@ impl Tracker {
                 connections_stalled: pc.stalled,
                 send_queue_bytes: pc.send_queue_bytes,
                 recv_queue_bytes: pc.recv_queue_bytes,
+                kubernetes: crate::k8s::pod_of(resources.as_ref()),
                 resources,
             };
             if self.selected(&ps) {
@@ -200,13 +208,15 @@ impl Tracker {
                 continue;
             }
             let open = procinfo::socket_inodes(*pid).intersection(&pre.inodes).count() as u64;
+            let resources = self.sampler.process(*pid);
             let ps = ProcessSnapshot {
                 pid: *pid,
                 comm: id.comm.clone(),
                 cmdline: id.cmdline.join(" "),
                 listening_ports: procinfo::listening_ports(*pid, &sockets),
                 preexisting_connections: open,
-                resources: self.sampler.process(*pid),
+                kubernetes: crate::k8s::pod_of(resources.as_ref()),
+                resources,
                 ..Default::default()
             };
             if open > 0 && self.selected_by_filter(&ps) {
@@ -273,5 +283,16 @@ impl Tracker {
         let f = &self.cfg.probe;
         (f.processes.is_empty() || f.processes.contains(&p.comm))
             && (f.ports.is_empty() || p.exited || p.listening_ports.iter().any(|x| f.ports.contains(x)))
+    }
+}
+
+/// The limits of `cfg` (as `Tracker::new` builds them).
+fn limits(cfg: &Config) -> Limits {
+    Limits {
+        quota: cfg.limits.per_client_connections,
+        idle_after_s: cfg.limits.idle_after.as_secs_f64(),
+        stall_after_s: cfg.limits.stall_after.as_secs_f64(),
+        key_source: cfg.probe.client_key.source(),
+        hash_keys: cfg.probe.client_key.hash,
     }
 }

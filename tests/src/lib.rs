@@ -37,7 +37,8 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn agent_bin() -> PathBuf {
+/// The `wsguard` binary under test (`WSGUARD_BIN`, default the release build).
+pub fn agent_bin() -> PathBuf {
     std::env::var_os("WSGUARD_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target/release/wsguard"))
@@ -120,6 +121,19 @@ impl Agent {
         }
     }
 
+    /// Send `signal` to the running agent (e.g. SIGHUP to reload its config).
+    pub fn signal(&self, signal: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(c.id() as i32, signal) };
+        }
+    }
+
+    /// The agent process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -174,6 +188,10 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.stop(libc::SIGTERM);
         let _ = std::fs::remove_dir_all(&self.pin);
+        // Keep the config and agent log of a failed test for its report.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

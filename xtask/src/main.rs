@@ -1,9 +1,10 @@
-//! Developer tasks for wsguard: `cargo xtask <setup|test|demo>`.
+//! Developer tasks for wsguard: `cargo xtask <setup|test|demo|bench|install>`.
 //!
 //! Each subcommand lives in its own module; this file only parses the command line.
 
 mod bench;
 mod demo;
+mod install;
 mod proc;
 mod setup;
 mod sys;
@@ -32,6 +33,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure what the agent costs a real server (root; not part of `test`).
     Bench(bench::BenchArgs),
+    /// Install the release binary, config (kept if present), systemd unit and bash completion.
+    Install(install::InstallArgs),
 }
 
 fn main() {
@@ -41,6 +44,7 @@ fn main() {
         Command::Test(args) => test::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Install(args) => install::run(&args),
     };
     if let Err(err) = result {
         eprintln!("xtask: error: {err:#}");
