@@ -189,10 +189,14 @@ fn kubernetes_manifests_carry_what_the_agent_needs() {
     let volumes = pod["volumes"].as_array().unwrap();
     let host_path = |name: &str| volumes.iter().find(|v| v["name"] == name).map(|v| v["hostPath"]["path"].clone());
     let mounts = c["volumeMounts"].as_array().unwrap();
-    for path in ["/sys/fs/bpf", "/sys/kernel/tracing", "/var/lib/wsguard"] {
+    for path in ["/sys/fs/bpf", "/sys/kernel/tracing", "/var/lib/wsguard", "/var/log/pods", "/var/log/containers"] {
         let m = mounts.iter().find(|m| m["mountPath"] == path).unwrap_or_else(|| panic!("no mount at {path}"));
         let name = m["name"].as_str().unwrap();
         assert_eq!(host_path(name), Some(Value::from(path)), "{path} is the host's");
+    }
+    // Pod attribution only reads the kubelet's log directory names.
+    for path in ["/var/log/pods", "/var/log/containers"] {
+        assert_eq!(mounts.iter().find(|m| m["mountPath"] == path).unwrap()["readOnly"], true, "{path} read-only");
     }
     let bpffs = mounts.iter().find(|m| m["mountPath"] == "/sys/fs/bpf").unwrap();
     assert_ne!(bpffs["readOnly"], true, "the probe pins itself on /sys/fs/bpf");

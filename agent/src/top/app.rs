@@ -10,6 +10,8 @@ use crate::{alert::Alert, snapshot::ProcessSnapshot};
 
 /// Points kept per sparkline (one per snapshot).
 pub const HISTORY: usize = 120;
+/// Above this many processes, sparklines start empty instead of reading history at start.
+pub const PREFILL_MAX_PROCESSES: usize = 200;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum View {
@@ -135,6 +137,32 @@ impl App {
                 self.down = Some(Down { error, attempts });
             }
         }
+    }
+
+    /// How far back to read history for the sparklines, or None when not worth it: after
+    /// the first refresh only, and not on hosts where 60 full snapshots would be a large read.
+    pub fn prefill_secs(&self) -> Option<u64> {
+        let d = self.data.as_ref()?;
+        if self.history.len() > 1 || d.snapshot.processes.len() > PREFILL_MAX_PROCESSES {
+            return None;
+        }
+        let interval = d.snapshot.agent.interval_seconds.max(0.1);
+        Some(((interval * 60.0).min(300.0)).ceil() as u64)
+    }
+
+    /// Put earlier snapshots (oldest first) in front of the sparkline history.
+    pub fn prefill(&mut self, earlier: &[crate::snapshot::Snapshot]) {
+        // RFC 3339 UTC timestamps of one format order as strings.
+        let mut past: VecDeque<Sample> = earlier
+            .iter()
+            .filter(|s| s.timestamp < self.last_timestamp)
+            .map(Sample::of)
+            .collect();
+        past.extend(self.history.drain(..));
+        while past.len() > HISTORY {
+            past.pop_front();
+        }
+        self.history = past;
     }
 
     /// Processes in display order: most active connections first, then pid.

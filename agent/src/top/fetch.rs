@@ -115,6 +115,14 @@ impl Api {
         Ok(Data { snapshot, health, alerts, predictions, connections })
     }
 
+    /// Snapshots of the last `secs` seconds (to draw the sparklines' past at start).
+    pub async fn recent(&self, secs: u64) -> Result<Vec<Snapshot>, String> {
+        match self.get::<Vec<Snapshot>>(&format!("/api/v1/history?since={secs}s")).await? {
+            Got::Ok(list) => Ok(list),
+            Got::Status(code, msg) => Err(format!("history: {code} {msg}")),
+        }
+    }
+
     /// `/api/v1/alerts`: a list of alerts, bare or as `{"alerts": [...]}`.
     async fn alerts(&self) -> Feed<Vec<Alert>> {
         match self.feed::<serde_json::Value>("/api/v1/alerts", "alerts").await {

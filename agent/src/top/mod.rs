@@ -61,6 +61,11 @@ async fn once(api: &Api, app: &mut App, opts: &Options) -> anyhow::Result<()> {
     let first = api.fetch(None).await;
     let reachable = first.is_ok();
     app.update(first);
+    if let Some(secs) = app.prefill_secs() {
+        if let Ok(earlier) = api.recent(secs).await {
+            app.prefill(&earlier);
+        }
+    }
     if reachable && opts.view == View::Connections {
         app.opened_pid = opts.pid.or_else(|| app.processes().first().map(|p| p.pid));
         if app.opened_pid.is_some() {
@@ -86,6 +91,7 @@ enum Event {
     Redraw,
     Fetched(Box<Result<Data, String>>),
     Acked(String, Result<(), String>),
+    History(Vec<crate::snapshot::Snapshot>),
 }
 
 async fn interactive(api: Api, mut app: App, pid: Option<u32>) -> anyhow::Result<()> {
@@ -99,6 +105,7 @@ async fn interactive(api: Api, mut app: App, pid: Option<u32>) -> anyhow::Result
     let mut terminal = ratatui::try_init().context("cannot set up the terminal (is stdout a terminal?)")?;
     let result = async {
         let mut tick = tokio::time::interval(app.interval);
+        let mut prefilled = false;
         loop {
             terminal.draw(|f| render::render(f, &app))?;
             let ev = tokio::select! {
@@ -119,7 +126,19 @@ async fn interactive(api: Api, mut app: App, pid: Option<u32>) -> anyhow::Result
                     }
                     Action::None => {}
                 },
-                Some(Event::Fetched(r)) => app.update(*r),
+                Some(Event::Fetched(r)) => {
+                    app.update(*r);
+                    if let (Some(secs), false) = (app.prefill_secs(), prefilled) {
+                        prefilled = true;
+                        let (api, tx) = (api.clone(), tx.clone());
+                        tokio::spawn(async move {
+                            if let Ok(list) = api.recent(secs).await {
+                                let _ = tx.send(Event::History(list));
+                            }
+                        });
+                    }
+                }
+                Some(Event::History(list)) => app.prefill(&list),
                 Some(Event::Acked(fp, r)) => {
                     let ok = r.is_ok();
                     app.acked(&fp, r);

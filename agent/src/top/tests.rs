@@ -86,7 +86,7 @@ fn key(app: &mut App, c: KeyCode) -> Action {
 fn summary_shows_totals_and_firing_alerts() {
     let app = app_with_data();
     let text = dump(&app, 120, 40);
-    assert!(text.contains("wsguard top"), "{text}");
+    assert!(text.starts_with(" wsguard health ? 10:05:00 │ 1 Summary "), "{text}");
     assert!(text.contains("active              10"), "{text}");
     // 1234 + 1 ping + 10 + 1 ping received over both processes.
     assert!(text.contains("frames rx         1246"), "{text}");
@@ -255,3 +255,54 @@ fn keys_switch_views_and_quit() {
     assert_eq!(app.key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)), Action::Quit);
 }
 
+#[test]
+fn sparklines_are_prefilled_from_history_once() {
+    let mut app = App::new(API, std::time::Duration::from_secs(2), View::Summary, false);
+    assert_eq!(app.prefill_secs(), None, "no data yet");
+    let mut d = data("2026-01-01T10:05:04.000Z");
+    d.snapshot.agent.interval_seconds = 2.0;
+    app.update(Ok(d));
+    assert_eq!(app.prefill_secs(), Some(120));
+    let mut earlier: Vec<Snapshot> =
+        ["2026-01-01T10:05:00.000Z", "2026-01-01T10:05:02.000Z", "2026-01-01T10:05:04.000Z"].map(snapshot).into();
+    earlier[0].processes[0].websocket.connections_active = 100;
+    earlier[0].totals.connections_active = 100;
+    app.prefill(&earlier);
+    // Two earlier points in front; the current snapshot is not counted twice.
+    let active: Vec<u64> = app.history.iter().map(|s| s.connections_active).collect();
+    assert_eq!(active, [100, 10, 10]);
+    assert_eq!(app.prefill_secs(), None, "once");
+    // A big host starts empty rather than reading 60 full snapshots.
+    let mut big = App::new(API, std::time::Duration::from_secs(2), View::Summary, false);
+    let mut d = data("t");
+    d.snapshot.processes = (0..300).map(|i| process(i, "w", 1, 1)).collect();
+    big.update(Ok(d));
+    assert_eq!(big.prefill_secs(), None);
+}
+
+#[test]
+fn health_lists_problems_with_messages_and_healthy_checks_on_one_line() {
+    let mut app = App::new(API, std::time::Duration::from_secs(2), View::Summary, false);
+    let mut d = data("t");
+    let check = |name: &str, status: crate::health::Status, message: &str| crate::health::Check {
+        name: name.into(),
+        status,
+        message: message.into(),
+        metrics: serde_json::Value::Null,
+    };
+    use crate::health::Status::*;
+    d.health = Some(crate::health::Report {
+        status: Degraded,
+        timestamp: "t".into(),
+        checks: vec![
+            check("probe", Healthy, "probe attached"),
+            check("fd_usage", Degraded, "node[4242] at 85% of RLIMIT_NOFILE"),
+            check("memory", Healthy, "12% used"),
+        ],
+    });
+    app.update(Ok(d));
+    let text = dump(&app, 120, 40);
+    assert!(text.contains("DEGRADED  fd_usage: node[4242] at 85% of RLIMIT_NOFILE"), "{text}");
+    assert!(text.contains("ok        probe, memory"), "{text}");
+    assert!(text.starts_with(" wsguard DEGRADED "), "{text}");
+}

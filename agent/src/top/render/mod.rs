@@ -80,20 +80,16 @@ fn status_word(app: &App) -> Span<'static> {
     }
 }
 
+/// Status and time first: on a narrow terminal the view names are what gets cut.
 fn header(app: &App) -> Line<'static> {
-    let mut spans = vec![Span::styled(" wsguard top ", Style::new().add_modifier(Modifier::BOLD))];
+    let mut spans = vec![Span::styled(" wsguard ", Style::new().add_modifier(Modifier::BOLD)), status_word(app)];
+    if let Some(d) = &app.data {
+        spans.push(Span::raw(format!(" {} ", fmt::clock(&d.snapshot.timestamp))));
+    }
+    spans.push(Span::raw("│"));
     for (i, v) in View::ALL.iter().enumerate() {
         let label = format!(" {} {} ", i + 1, v.title());
         spans.push(if *v == app.view { Span::styled(label, Style::new().reversed()) } else { Span::raw(label) });
-    }
-    spans.push(Span::raw(" "));
-    spans.push(status_word(app));
-    if let Some(d) = &app.data {
-        spans.push(Span::raw(format!(
-            "  {}  every {}",
-            fmt::clock(&d.snapshot.timestamp),
-            humantime::format_duration(app.interval)
-        )));
     }
     Line::from(spans)
 }
@@ -109,7 +105,11 @@ fn footer(app: &App) -> String {
         View::Alerts => "↑↓ select  (ack needs an API token)",
         View::Predictions => "↑↓ select",
     };
-    format!(" {keys}  1-5/Tab views  r refresh  ? help  q quit   {}", app.api)
+    format!(
+        " {keys}  1-5/Tab views  r refresh  ? help  q quit   {} every {}",
+        app.api,
+        humantime::format_duration(app.interval)
+    )
 }
 
 /// Before the first answer: connecting, or the agent-down screen.

@@ -9,30 +9,44 @@ use ratatui::{
 };
 
 use super::{alerts, status_style};
-use crate::top::{
-    app::{App, Sample},
-    fmt,
+use crate::{
+    health::Status,
+    top::{
+        app::{App, Sample},
+        fmt,
+    },
 };
 
 pub fn render(f: &mut Frame, app: &App, area: Rect) {
     let Some(d) = &app.data else { return };
     let [top, sparks, bottom] =
         Layout::vertical([Constraint::Length(9), Constraint::Length(8), Constraint::Min(3)]).areas(area);
-    let [health, totals] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(top);
+    let [health, totals] = Layout::horizontal([Constraint::Percentage(50), Constraint::Min(48)]).areas(top);
 
+    // Checks that are not healthy get a line with their message; healthy ones share a line.
     let mut lines = Vec::new();
     match &d.health {
         Some(h) => {
-            for c in &h.checks {
+            for c in h.checks.iter().filter(|c| c.status != Status::Healthy) {
                 lines.push(Line::from(vec![
                     Span::styled(format!("{:<10}", format!("{:?}", c.status).to_uppercase()), status_style(c.status)),
-                    Span::raw(format!("{:<11} {}", c.name, c.message)),
+                    Span::raw(format!("{}: {}", c.name, c.message)),
+                ]));
+            }
+            let ok: Vec<&str> = h.checks.iter().filter(|c| c.status == Status::Healthy).map(|c| c.name.as_str()).collect();
+            if !ok.is_empty() {
+                lines.push(Line::from(vec![
+                    Span::styled("ok        ", status_style(Status::Healthy)),
+                    Span::raw(ok.join(", ")),
                 ]));
             }
         }
         None => lines.push(Line::raw("health: not available")),
     }
-    f.render_widget(Paragraph::new(lines).block(Block::bordered().title(" Health ")), health);
+    f.render_widget(
+        Paragraph::new(lines).wrap(ratatui::widgets::Wrap { trim: true }).block(Block::bordered().title(" Health ")),
+        health,
+    );
 
     let s = &d.snapshot;
     let t = &s.totals;
