@@ -67,9 +67,14 @@ pub enum Command {
         /// Process whose connections the Connections view opens (default: the busiest).
         #[arg(long)]
         pid: Option<u32>,
-        /// File with the API token, to acknowledge alerts (default: $WSGUARD_API_TOKEN).
+        /// API token file, to acknowledge alerts (default: the one the config names, when
+        /// readable; without a token the dashboard is read-only).
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// Config whose `[api] token_file` / `state_dir` locate the token (default
+        /// /etc/wsguard/wsguard.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Summarise a period of history: peaks, totals, worst processes.
     Report {
@@ -111,6 +116,13 @@ pub enum Command {
         /// Take `[predict]` from this config file (default: built-in defaults).
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// Alerts of the running agent: list, show, ack, silence, fire… (changes need the API token).
+    Alerts {
+        #[command(subcommand)]
+        command: crate::alert::cli::AlertsCommand,
+        #[command(flatten)]
+        api: crate::alert::cli::ApiArgs,
     },
     /// History commands.
     History {

@@ -20,6 +20,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("invalid config {path}: {key}: {message}")]
     Value { path: PathBuf, key: &'static str, message: String },
+    #[error("refusing config {path}: {message}")]
+    Insecure { path: PathBuf, message: String },
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -32,6 +34,7 @@ pub struct Config {
     pub history: crate::history::HistoryConfig,
     pub metrics: crate::metrics::MetricsConfig,
     pub predict: crate::predict::PredictConfig,
+    pub alert: crate::alert::AlertConfig,
 }
 
 /// Thresholds that classify connections and clients.
@@ -109,11 +112,14 @@ impl Default for AgentConfig {
 pub struct ApiConfig {
     /// HTTP API address. Loopback by default: the API shows what every process on the host does.
     pub listen: SocketAddr,
+    /// File holding the bearer token mutating calls need (created 0600 with a random token
+    /// when missing). Default: `<state_dir>/api-token`.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:9595".parse().expect("valid default") }
+        Self { listen: "127.0.0.1:9595".parse().expect("valid default"), token_file: None }
     }
 }
 
@@ -150,14 +156,27 @@ impl Default for ProbeConfig {
 }
 
 impl Config {
+    /// The API token file in effect.
+    pub fn token_file(&self) -> PathBuf {
+        crate::token::path(self.api.token_file.as_deref(), &self.agent.state_dir)
+    }
+
     /// Load from `path`; a missing file at the default location means "all defaults".
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let (path, explicit) = match path {
             Some(p) => (p.to_path_buf(), true),
             None => (PathBuf::from(DEFAULT_PATH), false),
         };
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
+        let text = match std::fs::File::open(&path) {
+            Ok(mut f) => {
+                // As root, a config others can write is a way to run their commands as root.
+                crate::privs::check_config_file(&path, &f)
+                    .map_err(|message| ConfigError::Insecure { path: path.clone(), message })?;
+                let mut t = String::new();
+                std::io::Read::read_to_string(&mut f, &mut t)
+                    .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                t
+            }
             Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(source) => return Err(ConfigError::Read { path, source }),
         };
@@ -198,6 +217,9 @@ impl Config {
             return Err(ConfigError::Value { path: path.into(), key, message });
         }
         if let Err((key, message)) = self.predict.validate() {
+            return Err(ConfigError::Value { path: path.into(), key, message });
+        }
+        if let Err((key, message)) = self.alert.validate() {
             return Err(ConfigError::Value { path: path.into(), key, message });
         }
         if !self.probe.pin_path.is_absolute() {

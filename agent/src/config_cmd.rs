@@ -33,8 +33,8 @@ fn loopback(ip: IpAddr) -> bool {
     ip.is_loopback()
 }
 
-/// The API shows what every process on the host does (peers, client keys, command lines) and
-/// has no authentication for reads: reachable from other hosts, anyone there can read it.
+/// The API shows what every process on the host does (peers, client keys, command lines); only
+/// mutations need the token, reads are open: reachable from other hosts, anyone there reads it.
 fn api_exposed(cfg: &Config) -> Vec<Warning> {
     let ip = cfg.api.listen.ip();
     if loopback(ip) {
@@ -43,8 +43,8 @@ fn api_exposed(cfg: &Config) -> Vec<Warning> {
     let mut out = vec![warn(
         "api.listen",
         format!(
-            "the API listens on {} (not loopback) without authentication: anyone who can reach it reads every \
-             process's connections, peers and command lines; restrict it with a firewall or network policy",
+            "the API listens on {} (not loopback) and its reads need no token: anyone who can reach it reads \
+             every process's connections, peers and command lines; restrict it with a firewall or network policy",
             cfg.api.listen
         ),
     )];

@@ -1,35 +1,16 @@
-//! wsguard: a host agent that watches unmodified WebSocket servers with eBPF.
-
-#[allow(dead_code)]
-mod alert;
-mod api;
-mod cli;
-mod client;
-mod completions;
-mod config;
-mod config_cmd;
-mod conns;
-mod doctor;
-mod events;
-mod health;
-mod history;
-mod k8s;
-mod metrics;
-mod predict;
-mod probe;
-mod procinfo;
-mod reload;
-mod resources;
-mod run;
-mod snapshot;
-mod top;
-mod track;
+//! wsguard: a host agent that watches unmodified WebSocket servers with eBPF. This file is the
+//! command line; the modules are in the library (`src/lib.rs`).
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{Cli, Command, ConfigCommand, HistoryCommand};
-use config::Config;
+use wsguard::{
+    alert,
+    cli::{Cli, Command, ConfigCommand, HistoryCommand},
+    client, completions,
+    config::Config,
+    config_cmd, doctor, history, predict, probe, reload, run, top,
+};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -48,10 +29,12 @@ async fn main() -> ExitCode {
             Ok(false) => return ExitCode::from(1),
             Err(e) => Err(e),
         },
-        Command::Top { api, interval, view, once, width, height, pid, token_file } => match top::token(token_file.as_ref()) {
-            Ok(token) => top::run(top::Options { api, interval, view, once, width, height, pid, token }).await,
-            Err(e) => Err(e),
-        },
+        Command::Top { api, interval, view, once, width, height, pid, token_file, config } => {
+            match top::token(token_file.as_deref(), config.as_deref()) {
+                Ok(token) => top::run(top::Options { api, interval, view, once, width, height, pid, token }).await,
+                Err(e) => Err(e),
+            }
+        }
         Command::Report { hours, format, json, state_dir, api } => {
             let format = if json { history::Format::Json } else { format };
             client::report(&api, state_dir.as_deref(), hours, format).await
@@ -69,6 +52,7 @@ async fn main() -> ExitCode {
                 Ok(())
             }),
         Command::Replay { file, speed, json, config } => predict::replay::run(&file, config.as_deref(), speed, json),
+        Command::Alerts { command, api } => alert::cli::run(command, api).await,
         Command::History { command: HistoryCommand::Export { since, state_dir, api } } => {
             predict::replay::history_export(&api, state_dir.as_deref(), &since).await
         }

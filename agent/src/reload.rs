@@ -17,7 +17,7 @@ use crate::{config::Config, predict::Predictor, track::Tracker};
 /// Keys (or key prefixes ending in `.`) that take effect without a restart. Extend it together
 /// with [`apply_reload`], e.g. `"alert."` once the alert engine takes new rules.
 pub const LIVE: &[&str] =
-    &["agent.interval", "agent.log_level", "limits.", "probe.ports", "probe.processes", "predict."];
+    &["agent.interval", "agent.log_level", "limits.", "probe.ports", "probe.processes", "predict.", "alert."];
 
 fn is_live(key: &str) -> bool {
     LIVE.iter().any(|l| if l.ends_with('.') { key.starts_with(l) } else { key == *l })
@@ -54,6 +54,7 @@ pub struct Live<'a> {
     pub predictor: &'a mut Option<Predictor>,
     pub tick: &'a mut tokio::time::Interval,
     pub logs: &'a Logs,
+    pub alerts: &'a crate::alert::service::AlertService,
 }
 
 /// Dotted key → value of every leaf of `cfg`.
@@ -151,13 +152,22 @@ pub fn apply_reload(old: &Config, new: &Config, live: Live) {
     if old.agent.interval != new.agent.interval {
         *live.tick = tokio::time::interval(new.agent.interval);
     }
-    if serde_json::to_value(&old.predict).ok() != serde_json::to_value(&new.predict).ok() {
+    if json(&old.predict) != json(&new.predict) {
         *live.predictor = new.predict.enabled.then(|| Predictor::new(new.predict.clone()));
         if new.predict.enabled {
             info!("forecast settings changed: forecasts start over with fresh windows");
         }
     }
     live.tracker.reconfigure(new);
+    // Rules, escalation and flap settings; the quota rule follows `limits`. Alert state (firing,
+    // acks, silences) is kept.
+    if json(&old.alert) != json(&new.alert) || old.limits.per_client_connections != new.limits.per_client_connections {
+        live.alerts.reconfigure(new.alert.clone(), new.limits.per_client_connections);
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Option<Value> {
+    serde_json::to_value(v).ok()
 }
 
 #[cfg(test)]

@@ -107,3 +107,95 @@ fn top_says_when_the_agent_is_unreachable() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 6);
 }
+
+/// A private tmux server running `wsguard top` in a 120x40 pane; killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(cmd: &str) -> Tmux {
+        let t = Tmux { socket: format!("wsguard-top-test-{}", std::process::id()) };
+        let ok = Command::new("tmux")
+            .args(["-L", &t.socket, "new-session", "-d", "-x", "120", "-y", "40", cmd])
+            .status()
+            .expect("tmux (Debian package tmux)")
+            .success();
+        assert!(ok, "tmux new-session failed");
+        t
+    }
+
+    fn keys(&self, keys: &str) {
+        assert!(Command::new("tmux").args(["-L", &self.socket, "send-keys", keys]).status().unwrap().success());
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux").args(["-L", &self.socket, "capture-pane", "-p"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Poll the screen until `pred` holds (10 s).
+    fn wait(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = self.screen();
+            if pred(&s) {
+                return s;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what} not on screen:\n{s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).status();
+    }
+}
+
+/// The interactive dashboard in a real terminal (tmux): a real quota alert is listed, Enter
+/// acknowledges it through the API with the agent's token, q quits.
+#[test]
+fn top_acknowledges_an_alert_from_the_keyboard() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let server = Server::node(&[])?;
+    let agent = Agent::start_with("top-ack", "[limits]\nper_client_connections = 2\n")?;
+    let _clients = (0..3).map(|_| RawClient::connect(server.port)).collect::<Result<Vec<_>>>()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !agent.get("/api/v1/alerts")?.as_array().unwrap().iter().any(|a| {
+        a["labels"]["alertname"] == "ClientConnectionQuota" && a["status"] == "firing" && a["labels"]["pid"] == server.pid.to_string()
+    }) {
+        assert!(std::time::Instant::now() < deadline, "quota alert did not fire");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // --once lists it.
+    let (text, code) = top(&agent.api, &["--view", "alerts"]);
+    assert_eq!(code, Some(0), "{text}");
+    let cells = row(&text, "ClientConnectionQuota");
+    assert_eq!(&cells[..2], ["critical", "firing"], "{text}");
+
+    let token = agent.dir.join("state/api-token");
+    let cmd = format!(
+        "{} top --api {} --view alerts --interval 500ms --token-file {}",
+        agent_bin().display(),
+        agent.api,
+        token.display()
+    );
+    let tmux = Tmux::start(&cmd);
+    let screen = tmux.wait("the alert list", |s| s.contains("ClientConnectionQuota") && s.contains("Enter acknowledge"));
+    // The selected (first) row's fingerprint.
+    let line = screen.lines().find(|l| l.contains('›')).expect("a selected row");
+    let fp = line.split_whitespace().find(|w| w.len() == 16 && w.chars().all(|c| c.is_ascii_hexdigit())).expect("fingerprint");
+    tmux.keys("Enter");
+    tmux.wait("the ack confirmation", |s| s.contains(&format!("acknowledged {fp}")));
+    let a = agent.get(&format!("/api/v1/alerts/{fp}"))?;
+    assert_eq!(a["acknowledged"], true, "{a:#}");
+    assert_eq!(a["ack"]["comment"], "acknowledged from wsguard top");
+    tmux.keys("q");
+    tmux.wait("top to quit", |s| !s.contains("wsguard"));
+    Ok(())
+}

@@ -316,7 +316,7 @@ impl App {
             return Action::None;
         }
         if !self.can_ack {
-            self.message = Some("cannot acknowledge: no API token (WSGUARD_API_TOKEN or --token-file)".into());
+            self.message = Some("cannot acknowledge: no API token (run as root on the agent's host, or --token-file)".into());
             return Action::None;
         }
         self.message = Some(format!("acknowledging {} …", a.fingerprint));

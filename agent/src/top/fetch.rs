@@ -140,7 +140,7 @@ impl Api {
     /// Acknowledge an alert (`POST /api/v1/alerts/{fingerprint}/ack`, bearer token).
     pub async fn ack(&self, fingerprint: &str, by: &str) -> Result<(), String> {
         let Some(token) = &self.token else {
-            return Err("no API token: set WSGUARD_API_TOKEN or --token-file to acknowledge".into());
+            return Err("no API token: run as root on the agent's host, or pass --token-file".into());
         };
         let url = format!("{}/api/v1/alerts/{fingerprint}/ack", self.base);
         let body = serde_json::json!({"by": by, "comment": "acknowledged from wsguard top"});

@@ -11,7 +11,7 @@ pub mod render;
 #[cfg(test)]
 mod tests;
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::Path, time::Duration};
 
 use anyhow::Context;
 use ratatui::{
@@ -37,13 +37,16 @@ pub struct Options {
     pub token: Option<String>,
 }
 
-/// The API token for acknowledgements: `--token-file`, else `WSGUARD_API_TOKEN`.
-pub fn token(file: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
+/// The API token for acknowledgements, found as `wsguard alerts` finds it: `--token-file`
+/// (must be readable), else the config's token file if this user can read it (root on the
+/// agent's host), else none: the dashboard is then read-only and says so on Enter.
+pub fn token(file: Option<&Path>, config: Option<&Path>) -> anyhow::Result<Option<String>> {
     if let Some(f) = file {
-        let t = std::fs::read_to_string(f).with_context(|| format!("cannot read --token-file {}", f.display()))?;
-        return Ok(Some(t.trim().to_string()));
+        let t = crate::token::load(f).with_context(|| format!("cannot read --token-file {}", f.display()))?;
+        return Ok(Some(t.as_str().to_string()));
     }
-    Ok(std::env::var("WSGUARD_API_TOKEN").ok().filter(|t| !t.trim().is_empty()))
+    let Ok(cfg) = crate::config::Config::load(config) else { return Ok(None) };
+    Ok(crate::token::load(&cfg.token_file()).ok().map(|t| t.as_str().to_string()))
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
