@@ -69,7 +69,7 @@ pub enum Command {
         pid: Option<u32>,
         /// API token file, to acknowledge alerts (default: the one the config names, when
         /// readable; without a token the dashboard is read-only).
-        #[arg(long)]
+        #[arg(long, env = "WSGUARD_TOKEN_FILE")]
         token_file: Option<PathBuf>,
         /// Config whose `[api] token_file` / `state_dir` locate the token (default
         /// /etc/wsguard/wsguard.toml).

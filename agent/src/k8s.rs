@@ -213,6 +213,19 @@ mod tests {
         assert_eq!(empty.lookup(UID, Some(ID)), None);
     }
 
+    /// The snapshot carries `kubernetes` only for processes in a pod.
+    #[test]
+    fn snapshot_field_absent_off_kubernetes() {
+        let mut p = crate::snapshot::ProcessSnapshot { pid: 1, ..Default::default() };
+        let v = serde_json::to_value(&p).unwrap();
+        assert!(v.get("kubernetes").is_none(), "{v}");
+        p.kubernetes = Some(Pod { namespace: "prod".into(), pod: "chat-0".into(), container: None });
+        let v = serde_json::to_value(&p).unwrap();
+        assert_eq!(v["kubernetes"], serde_json::json!({"namespace": "prod", "pod": "chat-0", "container": null}));
+        let back: crate::snapshot::ProcessSnapshot = serde_json::from_value(v).unwrap();
+        assert_eq!(back.kubernetes.unwrap().pod, "chat-0");
+    }
+
     /// A pod that appears after the first scan is found at the next rescan, not before.
     #[test]
     fn new_pods_after_the_rescan_interval() {

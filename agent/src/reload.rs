@@ -198,6 +198,14 @@ mod tests {
     }
 
     #[test]
+    fn alert_settings_are_live() {
+        let p = plan(&cfg(""), &cfg("[alert]\nresolved_retention = \"2h\"\n"));
+        assert_eq!(p.applied, ["alert.resolved_retention: \"1h\" → \"2h\""]);
+        assert!(p.restart.is_empty());
+        assert_eq!(p.config.alert.resolved_retention, std::time::Duration::from_secs(7200));
+    }
+
+    #[test]
     fn optional_keys_set_and_unset() {
         let old = cfg("");
         let new = cfg("[predict]\nmax_connections_per_process = 100\n");

@@ -60,7 +60,8 @@ pub fn run(args: &InstallArgs) -> Result<()> {
     if args.root == Path::new("/") && !crate::sys::is_root() {
         bail!("installing into / needs root (or use --root DIR)");
     }
-    let done = install(&bin, &args.root, &args.prefix, &util::workspace_root().join("config"))?;
+    let layout = Layout { prefix: args.prefix.clone(), unit_dir: PathBuf::from("/etc/systemd/system") };
+    let done = install(&bin, &args.root, &layout, &util::workspace_root().join("config"))?;
     if args.root != Path::new("/") {
         println!("\nInstalled under {} (systemctl not run).", args.root.display());
         return Ok(());
@@ -81,8 +82,16 @@ pub fn run(args: &InstallArgs) -> Result<()> {
     Ok(())
 }
 
+/// Where things go: `/usr/local` + `/etc/systemd/system` for an admin's install, `/usr` +
+/// `/usr/lib/systemd/system` for a package.
+pub struct Layout {
+    pub prefix: PathBuf,
+    pub unit_dir: PathBuf,
+}
+
 /// Install `bin`, the config and unit from `config_dir` under `root`.
-pub fn install(bin: &Path, root: &Path, prefix: &Path, config_dir: &Path) -> Result<Installed> {
+pub fn install(bin: &Path, root: &Path, layout: &Layout, config_dir: &Path) -> Result<Installed> {
+    let prefix = layout.prefix.as_path();
     if !bin.is_file() {
         bail!("{} missing: build it first (`cargo build --release -p wsguard`)", bin.display());
     }
@@ -124,7 +133,7 @@ pub fn install(bin: &Path, root: &Path, prefix: &Path, config_dir: &Path) -> Res
     step("systemd unit");
     let unit_text = fs::read_to_string(config_dir.join("wsguard.service"))?;
     let unit_text = unit_text.replace(UNIT_BIN, &installed_bin.to_string_lossy());
-    let unit = under(Path::new("/etc/systemd/system/wsguard.service"));
+    let unit = under(&layout.unit_dir.join("wsguard.service"));
     mkdir(unit.parent().expect("has a parent"), 0o755)?;
     write(&unit, unit_text.as_bytes(), 0o644)?;
     println!("    {}", unit.display());
@@ -176,6 +185,10 @@ fn finish(tmp: &Path, path: &Path, mode: u32) -> Result<()> {
 mod tests {
     use super::*;
 
+    fn opt() -> Layout {
+        Layout { prefix: "/opt/wsguard".into(), unit_dir: "/etc/systemd/system".into() }
+    }
+
     fn mode(p: &Path) -> u32 {
         fs::metadata(p).unwrap().permissions().mode() & 0o777
     }
@@ -191,7 +204,7 @@ mod tests {
         let root = std::env::temp_dir().join(format!("wsguard-install-{}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
         let config_dir = util::workspace_root().join("config");
-        let done = install(&bin, &root, Path::new("/opt/wsguard"), &config_dir).unwrap();
+        let done = install(&bin, &root, &opt(), &config_dir).unwrap();
 
         assert_eq!(done.binary, root.join("opt/wsguard/bin/wsguard"));
         assert_eq!(fs::read(&done.binary).unwrap(), fs::read(&bin).unwrap());
@@ -215,7 +228,7 @@ mod tests {
         // Again, with an operator's edit in the config: kept, the shipped one alongside.
         let edited = "[limits]\nper_client_connections = 3\n";
         fs::write(&done.config, edited).unwrap();
-        let again = install(&bin, &root, Path::new("/opt/wsguard"), &config_dir).unwrap();
+        let again = install(&bin, &root, &opt(), &config_dir).unwrap();
         assert_eq!(fs::read_to_string(&again.config).unwrap(), edited);
         let new = again.config_new.expect("shipped config written next to it");
         assert_eq!(new, root.join("etc/wsguard/wsguard.toml.new"));
@@ -223,7 +236,7 @@ mod tests {
 
         // An existing config the new binary rejects stops the install with the reason.
         fs::write(&done.config, "[limits]\nper_client_connections = 0\n").unwrap();
-        let e = install(&bin, &root, Path::new("/opt/wsguard"), &config_dir).unwrap_err().to_string();
+        let e = install(&bin, &root, &opt(), &config_dir).unwrap_err().to_string();
         assert!(e.contains("limits.per_client_connections"), "{e}");
         assert!(fs::read_dir(root.join("etc/wsguard")).unwrap().all(|e| !e.unwrap().path().to_string_lossy().ends_with("tmp")));
         let _ = fs::remove_dir_all(&root);
@@ -233,9 +246,10 @@ mod tests {
     fn refuses_a_missing_binary_and_a_relative_prefix() {
         let root = std::env::temp_dir().join(format!("wsguard-install-bad-{}", std::process::id()));
         let cfg = util::workspace_root().join("config");
-        assert!(install(Path::new("/nonexistent/wsguard"), &root, Path::new("/usr/local"), &cfg).is_err());
+        let layout = |p: &str| Layout { prefix: p.into(), unit_dir: "/etc/systemd/system".into() };
+        assert!(install(Path::new("/nonexistent/wsguard"), &root, &layout("/usr/local"), &cfg).is_err());
         let exe = std::env::current_exe().unwrap();
-        assert!(install(&exe, &root, Path::new("usr/local"), &cfg).is_err());
+        assert!(install(&exe, &root, &layout("usr/local"), &cfg).is_err());
         assert!(!root.exists());
     }
 }

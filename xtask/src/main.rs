@@ -1,8 +1,9 @@
-//! Developer tasks for wsguard: `cargo xtask <setup|test|demo|bench|install>`.
+//! Developer tasks for wsguard: `cargo xtask <setup|test|demo|bench|install|deb>`.
 //!
 //! Each subcommand lives in its own module; this file only parses the command line.
 
 mod bench;
+mod deb;
 mod demo;
 mod install;
 mod proc;
@@ -35,6 +36,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Install the release binary, config (kept if present), systemd unit and bash completion.
     Install(install::InstallArgs),
+    /// Build a Debian package (target/debian/wsguard_VERSION_ARCH.deb) with dpkg-deb.
+    Deb(deb::DebArgs),
 }
 
 fn main() {
@@ -45,6 +48,7 @@ fn main() {
         Command::Demo(args) => demo::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Install(args) => install::run(&args),
+        Command::Deb(args) => deb::run(&args),
     };
     if let Err(err) = result {
         eprintln!("xtask: error: {err:#}");
