@@ -137,6 +137,10 @@ fn errors_exit_2_with_a_message() {
         assert_eq!(o.code, Some(2), "{args:?}: {}", o.stderr);
         assert!(o.stderr.contains("error:"), "{args:?}: {}", o.stderr);
     }
+    // The live dashboard needs a terminal; piped, it says to use --once.
+    let o = wsguard(&["top", "--api", &down]).unwrap();
+    assert_eq!(o.code, Some(2));
+    assert!(o.stderr.contains("--once"), "{}", o.stderr);
     let o = wsguard(&["no-such-command"]).unwrap();
     assert_eq!(o.code, Some(2));
     let o = wsguard(&["report", "--state-dir", "/nonexistent/wsguard"]).unwrap();

@@ -166,7 +166,7 @@ fn top_acknowledges_an_alert_from_the_keyboard() -> Result<()> {
     let _clients = (0..3).map(|_| RawClient::connect(server.port)).collect::<Result<Vec<_>>>()?;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !agent.get("/api/v1/alerts")?.as_array().unwrap().iter().any(|a| {
-        a["labels"]["alertname"] == "ClientConnectionQuota" && a["status"] == "firing" && a["labels"]["pid"] == server.pid.to_string()
+        a["labels"]["alertname"] == "ClientConnectionQuota" && a["status"] == "firing" && a["labels"]["pid"].as_str() == Some(server.pid.to_string().as_str())
     }) {
         assert!(std::time::Instant::now() < deadline, "quota alert did not fire");
         std::thread::sleep(Duration::from_millis(100));

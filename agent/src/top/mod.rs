@@ -99,13 +99,17 @@ enum Event {
 
 async fn interactive(api: Api, mut app: App, pid: Option<u32>) -> anyhow::Result<()> {
     app.opened_pid = pid;
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        anyhow::bail!("stdout is not a terminal: use `wsguard top --once` for a text frame");
+    }
+    let mut terminal = ratatui::try_init().context("cannot set up the terminal")?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let input = {
         let (tx, stop) = (tx.clone(), stop.clone());
         std::thread::spawn(move || read_terminal(tx, stop))
     };
-    let mut terminal = ratatui::try_init().context("cannot set up the terminal (is stdout a terminal?)")?;
     let result = async {
         let mut tick = tokio::time::interval(app.interval);
         let mut prefilled = false;
