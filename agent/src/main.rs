@@ -12,6 +12,8 @@ mod events;
 mod health;
 mod history;
 mod metrics;
+#[allow(dead_code)]
+mod notify;
 mod predict;
 mod probe;
 mod procinfo;
