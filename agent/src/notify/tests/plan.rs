@@ -68,7 +68,7 @@ fn group_wait_collects_and_group_interval_spaces_notices() {
     let a1 = firing("Quota", &[("client", "a")], Critical, 0);
     let a2 = firing("Quota", &[("client", "b")], Critical, 5);
     let other = firing("Other", &[], Warning, 5);
-    assert!(p.plan(&[], &[a1.clone()], at(0), &no_backlog).is_empty(), "waiting group_wait");
+    assert!(p.plan(&[], std::slice::from_ref(&a1), at(0), &no_backlog).is_empty(), "waiting group_wait");
     assert!(p.plan(&[], &[a1.clone(), a2.clone(), other.clone()], at(5), &no_backlog).is_empty());
     let ns = p.plan(&[], &[a1.clone(), a2.clone(), other.clone()], at(10), &no_backlog);
     // Quota's group (since 0) is due at 10 with both clients; Other's (since 5) at 15.
@@ -93,7 +93,7 @@ fn firing_then_resolved_within_group_wait_is_one_resolved_entry() {
     cfg.group_wait = Duration::from_secs(10);
     let mut p = planner(&cfg, PlanState::default());
     let a = firing("Blip", &[], Warning, 0);
-    assert!(p.plan(&[], &[a.clone()], at(0), &no_backlog).is_empty());
+    assert!(p.plan(&[], std::slice::from_ref(&a), at(0), &no_backlog).is_empty());
     assert!(p.plan(&[resolve(&a, 5)], &[], at(5), &no_backlog).is_empty());
     let ns = p.plan(&[], &[], at(10), &no_backlog);
     assert_eq!(summary(&ns), vec![("w".into(), vec![r("Blip", Reason::Resolved)])]);
@@ -108,16 +108,16 @@ fn repeat_after_interval_unless_acknowledged_or_silenced() {
     cfg.repeat_interval = Duration::from_secs(3600);
     let mut p = planner(&cfg, PlanState::default());
     let mut a = firing("Long", &[], Warning, 0);
-    assert_eq!(p.plan(&[], &[a.clone()], at(0), &no_backlog).len(), 1);
-    assert!(p.plan(&[], &[a.clone()], at(3599), &no_backlog).is_empty());
-    let ns = p.plan(&[], &[a.clone()], at(3600), &no_backlog);
+    assert_eq!(p.plan(&[], std::slice::from_ref(&a), at(0), &no_backlog).len(), 1);
+    assert!(p.plan(&[], std::slice::from_ref(&a), at(3599), &no_backlog).is_empty());
+    let ns = p.plan(&[], std::slice::from_ref(&a), at(3600), &no_backlog);
     assert_eq!(summary(&ns), vec![("w".into(), vec![r("Long", Reason::Repeat)])]);
-    assert!(p.plan(&[], &[a.clone()], at(3700), &no_backlog).is_empty(), "next repeat an interval later");
+    assert!(p.plan(&[], std::slice::from_ref(&a), at(3700), &no_backlog).is_empty(), "next repeat an interval later");
     a.acknowledged = true;
-    assert!(p.plan(&[], &[a.clone()], at(7200), &no_backlog).is_empty(), "acknowledged: no repeat");
+    assert!(p.plan(&[], std::slice::from_ref(&a), at(7200), &no_backlog).is_empty(), "acknowledged: no repeat");
     a.acknowledged = false;
     a.silenced = true;
-    assert!(p.plan(&[], &[a.clone()], at(7300), &no_backlog).is_empty(), "silenced: no repeat");
+    assert!(p.plan(&[], std::slice::from_ref(&a), at(7300), &no_backlog).is_empty(), "silenced: no repeat");
     a.silenced = false;
     assert_eq!(summary(&p.plan(&[], &[a], at(7400), &no_backlog)), vec![("w".into(), vec![r("Long", Reason::Repeat)])]);
 }
@@ -128,7 +128,7 @@ fn resolved_always_reaches_every_channel_that_heard_the_firing() {
     for flag in ["acknowledged", "silenced", "inhibited"] {
         let mut p = planner(&cfg, PlanState::default());
         let a = firing("Quota", &[], Critical, 0);
-        assert_eq!(p.plan(&[], &[a.clone()], at(0), &no_backlog).len(), 2);
+        assert_eq!(p.plan(&[], std::slice::from_ref(&a), at(0), &no_backlog).len(), 2);
         let mut still = a.clone();
         match flag {
             "acknowledged" => still.acknowledged = true,
@@ -154,7 +154,7 @@ fn silenced_alert_is_not_notified_and_its_resolve_neither() {
     let mut p = planner(&cfg, PlanState::default());
     let mut a = firing("Quiet", &[], Critical, 0);
     a.silenced = true;
-    assert!(p.plan(&[(transition(&a, K::Firing, 0), a.clone())], &[a.clone()], at(0), &no_backlog).is_empty());
+    assert!(p.plan(&[(transition(&a, K::Firing, 0), a.clone())], std::slice::from_ref(&a), at(0), &no_backlog).is_empty());
     assert!(p.plan(&[resolve(&a, 10)], &[], at(10), &no_backlog).is_empty());
     // A silence that ends while the alert still fires: the alert is notified then.
     let mut b = firing("Later", &[], Critical, 20);
@@ -175,7 +175,7 @@ fn escalation_goes_to_the_new_tiers_route_and_resolve_to_both() {
     );
     let mut p = planner(&cfg, PlanState::default());
     let a = firing("Stuck", &[], Warning, 0);
-    assert_eq!(summary(&p.plan(&[], &[a.clone()], at(0), &no_backlog)), vec![("ops".into(), vec![r("Stuck", Reason::Firing)])]);
+    assert_eq!(summary(&p.plan(&[], std::slice::from_ref(&a), at(0), &no_backlog)), vec![("ops".into(), vec![r("Stuck", Reason::Firing)])]);
     let mut up = a.clone();
     (up.tier, up.tier_name, up.severity) = (1, Some("engineering".into()), Critical);
     let ns = p.plan(&[(transition(&up, K::Escalated, 900), up.clone())], &[up.clone()], at(900), &no_backlog);
@@ -195,12 +195,12 @@ fn severity_raise_is_notified_and_a_vanished_alert_is_resolved() {
     let cfg = config(vec![channel("a", ChannelKind::Webhook)], vec![]);
     let mut p = planner(&cfg, PlanState::default());
     let a = firing("Fd", &[("pid", "1")], Warning, 0);
-    p.plan(&[], &[a.clone()], at(0), &no_backlog);
+    p.plan(&[], std::slice::from_ref(&a), at(0), &no_backlog);
     let mut crit = a.clone();
     crit.severity = Critical;
     assert_eq!(summary(&p.plan(&[], &[crit.clone()], at(5), &no_backlog)), vec![("a".into(), vec![r("Fd", Reason::SeverityRaised)])]);
     // Back to warning: no notice.
-    assert!(p.plan(&[], &[a.clone()], at(10), &no_backlog).is_empty());
+    assert!(p.plan(&[], std::slice::from_ref(&a), at(10), &no_backlog).is_empty());
     // Gone from the firing set without a transition (e.g. resolved by hand elsewhere).
     let ns = p.plan(&[], &[], at(15), &no_backlog);
     assert_eq!(summary(&ns), vec![("a".into(), vec![r("Fd", Reason::Resolved)])]);
@@ -213,10 +213,10 @@ fn state_survives_a_restart_so_the_resolve_still_goes_out() {
     let cfg = config(vec![channel("a", ChannelKind::Webhook)], vec![]);
     let mut p = planner(&cfg, PlanState::default());
     let a = firing("Quota", &[], Critical, 0);
-    p.plan(&[], &[a.clone()], at(0), &no_backlog);
+    p.plan(&[], std::slice::from_ref(&a), at(0), &no_backlog);
     let saved = serde_json::to_string(&p.state).unwrap();
     let mut p2 = planner(&cfg, serde_json::from_str(&saved).unwrap());
-    assert!(p2.plan(&[], &[a.clone()], at(5), &no_backlog).is_empty(), "no second firing notice after restart");
+    assert!(p2.plan(&[], std::slice::from_ref(&a), at(5), &no_backlog).is_empty(), "no second firing notice after restart");
     assert_eq!(summary(&p2.plan(&[resolve(&a, 10)], &[], at(10), &no_backlog)), vec![("a".into(), vec![r("Quota", Reason::Resolved)])]);
     // A channel removed from the config loses its state.
     let other = config(vec![channel("b", ChannelKind::Webhook)], vec![]);
@@ -234,7 +234,7 @@ fn alertmanager_is_ungrouped_and_resent_every_interval() {
     let a = firing("A", &[], Critical, 0);
     let b = firing("B", &[], Warning, 10);
     let am_only = |ns: Vec<Notice>| ns.into_iter().filter(|n| n.channel == "am").collect::<Vec<_>>();
-    let ns = p.plan(&[], &[a.clone()], at(0), &no_backlog);
+    let ns = p.plan(&[], std::slice::from_ref(&a), at(0), &no_backlog);
     assert_eq!(summary(&ns), vec![("am".into(), vec![r("A", Reason::Firing)])], "no group_wait for Alertmanager");
     assert_eq!(summary(&p.plan(&[], &[a.clone(), b.clone()], at(10), &no_backlog)), vec![("am".into(), vec![r("B", Reason::Firing)])]);
     assert!(p.plan(&[], &[a.clone(), b.clone()], at(30), &no_backlog).iter().all(|n| n.channel == "w"));
