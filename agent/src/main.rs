@@ -11,7 +11,6 @@ mod events;
 mod health;
 mod history;
 mod metrics;
-#[allow(dead_code)]
 mod notify;
 mod predict;
 mod probe;

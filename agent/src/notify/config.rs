@@ -182,6 +182,7 @@ fn default_resend() -> Duration {
 
 impl ChannelConfig {
     /// A channel of `kind` named `name` with every optional setting at its default.
+    #[cfg(test)]
     pub fn new(name: &str, kind: ChannelKind) -> Self {
         ChannelConfig {
             name: name.into(),

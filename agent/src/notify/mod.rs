@@ -251,3 +251,14 @@ impl Notifier {
         NotifyStats { storage, storage_error, unrouted_alerts: lock(&self.planner).0.unrouted_total, channels }
     }
 }
+
+/// The alert service hands every change (evaluations, acks, silences, manual alerts) here.
+impl crate::alert::service::Sink for Notifier {
+    fn submit(&self, events: &[(Transition, Alert)], firing: &[Alert], now: SystemTime) -> Result<()> {
+        Notifier::submit(self, events, firing, now)
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        serde_json::to_value(Notifier::stats(self)).unwrap_or_default()
+    }
+}

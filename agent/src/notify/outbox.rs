@@ -293,18 +293,4 @@ impl Outbox {
         out.retain(|_, p| p.count > 0);
         out
     }
-
-    /// Seqs of every undelivered notice of a channel, oldest first (tests).
-    #[cfg(test)]
-    pub fn all(&mut self, channel: &str) -> Vec<Notice> {
-        let mut out = Vec::new();
-        if let Some(db) = self.db.as_ref() {
-            let mut st = db.prepare("SELECT notice FROM outbox WHERE channel = ?1 ORDER BY seq").unwrap();
-            for j in st.query_map(params![channel], |r| r.get::<_, String>(0)).unwrap() {
-                out.push(serde_json::from_str(&j.unwrap()).unwrap());
-            }
-        }
-        out.extend(self.mem.values().filter(|n| n.channel == channel).cloned());
-        out
-    }
 }

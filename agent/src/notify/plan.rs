@@ -62,6 +62,9 @@ pub struct PlanState {
     pub groups: BTreeMap<String, BTreeMap<String, Group>>,
     /// Alertmanager channel → last resend (unix ms).
     pub resends: BTreeMap<String, u64>,
+    /// `now` of the newest plan (unix ms); an older one is stale (see [`Planner::plan`]).
+    #[serde(default)]
+    pub last_ms: u64,
 }
 
 pub struct Planner {
@@ -98,6 +101,9 @@ impl Planner {
         backlogged: &dyn Fn(&str) -> bool,
     ) -> Vec<Notice> {
         let now_ms = unix_ms(now);
+        let stale = now_ms < self.state.last_ms;
+        self.state.last_ms = self.state.last_ms.max(now_ms);
+        let firing = if stale { &[][..] } else { firing };
         let mut current: BTreeMap<&str, &Alert> =
             firing.iter().filter(|a| a.status == Status::Firing).map(|a| (a.fingerprint.as_str(), a)).collect();
         let mut resolved: BTreeMap<&str, &Alert> = BTreeMap::new();
@@ -114,21 +120,33 @@ impl Planner {
                 _ => {}
             }
         }
-        self.resolves(&current, &resolved, now);
-        self.firing(&current, now_ms);
-        self.resends(&current, now_ms, backlogged);
+        self.resolves(&current, &resolved, now, stale);
+        self.firing(&current, now_ms, stale);
+        if !stale {
+            self.resends(&current, now_ms, backlogged);
+        }
         self.unrouted.retain(|fp| current.contains_key(fp.as_str()));
         self.flush(now_ms)
     }
 
     /// Every channel told about an episode that is no longer firing gets the resolve.
-    fn resolves(&mut self, current: &BTreeMap<&str, &Alert>, resolved: &BTreeMap<&str, &Alert>, now: SystemTime) {
+    fn resolves(
+        &mut self,
+        current: &BTreeMap<&str, &Alert>,
+        resolved: &BTreeMap<&str, &Alert>,
+        now: SystemTime,
+        stale: bool,
+    ) {
         let now_ms = unix_ms(now);
         let mut out = Vec::new();
         for (ch, eps) in self.state.episodes.iter_mut() {
             let ended: Vec<String> = eps
                 .iter()
-                .filter(|(fp, ep)| current.get(fp.as_str()).is_none_or(|a| a.starts_at != ep.starts_at))
+                .filter(|(fp, ep)| {
+                    let announced = resolved.get(fp.as_str()).is_some_and(|a| a.starts_at == ep.starts_at);
+                    let absent = current.get(fp.as_str()).is_none_or(|a| a.starts_at != ep.starts_at);
+                    announced || (absent && !stale)
+                })
                 .map(|(fp, _)| fp.clone())
                 .collect();
             for fp in ended {
@@ -152,7 +170,7 @@ impl Planner {
         }
     }
 
-    fn firing(&mut self, current: &BTreeMap<&str, &Alert>, now_ms: u64) {
+    fn firing(&mut self, current: &BTreeMap<&str, &Alert>, now_ms: u64, stale: bool) {
         for (fp, a) in current {
             let targets: Vec<(String, usize, Grouping)> =
                 self.router.targets(a).into_iter().map(|t| (t.channel.to_string(), t.route, t.grouping.clone())).collect();
@@ -185,6 +203,8 @@ impl Planner {
                         self.state.episodes.get_mut(&name).expect("entry").insert(fp.to_string(), ep);
                         (key, Some((labels, wait, interval)), reason)
                     }
+                    // A stale plan's alert may be older than what the episode holds.
+                    Some(_) if stale => continue,
                     Some(ep) => {
                         let reason = if a.silenced {
                             None

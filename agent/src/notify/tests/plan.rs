@@ -262,3 +262,25 @@ fn group_by_all_labels_gives_each_alert_its_own_notice() {
     assert_eq!(ns.len(), 2);
     assert_eq!(ns[0].group_labels, ns[0].entries[0].alert.labels);
 }
+
+#[test]
+fn a_stale_submit_neither_resolves_nor_downgrades_what_a_newer_one_notified() {
+    let cfg = config(vec![channel("w", ChannelKind::Webhook)], vec![]);
+    let mut p = planner(&cfg, PlanState::default());
+    let old = firing("Old", &[], Warning, 0);
+    let mut new = firing("New", &[], Warning, 10);
+    p.plan(&[], std::slice::from_ref(&old), at(0), &no_backlog);
+    // The newer caller (an evaluation at 10) notifies New, raised to critical.
+    new.severity = Critical;
+    assert_eq!(p.plan(&[], &[old.clone(), new.clone()], at(10), &no_backlog).len(), 1);
+    // The older caller (computed at 9, submitted late) lacks New and sees it as warning: no
+    // resolve, and no spurious severity_raised later.
+    let mut seen_at_9 = new.clone();
+    seen_at_9.severity = Warning;
+    assert!(p.plan(&[], &[old.clone(), seen_at_9], at(9), &no_backlog).is_empty());
+    assert!(p.plan(&[], std::slice::from_ref(&old), at(9), &no_backlog).is_empty());
+    assert!(p.plan(&[], &[old.clone(), new.clone()], at(11), &no_backlog).is_empty());
+    // Its explicit transitions still count.
+    let ns = p.plan(&[resolve(&old, 9)], &[], at(9), &no_backlog);
+    assert_eq!(summary(&ns), vec![("w".into(), vec![r("Old", Reason::Resolved)])]);
+}
