@@ -123,8 +123,8 @@ pub enum SmtpTls {
 }
 
 /// One `[[notify.channels]]` entry. A secret comes from exactly one of the value, `*_file`
-/// (trailing newline trimmed) or `*_env`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// (trailing newline trimmed) or `*_env`. `Debug` hides the secret values.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelConfig {
     pub name: String,
@@ -174,6 +174,34 @@ pub struct ChannelConfig {
     pub password_file: Option<PathBuf>,
     #[serde(default)]
     pub password_env: Option<String>,
+}
+
+impl std::fmt::Debug for ChannelConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hide = |o: &Option<String>| o.as_ref().map(|_| "<redacted>");
+        f.debug_struct("ChannelConfig")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("url", &hide(&self.url))
+            .field("url_file", &self.url_file)
+            .field("url_env", &self.url_env)
+            .field("auth_header", &hide(&self.auth_header))
+            .field("auth_header_file", &self.auth_header_file)
+            .field("auth_header_env", &self.auth_header_env)
+            .field("resend_interval", &self.resend_interval)
+            .field("max_alerts", &self.max_alerts)
+            .field("rate_limit", &self.rate_limit)
+            .field("cooldown", &self.cooldown)
+            .field("smtp", &self.smtp)
+            .field("tls", &self.tls)
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .field("username", &self.username)
+            .field("password", &hide(&self.password))
+            .field("password_file", &self.password_file)
+            .field("password_env", &self.password_env)
+            .finish()
+    }
 }
 
 fn default_resend() -> Duration {

@@ -63,7 +63,9 @@ pub struct PlanState {
     /// Alertmanager channel → last resend (unix ms).
     pub resends: BTreeMap<String, u64>,
     /// `now` of the newest plan (unix ms); an older one is stale (see [`Planner::plan`]).
-    #[serde(default)]
+    /// Not persisted: it only orders callers within one run, and skipping it keeps an
+    /// evaluation that changes nothing from writing the file.
+    #[serde(skip)]
     pub last_ms: u64,
 }
 

@@ -33,6 +33,11 @@ fn cut(s: &str, max: usize) -> String {
     }
 }
 
+/// Slack's mrkdwn treats `&`, `<` and `>` as control characters.
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
 pub fn render(n: &Notice) -> Value {
     let title = n.title();
     let first_summary = n.entries.first().and_then(|e| e.alert.annotations.get("summary")).cloned().unwrap_or_default();
@@ -46,24 +51,24 @@ pub fn render(n: &Notice) -> Value {
         };
         let mut text = format!(
             "{icon} *{}* — {} ({})\n",
-            a.labels.get("alertname").map(String::as_str).unwrap_or(""),
+            esc(a.labels.get("alertname").map(String::as_str).unwrap_or("")),
             a.severity.as_str(),
             e.reason.as_str()
         );
         for k in ["summary", "action"] {
             if let Some(v) = a.annotations.get(k) {
-                text.push_str(&format!("{}{v}\n", if k == "action" { "*Action:* " } else { "" }));
+                text.push_str(&format!("{}{}\n", if k == "action" { "*Action:* " } else { "" }, esc(v)));
             }
         }
         let labels: Vec<String> =
-            a.labels.iter().filter(|(k, _)| *k != "alertname").map(|(k, v)| format!("`{k}={v}`")).collect();
+            a.labels.iter().filter(|(k, _)| *k != "alertname").map(|(k, v)| format!("`{}={}`", esc(k), esc(v))).collect();
         text.push_str(&labels.join(" "));
         text.push_str(&format!("\nSince {}", a.starts_at));
         if let Some(end) = &a.ends_at {
             text.push_str(&format!(", resolved {end}"));
         }
         if let Some(url) = a.annotations.get("runbook_url") {
-            text.push_str(&format!(" · <{url}|runbook>"));
+            text.push_str(&format!(" · <{}|runbook>", esc(url)));
         }
         blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": cut(&text, 3000)}}));
     }

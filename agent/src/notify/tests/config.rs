@@ -92,6 +92,16 @@ fn validation_errors_never_echo_a_secret_url() {
 }
 
 #[test]
+fn debug_output_hides_secret_values() {
+    let mut c = ChannelConfig::new("s", ChannelKind::Slack);
+    c.url = Some("https://hooks.slack.com/services/T0/B0/DBGSECRET".into());
+    c.password = Some("pw-DBGSECRET2".into());
+    let cfg = NotifyConfig { channels: vec![c], ..Default::default() };
+    let d = format!("{cfg:?}");
+    assert!(!d.contains("DBGSECRET") && d.contains("<redacted>"), "{d}");
+}
+
+#[test]
 fn urls_are_redacted_to_scheme_and_host() {
     assert_eq!(redact_url("https://hooks.slack.com/services/T0/B0/XYZ?x=1"), "https://hooks.slack.com");
     assert_eq!(redact_url("http://user:pw@127.0.0.1:9093/api"), "http://127.0.0.1:9093");

@@ -92,6 +92,11 @@ fn slack_message_has_text_and_blocks() {
     assert!(blocks[1]["text"]["text"].as_str().unwrap().contains("`client=10.0.0.1`"));
     assert!(blocks[2]["text"]["text"].as_str().unwrap().contains("resolved"));
     assert!(blocks.last().unwrap()["elements"][0]["text"].as_str().unwrap().contains("0b8f5c8e"));
+    // Label values cannot inject Slack markup.
+    let mut n = notice();
+    n.entries[0].alert.labels.insert("client".into(), "<!channel>&x".into());
+    let t = slack::render(&n)["blocks"][1]["text"]["text"].as_str().unwrap().to_string();
+    assert!(t.contains("client=&lt;!channel&gt;&amp;x") && !t.contains("<!channel>"), "{t}");
 }
 
 #[test]
