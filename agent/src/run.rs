@@ -71,6 +71,9 @@ pub async fn run(cfg: Config, fresh: bool) -> anyhow::Result<()> {
         warn!("API mutations disabled: {e:#}");
         format!("{e:#}")
     });
+    // Everything privileged is done: keep only what later work needs (docs/security.md).
+    let dropped = crate::privs::drop_after_attach(|| probe::maps::read(&probe.ebpf, cfg.probe.max_connections).map(drop))?;
+    info!("{dropped}");
     let shared = Arc::new(shared);
     let app = api::router(shared.clone());
     info!("API listening on http://{}", cfg.api.listen);
