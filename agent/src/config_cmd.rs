@@ -18,8 +18,8 @@ pub struct Warning {
 
 /// The readiness checks. Each looks at one concern and returns its findings; add a function
 /// here (and to `CHECKS`) when a config section gains something an operator can get wrong
-/// in production — e.g. `[notify]` with no channel, `[remediation]` live without cooldowns.
-const CHECKS: &[fn(&Config) -> Vec<Warning>] = &[api_exposed, debug_logging];
+/// in production — e.g. `[remediation]` live without cooldowns.
+const CHECKS: &[fn(&Config) -> Vec<Warning>] = &[api_exposed, debug_logging, notification_channels];
 
 pub fn readiness(cfg: &Config) -> Vec<Warning> {
     CHECKS.iter().flat_map(|check| check(cfg)).collect()
@@ -68,6 +68,33 @@ fn debug_logging(cfg: &Config) -> Vec<Warning> {
         )];
     }
     Vec::new()
+}
+
+/// Alerts nobody receives, and secrets written into the config file itself.
+fn notification_channels(cfg: &Config) -> Vec<Warning> {
+    use crate::notify::config::ChannelKind;
+    let channels = &cfg.notify.channels;
+    let mut out = Vec::new();
+    if channels.is_empty() {
+        out.push(warn(
+            "notify.channels",
+            "no notification channel: alerts are only logged and listed by the API; add a [[notify.channels]] \
+             (webhook, slack, alertmanager, email)",
+        ));
+    } else if channels.iter().all(|c| c.kind == ChannelKind::Log) {
+        out.push(warn("notify.channels", "only log channels: alerts reach the journal, nobody is notified"));
+    }
+    for (i, c) in channels.iter().enumerate() {
+        for (field, inline) in [("password", c.password.is_some()), ("auth_header", c.auth_header.is_some())] {
+            if inline {
+                out.push(warn(
+                    &format!("notify.channels[{i}].{field}"),
+                    format!("channel {:?} has its {field} inline in the config: prefer {field}_file or {field}_env", c.name),
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Result of `config check`, also its `--json` form.
@@ -192,7 +219,7 @@ fn secret_key(key: &str) -> bool {
     if k.ends_with("_file") || k.ends_with("_env") {
         return false;
     }
-    ["token", "password", "passwd", "secret", "api_key", "apikey", "credential", "private_key"]
+    ["token", "password", "passwd", "secret", "api_key", "apikey", "credential", "private_key", "auth_header", "authorization"]
         .iter()
         .any(|s| k.contains(s))
 }
@@ -211,7 +238,20 @@ fn redact_url(s: &str) -> Option<String> {
     if host == "hooks.slack.com" || ((host == "discord.com" || host == "discordapp.com") && path.starts_with("api/webhooks")) {
         return Some(format!("{scheme}://{authority}/{REDACTED}"));
     }
-    None
+    // Query parameters that carry a credential (`?token=…`, `&sig=…`).
+    let (before, query) = s.split_once('?')?;
+    let mut changed = false;
+    let params: Vec<String> = query
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if !v.is_empty() && (secret_key(k) || ["key", "sig", "signature", "auth"].contains(&k.to_ascii_lowercase().as_str())) => {
+                changed = true;
+                format!("{k}={REDACTED}")
+            }
+            _ => p.to_string(),
+        })
+        .collect();
+    changed.then(|| format!("{before}?{}", params.join("&")))
 }
 
 /// Redact secrets in place: values of secret-named keys and credentials in URLs.
@@ -242,22 +282,38 @@ mod tests {
         Config::parse(text, Path::new("t.toml")).unwrap()
     }
 
+    fn keys(w: &[Warning]) -> Vec<&str> {
+        w.iter().map(|w| w.key.as_str()).collect()
+    }
+
+    const WEBHOOK: &str = "[[notify.channels]]\nname = \"ops\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n";
+
     #[test]
-    fn defaults_are_production_ready() {
-        assert_eq!(readiness(&Config::default()), vec![]);
+    fn defaults_warn_only_that_nobody_is_notified() {
+        assert_eq!(keys(&readiness(&Config::default())), ["notify.channels"]);
+        assert!(readiness(&cfg(WEBHOOK)).is_empty(), "{:?}", readiness(&cfg(WEBHOOK)));
+    }
+
+    #[test]
+    fn notification_channels() {
+        let log_only = "[[notify.channels]]\nname = \"j\"\ntype = \"log\"\n";
+        let w = readiness(&cfg(log_only));
+        assert_eq!(keys(&w), ["notify.channels"]);
+        assert!(w[0].message.contains("only log"), "{w:?}");
+        let inline = format!("{WEBHOOK}auth_header = \"Bearer abc\"\n");
+        assert_eq!(keys(&readiness(&cfg(&inline))), ["notify.channels[0].auth_header"]);
     }
 
     #[test]
     fn exposed_api_and_raw_client_keys_warn() {
-        let w = readiness(&cfg("[api]\nlisten = \"0.0.0.0:9595\"\n"));
-        assert_eq!(w.len(), 1);
-        assert_eq!(w[0].key, "api.listen");
-        let w = readiness(&cfg("[api]\nlisten = \"[::]:9595\"\n[probe.client_key]\nheader = \"X-User\"\n"));
-        assert_eq!(w.iter().map(|w| w.key.as_str()).collect::<Vec<_>>(), ["api.listen", "probe.client_key.hash"]);
-        let w = readiness(&cfg("[api]\nlisten = \"[::1]:9595\"\n[probe.client_key]\nheader = \"X-User\"\n"));
+        let w = readiness(&cfg(&format!("[api]\nlisten = \"0.0.0.0:9595\"\n{WEBHOOK}")));
+        assert_eq!(keys(&w), ["api.listen"]);
+        let w = readiness(&cfg(&format!("[api]\nlisten = \"[::]:9595\"\n[probe.client_key]\nheader = \"X-User\"\n{WEBHOOK}")));
+        assert_eq!(keys(&w), ["api.listen", "probe.client_key.hash"]);
+        let w = readiness(&cfg(&format!("[api]\nlisten = \"[::1]:9595\"\n[probe.client_key]\nheader = \"X-User\"\n{WEBHOOK}")));
         assert!(w.is_empty(), "{w:?}");
-        let w = readiness(&cfg("[agent]\nlog_level = \"info,wsguard=debug\"\n"));
-        assert_eq!(w[0].key, "agent.log_level");
+        let w = readiness(&cfg(&format!("[agent]\nlog_level = \"info,wsguard=debug\"\n{WEBHOOK}")));
+        assert_eq!(keys(&w), ["agent.log_level"]);
     }
 
     #[test]
@@ -268,7 +324,8 @@ mod tests {
                 "smtp_password": "hunter2", "empty_token": "",
                 "url": "https://user:pw@example.com/hook?x=1",
                 "slack": {"webhook_url": "https://hooks.slack.com/services/T0/B0/XYZ"},
-                "plain": "https://example.com/ok", "list": ["http://a:b@h"]
+                "plain": "https://example.com/ok", "list": ["http://a:b@h"],
+                "q": "https://h/x?team=a&token=t0k&sig=s", "auth_header": "Bearer abc"
             },
             "interval": "5s"
         });
@@ -283,6 +340,8 @@ mod tests {
         assert_eq!(n["slack"]["webhook_url"], "https://hooks.slack.com/<redacted>");
         assert_eq!(n["plain"], "https://example.com/ok");
         assert_eq!(n["list"][0], "http://a:<redacted>@h");
+        assert_eq!(n["q"], "https://h/x?team=a&token=<redacted>&sig=<redacted>");
+        assert_eq!(n["auth_header"], REDACTED);
         assert_eq!(v["interval"], "5s");
     }
 

@@ -16,6 +16,7 @@ pub mod health;
 pub mod history;
 pub mod k8s;
 pub mod metrics;
+pub mod notify;
 pub mod predict;
 pub mod privs;
 pub mod probe;

@@ -160,7 +160,8 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 #[test]
 fn config_check_exit_codes_json_and_readiness_warnings() {
     let dir = temp_dir("check");
-    let good = write(&dir, "good.toml", "[limits]\nper_client_connections = 7\n");
+    let channel = "[[notify.channels]]\nname = \"ops\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n";
+    let good = write(&dir, "good.toml", &format!("[limits]\nper_client_connections = 7\n{channel}"));
     let Some(o) = wsguard(&["config", "check", "--config", good.to_str().unwrap()]) else { return };
     assert_eq!((o.code, o.stdout.trim()), (Some(0), format!("config OK: {}", good.display()).as_str()));
 
@@ -187,13 +188,18 @@ fn config_check_exit_codes_json_and_readiness_warnings() {
     let open = write(&dir, "open.toml", "[api]\nlisten = \"0.0.0.0:9595\"\n[probe.client_key]\nheader = \"X-User\"\n");
     let o = wsguard(&["config", "check", "--config", open.to_str().unwrap()]).unwrap();
     assert_eq!(o.code, Some(0));
-    assert!(o.stdout.contains("warning: api.listen:") && o.stdout.contains("warning: probe.client_key.hash:"), "{}", o.stdout);
-    assert!(o.stdout.contains("config OK with 2 warnings"), "{}", o.stdout);
+    for key in ["api.listen", "probe.client_key.hash", "notify.channels"] {
+        assert!(o.stdout.contains(&format!("warning: {key}:")), "{key}: {}", o.stdout);
+    }
+    assert!(o.stdout.contains("config OK with 3 warnings"), "{}", o.stdout);
     let o = wsguard(&["config", "check", "--strict", "--json", "--config", open.to_str().unwrap()]).unwrap();
     assert_eq!(o.code, Some(1));
     let keys: Vec<String> =
         json_of(&o)["warnings"].as_array().unwrap().iter().map(|w| w["key"].as_str().unwrap().to_string()).collect();
-    assert_eq!(keys, ["api.listen", "probe.client_key.hash"]);
+    assert_eq!(keys, ["api.listen", "probe.client_key.hash", "notify.channels"]);
+    // --strict passes a config without warnings.
+    let o = wsguard(&["config", "check", "--strict", "--config", good.to_str().unwrap()]).unwrap();
+    assert_eq!(o.code, Some(0), "{}", o.stdout);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
