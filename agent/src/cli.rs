@@ -81,6 +81,11 @@ pub enum Command {
         #[command(subcommand)]
         command: HistoryCommand,
     },
+    /// Remediation: audit log, approvals, kill switch.
+    Remediation {
+        #[command(subcommand)]
+        command: crate::remediate::cli::RemediationCommand,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]

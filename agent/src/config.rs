@@ -32,6 +32,7 @@ pub struct Config {
     pub history: crate::history::HistoryConfig,
     pub metrics: crate::metrics::MetricsConfig,
     pub predict: crate::predict::PredictConfig,
+    pub remediation: crate::remediate::RemediationConfig,
 }
 
 /// Thresholds that classify connections and clients.
@@ -198,6 +199,9 @@ impl Config {
             return Err(ConfigError::Value { path: path.into(), key, message });
         }
         if let Err((key, message)) = self.predict.validate() {
+            return Err(ConfigError::Value { path: path.into(), key, message });
+        }
+        if let Err((key, message)) = self.remediation.validate() {
             return Err(ConfigError::Value { path: path.into(), key, message });
         }
         if !self.probe.pin_path.is_absolute() {

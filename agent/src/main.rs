@@ -15,6 +15,8 @@ mod metrics;
 mod predict;
 mod probe;
 mod procinfo;
+#[allow(dead_code)]
+mod remediate;
 mod resources;
 mod run;
 mod snapshot;
@@ -68,6 +70,7 @@ async fn main() -> ExitCode {
         Command::History { command: HistoryCommand::Export { since, state_dir, api } } => {
             predict::replay::history_export(&api, state_dir.as_deref(), &since).await
         }
+        Command::Remediation { command } => remediate::cli::run(command).await,
         Command::Config { command: ConfigCommand::Check { config } } => {
             Config::load(config.as_deref()).map(|_| println!("config OK")).map_err(Into::into)
         }

@@ -1,0 +1,1 @@
+//! Remediator tests.
