@@ -76,6 +76,13 @@ pub enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Alerts of the running agent: list, show, ack, silence, fire… (changes need the API token).
+    Alerts {
+        #[command(subcommand)]
+        command: crate::alert::cli::AlertsCommand,
+        #[command(flatten)]
+        api: crate::alert::cli::ApiArgs,
+    },
     /// History commands.
     History {
         #[command(subcommand)]

@@ -32,6 +32,7 @@ pub struct Config {
     pub history: crate::history::HistoryConfig,
     pub metrics: crate::metrics::MetricsConfig,
     pub predict: crate::predict::PredictConfig,
+    pub alert: crate::alert::AlertConfig,
     pub remediation: crate::remediate::RemediationConfig,
 }
 
@@ -110,11 +111,14 @@ impl Default for AgentConfig {
 pub struct ApiConfig {
     /// HTTP API address. Loopback by default: the API shows what every process on the host does.
     pub listen: SocketAddr,
+    /// File holding the bearer token mutating calls need (created 0600 with a random token
+    /// when missing). Default: `<state_dir>/api-token`.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:9595".parse().expect("valid default") }
+        Self { listen: "127.0.0.1:9595".parse().expect("valid default"), token_file: None }
     }
 }
 
@@ -151,6 +155,11 @@ impl Default for ProbeConfig {
 }
 
 impl Config {
+    /// The API token file in effect.
+    pub fn token_file(&self) -> PathBuf {
+        crate::token::path(self.api.token_file.as_deref(), &self.agent.state_dir)
+    }
+
     /// Load from `path`; a missing file at the default location means "all defaults".
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let (path, explicit) = match path {
@@ -199,6 +208,9 @@ impl Config {
             return Err(ConfigError::Value { path: path.into(), key, message });
         }
         if let Err((key, message)) = self.predict.validate() {
+            return Err(ConfigError::Value { path: path.into(), key, message });
+        }
+        if let Err((key, message)) = self.alert.validate() {
             return Err(ConfigError::Value { path: path.into(), key, message });
         }
         if let Err((key, message)) = self.remediation.validate() {

@@ -1,6 +1,5 @@
 //! wsguard: a host agent that watches unmodified WebSocket servers with eBPF.
 
-#[allow(dead_code)]
 mod alert;
 mod api;
 mod cli;
@@ -20,6 +19,7 @@ mod remediate;
 mod resources;
 mod run;
 mod snapshot;
+mod token;
 mod track;
 
 use std::process::ExitCode;
@@ -67,6 +67,7 @@ async fn main() -> ExitCode {
                 Ok(())
             }),
         Command::Replay { file, speed, json, config } => predict::replay::run(&file, config.as_deref(), speed, json),
+        Command::Alerts { command, api } => alert::cli::run(command, api).await,
         Command::History { command: HistoryCommand::Export { since, state_dir, api } } => {
             predict::replay::history_export(&api, state_dir.as_deref(), &since).await
         }

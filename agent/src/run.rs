@@ -1,6 +1,9 @@
 //! `wsguard run`: attach (or resume) the probe, serve the API, build a snapshot every interval.
 
-use std::sync::{atomic::AtomicU64, Arc};
+use std::{
+    sync::{atomic::AtomicU64, Arc},
+    time::SystemTime,
+};
 
 use anyhow::{bail, Context};
 use aya::maps::RingBuf;
@@ -8,7 +11,15 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 use wsguard_common::names;
 
-use crate::{api, config::Config, events, history::History, probe, track::Tracker};
+use crate::{
+    alert::{service::AlertService, Alert, Transition, TransitionKind},
+    api,
+    config::Config,
+    events,
+    history::History,
+    probe, token,
+    track::Tracker,
+};
 
 pub async fn run(cfg: Config, fresh: bool) -> anyhow::Result<()> {
     const CAP_SYS_ADMIN: u32 = 21;
@@ -38,7 +49,15 @@ pub async fn run(cfg: Config, fresh: bool) -> anyhow::Result<()> {
         warn!("history store unavailable, keeping history in memory: {e:#}");
     }
     let history = Arc::new(history);
-    let shared = Arc::new(api::Shared::new(history.clone(), cfg.metrics.clone()));
+    let alerts = Arc::new(AlertService::open(cfg.alert.clone(), cfg.limits.per_client_connections, &cfg.agent.state_dir));
+    // TODO(notify): open the Notifier here and `alerts.add_sink(notifier)`.
+    let mut shared = api::Shared::new(history.clone(), cfg.metrics.clone());
+    shared.alerts = Some(alerts.clone());
+    shared.token = token::load_or_create(&cfg.token_file()).map_err(|e| {
+        warn!("API mutations disabled: {e:#}");
+        format!("{e:#}")
+    });
+    let shared = Arc::new(shared);
     let app = api::router(shared.clone());
     info!("API listening on http://{}", cfg.api.listen);
     tokio::spawn(async move {
@@ -62,11 +81,19 @@ pub async fn run(cfg: Config, fresh: bool) -> anyhow::Result<()> {
                         if let Err(e) = history.append(snap.clone()) {
                             warn!("history: {e:#}");
                         }
-                        if let Some(p) = predictor.as_mut() {
-                            let pred = p.observe(&snap);
+                        let pred = predictor.as_mut().map(|p| p.observe(&snap));
+                        if let Some(pred) = &pred {
                             for t in &pred.transitions {
                                 info!("prediction alert {}", crate::predict::replay::transition_line(t));
                             }
+                        }
+                        let events = alerts.evaluate(&snap, pred.as_ref(), SystemTime::now());
+                        for (t, a) in &events {
+                            log_transition(t, a);
+                        }
+                        // TODO(remediation): hand `events`, the firing alerts, `snap` and
+                        // `built.connections` to the Remediator here.
+                        if let Some(pred) = pred {
                             shared.publish_predictions(pred);
                         }
                         shared.publish(snap, built.connections);
@@ -83,4 +110,16 @@ pub async fn run(cfg: Config, fresh: bool) -> anyhow::Result<()> {
         probe.pin_path.display()
     );
     Ok(())
+}
+
+/// One log line per alert change (the `log` notification channel adds structured JSON).
+fn log_transition(t: &Transition, a: &Alert) {
+    let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let what = format!("{:?}", t.kind).to_lowercase();
+    match t.kind {
+        TransitionKind::Firing | TransitionKind::Escalated | TransitionKind::SeverityChanged => {
+            warn!(fingerprint = %t.fingerprint, severity = t.severity.as_str(), "alert {what}: {} {{{}}}", t.alertname, labels.join(","))
+        }
+        _ => info!(fingerprint = %t.fingerprint, severity = t.severity.as_str(), "alert {what}: {} {{{}}}", t.alertname, labels.join(",")),
+    }
 }
