@@ -14,7 +14,6 @@ mod metrics;
 mod predict;
 mod probe;
 mod procinfo;
-#[allow(dead_code)]
 mod remediate;
 mod resources;
 mod run;

@@ -1,11 +1,11 @@
 //! HTTP routes: `GET /api/v1/remediation` (status, pending approvals, audit rows) and the
 //! mutations `POST /api/v1/remediation/{id}/approve`, `/pause`, `/resume`, which need the API
-//! token (checked by the `authorize` function the agent's API passes in).
+//! token (`crate::api::authorize`).
 
 use std::{sync::Arc, time::SystemTime};
 
 use axum::{
-    extract::{Path, Query, State},
+    extract::{rejection::JsonRejection, Path, Query, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -14,100 +14,91 @@ use axum::{
 use serde::Deserialize;
 use serde_json::json;
 
-use super::Shared;
+use crate::api::{authorize, ApiError, Shared as Api};
 
-/// Decides whether a request may mutate (the API token check).
-pub type Authorize = Arc<dyn Fn(&HeaderMap) -> bool + Send + Sync>;
-
-#[derive(Clone)]
-struct Ctx {
-    shared: Arc<Shared>,
-    authorize: Authorize,
-}
-
-pub fn routes(shared: Arc<Shared>, authorize: Authorize) -> Router {
+pub fn routes() -> Router<Arc<Api>> {
     Router::new()
         .route("/api/v1/remediation", get(status))
         .route("/api/v1/remediation/pause", post(pause))
         .route("/api/v1/remediation/resume", post(resume))
         .route("/api/v1/remediation/{id}/approve", post(approve))
-        .with_state(Ctx { shared, authorize })
 }
 
-fn error(code: StatusCode, msg: &str) -> Response {
-    (code, Json(json!({ "error": msg }))).into_response()
+type Answer = Result<Response, ApiError>;
+
+fn shared(s: &Api) -> Result<&Arc<super::Shared>, ApiError> {
+    s.remediation
+        .as_ref()
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "remediation is not running (audit log unavailable)"))
 }
 
-fn denied() -> Response {
-    error(StatusCode::UNAUTHORIZED, "this call changes state: send the API token (Authorization: Bearer …)")
+fn internal(e: anyhow::Error) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ListQuery {
     limit: Option<usize>,
 }
 
-async fn status(State(c): State<Ctx>, Query(q): Query<ListQuery>) -> Response {
-    match c.shared.status(q.limit.unwrap_or(100).min(10_000)) {
-        Ok(s) => Json(s).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
-    }
+async fn status(State(s): State<Arc<Api>>, Query(q): Query<ListQuery>) -> Answer {
+    let st = shared(&s)?.status(q.limit.unwrap_or(100).min(10_000)).map_err(internal)?;
+    Ok(Json(st).into_response())
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct Body {
+struct Body {
     /// Who (recorded in the audit log).
     #[serde(default)]
-    pub by: Option<String>,
-    /// resume: reset this action's circuit breaker instead of the kill switch.
+    by: Option<String>,
+    /// resume: reset this action's circuit breaker instead of lifting the kill switch.
     #[serde(default)]
-    pub action: Option<String>,
+    action: Option<String>,
 }
 
-fn body(b: Option<Json<Body>>) -> Body {
-    b.map(|Json(b)| b).unwrap_or_default()
+/// An optional JSON body: none (or empty) is fine, a malformed one is a 400.
+fn body(b: Result<Json<Body>, JsonRejection>) -> Result<Body, ApiError> {
+    match b {
+        Ok(Json(b)) => Ok(b),
+        Err(JsonRejection::MissingJsonContentType(_)) => Ok(Body::default()),
+        Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, format!("{}; expected {{\"by\": \"name\"}}", e.body_text()))),
+    }
 }
 
 fn who(b: &Body) -> String {
-    b.by.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| "api".into())
+    b.by.clone().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| "api".into())
 }
 
-async fn pause(State(c): State<Ctx>, h: HeaderMap, b: Option<Json<Body>>) -> Response {
-    if !(c.authorize)(&h) {
-        return denied();
-    }
-    let b = body(b);
-    match c.shared.with(|a| a.set_paused(true, &who(&b), SystemTime::now())) {
-        Ok(changed) => Json(json!({ "paused": true, "changed": changed })).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
-    }
+async fn pause(State(s): State<Arc<Api>>, h: HeaderMap, b: Result<Json<Body>, JsonRejection>) -> Answer {
+    authorize(&s, &h)?;
+    let b = body(b)?;
+    let changed = shared(&s)?.with(|a| a.set_paused(true, &who(&b), SystemTime::now())).map_err(internal)?;
+    Ok(Json(json!({ "paused": true, "changed": changed })).into_response())
 }
 
-async fn resume(State(c): State<Ctx>, h: HeaderMap, b: Option<Json<Body>>) -> Response {
-    if !(c.authorize)(&h) {
-        return denied();
-    }
-    let b = body(b);
+async fn resume(State(s): State<Arc<Api>>, h: HeaderMap, b: Result<Json<Body>, JsonRejection>) -> Answer {
+    authorize(&s, &h)?;
+    let b = body(b)?;
     let now = SystemTime::now();
-    let r = match &b.action {
-        Some(a) => c.shared.with(|x| x.reset_breaker(a, &who(&b), now)).map(|ch| json!({ "action": a, "breaker_reset": ch })),
-        None => c.shared.with(|x| x.set_paused(false, &who(&b), now)).map(|ch| json!({ "paused": false, "changed": ch })),
+    let r = shared(&s)?;
+    let v = match &b.action {
+        Some(a) => json!({ "action": a, "breaker_reset": r.with(|x| x.reset_breaker(a, &who(&b), now)).map_err(internal)? }),
+        None => json!({ "paused": false, "changed": r.with(|x| x.set_paused(false, &who(&b), now)).map_err(internal)? }),
     };
-    match r {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
-    }
+    Ok(Json(v).into_response())
 }
 
-async fn approve(State(c): State<Ctx>, h: HeaderMap, Path(id): Path<String>, b: Option<Json<Body>>) -> Response {
-    if !(c.authorize)(&h) {
-        return denied();
-    }
-    let Ok(id) = id.parse::<i64>() else { return error(StatusCode::BAD_REQUEST, "id must be a number") };
-    let b = body(b);
-    match c.shared.with(|a| a.approve(id, &who(&b), SystemTime::now())) {
-        Ok(e) => Json(e).into_response(),
-        Err(e) => error(StatusCode::CONFLICT, &format!("{e:#}")),
-    }
+async fn approve(
+    State(s): State<Arc<Api>>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    b: Result<Json<Body>, JsonRejection>,
+) -> Answer {
+    authorize(&s, &h)?;
+    let id: i64 = id.parse().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "id must be a number"))?;
+    let b = body(b)?;
+    let e = shared(&s)?.with(|a| a.approve(id, &who(&b), SystemTime::now())).map_err(|e| ApiError::new(StatusCode::CONFLICT, format!("{e:#}")))?;
+    Ok(Json(e).into_response())
 }

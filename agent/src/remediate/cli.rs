@@ -9,7 +9,7 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use super::audit::{Audit, Entry};
-use crate::client::DEFAULT_API;
+use crate::alert::cli::ApiArgs;
 
 #[derive(Subcommand)]
 pub enum RemediationCommand {
@@ -55,11 +55,17 @@ pub struct Where {
     /// Use the audit log in this state dir directly instead of the API.
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    #[arg(long, default_value = DEFAULT_API, env = "WSGUARD_API")]
-    api: String,
-    /// File holding the API token (mutations need it).
-    #[arg(long, env = "WSGUARD_TOKEN_FILE")]
-    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+fn token(a: &ApiArgs) -> Result<String> {
+    let path = match &a.token_file {
+        Some(p) => p.clone(),
+        None => crate::config::Config::load(a.config.as_deref())?.token_file(),
+    };
+    let t = crate::token::load(&path).context("changes need the agent's API token (`--token-file`, or run as root)")?;
+    Ok(t.as_str().to_string())
 }
 
 fn user() -> String {
@@ -74,13 +80,9 @@ fn open(dir: &std::path::Path) -> Result<Audit> {
 }
 
 async fn post(w: &Where, path: &str, body: Value) -> Result<Value> {
-    let url = format!("{}{path}", w.api.trim_end_matches('/'));
-    let mut req = reqwest::Client::new().post(&url).json(&body);
-    if let Some(f) = &w.token_file {
-        let t = std::fs::read_to_string(f).with_context(|| format!("cannot read the token file {}", f.display()))?;
-        req = req.bearer_auth(t.trim());
-    }
-    let resp = req.send().await.with_context(|| format!("cannot reach the agent at {} (or use --state-dir)", w.api))?;
+    let url = format!("{}{path}", w.api.api.trim_end_matches('/'));
+    let req = reqwest::Client::new().post(&url).json(&body).bearer_auth(token(&w.api)?);
+    let resp = req.send().await.with_context(|| format!("cannot reach the agent at {} (or use --state-dir)", w.api.api))?;
     let status = resp.status();
     let v: Value = resp.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
@@ -96,8 +98,8 @@ pub async fn run(cmd: RemediationCommand) -> Result<()> {
             let rows: Vec<Entry> = match &at.state_dir {
                 Some(d) => open(d)?.list(limit, None)?,
                 None => {
-                    let url = format!("{}/api/v1/remediation?limit={limit}", at.api.trim_end_matches('/'));
-                    let r = reqwest::get(&url).await.with_context(|| format!("cannot reach the agent at {} (or use --state-dir)", at.api))?;
+                    let url = format!("{}/api/v1/remediation?limit={limit}", at.api.api.trim_end_matches('/'));
+                    let r = reqwest::get(&url).await.with_context(|| format!("cannot reach the agent at {} (or use --state-dir)", at.api.api))?;
                     if !r.status().is_success() {
                         bail!("agent answered {}", r.status());
                     }

@@ -403,3 +403,15 @@ fn base(a: &ActionConfig, alert: &Alert, target: &str) -> New {
         ..Default::default()
     }
 }
+
+#[cfg(test)]
+impl Remediator {
+    pub fn cfg_for_tests(&self) -> RemediationConfig {
+        self.cfg.clone()
+    }
+    /// Replace an exec action's command; `arg0` becomes `$0` of a `sh -c` script.
+    pub fn set_command_for_tests(&mut self, action: &str, argv: &[&str], arg0: &Path) {
+        let a = self.cfg.actions.iter_mut().find(|a| a.name == action).expect("action");
+        a.command = argv.iter().map(|s| s.to_string()).chain([arg0.display().to_string()]).collect();
+    }
+}
