@@ -187,6 +187,10 @@ impl Audit {
         let path = state_dir.join("remediation.db");
         let ctx = || format!("remediation audit log {}", path.display());
         let conn = Connection::open(&path).with_context(ctx)?;
+        // Commands, their output and targets are in here: root only. SQLite gives the -wal and
+        // -shm files the database file's mode.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).with_context(ctx)?;
         conn.busy_timeout(Duration::from_secs(5)).with_context(ctx)?;
         let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).with_context(ctx)?;
         conn.execute_batch(SCHEMA).with_context(ctx)?;
@@ -352,6 +356,9 @@ mod tests {
     fn append_only_and_state_rows() {
         let dir = tempfile::tempdir().unwrap();
         let a = Audit::open(dir.path()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("remediation.db")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
         let id = a
             .append(
                 Event::Run,

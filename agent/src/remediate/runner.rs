@@ -119,9 +119,20 @@ impl Remediator {
         now: SystemTime,
     ) {
         self.drain();
-        if !self.cfg.enabled {
-            return;
+        if self.cfg.enabled {
+            self.round(events, firing, snap, conns, now);
         }
+        self.publish(now);
+    }
+
+    fn round(
+        &mut self,
+        events: &[(Transition, Alert)],
+        firing: &[Alert],
+        snap: &Snapshot,
+        conns: &HashMap<u32, Vec<ConnectionSnapshot>>,
+        now: SystemTime,
+    ) {
         for (t, _) in events {
             if matches!(t.kind, TransitionKind::Resolved | TransitionKind::Cancelled) {
                 self.judging.iter_mut().filter(|j| j.fingerprint == t.fingerprint).for_each(|j| j.resolved = true);
@@ -142,7 +153,6 @@ impl Remediator {
                 }
             }
         }
-        self.publish(now);
     }
 
     fn breaker_closed(&mut self, action: &str) -> bool {

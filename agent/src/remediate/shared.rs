@@ -33,7 +33,7 @@ pub struct Status {
 
 impl Shared {
     pub fn open(state_dir: &Path) -> Result<Shared> {
-        Ok(Shared { audit: Mutex::new(Audit::open(state_dir)?), view: RwLock::new(Value::Null) })
+        Ok(Shared { audit: Mutex::new(Audit::open(state_dir)?), view: RwLock::new(Value::Object(Default::default())) })
     }
 
     pub fn with<T>(&self, f: impl FnOnce(&Audit) -> Result<T>) -> Result<T> {

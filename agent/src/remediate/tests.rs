@@ -319,4 +319,7 @@ async fn disabled_globally_records_nothing() {
     let mut f = fixture("enabled = false", "dry_run = false");
     f.tick(0, &[proc_alert(0.9)]);
     assert!(f.rows().is_empty());
+    let st = serde_json::to_value(f.rem.shared().status(10).unwrap()).unwrap();
+    assert_eq!((st["enabled"].as_bool(), st["paused"].as_bool()), (Some(false), Some(false)), "{st}");
+    assert_eq!(st["actions"][0]["name"], "hook");
 }

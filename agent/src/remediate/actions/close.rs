@@ -138,3 +138,73 @@ pub fn close(target: &Target, chosen: &[Chosen], idle_ms: Option<u64>) -> RunRes
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{Read, Write},
+        net::{TcpListener, TcpStream},
+        os::fd::AsRawFd,
+        time::Duration,
+    };
+
+    use super::*;
+
+    /// SOCK_DESTROY on sockets of this very process: the idle ones are destroyed and their
+    /// peers see a reset; the busy one (data within idle_for, per the kernel's tcp_info) stays.
+    #[test]
+    fn destroys_idle_sockets_and_spares_a_busy_one() {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIP: SOCK_DESTROY needs CAP_NET_ADMIN (run as root)");
+            return;
+        }
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut pairs: Vec<(TcpStream, TcpStream)> = (0..3)
+            .map(|_| {
+                let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+                let (s, _) = l.accept().unwrap();
+                (c, s)
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(1300));
+        // Connection 1 becomes busy.
+        pairs[1].0.write_all(b"ping").unwrap();
+        let mut buf = [0u8; 4];
+        pairs[1].1.read_exact(&mut buf).unwrap();
+        let me = std::process::id();
+        let id = crate::procinfo::identity(me).unwrap();
+        let target = Target { pid: me, comm: id.comm, start_ticks: id.start_time };
+        let chosen: Vec<Chosen> = pairs
+            .iter()
+            .map(|(c, s)| Chosen {
+                fd: s.as_raw_fd() as u32,
+                id: 0,
+                peer: Some(c.local_addr().unwrap().to_string()),
+                client: "127.0.0.1".into(),
+                idle_seconds: 1.3,
+                age_seconds: 1.3,
+            })
+            .collect();
+        let r = close(&target, &chosen, Some(1000));
+        assert_eq!(r.result, "partial", "{}", r.detail);
+        assert_eq!(r.after["closed"], 2, "{}", r.detail);
+        assert!(r.detail.contains("busy"), "{}", r.detail);
+        let fds: Vec<u32> = serde_json::from_value(r.after["closed_fds"].clone()).unwrap();
+        assert_eq!(fds, vec![chosen[0].fd, chosen[2].fd]);
+        for (i, (c, _)) in pairs.iter_mut().enumerate() {
+            c.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            let got = c.read(&mut buf);
+            if i == 1 {
+                assert!(matches!(&got, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock), "busy one stays open: {got:?}");
+            } else {
+                assert!(matches!(&got, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset), "peer of a destroyed socket: {got:?}");
+            }
+        }
+        // A wrong peer (the fd now holds another connection) is left alone.
+        let mut other = chosen[1].clone();
+        other.peer = Some("127.0.0.1:1".into());
+        let r = close(&target, &[other], None);
+        assert_eq!(r.result, "failed");
+        assert!(r.detail.contains("another connection"), "{}", r.detail);
+    }
+}
