@@ -20,6 +20,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("invalid config {path}: {key}: {message}")]
     Value { path: PathBuf, key: &'static str, message: String },
+    #[error("refusing config {path}: {message}")]
+    Insecure { path: PathBuf, message: String },
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -166,8 +168,16 @@ impl Config {
             Some(p) => (p.to_path_buf(), true),
             None => (PathBuf::from(DEFAULT_PATH), false),
         };
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
+        let text = match std::fs::File::open(&path) {
+            Ok(mut f) => {
+                // As root, a config others can write is a way to run their commands as root.
+                crate::privs::check_config_file(&path, &f)
+                    .map_err(|message| ConfigError::Insecure { path: path.clone(), message })?;
+                let mut t = String::new();
+                std::io::Read::read_to_string(&mut f, &mut t)
+                    .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                t
+            }
             Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(source) => return Err(ConfigError::Read { path, source }),
         };

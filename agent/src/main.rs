@@ -1,32 +1,16 @@
-//! wsguard: a host agent that watches unmodified WebSocket servers with eBPF.
-
-mod alert;
-mod api;
-mod cli;
-mod client;
-mod config;
-mod conns;
-mod doctor;
-mod events;
-mod health;
-mod history;
-mod metrics;
-mod predict;
-mod probe;
-mod procinfo;
-mod remediate;
-mod resources;
-mod run;
-mod snapshot;
-mod token;
-mod track;
+//! wsguard: a host agent that watches unmodified WebSocket servers with eBPF. This file is the
+//! command line; the modules are in the library (`src/lib.rs`).
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{Cli, Command, ConfigCommand, HistoryCommand};
-use config::Config;
 use tracing_subscriber::EnvFilter;
+use wsguard::{
+    cli::{Cli, Command, ConfigCommand, HistoryCommand},
+    client,
+    config::Config,
+    alert, doctor, predict, probe, remediate, run,
+};
 
 fn init_logs(level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
@@ -67,10 +51,10 @@ async fn main() -> ExitCode {
             }),
         Command::Replay { file, speed, json, config } => predict::replay::run(&file, config.as_deref(), speed, json),
         Command::Alerts { command, api } => alert::cli::run(command, api).await,
+        Command::Remediation { command } => remediate::cli::run(command).await,
         Command::History { command: HistoryCommand::Export { since, state_dir, api } } => {
             predict::replay::history_export(&api, state_dir.as_deref(), &since).await
         }
-        Command::Remediation { command } => remediate::cli::run(command).await,
         Command::Config { command: ConfigCommand::Check { config } } => {
             Config::load(config.as_deref()).map(|_| println!("config OK")).map_err(Into::into)
         }

@@ -59,6 +59,9 @@ pub async fn run(cfg: Config, fresh: bool) -> anyhow::Result<()> {
         warn!("API mutations disabled: {e:#}");
         format!("{e:#}")
     });
+    // Everything privileged is done: keep only what later work needs (docs/security.md).
+    let dropped = crate::privs::drop_after_attach(|| probe::maps::read(&probe.ebpf, cfg.probe.max_connections).map(drop))?;
+    info!("{dropped}");
     let mut remediator = match Remediator::open(cfg.remediation.clone(), &cfg.agent.state_dir) {
         Ok(mut r) => {
             r.set_rules(&cfg.alert.effective_rules(cfg.limits.per_client_connections));

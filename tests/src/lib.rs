@@ -500,3 +500,9 @@ pub mod enc {
     }
 
 }
+
+/// Run the `wsguard` binary (the one the agent runs) with `args`; stdout, stderr and the exit code.
+pub fn wsguard(args: &[&str]) -> Result<(String, String, i32)> {
+    let out = Command::new(agent_bin()).args(args).output()?;
+    Ok((String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into(), out.status.code().unwrap_or(-1)))
+}

@@ -1,0 +1,25 @@
+//! The agent's modules as a library. The `wsguard` binary (`src/main.rs`) is a thin command line
+//! over it; the fuzz targets (`fuzz/`) link it to feed the config loader and the API arbitrary
+//! input. New modules are declared here, not in `main.rs`.
+
+pub mod alert;
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod conns;
+pub mod doctor;
+pub mod events;
+pub mod health;
+pub mod history;
+pub mod metrics;
+pub mod predict;
+pub mod privs;
+pub mod probe;
+pub mod procinfo;
+pub mod remediate;
+pub mod resources;
+pub mod run;
+pub mod snapshot;
+pub mod token;
+pub mod track;
