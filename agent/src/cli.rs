@@ -92,6 +92,8 @@ pub enum Command {
     Remediation {
         #[command(subcommand)]
         command: crate::remediate::cli::RemediationCommand,
+        #[command(flatten)]
+        at: crate::remediate::cli::Where,
     },
     /// Configuration commands.
     Config {

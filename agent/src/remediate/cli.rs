@@ -20,8 +20,6 @@ pub enum RemediationCommand {
         /// Newest rows shown.
         #[arg(long, default_value_t = 50)]
         limit: usize,
-        #[command(flatten)]
-        at: Where,
     },
     /// Approve a run that waits for approval (its id is in `history`).
     Approve {
@@ -29,15 +27,11 @@ pub enum RemediationCommand {
         /// Recorded as who approved.
         #[arg(long)]
         by: Option<String>,
-        #[command(flatten)]
-        at: Where,
     },
     /// Kill switch: no action runs until `resume` (persisted across restarts).
     Pause {
         #[arg(long)]
         by: Option<String>,
-        #[command(flatten)]
-        at: Where,
     },
     /// Lift the kill switch, or with --action re-enable an action whose circuit breaker tripped.
     Resume {
@@ -45,15 +39,14 @@ pub enum RemediationCommand {
         action: Option<String>,
         #[arg(long)]
         by: Option<String>,
-        #[command(flatten)]
-        at: Where,
     },
 }
 
+/// Where the audit log is: the agent's API (default), or a state dir read directly.
 #[derive(clap::Args)]
 pub struct Where {
     /// Use the audit log in this state dir directly instead of the API.
-    #[arg(long)]
+    #[arg(long, global = true)]
     state_dir: Option<PathBuf>,
     #[command(flatten)]
     api: ApiArgs,
@@ -91,10 +84,10 @@ async fn post(w: &Where, path: &str, body: Value) -> Result<Value> {
     Ok(v)
 }
 
-pub async fn run(cmd: RemediationCommand) -> Result<()> {
+pub async fn run(cmd: RemediationCommand, at: Where) -> Result<()> {
     let now = SystemTime::now();
     match cmd {
-        RemediationCommand::History { json, limit, at } => {
+        RemediationCommand::History { json, limit } => {
             let rows: Vec<Entry> = match &at.state_dir {
                 Some(d) => open(d)?.list(limit, None)?,
                 None => {
@@ -113,7 +106,7 @@ pub async fn run(cmd: RemediationCommand) -> Result<()> {
                 print!("{}", text(&rows));
             }
         }
-        RemediationCommand::Approve { id, by, at } => {
+        RemediationCommand::Approve { id, by } => {
             let by = by.unwrap_or_else(user);
             let e = match &at.state_dir {
                 Some(d) => serde_json::to_value(open(d)?.approve(id, &by, now)?)?,
@@ -121,7 +114,7 @@ pub async fn run(cmd: RemediationCommand) -> Result<()> {
             };
             println!("approved request {id} ({} on {}); it runs at the next interval if its alert still fires", e["action"].as_str().unwrap_or(""), e["target"].as_str().unwrap_or(""));
         }
-        RemediationCommand::Pause { by, at } => {
+        RemediationCommand::Pause { by } => {
             let by = by.unwrap_or_else(user);
             match &at.state_dir {
                 Some(d) => {
@@ -133,7 +126,7 @@ pub async fn run(cmd: RemediationCommand) -> Result<()> {
             }
             println!("remediation paused: no action runs until `wsguard remediation resume`");
         }
-        RemediationCommand::Resume { action, by, at } => {
+        RemediationCommand::Resume { action, by } => {
             let by = by.unwrap_or_else(user);
             match (&at.state_dir, &action) {
                 (Some(d), Some(a)) => {
@@ -191,4 +184,41 @@ pub fn text(rows: &[Entry]) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn parses() {
+        let c = Cli::try_parse_from(["wsguard", "remediation", "resume", "--action", "hook", "--state-dir", "/x"]).unwrap();
+        let Command::Remediation { command: super::RemediationCommand::Resume { action, .. }, at } = c.command else { panic!() };
+        assert_eq!((action.as_deref(), at.state_dir.as_deref()), (Some("hook"), Some(std::path::Path::new("/x"))));
+        let c = Cli::try_parse_from(["wsguard", "remediation", "history", "--json", "--api", "http://127.0.0.1:1"]).unwrap();
+        let Command::Remediation { command: super::RemediationCommand::History { json, limit }, at } = c.command else { panic!() };
+        assert_eq!((json, limit, at.api.api.as_str()), (true, 50, "http://127.0.0.1:1"));
+        assert!(Cli::try_parse_from(["wsguard", "remediation", "approve"]).is_err(), "approve needs an id");
+    }
+
+    #[test]
+    fn text_shows_one_line_per_row_with_details() {
+        let rows = vec![super::Entry {
+            id: 7,
+            at: "2026-01-01T00:00:00.000Z".into(),
+            event: "result".into(),
+            action: "quota".into(),
+            result: "ok".into(),
+            detail: "closed 2 of 2".into(),
+            ref_id: Some(6),
+            after: Some(serde_json::json!({"closed": 2})),
+            ..Default::default()
+        }];
+        let t = super::text(&rows);
+        assert!(t.starts_with("    7 2026-01-01T00:00:00.000Z result            action=quota ref=6 → ok\n"), "{t}");
+        assert!(t.contains("        closed 2 of 2\n        after: {\"closed\":2}\n"), "{t}");
+        assert_eq!(super::text(&[]), "no remediation activity recorded\n");
+    }
 }
