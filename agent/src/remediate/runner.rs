@@ -219,7 +219,7 @@ impl Remediator {
                 let list = pid.and_then(|p| conns.get(&p)).map(Vec::as_slice).unwrap_or_default();
                 let quota = snap.processes.iter().find(|p| Some(p.pid) == pid).map(|p| p.clients.quota).unwrap_or(u64::MAX);
                 let selection = select::select(sel, list, client.as_deref(), quota);
-                let idle_ms = (sel.by == SelectBy::Idle).then(|| sel.idle_for.as_millis() as u64);
+                let idle_ms = (sel.by == SelectBy::Idle).then_some(sel.idle_for.as_millis() as u64);
                 Plan::CloseConnections { selection, idle_ms }
             }
             _ => match Plan::of(a, target.as_ref()) {

@@ -186,25 +186,25 @@ async fn hourly_cap_stops_the_third_run() {
 async fn circuit_breaker_trips_after_runs_that_did_not_help_and_an_operator_resets_it() {
     let mut f = fixture("", "dry_run = false\ncooldown = \"0s\"\nbreaker_after = 2");
     let a = proc_alert(0.9);
-    f.tick(0, &[a.clone()]);
+    f.tick(0, std::slice::from_ref(&a));
     f.settle(1).await;
-    f.tick(10, &[a.clone()]); // judges run 1 (value unchanged: a miss), runs again
+    f.tick(10, std::slice::from_ref(&a)); // judges run 1 (value unchanged: a miss), runs again
     f.settle(2).await;
-    f.tick(20, &[a.clone()]); // judges run 2: second miss, trips
-    f.tick(30, &[a.clone()]);
-    f.tick(40, &[a.clone()]);
+    f.tick(20, std::slice::from_ref(&a)); // judges run 2: second miss, trips
+    f.tick(30, std::slice::from_ref(&a));
+    f.tick(40, std::slice::from_ref(&a));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let outcomes: Vec<_> = f.rows().into_iter().filter(|r| r.event == "outcome").map(|r| r.result).collect();
     assert_eq!(outcomes, vec!["not_improved", "not_improved"]);
     assert!(f.events().contains(&"breaker_tripped".to_string()));
     assert_eq!(f.ran(), 2, "the breaker stopped the action");
     f.rem.shared().with(|x| x.reset_breaker("hook", "ops", SystemTime::now())).unwrap();
-    f.tick(50, &[a.clone()]);
+    f.tick(50, std::slice::from_ref(&a));
     f.settle(3).await;
     assert_eq!(f.ran(), 3, "reset by an operator");
     // A run that helps: the alert resolved by the time it is judged.
     f.tick(60, &[]);
-    assert_eq!(f.rows().iter().filter(|r| r.event == "outcome").last().unwrap().result, "improved");
+    assert_eq!(f.rows().iter().rfind(|r| r.event == "outcome").unwrap().result, "improved");
 }
 
 #[tokio::test]
