@@ -35,6 +35,7 @@ pub struct Config {
     pub metrics: crate::metrics::MetricsConfig,
     pub predict: crate::predict::PredictConfig,
     pub alert: crate::alert::AlertConfig,
+    pub notify: crate::notify::NotifyConfig,
     pub remediation: crate::remediate::RemediationConfig,
 }
 
@@ -221,6 +222,9 @@ impl Config {
             return Err(ConfigError::Value { path: path.into(), key, message });
         }
         if let Err((key, message)) = self.alert.validate() {
+            return Err(ConfigError::Value { path: path.into(), key, message });
+        }
+        if let Err((key, message)) = self.notify.validate() {
             return Err(ConfigError::Value { path: path.into(), key, message });
         }
         if let Err((key, message)) = self.remediation.validate() {

@@ -13,6 +13,7 @@ pub mod events;
 pub mod health;
 pub mod history;
 pub mod metrics;
+pub mod notify;
 pub mod predict;
 pub mod privs;
 pub mod probe;

@@ -23,6 +23,9 @@ use crate::{
     track::Tracker,
 };
 
+/// How long a stopping agent keeps delivering notifications.
+const NOTIFY_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub async fn run(cfg: Config, fresh: bool) -> anyhow::Result<()> {
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_PERFMON: u32 = 38;
@@ -52,7 +55,18 @@ pub async fn run(cfg: Config, fresh: bool) -> anyhow::Result<()> {
     }
     let history = Arc::new(history);
     let alerts = Arc::new(AlertService::open(cfg.alert.clone(), cfg.limits.per_client_connections, &cfg.agent.state_dir));
-    // TODO(notify): open the Notifier here and `alerts.add_sink(notifier)`.
+    // Notifications: a broken [notify] (e.g. a missing secret file) stops the start, because
+    // an agent that runs without delivering its alerts fails silently.
+    let notifier = if cfg.notify.channels.is_empty() {
+        info!("no [[notify.channels]] configured: alerts are not notified");
+        None
+    } else {
+        let n = crate::notify::Notifier::open(cfg.notify.clone(), &cfg.agent.state_dir)
+            .context("notifications ([notify])")?;
+        alerts.add_sink(n.clone());
+        tokio::spawn(n.clone().run());
+        Some(n)
+    };
     let mut shared = api::Shared::new(history.clone(), cfg.metrics.clone());
     shared.alerts = Some(alerts.clone());
     shared.token = token::load_or_create(&cfg.token_file()).map_err(|e| {
@@ -123,6 +137,10 @@ pub async fn run(cfg: Config, fresh: bool) -> anyhow::Result<()> {
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
+    }
+    if let Some(n) = &notifier {
+        // What is not delivered now stays in the outbox for the next start.
+        n.flush(NOTIFY_FLUSH).await;
     }
     info!(
         "stopping; the probe stays attached and counting at {} (`wsguard detach` removes it)",

@@ -20,7 +20,7 @@ fn list(agent: &Agent) -> Result<Vec<Value>> {
 }
 
 fn quota_alert(agent: &Agent, pid: u32) -> Result<Option<Value>> {
-    Ok(list(agent)?.into_iter().find(|a| a["labels"]["alertname"] == "ClientConnectionQuota" && a["labels"]["pid"] == pid.to_string()))
+    Ok(list(agent)?.into_iter().find(|a| a["labels"]["alertname"] == "ClientConnectionQuota" && a["labels"]["pid"].as_str() == Some(pid.to_string().as_str())))
 }
 
 /// Poll until `pred` holds for the quota alert; returns it and how long it took.

@@ -103,7 +103,6 @@ impl AlertService {
         }
     }
 
-    #[allow(dead_code)] // the notification outbox registers here
     pub fn add_sink(&self, sink: std::sync::Arc<dyn Sink>) {
         self.sinks.lock().expect("sinks lock").push(sink);
     }
