@@ -528,3 +528,26 @@ fn restart_unit_finds_the_service_and_reports_a_failed_restart() -> Result<()> {
     drop(unit);
     Ok(())
 }
+
+#[test]
+fn approval_waits_for_the_operator() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let (agent, _server, _c) = exec_agent("remed-approve", HOOK, "approval = true\ncooldown = \"1h\"")?;
+    let rows = wait_rows(&agent, "an approval request", 15, |r| count(r, "awaiting_approval") == 1)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let st = agent.get("/api/v1/remediation")?;
+    assert_eq!(st["pending_approvals"].as_array().map(Vec::len), Some(1), "{st:#}");
+    assert_eq!(count(&history(&agent)?, "run"), 0, "nothing runs before approval");
+    let id = rows.iter().find(|r| r["event"] == "awaiting_approval").unwrap()["id"].as_i64().unwrap();
+    let out = cli(&agent, &["remediation", "approve", &id.to_string(), "--by", "alice"])?;
+    assert!(out.contains(&format!("approved request {id}")), "{out}");
+    let rows = wait_rows(&agent, "the approved run", 15, |r| count(r, "result") == 1)?;
+    let approved = rows.iter().find(|r| r["event"] == "approved").unwrap();
+    assert_eq!((approved["by"].as_str(), approved["ref"].as_i64()), (Some("alice"), Some(id)));
+    assert_eq!(rows.iter().find(|r| r["event"] == "result").unwrap()["result"], "ok");
+    // A second approval of the same request is refused.
+    assert!(cli(&agent, &["remediation", "approve", &id.to_string()]).is_err());
+    Ok(())
+}
