@@ -32,6 +32,7 @@ pub struct Shared {
     pub metrics: MetricsConfig,
     predictions: RwLock<Option<Arc<crate::predict::Predictions>>>,
     pub alerts: Option<Arc<crate::alert::service::AlertService>>,
+    pub remediation: Option<Arc<crate::remediate::Shared>>,
     /// Bearer token for mutating calls; `Err` says why there is none (mutations are refused).
     pub token: Result<crate::token::Token, String>,
 }
@@ -45,6 +46,7 @@ impl Shared {
             metrics,
             predictions: RwLock::default(),
             alerts: None,
+            remediation: None,
             token: Err("no API token configured".into()),
         }
     }
@@ -75,6 +77,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/history", get(history))
         .route("/api/v1/predictions", get(predictions))
         .merge(crate::alert::api::routes())
+        .merge(crate::remediate::api::routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; see docs/api.md") })
         .with_state(shared)
 }

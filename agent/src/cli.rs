@@ -129,6 +129,13 @@ pub enum Command {
         #[command(subcommand)]
         command: HistoryCommand,
     },
+    /// Remediation: audit log, approvals, kill switch.
+    Remediation {
+        #[command(subcommand)]
+        command: crate::remediate::cli::RemediationCommand,
+        #[command(flatten)]
+        at: crate::remediate::cli::Where,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]

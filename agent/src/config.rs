@@ -36,6 +36,7 @@ pub struct Config {
     pub predict: crate::predict::PredictConfig,
     pub alert: crate::alert::AlertConfig,
     pub notify: crate::notify::NotifyConfig,
+    pub remediation: crate::remediate::RemediationConfig,
 }
 
 /// Thresholds that classify connections and clients.
@@ -224,6 +225,9 @@ impl Config {
             return Err(ConfigError::Value { path: path.into(), key, message });
         }
         if let Err((key, message)) = self.notify.validate() {
+            return Err(ConfigError::Value { path: path.into(), key, message });
+        }
+        if let Err((key, message)) = self.remediation.validate() {
             return Err(ConfigError::Value { path: path.into(), key, message });
         }
         if !self.probe.pin_path.is_absolute() {

@@ -22,6 +22,7 @@ pub mod privs;
 pub mod probe;
 pub mod procinfo;
 pub mod reload;
+pub mod remediate;
 pub mod resources;
 pub mod run;
 pub mod snapshot;

@@ -9,7 +9,7 @@ use wsguard::{
     cli::{Cli, Command, ConfigCommand, HistoryCommand},
     client, completions,
     config::Config,
-    config_cmd, doctor, history, predict, probe, reload, run, top,
+    config_cmd, doctor, history, predict, probe, reload, remediate, run, top,
 };
 
 #[tokio::main]
@@ -53,6 +53,7 @@ async fn main() -> ExitCode {
             }),
         Command::Replay { file, speed, json, config } => predict::replay::run(&file, config.as_deref(), speed, json),
         Command::Alerts { command, api } => alert::cli::run(command, api).await,
+        Command::Remediation { command, at } => remediate::cli::run(command, at).await,
         Command::History { command: HistoryCommand::Export { since, state_dir, api } } => {
             predict::replay::history_export(&api, state_dir.as_deref(), &since).await
         }

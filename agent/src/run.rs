@@ -12,12 +12,14 @@ use tracing::{error, info, warn};
 use wsguard_common::names;
 
 use crate::{
-    alert::{service::AlertService, Alert, Transition, TransitionKind},
+    alert::{service::AlertService, Alert, Status, Transition, TransitionKind},
     api,
     config::Config,
     events,
     history::History,
-    probe, token,
+    probe,
+    remediate::Remediator,
+    token,
     track::Tracker,
 };
 
@@ -75,6 +77,17 @@ pub async fn run(mut cfg: Config, config_path: Option<&std::path::Path>, fresh: 
     // Everything privileged is done: keep only what later work needs (docs/security.md).
     let dropped = crate::privs::drop_after_attach(|| probe::maps::read(&probe.ebpf, cfg.probe.max_connections).map(drop))?;
     info!("{dropped}");
+    let mut remediator = match Remediator::open(cfg.remediation.clone(), &cfg.agent.state_dir) {
+        Ok(mut r) => {
+            r.set_rules(&cfg.alert.effective_rules(cfg.limits.per_client_connections));
+            shared.remediation = Some(r.shared());
+            Some(r)
+        }
+        Err(e) => {
+            error!("remediation disabled: cannot open its audit log: {e:#}");
+            None
+        }
+    };
     let shared = Arc::new(shared);
     let app = api::router(shared.clone());
     info!("API listening on http://{}", cfg.api.listen);
@@ -106,12 +119,15 @@ pub async fn run(mut cfg: Config, config_path: Option<&std::path::Path>, fresh: 
                                 info!("prediction alert {}", crate::predict::replay::transition_line(t));
                             }
                         }
-                        let events = alerts.evaluate(&snap, pred.as_ref(), SystemTime::now());
+                        let now = SystemTime::now();
+                        let events = alerts.evaluate(&snap, pred.as_ref(), now);
                         for (t, a) in &events {
                             log_transition(t, a);
                         }
-                        // TODO(remediation): hand `events`, the firing alerts, `snap` and
-                        // `built.connections` to the Remediator here.
+                        if let Some(r) = remediator.as_mut() {
+                            let firing: Vec<Alert> = alerts.alerts().into_iter().filter(|a| a.status == Status::Firing).collect();
+                            r.handle(&events, &firing, &snap, &built.connections, now);
+                        }
                         if let Some(pred) = pred {
                             shared.publish_predictions(pred);
                         }
