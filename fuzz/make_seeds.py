@@ -61,3 +61,38 @@ write("http_scan", "response-101", head(1, [2, 9], resp + frame(0x1, b"hello")))
 write("http_scan", "response-400", head(1, [4], b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"))
 write("http_scan", "plain-get", head(0, [7], b"GET /index.html HTTP/1.1\nHost: a\nAccept: */*\n\n"))
 write("http_scan", "not-http", head(0, [1], b"\x16\x03\x01\x02\x00\x01\x00"))
+
+# config_parse: TOML text as the agent reads it.
+ROOT = os.path.dirname(HERE)
+with open(os.path.join(ROOT, "config", "wsguard.toml"), "rb") as f:
+    write("config_parse", "shipped", f.read())
+write("config_parse", "empty", b"")
+write("config_parse", "small", b'[agent]\ninterval = "2s"\nstate_dir = "/var/lib/x"\n[api]\nlisten = "127.0.0.1:9595"\n'
+      b'[probe]\nports = [8080, 9000]\nprocesses = ["node"]\nmax_connections = 16\nring_buffer_bytes = 4096\n')
+write("config_parse", "client-key", b'[probe.client_key]\nquery = "user"\nhash = true\n[limits]\n'
+      b'per_client_connections = 5\nidle_after = "1m"\nstall_after = "10s"\n')
+write("config_parse", "history", b'[history]\nmemory_snapshots = 0\nretention = "1d"\nfull_resolution = "1h"\n'
+      b'downsample_interval = "5m"\n')
+write("config_parse", "bad-value", b'[probe]\nring_buffer_bytes = 5000\n')
+write("config_parse", "bad-key", b'[agnt]\ninterval = 5\n')
+
+# api_inputs: byte 0 % 4 = 0 `since`, 1 matcher, 2-3 request with method (b0 / 4) % 5
+# (GET, POST, PUT, DELETE, PATCH); the request's first line is the URI, the rest the body.
+def req(method, uri, body=b""):
+    return bytes([2 + 4 * ["GET", "POST", "PUT", "DELETE", "PATCH"].index(method)]) + uri + (b"\n" + body if body else b"")
+write("api_inputs", "since-duration", b"\x0015m")
+write("api_inputs", "since-rfc3339", b"\x002026-01-02T03:04:05+01:00")
+write("api_inputs", "since-unix", b"\x001700000000")
+# Found by this target: unix seconds past SystemTime's range panicked the handler.
+write("api_inputs", "since-unix-max", req("GET", b"/api/v1/history?since=18446744073709551615"))
+write("api_inputs", "matcher-re", b'\x01alertname=~"Ws.*|Fd"')
+write("api_inputs", "matcher-ne", b"\x01severity != info")
+write("api_inputs", "history", req("GET", b"/api/v1/history?since=2h"))
+write("api_inputs", "history-bad", req("GET", b"/api/v1/history?since=%FF%FE&since=1"))
+write("api_inputs", "connections", req("GET", b"/api/v1/processes/4242/connections"))
+write("api_inputs", "connections-bad", req("GET", b"/api/v1/processes/-1/connections"))
+write("api_inputs", "metrics", req("GET", b"/metrics"))
+write("api_inputs", "detailed", req("GET", b"/health/detailed"))
+write("api_inputs", "post-json", req("POST", b"/api/v1/silences",
+      b'{"matchers":[{"name":"alertname","op":"=~","value":"Ws.*"}],"ends_at":"2026-01-02T03:04:05Z","comment":"x"}'))
+write("api_inputs", "delete", req("DELETE", b"/api/v1/alerts/0123456789abcdef"))

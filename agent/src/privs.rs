@@ -160,7 +160,7 @@ fn broadcast(target: Target, sig: libc::c_int) -> anyhow::Result<()> {
     loop {
         let errno = HANDLER_ERRNO.load(Ordering::SeqCst);
         if errno != 0 {
-            bail!("dropping capabilities on a thread failed: {}", std::io::Error::from_raw_os_error(errno));
+            bail!("dropping capabilities on a thread failed: {}", describe(errno));
         }
         let mut pending = Vec::new();
         for tid in tasks()? {
@@ -178,9 +178,9 @@ fn broadcast(target: Target, sig: libc::c_int) -> anyhow::Result<()> {
         }
         for tid in pending {
             if tid == me {
-                let errno = apply();
-                if errno != 0 {
-                    bail!("dropping capabilities: {}", std::io::Error::from_raw_os_error(errno));
+                let code = apply();
+                if code != 0 {
+                    bail!("dropping capabilities: {}", describe(code));
                 }
             } else if signalled.get(&tid).is_none_or(|t| t.elapsed() > RESIGNAL) {
                 signalled.insert(tid, Instant::now());
@@ -271,28 +271,44 @@ struct CapData {
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
+/// The steps of `apply`, for error messages.
+const STEPS: [&str; 4] = [
+    "prctl(PR_CAPBSET_DROP)",
+    "prctl(PR_CAP_AMBIENT_CLEAR_ALL)",
+    "prctl(PR_SET_NO_NEW_PRIVS)",
+    "capset (a seccomp filter such as systemd's ~@privileged must allow it)",
+];
+
+/// Describe a code returned by `apply`.
+fn describe(code: i32) -> String {
+    let step = STEPS.get((code >> 16) as usize).copied().unwrap_or("?");
+    format!("{step}: {}", std::io::Error::from_raw_os_error(code & 0xffff))
+}
+
 /// Apply the target to the calling thread: empty the bounding set (if allowed), clear the
 /// ambient set, set `no_new_privs`, then permitted = effective = keep and inheritable = 0, in
 /// this order because dropping from the bounding set needs CAP_SETPCAP, which `keep` lacks.
-/// Only raw system calls and atomics: this runs in a signal handler. Returns 0 or an errno.
+/// Only raw system calls and atomics: this runs in a signal handler. Returns 0, or the failed
+/// step (`STEPS`, times 65536) plus its errno.
 fn apply() -> i32 {
     let keep = TARGET_KEEP.load(Ordering::SeqCst);
     let errno = || unsafe { *libc::__errno_location() };
+    let fail = |step: i32| (step << 16) | errno();
     // SAFETY: plain prctl/capset calls with valid arguments on the calling thread.
     unsafe {
         if TARGET_CLEAR_BOUNDING.load(Ordering::SeqCst) {
             for cap in 0..=LAST_CAP.load(Ordering::SeqCst) as libc::c_ulong {
                 if libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) == 1 && libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 {
-                    return errno();
+                    return fail(0);
                 }
             }
         }
         // EINVAL: a kernel before 4.3 has no ambient set, so there is nothing to clear.
         if libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno() != libc::EINVAL {
-            return errno();
+            return fail(1);
         }
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-            return errno();
+            return fail(2);
         }
         let header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
         let data = [
@@ -300,7 +316,7 @@ fn apply() -> i32 {
             CapData { effective: (keep >> 32) as u32, permitted: (keep >> 32) as u32, inheritable: 0 },
         ];
         if libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) != 0 {
-            return errno();
+            return fail(3);
         }
     }
     0

@@ -5,6 +5,8 @@
 //! chunk sizes (`b + 1`, cycled over the stream; `k == 0` means one byte at a time), the rest is
 //! the stream.
 
+pub mod agent;
+
 use wsguard_common::frame::{Desync, DirCounters, FrameHeader, FrameState, Sink, NO_STATUS, WINDOW};
 use wsguard_common::http::{HttpScan, Scan};
 
@@ -312,6 +314,16 @@ mod tests {
     #[test]
     fn seed_corpus_http_scan() {
         assert!(replay("http_scan", check_http_scan) >= 3);
+    }
+
+    #[test]
+    fn seed_corpus_config_parse() {
+        assert!(replay("config_parse", agent::check_config) >= 3);
+    }
+
+    #[test]
+    fn seed_corpus_api_inputs() {
+        assert!(replay("api_inputs", agent::check_api) >= 3);
     }
 
     #[test]

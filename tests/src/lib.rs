@@ -53,6 +53,10 @@ pub struct Agent {
     pub config: PathBuf,
     pub dir: PathBuf,
     pub pin: String,
+    /// `RUST_LOG` for the next `spawn` (default `info`).
+    pub rust_log: String,
+    /// A command the agent is started under (e.g. `setpriv ...`), empty for none.
+    pub wrapper: Vec<String>,
     log: PathBuf,
 }
 
@@ -78,7 +82,7 @@ impl Agent {
                 dir.join("state").display()
             ),
         )?;
-        let mut a = Agent { child: None, api: format!("http://127.0.0.1:{port}"), config, dir: dir.clone(), pin, log: dir.join("agent.log") };
+        let mut a = Agent { child: None, api: format!("http://127.0.0.1:{port}"), config, dir: dir.clone(), pin, rust_log: "info".into(), wrapper: Vec::new(), log: dir.join("agent.log") };
         a.spawn(true)?;
         Ok(a)
     }
@@ -90,12 +94,19 @@ impl Agent {
             bail!("{} missing: build it first (`cargo build --release`)", bin.display());
         }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-        let mut cmd = Command::new(bin);
+        let mut cmd = match self.wrapper.split_first() {
+            Some((w, args)) => {
+                let mut c = Command::new(w);
+                c.args(args).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         cmd.args(["run", "--config"]).arg(&self.config);
         if fresh {
             cmd.arg("--fresh");
         }
-        let child = cmd.env("RUST_LOG", "info").stdout(log.try_clone()?).stderr(log).spawn()?;
+        let child = cmd.env("RUST_LOG", &self.rust_log).stdout(log.try_clone()?).stderr(log).spawn()?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
@@ -132,6 +143,11 @@ impl Agent {
     /// The agent process is still running.
     pub fn alive(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The agent's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn log_text(&self) -> String {

@@ -1,13 +1,15 @@
-//! Developer tasks for wsguard: `cargo xtask <setup|test|demo|bench|install|deb>`.
+//! Developer tasks for wsguard: `cargo xtask <setup|test|demo|bench|install|deb|fuzz|soak>`.
 //!
 //! Each subcommand lives in its own module; this file only parses the command line.
 
 mod bench;
 mod deb;
 mod demo;
+mod fuzz;
 mod install;
 mod proc;
 mod setup;
+mod soak;
 mod sys;
 mod test;
 mod util;
@@ -38,6 +40,10 @@ enum Command {
     Install(install::InstallArgs),
     /// Build a Debian package (target/debian/wsguard_VERSION_ARCH.deb) with dpkg-deb.
     Deb(deb::DebArgs),
+    /// Build the fuzz targets (stable compiler) and run each for a bounded time.
+    Fuzz(fuzz::FuzzArgs),
+    /// Long soak test (30 min default, root, not in CI): churn + traffic; RSS flat, counts exact.
+    Soak(soak::SoakArgs),
 }
 
 fn main() {
@@ -49,6 +55,8 @@ fn main() {
         Command::Bench(args) => bench::run(&args),
         Command::Install(args) => install::run(&args),
         Command::Deb(args) => deb::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
+        Command::Soak(args) => soak::run(&args),
     };
     if let Err(err) = result {
         eprintln!("xtask: error: {err:#}");

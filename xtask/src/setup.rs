@@ -49,6 +49,8 @@ const TEST_PKGS: &[&str] = &[
     "jq",
     // systemd-analyze verify (tests/tests/deploy.rs); PID 1 need not be systemd.
     "systemd",
+    // libFuzzer (C++) for the fuzz run in `cargo xtask test` (xtask/src/fuzz.rs).
+    "g++",
 ];
 /// Nice to have (benchmarks); a failure to install it is only a warning.
 const OPTIONAL_PKGS: &[&str] = &["linux-perf"];

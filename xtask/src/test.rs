@@ -11,6 +11,9 @@ pub struct TestArgs {
     /// Run only the unprivileged tests, even as root.
     #[arg(long)]
     unprivileged_only: bool,
+    /// Seconds each fuzz target runs after the unprivileged tests (0: no fuzzing).
+    #[arg(long, default_value_t = 20)]
+    fuzz_seconds: u64,
     /// Extra arguments passed to the test binaries (after `--`), e.g. a test name filter or
     /// `--nocapture`.
     #[arg(last = true)]
@@ -38,6 +41,15 @@ pub fn run(args: &TestArgs) -> Result<()> {
     if let Err(err) = util::run(&mut c) {
         println!("    FAILED: {err:#}");
         failures.push("unprivileged tests");
+    }
+
+    // A short, bounded fuzz run of every target (stable compiler; see xtask/src/fuzz.rs).
+    if args.fuzz_seconds > 0 {
+        let fuzz = crate::fuzz::FuzzArgs { seconds: args.fuzz_seconds, targets: Vec::new() };
+        if let Err(err) = crate::fuzz::run(&fuzz) {
+            println!("    FAILED: {err:#}");
+            failures.push("fuzzing");
+        }
     }
 
     // Tier 2: load the real probe against real servers; needs root.
@@ -91,7 +103,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
 
 /// Environment handed to the integration tests so they find the same tools setup installed.
 /// Existing values win, so a developer can point the tests elsewhere.
-fn test_env() -> Vec<(&'static str, String)> {
+pub(crate) fn test_env() -> Vec<(&'static str, String)> {
     let root = util::workspace_root();
     let mut env = vec![
         (

@@ -196,8 +196,10 @@ impl History {
             ring.push_back(snap.clone());
         }
         let r = self.store_append(&snap, t);
-        if let Err(e) = &r {
-            self.record(e);
+        match &r {
+            Err(e) => self.record(e),
+            // The store works again (space returned, remounted writable): no longer degraded.
+            Ok(()) => *self.last_error.lock().expect("error lock") = None,
         }
         r
     }

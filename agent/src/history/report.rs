@@ -448,7 +448,9 @@ pub fn parse_since_at(s: &str, now: SystemTime) -> Result<SystemTime> {
     }
     if s.bytes().all(|b| b.is_ascii_digit()) {
         let secs: u64 = s.parse().context("unix seconds")?;
-        return Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+        // Checked: `since=18446744073709551615` must be an error, not a panic (found by the
+        // `api_inputs` fuzz target).
+        return SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs)).context("unix seconds out of range");
     }
     if let Ok(d) = humantime::parse_duration(s) {
         return now.checked_sub(d).context("duration reaches before the epoch");

@@ -386,5 +386,6 @@ fn history_parse_since() {
     assert_eq!(parse_since_at(&T0.to_string(), now).unwrap(), at(T0));
     assert!(parse_since_at("yesterday", now).is_err());
     assert!(parse_since_at("", now).is_err());
+    assert!(parse_since_at(&u64::MAX.to_string(), now).is_err(), "out of range, not a panic");
     assert!(parse_since("5m").unwrap() < SystemTime::now());
 }

@@ -1,0 +1,446 @@
+//! The agent's security promises (docs/security.md), each checked against the real binary:
+//! capabilities dropped on every thread after attach, a config others can write refused, the API
+//! on loopback by default, no mutation without authentication, the probe free of helpers that
+//! write user memory or alter anything, and request data (client keys) never leaking into logs,
+//! the API or the state directory unless configured, and then only as a hash.
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use wsguard_integration::{enc, repo_root, require_root, Agent, RawClient, Server, Split};
+
+fn agent_bin() -> PathBuf {
+    std::env::var_os("WSGUARD_BIN").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/release/wsguard"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("wsguard-sec-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+/// `CapXxx:` and `NoNewPrivs:` of one thread.
+fn caps_of(status: &str) -> (u64, u64, u64, u64, u64, bool) {
+    let hex = |k: &str| {
+        let line = status.lines().find(|l| l.starts_with(k)).unwrap_or_else(|| panic!("{k} missing"));
+        u64::from_str_radix(line[k.len()..].trim(), 16).unwrap()
+    };
+    let nnp = status.lines().any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1'));
+    (hex("CapInh:"), hex("CapPrm:"), hex("CapEff:"), hex("CapBnd:"), hex("CapAmb:"), nnp)
+}
+
+const CAP_DAC_READ_SEARCH: u32 = 2;
+const CAP_KILL: u32 = 5;
+const CAP_SETGID: u32 = 6;
+const CAP_SETUID: u32 = 7;
+const CAP_SETPCAP: u32 = 8;
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_PTRACE: u32 = 19;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_SYS_RESOURCE: u32 = 24;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+#[test]
+fn capabilities_dropped_on_every_thread_after_attach() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let mine = caps_of(&std::fs::read_to_string("/proc/self/status")?);
+    if mine.1 & (1 << CAP_SETPCAP) == 0 {
+        eprintln!("SKIP: the test runs without CAP_SETPCAP, so the agent cannot clear its bounding set");
+        return Ok(());
+    }
+    let server = Server::node(&[])?;
+    let agent = Agent::start("caps")?;
+    let pid = agent.pid().context("agent pid")?;
+    // The agent keeps exactly these (of what it was started with, which is what we have).
+    let keep = [CAP_DAC_READ_SEARCH, CAP_KILL, CAP_SETGID, CAP_SETUID, CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_SYS_RESOURCE]
+        .iter()
+        .fold(0u64, |m, c| m | (1 << c))
+        & mine.1;
+    let mut threads = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = t?.path().join("status");
+        let (inh, prm, eff, bnd, amb, nnp) = caps_of(&std::fs::read_to_string(&path)?);
+        assert_eq!((prm, eff), (keep, keep), "{}: permitted/effective {prm:#x}/{eff:#x}, want {keep:#x}", path.display());
+        assert_eq!((inh, bnd, amb), (0, 0, 0), "{}: inheritable/bounding/ambient must be empty", path.display());
+        assert!(nnp, "{}: no_new_privs not set", path.display());
+        for c in [CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SETPCAP] {
+            assert_eq!(eff & (1 << c), 0, "capability {c} kept");
+        }
+        threads += 1;
+    }
+    assert!(threads >= 2, "the tokio runtime has worker threads; saw {threads}");
+    assert!(agent.log_text().contains("capabilities dropped on every thread"), "{}", agent.log_text());
+
+    // Without CAP_BPF the agent still reads the maps through its open fds: counts are exact,
+    // and the programs' pinned stats are still readable.
+    let mut c = RawClient::connect(server.port)?;
+    c.send(&[enc::text("a", true), enc::binary(300, true), enc::ping("p")], Split::PerFrame)?;
+    c.read_frames(3, Duration::from_secs(5))?;
+    let ws = agent.wait_ws(server.pid, "3 frames", |w| w["messages_received"] == 2 && w["frames_received"]["ping"] == 1)?;
+    assert_eq!(ws["payload_bytes_received"], 302, "{ws:#}");
+    let snap = agent.fresh_snapshot()?;
+    assert_eq!(snap["probe"]["programs"].as_array().map(Vec::len), Some(2), "{:#}", snap["probe"]);
+    Ok(())
+}
+
+/// Under a bounding set like the systemd unit's (CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE,
+/// CAP_DAC_READ_SEARCH; no CAP_SETPCAP, no CAP_SYS_ADMIN) the agent attaches, keeps only the
+/// two /proc capabilities, cannot empty the bounding set but sets no_new_privs, and counts.
+#[test]
+fn capabilities_dropped_under_the_units_bounding_set() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts")?;
+    if !mounts.lines().any(|l| l.split_whitespace().nth(2) == Some("bpf")) {
+        eprintln!("SKIP: no bpffs mounted; without CAP_SYS_ADMIN the agent cannot mount it");
+        return Ok(());
+    }
+    let server = Server::node(&[])?;
+    let mut agent = Agent::start("caps-unit")?;
+    agent.stop(libc::SIGTERM);
+    agent.wrapper = ["setpriv", "--bounding-set=-all,+bpf,+perfmon,+sys_ptrace,+dac_read_search"].map(String::from).to_vec();
+    agent.spawn(true)?;
+    let pid = agent.pid().context("agent pid")?;
+    let keep = (1u64 << CAP_SYS_PTRACE) | (1 << CAP_DAC_READ_SEARCH);
+    let bounding = keep | (1 << CAP_BPF) | (1 << CAP_PERFMON);
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = t?.path().join("status");
+        let (inh, prm, eff, bnd, amb, nnp) = caps_of(&std::fs::read_to_string(&path)?);
+        assert_eq!((prm, eff, inh, amb), (keep, keep, 0, 0), "{}", path.display());
+        assert_eq!(bnd, bounding, "{}: the bounding set stays as the unit set it", path.display());
+        assert!(nnp, "{}: no_new_privs", path.display());
+    }
+    assert!(agent.log_text().contains("bounding set left as is"), "{}", agent.log_text());
+    let mut c = RawClient::connect(server.port)?;
+    c.send(&[enc::text("x", true), enc::close(1000)], Split::PerFrame)?;
+    c.read_to_end(Duration::from_secs(5))?;
+    drop(c); // our FIN lets the server close its socket
+    let ws = agent.wait_ws(server.pid, "closed", |w| w["connections_closed"] == 1)?;
+    assert_eq!((ws["messages_received"].as_u64(), ws["close_codes_received"]["1000"].as_u64()), (Some(1), Some(1)), "{ws:#}");
+    Ok(())
+}
+
+/// `wsguard config check --config <path>`: (exit code, stderr).
+fn config_check(path: &Path) -> (i32, String) {
+    let out = Command::new(agent_bin()).args(["config", "check", "--config"]).arg(path).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn chmod(p: &Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn config_writable_by_others_is_refused() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let dir = scratch("config");
+    let file = dir.join("wsguard.toml");
+    std::fs::write(&file, "[agent]\ninterval = \"1s\"\n")?;
+    chmod(&file, 0o644);
+    assert_eq!(config_check(&file).0, 0, "root's 0644 file in root's 0755 dir: {}", config_check(&file).1);
+
+    for mode in [0o666, 0o620, 0o602] {
+        chmod(&file, mode);
+        let (code, err) = config_check(&file);
+        assert_eq!(code, 2, "mode {mode:o} accepted");
+        assert!(err.contains(file.to_str().unwrap()) && err.contains("writable by group or others"), "{err}");
+        assert!(err.contains("chmod 600"), "the fix is named: {err}");
+    }
+    chmod(&file, 0o600);
+    std::os::unix::fs::chown(&file, Some(65534), None)?;
+    let (code, err) = config_check(&file);
+    assert_eq!(code, 2);
+    assert!(err.contains("owned by uid 65534") && err.contains("chown root"), "{err}");
+    std::os::unix::fs::chown(&file, Some(0), None)?;
+
+    // The directory decides who can replace the file; a sticky one (like /tmp) is fine.
+    chmod(&dir, 0o777);
+    let (code, err) = config_check(&file);
+    assert_eq!(code, 2);
+    assert!(err.contains(&format!("its directory {}", dir.display())) && err.contains("chmod go-w"), "{err}");
+    chmod(&dir, 0o1777);
+    assert_eq!(config_check(&file).0, 0, "{}", config_check(&file).1);
+
+    // A symlink in a safe place to a file in an unsafe directory is judged by the file's place.
+    let unsafe_dir = dir.join("open");
+    std::fs::create_dir(&unsafe_dir)?;
+    chmod(&unsafe_dir, 0o777);
+    let real = unsafe_dir.join("real.toml");
+    std::fs::write(&real, "")?;
+    chmod(&real, 0o600);
+    chmod(&dir, 0o755);
+    let link = dir.join("link.toml");
+    std::os::unix::fs::symlink(&real, &link)?;
+    let (code, err) = config_check(&link);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(unsafe_dir.to_str().unwrap()), "{err}");
+
+    // `run` refuses before it attaches anything.
+    chmod(&file, 0o666);
+    let pin = format!("/sys/fs/bpf/wsguard-sec-refused-{}", std::process::id());
+    std::fs::write(&file, format!("[probe]\npin_path = \"{pin}\"\n[api]\nlisten = \"127.0.0.1:1\"\n"))?;
+    let out = Command::new(agent_bin()).args(["run", "--config"]).arg(&file).output()?;
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing config"));
+    assert!(!Path::new(&pin).exists(), "nothing attached");
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// Listening sockets (`addr:port` in /proc/net/tcp{,6} hex form) of process `pid`.
+fn listening(pid: u32) -> Vec<String> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|l| l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 9 && f[3] == "0A" && inodes.iter().any(|i| i == f[9]) {
+                out.push(f[1].to_owned());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn api_listens_on_loopback_by_default() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let shipped = std::fs::read_to_string(repo_root().join("config/wsguard.toml"))?;
+    assert!(shipped.lines().any(|l| l.trim() == "listen = \"127.0.0.1:9595\""), "shipped config listens on loopback");
+    // A config without [api]: the built-in default applies.
+    let dir = scratch("loopback");
+    let pin = format!("/sys/fs/bpf/wsguard-sec-loopback-{}", std::process::id());
+    let file = dir.join("wsguard.toml");
+    std::fs::write(&file, format!("[agent]\nstate_dir = \"{}\"\n[probe]\npin_path = \"{pin}\"\n", dir.join("state").display()))?;
+    let log = dir.join("agent.log");
+    let mut child = Command::new(agent_bin())
+        .args(["run", "--fresh", "--config"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let result = loop {
+        if let Some(st) = child.try_wait()? {
+            // Another agent on this machine may hold the default port: the error names the address.
+            let text = std::fs::read_to_string(&log)?;
+            if text.contains("cannot listen on 127.0.0.1:9595") {
+                eprintln!("note: 127.0.0.1:9595 is taken here; the refusal names the loopback default");
+                break Ok(());
+            }
+            break Err(anyhow::anyhow!("agent exited ({st}): {text}"));
+        }
+        let socks = listening(child.id());
+        if !socks.is_empty() {
+            // 0100007F:257B = 127.0.0.1:9595 (little-endian address, big-endian port).
+            break if socks.iter().all(|s| s == "0100007F:257B") { Ok(()) } else { Err(anyhow::anyhow!("listens on {socks:?}")) };
+        }
+        if Instant::now() > deadline {
+            break Err(anyhow::anyhow!("agent did not listen within 30s"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait()?;
+    let _ = std::fs::remove_dir_all(&pin);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// Status code of `method path` without credentials.
+fn status_of(api: &str, method: &str, path: &str) -> Result<u16> {
+    let host = api.strip_prefix("http://").context("http")?;
+    let mut s = TcpStream::connect(host)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let body = "{}";
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let code = buf.split_whitespace().nth(1).context("no status")?;
+    Ok(code.parse()?)
+}
+
+/// The API has no unauthenticated way to change anything: every non-read method on every route
+/// (the read-only ones and the mutating ones) is refused without a token.
+#[test]
+fn unauthenticated_mutation_is_refused() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let agent = Agent::start("unauth")?;
+    let paths = [
+        "/health",
+        "/ready",
+        "/health/detailed",
+        "/metrics",
+        "/api/v1/snapshot",
+        "/api/v1/processes",
+        "/api/v1/processes/1/connections",
+        "/api/v1/history",
+        "/api/v1/predictions",
+        "/api/v1/alerts",
+        "/api/v1/alerts/0123456789abcdef/ack",
+        "/api/v1/silences",
+        "/api/v1/silences/1",
+        "/api/v1/remediation",
+        "/api/v2/alerts",
+    ];
+    for path in paths {
+        for method in ["POST", "PUT", "PATCH", "DELETE"] {
+            let code = status_of(&agent.api, method, path)?;
+            assert!(matches!(code, 401 | 403 | 404 | 405), "{method} {path} without a token answered {code}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn probe_programs_never_write_user_memory() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    if Command::new("bpftool").arg("version").output().is_err() {
+        eprintln!("SKIP: bpftool not installed (`cargo xtask setup` installs it)");
+        return Ok(());
+    }
+    let agent = Agent::start("helpers")?;
+    for prog in ["wsg_sys_enter", "wsg_sys_exit"] {
+        let pinned = format!("{}/prog_{prog}", agent.pin);
+        let out = Command::new("bpftool").args(["prog", "dump", "xlated", "pinned", &pinned]).output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "bpftool: {}", String::from_utf8_lossy(&out.stderr));
+        // The dump names every helper call (including those of bpf_loop callbacks).
+        let calls: Vec<&str> = text.lines().filter(|l| l.contains(") call ")).collect();
+        assert!(!calls.is_empty(), "{prog}: no helper calls seen:\n{text}");
+        for bad in ["probe_write_user", "send_signal", "override_return", "skb_store_bytes", "copy_from_user", "sys_bpf"] {
+            assert!(!text.contains(bad), "{prog} calls {bad}");
+        }
+        if prog == "wsg_sys_exit" {
+            assert!(text.contains("bpf_probe_read_user"), "{prog} reads user memory with bpf_probe_read_user");
+        }
+    }
+    Ok(())
+}
+
+/// Connect with our own upgrade request (path, query and headers chosen by the test).
+fn connect_raw(port: u16, target: &str, headers: &str) -> Result<TcpStream> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        s,
+        "GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
+    )?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b)? == 0 {
+            bail!("closed during handshake");
+        }
+        head.push(b[0]);
+    }
+    if !head.starts_with(b"HTTP/1.1 101") {
+        bail!("no 101: {}", String::from_utf8_lossy(&head));
+    }
+    Ok(s)
+}
+
+/// Everything the agent exposes or writes: its log, API answers and state directory files.
+fn everything(agent: &Agent, pid: u32) -> Result<String> {
+    let mut all = agent.log_text();
+    for p in ["/api/v1/snapshot", "/api/v1/history?since=1h", &format!("/api/v1/processes/{pid}/connections")] {
+        all.push_str(&agent.get(p)?.to_string());
+    }
+    all.push_str(&wsguard_integration::http_get(&format!("{}/metrics", agent.api))?.1);
+    for e in walk(&agent.dir.join("state")) {
+        all.push_str(&String::from_utf8_lossy(&std::fs::read(e).unwrap_or_default()));
+    }
+    Ok(all)
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn echo_one(s: &mut TcpStream) -> Result<()> {
+    s.write_all(&enc::text("hello", true))?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf)?;
+    anyhow::ensure!(n >= 7, "no echo");
+    Ok(())
+}
+
+/// Client keys: by default only the remote IP identifies a client; the request's query string
+/// and headers (where tokens live) reach no log, API answer or state file, even at debug level.
+/// Configured to use a query parameter with `hash = true`, only a hash of it appears.
+#[test]
+fn request_secrets_never_leak() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let server = Server::node(&[])?;
+    for (name, extra) in [("keys-default", ""), ("keys-hashed", "[probe.client_key]\nquery = \"token\"\nhash = true\n")] {
+        let mut agent = Agent::start_with(name, extra)?;
+        agent.rust_log = "debug".into();
+        agent.stop(libc::SIGTERM);
+        agent.spawn(true)?;
+        let secret = "S3CRETqueryTOKEN0123456789abcdef";
+        let header_secret = "S3CRETheaderVALUE";
+        let headers = format!("X-Api-Key: {header_secret}\r\nAuthorization: Bearer {header_secret}\r\n");
+        let mut a = connect_raw(server.port, &format!("/chat?token={secret}&x=1"), &headers)?;
+        let mut b = connect_raw(server.port, &format!("/chat?token={secret}"), "")?;
+        echo_one(&mut a)?;
+        echo_one(&mut b)?;
+        agent.wait_ws(server.pid, "2 messages", |w| w["messages_received"] == 2)?;
+        // Two intervals so the history store and logs have seen the connections.
+        agent.fresh_snapshot()?;
+        let conns = agent.get(&format!("/api/v1/processes/{}/connections", server.pid))?;
+        let keys: Vec<&str> = conns.as_array().unwrap().iter().filter_map(|c| c["client_key"].as_str()).collect();
+        assert_eq!(keys.len(), 2, "{conns:#}");
+        if extra.is_empty() {
+            assert!(keys.iter().all(|k| *k == "127.0.0.1"), "default key is the remote IP: {keys:?}");
+        } else {
+            assert_eq!(keys[0], keys[1], "the same token hashes to the same key: {keys:?}");
+            assert!(!keys[0].is_empty() && keys[0] != "127.0.0.1", "{keys:?}");
+        }
+        let all = everything(&agent, server.pid)?;
+        for s in [secret, header_secret, "S3CRET"] {
+            assert!(!all.contains(s), "{name}: {s} leaked");
+        }
+        assert!(all.contains("DEBUG"), "{name}: the log was at debug level");
+    }
+    Ok(())
+}
