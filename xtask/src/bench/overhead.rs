@@ -22,6 +22,8 @@ const BPFTRACE_EXITS: [&str; 11] = [
 pub enum Variant {
     Off,
     On,
+    /// The `--compare` binary.
+    Base,
     Bpftrace,
     Nginx,
 }
@@ -31,6 +33,7 @@ impl Variant {
         match self {
             Variant::Off => "off",
             Variant::On => "on",
+            Variant::Base => "base",
             Variant::Bpftrace => "bpftrace",
             Variant::Nginx => "nginx",
         }
@@ -48,12 +51,18 @@ struct Sample {
 /// The fixed-rate comparison. Returns `{runs, medians, ratios}`.
 pub fn fixed_rate(ctx: &mut Ctx) -> Result<Value> {
     let mut variants = vec![Variant::Off, Variant::On];
-    if util_has("bpftrace") {
+    let compare = ctx.base_bin.is_some();
+    if compare {
+        // An A/B of two builds: the peers are left out.
+        variants.push(Variant::Base);
+    } else if util_has("bpftrace") {
         variants.push(Variant::Bpftrace);
     } else {
         println!("    bpftrace not found: skipping that peer");
     }
-    let nginx = if util_has("nginx") {
+    let nginx = if compare {
+        None
+    } else if util_has("nginx") {
         match start_nginx(ctx) {
             Ok(n) => {
                 variants.push(Variant::Nginx);
@@ -157,8 +166,8 @@ fn one_run(ctx: &mut Ctx, v: Variant, run: usize, nginx: Option<(u16, u32)>) -> 
     let mut prog_ids = Vec::new();
     match v {
         Variant::Off => {}
-        Variant::On => {
-            let a = ctx.start_agent()?;
+        Variant::On | Variant::Base => {
+            let a = ctx.start_agent_bin(ctx.agent_bin(v.name()))?;
             extra_pids.push(a.pid());
             if let Some((e, x)) = bpf::wsguard_progs(&ctx.pin_path) {
                 prog_ids = vec![e, x];
@@ -206,7 +215,7 @@ fn one_run(ctx: &mut Ctx, v: Variant, run: usize, nginx: Option<(u16, u32)>) -> 
         .block_on(load::open_loop(target, s.conns, s.rate, &marks, sampler));
     // Tear the variant down whatever happened.
     match (v, extra) {
-        (Variant::On, Some(a)) => procs::stop_agent(a, &ctx.bin, &ctx.cfg),
+        (Variant::On | Variant::Base, Some(a)) => procs::stop_agent(a, &ctx.bin, &ctx.cfg),
         (_, Some(mut p)) => p.stop(Duration::from_secs(5)),
         _ => {}
     }
@@ -258,12 +267,19 @@ pub fn saturated(ctx: &mut Ctx) -> Result<Value> {
     let s = ctx.settings.clone();
     let target: SocketAddr = ([127, 0, 0, 1], ctx.server_port).into();
     let mut runs = Vec::new();
+    let mut variants = vec![Variant::Off, Variant::On];
+    if ctx.base_bin.is_some() {
+        variants.push(Variant::Base);
+    }
     for run in 0..s.runs {
-        for v in [Variant::Off, Variant::On] {
+        for &v in &variants {
             if ctx.interrupted() {
                 break;
             }
-            let agent = if v == Variant::On { Some(ctx.start_agent()?) } else { None };
+            let agent = match v {
+                Variant::Off => None,
+                _ => Some(ctx.start_agent_bin(ctx.agent_bin(v.name()))?),
+            };
             let r = ctx.rt.block_on(load::saturate(
                 target,
                 s.sat_conns,
@@ -281,13 +297,15 @@ pub fn saturated(ctx: &mut Ctx) -> Result<Value> {
     }
     let off = med_of(&runs, "off", "msgs_per_s");
     let on = med_of(&runs, "on", "msgs_per_s");
+    let base = med_of(&runs, "base", "msgs_per_s");
     Ok(json!({
         "connections": s.sat_conns,
         "in_flight_per_connection": s.sat_depth,
         "window_s": s.sat_measure.as_secs_f64(),
         "runs": runs,
-        "medians": {"off": off, "on": on},
+        "medians": {"off": off, "on": on, "base": base},
         "ratio_on_off": ratio(on, off),
+        "ratio_base_off": ratio(base, off),
     }))
 }
 

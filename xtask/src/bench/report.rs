@@ -396,3 +396,45 @@ for untracked processes during a syscall-heavy `dd` with no WebSocket traffic, n
     s.push_str("## Reproduce\n\n```sh\nsudo -E cargo xtask bench            # full: ~10-15 minutes\nsudo -E cargo xtask bench --quick    # ~3 minutes\n```\n\nIt needs root, `bpftool`, `bpftrace`, `nginx`, `taskset`/`prlimit` and node `ws` (all from `cargo xtask setup`). It is not part of `cargo xtask test`.\n");
     s
 }
+
+/// `--compare` / `--only`: the figures of this build (`on`) next to the other one (`base`).
+pub fn compare_table(out: &Value) -> String {
+    let mut s = String::from("| Figure | on (this build) | base (--compare) |\n|---|---|---|\n");
+    let mut row = |name: &str, on: &Value, base: &Value, d: usize| {
+        let _ = writeln!(s, "| {name} | {} | {} |", fmt(on, d), fmt(base, d));
+    };
+    let fr = &out["fixed_rate"]["medians"];
+    for (k, d) in [
+        ("server_cpu_us_per_msg", 2),
+        ("probe_enter_ns_per_run", 1),
+        ("probe_exit_ns_per_run", 1),
+        ("p50_ms", 2),
+    ] {
+        row(&format!("fixed rate: {k}"), &fr["on"][k], &fr["base"][k], d);
+    }
+    if !fr["off"].is_null() {
+        row("fixed rate: server_cpu_us_per_msg, agent off", &fr["off"]["server_cpu_us_per_msg"], &Value::Null, 2);
+    }
+    let sat = &out["saturated"]["medians"];
+    row("saturated msg/s", &sat["on"], &sat["base"], 0);
+    let pc = &out["probe_cost"]["medians"];
+    for k in ["enter_ns_per_run", "exit_ns_per_run", "dd_s"] {
+        row(&format!("untracked (dd): {k}"), &pc["wsguard"][k], &pc["wsguard_base"][k], 1);
+    }
+    row("untracked (dd): floor enter/exit", &pc["empty_raw_tp"]["enter_ns_per_run"], &pc["empty_raw_tp"]["exit_ns_per_run"], 1);
+    let ac = &out["agent_cost"];
+    for r in ac["idle"].as_array().into_iter().flatten() {
+        let n = r["connections"].as_u64().unwrap_or(0);
+        let b = ac["base"]["idle"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["connections"].as_u64() == Some(n)).cloned())
+            .unwrap_or(Value::Null);
+        for (k, d) in [("agent_cpu_pct_of_core", 2), ("agent_rss_mib", 1), ("snapshot_ms", 1)] {
+            row(&format!("{n} idle: {k}"), &r[k], &b[k], d);
+        }
+    }
+    for (k, d) in [("agent_cpu_pct_of_core", 2), ("reached_frames_per_s", 0)] {
+        row(&format!("frames: {k}"), &ac["frames"][k], &ac["base"]["frames"][k], d);
+    }
+    s
+}
