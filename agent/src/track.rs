@@ -83,6 +83,7 @@ impl Tracker {
     /// A new tracker. On a fresh attach it records the inbound connections already open (and
     /// saves them, so a resumed agent keeps reporting them); on resume it loads that record.
     pub fn new(cfg: &Config, scan: Option<HashMap<u32, HashSet<u64>>>) -> Self {
+        return_large_buffers_to_the_os();
         let state_file = cfg.agent.state_dir.join(PREEXISTING_FILE);
         let preexisting = match scan {
             None => std::fs::read(&state_file)
@@ -153,6 +154,9 @@ impl Tracker {
             }
             let (Some(p), Some(stat), true) = (p, stat, alive) else { continue };
             let mut l = Live { netns: resources::tcp::netns(tgid), ..Default::default() };
+            // Sized from the last snapshot: no doubling growth of the biggest buffers.
+            l.conns.connections.reserve_exact(known.conn_fds.len());
+            l.conn_fds.reserve(known.conn_fds.len());
             let cached = &known.conn_fds;
             let open_fds = self.fds.walk(tgid, |dir, fd| {
                 if !cached.contains_key(&fd) {
@@ -386,4 +390,18 @@ fn listening_ports<'a>(inodes: impl Iterator<Item = &'a u64>, table: &resources:
     ports.sort_unstable();
     ports.dedup();
     ports
+}
+
+/// Every snapshot builds the per-connection views anew (tens of MiB at 50k connections) while
+/// the API still serves the previous ones. glibc's malloc raises its mmap threshold dynamically
+/// after such buffers are freed, and then keeps later ones on the heap, where freed memory stays
+/// resident: measured at 19k idle connections, 39 MiB RSS with the default, 22 MiB with a fixed
+/// 64 KiB threshold (big buffers are mmapped and returned to the OS when dropped). Process-wide;
+/// called once when the tracker is made.
+fn return_large_buffers_to_the_os() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes allocator parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
+    }
 }

@@ -55,7 +55,7 @@ fn hash_map<'a, K: aya::Pod, V: aya::Pod>(ebpf: &'a Ebpf, name: &str) -> anyhow:
     BpfHashMap::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
 }
 
-fn per_cpu_procs<'a>(ebpf: &'a Ebpf) -> anyhow::Result<PerCpuHashMap<&'a MapData, u32, ProcStats>> {
+fn per_cpu_procs(ebpf: &Ebpf) -> anyhow::Result<PerCpuHashMap<&MapData, u32, ProcStats>> {
     let map = ebpf.map(names::PROCS).context("map WSG_PROCS missing")?;
     PerCpuHashMap::try_from(map).context("map WSG_PROCS has an unexpected type")
 }
