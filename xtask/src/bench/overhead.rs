@@ -46,6 +46,8 @@ struct Sample {
     server_sched_ns: u64,
     extra_ticks: u64,
     bpf: Vec<Counts>,
+    /// The server's read + write syscalls (/proc/<pid>/io syscr + syscw), taken with `bpf`.
+    server_io: u64,
 }
 
 /// The fixed-rate comparison. Returns `{runs, medians, ratios}`.
@@ -111,6 +113,7 @@ pub fn fixed_rate(ctx: &mut Ctx) -> Result<Value> {
         "achieved_rate",
         "probe_enter_ns_per_run",
         "probe_exit_ns_per_run",
+        "probe_ns_per_msg",
     ];
     let mut medians = serde_json::Map::new();
     for &v in &variants {
@@ -198,12 +201,14 @@ fn one_run(ctx: &mut Ctx, v: Variant, run: usize, nginx: Option<(u16, u32)>) -> 
             server_sched_ns: procs::sched_ns(server_pid).unwrap_or(0),
             extra_ticks: procs::sum_ticks(&pids),
             bpf: Vec::new(),
+            server_io: 0,
         };
         if !ids.is_empty() && j >= 1 {
             if j == 1 {
                 bpf::set_stats(true);
             }
             smp.bpf = bpf::counts(&ids);
+            smp.server_io = procs::io_syscalls(server_pid).unwrap_or(0);
             if j == 2 {
                 bpf::set_stats(false);
             }
@@ -227,15 +232,21 @@ fn one_run(ctx: &mut Ctx, v: Variant, run: usize, nginx: Option<(u16, u32)>) -> 
     let extra_cpu = (b.extra_ticks.saturating_sub(a.extra_ticks)) as f64 / tck;
     let q = |p: f64| ol.hist.value_at_quantile(p) as f64 / 1000.0;
     let mut probe = json!(null);
-    let (mut enter_ns, mut exit_ns) = (None, None);
+    let (mut enter_ns, mut exit_ns, mut per_msg) = (None, None, None);
     if samples.len() == 3 && samples[1].bpf.len() == 2 && samples[2].bpf.len() == 2 {
         let (x, y) = (&samples[1].bpf, &samples[2].bpf);
         enter_ns = bpf::ns_per_run(x[0], y[0]);
         exit_ns = bpf::ns_per_run(x[1], y[1]);
+        // In-kernel probe time per echoed message (open loop: the rate is fixed), all programs'
+        // runs on the host included: steadier than ns per run, which moves with how many
+        // messages the server reads per syscall.
+        let total = (y[0].ns - x[0].ns) + (y[1].ns - x[1].ns);
+        per_msg = Some(total as f64 / (s.rate * s.stats_window.as_secs_f64()));
         probe = json!({
             "window_s": s.stats_window.as_secs_f64(),
             "enter_runs": y[0].cnt - x[0].cnt, "enter_ns": y[0].ns - x[0].ns,
             "exit_runs": y[1].cnt - x[1].cnt, "exit_ns": y[1].ns - x[1].ns,
+            "server_data_syscalls": samples[2].server_io.saturating_sub(samples[1].server_io),
         });
     }
     Ok(json!({
@@ -258,6 +269,7 @@ fn one_run(ctx: &mut Ctx, v: Variant, run: usize, nginx: Option<(u16, u32)>) -> 
         "max_ms": ol.hist.max() as f64 / 1000.0,
         "probe_enter_ns_per_run": enter_ns,
         "probe_exit_ns_per_run": exit_ns,
+        "probe_ns_per_msg": per_msg,
         "probe_stats": probe,
     }))
 }
