@@ -75,7 +75,7 @@ pub async fn run(mut cfg: Config, config_path: Option<&std::path::Path>, fresh: 
         format!("{e:#}")
     });
     // Everything privileged is done: keep only what later work needs (docs/security.md).
-    let dropped = crate::privs::drop_after_attach(|| probe::maps::read(&probe.ebpf, cfg.probe.max_connections).map(drop))?;
+    let dropped = crate::privs::drop_after_attach(|| probe::maps::Reader::default().read(&probe.ebpf, cfg.probe.max_connections).map(drop))?;
     info!("{dropped}");
     let mut remediator = match Remediator::open(cfg.remediation.clone(), &cfg.agent.state_dir) {
         Ok(mut r) => {
