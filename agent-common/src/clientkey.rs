@@ -13,8 +13,9 @@ const PMASK: usize = PAT_MAX - 1;
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
-/// What to capture; handed to the kernel in a config map. Patterns are lowercase.
-#[repr(C)]
+/// What to capture; handed to the kernel in a config map. Patterns are lowercase. 8-byte
+/// aligned and sized so the probe copies it word by word.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KeyConfig {
     /// Header name with its colon, lowercase, e.g. `x-user-id:`.
@@ -66,7 +67,8 @@ const S_VALUE: u8 = 2; // capturing
 const S_DEAD: u8 = 3; // not this line / parameter
 const S_DONE: u8 = 4; // captured
 
-/// Capture state, kept with the connection while its request head is read.
+/// Capture state, kept with the connection while its request head is read. No implicit
+/// padding (the size is a multiple of 8), so the probe copies it word by word.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KeyScan {
@@ -81,7 +83,7 @@ pub struct KeyScan {
     pub m: u8,
     /// In the request line: 0 before `?`, 1 in the query, 2 after it.
     pub query: u8,
-    pub _pad: u8,
+    pub _pad: [u8; 8],
 }
 
 impl KeyScan {

@@ -250,6 +250,24 @@ impl FrameState {
         sink: &mut S,
     ) -> Result<usize, Desync> {
         let old = (self.hdr_len as usize) & WMASK;
+        if old == 0 {
+            // No partial header (the common case): decode straight from the window. Only an
+            // incomplete header (len < its size <= MAX_HEADER) is kept for the next syscall.
+            return match parse_header(win, len)? {
+                Some(h) => self.header_done(h, 0, sink),
+                None => {
+                    let mut j = 0usize;
+                    while j < MAX_HEADER {
+                        if j < len {
+                            self.hdr[j & WMASK] = win[j & WMASK];
+                        }
+                        j += 1;
+                    }
+                    self.hdr_len = len as u8;
+                    Ok(len)
+                }
+            };
+        }
         let take = if len < MAX_HEADER - old { len } else { MAX_HEADER - old };
         // Append win[..take] to the partial header in place (stores at `old + j`: no stack
         // buffer to zero, and never `win - old`, which the verifier refuses on stack pointers).
@@ -269,6 +287,13 @@ impl FrameState {
                 return Ok(take);
             }
         };
+        self.header_done(h, old, sink)
+    }
+
+    /// A complete header of which `old` bytes came from the previous syscall: check it, count
+    /// it and set up its payload. Returns the header bytes taken from this window.
+    #[inline(always)]
+    fn header_done<S: Sink>(&mut self, h: FrameHeader, old: usize, sink: &mut S) -> Result<usize, Desync> {
         if h.rsv1 && (self.flags & F_RSV1_OK == 0 || h.is_control()) {
             return Err(Desync::BadRsv);
         }

@@ -67,8 +67,9 @@ pub enum Scan {
     NotHttp,
 }
 
-/// Scanner state, kept in the connection map between syscalls.
-#[repr(C)]
+/// Scanner state, kept in the connection map between syscalls. 16 bytes, 8-byte aligned, so the
+/// probe copies it word by word.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HttpScan {
     /// Bytes of the head seen so far.
@@ -83,6 +84,7 @@ pub struct HttpScan {
     pub token_m: u8,
     pub flags: u8,
     pub side: u8,
+    pub _pad: u32,
 }
 
 impl HttpScan {

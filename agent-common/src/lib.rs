@@ -27,6 +27,8 @@ pub mod names {
     pub const GLOBAL: &str = "WSG_GLOBAL";
     pub const KEY_CONFIG: &str = "WSG_KEY_CONFIG";
     pub const HISTS: &str = "WSG_HISTS";
+    pub const FDBITS: &str = "WSG_FDBITS";
+    pub const LAYOUT: &str = "WSG_LAYOUT";
     pub const PROG_ENTER: &str = "wsg_sys_enter";
     pub const PROG_EXIT: &str = "wsg_sys_exit";
 }
@@ -35,3 +37,18 @@ pub mod names {
 pub const PID_MAX_LIMIT: u32 = 1 << 22;
 /// Words in the watched-process bitmap (one bit per tgid).
 pub const WATCHED_WORDS: u32 = PID_MAX_LIMIT / 64;
+
+/// Bits in the (tgid, fd) filter of the probe (`WSG_FDBITS`): 4 Mi bits, 512 KiB.
+pub const FD_BITS: u32 = 1 << 22;
+
+/// Bit of the (tgid, fd) filter: consecutive fds of a process are consecutive bits (one cache
+/// line covers 512 fds), processes are spread by a multiplicative hash.
+#[inline(always)]
+pub fn fd_bit(tgid: u32, fd: u32) -> u32 {
+    tgid.wrapping_mul(0x9E37_79B1).wrapping_add(fd) & (FD_BITS - 1)
+}
+
+/// Version of the record layouts in the pinned maps (ConnState, ProcStats, map types). A
+/// resuming agent refuses pinned maps of another version. Bump it with any layout change.
+/// 2: ConnState reordered hot-first, WSG_PROCS per CPU, WSG_FDBITS added.
+pub const LAYOUT_VERSION: u32 = 2;

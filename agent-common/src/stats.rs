@@ -4,7 +4,8 @@
 
 use crate::frame::DirCounters;
 
-/// Cumulative WebSocket counters of one process (keyed by tgid).
+/// Cumulative WebSocket counters of one process (keyed by tgid). The probe keeps one copy per
+/// CPU (`WSG_PROCS` is a per-CPU hash); the process's numbers are their sum.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProcStats {
@@ -60,4 +61,25 @@ pub mod global {
     /// Close-code counts lost because the close-code map was full.
     pub const CLOSE_CODE_MAP_FULL: u32 = 5;
     pub const COUNT: u32 = 8;
+}
+
+impl ProcStats {
+    /// Add another record field by field (userspace sums the per-CPU copies of `WSG_PROCS`).
+    pub fn merge(&mut self, o: &ProcStats) {
+        self.accepted += o.accepted;
+        self.opened += o.opened;
+        self.closed += o.closed;
+        self.handshakes_failed += o.handshakes_failed;
+        self.abnormal_closes += o.abnormal_closes;
+        self.out_of_sync += o.out_of_sync;
+        self.not_websocket += o.not_websocket;
+        self.handshake_ns_sum += o.handshake_ns_sum;
+        self.handshake_count += o.handshake_count;
+        self.ping_rtt_ns_sum += o.ping_rtt_ns_sum;
+        self.ping_rtt_count += o.ping_rtt_count;
+        self.response_ns_sum += o.response_ns_sum;
+        self.response_count += o.response_count;
+        self.rx.add(&o.rx);
+        self.tx.add(&o.tx);
+    }
 }

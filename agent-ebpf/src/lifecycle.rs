@@ -1,6 +1,11 @@
 //! Connection lifecycle: accept → classify (upgrade request, `101`) → count frames → close.
-//! Per-process totals are updated with atomic adds as bytes are seen, so they are always exact
-//! and never depend on the ring buffer.
+//! Per-process totals are updated as bytes are seen (per-CPU copies, see `WSG_PROCS`), so they
+//! are always exact and never depend on the ring buffer.
+//!
+//! Cost model of the exit hook, cheapest first: a process that never called `accept` stops at the
+//! watched-tgid bitmap; a watched process's other syscalls at one `pt_regs` read; a data syscall
+//! on an fd that was never accepted at the (tgid, fd) bitmap; only a possibly tracked fd does the
+//! connection hash lookup, the frame walk and one process-record lookup.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
@@ -9,18 +14,18 @@ use aya_ebpf::{
 use wsguard_common::{
     conn::{phase, ConnKey, ConnState},
     event::{kind, Event},
-    frame::{DirCounters, FrameState},
     hist::which,
-    http::{side, HttpScan},
+    http::side,
     stats::{global, CloseCodeKey, ProcStats},
 };
 
 use crate::{
-    atomic::{self, add},
+    atomic,
+    copy::{copy, zero},
     maps,
     maps::{
-        bump, WSG_CLOSE_CODES, WSG_CONNS, WSG_EVENTS, WSG_INIT_CONN, WSG_KEY_CONFIG, WSG_PROCS, WSG_WATCHED,
-        WSG_ZERO_PROC,
+        bump, WSG_CLOSE_CODES, WSG_CONNS, WSG_EVENTS, WSG_FDBITS, WSG_INIT_CONN, WSG_KEY_CONFIG, WSG_PROCS,
+        WSG_WATCHED, WSG_ZERO_PROC,
     },
     regs,
     walk::{self, mode, saw, verdict, Walk},
@@ -50,52 +55,67 @@ pub fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     }
     // Handled at entry: the fd is still ours here; at exit it may already be reused.
     let fd = regs::arg(ctx.arg(0), 0)? as u32;
-    on_close(ConnKey { tgid, fd });
+    if fd_maybe_tracked(tgid, fd) {
+        on_close(ConnKey { tgid, fd });
+    }
     Ok(())
 }
 
-pub fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
+/// The part every syscall of every process runs: kept tiny (no stack frame to speak of); the
+/// rest is a separate function, entered only by watched processes.
+#[inline(always)]
+pub fn try_sys_exit(ctx: &RawTracePointContext) {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if !watched(tgid) {
-        return Ok(());
+        return;
     }
     let ret: i64 = ctx.arg(1);
     if ret <= 0 {
-        return Ok(());
+        return;
     }
-    let r: *const u8 = ctx.arg(0);
-    let nr = regs::nr(r)?;
+    let _ = exit_watched(ctx.arg(0), tgid, ret);
+}
+
+#[inline(never)]
+fn exit_watched(r: *const u8, tgid: u32, ret: i64) -> Result<(), i64> {
+    let sc = regs::syscall(r)?;
     // (direction, flat buffer, iovec array, iovec count)
-    let (dir, buf, iov, cnt) = match nr {
+    let (dir, buf, iov, cnt) = match sc.nr {
         regs::ACCEPT | regs::ACCEPT4 => {
             on_accept(tgid, ret as u32);
             return Ok(());
         }
-        regs::READ => (Dir::Rx, regs::arg(r, 1)?, 0, 0),
-        regs::WRITE | regs::SENDTO => (Dir::Tx, regs::arg(r, 1)?, 0, 0),
+        regs::READ => (Dir::Rx, sc.a1, 0, 0),
+        regs::WRITE | regs::SENDTO => (Dir::Tx, sc.a1, 0, 0),
+        regs::RECVFROM => (Dir::Rx, sc.a1, 0, 0),
+        regs::READV => (Dir::Rx, 0, sc.a1, sc.a2),
+        regs::WRITEV => (Dir::Tx, 0, sc.a1, sc.a2),
+        regs::RECVMSG | regs::SENDMSG => (if sc.nr == regs::RECVMSG { Dir::Rx } else { Dir::Tx }, 0, 0, 0),
+        _ => return Ok(()),
+    };
+    let fd = sc.a0 as u32;
+    if !fd_maybe_tracked(tgid, fd) {
+        return Ok(());
+    }
+    let (iov, cnt) = match sc.nr {
         regs::RECVFROM => {
             if regs::arg(r, 3)? & MSG_PEEK != 0 {
                 return Ok(());
             }
-            (Dir::Rx, regs::arg(r, 1)?, 0, 0)
+            (iov, cnt)
         }
-        regs::READV => (Dir::Rx, 0, regs::arg(r, 1)?, regs::arg(r, 2)?),
-        regs::WRITEV => (Dir::Tx, 0, regs::arg(r, 1)?, regs::arg(r, 2)?),
         regs::RECVMSG | regs::SENDMSG => {
-            let dir = if nr == regs::RECVMSG { Dir::Rx } else { Dir::Tx };
-            if dir == Dir::Rx && regs::arg(r, 2)? & MSG_PEEK != 0 {
+            if sc.nr == regs::RECVMSG && sc.a2 & MSG_PEEK != 0 {
                 return Ok(());
             }
-            let msg = regs::arg(r, 1)?;
             // struct user_msghdr: msg_iov at 16, msg_iovlen at 24.
             // SAFETY: user pointers read through the helper.
-            let iov: u64 = unsafe { bpf_probe_read_user((msg + 16) as *const u64) }.map_err(|e| e as i64)?;
-            let cnt: u64 = unsafe { bpf_probe_read_user((msg + 24) as *const u64) }.map_err(|e| e as i64)?;
-            (dir, 0, iov, cnt)
+            let iov: u64 = unsafe { bpf_probe_read_user((sc.a1 + 16) as *const u64) }.map_err(|e| e as i64)?;
+            let cnt: u64 = unsafe { bpf_probe_read_user((sc.a1 + 24) as *const u64) }.map_err(|e| e as i64)?;
+            (iov, cnt)
         }
-        _ => return Ok(()),
+        _ => (iov, cnt),
     };
-    let fd = regs::arg(r, 0)? as u32;
     on_data(ConnKey { tgid, fd }, dir, buf, iov, cnt, ret as u64);
     Ok(())
 }
@@ -119,21 +139,33 @@ fn watch(tgid: u32) {
     }
 }
 
-fn add_dir(to: &mut DirCounters, d: &DirCounters) {
-    let mut i = 0;
-    while i < d.frames.len() {
-        add(&mut to.frames[i], d.frames[i]);
-        i += 1;
+/// False when (tgid, fd) was never an accepted connection (see `WSG_FDBITS`).
+#[inline(always)]
+fn fd_maybe_tracked(tgid: u32, fd: u32) -> bool {
+    let bit = wsguard_common::fd_bit(tgid, fd);
+    match WSG_FDBITS.get(bit >> 6) {
+        Some(w) => *w & (1u64 << (bit & 63)) != 0,
+        None => true,
     }
-    add(&mut to.messages, d.messages);
-    add(&mut to.payload_bytes, d.payload_bytes);
 }
 
-/// The process record, created on first use (copied from an all-zero map value, not the stack).
+#[inline(always)]
+fn mark_fd(tgid: u32, fd: u32) {
+    let bit = wsguard_common::fd_bit(tgid, fd);
+    if let Some(w) = WSG_FDBITS.get_ptr_mut(bit >> 6) {
+        // SAFETY: map value, valid while the program runs.
+        if unsafe { *w } & (1u64 << (bit & 63)) == 0 {
+            atomic::or(w, 1u64 << (bit & 63));
+        }
+    }
+}
+
+/// This CPU's copy of the process record, created on first use (from an all-zero map value; a
+/// per-CPU insert zeroes the other CPUs' copies).
 #[inline(always)]
 fn proc_stats(tgid: u32) -> Option<&'static mut ProcStats> {
     if let Some(p) = WSG_PROCS.get_ptr_mut(&tgid) {
-        // SAFETY: map value, valid while the program runs.
+        // SAFETY: this CPU's copy of a map value; programs are not preempted on their CPU.
         return Some(unsafe { &mut *p });
     }
     let zero = WSG_ZERO_PROC.get(0)?;
@@ -145,22 +177,26 @@ fn proc_stats(tgid: u32) -> Option<&'static mut ProcStats> {
     WSG_PROCS.get_ptr_mut(&tgid).map(|p| unsafe { &mut *p })
 }
 
+#[inline(always)]
 fn emit(kind: u8, key: &ConnKey, c: &ConnState, value_ns: u64, status: u16, abnormal: u8) {
     match WSG_EVENTS.reserve::<Event>(0) {
         Some(mut e) => {
-            e.write(Event {
-                kind,
-                abnormal,
-                status,
-                tgid: key.tgid,
-                fd: key.fd,
-                close_rx: c.close_rx,
-                close_tx: c.close_tx,
-                conn_id: c.id,
-                // SAFETY: helper without preconditions.
-                ts_ns: unsafe { bpf_ktime_get_ns() },
-                value_ns,
-            });
+            // Field by field: a struct literal would be built on the stack and copied with a
+            // byte loop (see copy.rs).
+            let p = e.as_mut_ptr();
+            // SAFETY: the reserved record is valid for writes of one Event.
+            unsafe {
+                (*p).kind = kind;
+                (*p).abnormal = abnormal;
+                (*p).status = status;
+                (*p).tgid = key.tgid;
+                (*p).fd = key.fd;
+                (*p).close_rx = c.close_rx;
+                (*p).close_tx = c.close_tx;
+                (*p).conn_id = c.id;
+                (*p).ts_ns = bpf_ktime_get_ns();
+                (*p).value_ns = value_ns;
+            }
             e.submit(0);
         }
         None => bump(global::RING_DROPS),
@@ -171,9 +207,11 @@ fn on_accept(tgid: u32, fd: u32) {
     let key = ConnKey { tgid, fd };
     // A tracked entry under a reused fd means its close was not seen (dup2, close_range):
     // end it first so it is not lost.
-    on_close(key);
+    if fd_maybe_tracked(tgid, fd) {
+        on_close(key);
+    }
     if let Some(p) = proc_stats(tgid) {
-        add(&mut p.accepted, 1);
+        p.accepted += 1;
     }
     let Some(init) = WSG_INIT_CONN.get_ptr_mut(0) else { return };
     // SAFETY: per-CPU template; only id and accepted_ns are ever written, the rest stays zero.
@@ -185,9 +223,12 @@ fn on_accept(tgid: u32, fd: u32) {
     init.accepted_ns = now;
     if WSG_CONNS.insert(&key, init, 0).is_err() {
         bump(global::CONN_MAP_FULL);
+        return;
     }
+    mark_fd(tgid, fd);
 }
 
+#[inline(never)]
 fn on_close(key: ConnKey) {
     let Some(c) = WSG_CONNS.get_ptr_mut(&key) else { return };
     // SAFETY: map value, valid until removed below.
@@ -196,38 +237,40 @@ fn on_close(key: ConnKey) {
         match c.phase {
             phase::WEBSOCKET => {
                 let abnormal = c.close_rx_seen == 0 && c.out_of_sync == 0;
-                add(&mut p.closed, 1);
+                p.closed += 1;
                 if abnormal {
-                    add(&mut p.abnormal_closes, 1);
+                    p.abnormal_closes += 1;
                 }
                 // SAFETY: helper without preconditions.
                 let age = unsafe { bpf_ktime_get_ns() } - c.upgraded_ns;
                 emit(kind::CLOSED, &key, c, age, 0, abnormal as u8);
             }
             phase::UPGRADE_REQUESTED => {
-                add(&mut p.handshakes_failed, 1);
+                p.handshakes_failed += 1;
                 emit(kind::HANDSHAKE_FAILED, &key, c, 0, 0, 0);
             }
-            _ => add(&mut p.not_websocket, 1),
+            _ => p.not_websocket += 1,
         }
     }
     let _ = WSG_CONNS.remove(&key);
 }
 
 /// Stop following a connection that turned out not to be WebSocket (or failed its handshake).
+#[inline(never)]
 fn drop_conn(key: &ConnKey, failed_status: Option<u16>, c: &ConnState) {
     if let Some(p) = proc_stats(key.tgid) {
         match failed_status {
             Some(status) => {
-                add(&mut p.handshakes_failed, 1);
+                p.handshakes_failed += 1;
                 emit(kind::HANDSHAKE_FAILED, key, c, 0, status, 0);
             }
-            None => add(&mut p.not_websocket, 1),
+            None => p.not_websocket += 1,
         }
     }
     let _ = WSG_CONNS.remove(key);
 }
 
+#[inline(always)]
 fn on_data(key: ConnKey, dir: Dir, buf: u64, iov: u64, cnt: u64, len: u64) {
     let Some(c) = WSG_CONNS.get_ptr_mut(&key) else { return };
     // SAFETY: map value; only the thread doing this syscall on this fd writes this direction.
@@ -238,96 +281,36 @@ fn on_data(key: ConnKey, dir: Dir, buf: u64, iov: u64, cnt: u64, len: u64) {
     let Some(w) = walk::begin(buf, iov, cnt, len) else { return };
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-
-    // Handshake: the request on the way in, the response on the way out.
-    let head = match (dir, c.phase) {
-        (Dir::Rx, phase::NEW) => true,
-        (Dir::Tx, phase::UPGRADE_REQUESTED) => true,
-        (Dir::Tx, phase::NEW) => {
-            // The process spoke before a complete upgrade request: not a WebSocket server side.
-            drop_conn(&key, None, c);
-            return;
-        }
-        _ => false,
-    };
-    if head {
-        if dir == Dir::Rx && c.http.total == 0 {
-            c.request_ns = now;
-        }
-        w.http = c.http;
-        if dir == Dir::Rx {
-            if let Some(cfg) = WSG_KEY_CONFIG.get(0) {
-                if cfg.enabled() {
-                    w.kcfg = *cfg;
-                    w.key = c.key;
-                    w.want_key = 1;
-                }
-            }
-        }
-        let ok = w.run(mode::HTTP);
-        if w.want_key != 0 {
-            c.key = w.key;
-        }
-        if !ok {
-            drop_conn(&key, None, c);
-            return;
-        }
-        c.http = w.http;
-        match w.verdict {
-            verdict::HTTP_DONE => {}
-            verdict::NONE => return, // head continues in the next syscall
-            _ => {
-                // Not HTTP, or unreadable: follow it no further.
-                let failed = if dir == Dir::Tx { Some(0) } else { None };
-                drop_conn(&key, failed, c);
-                return;
-            }
-        }
-        if dir == Dir::Rx {
-            if !w.http.found() {
-                drop_conn(&key, None, c);
-                return;
-            }
-            c.phase = phase::UPGRADE_REQUESTED;
-            c.http = HttpScan::new(side::RESPONSE);
-        } else {
-            if w.http.status != 101 {
-                drop_conn(&key, Some(w.http.status), c);
-                return;
-            }
-            let rsv1_ok = w.http.found();
-            c.phase = phase::WEBSOCKET;
-            c.upgraded_ns = now;
-            c.last_rx_ns = now;
-            c.last_tx_ns = now;
-            c.rx.set_rsv1_ok(rsv1_ok);
-            c.tx = FrameState::new(rsv1_ok);
-            on_upgrade(&key, c, now);
-        }
+    if c.phase != phase::WEBSOCKET && !handshake(&key, c, dir, w, now) {
+        return;
     }
-
     // Frames (possibly following the head in the same syscall).
     if w.total_left == 0 {
         return;
     }
-    w.fs = if dir == Dir::Rx { c.rx } else { c.tx };
-    let ok = w.run(mode::FRAMES);
-    if dir == Dir::Rx {
-        c.rx = w.fs;
+    let ok = if dir == Dir::Rx {
+        copy(&mut w.fs, &c.rx);
+        let ok = w.run(mode::FRAMES);
+        copy(&mut c.rx, &w.fs);
         c.rx_count.add(&w.acc.delta);
         c.last_rx_ns = now;
+        ok
     } else {
-        c.tx = w.fs;
+        copy(&mut w.fs, &c.tx);
+        let ok = w.run(mode::FRAMES);
+        copy(&mut c.tx, &w.fs);
         c.tx_count.add(&w.acc.delta);
         c.last_tx_ns = now;
-    }
-    let counted = c.phase == phase::WEBSOCKET;
-    if counted {
-        if let Some(p) = proc_stats(key.tgid) {
-            add_dir(if dir == Dir::Rx { &mut p.rx } else { &mut p.tx }, &w.acc.delta);
-            if !ok || w.verdict == verdict::DESYNC || w.verdict == verdict::FAULT {
-                add(&mut p.out_of_sync, 1);
-            }
+        ok
+    };
+    let lost = !ok || w.verdict == verdict::DESYNC || w.verdict == verdict::FAULT;
+    // Only a WebSocket's frames count for the process (frames read before the 101 are added at
+    // the upgrade). One process-record lookup per syscall.
+    let mut p = if c.phase == phase::WEBSOCKET { proc_stats(key.tgid) } else { None };
+    if let Some(p) = p.as_deref_mut() {
+        (if dir == Dir::Rx { &mut p.rx } else { &mut p.tx }).add(&w.acc.delta);
+        if lost {
+            p.out_of_sync += 1;
         }
     }
     if !ok {
@@ -336,28 +319,110 @@ fn on_data(key: ConnKey, dir: Dir, buf: u64, iov: u64, cnt: u64, len: u64) {
     if w.verdict == verdict::FAULT {
         bump(global::READ_FAULTS);
     }
-    if !ok || w.verdict == verdict::DESYNC || w.verdict == verdict::FAULT {
+    if lost {
         c.out_of_sync = 1;
     }
     if w.acc.saw != 0 || w.acc.close_code != 0 {
-        on_frames_seen(&key, c, dir, &w, now, counted);
+        let counted = c.phase == phase::WEBSOCKET;
+        on_frames_seen(&key, c, dir, w, now, counted, p);
     }
+}
+
+/// The upgrade handshake: the request on the way in, the response on the way out. Returns true
+/// when the walk goes on with frames (bytes after the head, or frames a client sent before the
+/// `101`), false when this syscall is done with.
+#[inline(never)]
+fn handshake(key: &ConnKey, c: &mut ConnState, dir: Dir, w: &mut Walk, now: u64) -> bool {
+    match (dir, c.phase) {
+        (Dir::Rx, phase::NEW) | (Dir::Tx, phase::UPGRADE_REQUESTED) => {}
+        (Dir::Tx, phase::NEW) => {
+            // The process spoke before a complete upgrade request: not a WebSocket server side.
+            drop_conn(key, None, c);
+            return false;
+        }
+        _ => return true,
+    }
+    if dir == Dir::Rx && c.http.total == 0 {
+        c.request_ns = now;
+    }
+    copy(&mut w.http, &c.http);
+    if dir == Dir::Rx {
+        if let Some(cfg) = WSG_KEY_CONFIG.get(0) {
+            if cfg.enabled() {
+                copy(&mut w.kcfg, cfg);
+                copy(&mut w.key, &c.key);
+                w.want_key = 1;
+            }
+        }
+    }
+    let ok = w.run(mode::HTTP);
+    if w.want_key != 0 {
+        copy(&mut c.key, &w.key);
+    }
+    if !ok {
+        drop_conn(key, None, c);
+        return false;
+    }
+    copy(&mut c.http, &w.http);
+    match w.verdict {
+        verdict::HTTP_DONE => {}
+        verdict::NONE => return false, // head continues in the next syscall
+        _ => {
+            // Not HTTP, or unreadable: follow it no further.
+            let failed = if dir == Dir::Tx { Some(0) } else { None };
+            drop_conn(key, failed, c);
+            return false;
+        }
+    }
+    if dir == Dir::Rx {
+        if !w.http.found() {
+            drop_conn(key, None, c);
+            return false;
+        }
+        c.phase = phase::UPGRADE_REQUESTED;
+        zero(&mut c.http);
+        c.http.side = side::RESPONSE;
+    } else {
+        if w.http.status != 101 {
+            drop_conn(key, Some(w.http.status), c);
+            return false;
+        }
+        let rsv1_ok = w.http.found();
+        c.phase = phase::WEBSOCKET;
+        c.upgraded_ns = now;
+        c.last_rx_ns = now;
+        c.last_tx_ns = now;
+        c.rx.set_rsv1_ok(rsv1_ok);
+        zero(&mut c.tx);
+        c.tx.set_rsv1_ok(rsv1_ok);
+        on_upgrade(key, c, now);
+    }
+    true
 }
 
 fn on_upgrade(key: &ConnKey, c: &ConnState, now: u64) {
     let latency = now - c.request_ns;
     if let Some(p) = proc_stats(key.tgid) {
-        add(&mut p.opened, 1);
-        add(&mut p.handshake_ns_sum, latency);
-        add(&mut p.handshake_count, 1);
+        p.opened += 1;
+        p.handshake_ns_sum += latency;
+        p.handshake_count += 1;
         maps::hist_add(key.tgid, which::HANDSHAKE, latency);
         // Frames the client sent right behind its request count from now on.
-        add_dir(&mut p.rx, &c.rx_count);
+        p.rx.add(&c.rx_count);
     }
     emit(kind::UPGRADED, key, c, latency, 101, 0);
 }
 
-fn on_frames_seen(key: &ConnKey, c: &mut ConnState, dir: Dir, w: &Walk, now: u64, counted: bool) {
+#[inline(always)]
+fn on_frames_seen(
+    key: &ConnKey,
+    c: &mut ConnState,
+    dir: Dir,
+    w: &Walk,
+    now: u64,
+    counted: bool,
+    p: Option<&mut ProcStats>,
+) {
     let s = w.acc.saw;
     if dir == Dir::Tx {
         if s & saw::PING != 0 && c.ping_ns == 0 {
@@ -368,12 +433,10 @@ fn on_frames_seen(key: &ConnKey, c: &mut ConnState, dir: Dir, w: &Walk, now: u64
             c.resp_sum_ns += lat;
             c.resp_count += 1;
             c.pending_msg_ns = 0;
-            if counted {
-                if let Some(p) = proc_stats(key.tgid) {
-                    add(&mut p.response_ns_sum, lat);
-                    add(&mut p.response_count, 1);
-                    maps::hist_add(key.tgid, which::RESPONSE, lat);
-                }
+            if let Some(p) = p {
+                p.response_ns_sum += lat;
+                p.response_count += 1;
+                maps::hist_add(key.tgid, which::RESPONSE, lat);
             }
         }
         if s & saw::CLOSE != 0 {
@@ -389,12 +452,10 @@ fn on_frames_seen(key: &ConnKey, c: &mut ConnState, dir: Dir, w: &Walk, now: u64
             c.rtt_last_ns = rtt;
             c.rtt_sum_ns += rtt;
             c.rtt_count += 1;
-            if counted {
-                if let Some(p) = proc_stats(key.tgid) {
-                    add(&mut p.ping_rtt_ns_sum, rtt);
-                    add(&mut p.ping_rtt_count, 1);
-                    maps::hist_add(key.tgid, which::PING_RTT, rtt);
-                }
+            if let Some(p) = p {
+                p.ping_rtt_ns_sum += rtt;
+                p.ping_rtt_count += 1;
+                maps::hist_add(key.tgid, which::PING_RTT, rtt);
             }
             emit(kind::PING_RTT, key, c, rtt, 0, 0);
         }
@@ -411,11 +472,11 @@ fn on_frames_seen(key: &ConnKey, c: &mut ConnState, dir: Dir, w: &Walk, now: u64
     if counted && w.acc.close_code != 0 {
         let ck = CloseCodeKey { tgid: key.tgid, dir: (dir == Dir::Tx) as u16, code: w.acc.close_code };
         match WSG_CLOSE_CODES.get_ptr_mut(&ck) {
-            Some(n) => add(n, 1),
+            Some(n) => atomic::add(n, 1),
             None => {
                 if WSG_CLOSE_CODES.insert(&ck, &1u64, BPF_NOEXIST).is_err() {
                     match WSG_CLOSE_CODES.get_ptr_mut(&ck) {
-                        Some(n) => add(n, 1),
+                        Some(n) => atomic::add(n, 1),
                         None => bump(global::CLOSE_CODE_MAP_FULL),
                     }
                 }

@@ -11,6 +11,7 @@
 #![feature(core_intrinsics)]
 
 mod atomic;
+mod copy;
 mod lifecycle;
 mod maps;
 mod regs;
@@ -26,7 +27,7 @@ pub fn wsg_sys_enter(ctx: RawTracePointContext) -> u32 {
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn wsg_sys_exit(ctx: RawTracePointContext) -> u32 {
-    let _ = lifecycle::try_sys_exit(&ctx);
+    lifecycle::try_sys_exit(&ctx);
     0
 }
 

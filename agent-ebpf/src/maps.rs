@@ -4,21 +4,23 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use wsguard_common::{
-    hist::Hists,
     clientkey::KeyConfig,
     conn::{ConnKey, ConnState},
+    hist::Hists,
     stats::{global, CloseCodeKey, ProcStats},
-    WATCHED_WORDS,
+    FD_BITS, WATCHED_WORDS,
 };
 
 #[map]
 pub static WSG_CONNS: HashMap<ConnKey, ConnState> = HashMap::with_max_entries(65536, 0);
 
+/// Per-process counters, one copy per CPU: the data path adds to this CPU's copy with plain
+/// (non-atomic) adds and no cache line moves between CPUs; userspace sums the copies.
 #[map]
-pub static WSG_PROCS: HashMap<u32, ProcStats> = HashMap::with_max_entries(8192, 0);
+pub static WSG_PROCS: PerCpuHashMap<u32, ProcStats> = PerCpuHashMap::with_max_entries(8192, 0);
 
 #[map]
 pub static WSG_CLOSE_CODES: HashMap<CloseCodeKey, u64> = HashMap::with_max_entries(16384, 0);
@@ -28,6 +30,13 @@ pub static WSG_CLOSE_CODES: HashMap<CloseCodeKey, u64> = HashMap::with_max_entri
 #[map]
 pub static WSG_WATCHED: Array<u64> = Array::with_max_entries(WATCHED_WORDS, 0);
 
+/// One bit per hash of (tgid, fd), set when the process accepts a connection on that fd: a data
+/// syscall or `close` on an fd whose bit is clear cannot be a tracked connection, so it costs an
+/// array lookup instead of a hash lookup (a server's files, pipes, eventfds, outbound sockets).
+/// Never cleared (two connections may share a bit); a stale bit costs what no filter would.
+#[map]
+pub static WSG_FDBITS: Array<u64> = Array::with_max_entries(FD_BITS / 64, 0);
+
 #[map]
 pub static WSG_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
@@ -35,13 +44,18 @@ pub static WSG_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 #[map]
 pub static WSG_GLOBAL: PerCpuArray<u64> = PerCpuArray::with_max_entries(global::COUNT, 0);
 
-/// Per-CPU template a new connection is copied from (keeps 300+ bytes off the BPF stack).
+/// Per-CPU template a new connection is copied from (keeps it off the BPF stack).
 #[map]
 pub static WSG_INIT_CONN: PerCpuArray<ConnState> = PerCpuArray::with_max_entries(1, 0);
 
 /// An all-zero process record, copied in when a process is first seen.
 #[map]
 pub static WSG_ZERO_PROC: Array<ProcStats> = Array::with_max_entries(1, 0);
+
+/// Record layout of the pinned maps (`LAYOUT_VERSION`, written by the agent at attach): a
+/// resuming agent refuses maps made for another layout. The programs never use it.
+#[map]
+pub static WSG_LAYOUT: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Count a probe health event.
 #[inline(always)]

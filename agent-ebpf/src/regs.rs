@@ -2,15 +2,14 @@
 //! ptrace ABI, and the saved argument registers are unchanged at `sys_exit` (only the return
 //! register is written), so the exit hook reads the arguments there and needs no per-thread stash.
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
+use core::{ffi::c_void, mem::MaybeUninit};
+
+use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
 
 #[cfg(not(bpf_target_arch = "aarch64"))]
 mod arch {
     /// di, si, dx, r10, r8, r9.
     pub const ARG_OFF: [usize; 6] = [112, 104, 96, 56, 72, 64];
-    /// orig_ax.
-    pub const NR_OFF: usize = 120;
-    pub type Nr = i64;
     pub const READ: i64 = 0;
     pub const WRITE: i64 = 1;
     pub const CLOSE: i64 = 3;
@@ -28,9 +27,6 @@ mod arch {
 mod arch {
     /// orig_x0 (x0 holds the return value at exit), x1..x5.
     pub const ARG_OFF: [usize; 6] = [272, 8, 16, 24, 32, 40];
-    /// syscallno (s32).
-    pub const NR_OFF: usize = 280;
-    pub type Nr = i32;
     pub const READ: i64 = 63;
     pub const WRITE: i64 = 64;
     pub const CLOSE: i64 = 57;
@@ -54,11 +50,47 @@ pub fn arg(regs: *const u8, n: usize) -> Result<u64, i64> {
     unsafe { bpf_probe_read_kernel(regs.add(off) as *const u64) }.map_err(|e| e as i64)
 }
 
-/// The syscall number, at `sys_exit`.
+/// The syscall number and its first three arguments, at `sys_exit`.
+pub struct Syscall {
+    pub nr: i64,
+    pub a0: u64,
+    pub a1: u64,
+    pub a2: u64,
+}
+
+/// Copy `N` words at `regs + off` (one helper call).
 #[inline(always)]
-pub fn nr(regs: *const u8) -> Result<i64, i64> {
-    // SAFETY: as above.
-    unsafe { bpf_probe_read_kernel(regs.add(NR_OFF) as *const Nr) }
-        .map(|v| v as i64)
-        .map_err(|e| e as i64)
+fn words<const N: usize>(regs: *const u8, off: usize) -> Result<[u64; N], i64> {
+    let mut w = MaybeUninit::<[u64; N]>::uninit();
+    // SAFETY: the helper writes all N words or fails (and then zeroes them).
+    let rc = unsafe {
+        generated::bpf_probe_read_kernel(w.as_mut_ptr() as *mut c_void, (N * 8) as u32, regs.add(off) as *const c_void)
+    };
+    if rc != 0 {
+        return Err(rc);
+    }
+    // SAFETY: initialised by the helper.
+    Ok(unsafe { w.assume_init() })
+}
+
+/// x86_64: dx, si, di and orig_ax are adjacent (offsets 96..128), so one read gets them all.
+#[cfg(not(bpf_target_arch = "aarch64"))]
+#[inline(always)]
+pub fn syscall(regs: *const u8) -> Result<Syscall, i64> {
+    let w = words::<4>(regs, 96)?;
+    Ok(Syscall { nr: w[3] as i64, a0: w[2], a1: w[1], a2: w[0] })
+}
+
+/// aarch64: orig_x0 and syscallno (s32) at 272..284, x1 and x2 at 8..24.
+#[cfg(bpf_target_arch = "aarch64")]
+#[inline(always)]
+pub fn syscall(regs: *const u8) -> Result<Syscall, i64> {
+    let hi = words::<2>(regs, 272)?;
+    let nr = (hi[1] & 0xffff_ffff) as u32 as i32 as i64;
+    if !matches!(nr, READ | WRITE | READV | WRITEV | SENDTO | RECVFROM | SENDMSG | RECVMSG) {
+        // Not a data syscall: its other arguments are not needed (a second helper call saved).
+        return Ok(Syscall { nr, a0: hi[0], a1: 0, a2: 0 });
+    }
+    let lo = words::<2>(regs, 8)?;
+    Ok(Syscall { nr, a0: hi[0], a1: lo[0], a2: lo[1] })
 }

@@ -47,11 +47,13 @@ pub mod saw {
 }
 
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct Acc {
     pub delta: DirCounters,
     /// Last close code seen (0 = none).
     pub close_code: u16,
     pub saw: u8,
+    pub _pad: [u8; 5],
 }
 
 impl Sink for Acc {
@@ -113,11 +115,7 @@ pub fn begin(buf: u64, iov: u64, cnt: u64, total: u64) -> Option<&'static mut Wa
     w.total_left = total;
     w.head_len = 0;
     w.head_pos = 0;
-    w.acc.delta.frames = [0; 6];
-    w.acc.delta.messages = 0;
-    w.acc.delta.payload_bytes = 0;
-    w.acc.close_code = 0;
-    w.acc.saw = 0;
+    crate::copy::zero(&mut w.acc);
     w.want_key = 0;
     Some(w)
 }
@@ -208,6 +206,14 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
         match w.fs.consume(&w.win, n, &mut w.acc) {
             Ok(used) => {
                 w.advance(used as u64);
+                // Skip the payload of the frame just decoded in the same step (one callback
+                // per frame instead of two); a close code is read in the next step.
+                let skip = w.fs.skippable();
+                if skip > 0 && w.seg_left > 0 {
+                    let n = if skip < w.seg_left { skip } else { w.seg_left };
+                    w.fs.skip(n);
+                    w.advance(n);
+                }
                 0
             }
             Err(_) => {

@@ -1,5 +1,5 @@
 //! HTTP API (axum): snapshots, processes, connections, history, liveness and readiness.
-//! Documented in docs/api.md. Read-only; everything here is also in the snapshot JSON.
+//! Documented in docs/api.md. Reads are open (loopback by default); mutations need the token.
 
 use std::{
     collections::HashMap,
@@ -31,11 +31,24 @@ pub struct Shared {
     pub history: Arc<History>,
     pub metrics: MetricsConfig,
     predictions: RwLock<Option<Arc<crate::predict::Predictions>>>,
+    pub alerts: Option<Arc<crate::alert::service::AlertService>>,
+    pub remediation: Option<Arc<crate::remediate::Shared>>,
+    /// Bearer token for mutating calls; `Err` says why there is none (mutations are refused).
+    pub token: Result<crate::token::Token, String>,
 }
 
 impl Shared {
     pub fn new(history: Arc<History>, metrics: MetricsConfig) -> Self {
-        Shared { latest: RwLock::default(), connections: RwLock::default(), history, metrics, predictions: RwLock::default() }
+        Shared {
+            latest: RwLock::default(),
+            connections: RwLock::default(),
+            history,
+            metrics,
+            predictions: RwLock::default(),
+            alerts: None,
+            remediation: None,
+            token: Err("no API token configured".into()),
+        }
     }
     pub fn publish(&self, s: Arc<Snapshot>, connections: HashMap<u32, Vec<ConnectionSnapshot>>) {
         *self.latest.write().expect("snapshot lock") = Some(s);
@@ -63,8 +76,50 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/processes/{pid}/connections", get(connections))
         .route("/api/v1/history", get(history))
         .route("/api/v1/predictions", get(predictions))
+        .merge(crate::alert::api::routes())
+        .merge(crate::remediate::api::routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; see docs/api.md") })
         .with_state(shared)
+}
+
+/// An error answer: `{"error": "…"}` with a status (a 401 also asks for a bearer token).
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { code, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = error(self.code, &self.message);
+        if self.code == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        }
+        r
+    }
+}
+
+/// Mutating calls: `Authorization: Bearer <token>` must match the agent's token.
+pub fn authorize(s: &Shared, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let token = s.token.as_ref().map_err(|why| ApiError::new(StatusCode::FORBIDDEN, format!("mutations are disabled: {why}")))?;
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(p) if token.matches(p.trim()) => Ok(()),
+        Some(_) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong API token")),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "this call changes state: send `Authorization: Bearer <token>` (the token is in [api] token_file, default <state_dir>/api-token)",
+        )),
+    }
 }
 
 pub fn error(code: StatusCode, msg: &str) -> Response {

@@ -32,6 +32,10 @@ pub async fn report(api: &str, state_dir: Option<&std::path::Path>, hours: f64, 
         bail!("--hours must be positive");
     }
     let secs = (hours * 3600.0) as u64;
+    progress(&format!(
+        "reading {hours} h of history from {}…",
+        state_dir.map_or(api.to_string(), |d| d.join(crate::history::STORE_FILE).display().to_string())
+    ));
     let snaps: Vec<Snapshot> = match state_dir {
         Some(dir) => {
             let path = dir.join(crate::history::STORE_FILE);
@@ -45,6 +49,7 @@ pub async fn report(api: &str, state_dir: Option<&std::path::Path>, hours: f64, 
     if snaps.is_empty() {
         bail!("no snapshots in the last {hours} h");
     }
+    progress(&format!("summarising {} snapshots…", snaps.len()));
     print!("{}", crate::history::report(&snaps, format));
     if format != Format::Json {
         // How the forecasts (default [predict]) would have scored over this period.
@@ -53,6 +58,14 @@ pub async fn report(api: &str, state_dir: Option<&std::path::Path>, hours: f64, 
         print!("\nForecast scores over the period:\n{}", crate::predict::replay::scores_text(&scores));
     }
     Ok(())
+}
+
+/// A progress line on stderr, only when a person watches it (stdout stays the data).
+pub fn progress(msg: &str) {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        eprintln!("{msg}");
+    }
 }
 
 /// `wsguard status`: health, totals and the busiest processes on one screen.

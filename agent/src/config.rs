@@ -34,6 +34,9 @@ pub struct Config {
     pub history: crate::history::HistoryConfig,
     pub metrics: crate::metrics::MetricsConfig,
     pub predict: crate::predict::PredictConfig,
+    pub alert: crate::alert::AlertConfig,
+    pub notify: crate::notify::NotifyConfig,
+    pub remediation: crate::remediate::RemediationConfig,
 }
 
 /// Thresholds that classify connections and clients.
@@ -111,11 +114,14 @@ impl Default for AgentConfig {
 pub struct ApiConfig {
     /// HTTP API address. Loopback by default: the API shows what every process on the host does.
     pub listen: SocketAddr,
+    /// File holding the bearer token mutating calls need (created 0600 with a random token
+    /// when missing). Default: `<state_dir>/api-token`.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:9595".parse().expect("valid default") }
+        Self { listen: "127.0.0.1:9595".parse().expect("valid default"), token_file: None }
     }
 }
 
@@ -152,6 +158,11 @@ impl Default for ProbeConfig {
 }
 
 impl Config {
+    /// The API token file in effect.
+    pub fn token_file(&self) -> PathBuf {
+        crate::token::path(self.api.token_file.as_deref(), &self.agent.state_dir)
+    }
+
     /// Load from `path`; a missing file at the default location means "all defaults".
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let (path, explicit) = match path {
@@ -177,7 +188,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let cfg: Config = toml::from_str(text)
             .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
-        cfg.validate(path)?;
+        cfg.validate(path).map_err(|e| crate::config_cmd::with_line(e, text))?;
         Ok(cfg)
     }
 
@@ -208,6 +219,15 @@ impl Config {
             return Err(ConfigError::Value { path: path.into(), key, message });
         }
         if let Err((key, message)) = self.predict.validate() {
+            return Err(ConfigError::Value { path: path.into(), key, message });
+        }
+        if let Err((key, message)) = self.alert.validate() {
+            return Err(ConfigError::Value { path: path.into(), key, message });
+        }
+        if let Err((key, message)) = self.notify.validate() {
+            return Err(ConfigError::Value { path: path.into(), key, message });
+        }
+        if let Err((key, message)) = self.remediation.validate() {
             return Err(ConfigError::Value { path: path.into(), key, message });
         }
         if !self.probe.pin_path.is_absolute() {

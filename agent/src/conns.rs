@@ -1,16 +1,15 @@
 //! Per-connection detail and per-client aggregation, built from the probe's connection map and
-//! the process's own socket tables (peer address, queues) in /proc.
+//! the process's TCP sockets (peer address, queues; `resources::tcp`).
 
 use std::{collections::HashMap, net::SocketAddr};
 
-use procfs::process::{FDTarget, Process};
 use serde::{Deserialize, Serialize};
 use wsguard_common::{
     conn::{phase, ConnState},
     frame::DirCounters,
 };
 
-use crate::snapshot::Frames;
+use crate::{resources::tcp::Sock, snapshot::Frames};
 
 /// One WebSocket connection, as `GET /api/v1/processes/{pid}/connections` shows it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -98,28 +97,6 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Socket details of a process: fd → (peer, tx queue, rx queue).
-fn sockets(pid: u32) -> HashMap<u32, (SocketAddr, u64, u64)> {
-    let mut out = HashMap::new();
-    let Ok(p) = Process::new(pid as i32) else { return out };
-    let mut by_inode = HashMap::new();
-    for table in [p.tcp(), p.tcp6()].into_iter().flatten() {
-        for e in table {
-            by_inode.insert(e.inode, (e.remote_address, e.tx_queue as u64, e.rx_queue as u64));
-        }
-    }
-    if let Ok(fds) = p.fd() {
-        for fd in fds.flatten() {
-            if let FDTarget::Socket(inode) = fd.target {
-                if let Some(v) = by_inode.get(&inode) {
-                    out.insert(fd.fd as u32, *v);
-                }
-            }
-        }
-    }
-    out
-}
-
 fn client_key(c: &ConnState, peer: Option<&SocketAddr>, hash_keys: bool) -> String {
     let k = &c.key;
     if k.found() {
@@ -136,44 +113,62 @@ fn ns_to_s(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
 
-/// Build the per-connection view of `pid` from its tracked WebSocket connections.
-pub fn process_conns(pid: u32, conns: &[(u32, &ConnState)], limits: &Limits) -> ProcessConns {
-    let now = monotonic_ns();
-    let socks = sockets(pid);
-    let mut out = ProcessConns::default();
-    let mut per_client: HashMap<String, u64> = HashMap::new();
-    for (fd, c) in conns.iter().filter(|(_, c)| c.phase == phase::WEBSOCKET) {
-        let s = socks.get(fd);
-        let key = client_key(c, s.map(|s| &s.0), limits.hash_keys);
-        *per_client.entry(key.clone()).or_default() += 1;
+impl ProcessConns {
+    /// Add one tracked connection of the process (only WebSocket ones are listed); `sock` is
+    /// its socket in the process's TCP table, when found.
+    pub fn push(&mut self, fd: u32, c: &ConnState, sock: Option<&Sock>, limits: &Limits, now: u64) {
+        if c.phase != phase::WEBSOCKET {
+            return;
+        }
+        let peer = sock.map(|s| s.remote);
+        let key = client_key(c, peer.as_ref(), limits.hash_keys);
         let age = ns_to_s(now.saturating_sub(c.upgraded_ns));
         let idle_s = ns_to_s(now.saturating_sub(c.last_rx_ns.max(c.last_tx_ns)));
         let idle = idle_s >= limits.idle_after_s;
         let stalled = c.ping_ns != 0 && ns_to_s(now.saturating_sub(c.ping_ns)) >= limits.stall_after_s;
         match age {
-            a if a < 300.0 => out.ages.under_5m += 1,
-            a if a < 1800.0 => out.ages.from_5m_to_30m += 1,
-            a if a < 7200.0 => out.ages.from_30m_to_2h += 1,
-            _ => out.ages.over_2h += 1,
+            a if a < 300.0 => self.ages.under_5m += 1,
+            a if a < 1800.0 => self.ages.from_5m_to_30m += 1,
+            a if a < 7200.0 => self.ages.from_30m_to_2h += 1,
+            _ => self.ages.over_2h += 1,
         }
-        out.idle += idle as u64;
-        out.stalled += stalled as u64;
-        let (sq, rq) = s.map(|s| (s.1, s.2)).unwrap_or_default();
-        out.send_queue_bytes += sq;
-        out.recv_queue_bytes += rq;
-        out.connections.push(conn_view(*fd, c, s.map(|s| s.0), key, age, idle_s, idle, stalled, sq, rq));
+        self.idle += idle as u64;
+        self.stalled += stalled as u64;
+        let (sq, rq) = sock.map(|s| (u64::from(s.send_queue), u64::from(s.recv_queue))).unwrap_or_default();
+        self.send_queue_bytes += sq;
+        self.recv_queue_bytes += rq;
+        self.connections.push(conn_view(fd, c, peer, key, age, idle_s, idle, stalled, sq, rq));
     }
-    let mut top: Vec<ClientCount> =
-        per_client.iter().map(|(k, n)| ClientCount { key: k.clone(), connections: *n }).collect();
-    top.sort_by(|a, b| b.connections.cmp(&a.connections).then(a.key.cmp(&b.key)));
-    out.clients = ClientsSnapshot {
-        key_source: limits.key_source.clone(),
-        distinct: per_client.len() as u64,
-        quota: limits.quota,
-        at_or_over_quota: per_client.values().filter(|n| **n >= limits.quota).count() as u64,
-        top: top.into_iter().take(10).collect(),
-    };
-    out.connections.sort_by_key(|c| c.fd);
+
+    /// Clients (counted without copying a key per connection) and the order by fd.
+    pub fn finish(&mut self, limits: &Limits) {
+        let mut per_client: HashMap<&str, u64> = HashMap::new();
+        for c in &self.connections {
+            *per_client.entry(c.client_key.as_str()).or_default() += 1;
+        }
+        let mut top: Vec<(&str, u64)> = per_client.iter().map(|(k, n)| (*k, *n)).collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        self.clients = ClientsSnapshot {
+            key_source: limits.key_source.clone(),
+            distinct: per_client.len() as u64,
+            quota: limits.quota,
+            at_or_over_quota: per_client.values().filter(|n| **n >= limits.quota).count() as u64,
+            top: top.into_iter().take(10).map(|(k, n)| ClientCount { key: k.to_string(), connections: n }).collect(),
+        };
+        self.connections.sort_by_key(|c| c.fd);
+    }
+}
+
+/// Build the per-connection view of a process from its tracked connections: `(fd, state,
+/// socket)`. (The snapshot builds it incrementally with [`ProcessConns::push`].)
+#[cfg(test)]
+pub fn process_conns(conns: &[(u32, &ConnState, Option<&Sock>)], limits: &Limits) -> ProcessConns {
+    let now = monotonic_ns();
+    let mut out = ProcessConns::default();
+    for (fd, c, s) in conns {
+        out.push(*fd, c, *s, limits, now);
+    }
+    out.finish(limits);
     out
 }
 
@@ -211,5 +206,79 @@ fn conn_view(
         send_queue_bytes: sq,
         recv_queue_bytes: rq,
         out_of_sync: c.out_of_sync != 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wsguard_common::clientkey::KeyScan;
+
+    fn limits(hash_keys: bool) -> Limits {
+        Limits { quota: 2, idle_after_s: 60.0, stall_after_s: 30.0, key_source: "remote_ip".into(), hash_keys }
+    }
+
+    fn ws(now: u64, age_s: u64, idle_s: u64) -> ConnState {
+        ConnState {
+            phase: phase::WEBSOCKET,
+            upgraded_ns: now - age_s * 1_000_000_000,
+            last_rx_ns: now - idle_s * 1_000_000_000,
+            last_tx_ns: now - idle_s * 1_000_000_000,
+            ..Default::default()
+        }
+    }
+
+    fn sock(peer: &str, sq: u32, rq: u32) -> Sock {
+        Sock { state: 1, local_port: 8080, remote: peer.parse().unwrap(), send_queue: sq, recv_queue: rq }
+    }
+
+    /// Views, per-client counts and totals from the probe's states and the socket table; only
+    /// WebSocket connections are listed, sorted by fd; clients are counted by key.
+    #[test]
+    fn views_and_clients() {
+        let now = monotonic_ns();
+        let a = ws(now, 10, 100);
+        let mut b = ws(now, 400, 1);
+        b.ping_ns = now - 31_000_000_000;
+        let c = ws(now, 8000, 2);
+        let handshaking = ConnState { phase: phase::UPGRADE_REQUESTED, ..Default::default() };
+        let (sa, sb, sc) = (sock("10.0.0.1:1000", 5, 7), sock("10.0.0.1:1001", 1, 0), sock("10.0.0.2:1000", 0, 0));
+        let pc = process_conns(
+            &[(9, &c, Some(&sc)), (7, &a, Some(&sa)), (3, &handshaking, None), (8, &b, Some(&sb)), (5, &a, None)],
+            &limits(false),
+        );
+        assert_eq!(pc.connections.iter().map(|c| c.fd).collect::<Vec<_>>(), vec![5, 7, 8, 9]);
+        assert_eq!(pc.connections[1].peer.as_deref(), Some("10.0.0.1:1000"));
+        assert_eq!(pc.connections[0].peer, None);
+        assert_eq!(pc.connections[0].client_key, "unknown");
+        assert_eq!((pc.idle, pc.stalled), (2, 1));
+        assert_eq!((pc.send_queue_bytes, pc.recv_queue_bytes), (6, 7));
+        assert_eq!(pc.ages, AgeBuckets { under_5m: 2, from_5m_to_30m: 1, from_30m_to_2h: 0, over_2h: 1 });
+        assert_eq!(pc.clients.distinct, 3);
+        assert_eq!(pc.clients.at_or_over_quota, 1);
+        assert_eq!(
+            pc.clients.top,
+            vec![
+                ClientCount { key: "10.0.0.1".into(), connections: 2 },
+                ClientCount { key: "10.0.0.2".into(), connections: 1 },
+                ClientCount { key: "unknown".into(), connections: 1 },
+            ]
+        );
+    }
+
+    /// A captured key wins over the peer address; hashed when asked or when it did not fit.
+    #[test]
+    fn client_keys() {
+        let mut c = ConnState::default();
+        let peer: SocketAddr = "[::ffff:127.0.0.1]:9".parse().unwrap();
+        assert_eq!(client_key(&c, Some(&peer), false), "::ffff:127.0.0.1");
+        let mut k = KeyScan { hash: 0xabc, key_len: 3, total_len: 3, state: 4, ..Default::default() };
+        k.key[..3].copy_from_slice(b"bob");
+        c.key = k;
+        assert!(c.key.found());
+        assert_eq!(client_key(&c, Some(&peer), false), "bob");
+        assert_eq!(client_key(&c, Some(&peer), true), "h:0000000000000abc");
+        c.key.total_len = 40;
+        assert_eq!(client_key(&c, None, false), "h:0000000000000abc");
     }
 }

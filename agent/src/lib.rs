@@ -2,23 +2,30 @@
 //! over it; the fuzz targets (`fuzz/`) link it to feed the config loader and the API arbitrary
 //! input. New modules are declared here, not in `main.rs`.
 
-#[allow(dead_code)]
 pub mod alert;
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod completions;
 pub mod config;
+pub mod config_cmd;
 pub mod conns;
 pub mod doctor;
 pub mod events;
 pub mod health;
 pub mod history;
+pub mod k8s;
 pub mod metrics;
+pub mod notify;
 pub mod predict;
 pub mod privs;
 pub mod probe;
 pub mod procinfo;
+pub mod reload;
+pub mod remediate;
 pub mod resources;
 pub mod run;
 pub mod snapshot;
+pub mod token;
+pub mod top;
 pub mod track;

@@ -4,18 +4,13 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 use wsguard::{
+    alert,
     cli::{Cli, Command, ConfigCommand, HistoryCommand},
-    client,
+    client, completions,
     config::Config,
-    doctor, predict, probe, run,
+    config_cmd, doctor, history, predict, probe, reload, remediate, run, top,
 };
-
-fn init_logs(level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-}
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -23,8 +18,8 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config, fresh } => match Config::load(config.as_deref()) {
             Ok(cfg) => {
-                init_logs(&cfg.agent.log_level);
-                run::run(cfg, fresh).await
+                let logs = reload::Logs::init(&cfg.agent.log_level);
+                run::run(cfg, config.as_deref(), fresh, logs).await
             }
             Err(e) => Err(e.into()),
         },
@@ -34,7 +29,14 @@ async fn main() -> ExitCode {
             Ok(false) => return ExitCode::from(1),
             Err(e) => Err(e),
         },
-        Command::Report { hours, format, state_dir, api } => {
+        Command::Top { api, interval, view, once, width, height, pid, token_file, config } => {
+            match top::token(token_file.as_deref(), config.as_deref()) {
+                Ok(token) => top::run(top::Options { api, interval, view, once, width, height, pid, token }).await,
+                Err(e) => Err(e),
+            }
+        }
+        Command::Report { hours, format, json, state_dir, api } => {
+            let format = if json { history::Format::Json } else { format };
             client::report(&api, state_dir.as_deref(), hours, format).await
         }
         Command::Doctor { json } => match doctor::run(json) {
@@ -50,11 +52,24 @@ async fn main() -> ExitCode {
                 Ok(())
             }),
         Command::Replay { file, speed, json, config } => predict::replay::run(&file, config.as_deref(), speed, json),
+        Command::Alerts { command, api } => alert::cli::run(command, api).await,
+        Command::Remediation { command, at } => remediate::cli::run(command, at).await,
         Command::History { command: HistoryCommand::Export { since, state_dir, api } } => {
             predict::replay::history_export(&api, state_dir.as_deref(), &since).await
         }
-        Command::Config { command: ConfigCommand::Check { config } } => {
-            Config::load(config.as_deref()).map(|_| println!("config OK")).map_err(Into::into)
+        Command::Config { command: ConfigCommand::Check { config, json, strict } } => {
+            match config_cmd::check(config.as_deref(), json, strict) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::from(1),
+                Err(e) => Err(e),
+            }
+        }
+        Command::Config { command: ConfigCommand::Show { config, effective, json } } => {
+            config_cmd::show(config.as_deref(), effective, json)
+        }
+        Command::Completions { shell } => {
+            completions::print(shell);
+            Ok(())
         }
     };
     match result {

@@ -617,6 +617,8 @@ struct Identity {
     /// when unknown (no resources sampled, e.g. once exited).
     unit: String,
     pid: Option<u32>,
+    /// `namespace`, `pod`, `container` labels, only for processes in a Kubernetes pod.
+    kubernetes: Option<(String, String, String)>,
 }
 
 impl Identity {
@@ -626,7 +628,9 @@ impl Identity {
         ports.dedup();
         let listen_port = ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
         let unit = p.resources.as_ref().and_then(|r| r.systemd_unit.clone()).unwrap_or_default();
-        Identity { comm: p.comm.clone(), listen_port, unit, pid: cfg.pid_label.then_some(p.pid) }
+        let kubernetes =
+            p.kubernetes.as_ref().map(|k| (k.namespace.clone(), k.pod.clone(), k.container.clone().unwrap_or_default()));
+        Identity { comm: p.comm.clone(), listen_port, unit, pid: cfg.pid_label.then_some(p.pid), kubernetes }
     }
 
     fn labels(&self) -> Labels {
@@ -637,6 +641,9 @@ impl Identity {
         ];
         if let Some(pid) = self.pid {
             l.push(("pid", pid.to_string()));
+        }
+        if let Some((ns, pod, container)) = &self.kubernetes {
+            l.extend([("namespace", ns.clone()), ("pod", pod.clone()), ("container", container.clone())]);
         }
         l
     }
@@ -1531,6 +1538,25 @@ mod tests {
         let c: MetricsConfig = toml::from_str("pid_label = true").unwrap();
         assert_eq!(c, MetricsConfig { pid_label: true, max_series: 10_000 });
         assert!(toml::from_str::<MetricsConfig>("max_serie = 5").is_err());
+    }
+
+    /// Processes in a Kubernetes pod get namespace/pod/container labels; others do not.
+    #[test]
+    fn kubernetes_labels_only_in_pods() {
+        let mut s = Snapshot::default();
+        let mut in_pod = proc(100, "node", &[8080], 3);
+        in_pod.kubernetes =
+            Some(crate::k8s::Pod { namespace: "prod".into(), pod: "chat-0".into(), container: Some("chat".into()) });
+        s.processes = vec![in_pod, proc(200, "python3", &[9090], 1)];
+        let text = render(&s, &MetricsConfig::default());
+        check_exposition(&text);
+        assert_has(
+            &text,
+            &[
+                r#"wsguard_websocket_connections_active{comm="node",listen_port="8080",unit="",namespace="prod",pod="chat-0",container="chat"} 3"#,
+                r#"wsguard_websocket_connections_active{comm="python3",listen_port="9090",unit=""} 1"#,
+            ],
+        );
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! `wsguard run`: attach (or resume) the probe, serve the API, build a snapshot every interval.
 
-use std::sync::{atomic::AtomicU64, Arc};
+use std::{
+    sync::{atomic::AtomicU64, Arc},
+    time::SystemTime,
+};
 
 use anyhow::{bail, Context};
 use aya::maps::RingBuf;
@@ -8,9 +11,23 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 use wsguard_common::names;
 
-use crate::{api, config::Config, events, history::History, probe, track::Tracker};
+use crate::{
+    alert::{service::AlertService, Alert, Status, Transition, TransitionKind},
+    api,
+    config::Config,
+    events,
+    history::History,
+    probe,
+    remediate::Remediator,
+    token,
+    track::Tracker,
+};
 
-pub async fn run(cfg: Config, fresh: bool) -> anyhow::Result<()> {
+/// How long a stopping agent keeps delivering notifications.
+const NOTIFY_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `config_path` is re-read on SIGHUP (None: the default path), see `reload.rs`.
+pub async fn run(mut cfg: Config, config_path: Option<&std::path::Path>, fresh: bool, logs: crate::reload::Logs) -> anyhow::Result<()> {
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_PERFMON: u32 = 38;
     const CAP_BPF: u32 = 39;
@@ -38,10 +55,40 @@ pub async fn run(cfg: Config, fresh: bool) -> anyhow::Result<()> {
         warn!("history store unavailable, keeping history in memory: {e:#}");
     }
     let history = Arc::new(history);
+    let alerts = Arc::new(AlertService::open(cfg.alert.clone(), cfg.limits.per_client_connections, &cfg.agent.state_dir));
+    // Notifications: a broken [notify] (e.g. a missing secret file) stops the start, because
+    // an agent that runs without delivering its alerts fails silently.
+    let notifier = if cfg.notify.channels.is_empty() {
+        info!("no [[notify.channels]] configured: alerts are not notified");
+        None
+    } else {
+        let n = crate::notify::Notifier::open(cfg.notify.clone(), &cfg.agent.state_dir)
+            .context("notifications ([notify])")?;
+        alerts.add_sink(n.clone());
+        tokio::spawn(n.clone().run());
+        Some(n)
+    };
+    let mut shared = api::Shared::new(history.clone(), cfg.metrics.clone());
+    shared.alerts = Some(alerts.clone());
+    shared.token = token::load_or_create(&cfg.token_file()).map_err(|e| {
+        warn!("API mutations disabled: {e:#}");
+        format!("{e:#}")
+    });
     // Everything privileged is done: keep only what later work needs (docs/security.md).
-    let dropped = crate::privs::drop_after_attach(|| probe::maps::read(&probe.ebpf, cfg.probe.max_connections).map(drop))?;
+    let dropped = crate::privs::drop_after_attach(|| probe::maps::Reader::default().read(&probe.ebpf, cfg.probe.max_connections).map(drop))?;
     info!("{dropped}");
-    let shared = Arc::new(api::Shared::new(history.clone(), cfg.metrics.clone()));
+    let mut remediator = match Remediator::open(cfg.remediation.clone(), &cfg.agent.state_dir) {
+        Ok(mut r) => {
+            r.set_rules(&cfg.alert.effective_rules(cfg.limits.per_client_connections));
+            shared.remediation = Some(r.shared());
+            Some(r)
+        }
+        Err(e) => {
+            error!("remediation disabled: cannot open its audit log: {e:#}");
+            None
+        }
+    };
+    let shared = Arc::new(shared);
     let app = api::router(shared.clone());
     info!("API listening on http://{}", cfg.api.listen);
     tokio::spawn(async move {
@@ -55,6 +102,7 @@ pub async fn run(cfg: Config, fresh: bool) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(cfg.agent.interval);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -65,11 +113,22 @@ pub async fn run(cfg: Config, fresh: bool) -> anyhow::Result<()> {
                         if let Err(e) = history.append(snap.clone()) {
                             warn!("history: {e:#}");
                         }
-                        if let Some(p) = predictor.as_mut() {
-                            let pred = p.observe(&snap);
+                        let pred = predictor.as_mut().map(|p| p.observe(&snap));
+                        if let Some(pred) = &pred {
                             for t in &pred.transitions {
                                 info!("prediction alert {}", crate::predict::replay::transition_line(t));
                             }
+                        }
+                        let now = SystemTime::now();
+                        let events = alerts.evaluate(&snap, pred.as_ref(), now);
+                        for (t, a) in &events {
+                            log_transition(t, a);
+                        }
+                        if let Some(r) = remediator.as_mut() {
+                            let firing: Vec<Alert> = alerts.alerts().into_iter().filter(|a| a.status == Status::Firing).collect();
+                            r.handle(&events, &firing, &snap, &built.connections, now);
+                        }
+                        if let Some(pred) = pred {
                             shared.publish_predictions(pred);
                         }
                         shared.publish(snap, built.connections);
@@ -77,13 +136,33 @@ pub async fn run(cfg: Config, fresh: bool) -> anyhow::Result<()> {
                     Err(e) => error!("snapshot failed: {e:#}"),
                 }
             }
+            _ = hup.recv() => {
+                let live = crate::reload::Live { tracker: &mut tracker, predictor: &mut predictor, tick: &mut tick, logs: &logs, alerts: &alerts };
+                crate::reload::on_sighup(config_path, &mut cfg, live);
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
+    }
+    if let Some(n) = &notifier {
+        // What is not delivered now stays in the outbox for the next start.
+        n.flush(NOTIFY_FLUSH).await;
     }
     info!(
         "stopping; the probe stays attached and counting at {} (`wsguard detach` removes it)",
         probe.pin_path.display()
     );
     Ok(())
+}
+
+/// One log line per alert change (the `log` notification channel adds structured JSON).
+fn log_transition(t: &Transition, a: &Alert) {
+    let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let what = format!("{:?}", t.kind).to_lowercase();
+    match t.kind {
+        TransitionKind::Firing | TransitionKind::Escalated | TransitionKind::SeverityChanged => {
+            warn!(fingerprint = %t.fingerprint, severity = t.severity.as_str(), "alert {what}: {} {{{}}}", t.alertname, labels.join(","))
+        }
+        _ => info!(fingerprint = %t.fingerprint, severity = t.severity.as_str(), "alert {what}: {} {{{}}}", t.alertname, labels.join(",")),
+    }
 }

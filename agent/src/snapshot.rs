@@ -84,6 +84,10 @@ pub struct ProcessSnapshot {
     pub recv_queue_bytes: u64,
     /// fds vs RLIMIT_NOFILE, memory, CPU, threads, identity from /proc and cgroups.
     pub resources: Option<ProcessResources>,
+    /// Namespace, pod and container when the process runs in a Kubernetes pod (`k8s.rs`);
+    /// absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<crate::k8s::Pod>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

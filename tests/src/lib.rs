@@ -37,7 +37,8 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn agent_bin() -> PathBuf {
+/// The `wsguard` binary under test (`WSGUARD_BIN`, default the release build).
+pub fn agent_bin() -> PathBuf {
     std::env::var_os("WSGUARD_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target/release/wsguard"))
@@ -131,6 +132,19 @@ impl Agent {
         }
     }
 
+    /// Send `signal` to the running agent (e.g. SIGHUP to reload its config).
+    pub fn signal(&self, signal: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(c.id() as i32, signal) };
+        }
+    }
+
+    /// The agent process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// The agent's process id while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -190,6 +204,10 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.stop(libc::SIGTERM);
         let _ = std::fs::remove_dir_all(&self.pin);
+        // Keep the config and agent log of a failed test for its report.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -515,4 +533,10 @@ pub mod enc {
         fmt(f)
     }
 
+}
+
+/// Run the `wsguard` binary (the one the agent runs) with `args`; stdout, stderr and the exit code.
+pub fn wsguard(args: &[&str]) -> Result<(String, String, i32)> {
+    let out = Command::new(agent_bin()).args(args).output()?;
+    Ok((String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into(), out.status.code().unwrap_or(-1)))
 }

@@ -61,7 +61,7 @@ fn systemd_unit_verifies() {
     let unit = read("wsguard.service");
     assert!(unit.contains("ExecStart=/usr/local/bin/wsguard run --config /etc/wsguard/wsguard.toml"));
     assert!(unit.contains("StateDirectory=wsguard"));
-    // Exactly the capabilities docs/deployment.md explains; no ExecReload (no SIGHUP reload yet).
+    // Exactly the capabilities docs/deployment.md explains.
     for key in ["CapabilityBoundingSet=", "AmbientCapabilities="] {
         let caps: BTreeSet<&str> = unit
             .lines()
@@ -70,7 +70,12 @@ fn systemd_unit_verifies() {
             .collect();
         assert_eq!(caps, BTreeSet::from(["CAP_BPF", "CAP_PERFMON", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"]), "{key}");
     }
-    assert!(!unit.lines().any(|l| l.starts_with("ExecReload=")), "the agent does not reload on SIGHUP");
+    // Reload: validate, then SIGHUP (tests/tests/reload.rs checks what the agent does with it).
+    let reload: Vec<&str> = unit.lines().filter_map(|l| l.strip_prefix("ExecReload=")).collect();
+    assert_eq!(
+        reload,
+        ["/usr/local/bin/wsguard config check --config /etc/wsguard/wsguard.toml", "/bin/kill -HUP $MAINPID"]
+    );
     // `verify` checks that the binaries exist: point the unit at the built one.
     let dir = temp_dir("systemd");
     let path = dir.join("wsguard.service");
@@ -80,9 +85,13 @@ fn systemd_unit_verifies() {
     assert!(ok && said.trim().is_empty(), "systemd-analyze verify wsguard.service:\n{said}");
 }
 
-fn config_check(path: &Path) {
-    let (ok, said) = run(Command::new(agent_bin()).args(["config", "check", "--config"]).arg(path), "wsguard");
-    assert!(ok && said.trim() == "config OK", "wsguard config check {}:\n{said}", path.display());
+/// `wsguard config check` passes, with exactly these production-readiness warnings (keys).
+fn config_check(path: &Path, warnings: &[&str]) {
+    let (ok, said) = run(Command::new(agent_bin()).args(["config", "check", "--json", "--config"]).arg(path), "wsguard");
+    let report: Value = serde_json::from_str(&said).unwrap_or_else(|e| panic!("{e}: {said}"));
+    assert!(ok && report["valid"] == true, "wsguard config check {}:\n{said}", path.display());
+    let keys: Vec<&str> = report["warnings"].as_array().unwrap().iter().map(|w| w["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, warnings, "{said}");
 }
 
 /// Every `key = value` line of a TOML text, commented or not: `section.key`.
@@ -104,7 +113,8 @@ fn toml_keys(text: &str) -> BTreeSet<String> {
 
 #[test]
 fn shipped_config_passes_check_and_lists_every_documented_key() {
-    config_check(&config_path("wsguard.toml"));
+    // Valid; the one readiness warning is that no notification channel is set up yet.
+    config_check(&config_path("wsguard.toml"), &["notify.channels"]);
     // Every key of the reference example in docs/configuration.md is in the shipped file.
     let doc = std::fs::read_to_string(repo_root().join("docs/configuration.md")).unwrap();
     let example = doc.split("```toml").nth(1).and_then(|s| s.split("```").next()).expect("example in the docs");
@@ -180,10 +190,14 @@ fn kubernetes_manifests_carry_what_the_agent_needs() {
     let volumes = pod["volumes"].as_array().unwrap();
     let host_path = |name: &str| volumes.iter().find(|v| v["name"] == name).map(|v| v["hostPath"]["path"].clone());
     let mounts = c["volumeMounts"].as_array().unwrap();
-    for path in ["/sys/fs/bpf", "/sys/kernel/tracing", "/var/lib/wsguard"] {
+    for path in ["/sys/fs/bpf", "/sys/kernel/tracing", "/var/lib/wsguard", "/var/log/pods", "/var/log/containers"] {
         let m = mounts.iter().find(|m| m["mountPath"] == path).unwrap_or_else(|| panic!("no mount at {path}"));
         let name = m["name"].as_str().unwrap();
         assert_eq!(host_path(name), Some(Value::from(path)), "{path} is the host's");
+    }
+    // Pod attribution only reads the kubelet's log directory names.
+    for path in ["/var/log/pods", "/var/log/containers"] {
+        assert_eq!(mounts.iter().find(|m| m["mountPath"] == path).unwrap()["readOnly"], true, "{path} read-only");
     }
     let bpffs = mounts.iter().find(|m| m["mountPath"] == "/sys/fs/bpf").unwrap();
     assert_ne!(bpffs["readOnly"], true, "the probe pins itself on /sys/fs/bpf");
@@ -212,7 +226,8 @@ fn kubernetes_manifests_carry_what_the_agent_needs() {
     let dir = temp_dir("configmap");
     let path = dir.join("wsguard.toml");
     std::fs::write(&path, toml).unwrap();
-    config_check(&path);
+    // It is warned about, as the ConfigMap's own comment does.
+    config_check(&path, &["api.listen", "notify.channels"]);
     let _ = std::fs::remove_dir_all(&dir);
 
     // Service selects the pods and exposes the port; the ServiceMonitor scrapes it by name.

@@ -1,10 +1,12 @@
-//! Developer tasks for wsguard: `cargo xtask <setup|test|demo|bench|fuzz|soak>`.
+//! Developer tasks for wsguard: `cargo xtask <setup|test|demo|bench|install|deb|fuzz|soak>`.
 //!
 //! Each subcommand lives in its own module; this file only parses the command line.
 
 mod bench;
+mod deb;
 mod demo;
 mod fuzz;
+mod install;
 mod proc;
 mod setup;
 mod soak;
@@ -34,6 +36,10 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure what the agent costs a real server (root; not part of `test`).
     Bench(bench::BenchArgs),
+    /// Install the release binary, config (kept if present), systemd unit and bash completion.
+    Install(install::InstallArgs),
+    /// Build a Debian package (target/debian/wsguard_VERSION_ARCH.deb) with dpkg-deb.
+    Deb(deb::DebArgs),
     /// Build the fuzz targets (stable compiler) and run each for a bounded time.
     Fuzz(fuzz::FuzzArgs),
     /// Long soak test (30 min default, root, not in CI): churn + traffic; RSS flat, counts exact.
@@ -47,6 +53,8 @@ fn main() {
         Command::Test(args) => test::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Install(args) => install::run(&args),
+        Command::Deb(args) => deb::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
         Command::Soak(args) => soak::run(&args),
     };

@@ -5,6 +5,8 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use serde::{Deserialize, Serialize};
+
 use crate::{predict::Predictions, snapshot::Snapshot};
 
 use super::{
@@ -18,6 +20,14 @@ use super::{
 
 /// Alert name of manual alerts without an `alertname` label.
 pub const MANUAL_ALERTNAME: &str = "ManualAlert";
+
+/// What survives a restart: alerts with their clocks, silences (`alert/store.rs` keeps it).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EngineState {
+    pub alerts: Vec<Tracked>,
+    pub silences: Vec<Silence>,
+    pub silence_seq: u64,
+}
 
 pub struct Engine {
     rules: Vec<Rule>,
@@ -41,6 +51,49 @@ impl Engine {
 
     pub fn with_rules(rules: Vec<Rule>, cfg: AlertConfig) -> Self {
         Engine { rules, cfg, alerts: BTreeMap::new(), silences: Vec::new(), prev: None, silence_seq: 0 }
+    }
+
+    /// The state to persist.
+    pub fn export(&self) -> EngineState {
+        EngineState {
+            alerts: self.alerts.values().cloned().collect(),
+            silences: self.silences.clone(),
+            silence_seq: self.silence_seq,
+        }
+    }
+
+    /// Take over persisted state. Rule alerts are re-bound to the current rules by name (the
+    /// rule list may have changed); an alert whose rule is gone is dropped unless it is manual.
+    pub fn restore(&mut self, state: EngineState) -> Result<(), String> {
+        let mut silences = state.silences;
+        for s in &mut silences {
+            s.restore()?;
+        }
+        self.silences = silences;
+        self.silence_seq = state.silence_seq;
+        self.alerts.clear();
+        for mut t in state.alerts {
+            if !t.alert.manual {
+                let name = t.alert.labels.get("alertname");
+                t.rule = self.rules.iter().position(|r| Some(&r.name) == name);
+                if t.rule.is_none() {
+                    continue;
+                }
+            }
+            self.alerts.insert(fingerprint(&t.alert.labels), t);
+        }
+        Ok(())
+    }
+
+    /// Swap the rules and settings (config reload) keeping alert state; alerts of removed
+    /// rules are dropped.
+    #[allow(dead_code)] // for the SIGHUP reload
+    pub fn reconfigure(&mut self, cfg: AlertConfig, per_client_connections: u64) {
+        let state = self.export();
+        self.rules = cfg.effective_rules(per_client_connections);
+        self.cfg = cfg;
+        // Restoring our own export cannot fail: silence times are already set.
+        let _ = self.restore(state);
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -119,6 +172,11 @@ impl Engine {
                 continue;
             }
             let Some(rule) = t.rule.and_then(|ri| self.rules.get(ri)) else { continue };
+            // First evaluation after a (re)start: rate metrics need a previous snapshot, so
+            // "no value" means "not known yet", not "cleared" (no resolve + re-fire on restart).
+            if self.prev.is_none() && rule.metric.needs_previous() {
+                continue;
+            }
             let gone = match (t.alert.labels.get("pid"), t.alert.labels.get("comm")) {
                 (Some(pid), Some(comm)) => !alive.contains(&(pid.clone(), comm.clone())),
                 _ => false,

@@ -7,11 +7,15 @@
 //! channels, outbox or persistence (see the docs for what is left).
 #![allow(unused_imports)]
 
+pub mod api;
+pub mod cli;
 pub mod engine;
 pub mod rule;
 pub mod select;
+pub mod service;
 pub mod silence;
 pub mod state;
+pub mod store;
 pub mod template;
 
 #[cfg(test)]

@@ -77,6 +77,16 @@ pub enum Metric {
 }
 
 impl Metric {
+    /// Interval metrics: computed against the previous snapshot, so none on the first one.
+    pub fn needs_previous(self) -> bool {
+        use Metric::*;
+        matches!(
+            self,
+            HostListenOverflowsDelta | ProbeRingDrops | ProbeLostEvents | ProbeOutOfSync | HandshakeSuccessRatio
+                | AbnormalCloseRatio
+        )
+    }
+
     /// Scopes the metric can be evaluated in.
     pub fn scopes(self) -> &'static [Scope] {
         use Metric::*;

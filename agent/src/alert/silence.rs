@@ -35,6 +35,18 @@ impl PartialEq for Matcher {
     }
 }
 
+impl std::fmt::Display for Matcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let op = match self.op {
+            MatchOp::Eq => "=",
+            MatchOp::Ne => "!=",
+            MatchOp::Re => "=~",
+            MatchOp::NotRe => "!~",
+        };
+        write!(f, "{}{op}{:?}", self.name, self.value)
+    }
+}
+
 impl Matcher {
     pub fn new(name: &str, op: MatchOp, value: &str) -> Result<Self, String> {
         let re = match op {
@@ -105,6 +117,16 @@ fn epoch() -> SystemTime {
 }
 
 impl Silence {
+    /// Rebuild what is not persisted after deserializing: the clock fields (kept as RFC 3339)
+    /// and the compiled regexes.
+    pub fn restore(&mut self) -> Result<(), String> {
+        let parse = |s: &str| humantime::parse_rfc3339(s).map_err(|e| format!("silence {}: {s}: {e}", self.id));
+        self.start = parse(&self.starts_at)?;
+        self.end = parse(&self.ends_at)?;
+        self.matchers = self.matchers.iter().map(|m| Matcher::new(&m.name, m.op, &m.value)).collect::<Result<_, _>>()?;
+        Ok(())
+    }
+
     pub fn active(&self, now: SystemTime) -> bool {
         self.start <= now && now < self.end
     }

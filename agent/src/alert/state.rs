@@ -126,8 +126,8 @@ pub struct Transition {
     pub at: String,
 }
 
-/// An alert with the clock readings the state machine needs.
-#[derive(Debug, Clone)]
+/// An alert with the clock readings the state machine needs (persisted across restarts).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Tracked {
     pub alert: Alert,
     pub rule: Option<usize>,

@@ -387,3 +387,102 @@ fn host_scope_rule_and_probe_deltas() {
     assert!(e.evaluate(&s, None, at(300)).iter().all(|t| t.alertname != "ProbeEventsLost"));
     assert!(e.evaluate(&s, None, at(605)).iter().any(|t| t.alertname == "ProbeEventsLost" && t.kind == K::Resolved));
 }
+
+#[test]
+fn state_survives_a_restart_through_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = super::store::Store::open(dir.path()).unwrap();
+    let mut e = engine(fd_rule(0, 0), cfg());
+    let t = e.evaluate(&snap(vec![process(7, 0.95)]), None, at(0));
+    assert_eq!(kinds(&t), vec![K::Firing]);
+    let fp = t[0].fingerprint.clone();
+    e.acknowledge(&fp, "ana", "looking", at(1)).unwrap();
+    let sid = e
+        .silence(
+            vec![Matcher::parse("comm=~no.*").unwrap()],
+            Duration::from_secs(3600),
+            "ana",
+            "",
+            at(1),
+        )
+        .unwrap();
+    let events: Vec<_> = t
+        .iter()
+        .map(|t| super::store::Event {
+            transition: t.clone(),
+            alert: e.alert(&t.fingerprint).unwrap().clone(),
+        })
+        .collect();
+    store.save(&e.export(), &events).unwrap();
+    drop(store);
+
+    // A new process (agent restart): same rules, state from the store.
+    let store = super::store::Store::open(dir.path()).unwrap();
+    let mut e2 = engine(fd_rule(0, 0), cfg());
+    e2.restore(store.load().unwrap().unwrap()).unwrap();
+    let a = e2.alert(&fp).unwrap();
+    assert_eq!(
+        (a.status, a.acknowledged, a.silenced),
+        (Status::Firing, true, true)
+    );
+    assert_eq!(a.ack.as_ref().unwrap().by, "ana");
+    assert_eq!(e2.silences()[0].id, sid);
+    assert!(e2.silences()[0].active(at(2)), "silence clock restored");
+    // Still over the threshold: no new firing (no duplicate notification after a restart).
+    assert_eq!(
+        kinds(&e2.evaluate(&snap(vec![process(7, 0.95)]), None, at(5))),
+        vec![]
+    );
+    assert_eq!(e2.alert(&fp).unwrap().occurrences, 1);
+    assert_eq!(store.events(10).unwrap().len(), 1);
+    // Clears: resolved once, and the ack ends with the episode.
+    assert_eq!(
+        kinds(&e2.evaluate(&snap(vec![process(7, 0.1)]), None, at(10))),
+        vec![K::Resolved]
+    );
+    assert!(!e2.alert(&fp).unwrap().acknowledged);
+}
+
+#[test]
+fn restore_drops_alerts_of_removed_rules_but_keeps_manual_ones() {
+    let mut e = engine(fd_rule(0, 0), cfg());
+    e.evaluate(&snap(vec![process(7, 0.95)]), None, at(0));
+    let m = e.fire(Severity::Critical, "disk on fire", Labels::new(), at(0));
+    let state = e.export();
+    let mut other = Engine::with_rules(vec![], cfg());
+    other.restore(state).unwrap();
+    let all = other.alerts();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].fingerprint, m.fingerprint);
+}
+
+#[test]
+fn first_evaluation_after_restart_keeps_interval_alerts() {
+    // An interval metric has no value on the first snapshot after a restart; that must not
+    // resolve (and later re-fire) an alert that was firing before.
+    let rule = Rule {
+        name: "LostEvents".into(),
+        scope: Scope::Host,
+        metric: Metric::ProbeLostEvents,
+        op: Op::Gt,
+        warning: Some(Threshold::At(0.0)),
+        critical: None,
+        for_: Duration::ZERO,
+        keep_firing_for: Duration::ZERO,
+        labels: Labels::new(),
+        annotations: Default::default(),
+    };
+    let mut s1 = snap(vec![]);
+    let mut e = Engine::with_rules(vec![rule.clone()], cfg());
+    e.evaluate(&s1, None, at(0));
+    s1.probe.health.ring_drops = 5;
+    assert_eq!(kinds(&e.evaluate(&s1, None, at(5))), vec![K::Firing]);
+    let mut e2 = Engine::with_rules(vec![rule], cfg());
+    e2.restore(e.export()).unwrap();
+    assert_eq!(
+        kinds(&e2.evaluate(&s1, None, at(10))),
+        vec![],
+        "no value yet is not 'cleared'"
+    );
+    assert_eq!(e2.alerts()[0].status, Status::Firing);
+}

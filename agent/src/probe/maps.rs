@@ -2,9 +2,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use std::os::fd::{AsFd, AsRawFd};
+
 use anyhow::Context;
 use aya::{
-    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray},
+    maps::{Array, HashMap as BpfHashMap, IterableMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
     Ebpf,
 };
 use wsguard_common::{
@@ -37,12 +39,13 @@ pub struct ProbeHealth {
     pub conn_map_capacity: u64,
 }
 
-/// Everything read from the maps at one instant (each map is read once, in order).
-#[derive(Debug, Default)]
+/// The small maps, read at one instant (each once, in order). The connection map is read
+/// separately, entry by entry into the caller ([`Reader::for_each_conn`]): it is never copied
+/// whole into one buffer.
+#[derive(Default)]
 pub struct Reading {
     pub procs: HashMap<u32, ProcStats>,
     pub close_codes: HashMap<u32, CloseCodes>,
-    pub conns: Vec<(ConnKey, ConnState)>,
     pub hists: HashMap<u32, Hists>,
     pub health: ProbeHealth,
 }
@@ -52,55 +55,94 @@ fn hash_map<'a, K: aya::Pod, V: aya::Pod>(ebpf: &'a Ebpf, name: &str) -> anyhow:
     BpfHashMap::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
 }
 
-pub fn read(ebpf: &Ebpf, conn_capacity: u32) -> anyhow::Result<Reading> {
-    let mut r = Reading::default();
-    let procs: BpfHashMap<_, u32, ProcStats> = hash_map(ebpf, names::PROCS)?;
-    for item in procs.iter() {
-        let (tgid, stats) = item?;
-        r.procs.insert(tgid, stats);
+fn per_cpu_procs(ebpf: &Ebpf) -> anyhow::Result<PerCpuHashMap<&MapData, u32, ProcStats>> {
+    let map = ebpf.map(names::PROCS).context("map WSG_PROCS missing")?;
+    PerCpuHashMap::try_from(map).context("map WSG_PROCS has an unexpected type")
+}
+
+/// The process record: the sum of its per-CPU copies.
+fn sum(values: &PerCpuValues<ProcStats>) -> ProcStats {
+    let mut total = ProcStats::default();
+    for v in values.iter() {
+        total.merge(v);
     }
-    let codes: BpfHashMap<_, CloseCodeKey, u64> = hash_map(ebpf, names::CLOSE_CODES)?;
-    for item in codes.iter() {
-        let (k, n) = item?;
-        let e = r.close_codes.entry(k.tgid).or_default();
-        let side = if k.dir == 0 { &mut e.received } else { &mut e.sent };
-        side.insert(k.code, n);
+    total
+}
+
+/// Reads the maps; keeps its buffers between snapshots.
+pub struct Reader {
+    conns: super::batch::Batch<ConnKey, ConnState>,
+}
+
+impl Default for Reader {
+    fn default() -> Self {
+        // 1024 entries (~380 KiB) per syscall.
+        Reader { conns: super::batch::Batch::new(1024) }
     }
-    let conns: BpfHashMap<_, ConnKey, ConnState> = hash_map(ebpf, names::CONNS)?;
-    // An entry deleted between key walk and lookup is skipped, not an error.
-    r.conns.extend(conns.iter().flatten());
-    let hists: BpfHashMap<_, u32, Hists> = hash_map(ebpf, names::HISTS)?;
-    for (tgid, h) in hists.iter().flatten() {
-        r.hists.insert(tgid, h);
+}
+
+impl Reader {
+    pub fn read(&mut self, ebpf: &Ebpf, conn_capacity: u32) -> anyhow::Result<Reading> {
+        let mut r = Reading::default();
+        for item in per_cpu_procs(ebpf)?.iter() {
+            let (tgid, per_cpu) = item?;
+            r.procs.insert(tgid, sum(&per_cpu));
+        }
+        let codes: BpfHashMap<_, CloseCodeKey, u64> = hash_map(ebpf, names::CLOSE_CODES)?;
+        for item in codes.iter() {
+            let (k, n) = item?;
+            let e = r.close_codes.entry(k.tgid).or_default();
+            let side = if k.dir == 0 { &mut e.received } else { &mut e.sent };
+            side.insert(k.code, n);
+        }
+        let hists: BpfHashMap<_, u32, Hists> = hash_map(ebpf, names::HISTS)?;
+        for (tgid, h) in hists.iter().flatten() {
+            r.hists.insert(tgid, h);
+        }
+        let g: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(ebpf.map(names::GLOBAL).context("map WSG_GLOBAL missing")?)?;
+        let sum = |i: u32| -> anyhow::Result<u64> { Ok(g.get(&i, 0)?.iter().sum()) };
+        r.health = ProbeHealth {
+            conn_map_full: sum(global::CONN_MAP_FULL)?,
+            proc_map_full: sum(global::PROC_MAP_FULL)?,
+            ring_drops: sum(global::RING_DROPS)?,
+            walk_budget_exceeded: sum(global::WALK_BUDGET)?,
+            read_faults: sum(global::READ_FAULTS)?,
+            close_code_map_full: sum(global::CLOSE_CODE_MAP_FULL)?,
+            conn_map_entries: 0,
+            conn_map_capacity: conn_capacity as u64,
+        };
+        Ok(r)
     }
-    let g: PerCpuArray<_, u64> = PerCpuArray::try_from(ebpf.map(names::GLOBAL).context("map WSG_GLOBAL missing")?)?;
-    let sum = |i: u32| -> anyhow::Result<u64> { Ok(g.get(&i, 0)?.iter().sum()) };
-    r.health = ProbeHealth {
-        conn_map_full: sum(global::CONN_MAP_FULL)?,
-        proc_map_full: sum(global::PROC_MAP_FULL)?,
-        ring_drops: sum(global::RING_DROPS)?,
-        walk_budget_exceeded: sum(global::WALK_BUDGET)?,
-        read_faults: sum(global::READ_FAULTS)?,
-        close_code_map_full: sum(global::CLOSE_CODE_MAP_FULL)?,
-        conn_map_entries: r.conns.len() as u64,
-        conn_map_capacity: conn_capacity as u64,
-    };
-    Ok(r)
+
+    /// Every entry of the connection map, in batches of 1024 (a few syscalls, a fixed buffer);
+    /// returns how many there were.
+    pub fn for_each_conn(&mut self, ebpf: &Ebpf, mut f: impl FnMut(&ConnKey, &ConnState)) -> anyhow::Result<u64> {
+        let conns: BpfHashMap<_, ConnKey, ConnState> = hash_map(ebpf, names::CONNS)?;
+        let fd = conns.map().fd().as_fd().as_raw_fd();
+        let mut n = 0u64;
+        self.conns
+            .read(fd, |k, c| {
+                n += 1;
+                f(k, c)
+            })
+            .context("batched read of WSG_CONNS (BPF_MAP_LOOKUP_BATCH needs Linux 5.6)")?;
+        Ok(n)
+    }
 }
 
 /// A process that exited with connections still tracked never called `close` on them: end them
 /// in the maps (counted closed, and abnormal unless a close frame had been received) and drop
-/// their entries. Only called for processes that are gone, so no kernel writer races with it.
-pub fn reap_exited(ebpf: &mut Ebpf, tgid: u32) -> anyhow::Result<()> {
+/// their entries. `mine`: its entries, read in the snapshot's pass over the connection map. Only
+/// called for processes that are gone, so no kernel writer races with it.
+pub fn reap_exited(ebpf: &mut Ebpf, tgid: u32, mine: &[(ConnKey, ConnState)]) -> anyhow::Result<()> {
     let mut conns: BpfHashMap<_, ConnKey, ConnState> =
         BpfHashMap::try_from(ebpf.map_mut(names::CONNS).context("map WSG_CONNS missing")?)?;
-    let mine: Vec<(ConnKey, ConnState)> =
-        conns.iter().filter_map(Result::ok).filter(|(k, _)| k.tgid == tgid).collect();
-    for (k, _) in &mine {
+    for (k, _) in mine {
         let _ = conns.remove(k);
     }
     let (mut closed, mut abnormal, mut failed) = (0, 0, 0);
-    for (_, c) in &mine {
+    for (_, c) in mine {
         match c.phase {
             wsguard_common::conn::phase::WEBSOCKET => {
                 closed += 1;
@@ -112,21 +154,25 @@ pub fn reap_exited(ebpf: &mut Ebpf, tgid: u32) -> anyhow::Result<()> {
             _ => {}
         }
     }
-    let mut procs: BpfHashMap<_, u32, ProcStats> =
-        BpfHashMap::try_from(ebpf.map_mut(names::PROCS).context("map WSG_PROCS missing")?)?;
-    if let Ok(mut p) = procs.get(&tgid, 0) {
-        p.closed += closed;
-        p.abnormal_closes += abnormal;
-        p.handshakes_failed += failed;
-        procs.insert(tgid, p, 0)?;
+    let mut procs: PerCpuHashMap<_, u32, ProcStats> =
+        PerCpuHashMap::try_from(ebpf.map_mut(names::PROCS).context("map WSG_PROCS missing")?)?;
+    if let Ok(per_cpu) = procs.get(&tgid, 0) {
+        // Added to the first CPU's copy; the process's numbers are the sum of all copies.
+        let mut v: Vec<ProcStats> = per_cpu.to_vec();
+        if let Some(p) = v.first_mut() {
+            p.closed += closed;
+            p.abnormal_closes += abnormal;
+            p.handshakes_failed += failed;
+        }
+        procs.insert(tgid, PerCpuValues::try_from(v)?, 0)?;
     }
     Ok(())
 }
 
 /// Forget a process's counters (after it exited and its last numbers were reported).
 pub fn forget(ebpf: &mut Ebpf, tgid: u32) -> anyhow::Result<()> {
-    let mut procs: BpfHashMap<_, u32, ProcStats> =
-        BpfHashMap::try_from(ebpf.map_mut(names::PROCS).context("map WSG_PROCS missing")?)?;
+    let mut procs: PerCpuHashMap<_, u32, ProcStats> =
+        PerCpuHashMap::try_from(ebpf.map_mut(names::PROCS).context("map WSG_PROCS missing")?)?;
     let _ = procs.remove(&tgid);
     let mut hists: BpfHashMap<_, u32, Hists> =
         BpfHashMap::try_from(ebpf.map_mut(names::HISTS).context("map WSG_HISTS missing")?)?;
@@ -142,8 +188,7 @@ pub fn forget(ebpf: &mut Ebpf, tgid: u32) -> anyhow::Result<()> {
 
 /// One process's counters, read now.
 pub fn read_proc(ebpf: &Ebpf, tgid: u32) -> anyhow::Result<ProcStats> {
-    let procs: BpfHashMap<_, u32, ProcStats> = hash_map(ebpf, names::PROCS)?;
-    Ok(procs.get(&tgid, 0)?)
+    Ok(sum(&per_cpu_procs(ebpf)?.get(&tgid, 0)?))
 }
 
 /// Set the watched bit of `pids` (only safe while the programs are not attached yet).
@@ -157,6 +202,13 @@ pub fn mark_watched(ebpf: &mut Ebpf, pids: &[u32]) -> anyhow::Result<()> {
         let w = words.get(&i, 0)?;
         words.set(i, w | (1u64 << (pid & 63)), 0)?;
     }
+    Ok(())
+}
+
+/// Record the layout version in the pinned maps (at a fresh attach).
+pub fn set_layout(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    let mut a: Array<_, u32> = Array::try_from(ebpf.map_mut(names::LAYOUT).context("map WSG_LAYOUT missing")?)?;
+    a.set(0, wsguard_common::LAYOUT_VERSION, 0)?;
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 //! pinned there, it reuses the running probe and its maps as they are: nothing is reloaded, so
 //! counting never stops across a restart. `--fresh` unpins everything and starts from zero.
 
+mod batch;
 pub mod fs;
 pub mod maps;
 
@@ -27,7 +28,7 @@ use crate::config::ProbeConfig;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/wsguard"));
 
 /// Maps the agent pins (all of them: the pinned programs keep using the pinned instances).
-const PINNED_MAPS: [&str; 11] = [
+const PINNED_MAPS: [&str; 13] = [
     names::CONNS,
     names::PROCS,
     names::CLOSE_CODES,
@@ -36,6 +37,8 @@ const PINNED_MAPS: [&str; 11] = [
     names::GLOBAL,
     names::KEY_CONFIG,
     names::HISTS,
+    names::FDBITS,
+    names::LAYOUT,
     "WSG_INIT_CONN",
     "WSG_ZERO_PROC",
     "WSG_ZERO_HISTS",
@@ -148,6 +151,7 @@ pub fn start(cfg: &ProbeConfig, fresh: bool) -> anyhow::Result<Probe> {
         // listener now, before attaching, so no kernel writer races these word updates.
         let pids = crate::procinfo::listening_pids();
         maps::mark_watched(&mut ebpf, &pids)?;
+        maps::set_layout(&mut ebpf)?;
         preexisting = Some(crate::procinfo::inbound_connections());
         info!("watching {} processes that already listen", pids.len());
         for (prog, tp) in TRACEPOINTS {
@@ -167,8 +171,27 @@ pub fn start(cfg: &ProbeConfig, fresh: bool) -> anyhow::Result<Probe> {
     Ok(Probe { ebpf, resumed, pin_path: pin.clone(), preexisting })
 }
 
-/// Refuse pinned maps made by a wsguard with another record layout.
+/// Refuse pinned maps made by a wsguard with another record layout: the layout version written
+/// at attach (older probes have no `WSG_LAYOUT` map at all), and the record sizes.
 fn check_layout(pin: &Path) -> anyhow::Result<()> {
+    let incompatible = |why: String| {
+        anyhow::anyhow!(
+            "the probe pinned at {} was made by an incompatible wsguard version ({why}); restart \
+             with --fresh to replace it (counts restart at 0)",
+            pin.display()
+        )
+    };
+    let version = aya::maps::MapData::from_pin(pin.join(names::LAYOUT))
+        .ok()
+        .and_then(|m| aya::maps::Array::<_, u32>::try_from(aya::maps::Map::Array(m)).ok())
+        .and_then(|a| a.get(&0, 0).ok());
+    if version != Some(wsguard_common::LAYOUT_VERSION) {
+        let found = version.map(|v| v.to_string()).unwrap_or_else(|| "none".into());
+        return Err(incompatible(format!(
+            "layout version {found} != {}",
+            wsguard_common::LAYOUT_VERSION
+        )));
+    }
     let want = [
         (names::CONNS, std::mem::size_of::<ConnState>()),
         (names::PROCS, std::mem::size_of::<ProcStats>()),
@@ -177,12 +200,7 @@ fn check_layout(pin: &Path) -> anyhow::Result<()> {
         let info = MapInfo::from_pin(pin.join(name))
             .with_context(|| format!("reading pinned map {name}; restart with --fresh"))?;
         if info.value_size() as usize != size {
-            bail!(
-                "the probe pinned at {} was made by an incompatible wsguard version ({name}: \
-                 value size {} != {size}); restart with --fresh to replace it (counts restart at 0)",
-                pin.display(),
-                info.value_size()
-            );
+            return Err(incompatible(format!("{name}: value size {} != {size}", info.value_size())));
         }
     }
     Ok(())

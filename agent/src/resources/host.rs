@@ -53,8 +53,9 @@ pub(super) struct Marks {
     pub listen_drops: Option<u64>,
 }
 
-/// Samples the host and updates `marks` with the new counters.
-pub(super) fn read(marks: &mut Marks) -> HostResources {
+/// Samples the host and updates `marks` with the new counters. `ephemeral_in_use`: already
+/// counted by the caller (else /proc/net/tcp{,6} are read for it).
+pub(super) fn read(marks: &mut Marks, ephemeral_in_use: Option<u64>) -> HostResources {
     let mut h = HostResources::default();
 
     match KernelStats::current() {
@@ -114,7 +115,10 @@ pub(super) fn read(marks: &mut Marks) -> HostResources {
     h.conntrack_max = read_text("/proc/sys/net/netfilter/nf_conntrack_max").and_then(|t| t.trim().parse().ok());
 
     h.ephemeral_ports_range = read_text("/proc/sys/net/ipv4/ip_local_port_range").and_then(|t| parse_port_range(&t));
-    if let Some((low, high)) = h.ephemeral_ports_range {
+    if let (Some((low, high)), Some(in_use)) = (h.ephemeral_ports_range, ephemeral_in_use) {
+        h.ephemeral_ports_in_use = Some(in_use);
+        h.ephemeral_ports_usage_ratio = Some(in_use as f64 / (f64::from(high) - f64::from(low) + 1.0));
+    } else if let Some((low, high)) = h.ephemeral_ports_range {
         let tables: Vec<_> = [procfs::net::tcp(), procfs::net::tcp6()]
             .into_iter()
             .filter_map(|t| t.map_err(|e| debug!("/proc/net/tcp: {e}")).ok())
@@ -168,6 +172,11 @@ pub fn parse_netstat(text: &str, section: &str) -> std::collections::HashMap<Str
         .zip(values.split_whitespace())
         .filter_map(|(n, v)| Some((n.to_string(), v.parse().ok()?)))
         .collect()
+}
+
+/// The ephemeral port range now (`net.ipv4.ip_local_port_range`).
+pub fn ephemeral_range() -> Option<(u16, u16)> {
+    read_text("/proc/sys/net/ipv4/ip_local_port_range").and_then(|t| parse_port_range(&t))
 }
 
 /// `net.ipv4.ip_local_port_range`: "low<TAB>high".

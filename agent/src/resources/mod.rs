@@ -7,10 +7,11 @@
 
 pub mod host;
 pub mod process;
+pub mod tcp;
 
 use std::{collections::HashMap, time::Instant};
 
-use procfs::process::Process;
+use procfs::process::{Process, Stat};
 use tracing::debug;
 
 #[allow(unused_imports)] // used once wired into the snapshot
@@ -46,16 +47,29 @@ impl Sampler {
                 return None;
             }
         };
+        Some(self.process_with(&p, &stat, None))
+    }
+
+    /// Like [`Sampler::process`] with what the caller already read this interval: the process's
+    /// stat and, when it listed its fd directory, the number of open fds.
+    pub fn process_with(&mut self, p: &Process, stat: &Stat, open_fds: Option<u64>) -> ProcessResources {
+        let pid = p.pid() as u32;
         let mark =
             process::CpuMark { starttime: stat.starttime, cpu_ticks: stat.utime + stat.stime, at: Instant::now() };
-        let mut r = process::read(&p, &stat);
+        let mut r = process::read(p, stat, open_fds);
         r.cpu_percent = self.procs.insert(pid, mark).and_then(|prev| process::cpu_percent(&prev, &mark));
-        Some(r)
+        r
     }
 
     /// Host resources; CPU and listen deltas are None on the first call.
     pub fn host(&mut self) -> HostResources {
-        host::read(&mut self.host)
+        host::read(&mut self.host, None)
+    }
+
+    /// Host resources with the ephemeral ports in use already counted (from the snapshot's TCP
+    /// table of the agent's namespace), so /proc/net/tcp is not read again.
+    pub fn host_with(&mut self, ephemeral_in_use: Option<u64>) -> HostResources {
+        host::read(&mut self.host, ephemeral_in_use)
     }
 
     /// Drops the state of an exited process.

@@ -59,8 +59,8 @@ pub(super) struct CpuMark {
 }
 
 /// Reads everything but `cpu_percent` (which needs the previous sample) from `stat` and the
-/// other files of `p`.
-pub(super) fn read(p: &Process, stat: &Stat) -> ProcessResources {
+/// other files of `p`; `open_fds` when the caller counted them already.
+pub(super) fn read(p: &Process, stat: &Stat, open_fds: Option<u64>) -> ProcessResources {
     let pid = p.pid() as u32;
     let tps = procfs::ticks_per_second().max(1);
     let since_boot = Duration::from_nanos(stat.starttime.saturating_mul(1_000_000_000) / tps);
@@ -75,7 +75,8 @@ pub(super) fn read(p: &Process, stat: &Stat) -> ProcessResources {
         .ok()
         .map(|u| (u.uptime - since_boot.as_secs_f64()).max(0.0) as u64);
 
-    let open_fds = p.fd_count().map_err(|e| debug!(pid, "fd count: {e}")).ok().map(|n| n as u64);
+    let open_fds =
+        open_fds.or_else(|| p.fd_count().map_err(|e| debug!(pid, "fd count: {e}")).ok().map(|n| n as u64));
     let (fd_limit_soft, fd_limit_hard) =
         read_text(&format!("/proc/{pid}/limits")).and_then(|t| parse_limit(&t, "Max open files")).unwrap_or_default();
     let fd_usage_ratio = match (open_fds, fd_limit_soft) {

@@ -10,9 +10,18 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 pub fn run(ctx: &mut Ctx) -> Result<Value> {
+    let mut out = run_one(ctx, "on")?;
+    if ctx.base_bin.is_some() && !ctx.interrupted() {
+        println!("    --compare: the same with the base binary");
+        out["base"] = run_one(ctx, "base")?;
+    }
+    Ok(out)
+}
+
+fn run_one(ctx: &mut Ctx, variant: &str) -> Result<Value> {
     let s = ctx.settings.clone();
     let target: SocketAddr = ([127, 0, 0, 1], ctx.server_port).into();
-    let agent = ctx.start_agent()?;
+    let agent = ctx.start_agent_bin(ctx.agent_bin(variant))?;
     let apid = agent.pid();
     let mut idle = Vec::new();
     let mut held = Vec::new();

@@ -41,9 +41,31 @@ pub struct BenchArgs {
     /// lets the bench exceed one process's open-file limit.
     #[arg(long, hide = true)]
     hold: Option<String>,
+    /// Internal (profiling by hand): open-loop load on 127.0.0.1:PORT, `PORT:CONNS:RATE:SECS`;
+    /// prints messages echoed and latency.
+    #[arg(long, hide = true)]
+    drive: Option<String>,
     /// Only regenerate docs/performance.md (targets and tables) from an earlier JSON result.
     #[arg(long, value_name = "JSON")]
     report: Option<PathBuf>,
+    /// A/B against another wsguard binary (e.g. a build of main): adds a `base` variant, taking
+    /// turns with `on`, to every scenario. The JSON goes to --out (default
+    /// target/bench-compare.json); docs/performance.md is left alone.
+    #[arg(long, value_name = "WSGUARD_BINARY")]
+    compare: Option<PathBuf>,
+    /// Run only these scenarios (comma-separated: fixed_rate, saturated, probe_cost,
+    /// agent_cost); docs/performance.md is then left alone.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Override the fixed-rate load: messages per second.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Override the fixed-rate load: connections.
+    #[arg(long)]
+    conns: Option<usize>,
+    /// Override the idle-connection levels of the agent-cost scenario (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    idle: Vec<usize>,
 }
 
 #[derive(Clone)]
@@ -131,12 +153,22 @@ pub struct Ctx {
     pub clk_tck: f64,
     pub servers_dir: PathBuf,
     pub nofile: u64,
+    /// `--compare`: the other agent binary (variant `base`).
+    pub base_bin: Option<PathBuf>,
 }
 
 impl Ctx {
-    pub fn start_agent(&self) -> Result<procs::Proc> {
-        procs::detach(&self.bin, &self.cfg);
-        let a = procs::start_agent(&self.bin, &self.cfg, self.api, &self.work.join("agent.log"))?;
+    /// The agent variant `name`: `on` (this build) or `base` (`--compare`).
+    pub fn agent_bin(&self, name: &str) -> &std::path::Path {
+        match (name, &self.base_bin) {
+            ("base", Some(b)) => b,
+            _ => &self.bin,
+        }
+    }
+
+    pub fn start_agent_bin(&self, bin: &std::path::Path) -> Result<procs::Proc> {
+        procs::detach(bin, &self.cfg);
+        let a = procs::start_agent(bin, &self.cfg, self.api, &self.work.join("agent.log"))?;
         // The API binds before the probe attaches: wait for the pinned links.
         bpf::wsguard_progs(&self.pin_path);
         Ok(a)
@@ -169,9 +201,33 @@ fn hold(spec: &str) -> Result<()> {
     Ok(())
 }
 
+fn drive(spec: &str) -> Result<()> {
+    let f: Vec<&str> = spec.split(':').collect();
+    anyhow::ensure!(f.len() == 4, "--drive PORT:CONNS:RATE:SECS");
+    let addr: SocketAddr = ([127, 0, 0, 1], f[0].parse::<u16>()?).into();
+    let (conns, rate, secs): (usize, f64, f64) = (f[1].parse()?, f[2].parse()?, f[3].parse()?);
+    procs::raise_nofile(conns as u64 + 500);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let marks = [Duration::from_secs(1), Duration::from_secs_f64(1.0 + secs)];
+    let (ol, _) = rt.block_on(load::open_loop(addr, conns, rate, &marks, |_| ()))?;
+    println!(
+        "DRIVE {} msgs in {:.1} s ({:.0}/s), p50 {:.2} ms, p99 {:.2} ms, lost {}",
+        ol.window_msgs,
+        ol.window_s,
+        ol.window_msgs as f64 / ol.window_s,
+        ol.hist.value_at_quantile(0.5) as f64 / 1000.0,
+        ol.hist.value_at_quantile(0.99) as f64 / 1000.0,
+        ol.expected - ol.received.min(ol.expected)
+    );
+    Ok(())
+}
+
 pub fn run(args: &BenchArgs) -> Result<()> {
     if let Some(spec) = &args.hold {
         return hold(spec);
+    }
+    if let Some(spec) = &args.drive {
+        return drive(spec);
     }
     if let Some(path) = &args.report {
         let root = util::workspace_root();
@@ -201,7 +257,23 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if !bin.is_file() {
         bail!("{} not found (build failed?)", bin.display());
     }
-    let settings = Settings::new(args.quick, args.runs);
+    let mut settings = Settings::new(args.quick, args.runs);
+    if let Some(r) = args.rate {
+        settings.rate = r;
+    }
+    if let Some(c) = args.conns {
+        settings.conns = c;
+    }
+    if !args.idle.is_empty() {
+        settings.idle_levels = args.idle.clone();
+    }
+    let base_bin = match &args.compare {
+        Some(b) if !b.is_file() => bail!("--compare {}: no such file", b.display()),
+        Some(b) => Some(b.canonicalize()?),
+        None => None,
+    };
+    let partial = base_bin.is_some() || !args.only.is_empty();
+    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
     let work = std::env::temp_dir().join("wsguard-bench");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
@@ -247,6 +319,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         clk_tck: procs::clk_tck(),
         servers_dir: servers.clone(),
         nofile,
+        base_bin,
     };
     procs::detach(&ctx.bin, &ctx.cfg);
     let stats_was = bpf::stats_enabled();
@@ -258,6 +331,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "loadavg_start": procs::loadavg(),
     });
     let mut scenario = |name: &str, title: &str, f: &dyn Fn(&mut Ctx) -> Result<serde_json::Value>, ctx: &mut Ctx| {
+        if !wanted(name) {
+            return;
+        }
         step(title);
         let t = Instant::now();
         let r = f(ctx).unwrap_or_else(|e| {
@@ -299,11 +375,20 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     });
     out["targets"] = report::targets(&out);
 
-    let json_path = if args.out.is_absolute() { args.out.clone() } else { root.join(&args.out) };
+    let out_path = match (partial, args.out.to_str()) {
+        (true, Some("docs/benchmarks/latest.json")) => util::target_dir().join("bench-compare.json"),
+        _ => args.out.clone(),
+    };
+    let json_path = if out_path.is_absolute() { out_path } else { root.join(&out_path) };
     if let Some(dir) = json_path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(&json_path, serde_json::to_string_pretty(&out)? + "\n")?;
+    if partial {
+        step(&format!("done in {:.0} s: {}", started.elapsed().as_secs_f64(), json_path.display()));
+        println!("{}", report::compare_table(&out));
+        return Ok(());
+    }
     let rel = json_path.strip_prefix(&root).unwrap_or(&json_path).display().to_string();
     let md = report::markdown(&out, &rel);
     std::fs::write(root.join("docs/performance.md"), &md)?;

@@ -22,6 +22,8 @@ const BPFTRACE_EXITS: [&str; 11] = [
 pub enum Variant {
     Off,
     On,
+    /// The `--compare` binary.
+    Base,
     Bpftrace,
     Nginx,
 }
@@ -31,6 +33,7 @@ impl Variant {
         match self {
             Variant::Off => "off",
             Variant::On => "on",
+            Variant::Base => "base",
             Variant::Bpftrace => "bpftrace",
             Variant::Nginx => "nginx",
         }
@@ -43,17 +46,25 @@ struct Sample {
     server_sched_ns: u64,
     extra_ticks: u64,
     bpf: Vec<Counts>,
+    /// The server's read + write syscalls (/proc/<pid>/io syscr + syscw), taken with `bpf`.
+    server_io: u64,
 }
 
 /// The fixed-rate comparison. Returns `{runs, medians, ratios}`.
 pub fn fixed_rate(ctx: &mut Ctx) -> Result<Value> {
     let mut variants = vec![Variant::Off, Variant::On];
-    if util_has("bpftrace") {
+    let compare = ctx.base_bin.is_some();
+    if compare {
+        // An A/B of two builds: the peers are left out.
+        variants.push(Variant::Base);
+    } else if util_has("bpftrace") {
         variants.push(Variant::Bpftrace);
     } else {
         println!("    bpftrace not found: skipping that peer");
     }
-    let nginx = if util_has("nginx") {
+    let nginx = if compare {
+        None
+    } else if util_has("nginx") {
         match start_nginx(ctx) {
             Ok(n) => {
                 variants.push(Variant::Nginx);
@@ -102,6 +113,7 @@ pub fn fixed_rate(ctx: &mut Ctx) -> Result<Value> {
         "achieved_rate",
         "probe_enter_ns_per_run",
         "probe_exit_ns_per_run",
+        "probe_ns_per_msg",
     ];
     let mut medians = serde_json::Map::new();
     for &v in &variants {
@@ -157,8 +169,8 @@ fn one_run(ctx: &mut Ctx, v: Variant, run: usize, nginx: Option<(u16, u32)>) -> 
     let mut prog_ids = Vec::new();
     match v {
         Variant::Off => {}
-        Variant::On => {
-            let a = ctx.start_agent()?;
+        Variant::On | Variant::Base => {
+            let a = ctx.start_agent_bin(ctx.agent_bin(v.name()))?;
             extra_pids.push(a.pid());
             if let Some((e, x)) = bpf::wsguard_progs(&ctx.pin_path) {
                 prog_ids = vec![e, x];
@@ -189,12 +201,14 @@ fn one_run(ctx: &mut Ctx, v: Variant, run: usize, nginx: Option<(u16, u32)>) -> 
             server_sched_ns: procs::sched_ns(server_pid).unwrap_or(0),
             extra_ticks: procs::sum_ticks(&pids),
             bpf: Vec::new(),
+            server_io: 0,
         };
         if !ids.is_empty() && j >= 1 {
             if j == 1 {
                 bpf::set_stats(true);
             }
             smp.bpf = bpf::counts(&ids);
+            smp.server_io = procs::io_syscalls(server_pid).unwrap_or(0);
             if j == 2 {
                 bpf::set_stats(false);
             }
@@ -206,7 +220,7 @@ fn one_run(ctx: &mut Ctx, v: Variant, run: usize, nginx: Option<(u16, u32)>) -> 
         .block_on(load::open_loop(target, s.conns, s.rate, &marks, sampler));
     // Tear the variant down whatever happened.
     match (v, extra) {
-        (Variant::On, Some(a)) => procs::stop_agent(a, &ctx.bin, &ctx.cfg),
+        (Variant::On | Variant::Base, Some(a)) => procs::stop_agent(a, &ctx.bin, &ctx.cfg),
         (_, Some(mut p)) => p.stop(Duration::from_secs(5)),
         _ => {}
     }
@@ -218,15 +232,21 @@ fn one_run(ctx: &mut Ctx, v: Variant, run: usize, nginx: Option<(u16, u32)>) -> 
     let extra_cpu = (b.extra_ticks.saturating_sub(a.extra_ticks)) as f64 / tck;
     let q = |p: f64| ol.hist.value_at_quantile(p) as f64 / 1000.0;
     let mut probe = json!(null);
-    let (mut enter_ns, mut exit_ns) = (None, None);
+    let (mut enter_ns, mut exit_ns, mut per_msg) = (None, None, None);
     if samples.len() == 3 && samples[1].bpf.len() == 2 && samples[2].bpf.len() == 2 {
         let (x, y) = (&samples[1].bpf, &samples[2].bpf);
         enter_ns = bpf::ns_per_run(x[0], y[0]);
         exit_ns = bpf::ns_per_run(x[1], y[1]);
+        // In-kernel probe time per echoed message (open loop: the rate is fixed), all programs'
+        // runs on the host included: steadier than ns per run, which moves with how many
+        // messages the server reads per syscall.
+        let total = (y[0].ns - x[0].ns) + (y[1].ns - x[1].ns);
+        per_msg = Some(total as f64 / (s.rate * s.stats_window.as_secs_f64()));
         probe = json!({
             "window_s": s.stats_window.as_secs_f64(),
             "enter_runs": y[0].cnt - x[0].cnt, "enter_ns": y[0].ns - x[0].ns,
             "exit_runs": y[1].cnt - x[1].cnt, "exit_ns": y[1].ns - x[1].ns,
+            "server_data_syscalls": samples[2].server_io.saturating_sub(samples[1].server_io),
         });
     }
     Ok(json!({
@@ -249,6 +269,7 @@ fn one_run(ctx: &mut Ctx, v: Variant, run: usize, nginx: Option<(u16, u32)>) -> 
         "max_ms": ol.hist.max() as f64 / 1000.0,
         "probe_enter_ns_per_run": enter_ns,
         "probe_exit_ns_per_run": exit_ns,
+        "probe_ns_per_msg": per_msg,
         "probe_stats": probe,
     }))
 }
@@ -258,12 +279,19 @@ pub fn saturated(ctx: &mut Ctx) -> Result<Value> {
     let s = ctx.settings.clone();
     let target: SocketAddr = ([127, 0, 0, 1], ctx.server_port).into();
     let mut runs = Vec::new();
+    let mut variants = vec![Variant::Off, Variant::On];
+    if ctx.base_bin.is_some() {
+        variants.push(Variant::Base);
+    }
     for run in 0..s.runs {
-        for v in [Variant::Off, Variant::On] {
+        for &v in &variants {
             if ctx.interrupted() {
                 break;
             }
-            let agent = if v == Variant::On { Some(ctx.start_agent()?) } else { None };
+            let agent = match v {
+                Variant::Off => None,
+                _ => Some(ctx.start_agent_bin(ctx.agent_bin(v.name()))?),
+            };
             let r = ctx.rt.block_on(load::saturate(
                 target,
                 s.sat_conns,
@@ -281,13 +309,15 @@ pub fn saturated(ctx: &mut Ctx) -> Result<Value> {
     }
     let off = med_of(&runs, "off", "msgs_per_s");
     let on = med_of(&runs, "on", "msgs_per_s");
+    let base = med_of(&runs, "base", "msgs_per_s");
     Ok(json!({
         "connections": s.sat_conns,
         "in_flight_per_connection": s.sat_depth,
         "window_s": s.sat_measure.as_secs_f64(),
         "runs": runs,
-        "medians": {"off": off, "on": on},
+        "medians": {"off": off, "on": on, "base": base},
         "ratio_on_off": ratio(on, off),
+        "ratio_base_off": ratio(base, off),
     }))
 }
 

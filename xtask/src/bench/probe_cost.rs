@@ -12,15 +12,18 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const VARIANTS: [&str; 4] = ["none", "wsguard", "empty_raw_tp", "bpftrace_empty_classic_tp"];
+/// With `--compare`: the two builds next to the floor.
+const COMPARE: [&str; 3] = ["wsguard", "wsguard_base", "empty_raw_tp"];
 
 pub fn run(ctx: &mut Ctx) -> Result<Value> {
     let s = ctx.settings.clone();
     let was = bpf::stats_enabled();
     bpf::set_stats(true);
     let mut runs = Vec::new();
+    let variants: &[&str] = if ctx.base_bin.is_some() { &COMPARE } else { &VARIANTS };
     let result = (|| -> Result<()> {
         for run in 0..s.dd_runs {
-            for v in VARIANTS {
+            for &v in variants {
                 if ctx.interrupted() {
                     return Ok(());
                 }
@@ -41,7 +44,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Value> {
     bpf::set_stats(was);
     result?;
     let mut medians = serde_json::Map::new();
-    for v in VARIANTS {
+    for &v in variants {
         let m = |k: &str| {
             let xs: Vec<f64> =
                 runs.iter().filter(|r| r["variant"] == v).filter_map(|r| r[k].as_f64()).collect();
@@ -54,8 +57,8 @@ pub fn run(ctx: &mut Ctx) -> Result<Value> {
         );
     }
     // Wall-time tax per syscall vs the no-probe runs (2 syscalls per dd byte).
-    let none = medians["none"]["dd_s"].as_f64();
-    for v in VARIANTS {
+    let none = medians.get("none").and_then(|m| m["dd_s"].as_f64());
+    for &v in variants {
         if let (Some(base), Some(t)) = (none, medians[v]["dd_s"].as_f64()) {
             medians[v]["added_ns_per_syscall_wall"] =
                 json!((t - base) * 1e9 / (2.0 * s.dd_count as f64));
@@ -75,8 +78,8 @@ fn one(ctx: &mut Ctx, v: &str, count: u64) -> Result<Value> {
     let mut tracer: Option<Proc> = None;
     let mut ids: Vec<u64> = Vec::new();
     match v {
-        "wsguard" => {
-            let a = ctx.start_agent()?;
+        "wsguard" | "wsguard_base" => {
+            let a = ctx.start_agent_bin(ctx.agent_bin(if v == "wsguard" { "on" } else { "base" }))?;
             if let Some((e, x)) = bpf::wsguard_progs(&ctx.pin_path) {
                 ids = vec![e, x];
             }

@@ -37,6 +37,16 @@ pub fn sched_ns(pid: u32) -> Option<u64> {
     Some(total)
 }
 
+/// Read plus write syscalls of a process so far (`syscr` + `syscw` of /proc/<pid>/io: read,
+/// readv, write, writev and the like; root can read any process's).
+pub fn io_syscalls(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        s.lines().find_map(|l| l.strip_prefix(name))?.trim().parse().ok()
+    };
+    Some(field("syscr:")? + field("syscw:")?)
+}
+
 /// A process and its direct children (nginx master + workers).
 pub fn with_children(pid: u32) -> Vec<u32> {
     let mut out = vec![pid];

@@ -30,6 +30,28 @@ const WHY_AGENT: &str = "Each snapshot iterates the probe's maps one entry at a 
 const WHY_RSS: &str = "The agent copies every ConnState (300+ bytes) out of the kernel and keeps per-connection views for each snapshot, plus the snapshot JSON it serves.";
 const WHY_SNAP: &str = "Per-connection work per snapshot (map iteration with two syscalls per entry, per-connection views) grows at least linearly; a slope above 1 means something per connection is worse than O(1).";
 
+/// ns per sys_exit run on the server's own read/write syscalls: bpf_stats only gives a total
+/// per program over every process on the host, so the runs of everything else (the load
+/// generator, the rest of the machine) are taken out at the untracked cost measured with `dd`:
+/// `(exit_ns - (exit_runs - n) * untracked_ns) / n`, n = the server's read + write syscalls in
+/// the window (/proc/<pid>/io). The server's other syscalls (epoll_wait, ...) stop after one
+/// pt_regs read but are charged at the untracked cost, so this leans high by a few ns.
+pub fn tracked_estimate(out: &Value, variant: &str) -> Option<f64> {
+    let dd = if variant == "base" { "wsguard_base" } else { "wsguard" };
+    let untracked = out["probe_cost"]["medians"][dd]["exit_ns_per_run"].as_f64()?;
+    let per_run: Vec<f64> = out["fixed_rate"]["runs"]
+        .as_array()?
+        .iter()
+        .filter(|r| r["variant"] == variant)
+        .filter_map(|r| {
+            let p = &r["probe_stats"];
+            let (ns, runs, n) = (p["exit_ns"].as_f64()?, p["exit_runs"].as_f64()?, p["server_data_syscalls"].as_f64()?);
+            (n > 0.0 && runs >= n).then(|| (ns - (runs - n) * untracked) / n)
+        })
+        .collect();
+    super::stats::median(&per_run)
+}
+
 pub fn targets(out: &Value) -> Value {
     let fr = &out["fixed_rate"];
     let mut t = Vec::new();
@@ -73,15 +95,25 @@ pub fn targets(out: &Value) -> Value {
         "noisy on this machine".into(),
         "",
     ));
-    let tracked = f(&fr["medians"]["on"]["probe_exit_ns_per_run"]);
+    let tracked = tracked_estimate(out, "on");
     t.push(target(
-        "Tracked program run (sys_exit under WebSocket load), median",
+        "Tracked program run (sys_exit on the server's reads and writes, estimated), median",
         "≤ 150 ns",
         tracked,
         tracked.map(|v| format!("{v:.0} ns")).unwrap_or("n/a".into()),
         tracked.map(|v| v <= 150.0),
         tracked.map(|v| format!("{:+.0} ns", v - 150.0)).unwrap_or_default(),
         WHY_TRACKED,
+    ));
+    let all_runs = f(&fr["medians"]["on"]["probe_exit_ns_per_run"]);
+    t.push(target(
+        "sys_exit run under WebSocket load, all processes' runs averaged, median",
+        "reported",
+        all_runs,
+        all_runs.map(|v| format!("{v:.0} ns")).unwrap_or("n/a".into()),
+        None,
+        "mixes tracked and untracked runs of every process on the host".into(),
+        "",
     ));
     let pm = &out["probe_cost"]["medians"]["wsguard"];
     let floor = &out["probe_cost"]["medians"]["empty_raw_tp"];
@@ -394,5 +426,54 @@ for untracked processes during a syscall-heavy `dd` with no WebSocket traffic, n
         s.push_str("The echo server fell behind at this rate (median latency in seconds): \"reached\" counts echoes of the messages offered in the window, which arrived late, so the rate the server and probe really sustained during the window was lower and the agent's CPU here understates the cost at a true 100k frames/s. The RSS at this step is after the largest idle level (memory freed by the agent is not necessarily returned to the OS).\n\n");
     }
     s.push_str("## Reproduce\n\n```sh\nsudo -E cargo xtask bench            # full: ~10-15 minutes\nsudo -E cargo xtask bench --quick    # ~3 minutes\n```\n\nIt needs root, `bpftool`, `bpftrace`, `nginx`, `taskset`/`prlimit` and node `ws` (all from `cargo xtask setup`). It is not part of `cargo xtask test`.\n");
+    s
+}
+
+/// `--compare` / `--only`: the figures of this build (`on`) next to the other one (`base`).
+pub fn compare_table(out: &Value) -> String {
+    let mut s = String::from("| Figure | on (this build) | base (--compare) |\n|---|---|---|\n");
+    let mut row = |name: &str, on: &Value, base: &Value, d: usize| {
+        let _ = writeln!(s, "| {name} | {} | {} |", fmt(on, d), fmt(base, d));
+    };
+    let fr = &out["fixed_rate"]["medians"];
+    for (k, d) in [
+        ("server_cpu_us_per_msg", 2),
+        ("probe_enter_ns_per_run", 1),
+        ("probe_exit_ns_per_run", 1),
+        ("probe_ns_per_msg", 0),
+        ("p50_ms", 2),
+    ] {
+        row(&format!("fixed rate: {k}"), &fr["on"][k], &fr["base"][k], d);
+    }
+    row(
+        "fixed rate: tracked sys_exit ns per server read/write (estimated)",
+        &json!(tracked_estimate(out, "on")),
+        &json!(tracked_estimate(out, "base")),
+        1,
+    );
+    if !fr["off"].is_null() {
+        row("fixed rate: server_cpu_us_per_msg, agent off", &fr["off"]["server_cpu_us_per_msg"], &Value::Null, 2);
+    }
+    let sat = &out["saturated"]["medians"];
+    row("saturated msg/s", &sat["on"], &sat["base"], 0);
+    let pc = &out["probe_cost"]["medians"];
+    for k in ["enter_ns_per_run", "exit_ns_per_run", "dd_s"] {
+        row(&format!("untracked (dd): {k}"), &pc["wsguard"][k], &pc["wsguard_base"][k], 1);
+    }
+    row("untracked (dd): floor enter/exit", &pc["empty_raw_tp"]["enter_ns_per_run"], &pc["empty_raw_tp"]["exit_ns_per_run"], 1);
+    let ac = &out["agent_cost"];
+    for r in ac["idle"].as_array().into_iter().flatten() {
+        let n = r["connections"].as_u64().unwrap_or(0);
+        let b = ac["base"]["idle"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["connections"].as_u64() == Some(n)).cloned())
+            .unwrap_or(Value::Null);
+        for (k, d) in [("agent_cpu_pct_of_core", 2), ("agent_rss_mib", 1), ("snapshot_ms", 1)] {
+            row(&format!("{n} idle: {k}"), &r[k], &b[k], d);
+        }
+    }
+    for (k, d) in [("agent_cpu_pct_of_core", 2), ("reached_frames_per_s", 0)] {
+        row(&format!("frames: {k}"), &ac["frames"][k], &ac["base"]["frames"][k], d);
+    }
     s
 }

@@ -1,0 +1,139 @@
+//! `cargo xtask deb`: a Debian package of the agent, built with `dpkg-deb` from the same layout
+//! `cargo xtask install` writes (`/usr/bin/wsguard`, the unit in `/usr/lib/systemd/system`, the
+//! config as a conffile, so dpkg keeps an operator's edits on upgrade). dpkg-deb is on every
+//! Debian system; cargo-deb would be one more tool to install for the same result.
+
+use std::{
+    fs,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use crate::{
+    install::{install, Layout},
+    util::{self, step},
+};
+
+#[derive(Args, Debug, Clone)]
+pub struct DebArgs {
+    /// Package this binary instead of building `target/release/wsguard`.
+    #[arg(long)]
+    pub bin: Option<PathBuf>,
+    /// Directory for the .deb (default `target/debian`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run(args: &DebArgs) -> Result<()> {
+    let bin = match &args.bin {
+        Some(b) => b.clone(),
+        None => {
+            step("Building the release binary");
+            util::run(util::cargo().args(["build", "--release", "-p", "wsguard"]))?;
+            util::target_dir().join("release/wsguard")
+        }
+    };
+    let out = args.out.clone().unwrap_or_else(|| util::target_dir().join("debian"));
+    let deb = build(&bin, &out)?;
+    println!("\n{}\n  install: apt install {}   (then: systemctl enable --now wsguard)", deb.display(), deb.display());
+    Ok(())
+}
+
+/// Maintainer scripts: systemd picks up the unit; removal stops the agent (the pinned probe
+/// stays counting until `wsguard detach`, as with `systemctl stop`).
+const POSTINST: &str = "#!/bin/sh\nset -e\nif [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi\n";
+const PRERM: &str = "#!/bin/sh\nset -e\nif [ \"$1\" = remove ] && [ -d /run/systemd/system ]; then systemctl stop wsguard || true; fi\n";
+const POSTRM: &str = "#!/bin/sh\nset -e\nif [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi\n";
+
+/// Stage and build the package into `out`; returns the .deb path.
+pub fn build(bin: &Path, out: &Path) -> Result<PathBuf> {
+    let version = env!("CARGO_PKG_VERSION");
+    let arch = util::output(util::cmd("dpkg", ["--print-architecture"])).context("dpkg --print-architecture")?;
+    let name = format!("wsguard_{version}_{arch}");
+    let stage = out.join(&name);
+    if stage.exists() {
+        fs::remove_dir_all(&stage)?;
+    }
+    let layout = Layout { prefix: "/usr".into(), unit_dir: "/usr/lib/systemd/system".into() };
+    install(bin, &stage, &layout, &util::workspace_root().join("config"))?;
+
+    step("Package metadata");
+    let debian = stage.join("DEBIAN");
+    fs::create_dir_all(&debian)?;
+    let size_kib = dir_size(&stage)? / 1024;
+    let control = format!(
+        "Package: wsguard\nVersion: {version}\nArchitecture: {arch}\nMaintainer: wsguard developers <wsguard@example.invalid>\n\
+         Installed-Size: {size_kib}\nDepends: libc6\nSection: net\nPriority: optional\n\
+         Homepage: https://example.invalid/wsguard\n\
+         Description: eBPF agent that watches unmodified WebSocket servers\n \
+         Counts WebSocket connections, frames, messages and latencies per process from the\n \
+         kernel, with health checks, forecasts, alerts, a Prometheus endpoint and a terminal\n \
+         dashboard (wsguard top). Needs Linux >= 5.17.\n"
+    );
+    fs::write(debian.join("control"), control)?;
+    fs::write(debian.join("conffiles"), "/etc/wsguard/wsguard.toml\n")?;
+    for (file, text) in [("postinst", POSTINST), ("prerm", PRERM), ("postrm", POSTRM)] {
+        fs::write(debian.join(file), text)?;
+        fs::set_permissions(debian.join(file), fs::Permissions::from_mode(0o755))?;
+    }
+    let deb = out.join(format!("{name}.deb"));
+    util::run(util::cmd("dpkg-deb", ["--root-owner-group", "--build"]).arg(&stage).arg(&deb))?;
+    fs::remove_dir_all(&stage)?;
+    if !deb.is_file() {
+        bail!("dpkg-deb did not write {}", deb.display());
+    }
+    Ok(deb)
+}
+
+fn dir_size(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let m = e.metadata()?;
+        total += if m.is_dir() { dir_size(&e.path())? } else { m.len() };
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dpkg_deb(args: &[&str], deb: &Path) -> String {
+        util::output(util::cmd("dpkg-deb", args).arg(deb)).unwrap_or_else(|| panic!("dpkg-deb {args:?} failed"))
+    }
+
+    /// The package holds the agent's files with the right owners, modes and paths.
+    #[test]
+    fn package_contents_and_metadata() {
+        let bin = util::target_dir().join("release/wsguard");
+        if !bin.exists() || util::which("dpkg-deb").is_none() {
+            eprintln!("SKIP: needs {} (cargo build --release) and dpkg-deb", bin.display());
+            return;
+        }
+        let out = std::env::temp_dir().join(format!("wsguard-deb-{}", std::process::id()));
+        let deb = build(&bin, &out).unwrap();
+        let fields = dpkg_deb(&["--field"], &deb);
+        assert_eq!(fields.lines().next(), Some("Package: wsguard"));
+        assert!(fields.contains(&format!("\nVersion: {}\n", env!("CARGO_PKG_VERSION"))), "{fields}");
+        assert!(fields.contains("\nDepends: libc6\n"), "{fields}");
+        let files = dpkg_deb(&["--contents"], &deb);
+        let entry = |path: &str| files.lines().find(|l| l.ends_with(path)).unwrap_or_else(|| panic!("{path} missing:\n{files}"));
+        assert!(entry("./usr/bin/wsguard").starts_with("-rwxr-xr-x root/root"));
+        assert!(entry("./etc/wsguard/wsguard.toml").starts_with("-rw------- root/root"));
+        assert!(entry("./usr/lib/systemd/system/wsguard.service").starts_with("-rw-r--r-- root/root"));
+        entry("./usr/share/bash-completion/completions/wsguard");
+        // The unit points at the packaged binary; the config is a conffile.
+        let x = out.join("x");
+        util::run(util::cmd("dpkg-deb", ["--raw-extract"]).arg(&deb).arg(&x)).unwrap();
+        let unit = fs::read_to_string(x.join("usr/lib/systemd/system/wsguard.service")).unwrap();
+        assert!(unit.contains("ExecStart=/usr/bin/wsguard run --config /etc/wsguard/wsguard.toml"), "{unit}");
+        assert!(!unit.contains("/usr/local/bin"));
+        assert_eq!(fs::read_to_string(x.join("DEBIAN/conffiles")).unwrap(), "/etc/wsguard/wsguard.toml\n");
+        assert!(!out.join(deb.file_stem().unwrap()).exists(), "staging directory removed");
+        let _ = fs::remove_dir_all(&out);
+    }
+}
