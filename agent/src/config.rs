@@ -157,6 +157,34 @@ impl Default for ProbeConfig {
     }
 }
 
+/// Where and what, without the quoted source line `toml` adds to its errors: that line may
+/// hold a secret (an `auth_header`, a password) and errors end up in logs (docs/security.md).
+fn parse_message(e: &toml::de::Error, text: &str) -> String {
+    let what = e.message().trim();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            // The key (never its value), under the table it is in.
+            let key = text.lines().nth(line - 1).and_then(|l| l.split_once('=')).map(|(k, _)| k.trim()).filter(|k| {
+                !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.\"' ".contains(c))
+            });
+            let table = text.lines().take(line - 1).filter_map(|l| {
+                let t = l.trim();
+                t.strip_prefix("[[").and_then(|x| x.strip_suffix("]]")).or_else(|| t.strip_prefix('[').and_then(|x| x.strip_suffix(']')))
+            });
+            let key = match (table.last(), key) {
+                (Some(t), Some(k)) => format!(" (key `{}.{k}`)", t.trim()),
+                (None, Some(k)) => format!(" (key `{k}`)"),
+                _ => String::new(),
+            };
+            format!("TOML parse error at line {line}, column {column}{key}: {what}")
+        }
+        None => format!("TOML parse error: {what}"),
+    }
+}
+
 impl Config {
     /// The API token file in effect.
     pub fn token_file(&self) -> PathBuf {
@@ -187,7 +215,7 @@ impl Config {
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let cfg: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+            .map_err(|e| ConfigError::Parse { path: path.into(), message: parse_message(&e, text) })?;
         cfg.validate(path).map_err(|e| crate::config_cmd::with_line(e, text))?;
         Ok(cfg)
     }
@@ -278,5 +306,8 @@ mod tests {
         assert!(e.contains("unknown field") && e.contains("agnt"), "{e}");
         let e = Config::parse("[probe]\nring_buffer_bytes = 5000\n", Path::new("w")).unwrap_err().to_string();
         assert!(e.contains("probe.ring_buffer_bytes"), "{e}");
+        // The offending line is located, never quoted: it may hold a secret.
+        let e = Config::parse("[agent]\nlog_level = \"S3CRET\" oops\n", Path::new("w")).unwrap_err().to_string();
+        assert!(e.contains("line 2, column 22") && !e.contains("S3CRET"), "{e}");
     }
 }

@@ -275,8 +275,9 @@ pub fn redact(v: &mut serde_json::Value, key: &str) {
             if k == "url" || k.ends_with("_url") {
                 if let Some((scheme, rest)) = s.split_once("://") {
                     let authority = rest.split(['/', '?']).next().unwrap_or("");
-                    if rest.len() > authority.len() + 1 && !s.ends_with(REDACTED) {
-                        *s = format!("{scheme}://{authority}/{REDACTED}");
+                    let shown = format!("{scheme}://{authority}/{REDACTED}");
+                    if rest.len() > authority.len() + 1 && *s != shown {
+                        *s = shown;
                     }
                 }
             }
@@ -336,7 +337,8 @@ mod tests {
                 "url": "https://user:pw@example.com/hook?x=1",
                 "slack": {"webhook_url": "https://hooks.slack.com/services/T0/B0/XYZ"},
                 "plain": "https://example.com/ok", "list": ["http://a:b@h"],
-                "q": "https://h/x?team=a&token=t0k&sig=s", "auth_header": "Bearer abc"
+                "q": "https://h/x?team=a&token=t0k&sig=s", "auth_header": "Bearer abc",
+                "hook": {"url": "https://hooks.example.org/T0k3n/x?key=k", "base": {"url": "http://am:9093/"}}
             },
             "interval": "5s"
         });
@@ -353,6 +355,8 @@ mod tests {
         assert_eq!(n["list"][0], "http://a:<redacted>@h");
         assert_eq!(n["q"], "https://h/x?team=a&token=<redacted>&sig=<redacted>");
         assert_eq!(n["auth_header"], REDACTED);
+        assert_eq!(n["hook"]["url"], "https://hooks.example.org/<redacted>");
+        assert_eq!(n["hook"]["base"]["url"], "http://am:9093/", "nothing to hide");
         assert_eq!(v["interval"], "5s");
     }
 
