@@ -12,7 +12,7 @@ pub struct TestArgs {
     #[arg(long)]
     unprivileged_only: bool,
     /// Seconds each fuzz target runs after the unprivileged tests (0: no fuzzing).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 15)]
     fuzz_seconds: u64,
     /// Extra arguments passed to the test binaries (after `--`), e.g. a test name filter or
     /// `--nocapture`.
