@@ -12,7 +12,7 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use wsguard_common::{
-    conn::{phase, ConnKey, ConnState},
+    conn::{add_counts, phase, ConnKey, ConnState},
     event::{kind, Event},
     hist::which,
     http::side,
@@ -21,7 +21,7 @@ use wsguard_common::{
 
 use crate::{
     atomic,
-    copy::{copy, zero},
+    copy::{copy, frame_in, frame_out, zero},
     maps,
     maps::{
         bump, WSG_CLOSE_CODES, WSG_CONNS, WSG_EVENTS, WSG_FDBITS, WSG_INIT_CONN, WSG_KEY_CONFIG, WSG_PROCS,
@@ -289,17 +289,17 @@ fn on_data(key: ConnKey, dir: Dir, buf: u64, iov: u64, cnt: u64, len: u64) {
         return;
     }
     let ok = if dir == Dir::Rx {
-        copy(&mut w.fs, &c.rx);
+        frame_in(&mut w.fs, &c.rx, &c.rx_hdr);
         let ok = w.run(mode::FRAMES);
-        copy(&mut c.rx, &w.fs);
-        c.rx_count.add(&w.acc.delta);
+        frame_out(&mut c.rx, &mut c.rx_hdr, &w.fs);
+        add_counts(&mut c.rx_data, &mut c.rx_ctl, &w.acc.delta);
         c.last_rx_ns = now;
         ok
     } else {
-        copy(&mut w.fs, &c.tx);
+        frame_in(&mut w.fs, &c.tx, &c.tx_hdr);
         let ok = w.run(mode::FRAMES);
-        copy(&mut c.tx, &w.fs);
-        c.tx_count.add(&w.acc.delta);
+        frame_out(&mut c.tx, &mut c.tx_hdr, &w.fs);
+        add_counts(&mut c.tx_data, &mut c.tx_ctl, &w.acc.delta);
         c.last_tx_ns = now;
         ok
     };
@@ -408,7 +408,7 @@ fn on_upgrade(key: &ConnKey, c: &ConnState, now: u64) {
         p.handshake_count += 1;
         maps::hist_add(key.tgid, which::HANDSHAKE, latency);
         // Frames the client sent right behind its request count from now on.
-        p.rx.add(&c.rx_count);
+        p.rx.add(&c.rx_counts());
     }
     emit(kind::UPGRADED, key, c, latency, 101, 0);
 }
@@ -430,8 +430,6 @@ fn on_frames_seen(
         }
         if s & saw::DATA != 0 && c.pending_msg_ns != 0 {
             let lat = now - c.pending_msg_ns;
-            c.resp_sum_ns += lat;
-            c.resp_count += 1;
             c.pending_msg_ns = 0;
             if let Some(p) = p {
                 p.response_ns_sum += lat;
@@ -450,14 +448,13 @@ fn on_frames_seen(
             let rtt = now - c.ping_ns;
             c.ping_ns = 0;
             c.rtt_last_ns = rtt;
-            c.rtt_sum_ns += rtt;
             c.rtt_count += 1;
             if let Some(p) = p {
                 p.ping_rtt_ns_sum += rtt;
                 p.ping_rtt_count += 1;
                 maps::hist_add(key.tgid, which::PING_RTT, rtt);
             }
-            emit(kind::PING_RTT, key, c, rtt, 0, 0);
+            // No ring event per pong: round trips are in the maps (no per-frame events).
         }
         if s & saw::FIN_DATA != 0 && c.pending_msg_ns == 0 {
             c.pending_msg_ns = now;

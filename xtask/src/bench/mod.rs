@@ -8,6 +8,7 @@
 mod agent_cost;
 mod bpf;
 mod load;
+mod micro;
 mod overhead;
 mod probe_cost;
 mod procs;
@@ -37,6 +38,20 @@ pub struct BenchArgs {
     /// Skip `cargo build --release`.
     #[arg(long)]
     no_build: bool,
+    /// Only regenerate docs/performance.md (targets and tables) from an earlier JSON result.
+    #[arg(long, value_name = "JSON")]
+    report: Option<PathBuf>,
+    /// A/B runs, partial runs and internal modes (boxed: keeps the subcommand enum small).
+    #[command(flatten)]
+    more: Box<MoreArgs>,
+}
+
+#[derive(clap::Args)]
+struct MoreArgs {
+    /// Benchmark this agent binary as `on` instead of target/release/wsguard (implies
+    /// --no-build).
+    #[arg(long, value_name = "WSGUARD_BINARY")]
+    agent: Option<PathBuf>,
     /// Internal: hold N idle WebSocket connections to 127.0.0.1:PORT until killed (`PORT:N`);
     /// lets the bench exceed one process's open-file limit.
     #[arg(long, hide = true)]
@@ -45,16 +60,16 @@ pub struct BenchArgs {
     /// prints messages echoed and latency.
     #[arg(long, hide = true)]
     drive: Option<String>,
-    /// Only regenerate docs/performance.md (targets and tables) from an earlier JSON result.
-    #[arg(long, value_name = "JSON")]
-    report: Option<PathBuf>,
+    /// Internal: the probe microbenchmark child (`CONNS:ROUNDS`).
+    #[arg(long, hide = true)]
+    micro: Option<String>,
     /// A/B against another wsguard binary (e.g. a build of main): adds a `base` variant, taking
     /// turns with `on`, to every scenario. The JSON goes to --out (default
     /// target/bench-compare.json); docs/performance.md is left alone.
     #[arg(long, value_name = "WSGUARD_BINARY")]
     compare: Option<PathBuf>,
     /// Run only these scenarios (comma-separated: fixed_rate, saturated, probe_cost,
-    /// agent_cost); docs/performance.md is then left alone.
+    /// probe_micro, agent_cost); docs/performance.md is then left alone.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Override the fixed-rate load: messages per second.
@@ -88,6 +103,8 @@ pub struct Settings {
     pub fps_measure: Duration,
     pub dd_count: u64,
     pub dd_runs: usize,
+    pub micro_conns: usize,
+    pub micro_rounds: u64,
 }
 
 impl Settings {
@@ -113,6 +130,8 @@ impl Settings {
                 fps_measure: s(4),
                 dd_count: 500_000,
                 dd_runs: 2,
+                micro_conns: 4000,
+                micro_rounds: 200_000,
             }
         } else {
             Settings {
@@ -134,6 +153,8 @@ impl Settings {
                 fps_measure: s(8),
                 dd_count: 2_000_000,
                 dd_runs: 3,
+                micro_conns: 8000,
+                micro_rounds: 400_000,
             }
         }
     }
@@ -223,11 +244,14 @@ fn drive(spec: &str) -> Result<()> {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    if let Some(spec) = &args.hold {
+    if let Some(spec) = &args.more.hold {
         return hold(spec);
     }
-    if let Some(spec) = &args.drive {
+    if let Some(spec) = &args.more.drive {
         return drive(spec);
+    }
+    if let Some(spec) = &args.more.micro {
+        return micro::child(spec);
     }
     if let Some(path) = &args.report {
         let root = util::workspace_root();
@@ -249,31 +273,34 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if !servers.join("node_modules/ws").is_dir() {
         bail!("tests/servers/node_modules/ws is missing: run `cargo xtask setup` first");
     }
-    if !args.no_build {
+    if !args.no_build && args.more.agent.is_none() {
         step("building the release agent: cargo build --release");
         util::run(util::cargo().args(["build", "--release"]))?;
     }
-    let bin = util::target_dir().join("release/wsguard");
+    let bin = match &args.more.agent {
+        Some(b) => b.canonicalize().with_context(|| format!("--agent {}", b.display()))?,
+        None => util::target_dir().join("release/wsguard"),
+    };
     if !bin.is_file() {
         bail!("{} not found (build failed?)", bin.display());
     }
     let mut settings = Settings::new(args.quick, args.runs);
-    if let Some(r) = args.rate {
+    if let Some(r) = args.more.rate {
         settings.rate = r;
     }
-    if let Some(c) = args.conns {
+    if let Some(c) = args.more.conns {
         settings.conns = c;
     }
-    if !args.idle.is_empty() {
-        settings.idle_levels = args.idle.clone();
+    if !args.more.idle.is_empty() {
+        settings.idle_levels = args.more.idle.clone();
     }
-    let base_bin = match &args.compare {
+    let base_bin = match &args.more.compare {
         Some(b) if !b.is_file() => bail!("--compare {}: no such file", b.display()),
         Some(b) => Some(b.canonicalize()?),
         None => None,
     };
-    let partial = base_bin.is_some() || !args.only.is_empty();
-    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    let partial = base_bin.is_some() || !args.more.only.is_empty();
+    let wanted = |name: &str| args.more.only.is_empty() || args.more.only.iter().any(|o| o == name);
     let work = std::env::temp_dir().join("wsguard-bench");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
@@ -357,6 +384,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "probe_cost",
         "probe cost for untracked processes (dd) vs empty programs",
         &probe_cost::run,
+        &mut ctx,
+    );
+    scenario(
+        "probe_micro",
+        "probe cost per tracked syscall, isolated (one process, many connections, off / on)",
+        &micro::run,
         &mut ctx,
     );
     scenario("agent_cost", "agent CPU and memory vs connections and frame rate", &agent_cost::run, &mut ctx);

@@ -23,12 +23,12 @@ fn target(
     })
 }
 
-const WHY_CPU: &str = "Every syscall of a watched process (node's epoll_wait, futex, write, read...) runs the sys_exit program past the watched-tgid bitmap: a bpf_probe_read_kernel of orig_ax, then for reads/writes a (tgid, fd) lookup in the WSG_CONNS hash map, a per-CPU scratch lookup and a bpf_loop frame walk that copies each frame header from user memory (bpf_probe_read_user) and updates a 300+-byte ConnState (several cache lines) plus per-process counters with atomic adds. One echoed message costs the server one read and one write, so two hash lookups, two header copies and atomics per message.";
-const WHY_TRACKED: &str = "The figure is measured under WebSocket load over all runs of the sys_exit program on the host, dominated by the watched server's syscalls: each data syscall does a hash lookup, user-memory header copies through bpf_loop callbacks and atomic counter updates on a multi-cache-line ConnState; bpf_stats itself adds two clock reads per run.";
-const WHY_UNTRACKED: &str = "For an unwatched process the programs do very little (sys_enter: compare the syscall number; sys_exit: bpf_get_current_pid_tgid and one array lookup in the watched bitmap), so what remains is the fixed cost of a BPF program on a raw tracepoint plus bpf_stats's clock reads; compare with the empty-program floor in the probe-cost table.";
-const WHY_AGENT: &str = "Each snapshot iterates the probe's maps one entry at a time (aya's map iterator: a get_next_key and a lookup syscall per connection, no batched reads) and builds per-connection views; cost grows with open connections even when they are idle.";
-const WHY_RSS: &str = "The agent copies every ConnState (300+ bytes) out of the kernel and keeps per-connection views for each snapshot, plus the snapshot JSON it serves.";
-const WHY_SNAP: &str = "Per-connection work per snapshot (map iteration with two syscalls per entry, per-connection views) grows at least linearly; a slope above 1 means something per connection is worse than O(1).";
+const WHY_CPU: &str = "Every syscall of a watched process (node's epoll_wait, futex, ...) runs the sys_exit program past the watched-tgid bitmap to one pt_regs read; each read and write on a tracked connection then does a (tgid, fd) hash lookup in WSG_CONNS, a bpf_loop walk that copies each frame header from user memory, a clock read, per-connection counters and one per-process (per-CPU) record lookup, plus a histogram lookup when a response-latency sample closes. One echoed message is one read and one write of the server.";
+const WHY_TRACKED: &str = "Memory latency, not instructions: between two messages on one connection the server touches thousands of others and its own heap, so that connection's state is cold again. Ablations during development (this machine, 2026-11-22, busy; probe builds cut short at each stage, same load, estimated per server read/write): up to the (tgid, fd) bitmap ~115-140 ns per server read/write; adding the WSG_CONNS hash lookup alone +240 ns (perf: two stalls in lookup_nulls_elem_raw, the bucket head and the element; a smaller table did not remove them); the frame walk, clock, counters and per-process and histogram lookups another ~250 ns. The state is laid out so a read touches the key's cache line and one more (a write two), and the per-process counters are per CPU without atomics; getting below ~3 cache misses per syscall would need per-socket storage, which raw tracepoints cannot reach (no socket pointer without reading kernel structs at fixed offsets). bpf_stats's own clock reads are included (~37 ns: the empty-program floor).";
+const WHY_UNTRACKED: &str = "For an unwatched process the programs do very little (sys_enter: compare the syscall number; sys_exit: bpf_get_current_pid_tgid and one array lookup in the watched bitmap, then return before any stack is set up), so what remains is the fixed cost of a BPF program on a raw tracepoint plus bpf_stats's clock reads; compare with the empty-program floor in the probe-cost table.";
+const WHY_AGENT: &str = "Per interval the agent reads the small maps, walks WSG_CONNS in batches of 1024 (BPF_MAP_LOOKUP_BATCH), lists each process's fd directory once (resolving only fds it has not seen), dumps each network namespace's TCP sockets once over NETLINK_SOCK_DIAG and builds one view per connection; the kernel's sock_diag walk over all sockets of the host and the fd listing are the largest parts.";
+const WHY_RSS: &str = "The per-connection views (about 300 bytes each with their peer and client-key strings) are built every interval while the API still serves the previous ones; large buffers are mmapped and returned to the OS when dropped (fixed 64 KiB malloc mmap threshold), so the RSS holds about one generation plus a transient second.";
+const WHY_SNAP: &str = "Per-connection work per snapshot (one batched map read, one fd listing, one socket dump, one view per connection) is linear; a slope above 1 means something per connection is worse than O(1).";
 
 /// ns per sys_exit run on the server's own read/write syscalls: bpf_stats only gives a total
 /// per program over every process on the host, so the runs of everything else (the load
@@ -166,7 +166,7 @@ pub fn targets(out: &Value) -> Value {
         afps.map(|v| format!("{v:.2}% (at {reached:.0} frames/s reached)")).unwrap_or("n/a".into()),
         afps.map(|v| v <= 10.0),
         afps.map(|v| format!("{:+.2} points", v - 10.0)).unwrap_or_default(),
-        "The agent drains lifecycle events and builds snapshots; at high frame rates the per-process counters change but no per-frame events exist, so the cost is mostly the snapshot itself.",
+        "No per-frame events reach the agent (counts are in maps; the ring buffer carries only opens, failed handshakes and closes), so its cost at a high frame rate is the snapshot of its connections.",
     ));
     let rss = at(50_000, "agent_rss_mib");
     t.push(target(
@@ -386,17 +386,35 @@ for untracked processes during a syscall-heavy `dd` with no WebSocket traffic, n
         );
     }
     s.push_str("\nbpf_stats is on in all rows, so ns/run include its two clock reads per run; the wall-time column compares with the no-program row.\n\n");
+    let _ = writeln!(
+        s,
+        "**Per tracked syscall.** bpf_stats keeps one total per program over every process on the host (the load generator, and on a shared machine other people's servers, which the probe watches too), so the average per run mixes tracked and untracked runs. The tracked figure in the targets is estimated per fixed-rate round as `(exit_ns - (exit_runs - n) x untracked_ns) / n`, with n the server's read and write syscalls in the window (`/proc/<pid>/io` syscr + syscw) and untracked_ns the `dd` figure above: **{} ns** per server read/write (median; all runs averaged: {} ns).\n",
+        fmt(&json!(tracked_estimate(out, "on")), 0),
+        fmt(&fr["medians"]["on"]["probe_exit_ns_per_run"], 0),
+    );
+    let pm = &out["probe_micro"];
+    if !pm.is_null() {
+        let _ = writeln!(
+            s,
+            "Isolated, without bpf_stats: {}. CPU time per round {} ns with the agent off, {} ns on: **{} ns** added per tracked syscall (the difference over the 2 tracked syscalls of a round; it also carries the cheap runs on the round's 2 untracked-fd syscalls and all 4 sys_enter runs).\n",
+            pm["workload"].as_str().unwrap_or("n/a"),
+            fmt(&pm["medians"]["off"], 0),
+            fmt(&pm["medians"]["on"], 0),
+            fmt(&pm["added_ns_per_tracked_syscall"]["on"], 0),
+        );
+    }
 
     let ac = &out["agent_cost"];
-    s.push_str("## 3. Agent cost\n\nOne agent (default 5 s snapshot interval), N idle WebSocket connections held open to the echo server (source addresses spread over 127.0.0.2–254), CPU measured over a window after a snapshot has seen them all; snapshot time is `agent.snapshot_ms` from `GET /api/v1/snapshot`.\n\n| Idle connections | agent CPU % of a core | agent RSS MiB | snapshot ms | conn map entries | server RSS MiB |\n|---|---|---|---|---|---|\n");
+    s.push_str("## 3. Agent cost\n\nOne agent (default 5 s snapshot interval), N idle WebSocket connections held open to the echo server (source addresses spread over 127.0.0.2–254), CPU measured over a window after a snapshot has seen them all; snapshot time is `agent.snapshot_ms` (wall clock) and `agent.snapshot_cpu_ms` (CPU time of the snapshot's thread) from `GET /api/v1/snapshot`.\n\n| Idle connections | agent CPU % of a core | agent RSS MiB | snapshot ms | snapshot CPU ms | conn map entries | server RSS MiB |\n|---|---|---|---|---|---|---|\n");
     for r in ac["idle"].as_array().into_iter().flatten() {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             r["connections"],
             fmt(&r["agent_cpu_pct_of_core"], 2),
             fmt(&r["agent_rss_mib"], 1),
             fmt(&r["snapshot_ms"], 2),
+            fmt(&r["snapshot_cpu_ms"], 2),
             r["conn_map_entries"],
             fmt(&r["server_rss_mib"], 0),
         );
@@ -411,7 +429,8 @@ for untracked processes during a syscall-heavy `dd` with no WebSocket traffic, n
     let fps = &ac["frames"];
     let _ = writeln!(
         s,
-        "\nSnapshot time vs connections: log-log slope {} (1.0 = linear), {} µs per connection (median).\n\nFrame rate: target {} frames/s (both directions, i.e. half as many echoed messages over {} connections), reached **{}** frames/s; agent {}% of a core, RSS {} MiB (p50 {} ms, p99 {} ms).\n",
+        "\nSnapshot time vs connections ({}): log-log slope {} (1.0 = linear), {} µs per connection (median).\n\nFrame rate: target {} frames/s (both directions, i.e. half as many echoed messages over {} connections), reached **{}** frames/s; agent {}% of a core, RSS {} MiB (p50 {} ms, p99 {} ms).\n",
+        ac["snapshot_slope_of"].as_str().unwrap_or("snapshot_ms"),
         fmt(&ac["snapshot_ms_loglog_slope"], 2),
         fmt(&ac["snapshot_us_per_connection_median"], 2),
         fmt(&fps["target_frames_per_s"], 0),
@@ -461,6 +480,10 @@ pub fn compare_table(out: &Value) -> String {
         row(&format!("untracked (dd): {k}"), &pc["wsguard"][k], &pc["wsguard_base"][k], 1);
     }
     row("untracked (dd): floor enter/exit", &pc["empty_raw_tp"]["enter_ns_per_run"], &pc["empty_raw_tp"]["exit_ns_per_run"], 1);
+    let pm = &out["probe_micro"];
+    row("micro: ns per round (off)", &pm["medians"]["off"], &Value::Null, 1);
+    row("micro: ns per round", &pm["medians"]["on"], &pm["medians"]["base"], 1);
+    row("micro: added ns per tracked syscall", &pm["added_ns_per_tracked_syscall"]["on"], &pm["added_ns_per_tracked_syscall"]["base"], 1);
     let ac = &out["agent_cost"];
     for r in ac["idle"].as_array().into_iter().flatten() {
         let n = r["connections"].as_u64().unwrap_or(0);
@@ -468,7 +491,7 @@ pub fn compare_table(out: &Value) -> String {
             .as_array()
             .and_then(|a| a.iter().find(|x| x["connections"].as_u64() == Some(n)).cloned())
             .unwrap_or(Value::Null);
-        for (k, d) in [("agent_cpu_pct_of_core", 2), ("agent_rss_mib", 1), ("snapshot_ms", 1)] {
+        for (k, d) in [("agent_cpu_pct_of_core", 2), ("agent_rss_mib", 1), ("snapshot_ms", 1), ("snapshot_cpu_ms", 1)] {
             row(&format!("{n} idle: {k}"), &r[k], &b[k], d);
         }
     }
