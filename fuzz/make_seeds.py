@@ -78,8 +78,9 @@ write("config_parse", "bad-key", b'[agnt]\ninterval = 5\n')
 
 # api_inputs: byte 0 % 4 = 0 `since`, 1 matcher, 2-3 request with method (b0 / 4) % 5
 # (GET, POST, PUT, DELETE, PATCH); the request's first line is the URI, the rest the body.
-def req(method, uri, body=b""):
-    return bytes([2 + 4 * ["GET", "POST", "PUT", "DELETE", "PATCH"].index(method)]) + uri + (b"\n" + body if body else b"")
+def req(method, uri, body=b"", auth=False):
+    b0 = 2 + 4 * ["GET", "POST", "PUT", "DELETE", "PATCH"].index(method) + (0x80 if auth else 0)
+    return bytes([b0]) + uri + (b"\n" + body if body else b"")
 write("api_inputs", "since-duration", b"\x0015m")
 write("api_inputs", "since-rfc3339", b"\x002026-01-02T03:04:05+01:00")
 write("api_inputs", "since-unix", b"\x001700000000")
@@ -96,3 +97,11 @@ write("api_inputs", "detailed", req("GET", b"/health/detailed"))
 write("api_inputs", "post-json", req("POST", b"/api/v1/silences",
       b'{"matchers":[{"name":"alertname","op":"=~","value":"Ws.*"}],"ends_at":"2026-01-02T03:04:05Z","comment":"x"}'))
 write("api_inputs", "delete", req("DELETE", b"/api/v1/alerts/0123456789abcdef"))
+# With the token (bit 7): the mutations parse their bodies.
+write("api_inputs", "auth-silence", req("POST", b"/api/v1/silences",
+      b'{"matchers":["alertname=~\\"Ws.*\\"","severity!=info"],"duration":"1h","created_by":"fuzz","comment":"x"}', auth=True))
+write("api_inputs", "auth-fire", req("POST", b"/api/v1/alerts",
+      b'{"severity":"warning","message":"m","labels":{"alertname":"Manual"}}', auth=True))
+write("api_inputs", "auth-ack", req("POST", b"/api/v1/alerts/0123456789abcdef/ack", b'{"by":"me","comment":"c"}', auth=True))
+write("api_inputs", "auth-unsilence", req("DELETE", b"/api/v1/silences/1", auth=True))
+write("api_inputs", "auth-remediation", req("POST", b"/api/v1/remediation/pause", b"{}", auth=True))

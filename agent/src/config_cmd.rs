@@ -269,6 +269,17 @@ pub fn redact(v: &mut serde_json::Value, key: &str) {
             if let Some(r) = redact_url(s) {
                 *s = r;
             }
+            // A channel's or action's own URL: webhook paths are often the credential (Teams,
+            // Mattermost, any `/hooks/<token>`); shown as the notification logs show it.
+            let k = key.to_ascii_lowercase();
+            if k == "url" || k.ends_with("_url") {
+                if let Some((scheme, rest)) = s.split_once("://") {
+                    let authority = rest.split(['/', '?']).next().unwrap_or("");
+                    if rest.len() > authority.len() + 1 && !s.ends_with(REDACTED) {
+                        *s = format!("{scheme}://{authority}/{REDACTED}");
+                    }
+                }
+            }
         }
         _ => {}
     }
@@ -336,7 +347,7 @@ mod tests {
         assert_eq!(n["token_file"], "/etc/wsguard/token");
         assert_eq!(n["password_env"], "SMTP_PASS");
         assert_eq!(n["empty_token"], "");
-        assert_eq!(n["url"], "https://user:<redacted>@example.com/hook?x=1");
+        assert_eq!(n["url"], "https://user:<redacted>@example.com/<redacted>");
         assert_eq!(n["slack"]["webhook_url"], "https://hooks.slack.com/<redacted>");
         assert_eq!(n["plain"], "https://example.com/ok");
         assert_eq!(n["list"][0], "http://a:<redacted>@h");

@@ -11,7 +11,7 @@ use std::{
 use axum::{body::Body, http::Request, Router};
 use tower::ServiceExt;
 use wsguard::{
-    alert::{silence::Matcher, silence::MatchOp, Labels},
+    alert::{service::AlertService, silence::Matcher, silence::MatchOp, AlertConfig, Labels},
     api,
     config::Config,
     conns::ConnectionSnapshot,
@@ -45,7 +45,8 @@ pub fn check_config(data: &[u8]) {
 pub const PID: u32 = 4242;
 
 /// `api_inputs`: byte 0 picks what to feed (`% 4`: 0 `since`, 1 a silence matcher, 2–3 an HTTP
-/// request whose method is `(b0 / 4) % 5`; its first line is the URI, the rest the body).
+/// request whose method is `((b0 >> 2) & 31) % 5`, carrying the API token when bit 7 is set, so
+/// the mutations' JSON bodies are parsed too; its first line is the URI, the rest the body).
 pub fn check_api(data: &[u8]) {
     let Some((&sel, rest)) = data.split_first() else { return };
     match sel % 4 {
@@ -53,7 +54,7 @@ pub fn check_api(data: &[u8]) {
             let _ = wsguard::history::parse_since(&String::from_utf8_lossy(rest));
         }
         1 => check_matcher(&String::from_utf8_lossy(rest)),
-        _ => check_request(sel / 4, rest),
+        _ => check_request((sel >> 2) & 31, sel & 0x80 != 0, rest),
     }
 }
 
@@ -69,23 +70,24 @@ fn check_matcher(s: &str) {
     }
 }
 
-fn check_request(method: u8, rest: &[u8]) {
+fn check_request(method: u8, auth: bool, rest: &[u8]) {
     let methods = ["GET", "POST", "PUT", "DELETE", "PATCH"];
     let (line, body) = match rest.iter().position(|&b| b == b'\n') {
         Some(i) => (&rest[..i], &rest[i + 1..]),
         None => (rest, &[][..]),
     };
     let Ok(uri) = std::str::from_utf8(line) else { return };
-    let Ok(req) = Request::builder()
-        .method(methods[method as usize % methods.len()])
-        .uri(uri)
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_vec()))
+    let mut req = Request::builder().method(methods[method as usize % methods.len()]).uri(uri).header("content-type", "application/json");
+    let (router, token) = api_router();
+    if auth {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    let Ok(req) = req.body(Body::from(body.to_vec()))
     else {
         return; // not a request hyper would have accepted either
     };
     let (status, json, body) = runtime().block_on(async {
-        let resp = router().clone().oneshot(req).await.expect("the router is infallible");
+        let resp = router.clone().oneshot(req).await.expect("the router is infallible");
         let json = resp.headers().get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
         (resp.status(), json, axum::body::to_bytes(resp.into_body(), 64 << 20).await.expect("body"))
     });
@@ -105,12 +107,25 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     RT.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime"))
 }
 
-/// The API over one snapshot with one process and one connection.
-fn router() -> &'static Router {
-    static R: OnceLock<Router> = OnceLock::new();
+/// The scratch directory of `api_router` (token and alert state).
+pub fn scratch_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("wsguard-fuzz-api-{}", std::process::id()))
+}
+
+/// The API over one snapshot with one process and one connection, with alerting running and a
+/// token (files under `$TMPDIR`), and that token.
+fn api_router() -> &'static (Router, String) {
+    static R: OnceLock<(Router, String)> = OnceLock::new();
     R.get_or_init(|| {
+        let dir = scratch_dir();
+        std::fs::create_dir_all(&dir).expect("state dir");
         let history = Arc::new(History::memory_only(HistoryConfig::default()));
-        let shared = Arc::new(api::Shared::new(history.clone(), MetricsConfig::default()));
+        let mut shared = api::Shared::new(history.clone(), MetricsConfig::default());
+        let token = wsguard::token::load_or_create(&dir.join("api-token")).expect("token");
+        let secret = token.as_str().to_owned();
+        shared.token = Ok(token);
+        shared.alerts = Some(Arc::new(AlertService::open(AlertConfig::default(), 20, &dir)));
+        let shared = Arc::new(shared);
         let mut snap: Snapshot = serde_json::from_value(serde_json::json!({
             "timestamp": "2026-01-02T03:04:05Z",
             "processes": [{"pid": PID, "comm": "node"}],
@@ -120,6 +135,6 @@ fn router() -> &'static Router {
         let snap = Arc::new(snap);
         history.append(snap.clone()).expect("memory history");
         shared.publish(snap, HashMap::from([(PID, vec![ConnectionSnapshot::default()])]));
-        api::router(shared)
+        (api::router(shared), secret)
     })
 }

@@ -323,7 +323,9 @@ mod tests {
 
     #[test]
     fn seed_corpus_api_inputs() {
-        assert!(replay("api_inputs", agent::check_api) >= 3);
+        let n = replay("api_inputs", agent::check_api);
+        let _ = fs::remove_dir_all(agent::scratch_dir());
+        assert!(n >= 3);
     }
 
     #[test]

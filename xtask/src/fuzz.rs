@@ -65,14 +65,19 @@ pub fn run(args: &FuzzArgs) -> Result<()> {
         let artifacts: PathBuf = dir.join("artifacts").join(t);
         std::fs::create_dir_all(&artifacts)?;
         let mut c = std::process::Command::new(dir.join("target").join(&host).join("release").join(t));
-        c.arg(format!("-max_total_time={}", args.seconds))
+        // `api_inputs` keeps its token and alert state under $TMPDIR: inside the scratch dir.
+        let tmp = scratch.join("tmp");
+        std::fs::create_dir_all(&tmp)?;
+        c.env("TMPDIR", &tmp)
+            .arg(format!("-max_total_time={}", args.seconds))
             .arg("-max_len=4096")
             .arg("-timeout=10")
             .arg("-rss_limit_mb=2048")
             .arg("-print_final_stats=1")
             .arg(format!("-artifact_prefix={}/", artifacts.display()))
-            .arg(&scratch)
+            .arg(scratch.join("corpus"))
             .arg(dir.join("corpus").join(t));
+        std::fs::create_dir_all(scratch.join("corpus"))?;
         let r = util::run(&mut c);
         let _ = std::fs::remove_dir_all(&scratch);
         if let Err(e) = r {
