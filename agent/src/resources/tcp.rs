@@ -146,12 +146,13 @@ fn in_netns_of<T: Send + 'static>(pid: u32, f: impl FnOnce() -> T + Send + 'stat
     .map_err(|_| io::Error::other("netns thread panicked"))?
 }
 
-/// Every TCP socket of the calling thread's namespace, IPv4 then IPv6: `f(inode, socket)`.
-pub fn dump(mut f: impl FnMut(u32, Sock)) -> io::Result<()> {
+/// A connected NETLINK_SOCK_DIAG socket in the calling thread's network namespace, with a 5 s
+/// receive timeout so a kernel that does not answer never blocks a snapshot or an action.
+/// (Shared with remediation's SOCK_DESTROY, `remediate/sockdiag.rs`.)
+pub fn open() -> io::Result<Socket> {
     let mut sock = Socket::new(NETLINK_SOCK_DIAG)?;
     sock.bind_auto()?;
     sock.connect(&NlAddr::new(0, 0))?;
-    // Never block a snapshot forever on a kernel that does not answer.
     let tv = libc::timeval { tv_sec: 5, tv_usec: 0 };
     // SAFETY: valid fd and option struct.
     unsafe {
@@ -163,6 +164,12 @@ pub fn dump(mut f: impl FnMut(u32, Sock)) -> io::Result<()> {
             std::mem::size_of::<libc::timeval>() as u32,
         )
     };
+    Ok(sock)
+}
+
+/// Every TCP socket of the calling thread's namespace, IPv4 then IPv6: `f(inode, socket)`.
+pub fn dump(mut f: impl FnMut(u32, Sock)) -> io::Result<()> {
+    let sock = open()?;
     let mut buf = vec![0u8; 1 << 16];
     for (seq, (family, id)) in [(AF_INET, SocketId::new_v4()), (AF_INET6, SocketId::new_v6())].into_iter().enumerate() {
         let seq = seq as u32 + 1;
