@@ -181,6 +181,16 @@ pub struct FrameHot {
 }
 
 impl FrameHot {
+    /// Payload bytes that can be skipped without reading them (as [`FrameState::skippable`]).
+    #[inline(always)]
+    pub fn skippable(&self) -> u64 {
+        if self.flags & F_IN_CLOSE != 0 {
+            0
+        } else {
+            self.remaining
+        }
+    }
+
     /// The state of a fresh direction; `rsv1_ok` as for [`FrameState::new`].
     pub fn set_rsv1_ok(&mut self, ok: bool) {
         if ok {

@@ -7,7 +7,10 @@
 
 mod agent_cost;
 mod bpf;
+mod child;
+mod compare;
 mod load;
+mod markdown;
 mod micro;
 mod overhead;
 mod probe_cost;
@@ -208,47 +211,12 @@ pub fn per_process_conns(nofile: u64) -> usize {
     nofile.saturating_sub(500).max(100) as usize
 }
 
-fn hold(spec: &str) -> Result<()> {
-    let (port, n) = spec.split_once(':').context("--hold PORT:N")?;
-    let addr: SocketAddr = ([127, 0, 0, 1], port.parse::<u16>()?).into();
-    let n: usize = n.parse()?;
-    procs::raise_nofile(n as u64 + 500);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let conns = rt.block_on(load::open(addr, n))?;
-    println!("HELD {}", conns.len());
-    // Until the parent kills us (or closes stdin).
-    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
-    drop(conns);
-    Ok(())
-}
-
-fn drive(spec: &str) -> Result<()> {
-    let f: Vec<&str> = spec.split(':').collect();
-    anyhow::ensure!(f.len() == 4, "--drive PORT:CONNS:RATE:SECS");
-    let addr: SocketAddr = ([127, 0, 0, 1], f[0].parse::<u16>()?).into();
-    let (conns, rate, secs): (usize, f64, f64) = (f[1].parse()?, f[2].parse()?, f[3].parse()?);
-    procs::raise_nofile(conns as u64 + 500);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let marks = [Duration::from_secs(1), Duration::from_secs_f64(1.0 + secs)];
-    let (ol, _) = rt.block_on(load::open_loop(addr, conns, rate, &marks, |_| ()))?;
-    println!(
-        "DRIVE {} msgs in {:.1} s ({:.0}/s), p50 {:.2} ms, p99 {:.2} ms, lost {}",
-        ol.window_msgs,
-        ol.window_s,
-        ol.window_msgs as f64 / ol.window_s,
-        ol.hist.value_at_quantile(0.5) as f64 / 1000.0,
-        ol.hist.value_at_quantile(0.99) as f64 / 1000.0,
-        ol.expected - ol.received.min(ol.expected)
-    );
-    Ok(())
-}
-
 pub fn run(args: &BenchArgs) -> Result<()> {
     if let Some(spec) = &args.more.hold {
-        return hold(spec);
+        return child::hold(spec);
     }
     if let Some(spec) = &args.more.drive {
-        return drive(spec);
+        return child::drive(spec);
     }
     if let Some(spec) = &args.more.micro {
         return micro::child(spec);
@@ -260,7 +228,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         out["targets"] = report::targets(&out);
         std::fs::write(&path, serde_json::to_string_pretty(&out)? + "\n")?;
         let rel = path.strip_prefix(&root).unwrap_or(&path).display().to_string();
-        std::fs::write(root.join("docs/performance.md"), report::markdown(&out, &rel))?;
+        std::fs::write(root.join("docs/performance.md"), markdown::markdown(&out, &rel))?;
         println!("{}", report::targets_table(&out));
         return Ok(());
     }
@@ -419,11 +387,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     std::fs::write(&json_path, serde_json::to_string_pretty(&out)? + "\n")?;
     if partial {
         step(&format!("done in {:.0} s: {}", started.elapsed().as_secs_f64(), json_path.display()));
-        println!("{}", report::compare_table(&out));
+        println!("{}", compare::compare_table(&out));
         return Ok(());
     }
     let rel = json_path.strip_prefix(&root).unwrap_or(&json_path).display().to_string();
-    let md = report::markdown(&out, &rel);
+    let md = markdown::markdown(&out, &rel);
     std::fs::write(root.join("docs/performance.md"), &md)?;
     step(&format!(
         "done in {:.0} s: {} and docs/performance.md",
