@@ -60,12 +60,12 @@ pub enum Desync {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DirCounters {
-    /// Frames by opcode, indexed by [`slot`].
-    pub frames: [u64; slot::COUNT],
     /// Data messages completed (a text, binary or continuation frame with FIN).
     pub messages: u64,
     /// Payload bytes as declared by frame headers.
     pub payload_bytes: u64,
+    /// Frames by opcode, indexed by [`slot`].
+    pub frames: [u64; slot::COUNT],
 }
 
 impl DirCounters {
@@ -146,14 +146,14 @@ const F_IN_CLOSE: u8 = 1;
 /// permessage-deflate (or another RSV1 extension) was negotiated: RSV1 is legal on data frames.
 pub const F_RSV1_OK: u8 = 2;
 
-/// Framing state of one direction of a connection.
+/// Framing state of one direction of a connection. The first 16 bytes (up to `hdr`) are what
+/// every syscall uses; `hdr` only matters while `hdr_len > 0` (a header split across syscalls),
+/// so the probe keeps it apart from the hot part (see `conn::ConnState`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FrameState {
     /// Payload bytes left in the current frame.
     pub remaining: u64,
-    /// Partial header carried over from the previous syscall.
-    pub hdr: [u8; WINDOW],
     pub hdr_len: u8,
     pub flags: u8,
     /// Close-code bytes collected so far (0..=2) and the first one, already unmasked.
@@ -162,6 +162,43 @@ pub struct FrameState {
     /// The two mask bytes that cover the close code.
     pub close_mask: [u8; 2],
     pub _pad: [u8; 2],
+    /// Partial header carried over from the previous syscall (`hdr_len` bytes).
+    pub hdr: [u8; WINDOW],
+}
+
+/// The first 16 bytes of a [`FrameState`] (everything but the partial header), field for
+/// field: what the connection map keeps in each direction's hot cache line.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameHot {
+    pub remaining: u64,
+    pub hdr_len: u8,
+    pub flags: u8,
+    pub close_got: u8,
+    pub close_b0: u8,
+    pub close_mask: [u8; 2],
+    pub _pad: [u8; 2],
+}
+
+impl FrameHot {
+    /// Payload bytes that can be skipped without reading them (as [`FrameState::skippable`]).
+    #[inline(always)]
+    pub fn skippable(&self) -> u64 {
+        if self.flags & F_IN_CLOSE != 0 {
+            0
+        } else {
+            self.remaining
+        }
+    }
+
+    /// The state of a fresh direction; `rsv1_ok` as for [`FrameState::new`].
+    pub fn set_rsv1_ok(&mut self, ok: bool) {
+        if ok {
+            self.flags |= F_RSV1_OK;
+        } else {
+            self.flags &= !F_RSV1_OK;
+        }
+    }
 }
 
 impl FrameState {

@@ -50,5 +50,6 @@ pub fn fd_bit(tgid: u32, fd: u32) -> u32 {
 
 /// Version of the record layouts in the pinned maps (ConnState, ProcStats, map types). A
 /// resuming agent refuses pinned maps of another version. Bump it with any layout change.
-/// 2: ConnState reordered hot-first, WSG_PROCS per CPU, WSG_FDBITS added.
-pub const LAYOUT_VERSION: u32 = 2;
+/// 2: ConnState reordered hot-first, WSG_PROCS per CPU, WSG_FDBITS added. 3: ConnState by cache
+/// line (split counters, partial headers apart).
+pub const LAYOUT_VERSION: u32 = 3;

@@ -12,22 +12,21 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use wsguard_common::{
-    conn::{phase, ConnKey, ConnState},
+    conn::{add_counts, phase, ConnKey, ConnState},
     event::{kind, Event},
     hist::which,
-    http::side,
     stats::{global, CloseCodeKey, ProcStats},
 };
 
 use crate::{
     atomic,
-    copy::{copy, zero},
+    copy::{frame_in, frame_out},
     maps,
     maps::{
-        bump, WSG_CLOSE_CODES, WSG_CONNS, WSG_EVENTS, WSG_FDBITS, WSG_INIT_CONN, WSG_KEY_CONFIG, WSG_PROCS,
+        bump, WSG_CLOSE_CODES, WSG_CONNS, WSG_EVENTS, WSG_FDBITS, WSG_INIT_CONN, WSG_PROCS,
         WSG_WATCHED, WSG_ZERO_PROC,
     },
-    regs,
+    handshake, regs,
     walk::{self, mode, saw, verdict, Walk},
 };
 
@@ -35,7 +34,7 @@ const MSG_PEEK: u64 = 2;
 const BPF_NOEXIST: u64 = 1;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Dir {
+pub(crate) enum Dir {
     Rx,
     Tx,
 }
@@ -163,7 +162,7 @@ fn mark_fd(tgid: u32, fd: u32) {
 /// This CPU's copy of the process record, created on first use (from an all-zero map value; a
 /// per-CPU insert zeroes the other CPUs' copies).
 #[inline(always)]
-fn proc_stats(tgid: u32) -> Option<&'static mut ProcStats> {
+pub(crate) fn proc_stats(tgid: u32) -> Option<&'static mut ProcStats> {
     if let Some(p) = WSG_PROCS.get_ptr_mut(&tgid) {
         // SAFETY: this CPU's copy of a map value; programs are not preempted on their CPU.
         return Some(unsafe { &mut *p });
@@ -178,7 +177,7 @@ fn proc_stats(tgid: u32) -> Option<&'static mut ProcStats> {
 }
 
 #[inline(always)]
-fn emit(kind: u8, key: &ConnKey, c: &ConnState, value_ns: u64, status: u16, abnormal: u8) {
+pub(crate) fn emit(kind: u8, key: &ConnKey, c: &ConnState, value_ns: u64, status: u16, abnormal: u8) {
     match WSG_EVENTS.reserve::<Event>(0) {
         Some(mut e) => {
             // Field by field: a struct literal would be built on the stack and copied with a
@@ -257,7 +256,7 @@ fn on_close(key: ConnKey) {
 
 /// Stop following a connection that turned out not to be WebSocket (or failed its handshake).
 #[inline(never)]
-fn drop_conn(key: &ConnKey, failed_status: Option<u16>, c: &ConnState) {
+pub(crate) fn drop_conn(key: &ConnKey, failed_status: Option<u16>, c: &ConnState) {
     if let Some(p) = proc_stats(key.tgid) {
         match failed_status {
             Some(status) => {
@@ -281,25 +280,38 @@ fn on_data(key: ConnKey, dir: Dir, buf: u64, iov: u64, cnt: u64, len: u64) {
     let Some(w) = walk::begin(buf, iov, cnt, len) else { return };
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    if c.phase != phase::WEBSOCKET && !handshake(&key, c, dir, w, now) {
+    if c.phase != phase::WEBSOCKET && !handshake::handshake(&key, c, dir, w, now) {
         return;
     }
     // Frames (possibly following the head in the same syscall).
     if w.total_left == 0 {
         return;
     }
+    // All the bytes left are payload of the current frame: nothing to read or count (payload
+    // bytes were counted with the header), so no walk at all.
+    let left = w.total_left;
+    let hot = if dir == Dir::Rx { &mut c.rx } else { &mut c.tx };
+    if hot.skippable() >= left {
+        hot.remaining -= left;
+        if dir == Dir::Rx {
+            c.last_rx_ns = now;
+        } else {
+            c.last_tx_ns = now;
+        }
+        return;
+    }
     let ok = if dir == Dir::Rx {
-        copy(&mut w.fs, &c.rx);
+        frame_in(&mut w.fs, &c.rx, &c.rx_hdr);
         let ok = w.run(mode::FRAMES);
-        copy(&mut c.rx, &w.fs);
-        c.rx_count.add(&w.acc.delta);
+        frame_out(&mut c.rx, &mut c.rx_hdr, &w.fs);
+        add_counts(&mut c.rx_data, &mut c.rx_ctl, &w.acc.delta);
         c.last_rx_ns = now;
         ok
     } else {
-        copy(&mut w.fs, &c.tx);
+        frame_in(&mut w.fs, &c.tx, &c.tx_hdr);
         let ok = w.run(mode::FRAMES);
-        copy(&mut c.tx, &w.fs);
-        c.tx_count.add(&w.acc.delta);
+        frame_out(&mut c.tx, &mut c.tx_hdr, &w.fs);
+        add_counts(&mut c.tx_data, &mut c.tx_ctl, &w.acc.delta);
         c.last_tx_ns = now;
         ok
     };
@@ -328,91 +340,6 @@ fn on_data(key: ConnKey, dir: Dir, buf: u64, iov: u64, cnt: u64, len: u64) {
     }
 }
 
-/// The upgrade handshake: the request on the way in, the response on the way out. Returns true
-/// when the walk goes on with frames (bytes after the head, or frames a client sent before the
-/// `101`), false when this syscall is done with.
-#[inline(never)]
-fn handshake(key: &ConnKey, c: &mut ConnState, dir: Dir, w: &mut Walk, now: u64) -> bool {
-    match (dir, c.phase) {
-        (Dir::Rx, phase::NEW) | (Dir::Tx, phase::UPGRADE_REQUESTED) => {}
-        (Dir::Tx, phase::NEW) => {
-            // The process spoke before a complete upgrade request: not a WebSocket server side.
-            drop_conn(key, None, c);
-            return false;
-        }
-        _ => return true,
-    }
-    if dir == Dir::Rx && c.http.total == 0 {
-        c.request_ns = now;
-    }
-    copy(&mut w.http, &c.http);
-    if dir == Dir::Rx {
-        if let Some(cfg) = WSG_KEY_CONFIG.get(0) {
-            if cfg.enabled() {
-                copy(&mut w.kcfg, cfg);
-                copy(&mut w.key, &c.key);
-                w.want_key = 1;
-            }
-        }
-    }
-    let ok = w.run(mode::HTTP);
-    if w.want_key != 0 {
-        copy(&mut c.key, &w.key);
-    }
-    if !ok {
-        drop_conn(key, None, c);
-        return false;
-    }
-    copy(&mut c.http, &w.http);
-    match w.verdict {
-        verdict::HTTP_DONE => {}
-        verdict::NONE => return false, // head continues in the next syscall
-        _ => {
-            // Not HTTP, or unreadable: follow it no further.
-            let failed = if dir == Dir::Tx { Some(0) } else { None };
-            drop_conn(key, failed, c);
-            return false;
-        }
-    }
-    if dir == Dir::Rx {
-        if !w.http.found() {
-            drop_conn(key, None, c);
-            return false;
-        }
-        c.phase = phase::UPGRADE_REQUESTED;
-        zero(&mut c.http);
-        c.http.side = side::RESPONSE;
-    } else {
-        if w.http.status != 101 {
-            drop_conn(key, Some(w.http.status), c);
-            return false;
-        }
-        let rsv1_ok = w.http.found();
-        c.phase = phase::WEBSOCKET;
-        c.upgraded_ns = now;
-        c.last_rx_ns = now;
-        c.last_tx_ns = now;
-        c.rx.set_rsv1_ok(rsv1_ok);
-        zero(&mut c.tx);
-        c.tx.set_rsv1_ok(rsv1_ok);
-        on_upgrade(key, c, now);
-    }
-    true
-}
-
-fn on_upgrade(key: &ConnKey, c: &ConnState, now: u64) {
-    let latency = now - c.request_ns;
-    if let Some(p) = proc_stats(key.tgid) {
-        p.opened += 1;
-        p.handshake_ns_sum += latency;
-        p.handshake_count += 1;
-        maps::hist_add(key.tgid, which::HANDSHAKE, latency);
-        // Frames the client sent right behind its request count from now on.
-        p.rx.add(&c.rx_count);
-    }
-    emit(kind::UPGRADED, key, c, latency, 101, 0);
-}
-
 #[inline(always)]
 fn on_frames_seen(
     key: &ConnKey,
@@ -430,8 +357,6 @@ fn on_frames_seen(
         }
         if s & saw::DATA != 0 && c.pending_msg_ns != 0 {
             let lat = now - c.pending_msg_ns;
-            c.resp_sum_ns += lat;
-            c.resp_count += 1;
             c.pending_msg_ns = 0;
             if let Some(p) = p {
                 p.response_ns_sum += lat;
@@ -450,14 +375,13 @@ fn on_frames_seen(
             let rtt = now - c.ping_ns;
             c.ping_ns = 0;
             c.rtt_last_ns = rtt;
-            c.rtt_sum_ns += rtt;
             c.rtt_count += 1;
             if let Some(p) = p {
                 p.ping_rtt_ns_sum += rtt;
                 p.ping_rtt_count += 1;
                 maps::hist_add(key.tgid, which::PING_RTT, rtt);
             }
-            emit(kind::PING_RTT, key, c, rtt, 0, 0);
+            // No ring event per pong: round trips are in the maps (no per-frame events).
         }
         if s & saw::FIN_DATA != 0 && c.pending_msg_ns == 0 {
             c.pending_msg_ns = now;

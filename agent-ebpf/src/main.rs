@@ -12,6 +12,7 @@
 
 mod atomic;
 mod copy;
+mod handshake;
 mod lifecycle;
 mod maps;
 mod regs;

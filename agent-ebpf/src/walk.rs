@@ -200,7 +200,7 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
             let n = if skip < w.seg_left { skip } else { w.seg_left };
             w.fs.skip(n);
             w.advance(n);
-            return 0;
+            return (w.total_left == 0) as i64;
         }
         let Some(n) = w.fill() else { return 1 };
         match w.fs.consume(&w.win, n, &mut w.acc) {
@@ -214,7 +214,8 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
                     w.fs.skip(n);
                     w.advance(n);
                 }
-                0
+                // Done with this syscall's bytes: stop now rather than in one more callback.
+                (w.total_left == 0) as i64
             }
             Err(_) => {
                 w.verdict = verdict::DESYNC;

@@ -186,6 +186,7 @@ fn conn_view(
     rq: u64,
 ) -> ConnectionSnapshot {
     let d = |x: &DirCounters| Frames::from(x);
+    let (rx, tx) = (c.rx_counts(), c.tx_counts());
     ConnectionSnapshot {
         fd,
         id: c.id,
@@ -197,12 +198,12 @@ fn conn_view(
         stalled,
         handshake_latency_ms: c.upgraded_ns.saturating_sub(c.request_ns) as f64 / 1e6,
         ping_rtt_last_ms: (c.rtt_count > 0).then(|| c.rtt_last_ns as f64 / 1e6),
-        frames_received: d(&c.rx_count),
-        frames_sent: d(&c.tx_count),
-        messages_received: c.rx_count.messages,
-        messages_sent: c.tx_count.messages,
-        payload_bytes_received: c.rx_count.payload_bytes,
-        payload_bytes_sent: c.tx_count.payload_bytes,
+        frames_received: d(&rx),
+        frames_sent: d(&tx),
+        messages_received: rx.messages,
+        messages_sent: tx.messages,
+        payload_bytes_received: rx.payload_bytes,
+        payload_bytes_sent: tx.payload_bytes,
         send_queue_bytes: sq,
         recv_queue_bytes: rq,
         out_of_sync: c.out_of_sync != 0,

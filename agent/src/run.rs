@@ -139,6 +139,11 @@ pub async fn run(mut cfg: Config, config_path: Option<&std::path::Path>, fresh: 
             _ = hup.recv() => {
                 let live = crate::reload::Live { tracker: &mut tracker, predictor: &mut predictor, tick: &mut tick, logs: &logs, alerts: &alerts };
                 crate::reload::on_sighup(config_path, &mut cfg, live);
+                // Reloaded rules: the breaker must know which way each alert's metric improves.
+                // ([remediation] itself changes on restart.)
+                if let Some(r) = remediator.as_mut() {
+                    r.set_rules(&cfg.alert.effective_rules(cfg.limits.per_client_connections));
+                }
             }
             _ = term.recv() => break,
             _ = int.recv() => break,

@@ -34,8 +34,11 @@ pub struct AgentInfo {
     pub version: String,
     pub started_at: String,
     pub interval_seconds: f64,
-    /// Build time of this snapshot, in milliseconds.
+    /// Build time of this snapshot, in milliseconds (wall clock).
     pub snapshot_ms: f64,
+    /// CPU time the snapshot took (its thread's user + system time, kernel work on its behalf
+    /// included), in milliseconds: unlike `snapshot_ms`, not stretched by waiting for a CPU.
+    pub snapshot_cpu_ms: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

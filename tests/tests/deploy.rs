@@ -68,7 +68,18 @@ fn systemd_unit_verifies() {
             .filter_map(|l| l.strip_prefix(key))
             .flat_map(str::split_whitespace)
             .collect();
-        assert_eq!(caps, BTreeSet::from(["CAP_BPF", "CAP_PERFMON", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"]), "{key}");
+        let want = [
+            "CAP_BPF",
+            "CAP_PERFMON",
+            "CAP_SYS_PTRACE",
+            "CAP_DAC_READ_SEARCH",
+            "CAP_NET_ADMIN",
+            "CAP_KILL",
+            "CAP_SYS_RESOURCE",
+            "CAP_SETUID",
+            "CAP_SETGID",
+        ];
+        assert_eq!(caps, BTreeSet::from(want), "{key}");
     }
     // Reload: validate, then SIGHUP (tests/tests/reload.rs checks what the agent does with it).
     let reload: Vec<&str> = unit.lines().filter_map(|l| l.strip_prefix("ExecReload=")).collect();

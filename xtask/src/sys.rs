@@ -1,4 +1,4 @@
-//! The three libc calls xtask needs, declared directly so that xtask depends on nothing but
+//! The few libc calls xtask needs, declared directly so that xtask depends on nothing but
 //! anyhow and clap (std already links libc on Linux).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,6 +10,22 @@ extern "C" {
     fn geteuid() -> u32;
     fn kill(pid: i32, sig: i32) -> i32;
     fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
+    fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+}
+
+#[repr(C)]
+struct Timespec {
+    tv_sec: i64,
+    tv_nsec: i64,
+}
+
+/// CPU time of the calling thread in ns (user + system, CLOCK_THREAD_CPUTIME_ID).
+pub fn thread_cpu_ns() -> u64 {
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    let mut ts = Timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid out-pointer.
+    unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);

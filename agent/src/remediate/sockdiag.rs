@@ -24,7 +24,7 @@ use netlink_packet_sock_diag::{
     inet::{nlas::Nla, ExtensionFlags, InetRequest, SocketId, StateFlags},
     SockDiagDestroy, SockDiagMessage,
 };
-use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr as NlAddr};
+use netlink_sys::Socket;
 
 /// One TCP socket as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,22 +75,7 @@ const ESTABLISHED_LIKE: u32 = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 
 impl SockDiag {
     /// A NETLINK_SOCK_DIAG socket in the calling thread's network namespace.
     pub fn open() -> io::Result<SockDiag> {
-        let mut sock = Socket::new(NETLINK_SOCK_DIAG)?;
-        sock.bind_auto()?;
-        sock.connect(&NlAddr::new(0, 0))?;
-        // Never block the caller forever on a kernel that does not answer.
-        let tv = libc::timeval { tv_sec: 5, tv_usec: 0 };
-        // SAFETY: valid fd and option struct.
-        unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &tv as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as u32,
-            )
-        };
-        Ok(SockDiag { sock, seq: 0 })
+        Ok(SockDiag { sock: crate::resources::tcp::open()?, seq: 0 })
     }
 
     fn send<T: netlink_packet_core::NetlinkSerializable + std::fmt::Debug>(

@@ -7,7 +7,8 @@
 //! Why `netlink-packet-sock-diag` + `netlink-sys` (rust-netlink): maintained, typed encoders and
 //! decoders of `inet_diag_req_v2` / `inet_diag_msg` and a plain blocking netlink socket; no C.
 //! A namespace other than the agent's is dumped from a short-lived thread that joins it
-//! (`setns`); if that is not allowed, its `/proc/<pid>/net/tcp{,6}` are parsed instead.
+//! (`setns`); where netlink or `setns` is not allowed (the systemd unit restricts both unless
+//! AF_NETLINK is added), `/proc/<pid>/net/tcp{,6}` are parsed instead, once per namespace.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -64,8 +65,19 @@ impl Table {
         }
     }
 
-    /// The agent's own network namespace, by sock_diag.
+    /// The agent's own network namespace: by sock_diag, else (netlink not allowed, e.g. by a
+    /// systemd `RestrictAddressFamilies=` without AF_NETLINK) from /proc/self/net/tcp{,6}.
     pub fn read(ephemeral: Option<(u16, u16)>) -> io::Result<Table> {
+        match Table::dump(ephemeral) {
+            Ok(t) => Ok(t),
+            Err(e) => {
+                debug!("sock_diag: {e}; reading /proc/net/tcp instead");
+                Table::read_proc(std::process::id(), ephemeral)
+            }
+        }
+    }
+
+    fn dump(ephemeral: Option<(u16, u16)>) -> io::Result<Table> {
         let mut t = Table::default();
         let mut ports = HashSet::new();
         dump(|inode, s| t.add(inode, s, &mut ports, ephemeral))?;
@@ -74,17 +86,17 @@ impl Table {
 
     /// The namespace of `pid`: sock_diag from a thread that joins it, else its /proc tables.
     pub fn read_for(pid: u32) -> io::Result<Table> {
-        match in_netns_of(pid, || Table::read(None)) {
+        match in_netns_of(pid, || Table::dump(None)) {
             Ok(Ok(t)) => Ok(t),
             Ok(Err(e)) | Err(e) => {
                 debug!(pid, "sock_diag in the process's namespace: {e}; reading /proc/{pid}/net/tcp");
-                Table::read_proc(pid)
+                Table::read_proc(pid, None)
             }
         }
     }
 
     /// `/proc/<pid>/net/tcp{,6}`, the fallback.
-    fn read_proc(pid: u32) -> io::Result<Table> {
+    fn read_proc(pid: u32, ephemeral: Option<(u16, u16)>) -> io::Result<Table> {
         let p = procfs::process::Process::new(pid as i32).map_err(io::Error::other)?;
         let mut t = Table::default();
         let mut ports = HashSet::new();
@@ -101,7 +113,7 @@ impl Table {
                     recv_queue: e.rx_queue,
                     send_queue: e.tx_queue,
                 };
-                t.add(e.inode as u32, s, &mut ports, None);
+                t.add(e.inode as u32, s, &mut ports, ephemeral);
             }
         }
         if !any {
@@ -134,12 +146,13 @@ fn in_netns_of<T: Send + 'static>(pid: u32, f: impl FnOnce() -> T + Send + 'stat
     .map_err(|_| io::Error::other("netns thread panicked"))?
 }
 
-/// Every TCP socket of the calling thread's namespace, IPv4 then IPv6: `f(inode, socket)`.
-pub fn dump(mut f: impl FnMut(u32, Sock)) -> io::Result<()> {
+/// A connected NETLINK_SOCK_DIAG socket in the calling thread's network namespace, with a 5 s
+/// receive timeout so a kernel that does not answer never blocks a snapshot or an action.
+/// (Shared with remediation's SOCK_DESTROY, `remediate/sockdiag.rs`.)
+pub fn open() -> io::Result<Socket> {
     let mut sock = Socket::new(NETLINK_SOCK_DIAG)?;
     sock.bind_auto()?;
     sock.connect(&NlAddr::new(0, 0))?;
-    // Never block a snapshot forever on a kernel that does not answer.
     let tv = libc::timeval { tv_sec: 5, tv_usec: 0 };
     // SAFETY: valid fd and option struct.
     unsafe {
@@ -151,6 +164,12 @@ pub fn dump(mut f: impl FnMut(u32, Sock)) -> io::Result<()> {
             std::mem::size_of::<libc::timeval>() as u32,
         )
     };
+    Ok(sock)
+}
+
+/// Every TCP socket of the calling thread's namespace, IPv4 then IPv6: `f(inode, socket)`.
+pub fn dump(mut f: impl FnMut(u32, Sock)) -> io::Result<()> {
+    let sock = open()?;
     let mut buf = vec![0u8; 1 << 16];
     for (seq, (family, id)) in [(AF_INET, SocketId::new_v4()), (AF_INET6, SocketId::new_v6())].into_iter().enumerate() {
         let seq = seq as u32 + 1;
@@ -249,9 +268,13 @@ mod tests {
         assert_eq!((server.state, server.local_port, server.recv_queue), (1, port, 100));
         // The client side has an ephemeral local port: counted in the range only if it is in it.
         assert!(!t.by_inode.contains_key(&ino(c.as_raw_fd())) || c.local_addr().unwrap().port() == port);
-        // The same from /proc (the fallback for other namespaces).
-        let p = Table::read_proc(std::process::id()).unwrap();
+        // The client's port counts as an ephemeral port in use when the range covers it.
+        let cport = c.local_addr().unwrap().port();
+        assert!(Table::read(Some((cport, cport))).unwrap().ephemeral_in_use >= 1);
+        // The same from /proc (the fallback where netlink or setns is not allowed).
+        let p = Table::read_proc(std::process::id(), Some((cport, cport))).unwrap();
         assert_eq!(p.by_inode[&ino(l.as_raw_fd())].state, LISTEN);
         assert_eq!(p.by_inode[&ino(s.as_raw_fd())].remote, c.local_addr().unwrap());
+        assert!(p.ephemeral_in_use >= 1);
     }
 }

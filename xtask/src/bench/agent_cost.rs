@@ -99,6 +99,7 @@ fn run_one(ctx: &mut Ctx, variant: &str) -> Result<Value> {
             let rss = procs::rss_kib(apid).unwrap_or(0) as f64 / 1024.0;
             let snap = procs::http_get_json(ctx.api, "/api/v1/snapshot").ok();
             let snap_ms = snap.as_ref().and_then(|v| v["agent"]["snapshot_ms"].as_f64());
+            let snap_cpu_ms = snap.as_ref().and_then(|v| v["agent"]["snapshot_cpu_ms"].as_f64());
             let entries = snap
                 .as_ref()
                 .and_then(|v| v["probe"]["health"]["conn_map_entries"].as_u64());
@@ -107,8 +108,9 @@ fn run_one(ctx: &mut Ctx, variant: &str) -> Result<Value> {
                 .filter_map(procs::rss_kib)
                 .sum();
             println!(
-                "    {n:>6} conns: agent {pct:.2}% of a core, RSS {rss:.1} MiB, snapshot {:.2} ms, conn map entries {:?}",
+                "    {n:>6} conns: agent {pct:.2}% of a core, RSS {rss:.1} MiB, snapshot {:.2} ms ({:.2} ms CPU), conn map entries {:?}",
                 snap_ms.unwrap_or(f64::NAN),
+                snap_cpu_ms.unwrap_or(f64::NAN),
                 entries
             );
             idle.push(json!({
@@ -118,6 +120,7 @@ fn run_one(ctx: &mut Ctx, variant: &str) -> Result<Value> {
                 "agent_rss_mib": rss,
                 "server_rss_mib": server_rss as f64 / 1024.0,
                 "snapshot_ms": snap_ms,
+                "snapshot_cpu_ms": snap_cpu_ms,
                 "conn_map_entries": entries,
                 "window_s": s.agent_window.as_secs_f64(),
                 "loadavg": procs::loadavg(),
@@ -163,9 +166,12 @@ fn run_one(ctx: &mut Ctx, variant: &str) -> Result<Value> {
             }
             Err(e) => json!({"error": format!("{e:#}")}),
         };
+        // CPU time when the agent reports it (wall time also counts waiting for a CPU, which on
+        // a busy machine has nothing to do with the number of connections).
+        let key = if idle.iter().all(|r| r["snapshot_cpu_ms"].is_f64()) { "snapshot_cpu_ms" } else { "snapshot_ms" };
         let pts: Vec<(f64, f64)> = idle
             .iter()
-            .filter_map(|r| Some((r["connections"].as_f64()?, r["snapshot_ms"].as_f64()?)))
+            .filter_map(|r| Some((r["connections"].as_f64()?, r[key].as_f64()?)))
             .collect();
         let per_conn: Vec<f64> = pts.iter().map(|(n, ms)| ms / n * 1e3).collect();
         Ok(json!({
@@ -173,6 +179,7 @@ fn run_one(ctx: &mut Ctx, variant: &str) -> Result<Value> {
             "idle": idle,
             "frames": fps,
             "snapshot_ms_loglog_slope": loglog_slope(&pts),
+            "snapshot_slope_of": key,
             "snapshot_us_per_connection_median": median(&per_conn),
         }))
     })();

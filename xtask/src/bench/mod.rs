@@ -7,7 +7,11 @@
 
 mod agent_cost;
 mod bpf;
+mod child;
+mod compare;
 mod load;
+mod markdown;
+mod micro;
 mod overhead;
 mod probe_cost;
 mod procs;
@@ -37,6 +41,20 @@ pub struct BenchArgs {
     /// Skip `cargo build --release`.
     #[arg(long)]
     no_build: bool,
+    /// Only regenerate docs/performance.md (targets and tables) from an earlier JSON result.
+    #[arg(long, value_name = "JSON")]
+    report: Option<PathBuf>,
+    /// A/B runs, partial runs and internal modes (boxed: keeps the subcommand enum small).
+    #[command(flatten)]
+    more: Box<MoreArgs>,
+}
+
+#[derive(clap::Args)]
+struct MoreArgs {
+    /// Benchmark this agent binary as `on` instead of target/release/wsguard (implies
+    /// --no-build).
+    #[arg(long, value_name = "WSGUARD_BINARY")]
+    agent: Option<PathBuf>,
     /// Internal: hold N idle WebSocket connections to 127.0.0.1:PORT until killed (`PORT:N`);
     /// lets the bench exceed one process's open-file limit.
     #[arg(long, hide = true)]
@@ -45,16 +63,16 @@ pub struct BenchArgs {
     /// prints messages echoed and latency.
     #[arg(long, hide = true)]
     drive: Option<String>,
-    /// Only regenerate docs/performance.md (targets and tables) from an earlier JSON result.
-    #[arg(long, value_name = "JSON")]
-    report: Option<PathBuf>,
+    /// Internal: the probe microbenchmark child (`CONNS:ROUNDS`).
+    #[arg(long, hide = true)]
+    micro: Option<String>,
     /// A/B against another wsguard binary (e.g. a build of main): adds a `base` variant, taking
     /// turns with `on`, to every scenario. The JSON goes to --out (default
     /// target/bench-compare.json); docs/performance.md is left alone.
     #[arg(long, value_name = "WSGUARD_BINARY")]
     compare: Option<PathBuf>,
     /// Run only these scenarios (comma-separated: fixed_rate, saturated, probe_cost,
-    /// agent_cost); docs/performance.md is then left alone.
+    /// probe_micro, agent_cost); docs/performance.md is then left alone.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Override the fixed-rate load: messages per second.
@@ -88,6 +106,8 @@ pub struct Settings {
     pub fps_measure: Duration,
     pub dd_count: u64,
     pub dd_runs: usize,
+    pub micro_conns: usize,
+    pub micro_rounds: u64,
 }
 
 impl Settings {
@@ -113,6 +133,8 @@ impl Settings {
                 fps_measure: s(4),
                 dd_count: 500_000,
                 dd_runs: 2,
+                micro_conns: 4000,
+                micro_rounds: 200_000,
             }
         } else {
             Settings {
@@ -134,6 +156,8 @@ impl Settings {
                 fps_measure: s(8),
                 dd_count: 2_000_000,
                 dd_runs: 3,
+                micro_conns: 8000,
+                micro_rounds: 400_000,
             }
         }
     }
@@ -187,47 +211,15 @@ pub fn per_process_conns(nofile: u64) -> usize {
     nofile.saturating_sub(500).max(100) as usize
 }
 
-fn hold(spec: &str) -> Result<()> {
-    let (port, n) = spec.split_once(':').context("--hold PORT:N")?;
-    let addr: SocketAddr = ([127, 0, 0, 1], port.parse::<u16>()?).into();
-    let n: usize = n.parse()?;
-    procs::raise_nofile(n as u64 + 500);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let conns = rt.block_on(load::open(addr, n))?;
-    println!("HELD {}", conns.len());
-    // Until the parent kills us (or closes stdin).
-    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
-    drop(conns);
-    Ok(())
-}
-
-fn drive(spec: &str) -> Result<()> {
-    let f: Vec<&str> = spec.split(':').collect();
-    anyhow::ensure!(f.len() == 4, "--drive PORT:CONNS:RATE:SECS");
-    let addr: SocketAddr = ([127, 0, 0, 1], f[0].parse::<u16>()?).into();
-    let (conns, rate, secs): (usize, f64, f64) = (f[1].parse()?, f[2].parse()?, f[3].parse()?);
-    procs::raise_nofile(conns as u64 + 500);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let marks = [Duration::from_secs(1), Duration::from_secs_f64(1.0 + secs)];
-    let (ol, _) = rt.block_on(load::open_loop(addr, conns, rate, &marks, |_| ()))?;
-    println!(
-        "DRIVE {} msgs in {:.1} s ({:.0}/s), p50 {:.2} ms, p99 {:.2} ms, lost {}",
-        ol.window_msgs,
-        ol.window_s,
-        ol.window_msgs as f64 / ol.window_s,
-        ol.hist.value_at_quantile(0.5) as f64 / 1000.0,
-        ol.hist.value_at_quantile(0.99) as f64 / 1000.0,
-        ol.expected - ol.received.min(ol.expected)
-    );
-    Ok(())
-}
-
 pub fn run(args: &BenchArgs) -> Result<()> {
-    if let Some(spec) = &args.hold {
-        return hold(spec);
+    if let Some(spec) = &args.more.hold {
+        return child::hold(spec);
     }
-    if let Some(spec) = &args.drive {
-        return drive(spec);
+    if let Some(spec) = &args.more.drive {
+        return child::drive(spec);
+    }
+    if let Some(spec) = &args.more.micro {
+        return micro::child(spec);
     }
     if let Some(path) = &args.report {
         let root = util::workspace_root();
@@ -236,7 +228,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         out["targets"] = report::targets(&out);
         std::fs::write(&path, serde_json::to_string_pretty(&out)? + "\n")?;
         let rel = path.strip_prefix(&root).unwrap_or(&path).display().to_string();
-        std::fs::write(root.join("docs/performance.md"), report::markdown(&out, &rel))?;
+        std::fs::write(root.join("docs/performance.md"), markdown::markdown(&out, &rel))?;
         println!("{}", report::targets_table(&out));
         return Ok(());
     }
@@ -249,31 +241,34 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if !servers.join("node_modules/ws").is_dir() {
         bail!("tests/servers/node_modules/ws is missing: run `cargo xtask setup` first");
     }
-    if !args.no_build {
+    if !args.no_build && args.more.agent.is_none() {
         step("building the release agent: cargo build --release");
         util::run(util::cargo().args(["build", "--release"]))?;
     }
-    let bin = util::target_dir().join("release/wsguard");
+    let bin = match &args.more.agent {
+        Some(b) => b.canonicalize().with_context(|| format!("--agent {}", b.display()))?,
+        None => util::target_dir().join("release/wsguard"),
+    };
     if !bin.is_file() {
         bail!("{} not found (build failed?)", bin.display());
     }
     let mut settings = Settings::new(args.quick, args.runs);
-    if let Some(r) = args.rate {
+    if let Some(r) = args.more.rate {
         settings.rate = r;
     }
-    if let Some(c) = args.conns {
+    if let Some(c) = args.more.conns {
         settings.conns = c;
     }
-    if !args.idle.is_empty() {
-        settings.idle_levels = args.idle.clone();
+    if !args.more.idle.is_empty() {
+        settings.idle_levels = args.more.idle.clone();
     }
-    let base_bin = match &args.compare {
+    let base_bin = match &args.more.compare {
         Some(b) if !b.is_file() => bail!("--compare {}: no such file", b.display()),
         Some(b) => Some(b.canonicalize()?),
         None => None,
     };
-    let partial = base_bin.is_some() || !args.only.is_empty();
-    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    let partial = base_bin.is_some() || !args.more.only.is_empty();
+    let wanted = |name: &str| args.more.only.is_empty() || args.more.only.iter().any(|o| o == name);
     let work = std::env::temp_dir().join("wsguard-bench");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
@@ -359,6 +354,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         &probe_cost::run,
         &mut ctx,
     );
+    scenario(
+        "probe_micro",
+        "probe cost per tracked syscall, isolated (one process, many connections, off / on)",
+        &micro::run,
+        &mut ctx,
+    );
     scenario("agent_cost", "agent CPU and memory vs connections and frame rate", &agent_cost::run, &mut ctx);
 
     bpf::set_stats(stats_was);
@@ -386,11 +387,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     std::fs::write(&json_path, serde_json::to_string_pretty(&out)? + "\n")?;
     if partial {
         step(&format!("done in {:.0} s: {}", started.elapsed().as_secs_f64(), json_path.display()));
-        println!("{}", report::compare_table(&out));
+        println!("{}", compare::compare_table(&out));
         return Ok(());
     }
     let rel = json_path.strip_prefix(&root).unwrap_or(&json_path).display().to_string();
-    let md = report::markdown(&out, &rel);
+    let md = markdown::markdown(&out, &rel);
     std::fs::write(root.join("docs/performance.md"), &md)?;
     step(&format!(
         "done in {:.0} s: {} and docs/performance.md",
