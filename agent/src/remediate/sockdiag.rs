@@ -18,13 +18,15 @@ use std::{
     time::Duration,
 };
 
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_sock_diag::{
     constants::{AF_INET, AF_INET6, IPPROTO_TCP},
     inet::{nlas::Nla, ExtensionFlags, InetRequest, SocketId, StateFlags},
     SockDiagDestroy, SockDiagMessage,
 };
 use netlink_sys::Socket;
+
+use crate::resources::tcp;
 
 /// One TCP socket as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,70 +77,35 @@ const ESTABLISHED_LIKE: u32 = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 
 impl SockDiag {
     /// A NETLINK_SOCK_DIAG socket in the calling thread's network namespace.
     pub fn open() -> io::Result<SockDiag> {
-        Ok(SockDiag { sock: crate::resources::tcp::open()?, seq: 0 })
+        Ok(SockDiag { sock: tcp::open()?, seq: 0 })
     }
 
-    fn send<T: netlink_packet_core::NetlinkSerializable + std::fmt::Debug>(
-        &mut self,
-        flags: u16,
-        payload: T,
-    ) -> io::Result<u32> {
+    fn send<T: netlink_packet_core::NetlinkSerializable + std::fmt::Debug>(&mut self, flags: u16, payload: T) -> io::Result<u32> {
         self.seq += 1;
-        let mut h = NetlinkHeader::default();
-        h.flags = flags;
-        h.sequence_number = self.seq;
-        let mut msg = NetlinkMessage::new(h, NetlinkPayload::InnerMessage(payload));
-        msg.finalize();
-        let mut buf = vec![0u8; msg.buffer_len()];
-        msg.serialize(&mut buf);
-        self.sock.send(&buf, 0)?;
+        tcp::request(&self.sock, self.seq, flags, payload)?;
         Ok(self.seq)
     }
 
     /// Read answers to request `seq` until Done or an ack/error; `f` sees each socket.
     fn recv(&mut self, seq: u32, mut f: impl FnMut(TcpSock)) -> io::Result<()> {
         let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = self.sock.recv(&mut &mut buf[..], 0)?;
-            if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "netlink socket closed"));
-            }
-            let mut off = 0;
-            while off < n {
-                let msg = NetlinkMessage::<SockDiagMessage>::deserialize(&buf[off..n])
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("sock_diag answer: {e}")))?;
-                let len = msg.header.length as usize;
-                if msg.header.sequence_number == seq {
-                    match msg.payload {
-                        NetlinkPayload::Done(_) => return Ok(()),
-                        NetlinkPayload::Error(e) if e.code.is_none() => return Ok(()), // ack
-                        NetlinkPayload::Error(e) => return Err(e.to_io()),
-                        NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
-                            let mut s = TcpSock {
-                                family: r.header.family,
-                                state: r.header.state,
-                                inode: r.header.inode,
-                                id: r.header.socket_id.clone(),
-                                last_data_recv_ms: None,
-                                last_data_sent_ms: None,
-                            };
-                            for nla in &r.nlas {
-                                if let Nla::TcpInfo(raw) = nla {
-                                    s.last_data_sent_ms = u32_at(raw, LAST_DATA_SENT);
-                                    s.last_data_recv_ms = u32_at(raw, LAST_DATA_RECV);
-                                }
-                            }
-                            f(s);
-                        }
-                        _ => {}
-                    }
+        tcp::answers(&self.sock, &mut buf, seq, |r| {
+            let mut s = TcpSock {
+                family: r.header.family,
+                state: r.header.state,
+                inode: r.header.inode,
+                id: r.header.socket_id.clone(),
+                last_data_recv_ms: None,
+                last_data_sent_ms: None,
+            };
+            for nla in &r.nlas {
+                if let Nla::TcpInfo(raw) = nla {
+                    s.last_data_sent_ms = u32_at(raw, LAST_DATA_SENT);
+                    s.last_data_recv_ms = u32_at(raw, LAST_DATA_RECV);
                 }
-                if len == 0 {
-                    break;
-                }
-                off += len;
             }
-        }
+            f(s);
+        })
     }
 
     /// Every TCP socket that is not listening or in TIME_WAIT, IPv4 and IPv6; with tcp_info

@@ -17,10 +17,10 @@ use std::{
     os::fd::AsRawFd,
 };
 
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_sock_diag::{
     constants::{AF_INET, AF_INET6, IPPROTO_TCP},
-    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
+    inet::{ExtensionFlags, InetRequest, InetResponse, SocketId, StateFlags},
     SockDiagMessage,
 };
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr as NlAddr};
@@ -167,6 +167,50 @@ pub fn open() -> io::Result<Socket> {
     Ok(sock)
 }
 
+/// Send one sock_diag request (`flags`, sequence number `seq`) on `sock`.
+pub fn request<T: NetlinkSerializable + std::fmt::Debug>(sock: &Socket, seq: u32, flags: u16, payload: T) -> io::Result<()> {
+    let mut h = NetlinkHeader::default();
+    h.flags = flags;
+    h.sequence_number = seq;
+    let mut msg = NetlinkMessage::new(h, NetlinkPayload::InnerMessage(payload));
+    msg.finalize();
+    let mut out = vec![0u8; msg.buffer_len()];
+    msg.serialize(&mut out);
+    sock.send(&out, 0)?;
+    Ok(())
+}
+
+/// Read the answers to request `seq` until its Done or ack; `f` sees each socket record. An
+/// error answer is the kernel's errno; messages of other sequence numbers (a late answer to an
+/// earlier request that timed out) are skipped.
+pub fn answers(sock: &Socket, buf: &mut [u8], seq: u32, mut f: impl FnMut(&InetResponse)) -> io::Result<()> {
+    loop {
+        let n = sock.recv(&mut &mut buf[..], 0)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "netlink socket closed"));
+        }
+        let mut off = 0;
+        while off < n {
+            let msg = NetlinkMessage::<SockDiagMessage>::deserialize(&buf[off..n])
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("sock_diag answer: {e}")))?;
+            let len = msg.header.length as usize;
+            if msg.header.sequence_number == seq {
+                match msg.payload {
+                    NetlinkPayload::Done(_) => return Ok(()),
+                    NetlinkPayload::Error(e) if e.code.is_none() => return Ok(()), // ack
+                    NetlinkPayload::Error(e) => return Err(e.to_io()),
+                    NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => f(&r),
+                    _ => {}
+                }
+            }
+            if len == 0 {
+                break;
+            }
+            off += len;
+        }
+    }
+}
+
 /// Every TCP socket of the calling thread's namespace, IPv4 then IPv6: `f(inode, socket)`.
 pub fn dump(mut f: impl FnMut(u32, Sock)) -> io::Result<()> {
     let sock = open()?;
@@ -180,53 +224,20 @@ pub fn dump(mut f: impl FnMut(u32, Sock)) -> io::Result<()> {
             states: StateFlags::all(),
             socket_id: id,
         };
-        let mut h = NetlinkHeader::default();
-        h.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        h.sequence_number = seq;
-        let mut msg = NetlinkMessage::new(h, NetlinkPayload::InnerMessage(SockDiagMessage::InetRequest(req)));
-        msg.finalize();
-        let mut out = vec![0u8; msg.buffer_len()];
-        msg.serialize(&mut out);
-        sock.send(&out, 0)?;
-        'recv: loop {
-            let n = sock.recv(&mut &mut buf[..], 0)?;
-            if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "netlink socket closed"));
-            }
-            let mut off = 0;
-            while off < n {
-                let msg = NetlinkMessage::<SockDiagMessage>::deserialize(&buf[off..n])
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("sock_diag answer: {e}")))?;
-                let len = msg.header.length as usize;
-                if msg.header.sequence_number == seq {
-                    match msg.payload {
-                        NetlinkPayload::Done(_) => break 'recv,
-                        NetlinkPayload::Error(e) => match e.code {
-                            None => break 'recv,
-                            Some(_) => return Err(e.to_io()),
-                        },
-                        NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
-                            let h = &r.header;
-                            f(
-                                h.inode,
-                                Sock {
-                                    state: h.state,
-                                    local_port: h.socket_id.source_port,
-                                    remote: SocketAddr::new(h.socket_id.destination_address, h.socket_id.destination_port),
-                                    recv_queue: h.recv_queue,
-                                    send_queue: h.send_queue,
-                                },
-                            );
-                        }
-                        _ => {}
-                    }
-                }
-                if len == 0 {
-                    break;
-                }
-                off += len;
-            }
-        }
+        request(&sock, seq, NLM_F_REQUEST | NLM_F_DUMP, SockDiagMessage::InetRequest(req))?;
+        answers(&sock, &mut buf, seq, |r| {
+            let h = &r.header;
+            f(
+                h.inode,
+                Sock {
+                    state: h.state,
+                    local_port: h.socket_id.source_port,
+                    remote: SocketAddr::new(h.socket_id.destination_address, h.socket_id.destination_port),
+                    recv_queue: h.recv_queue,
+                    send_queue: h.send_queue,
+                },
+            )
+        })?;
     }
     Ok(())
 }
