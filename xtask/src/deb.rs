@@ -28,14 +28,7 @@ pub struct DebArgs {
 }
 
 pub fn run(args: &DebArgs) -> Result<()> {
-    let bin = match &args.bin {
-        Some(b) => b.clone(),
-        None => {
-            step("Building the release binary");
-            util::run(util::cargo().args(["build", "--release", "-p", "wsguard"]))?;
-            util::target_dir().join("release/wsguard")
-        }
-    };
+    let bin = util::release_agent(args.bin.as_deref())?;
     let out = args.out.clone().unwrap_or_else(|| util::target_dir().join("debian"));
     let deb = build(&bin, &out)?;
     println!("\n{}\n  install: apt install {}   (then: systemctl enable --now wsguard)", deb.display(), deb.display());

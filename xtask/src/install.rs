@@ -49,14 +49,7 @@ pub struct Installed {
 }
 
 pub fn run(args: &InstallArgs) -> Result<()> {
-    let bin = match &args.bin {
-        Some(b) => b.clone(),
-        None => {
-            step("Building the release binary");
-            util::run(util::cargo().args(["build", "--release", "-p", "wsguard"]))?;
-            util::target_dir().join("release/wsguard")
-        }
-    };
+    let bin = util::release_agent(args.bin.as_deref())?;
     if args.root == Path::new("/") && !crate::sys::is_root() {
         bail!("installing into / needs root (or use --root DIR)");
     }

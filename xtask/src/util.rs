@@ -37,6 +37,16 @@ pub fn cargo() -> Command {
     cmd
 }
 
+/// The agent binary to package or install: `given`, or a fresh `cargo build --release -p wsguard`.
+pub fn release_agent(given: Option<&Path>) -> Result<PathBuf> {
+    if let Some(b) = given {
+        return Ok(b.to_path_buf());
+    }
+    step("Building the release binary");
+    run(cargo().args(["build", "--release", "-p", "wsguard"]))?;
+    Ok(target_dir().join("release/wsguard"))
+}
+
 /// Print a step header.
 pub fn step(msg: &str) {
     println!("\n==> {msg}");
