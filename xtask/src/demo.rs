@@ -3,14 +3,18 @@
 //! Starts, in this order: the echo server (tests/servers/ws_echo.js), the agent
 //! (`wsguard run --config config/demo.toml`), the load generator (tests/servers/ws_load.py);
 //! then prints `wsguard snapshot` every few seconds and stops everything at the end or on Ctrl-C.
+//! At the end it checks the agent's totals for the server against what the load generator says
+//! it did (connections, aborts, messages, frames), so the demo doubles as an end-to-end smoke
+//! test: a mismatch fails it.
 
 use crate::proc::Proc;
 use crate::sys;
 use crate::util::{self, step};
 use anyhow::{bail, Context, Result};
+use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -122,8 +126,10 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             .args(["--connections", &args.connections.to_string()])
             .args(["--rate", &args.rate.to_string()])
             .args(["--duration", &load_secs.to_string()])
-            .stdin(Stdio::null()),
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped()),
     )?;
+    let summary = forward_summary(&mut load);
 
     step(&format!(
         "demo running for {} s (snapshot every {} s; Ctrl-C stops early)",
@@ -154,10 +160,12 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             show_agent_logs(&log_dir);
             Err(anyhow::anyhow!("the agent exited early ({status})"))
         }
+        None if sys::interrupted() => Ok(()),
         None => {
             step("final snapshot");
             print_snapshot(&bin, start.elapsed());
-            Ok(())
+            step("checking the agent's counts against the load generator's");
+            check_counts(&bin, server.child.id(), &summary)
         }
     };
 
@@ -214,7 +222,7 @@ fn wait_for_api(agent: &mut Proc, timeout: Duration) -> Result<()> {
     }
 }
 
-fn print_snapshot(bin: &PathBuf, elapsed: Duration) {
+fn print_snapshot(bin: &Path, elapsed: Duration) {
     println!(
         "\n--- t={:>3}s  wsguard snapshot --api {API}",
         elapsed.as_secs()
@@ -235,6 +243,83 @@ fn print_snapshot(bin: &PathBuf, elapsed: Duration) {
             }
         }
         Err(err) => println!("    (cannot run {}: {err})", bin.display()),
+    }
+}
+
+/// Pass the load generator's output through and keep its `SUMMARY {json}` line.
+fn forward_summary(load: &mut Proc) -> mpsc::Receiver<Value> {
+    let (tx, rx) = mpsc::channel();
+    if let Some(out) = load.child.stdout.take() {
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                println!("{line}");
+                if let Some(json) = line.strip_prefix("SUMMARY ") {
+                    if let Ok(v) = serde_json::from_str(json) {
+                        let _ = tx.send(v);
+                    }
+                }
+            }
+        });
+    }
+    rx
+}
+
+/// What the agent must show for the echo server, from the load generator's summary: every
+/// connection it opened, each abort an abnormal close, each clean close a close frame each way,
+/// and every message the client sent. (The echoes are not compared: one the server wrote just
+/// before the client's reset is rightly counted by the agent and never read by the client.)
+fn expected(s: &Value) -> Vec<(&'static str, u64)> {
+    let n = |k: &str| s[k].as_u64().unwrap_or(0);
+    vec![
+        ("connections_opened", n("opened")),
+        ("connections_closed", n("opened")),
+        ("abnormal_closes", n("aborted")),
+        ("messages_received", n("sent_msgs")),
+        ("frames_received.close", n("closed_clean")),
+        ("frames_sent.close", n("closed_clean")),
+    ]
+}
+
+/// The agent's value of `key` (`a.b` for nested) in the server's process entry.
+fn agent_value(ws: &Value, key: &str) -> Option<u64> {
+    key.split('.').try_fold(ws, |v, k| v.get(k))?.as_u64()
+}
+
+/// Poll the agent's snapshot (a few intervals) until its totals for `pid` equal the load
+/// generator's; fail with the differences otherwise.
+fn check_counts(bin: &Path, pid: u32, summary: &mpsc::Receiver<Value>) -> Result<()> {
+    let summary = summary
+        .recv_timeout(Duration::from_secs(20))
+        .context("the load generator printed no SUMMARY line")?;
+    let want = expected(&summary);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = Command::new(bin).args(["snapshot", "--json", "--api", API]).stdin(Stdio::null()).output()?;
+        let snap: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let ws = snap["processes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["pid"].as_u64() == Some(pid as u64))
+            .map(|p| p["websocket"].clone())
+            .unwrap_or(Value::Null);
+        let wrong: Vec<String> = want
+            .iter()
+            .filter(|(k, v)| agent_value(&ws, k) != Some(*v))
+            .map(|(k, v)| format!("{k}: agent {:?}, load generator {v}", agent_value(&ws, k)))
+            .collect();
+        if wrong.is_empty() {
+            let shown: Vec<String> = want.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            println!("    exact: {}", shown.join(", "));
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            for w in &wrong {
+                println!("    MISMATCH {w}");
+            }
+            bail!("the agent's counts differ from the load generator's ({} fields)", wrong.len());
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 
