@@ -160,6 +160,12 @@ impl Tracker {
                 exiting.insert(tgid);
             }
             let (Some(p), Some(stat), true) = (p, stat, alive) else { continue };
+            // `[probe] processes` is known from the identity: skip the fd and resource work of
+            // processes that will not be reported. (`ports` needs that work to be known.)
+            let wanted = &self.cfg.probe.processes;
+            if !wanted.is_empty() && !wanted.contains(&known.id.comm) {
+                continue;
+            }
             let mut l = Live { netns: resources::tcp::netns(tgid), ..Default::default() };
             // Sized from the last snapshot: no doubling growth of the biggest buffers.
             l.conns.connections.reserve_exact(known.conn_fds.len());

@@ -193,3 +193,38 @@ fn probe_run_time_from_bpf_stats() -> Result<()> {
     }
     Ok(())
 }
+
+/// `[probe] processes` and `ports` choose what is reported: next to each other, a node and a
+/// python server; an agent filtered by comm lists only node, one filtered by port only python,
+/// each with exact connection counts and its resources (the /proc work skipped for the others
+/// is not skipped for them).
+#[test]
+fn process_and_port_filters_choose_what_is_reported() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let node = Server::node(&[])?;
+    let python = Server::python(&[])?;
+    let by_comm = Agent::start_with("filter-comm", "processes = [\"node\"]")?;
+    let by_port = Agent::start_with("filter-port", &format!("ports = [{}]", python.port))?;
+    let _clients = [node.port, node.port, python.port].into_iter().map(RawClient::connect).collect::<Result<Vec<_>>>()?;
+    by_comm.wait_ws(node.pid, "node: 2 active", |w| w["connections_active"] == 2 && w["connections_opened"] == 2)?;
+    by_port.wait_ws(python.pid, "python: 1 active", |w| w["connections_active"] == 1 && w["connections_opened"] == 1)?;
+    for (agent, shown, hidden) in [(&by_comm, node.pid, python.pid), (&by_port, python.pid, node.pid)] {
+        let s = agent.fresh_snapshot()?;
+        let pids: Vec<&Value> = s["processes"].as_array().into_iter().flatten().map(|p| &p["pid"]).collect();
+        assert!(!pids.contains(&&Value::from(hidden)), "pid {hidden} filtered out, yet listed: {pids:?}");
+        // Its resources are there: the fd count equals /proc's (once two reads agree: idle).
+        let mut tries = 0;
+        loop {
+            let before = proc_fd_count(shown);
+            let p = agent.process(shown)?.expect("listed");
+            if before == proc_fd_count(shown) || tries == 5 {
+                assert_eq!(p["resources"]["open_fds"], before, "{:#}", p["resources"]);
+                break;
+            }
+            tries += 1;
+        }
+    }
+    Ok(())
+}
