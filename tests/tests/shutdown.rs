@@ -9,10 +9,7 @@
 //!   the budget, the notices stay in the outbox (same `pending` after a restart) and arrive
 //!   once each, in order, when a working receiver takes the port.
 
-use std::{
-    net::TcpListener,
-    time::{Duration, Instant},
-};
+use std::{net::TcpListener, time::Duration};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -175,12 +172,11 @@ fn sigterm_with_a_hung_receiver_exits_in_time_and_keeps_the_notices() -> Result<
     // Let the first attempt be in flight (connected, waiting for an answer).
     std::thread::sleep(Duration::from_millis(500));
 
-    let t0 = Instant::now();
     let (status, took) = agent.stop_timed(libc::SIGTERM)?;
     eprintln!("exit {status} {took:?} after SIGTERM with the receiver hung");
     assert!(status.success(), "exit status {status}: {}", agent.log_text());
+    // Not the request timeout (30 s, twice that for the whole attempt): the flush budget.
     assert!(took <= FLUSH + MARGIN, "stopping took {took:?}");
-    assert!(t0.elapsed() < Duration::from_secs(30), "waited for the request timeout");
 
     // Restart with the receiver still hung: the same three are pending.
     agent.spawn(false)?;
