@@ -149,9 +149,15 @@ pub async fn run(mut cfg: Config, config_path: Option<&std::path::Path>, fresh: 
             _ = int.recv() => break,
         }
     }
+    // Stopping (SIGTERM/SIGINT). Snapshots and alert changes were committed as they happened;
+    // what is left is what lives in pacing or memory: notices (within NOTIFY_FLUSH; the rest
+    // stays in the outbox for the next start), a last alert-state save, and WAL checkpoints.
     if let Some(n) = &notifier {
-        // What is not delivered now stays in the outbox for the next start.
         n.flush(NOTIFY_FLUSH).await;
+    }
+    alerts.sync();
+    if let Err(e) = history.checkpoint() {
+        warn!("history: {e:#}");
     }
     info!(
         "stopping; the probe stays attached and counting at {} (`wsguard detach` removes it)",

@@ -22,6 +22,7 @@ use tungstenite::protocol::{
 };
 
 pub mod oracle;
+pub mod webhook;
 
 /// Skip (with a printed reason) unless we are root: the probe needs it.
 pub fn require_root() -> bool {
@@ -130,6 +131,16 @@ impl Agent {
             unsafe { libc::kill(c.id() as i32, signal) };
             let _ = c.wait();
         }
+    }
+
+    /// Like `stop`: the agent's exit status and how long it took to exit after the signal.
+    pub fn stop_timed(&mut self, signal: i32) -> Result<(std::process::ExitStatus, Duration)> {
+        let mut c = self.child.take().context("agent not running")?;
+        let t0 = Instant::now();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(c.id() as i32, signal) };
+        let st = c.wait()?;
+        Ok((st, t0.elapsed()))
     }
 
     /// Send `signal` to the running agent (e.g. SIGHUP to reload its config).

@@ -5,100 +5,21 @@
 //! killed with SIGKILL, restarted, the receiver comes back: every notice arrives, in order.
 
 use std::{
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Result};
 use serde_json::Value;
-use wsguard_integration::{http_get_json, require_root, wsguard, Agent, RawClient, Server};
+use wsguard_integration::{
+    http_get_json, require_root,
+    webhook::{free_port, wait, wait_port, Proc, Receiver},
+    wsguard, Agent, RawClient, Server,
+};
 
 const INTERVAL: Duration = Duration::from_secs(1);
 const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
-
-/// Records every POST as one JSON line {path, id, body} in a file, then answers 200.
-const RECEIVER: &str = r#"
-import http.server, json, sys
-port, out = int(sys.argv[1]), sys.argv[2]
-class H(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-        rec = {"path": self.path, "id": self.headers.get("X-Wsguard-Notification-Id"), "body": body}
-        with open(out, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-    def log_message(self, *a):
-        pass
-http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
-"#;
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn wait_port(port: u16) -> Result<()> {
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if t0.elapsed() > Duration::from_secs(20) {
-            bail!("nothing listens on {port} after 20s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
-}
-
-/// A child process killed and reaped on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Receiver {
-    port: u16,
-    file: PathBuf,
-    proc: Option<Proc>,
-}
-
-impl Receiver {
-    fn up(&mut self) -> Result<()> {
-        let child = Command::new("python3")
-            .args(["-c", RECEIVER, &self.port.to_string()])
-            .arg(&self.file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        self.proc = Some(Proc(child));
-        wait_port(self.port)
-    }
-
-    fn down(&mut self) {
-        self.proc = None;
-    }
-
-    fn records(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.file)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    /// (alertname, status) of every alert in every notice received, in arrival order.
-    fn seen(&self) -> Vec<(String, String)> {
-        self.records()
-            .iter()
-            .flat_map(|r| r["body"]["alerts"].as_array().cloned().unwrap_or_default())
-            .map(|a| (a["labels"]["alertname"].as_str().unwrap_or("").into(), a["status"].as_str().unwrap_or("").into()))
-            .collect()
-    }
-}
 
 fn start_alertmanager(dir: &Path) -> Result<(Proc, u16)> {
     std::fs::write(dir.join("am.yml"), "route:\n  receiver: \"null\"\nreceivers:\n  - name: \"null\"\n")?;
@@ -120,18 +41,6 @@ fn start_alertmanager(dir: &Path) -> Result<(Proc, u16)> {
 fn am_quota(am: u16, pid: u32) -> Option<Value> {
     let alerts = http_get_json(&format!("http://127.0.0.1:{am}/api/v2/alerts")).ok()?;
     alerts.as_array()?.iter().find(|a| a["labels"]["alertname"] == "ClientConnectionQuota" && a["labels"]["pid"].as_str() == Some(pid.to_string().as_str())).cloned()
-}
-
-/// Poll `f` every 50 ms for up to `within`; the elapsed time when it held.
-fn wait(within: Duration, what: &str, mut f: impl FnMut() -> bool) -> Result<Duration> {
-    let t0 = Instant::now();
-    while !f() {
-        if t0.elapsed() > within {
-            bail!("{what}: not within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(t0.elapsed())
 }
 
 fn webhook_stats(agent: &Agent) -> Result<Value> {
@@ -157,7 +66,7 @@ fn quota_alert_reaches_webhook_and_alertmanager_and_survives_kill_9() -> Result<
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
     let (_am, am_port) = start_alertmanager(&tmp)?;
-    let mut rx = Receiver { port: free_port()?, file: tmp.join("webhook.jsonl"), proc: None };
+    let mut rx = Receiver::new(free_port()?, tmp.join("webhook.jsonl"));
     rx.up()?;
     let server = Server::node(&[])?;
     let notify = format!(
@@ -229,9 +138,7 @@ fn quota_alert_reaches_webhook_and_alertmanager_and_survives_kill_9() -> Result<
     wait(Duration::from_secs(15), "all five notices at the webhook", || rx.seen().len() >= want.len())?;
     std::thread::sleep(INTERVAL);
     assert_eq!(rx.seen(), want, "every notice once, in order");
-    let ids: std::collections::HashSet<String> =
-        rx.records().iter().map(|r| r["id"].as_str().unwrap_or("").to_string()).collect();
-    assert_eq!(ids.len(), 5, "distinct notification ids");
+    assert_eq!(rx.ids().len(), 5, "distinct notification ids");
     let st = webhook_stats(&agent)?;
     assert_eq!((st["pending"].as_u64(), st["dropped"].as_u64()), (Some(0), Some(0)), "{st:#}");
     agent.stop(libc::SIGTERM);

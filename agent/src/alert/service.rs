@@ -216,6 +216,18 @@ impl AlertService {
         Ok(alert)
     }
 
+    /// On stop (SIGTERM/SIGINT). Every change was saved as it happened; this saves the state
+    /// once more, retrying at once a store that was failing (its state is otherwise only in
+    /// memory and lost with the process), and checkpoints the WAL into the main file.
+    pub fn sync(&self) {
+        let mut inner = self.inner.lock().expect("alerts lock");
+        inner.store_retry_at = SystemTime::UNIX_EPOCH;
+        persist(&mut inner, &[], SystemTime::now());
+        if let Some(Err(e)) = inner.store.as_ref().map(Store::checkpoint) {
+            warn!("alert store: {e:#}");
+        }
+    }
+
     /// The newest `limit` alert changes, oldest first (empty without a store).
     pub fn history(&self, limit: usize) -> Vec<Event> {
         let inner = self.inner.lock().expect("alerts lock");

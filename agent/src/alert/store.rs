@@ -92,6 +92,13 @@ impl Store {
             .with_context(|| format!("writing {}", self.path.display()))
     }
 
+    /// Copy the WAL into the main file and empty it (on stop: one complete file).
+    pub fn checkpoint(&self) -> Result<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .with_context(|| format!("checkpoint {}", self.path.display()))
+    }
+
     /// The newest `limit` events, oldest first.
     pub fn events(&self, limit: usize) -> Result<Vec<Event>> {
         let mut st = self

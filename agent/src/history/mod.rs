@@ -223,6 +223,14 @@ impl History {
         Ok(())
     }
 
+    /// On stop. Every appended snapshot is already committed (one transaction each); this
+    /// checkpoints the WAL so the main file holds them all, synced (see `Store::checkpoint`).
+    pub fn checkpoint(&self) -> Result<()> {
+        let st = self.store.lock().expect("store lock");
+        let Some(store) = st.store.as_ref() else { return Ok(()) };
+        store.checkpoint()
+    }
+
     /// Prune the store now (retention + downsampling) as of `now`.
     pub fn prune(&self, now: SystemTime) -> Result<store::PruneStats> {
         let mut st = self.store.lock().expect("store lock");

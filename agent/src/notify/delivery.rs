@@ -5,8 +5,11 @@
 
 use std::{
     sync::Mutex,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, SystemTime},
 };
+
+// tokio's, for the simulated clock of the tests (see pace.rs).
+use tokio::time::Instant;
 
 use super::{
     channel::Channel,
@@ -36,6 +39,18 @@ pub struct Pacing {
     failures: u32,
     rejections: u32,
     next_try: Option<Instant>,
+}
+
+impl Pacing {
+    /// On stop: the next attempt may go now, whatever backoff and breaker say. The process is
+    /// going away, so this one probe cannot add up to a retry storm, and a receiver that came
+    /// back during a backoff (or while the breaker was open) gets its backlog before the stop
+    /// rather than at the next start. Rate limit and cooldown still hold: they are the
+    /// receiver's terms.
+    pub fn retry_now(&mut self) {
+        self.next_try = None;
+        self.breaker.probe_now();
+    }
 }
 
 /// A channel and its delivery state.

@@ -26,8 +26,11 @@ mod tests;
 use std::{
     path::Path,
     sync::{Arc, Mutex, MutexGuard},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, SystemTime},
 };
+
+// tokio's, so delivery timing runs on tokio's simulated clock in tests (see pace.rs).
+use tokio::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
@@ -148,9 +151,16 @@ impl Notifier {
             return Ok(());
         }
         let mut guard = lock(&self.planner);
-        let (planner, last_state) = &mut *guard;
+        let (planner, _) = &mut *guard;
         let backlog = lock(&self.outbox).pending();
         let notices = planner.plan(events, firing, now, &|c| backlog.contains_key(c));
+        self.store(guard, notices)
+    }
+
+    /// Store planned notices with the planner's state (unless neither changed), then wake the
+    /// channels that got some. Takes the planner lock so plans reach the outbox in order.
+    fn store(&self, mut guard: MutexGuard<'_, (Planner, Option<String>)>, notices: Vec<notice::Notice>) -> Result<()> {
+        let (planner, last_state) = &mut *guard;
         let state = serde_json::to_string(&planner.state).context("notification state")?;
         if notices.is_empty() && last_state.as_ref() == Some(&state) {
             return Ok(());
@@ -190,30 +200,44 @@ impl Notifier {
             };
             tokio::select! {
                 _ = rt.wake.notified() => {}
-                _ = tokio::time::sleep_until(until.into()) => {}
+                _ = tokio::time::sleep_until(until) => {}
             }
         }
     }
 
-    /// On SIGTERM: try to deliver what is due within `timeout` (pacing still applies); what
-    /// remains stays in the outbox for the next start.
+    /// On SIGTERM/SIGINT, within `timeout`: open group windows are closed (what the planner
+    /// holds becomes notices now, see `Planner::close_windows`), then each channel gets one
+    /// attempt at once whatever its backoff or breaker say (`Pacing::retry_now`) and keeps
+    /// delivering while its pacing allows before the deadline. What remains stays in the outbox
+    /// for the next start; an attempt cut off by the deadline counts as not delivered.
     pub async fn flush(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
+        if !self.channels.is_empty() {
+            let mut guard = lock(&self.planner);
+            let notices = guard.0.close_windows(SystemTime::now());
+            if let Err(e) = self.store(guard, notices) {
+                tracing::warn!("notification outbox: {e:#}");
+            }
+        }
         let each = self.channels.iter().map(|rt| async move {
+            let mut first = true;
             loop {
                 let step = {
                     let mut p = rt.pace.lock().await;
+                    if std::mem::take(&mut first) {
+                        p.retry_now();
+                    }
                     attempt(rt, &mut p, &self.outbox, &self.cfg.delivery).await
                 };
                 match step {
                     Step::Progress => {}
                     Step::Idle => break,
-                    Step::Wait(t) if t < deadline => tokio::time::sleep_until(t.into()).await,
+                    Step::Wait(t) if t < deadline => tokio::time::sleep_until(t).await,
                     Step::Wait(_) => break,
                 }
             }
         });
-        let _ = tokio::time::timeout(timeout, futures_util::future::join_all(each)).await;
+        let _ = tokio::time::timeout_at(deadline, futures_util::future::join_all(each)).await;
     }
 
     pub fn stats(&self) -> NotifyStats {

@@ -1,12 +1,13 @@
 //! When a channel may try its next notice: retry backoff, circuit breaker, rate limit and
 //! cooldown. Pure (time is an argument) so each rule is unit-tested on its own.
+//!
+//! Instants are tokio's (`tokio::time::Instant`, which is `std`'s outside a paused test clock),
+//! so a test can run hours of delivery on tokio's simulated clock.
 
-use std::{
-    collections::VecDeque,
-    time::{Duration, Instant},
-};
+use std::{collections::VecDeque, time::Duration};
 
 use serde::Serialize;
+use tokio::time::Instant;
 
 /// Exponential backoff with "equal jitter": half the delay fixed, half random, so retries of
 /// many agents against one receiver spread out but never come sooner than half the step.
@@ -65,6 +66,13 @@ impl Breaker {
             self.state = BreakerState::HalfOpen;
         }
         Ok(())
+    }
+
+    /// On stop: an open breaker lets one probe through now (see `Notifier::flush`).
+    pub fn probe_now(&mut self) {
+        if self.state == BreakerState::Open {
+            self.state = BreakerState::HalfOpen;
+        }
     }
 
     pub fn success(&mut self) {
@@ -167,6 +175,23 @@ mod tests {
         assert_eq!((br.state(), br.failures), (BreakerState::Closed, 0));
         br.failure(t0 + Duration::from_secs(21));
         assert_eq!(br.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn probe_now_lets_one_attempt_through_an_open_breaker() {
+        let t0 = Instant::now();
+        let mut br = Breaker::new(1, Duration::from_secs(30));
+        br.failure(t0);
+        assert!(br.allow(t0 + Duration::from_secs(1)).is_err());
+        br.probe_now();
+        assert_eq!(br.state(), BreakerState::HalfOpen);
+        assert!(br.allow(t0 + Duration::from_secs(1)).is_ok());
+        // It failed: open again for a whole period from now.
+        br.failure(t0 + Duration::from_secs(1));
+        assert_eq!(br.allow(t0 + Duration::from_secs(2)), Err(t0 + Duration::from_secs(31)));
+        let mut closed = Breaker::new(3, Duration::from_secs(30));
+        closed.probe_now();
+        assert_eq!(closed.state(), BreakerState::Closed);
     }
 
     #[test]

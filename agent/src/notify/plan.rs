@@ -128,7 +128,16 @@ impl Planner {
             self.resends(&current, now_ms, backlogged);
         }
         self.unrouted.retain(|fp| current.contains_key(fp.as_str()));
-        self.flush(now_ms)
+        self.flush(now_ms, false)
+    }
+
+    /// Every group batch still waiting for its `group_wait`/`group_interval` becomes a notice
+    /// now. For a stopping agent: otherwise those changes would go out only at the next start,
+    /// which may be long after or never; the cost is a window cut short.
+    pub fn close_windows(&mut self, now: SystemTime) -> Vec<Notice> {
+        let now_ms = unix_ms(now);
+        self.state.last_ms = self.state.last_ms.max(now_ms);
+        self.flush(now_ms, true)
     }
 
     /// Every channel told about an episode that is no longer firing gets the resolve.
@@ -269,8 +278,8 @@ impl Planner {
     }
 
     /// Groups whose window is over become notices; empty groups nobody refers to are forgotten
-    /// (the next alert for them waits `group_wait` again).
-    fn flush(&mut self, now_ms: u64) -> Vec<Notice> {
+    /// (the next alert for them waits `group_wait` again). `force`: ignore the windows.
+    fn flush(&mut self, now_ms: u64, force: bool) -> Vec<Notice> {
         let mut out = Vec::new();
         for (ch, groups) in self.state.groups.iter_mut() {
             for (key, g) in groups.iter_mut() {
@@ -279,7 +288,7 @@ impl Planner {
                     None => since + g.wait_ms,
                     Some(l) => since.max(l + g.interval_ms),
                 };
-                if now_ms < due {
+                if now_ms < due && !force {
                     continue;
                 }
                 out.push(Notice {

@@ -4,6 +4,7 @@
 //! external ones are skipped with a printed reason when not installed.
 
 mod http;
+mod outage;
 mod real;
 mod tests;
 

@@ -103,6 +103,29 @@ fn firing_then_resolved_within_group_wait_is_one_resolved_entry() {
 }
 
 #[test]
+fn close_windows_on_stop_sends_what_groups_hold_and_keeps_the_episodes() {
+    let mut cfg = config(vec![channel("w", ChannelKind::Webhook)], vec![]);
+    cfg.group_wait = Duration::from_secs(30);
+    cfg.group_interval = Duration::from_secs(60);
+    let mut p = planner(&cfg, PlanState::default());
+    let a = firing("Quota", &[], Critical, 0);
+    let b = firing("Other", &[], Warning, 0);
+    assert!(p.plan(&[], &[a.clone(), b.clone()], at(0), &no_backlog).is_empty(), "both wait group_wait");
+    let ns = p.close_windows(at(3));
+    let mut got = summary(&ns);
+    got.sort();
+    assert_eq!(got, vec![("w".into(), vec![r("Other", Reason::Firing)]), ("w".into(), vec![r("Quota", Reason::Firing)])]);
+    assert!(ns.iter().all(|n| n.created_ms == super::super::notice::unix_ms(at(3))));
+    assert!(p.close_windows(at(4)).is_empty(), "nothing held twice");
+    // The channel still knows both alerts: a restart with this state resolves them, and no
+    // firing notice is repeated.
+    let mut p = planner(&cfg, p.state.clone());
+    assert!(p.plan(&[], &[a.clone(), b.clone()], at(100), &no_backlog).is_empty());
+    let ns = p.plan(&[resolve(&a, 110)], std::slice::from_ref(&b), at(110), &no_backlog);
+    assert_eq!(summary(&ns), vec![("w".into(), vec![r("Quota", Reason::Resolved)])]);
+}
+
+#[test]
 fn repeat_after_interval_unless_acknowledged_or_silenced() {
     let mut cfg = config(vec![channel("w", ChannelKind::Webhook)], vec![]);
     cfg.repeat_interval = Duration::from_secs(3600);
