@@ -201,7 +201,15 @@ fn soak() -> Result<()> {
     let log = agent.log_text();
     let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
     assert!(errors.is_empty(), "error lines in the agent log: {errors:#?}");
-    let warns = log.lines().filter(|l| l.contains("WARN")).count();
-    eprintln!("soak: agent log has {} lines, {warns} warnings, no errors", log.lines().count());
+    let warns: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
+    eprintln!("soak: agent log has {} lines, {} warnings, no errors", log.lines().count(), warns.len());
+    // What they were (the text after the level, once each): expected ones, such as a quota
+    // alert the churn fires, or news.
+    let mut kinds: Vec<&str> = warns.iter().map(|l| l.split_once("WARN").map_or(*l, |(_, m)| m.trim())).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    for k in kinds.iter().take(20) {
+        eprintln!("soak: warning: {k}");
+    }
     Ok(())
 }
