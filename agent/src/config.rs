@@ -85,6 +85,11 @@ impl ClientKeyConfig {
             (None, None) => "remote_ip".into(),
         }
     }
+
+    /// A header or query value is captured (else the remote IP is the key).
+    pub fn enabled(&self) -> bool {
+        self.header.is_some() || self.query.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

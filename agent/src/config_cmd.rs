@@ -49,7 +49,7 @@ fn api_exposed(cfg: &Config) -> Vec<Warning> {
         ),
     )];
     let ck = &cfg.probe.client_key;
-    if (ck.header.is_some() || ck.query.is_some()) && !ck.hash {
+    if ck.enabled() && !ck.hash {
         out.push(warn(
             "probe.client_key.hash",
             "raw client keys (the configured header or query value, often a user id) are served on a non-loopback \

@@ -40,6 +40,14 @@ pub async fn run(mut cfg: Config, config_path: Option<&std::path::Path>, fresh: 
     std::fs::create_dir_all(&cfg.agent.state_dir)
         .with_context(|| format!("cannot create state_dir {}", cfg.agent.state_dir.display()))?;
 
+    // The secret behind shown client-key hashes (keyhash.rs): an unusable one fails the start
+    // before anything is attached, rather than showing hashes anyone can reverse.
+    let key_hasher = if cfg.probe.client_key.enabled() {
+        crate::keyhash::load_or_create(&crate::keyhash::path(&cfg.agent.state_dir)).context("[probe.client_key]")?
+    } else {
+        crate::keyhash::KeyHasher::ephemeral()?
+    };
+
     // Bind first: a port conflict should fail before anything is attached.
     let listener = tokio::net::TcpListener::bind(cfg.api.listen)
         .await
@@ -97,7 +105,7 @@ pub async fn run(mut cfg: Config, config_path: Option<&std::path::Path>, fresh: 
         }
     });
 
-    let mut tracker = Tracker::new(&cfg, probe.preexisting.take());
+    let mut tracker = Tracker::new(&cfg, probe.preexisting.take(), key_hasher);
     let mut predictor = cfg.predict.enabled.then(|| crate::predict::Predictor::new(cfg.predict.clone()));
     let mut tick = tokio::time::interval(cfg.agent.interval);
     let mut term = signal(SignalKind::terminate())?;
