@@ -4,6 +4,7 @@
 
 pub mod alert;
 pub mod api;
+pub mod api_socket;
 pub mod cli;
 pub mod client;
 pub mod completions;

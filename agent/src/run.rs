@@ -52,6 +52,11 @@ pub async fn run(mut cfg: Config, config_path: Option<&std::path::Path>, fresh: 
     let listener = tokio::net::TcpListener::bind(cfg.api.listen)
         .await
         .with_context(|| format!("cannot listen on {} ([api] listen)", cfg.api.listen))?;
+    // The socket too (and while we may still chown it); its file is removed when we stop.
+    let socket = match cfg.api_socket() {
+        Some(path) => Some(crate::api_socket::bind(&path, cfg.api.socket_group.as_deref())?),
+        None => None,
+    };
 
     let mut probe = probe::start(&cfg.probe, fresh)?;
     let received = Arc::new(AtomicU64::new(0));
@@ -78,6 +83,7 @@ pub async fn run(mut cfg: Config, config_path: Option<&std::path::Path>, fresh: 
     };
     let mut shared = api::Shared::new(history.clone(), cfg.metrics.clone());
     shared.alerts = Some(alerts.clone());
+    shared.socket_uids = cfg.api.socket_uids.clone();
     shared.token = token::load_or_create(&cfg.token_file()).map_err(|e| {
         warn!("API mutations disabled: {e:#}");
         format!("{e:#}")
@@ -99,6 +105,22 @@ pub async fn run(mut cfg: Config, config_path: Option<&std::path::Path>, fresh: 
     let shared = Arc::new(shared);
     let app = api::router(shared.clone());
     info!("API listening on http://{}", cfg.api.listen);
+    let _socket_file = socket.map(|(unix, file)| {
+        // Connect info = the peer's credentials (api_socket::Peer), read by `api::authorize`.
+        let svc = app.clone().into_make_service_with_connect_info::<crate::api_socket::Peer>();
+        info!(
+            "API also on unix:{} (mode {}; mutations: root{})",
+            file.path().display(),
+            if cfg.api.socket_group.is_some() { "0660" } else { "0600" },
+            if cfg.api.socket_uids.is_empty() { String::new() } else { format!(" and uids {:?}", cfg.api.socket_uids) }
+        );
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(unix, svc).await {
+                error!("API socket server stopped: {e}");
+            }
+        });
+        file
+    });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             error!("API server stopped: {e}");
