@@ -92,7 +92,7 @@ pub fn bind(path: &Path, group: Option<&str>) -> anyhow::Result<(UnixListener, S
     let mode = match gid {
         Some(g) => {
             std::os::unix::fs::chown(path, None, Some(g))
-                .with_context(|| format!("cannot give {} to group {g} ([api] socket_group)", path.display()))?;
+                .with_context(|| format!("cannot give {} to group {g} ([api] socket_group; needs CAP_CHOWN)", path.display()))?;
             0o660
         }
         None => 0o600,

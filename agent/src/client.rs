@@ -173,3 +173,19 @@ pub async fn snapshot(api: &str, json: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_and_tokens() {
+        assert_eq!(endpoint("http://127.0.0.1:9/", reqwest::Client::builder()).unwrap().1, "http://127.0.0.1:9");
+        assert_eq!(endpoint("unix:/run/wsguard/api.sock", reqwest::Client::builder()).unwrap().1, "http://localhost");
+        assert!(endpoint("unix:", reqwest::Client::builder()).unwrap_err().to_string().contains("unix:PATH"));
+        // Over the socket nothing is read unless a token file is named.
+        assert_eq!(change_token("unix:/x.sock", None, Some(std::path::Path::new("/nonexistent.toml"))).unwrap(), None);
+        assert!(change_token("unix:/x.sock", Some(std::path::Path::new("/nonexistent")), None).is_err());
+        assert!(change_token("http://127.0.0.1:9", None, Some(std::path::Path::new("/nonexistent.toml"))).is_err());
+    }
+}
