@@ -1,8 +1,9 @@
 //! The agent's security promises (docs/security.md), each checked against the real binary:
 //! capabilities dropped on every thread after attach, a config others can write refused, the API
-//! on loopback by default, no mutation without authentication, the probe free of helpers that
-//! write user memory or alter anything, and request data (client keys) never leaking into logs,
-//! the API or the state directory unless configured, and then only as a hash.
+//! on loopback by default, no mutation without authentication (the token over TCP; on the API's
+//! Unix socket, a peer uid the config trusts), the probe free of helpers that write user memory
+//! or alter anything, and request data (client keys) never leaking into logs, the API or the
+//! state directory unless configured, and then only as a hash keyed by a per-host secret.
 
 use std::{
     io::{Read, Write},
