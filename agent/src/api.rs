@@ -1,5 +1,6 @@
 //! HTTP API (axum): snapshots, processes, connections, history, liveness and readiness.
-//! Documented in docs/api.md. Reads are open (loopback by default); mutations need the token.
+//! Documented in docs/api.md. Reads are open (loopback by default); mutations need the token,
+//! or, on the Unix socket (`api_socket.rs`), a peer uid the config trusts.
 
 use std::{
     collections::HashMap,
@@ -35,6 +36,8 @@ pub struct Shared {
     pub remediation: Option<Arc<crate::remediate::Shared>>,
     /// Bearer token for mutating calls; `Err` says why there is none (mutations are refused).
     pub token: Result<crate::token::Token, String>,
+    /// Peers on the Unix socket that may mutate without the token, besides root (`[api] socket_uids`).
+    pub socket_uids: Vec<u32>,
 }
 
 impl Shared {
@@ -48,6 +51,7 @@ impl Shared {
             alerts: None,
             remediation: None,
             token: Err("no API token configured".into()),
+            socket_uids: Vec::new(),
         }
     }
     pub fn publish(&self, s: Arc<Snapshot>, connections: HashMap<u32, Vec<ConnectionSnapshot>>) {
@@ -105,13 +109,47 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Mutating calls: `Authorization: Bearer <token>` must match the agent's token.
-pub fn authorize(s: &Shared, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
-    let token = s.token.as_ref().map_err(|why| ApiError::new(StatusCode::FORBIDDEN, format!("mutations are disabled: {why}")))?;
-    let presented = headers
+/// Who called: the request's headers and, on the Unix socket, the peer's credentials.
+pub struct Caller {
+    headers: axum::http::HeaderMap,
+    peer: Option<crate::api_socket::Peer>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        // Only the socket listener records connect info (run.rs), so TCP callers have no peer.
+        let peer = parts.extensions.get::<axum::extract::ConnectInfo<crate::api_socket::Peer>>().map(|c| c.0);
+        Ok(Caller { headers: parts.headers.clone(), peer })
+    }
+}
+
+/// Mutating calls: `Authorization: Bearer <token>` must match the agent's token; on the Unix
+/// socket, a peer with uid 0 or one of `[api] socket_uids` needs no token, and any other peer
+/// without the token gets 403 (it is known, and not allowed).
+pub fn authorize(s: &Shared, caller: &Caller) -> Result<(), ApiError> {
+    let presented = caller
+        .headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
+    if let Some(peer) = caller.peer {
+        if peer.uid.is_some_and(|u| u == 0 || s.socket_uids.contains(&u)) {
+            return Ok(());
+        }
+        return match (s.token.as_ref(), presented) {
+            (Ok(token), Some(p)) if token.matches(p.trim()) => Ok(()),
+            _ => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{} may not change state over the API socket: root and [api] socket_uids may (or send the API token)",
+                    peer.uid.map_or("a peer of unknown uid".to_string(), |u| format!("uid {u}"))
+                ),
+            )),
+        };
+    }
+    let token = s.token.as_ref().map_err(|why| ApiError::new(StatusCode::FORBIDDEN, format!("mutations are disabled: {why}")))?;
     match presented {
         Some(p) if token.matches(p.trim()) => Ok(()),
         Some(_) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong API token")),

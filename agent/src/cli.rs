@@ -34,6 +34,7 @@ pub enum Command {
     Snapshot {
         #[arg(long)]
         json: bool,
+        /// The agent's API: http://HOST:PORT, or unix:PATH for its `[api] socket`.
         #[arg(long, default_value = DEFAULT_API, env = "WSGUARD_API")]
         api: String,
     },
@@ -41,12 +42,14 @@ pub enum Command {
     Status {
         #[arg(long)]
         json: bool,
+        /// The agent's API: http://HOST:PORT, or unix:PATH for its `[api] socket`.
         #[arg(long, default_value = DEFAULT_API, env = "WSGUARD_API")]
         api: String,
     },
     /// Live terminal dashboard of the running agent: summary, processes, connections, alerts,
     /// predictions (q quits, ? lists the keys).
     Top {
+        /// The agent's API: http://HOST:PORT, or unix:PATH for its `[api] socket`.
         #[arg(long, default_value = DEFAULT_API, env = "WSGUARD_API")]
         api: String,
         /// Refresh interval.
@@ -90,6 +93,7 @@ pub enum Command {
         /// down) instead of asking its API.
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// The agent's API: http://HOST:PORT, or unix:PATH for its `[api] socket`.
         #[arg(long, default_value = DEFAULT_API, env = "WSGUARD_API")]
         api: String,
     },
@@ -183,6 +187,7 @@ pub enum HistoryCommand {
         /// Read the history store in this state dir directly (works while the agent is down).
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// The agent's API: http://HOST:PORT, or unix:PATH for its `[api] socket`.
         #[arg(long, default_value = DEFAULT_API, env = "WSGUARD_API")]
         api: String,
     },

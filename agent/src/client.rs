@@ -9,13 +9,47 @@ use crate::{
 
 pub const DEFAULT_API: &str = "http://127.0.0.1:9595";
 
+/// How the CLI reaches the agent: `http://HOST:PORT` (the default, `[api] listen`) or
+/// `unix:PATH` (`[api] socket`), where the agent learns our uid from the kernel and root needs
+/// no token. A client built from `builder` and the base URL paths go after.
+pub fn endpoint(api: &str, builder: reqwest::ClientBuilder) -> anyhow::Result<(reqwest::Client, String)> {
+    match api.strip_prefix("unix:") {
+        Some("") => bail!("--api unix:PATH needs the socket's path, e.g. unix:/var/lib/wsguard/api.sock"),
+        // reqwest connects every request to the socket; the host is only the Host header.
+        Some(path) => Ok((builder.unix_socket(path).build()?, "http://localhost".into())),
+        None => Ok((builder.build()?, api.trim_end_matches('/').to_string())),
+    }
+}
+
+/// The token a change sends. Over TCP it is required: `token_file`, else the file the config
+/// names. Over the socket only an explicit `token_file` is sent: the agent knows who we are.
+pub fn change_token(api: &str, token_file: Option<&std::path::Path>, config: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    let path = match (token_file, api.starts_with("unix:")) {
+        (Some(p), _) => p.to_path_buf(),
+        (None, true) => return Ok(None),
+        (None, false) => crate::config::Config::load(config)?.token_file(),
+    };
+    let t = crate::token::load(&path)
+        .context("changes need the agent's API token (`--token-file`, or run as root; or `--api unix:…` as root)")?;
+    Ok(Some(t.as_str().to_string()))
+}
+
 pub async fn get_snapshot(api: &str) -> anyhow::Result<Snapshot> {
     get_json(api, "/api/v1/snapshot").await
 }
 
+/// GET `path` of the agent at `api`.
+pub async fn get(api: &str, path: &str) -> anyhow::Result<reqwest::Response> {
+    let (client, base) = endpoint(api, reqwest::Client::builder())?;
+    client
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the agent at {api} (is `wsguard run` running?)"))
+}
+
 async fn get_json<T: serde::de::DeserializeOwned>(api: &str, path: &str) -> anyhow::Result<T> {
-    let url = format!("{}{path}", api.trim_end_matches('/'));
-    let resp = reqwest::get(&url)
+    let resp = get(api, path)
         .await
         .with_context(|| format!("cannot reach the agent at {api} (is `wsguard run` running?)"))?;
     let status = resp.status();
@@ -103,10 +137,7 @@ pub async fn status(api: &str, json: bool) -> anyhow::Result<bool> {
 
 /// Like `get_json`, but also accepts a 503 answer that carries a JSON body (an unhealthy report).
 async fn get_json_any(api: &str, path: &str) -> anyhow::Result<serde_json::Value> {
-    let url = format!("{}{path}", api.trim_end_matches('/'));
-    let resp = reqwest::get(&url)
-        .await
-        .with_context(|| format!("cannot reach the agent at {api} (is `wsguard run` running?)"))?;
+    let resp = get(api, path).await?;
     resp.json().await.with_context(|| format!("the agent's answer to {path} is not JSON"))
 }
 
@@ -141,4 +172,20 @@ pub async fn snapshot(api: &str, json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_and_tokens() {
+        assert_eq!(endpoint("http://127.0.0.1:9/", reqwest::Client::builder()).unwrap().1, "http://127.0.0.1:9");
+        assert_eq!(endpoint("unix:/run/wsguard/api.sock", reqwest::Client::builder()).unwrap().1, "http://localhost");
+        assert!(endpoint("unix:", reqwest::Client::builder()).unwrap_err().to_string().contains("unix:PATH"));
+        // Over the socket nothing is read unless a token file is named.
+        assert_eq!(change_token("unix:/x.sock", None, Some(std::path::Path::new("/nonexistent.toml"))).unwrap(), None);
+        assert!(change_token("unix:/x.sock", Some(std::path::Path::new("/nonexistent")), None).is_err());
+        assert!(change_token("http://127.0.0.1:9", None, Some(std::path::Path::new("/nonexistent.toml"))).is_err());
+    }
 }

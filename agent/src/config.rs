@@ -85,6 +85,11 @@ impl ClientKeyConfig {
             (None, None) => "remote_ip".into(),
         }
     }
+
+    /// A header or query value is captured (else the remote IP is the key).
+    pub fn enabled(&self) -> bool {
+        self.header.is_some() || self.query.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,11 +122,26 @@ pub struct ApiConfig {
     /// File holding the bearer token mutating calls need (created 0600 with a random token
     /// when missing). Default: `<state_dir>/api-token`.
     pub token_file: Option<PathBuf>,
+    /// Unix socket serving the same API, where the peer's uid (SO_PEERCRED) authorizes
+    /// mutations instead of the token. Default: `<state_dir>/api.sock`; `""` turns it off.
+    pub socket: Option<PathBuf>,
+    /// Group (name or gid) the socket belongs to: set, the socket is 0660 and the group's
+    /// members can connect (reads); unset, it is 0600 (root only).
+    pub socket_group: Option<String>,
+    /// Non-root uids that may call mutating routes over the socket without the token (root
+    /// always may). They must be able to connect: see `socket_group`.
+    pub socket_uids: Vec<u32>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:9595".parse().expect("valid default"), token_file: None }
+        Self {
+            listen: "127.0.0.1:9595".parse().expect("valid default"),
+            token_file: None,
+            socket: None,
+            socket_group: None,
+            socket_uids: Vec::new(),
+        }
     }
 }
 
@@ -191,6 +211,15 @@ impl Config {
         crate::token::path(self.api.token_file.as_deref(), &self.agent.state_dir)
     }
 
+    /// The API's Unix socket, if any (`[api] socket`; empty: none).
+    pub fn api_socket(&self) -> Option<PathBuf> {
+        match &self.api.socket {
+            None => Some(self.agent.state_dir.join(crate::api_socket::DEFAULT_FILE)),
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) => Some(p.clone()),
+        }
+    }
+
     /// Load from `path`; a missing file at the default location means "all defaults".
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let (path, explicit) = match path {
@@ -258,6 +287,15 @@ impl Config {
         if let Err((key, message)) = self.remediation.validate() {
             return Err(ConfigError::Value { path: path.into(), key, message });
         }
+        if let Some(sock) = self.api_socket() {
+            if sock.as_os_str().len() > crate::api_socket::PATH_MAX {
+                let msg = format!("must be at most {} bytes (\"\" turns the socket off)", crate::api_socket::PATH_MAX);
+                return Err(bad("api.socket", &msg));
+            }
+        }
+        if self.api.socket_group.as_deref().is_some_and(|g| g.is_empty()) {
+            return Err(bad("api.socket_group", "must be a group name or gid"));
+        }
         if !self.probe.pin_path.is_absolute() {
             return Err(bad("probe.pin_path", "must be an absolute path under a bpffs mount"));
         }
@@ -296,6 +334,19 @@ mod tests {
         assert_eq!(c.limits.per_client_connections, 5);
         let e = Config::parse("[probe.client_key]\nheader = \"\"\n", Path::new("x")).unwrap_err();
         assert!(e.to_string().contains("probe.client_key"), "{e}");
+    }
+
+    #[test]
+    fn api_socket_default_off_and_limits() {
+        let c = Config::parse("[agent]\nstate_dir = \"/s\"\n", Path::new("x")).unwrap();
+        assert_eq!(c.api_socket(), Some(PathBuf::from("/s/api.sock")));
+        let c = Config::parse("[api]\nsocket = \"\"\n", Path::new("x")).unwrap();
+        assert_eq!(c.api_socket(), None);
+        let c = Config::parse("[api]\nsocket = \"/run/wsguard/api.sock\"\nsocket_group = \"ops\"\nsocket_uids = [1000]\n", Path::new("x")).unwrap();
+        assert_eq!((c.api_socket(), c.api.socket_uids), (Some(PathBuf::from("/run/wsguard/api.sock")), vec![1000]));
+        let long = format!("[api]\nsocket = \"/{}\"\n", "a".repeat(120));
+        assert!(Config::parse(&long, Path::new("x")).unwrap_err().to_string().contains("api.socket"));
+        assert!(Config::parse("[api]\nsocket_group = \"\"\n", Path::new("x")).unwrap_err().to_string().contains("api.socket_group"));
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub struct Warning {
 /// The readiness checks. Each looks at one concern and returns its findings; add a function
 /// here (and to `CHECKS`) when a config section gains something an operator can get wrong
 /// in production — e.g. `[remediation]` live without cooldowns.
-const CHECKS: &[fn(&Config) -> Vec<Warning>] = &[api_exposed, debug_logging, notification_channels];
+const CHECKS: &[fn(&Config) -> Vec<Warning>] = &[api_exposed, api_socket, debug_logging, notification_channels];
 
 pub fn readiness(cfg: &Config) -> Vec<Warning> {
     CHECKS.iter().flat_map(|check| check(cfg)).collect()
@@ -49,11 +49,36 @@ fn api_exposed(cfg: &Config) -> Vec<Warning> {
         ),
     )];
     let ck = &cfg.probe.client_key;
-    if (ck.header.is_some() || ck.query.is_some()) && !ck.hash {
+    if ck.enabled() && !ck.hash {
         out.push(warn(
             "probe.client_key.hash",
             "raw client keys (the configured header or query value, often a user id) are served on a non-loopback \
              API; set hash = true to serve only their hash",
+        ));
+    }
+    out
+}
+
+/// Socket settings that cannot do what they say: trusted uids that cannot connect to a root-only
+/// socket, or a group socket in the state dir, which the systemd unit keeps 0700.
+fn api_socket(cfg: &Config) -> Vec<Warning> {
+    let Some(sock) = cfg.api_socket() else { return Vec::new() };
+    let mut out = Vec::new();
+    if !cfg.api.socket_uids.is_empty() && cfg.api.socket_group.is_none() {
+        out.push(warn(
+            "api.socket_uids",
+            "without socket_group the socket is 0600 (root only): these uids cannot connect; set socket_group to a \
+             group they are in",
+        ));
+    }
+    if cfg.api.socket_group.is_some() && sock.starts_with(&cfg.agent.state_dir) {
+        out.push(warn(
+            "api.socket",
+            format!(
+                "the socket is inside state_dir {}, which the systemd unit keeps 0700: socket_group members cannot \
+                 reach it; use socket = \"/run/wsguard/api.sock\" (the unit's RuntimeDirectory)",
+                cfg.agent.state_dir.display()
+            ),
         ));
     }
     out
@@ -326,6 +351,18 @@ mod tests {
         assert!(w.is_empty(), "{w:?}");
         let w = readiness(&cfg(&format!("[agent]\nlog_level = \"info,wsguard=debug\"\n{WEBHOOK}")));
         assert_eq!(keys(&w), ["agent.log_level"]);
+    }
+
+    #[test]
+    fn socket_settings_that_cannot_work_warn() {
+        let w = readiness(&cfg(&format!("[api]\nsocket_uids = [1000]\n{WEBHOOK}")));
+        assert_eq!(keys(&w), ["api.socket_uids"]);
+        let w = readiness(&cfg(&format!("[api]\nsocket_uids = [1000]\nsocket_group = \"ops\"\n{WEBHOOK}")));
+        assert_eq!(keys(&w), ["api.socket"], "the default socket is in state_dir");
+        let w = readiness(&cfg(&format!("[api]\nsocket = \"/run/wsguard/api.sock\"\nsocket_group = \"ops\"\nsocket_uids = [1000]\n{WEBHOOK}")));
+        assert!(w.is_empty(), "{w:?}");
+        let w = readiness(&cfg(&format!("[api]\nsocket = \"\"\nsocket_uids = [1000]\n{WEBHOOK}")));
+        assert!(w.is_empty(), "no socket, nothing to warn about: {w:?}");
     }
 
     #[test]

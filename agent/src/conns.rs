@@ -87,6 +87,8 @@ pub struct Limits {
     pub stall_after_s: f64,
     pub key_source: String,
     pub hash_keys: bool,
+    /// Keyed hash shown instead of a value (`keyhash.rs`).
+    pub key_hasher: crate::keyhash::KeyHasher,
 }
 
 /// Current CLOCK_MONOTONIC in ns (the clock of `bpf_ktime_get_ns`).
@@ -97,14 +99,15 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-fn client_key(c: &ConnState, peer: Option<&SocketAddr>, hash_keys: bool) -> String {
+fn client_key(c: &ConnState, peer: Option<&SocketAddr>, limits: &Limits) -> String {
     let k = &c.key;
     if k.found() {
         let raw_fits = k.key_len as u16 == k.total_len && k.total_len > 0;
-        if raw_fits && !hash_keys {
+        if raw_fits && !limits.hash_keys {
             return String::from_utf8_lossy(&k.key[..k.key_len as usize]).into_owned();
         }
-        return format!("h:{:016x}", k.hash);
+        // Never the kernel's unkeyed FNV: it can be reversed by hashing guesses.
+        return limits.key_hasher.shown(k.hash);
     }
     peer.map(|p| p.ip().to_string()).unwrap_or_else(|| "unknown".into())
 }
@@ -121,7 +124,7 @@ impl ProcessConns {
             return;
         }
         let peer = sock.map(|s| s.remote);
-        let key = client_key(c, peer.as_ref(), limits.hash_keys);
+        let key = client_key(c, peer.as_ref(), limits);
         let age = ns_to_s(now.saturating_sub(c.upgraded_ns));
         let idle_s = ns_to_s(now.saturating_sub(c.last_rx_ns.max(c.last_tx_ns)));
         let idle = idle_s >= limits.idle_after_s;
@@ -216,7 +219,8 @@ mod tests {
     use wsguard_common::clientkey::KeyScan;
 
     fn limits(hash_keys: bool) -> Limits {
-        Limits { quota: 2, idle_after_s: 60.0, stall_after_s: 30.0, key_source: "remote_ip".into(), hash_keys }
+        let key_hasher = crate::keyhash::KeyHasher::new([7; 16]);
+        Limits { quota: 2, idle_after_s: 60.0, stall_after_s: 30.0, key_source: "remote_ip".into(), hash_keys, key_hasher }
     }
 
     fn ws(now: u64, age_s: u64, idle_s: u64) -> ConnState {
@@ -272,14 +276,18 @@ mod tests {
     fn client_keys() {
         let mut c = ConnState::default();
         let peer: SocketAddr = "[::ffff:127.0.0.1]:9".parse().unwrap();
-        assert_eq!(client_key(&c, Some(&peer), false), "::ffff:127.0.0.1");
+        let (raw, hashed) = (limits(false), limits(true));
+        assert_eq!(client_key(&c, Some(&peer), &raw), "::ffff:127.0.0.1");
         let mut k = KeyScan { hash: 0xabc, key_len: 3, total_len: 3, state: 4, ..Default::default() };
         k.key[..3].copy_from_slice(b"bob");
         c.key = k;
         assert!(c.key.found());
-        assert_eq!(client_key(&c, Some(&peer), false), "bob");
-        assert_eq!(client_key(&c, Some(&peer), true), "h:0000000000000abc");
+        assert_eq!(client_key(&c, Some(&peer), &raw), "bob");
+        // The keyed hash of the kernel's hash, never the kernel's hash itself.
+        let shown = raw.key_hasher.shown(0xabc);
+        assert_eq!(client_key(&c, Some(&peer), &hashed), shown);
+        assert!(shown.starts_with("h:") && shown.len() == 18 && shown != "h:0000000000000abc", "{shown}");
         c.key.total_len = 40;
-        assert_eq!(client_key(&c, None, false), "h:0000000000000abc");
+        assert_eq!(client_key(&c, None, &raw), shown);
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod alert;
 pub mod api;
+pub mod api_socket;
 pub mod cli;
 pub mod client;
 pub mod completions;
@@ -15,9 +16,11 @@ pub mod events;
 pub mod health;
 pub mod history;
 pub mod k8s;
+pub mod keyhash;
 pub mod metrics;
 pub mod notify;
 pub mod predict;
+pub mod private_file;
 pub mod privs;
 pub mod probe;
 pub mod procinfo;

@@ -40,10 +40,23 @@ pub async fn run(mut cfg: Config, config_path: Option<&std::path::Path>, fresh: 
     std::fs::create_dir_all(&cfg.agent.state_dir)
         .with_context(|| format!("cannot create state_dir {}", cfg.agent.state_dir.display()))?;
 
+    // The secret behind shown client-key hashes (keyhash.rs): an unusable one fails the start
+    // before anything is attached, rather than showing hashes anyone can reverse.
+    let key_hasher = if cfg.probe.client_key.enabled() {
+        crate::keyhash::load_or_create(&crate::keyhash::path(&cfg.agent.state_dir)).context("[probe.client_key]")?
+    } else {
+        crate::keyhash::KeyHasher::ephemeral()?
+    };
+
     // Bind first: a port conflict should fail before anything is attached.
     let listener = tokio::net::TcpListener::bind(cfg.api.listen)
         .await
         .with_context(|| format!("cannot listen on {} ([api] listen)", cfg.api.listen))?;
+    // The socket too (and while we may still chown it); its file is removed when we stop.
+    let socket = match cfg.api_socket() {
+        Some(path) => Some(crate::api_socket::bind(&path, cfg.api.socket_group.as_deref())?),
+        None => None,
+    };
 
     let mut probe = probe::start(&cfg.probe, fresh)?;
     let received = Arc::new(AtomicU64::new(0));
@@ -70,6 +83,7 @@ pub async fn run(mut cfg: Config, config_path: Option<&std::path::Path>, fresh: 
     };
     let mut shared = api::Shared::new(history.clone(), cfg.metrics.clone());
     shared.alerts = Some(alerts.clone());
+    shared.socket_uids = cfg.api.socket_uids.clone();
     shared.token = token::load_or_create(&cfg.token_file()).map_err(|e| {
         warn!("API mutations disabled: {e:#}");
         format!("{e:#}")
@@ -91,13 +105,29 @@ pub async fn run(mut cfg: Config, config_path: Option<&std::path::Path>, fresh: 
     let shared = Arc::new(shared);
     let app = api::router(shared.clone());
     info!("API listening on http://{}", cfg.api.listen);
+    let _socket_file = socket.map(|(unix, file)| {
+        // Connect info = the peer's credentials (api_socket::Peer), read by `api::authorize`.
+        let svc = app.clone().into_make_service_with_connect_info::<crate::api_socket::Peer>();
+        info!(
+            "API also on unix:{} (mode {}; mutations: root{})",
+            file.path().display(),
+            if cfg.api.socket_group.is_some() { "0660" } else { "0600" },
+            if cfg.api.socket_uids.is_empty() { String::new() } else { format!(" and uids {:?}", cfg.api.socket_uids) }
+        );
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(unix, svc).await {
+                error!("API socket server stopped: {e}");
+            }
+        });
+        file
+    });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             error!("API server stopped: {e}");
         }
     });
 
-    let mut tracker = Tracker::new(&cfg, probe.preexisting.take());
+    let mut tracker = Tracker::new(&cfg, probe.preexisting.take(), key_hasher);
     let mut predictor = cfg.predict.enabled.then(|| crate::predict::Predictor::new(cfg.predict.clone()));
     let mut tick = tokio::time::interval(cfg.agent.interval);
     let mut term = signal(SignalKind::terminate())?;

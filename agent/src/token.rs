@@ -7,14 +7,15 @@
 
 use std::{
     fmt,
-    io::Write,
-    os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
 };
 
-use anyhow::{bail, Context};
+use anyhow::bail;
+
+use crate::private_file;
 
 pub const DEFAULT_FILE: &str = "api-token";
+const WHAT: &str = "API token";
 
 #[derive(Clone)]
 pub struct Token(String);
@@ -47,58 +48,27 @@ pub fn path(token_file: Option<&Path>, state_dir: &Path) -> PathBuf {
 /// Read the token; create the file (0600, 32 random bytes as hex) when it does not exist.
 pub fn load_or_create(path: &Path) -> anyhow::Result<Token> {
     if !path.exists() {
-        let mut bytes = [0u8; 32];
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-            .context("reading /dev/urandom")?;
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .with_context(|| format!("cannot create the API token file {}", path.display()))?;
-        writeln!(f, "{hex}").with_context(|| format!("writing {}", path.display()))?;
-        tracing::info!("created API token file {} (0600)", path.display());
+        private_file::create(path, WHAT, &private_file::hex(&private_file::random_bytes::<32>()?))?;
     }
     load(path)
 }
 
 /// Read an existing token file; refuse one that others can read or write.
 pub fn load(path: &Path) -> anyhow::Result<Token> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot read the API token file {}", path.display()))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        bail!(
-            "the API token file {} is accessible to group or others (mode {:o}); run `chmod 600 {}`",
-            path.display(),
-            meta.permissions().mode() & 0o777,
-            path.display()
-        );
-    }
-    // SAFETY: no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    if meta.uid() != euid && meta.uid() != 0 {
-        bail!(
-            "the API token file {} is owned by uid {}, not by root or us",
-            path.display(),
-            meta.uid()
-        );
-    }
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the API token file {}", path.display()))?;
-    let t = text.trim();
+    let t = private_file::read(path, WHAT)?;
     if t.len() < 16 || t.chars().any(char::is_whitespace) {
         bail!(
             "the API token in {} must be at least 16 characters without spaces",
             path.display()
         );
     }
-    Ok(Token(t.to_string()))
+    Ok(Token(t))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]

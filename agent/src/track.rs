@@ -82,7 +82,8 @@ pub struct Tracker {
 impl Tracker {
     /// A new tracker. On a fresh attach it records the inbound connections already open (and
     /// saves them, so a resumed agent keeps reporting them); on resume it loads that record.
-    pub fn new(cfg: &Config, scan: Option<HashMap<u32, HashSet<u64>>>) -> Self {
+    /// `key_hasher` hashes the client keys it shows (`keyhash.rs`).
+    pub fn new(cfg: &Config, scan: Option<HashMap<u32, HashSet<u64>>>, key_hasher: crate::keyhash::KeyHasher) -> Self {
         return_large_buffers_to_the_os();
         let state_file = cfg.agent.state_dir.join(PREEXISTING_FILE);
         let preexisting = match scan {
@@ -117,20 +118,14 @@ impl Tracker {
             sampler: Sampler::new(),
             reader: maps::Reader::default(),
             fds: procinfo::FdWalker::default(),
-            limits: Limits {
-                quota: cfg.limits.per_client_connections,
-                idle_after_s: cfg.limits.idle_after.as_secs_f64(),
-                stall_after_s: cfg.limits.stall_after.as_secs_f64(),
-                key_source: cfg.probe.client_key.source(),
-                hash_keys: cfg.probe.client_key.hash,
-            },
+            limits: limits(cfg, key_hasher),
         }
     }
 
     /// A reloaded config (SIGHUP, `reload.rs`): limits and process filters apply from the
     /// next snapshot. Keys that need a restart arrive unchanged.
     pub fn reconfigure(&mut self, cfg: &Config) {
-        self.limits = limits(cfg);
+        self.limits = limits(cfg, self.limits.key_hasher.clone());
         self.cfg = cfg.clone();
     }
 
@@ -397,14 +392,15 @@ impl Tracker {
     }
 }
 
-/// The limits of `cfg` (as `Tracker::new` builds them).
-fn limits(cfg: &Config) -> Limits {
+/// The limits of `cfg`; the key hasher stays for the agent's lifetime.
+fn limits(cfg: &Config, key_hasher: crate::keyhash::KeyHasher) -> Limits {
     Limits {
         quota: cfg.limits.per_client_connections,
         idle_after_s: cfg.limits.idle_after.as_secs_f64(),
         stall_after_s: cfg.limits.stall_after.as_secs_f64(),
         key_source: cfg.probe.client_key.source(),
         hash_keys: cfg.probe.client_key.hash,
+        key_hasher,
     }
 }
 

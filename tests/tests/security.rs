@@ -1,8 +1,9 @@
 //! The agent's security promises (docs/security.md), each checked against the real binary:
 //! capabilities dropped on every thread after attach, a config others can write refused, the API
-//! on loopback by default, no mutation without authentication, the probe free of helpers that
-//! write user memory or alter anything, and request data (client keys) never leaking into logs,
-//! the API or the state directory unless configured, and then only as a hash.
+//! on loopback by default, no mutation without authentication (the token over TCP; on the API's
+//! Unix socket, a peer uid the config trusts), the probe free of helpers that write user memory
+//! or alter anything, and request data (client keys) never leaking into logs, the API or the
+//! state directory unless configured, and then only as a hash keyed by a per-host secret.
 
 use std::{
     io::{Read, Write},
@@ -274,8 +275,19 @@ fn api_listens_on_loopback_by_default() -> Result<()> {
 /// `method path` with an optional bearer token and a JSON body: (status, body).
 fn request(api: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> Result<(u16, String)> {
     let host = api.strip_prefix("http://").context("http")?;
-    let mut s = TcpStream::connect(host)?;
+    let s = TcpStream::connect(host)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    exchange(s, host, method, path, token, body)
+}
+
+/// The same over the agent's Unix socket.
+fn unix_request(sock: &Path, method: &str, path: &str, token: Option<&str>, body: &str) -> Result<(u16, String)> {
+    let s = std::os::unix::net::UnixStream::connect(sock)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    exchange(s, "localhost", method, path, token, body)
+}
+
+fn exchange<S: Read + Write>(mut s: S, host: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> Result<(u16, String)> {
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     write!(
         s,
@@ -437,9 +449,23 @@ fn echo_one(s: &mut TcpStream) -> Result<()> {
     Ok(())
 }
 
+/// The `client_key`s of a process's connections in a fresh snapshot.
+fn client_keys(agent: &Agent, pid: u32) -> Result<Vec<String>> {
+    agent.fresh_snapshot()?;
+    let conns = agent.get(&format!("/api/v1/processes/{pid}/connections"))?;
+    Ok(conns.as_array().context("connections")?.iter().filter_map(|c| c["client_key"].as_str().map(str::to_owned)).collect())
+}
+
+/// FNV-1a 64, what the probe keeps of a key value (agent-common/src/clientkey.rs).
+fn fnv1a(v: &[u8]) -> u64 {
+    v.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3))
+}
+
 /// Client keys: by default only the remote IP identifies a client; the request's query string
 /// and headers (where tokens live) reach no log, API answer or state file, even at debug level.
-/// Configured to use a query parameter with `hash = true`, only a hash of it appears.
+/// Configured to use a query parameter with `hash = true`, only a keyed hash of it appears: not
+/// the value's plain FNV-1a (which anyone could compute from guesses), the same after a restart,
+/// another one under another secret, and a secret file others can read stops the start.
 #[test]
 fn request_secrets_never_leak() -> Result<()> {
     if !require_root() {
@@ -460,21 +486,41 @@ fn request_secrets_never_leak() -> Result<()> {
         echo_one(&mut b)?;
         agent.wait_ws(server.pid, "2 messages", |w| w["messages_received"] == 2)?;
         // Two intervals so the history store and logs have seen the connections.
-        agent.fresh_snapshot()?;
-        let conns = agent.get(&format!("/api/v1/processes/{}/connections", server.pid))?;
-        let keys: Vec<&str> = conns.as_array().unwrap().iter().filter_map(|c| c["client_key"].as_str()).collect();
-        assert_eq!(keys.len(), 2, "{conns:#}");
+        let keys = client_keys(&agent, server.pid)?;
+        assert_eq!(keys.len(), 2, "{keys:?}");
         if extra.is_empty() {
             assert!(keys.iter().all(|k| *k == "127.0.0.1"), "default key is the remote IP: {keys:?}");
         } else {
             assert_eq!(keys[0], keys[1], "the same token hashes to the same key: {keys:?}");
-            assert!(!keys[0].is_empty() && keys[0] != "127.0.0.1", "{keys:?}");
+            assert!(keys[0].starts_with("h:") && keys[0].len() == 18, "{keys:?}");
+            assert_ne!(keys[0], format!("h:{:016x}", fnv1a(secret.as_bytes())), "the plain FNV-1a of the value is shown");
         }
         let all = everything(&agent, server.pid)?;
         for s in [secret, header_secret, "S3CRET"] {
             assert!(!all.contains(s), "{name}: {s} leaked");
         }
         assert!(all.contains("DEBUG"), "{name}: the log was at debug level");
+        if extra.is_empty() {
+            assert!(!agent.dir.join("state/client-key.secret").exists(), "no secret without a client key");
+            continue;
+        }
+        let secret_file = agent.dir.join("state/client-key.secret");
+        assert_eq!(std::fs::metadata(&secret_file)?.permissions().mode() & 0o777, 0o600);
+        // A restart (the probe resumed, the connections still open) shows the same keys.
+        agent.stop(libc::SIGTERM);
+        agent.spawn(false)?;
+        assert_eq!(client_keys(&agent, server.pid)?, keys, "same secret, same keys after a restart");
+        // Another secret (another host): other keys, still one per value.
+        agent.stop(libc::SIGTERM);
+        std::fs::write(&secret_file, "00112233445566778899aabbccddeeff\n")?;
+        agent.spawn(false)?;
+        let other = client_keys(&agent, server.pid)?;
+        assert!(other[0] == other[1] && other[0] != keys[0] && other[0].starts_with("h:"), "{other:?} vs {keys:?}");
+        // A secret others can read is refused, and nothing is shown instead.
+        agent.stop(libc::SIGTERM);
+        chmod(&secret_file, 0o644);
+        let e = agent.spawn(false).unwrap_err().to_string();
+        assert!(e.contains("client-key secret") && e.contains("chmod 600"), "{e}");
     }
     Ok(())
 }
@@ -533,5 +579,107 @@ fn configured_secrets_never_leak() -> Result<()> {
             assert!(!text.contains(secret), "{secret} leaked into {what}");
         }
     }
+    Ok(())
+}
+
+/// `wsguard ARGS…` as uid/gid 65534 with no supplementary groups (nobody).
+fn as_nobody(args: &[&str]) -> Result<std::process::Output> {
+    Ok(Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(agent_bin())
+        .args(args)
+        .env_remove("WSGUARD_TOKEN_FILE")
+        .output()?)
+}
+
+fn cli_as_root(args: &[&str]) -> Result<std::process::Output> {
+    Ok(Command::new(agent_bin()).args(args).env_remove("WSGUARD_TOKEN_FILE").output()?)
+}
+
+fn said(o: &std::process::Output) -> String {
+    format!("status {:?}\nstdout: {}\nstderr: {}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// The API on its Unix socket (default `<state_dir>/api.sock`, 0600): root changes state there
+/// without a token (the agent reads the peer's uid with SO_PEERCRED), another user cannot even
+/// connect; TCP still wants the token. A socket left by a killed agent is replaced; a clean
+/// stop removes it.
+#[test]
+fn api_socket_trusts_root_and_nobody_else() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let mut agent = Agent::start("sock")?;
+    let sock = agent.dir.join("state/api.sock");
+    let meta = std::fs::symlink_metadata(&sock)?;
+    assert!(std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()), "{} is a socket", sock.display());
+    assert_eq!((meta.permissions().mode() & 0o777, std::os::unix::fs::MetadataExt::uid(&meta)), (0o600, 0));
+    let api = format!("unix:{}", sock.display());
+
+    // Root, no token anywhere: the CLI sends none over the socket, and the agent accepts.
+    let out = cli_as_root(&["alerts", "fire", "--api", &api, "--severity", "warning", "-m", "socket test", "-l", "alertname=SockTest"])?;
+    assert!(out.status.success(), "{}", said(&out));
+    let fp = String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1).context("fired FP")?.to_owned();
+    let (code, body) = unix_request(&sock, "POST", &format!("/api/v1/alerts/{fp}/resolve"), None, "")?;
+    assert_eq!(code, 200, "raw request as root without Authorization: {body}");
+    let out = cli_as_root(&["alerts", "list", "--api", &api, "--json"])?;
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&fp), "{}", said(&out));
+    // TCP without a token: 401, exactly as before.
+    assert_eq!(status_of(&agent.api, "POST", "/api/v1/alerts")?, 401);
+
+    // nobody cannot connect to a 0600 root socket at all, to read or to change.
+    for args in [vec!["alerts", "list"], vec!["alerts", "fire", "-m", "x"]] {
+        let out = as_nobody(&[args.as_slice(), &["--api", &api]].concat())?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}", said(&out));
+        assert!(err.contains("cannot reach the agent") && err.contains("Permission denied"), "{}", said(&out));
+    }
+
+    // Killed, the agent leaves its socket behind; the next start replaces it.
+    agent.stop(libc::SIGKILL);
+    assert!(sock.exists(), "a killed agent cannot remove its socket");
+    agent.spawn(false)?;
+    assert!(agent.log_text().contains("removed the stale API socket"), "{}", agent.log_text());
+    assert_eq!(unix_request(&sock, "GET", "/health", None, "")?.0, 200);
+    agent.stop(libc::SIGTERM);
+    assert!(!sock.exists(), "a clean stop removes the socket");
+    Ok(())
+}
+
+/// With `socket_group` the socket is 0660 and the group's members connect: they read, but
+/// changes are refused (403) unless their uid is in `socket_uids`.
+#[test]
+fn api_socket_group_reads_and_listed_uids_change() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let mut agent = Agent::start("sock-group")?;
+    let sock = agent.dir.join("state/api.sock");
+    let api = format!("unix:{}", sock.display());
+    let base = std::fs::read_to_string(&agent.config)?;
+    let fire = ["alerts", "fire", "--api", &api, "-m", "from nobody", "-l", "alertname=NobodyTest"];
+    for uids in ["[]", "[65534]"] {
+        agent.stop(libc::SIGTERM);
+        std::fs::write(&agent.config, base.replace("[api]\n", &format!("[api]\nsocket_group = \"65534\"\nsocket_uids = {uids}\n")))?;
+        agent.spawn(false)?;
+        let meta = std::fs::metadata(&sock)?;
+        assert_eq!((meta.permissions().mode() & 0o777, std::os::unix::fs::MetadataExt::gid(&meta)), (0o660, 65534));
+        let out = as_nobody(&["alerts", "list", "--api", &api])?;
+        assert!(out.status.success(), "a group member reads: {}", said(&out));
+        let out = as_nobody(&fire)?;
+        if uids == "[]" {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{}", said(&out));
+            assert!(err.contains("403") && err.contains("uid 65534 may not change state"), "{}", said(&out));
+            let (code, body) = unix_request(&sock, "GET", "/api/v1/alerts", None, "")?;
+            assert!(code == 200 && !body.contains("NobodyTest"), "nothing fired: {body}");
+        } else {
+            assert!(out.status.success(), "a listed uid changes state: {}", said(&out));
+            let (_, body) = unix_request(&sock, "GET", "/api/v1/alerts", None, "")?;
+            assert!(body.contains("NobodyTest"), "{body}");
+        }
+    }
+    // Still 401 over TCP without the token.
+    assert_eq!(status_of(&agent.api, "POST", "/api/v1/alerts")?, 401);
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{
     extract::{rejection::JsonRejection, Path, Query, State},
-    http::{HeaderMap, StatusCode},
+    http::StatusCode,
     response::{IntoResponse, Response},
     routing::{delete, get, post},
     Json, Router,
@@ -13,7 +13,7 @@ use axum::{
 use serde::Deserialize;
 
 use super::{service::AlertService, silence::Matcher, Labels, Severity, Status};
-use crate::api::{authorize, ApiError, Shared};
+use crate::api::{authorize, ApiError, Caller, Shared};
 
 pub fn routes() -> Router<Arc<Shared>> {
     Router::new()
@@ -110,11 +110,11 @@ struct AckBody {
 
 async fn ack(
     State(s): State<Arc<Shared>>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(fp): Path<String>,
     body: Result<Json<AckBody>, JsonRejection>,
 ) -> Answer {
-    authorize(&s, &headers)?;
+    authorize(&s, &caller)?;
     let b = parse(body, r#"{"by": "name", "comment": "…"}"#)?;
     if b.by.trim().is_empty() {
         return Err(bad("by: who acknowledges (non-empty)"));
@@ -127,10 +127,10 @@ async fn ack(
 
 async fn resolve(
     State(s): State<Arc<Shared>>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(fp): Path<String>,
 ) -> Answer {
-    authorize(&s, &headers)?;
+    authorize(&s, &caller)?;
     let svc = service(&s)?;
     if svc.alert(&fp).is_some_and(|a| !a.manual) {
         return Err(ApiError::new(
@@ -155,10 +155,10 @@ struct FireBody {
 
 async fn fire(
     State(s): State<Arc<Shared>>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Result<Json<FireBody>, JsonRejection>,
 ) -> Answer {
-    authorize(&s, &headers)?;
+    authorize(&s, &caller)?;
     let b = parse(
         body,
         r#"{"severity": "critical", "message": "…", "labels": {…}}"#,
@@ -195,10 +195,10 @@ struct SilenceBody {
 
 async fn silence(
     State(s): State<Arc<Shared>>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Result<Json<SilenceBody>, JsonRejection>,
 ) -> Answer {
-    authorize(&s, &headers)?;
+    authorize(&s, &caller)?;
     let b = parse(
         body,
         r#"{"matchers": ["alertname=X"], "duration": "2h", "created_by": "…"}"#,
@@ -222,10 +222,10 @@ async fn silence(
 
 async fn unsilence(
     State(s): State<Arc<Shared>>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Answer {
-    authorize(&s, &headers)?;
+    authorize(&s, &caller)?;
     if service(&s)?.unsilence(&id) {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {

@@ -11,9 +11,12 @@ use crate::client::DEFAULT_API;
 
 #[derive(Args, Clone)]
 pub struct ApiArgs {
+    /// The agent's API: http://HOST:PORT, or unix:PATH for its `[api] socket` (changes as root
+    /// need no token there).
     #[arg(long, default_value = DEFAULT_API, env = "WSGUARD_API", global = true)]
     pub api: String,
-    /// API token file for changes (default: the one `[api] token_file` of the config names).
+    /// API token file for changes (default: the one `[api] token_file` of the config names;
+    /// over unix:PATH none is sent unless given).
     #[arg(long, env = "WSGUARD_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
     /// Config whose `[api] token_file` / `state_dir` locate the token (default /etc/wsguard/wsguard.toml).
@@ -113,26 +116,18 @@ fn who(by: Option<String>) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn token(a: &ApiArgs) -> anyhow::Result<String> {
-    let path = match &a.token_file {
-        Some(p) => p.clone(),
-        None => crate::config::Config::load(a.config.as_deref())?.token_file(),
-    };
-    let t = crate::token::load(&path)
-        .with_context(|| "changes need the agent's API token (`--token-file`, or run as root)")?;
-    Ok(t.as_str().to_string())
-}
-
 async fn call(
     a: &ApiArgs,
     method: reqwest::Method,
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
-    let url = format!("{}{path}", a.api.trim_end_matches('/'));
-    let mut req = reqwest::Client::new().request(method.clone(), &url);
+    let (client, base) = crate::client::endpoint(&a.api, reqwest::Client::builder())?;
+    let mut req = client.request(method.clone(), format!("{base}{path}"));
     if method != reqwest::Method::GET {
-        req = req.bearer_auth(token(a)?);
+        if let Some(t) = crate::client::change_token(&a.api, a.token_file.as_deref(), a.config.as_deref())? {
+            req = req.bearer_auth(t);
+        }
     }
     if let Some(b) = body {
         req = req.json(&b);

@@ -171,8 +171,7 @@ pub async fn history_export(api: &str, state_dir: Option<&Path>, since: &str) ->
             store.export_jsonl(crate::history::unix_secs(t), None, &mut stdout.lock())?
         }
         None => {
-            let url = format!("{}/api/v1/history?since={}", api.trim_end_matches('/'), since.replace(' ', "%20"));
-            let resp = reqwest::get(&url).await.with_context(|| format!("cannot reach the agent at {api}"))?;
+            let resp = crate::client::get(api, &format!("/api/v1/history?since={}", since.replace(' ', "%20"))).await?;
             if !resp.status().is_success() {
                 bail!("agent answered {}: {}", resp.status(), resp.text().await.unwrap_or_default());
             }

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::SystemTime};
 
 use axum::{
     extract::{rejection::JsonRejection, Path, Query, State},
-    http::{HeaderMap, StatusCode},
+    http::StatusCode,
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
@@ -14,7 +14,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::{authorize, ApiError, Shared as Api};
+use crate::api::{authorize, ApiError, Caller, Shared as Api};
 
 pub fn routes() -> Router<Arc<Api>> {
     Router::new()
@@ -71,14 +71,14 @@ fn who(b: &Body) -> String {
     b.by.clone().filter(|s| !s.trim().is_empty()).unwrap_or_else(|| "api".into())
 }
 
-async fn pause(State(s): State<Arc<Api>>, h: HeaderMap, b: Result<Json<Body>, JsonRejection>) -> Answer {
+async fn pause(State(s): State<Arc<Api>>, h: Caller, b: Result<Json<Body>, JsonRejection>) -> Answer {
     authorize(&s, &h)?;
     let b = body(b)?;
     let changed = shared(&s)?.with(|a| a.set_paused(true, &who(&b), SystemTime::now())).map_err(internal)?;
     Ok(Json(json!({ "paused": true, "changed": changed })).into_response())
 }
 
-async fn resume(State(s): State<Arc<Api>>, h: HeaderMap, b: Result<Json<Body>, JsonRejection>) -> Answer {
+async fn resume(State(s): State<Arc<Api>>, h: Caller, b: Result<Json<Body>, JsonRejection>) -> Answer {
     authorize(&s, &h)?;
     let b = body(b)?;
     let now = SystemTime::now();
@@ -92,7 +92,7 @@ async fn resume(State(s): State<Arc<Api>>, h: HeaderMap, b: Result<Json<Body>, J
 
 async fn approve(
     State(s): State<Arc<Api>>,
-    h: HeaderMap,
+    h: Caller,
     Path(id): Path<String>,
     b: Result<Json<Body>, JsonRejection>,
 ) -> Answer {

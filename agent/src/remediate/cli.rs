@@ -52,15 +52,6 @@ pub struct Where {
     api: ApiArgs,
 }
 
-fn token(a: &ApiArgs) -> Result<String> {
-    let path = match &a.token_file {
-        Some(p) => p.clone(),
-        None => crate::config::Config::load(a.config.as_deref())?.token_file(),
-    };
-    let t = crate::token::load(&path).context("changes need the agent's API token (`--token-file`, or run as root)")?;
-    Ok(t.as_str().to_string())
-}
-
 fn user() -> String {
     std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "cli".into())
 }
@@ -73,8 +64,11 @@ fn open(dir: &std::path::Path) -> Result<Audit> {
 }
 
 async fn post(w: &Where, path: &str, body: Value) -> Result<Value> {
-    let url = format!("{}{path}", w.api.api.trim_end_matches('/'));
-    let req = reqwest::Client::new().post(&url).json(&body).bearer_auth(token(&w.api)?);
+    let (client, base) = crate::client::endpoint(&w.api.api, reqwest::Client::builder())?;
+    let mut req = client.post(format!("{base}{path}")).json(&body);
+    if let Some(t) = crate::client::change_token(&w.api.api, w.api.token_file.as_deref(), w.api.config.as_deref())? {
+        req = req.bearer_auth(t);
+    }
     let resp = req.send().await.with_context(|| format!("cannot reach the agent at {} (or use --state-dir)", w.api.api))?;
     let status = resp.status();
     let v: Value = resp.json().await.unwrap_or(Value::Null);
@@ -91,8 +85,7 @@ pub async fn run(cmd: RemediationCommand, at: Where) -> Result<()> {
             let rows: Vec<Entry> = match &at.state_dir {
                 Some(d) => open(d)?.list(limit, None)?,
                 None => {
-                    let url = format!("{}/api/v1/remediation?limit={limit}", at.api.api.trim_end_matches('/'));
-                    let r = reqwest::get(&url).await.with_context(|| format!("cannot reach the agent at {} (or use --state-dir)", at.api.api))?;
+                    let r = crate::client::get(&at.api.api, &format!("/api/v1/remediation?limit={limit}")).await.context("(or use --state-dir)")?;
                     if !r.status().is_success() {
                         bail!("agent answered {}", r.status());
                     }

@@ -39,7 +39,10 @@ pub struct Data {
 /// An HTTP client for one agent.
 #[derive(Clone)]
 pub struct Api {
-    base: String,
+    /// The agent as the user named it (`--api`).
+    shown: String,
+    /// What request paths go after (`client::endpoint`).
+    prefix: String,
     client: reqwest::Client,
     token: Option<String>,
 }
@@ -51,21 +54,23 @@ enum Got<T> {
 }
 
 impl Api {
-    pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build()?;
-        Ok(Api { base: base.trim_end_matches('/').to_string(), client, token })
+    /// `api`: `http://HOST:PORT` or `unix:PATH` (`client::endpoint`).
+    pub fn new(api: &str, token: Option<String>) -> anyhow::Result<Self> {
+        let (client, prefix) = crate::client::endpoint(api, reqwest::Client::builder().timeout(Duration::from_secs(3)))?;
+        Ok(Api { shown: api.trim_end_matches('/').to_string(), prefix, client, token })
     }
 
     pub fn base(&self) -> &str {
-        &self.base
+        &self.shown
     }
 
-    pub fn has_token(&self) -> bool {
-        self.token.is_some()
+    /// Acknowledging is worth trying: with a token, or on the socket (the agent decides by uid).
+    pub fn can_ack(&self) -> bool {
+        self.token.is_some() || self.shown.starts_with("unix:")
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<Got<T>, String> {
-        let resp = self.client.get(format!("{}{path}", self.base)).send().await.map_err(|e| error_chain(&e))?;
+        let resp = self.client.get(format!("{}{path}", self.prefix)).send().await.map_err(|e| error_chain(&e))?;
         let status = resp.status();
         let body = resp.bytes().await.map_err(|e| error_chain(&e))?;
         // /health/detailed answers 503 with a full report when unhealthy.
@@ -139,13 +144,16 @@ impl Api {
 
     /// Acknowledge an alert (`POST /api/v1/alerts/{fingerprint}/ack`, bearer token).
     pub async fn ack(&self, fingerprint: &str, by: &str) -> Result<(), String> {
-        let Some(token) = &self.token else {
+        if !self.can_ack() {
             return Err("no API token: run as root on the agent's host, or pass --token-file".into());
-        };
-        let url = format!("{}/api/v1/alerts/{fingerprint}/ack", self.base);
+        }
+        let url = format!("{}/api/v1/alerts/{fingerprint}/ack", self.prefix);
         let body = serde_json::json!({"by": by, "comment": "acknowledged from wsguard top"});
-        let resp =
-            self.client.post(url).bearer_auth(token).json(&body).send().await.map_err(|e| error_chain(&e))?;
+        let mut req = self.client.post(url).json(&body);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.map_err(|e| error_chain(&e))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());

@@ -51,7 +51,7 @@ pub fn token(file: Option<&Path>, config: Option<&Path>) -> anyhow::Result<Optio
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let api = Api::new(&opts.api, opts.token.clone())?;
-    let mut app = App::new(api.base(), opts.interval, opts.view, api.has_token());
+    let mut app = App::new(api.base(), opts.interval, opts.view, api.can_ack());
     if opts.once {
         return once(&api, &mut app, &opts).await;
     }
