@@ -21,6 +21,7 @@ use tungstenite::protocol::{
     },
 };
 
+pub mod http;
 pub mod oracle;
 pub mod webhook;
 
@@ -188,6 +189,11 @@ impl Agent {
     /// The `websocket` object of process `pid` in a fresh snapshot (null if not listed).
     pub fn ws(&self, pid: u32) -> Result<Value> {
         Ok(self.process(pid)?.map(|p| p["websocket"].clone()).unwrap_or(Value::Null))
+    }
+
+    /// The API token the agent created in its state directory.
+    pub fn token(&self) -> Result<String> {
+        Ok(std::fs::read_to_string(self.dir.join("state/api-token"))?.trim().to_owned())
     }
 
     pub fn process(&self, pid: u32) -> Result<Option<Value>> {
