@@ -14,6 +14,7 @@
 //!   are exactly those inside the prefix (a frame cut short adds what arrived, never its length).
 //! * Random bytes never panic; a framing error is reported as `Err` (and by every way of cutting
 //!   the stream, after the same counts), and agrees with a plain non-streaming reference parser.
+#![allow(clippy::type_complexity)] // tuples of observable state, compared whole
 
 use proptest::prelude::*;
 use proptest::sample::Index;

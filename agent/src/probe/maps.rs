@@ -133,7 +133,8 @@ impl Reader {
 
 /// A process that exited with connections still tracked never called `close` on them: end them
 /// in the maps (counted closed, and abnormal unless a close frame had been received; payload
-/// bytes the process was still owed credited, as the probe's close does) and drop their entries. `mine`: its entries, read in the snapshot's pass over the connection map. Only
+/// bytes the process was still owed are credited, as the probe's close does) and drop their
+/// entries. `mine`: its entries, read in the snapshot's pass over the connection map. Only
 /// called for processes that are gone, so no kernel writer races with it.
 pub fn reap_exited(ebpf: &mut Ebpf, tgid: u32, mine: &[(ConnKey, ConnState)]) -> anyhow::Result<()> {
     let mut conns: BpfHashMap<_, ConnKey, ConnState> =

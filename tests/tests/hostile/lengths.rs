@@ -90,6 +90,7 @@ fn declared_huge_sent_little(name: &str, server: Server, paced: bool) -> Result<
         let ws = agent.ws(server.pid)?;
         let rx = ws["payload_bytes_received"].as_u64().context("payload_bytes_received")?;
         assert!(rx <= e.rx.payload_bytes(), "process counted {rx} > {} bytes received: {ws:#}", e.rx.payload_bytes());
+        eprintln!("mid-frame: process {rx} of {} payload bytes received (the rest owed)", e.rx.payload_bytes());
     }
     for (mut c, end) in clients {
         match end {
@@ -135,4 +136,31 @@ fn declared_huge_sent_little_node_ws() -> Result<()> {
         return Ok(());
     }
     declared_huge_sent_little("hostile-declared-node", Server::node(&[])?, false)
+}
+
+/// The server dies (SIGKILL) with the frame in flight, so it never closes the connection: the
+/// agent ends it when it reaps the process and credits the payload bytes the process was still
+/// owed (those of payload-only syscalls since the connection's last walk).
+#[test]
+fn declared_huge_then_server_killed_python_websockets() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let mut server = Server::python(&["--max-size", &((1u64 << 63) - 1).to_string()])?;
+    let agent = agent_for("hostile-declared-exit", &server)?;
+    let mut e = Expect::default();
+    let c = start_hostile(server.port, true, &mut e)?;
+    wait_conn_bytes(&agent, server.pid, &c)?;
+    let pid = server.pid;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    server.stop();
+    e.closed += 1;
+    e.abnormal += 1;
+    let ws = assert_exact(&agent, pid, &e)?;
+    let p = agent.process(pid)?.context("exited process listed")?;
+    assert_eq!(p["exited"], true, "{p:#}");
+    eprintln!("exited: payload bytes received {}", ws["payload_bytes_received"]);
+    drop(c);
+    Ok(())
 }
