@@ -1,7 +1,7 @@
 //! Per-connection state kept in the kernel's connection map, keyed by `(tgid, fd)`.
 
 use crate::clientkey::KeyScan;
-use crate::frame::{slot, DirCounters, FrameHot};
+use crate::frame::{slot, DirCounters, FrameHot, F_PROC_OWED};
 use crate::http::HttpScan;
 
 /// Key of the connection map: the process and its file descriptor.
@@ -103,8 +103,14 @@ pub struct ConnState {
     pub http: HttpScan,
     /// Client key captured from the upgrade request (when configured).
     pub key: KeyScan,
+    /// `rx_data.payload_bytes` / `tx_data.payload_bytes` when the process record was last
+    /// brought level with them; meaningful while `rx.flags` / `tx.flags` has `F_PROC_OWED`
+    /// (see [`skip_payload`]). Here, off the hot lines: written once per run of payload-only
+    /// syscalls, read by the next walk or the close.
+    pub rx_owed_from: u64,
+    pub tx_owed_from: u64,
     /// Pads the map element to whole cache lines (see above).
-    pub _pad2: [u64; 4],
+    pub _pad2: [u64; 2],
 }
 
 impl ConnState {
@@ -145,6 +151,40 @@ pub fn add_counts(d: &mut DataCounters, c: &mut CtlCounters, delta: &DirCounters
         c.pong += f[slot::PONG];
         c.close += f[slot::CLOSE];
     }
+}
+
+/// The probe's path for a syscall whose `n` bytes are all payload of the current frame
+/// (`n <= hot.skippable()`): skip them and count them on the connection, in the line the skip
+/// writes anyway. The process record is not looked up on this path; when `credit_later` (a
+/// WebSocket connection, whose bytes the process counts) the direction is marked as owing them,
+/// and the next walk or the close credits the process with [`owed`] bytes.
+#[inline(always)]
+pub fn skip_payload(hot: &mut FrameHot, d: &mut DataCounters, owed_from: &mut u64, n: u64, credit_later: bool) {
+    hot.remaining -= n;
+    if credit_later && hot.flags & F_PROC_OWED == 0 {
+        hot.flags |= F_PROC_OWED;
+        *owed_from = d.payload_bytes;
+    }
+    d.payload_bytes += n;
+}
+
+/// Payload bytes counted on the connection but not yet on the process (0 unless marked). Takes
+/// `owed_from` by reference so the probe reads that cold field only when something is owed.
+#[inline(always)]
+pub fn owed(hot: &FrameHot, d: &DataCounters, owed_from: &u64) -> u64 {
+    if hot.flags & F_PROC_OWED == 0 {
+        0
+    } else {
+        d.payload_bytes - *owed_from
+    }
+}
+
+/// [`owed`], and clear the mark: the caller credits the process with the result.
+#[inline(always)]
+pub fn take_owed(hot: &mut FrameHot, d: &DataCounters, owed_from: &u64) -> u64 {
+    let n = owed(hot, d, owed_from);
+    hot.flags &= !F_PROC_OWED;
+    n
 }
 
 #[cfg(test)]
@@ -190,5 +230,123 @@ mod tests {
         let data_only = DirCounters { messages: 1, payload_bytes: 9, frames: [1, 0, 0, 0, 0, 0] };
         add_counts(&mut c.tx_data, &mut c.tx_ctl, &data_only);
         assert_eq!(c.tx_counts(), data_only);
+    }
+    extern crate std;
+    use crate::frame::{FrameHeader, Sink, WINDOW};
+    use std::vec::Vec;
+
+    struct Delta(DirCounters);
+    impl Sink for Delta {
+        fn frame(&mut self, h: &FrameHeader) {
+            self.0.record(h);
+        }
+        fn close_code(&mut self, _: u16) {}
+        fn payload(&mut self, n: u64) {
+            self.0.payload(n);
+        }
+    }
+
+    /// One received syscall the way the probe's `on_data` handles it: all payload → skip it
+    /// without a process lookup; else walk (through the parser, from the hot state and the
+    /// partial header) and credit the process with the walk's bytes and what was owed.
+    fn syscall(c: &mut ConnState, hdr: &mut [u8; WINDOW], proc_bytes: &mut u64, bytes: &[u8]) {
+        let left = bytes.len() as u64;
+        if c.rx.skippable() >= left {
+            skip_payload(&mut c.rx, &mut c.rx_data, &mut c.rx_owed_from, left, true);
+            return;
+        }
+        let owed_bytes = take_owed(&mut c.rx, &c.rx_data, &c.rx_owed_from);
+        let h = c.rx;
+        let mut fs = FrameState {
+            remaining: h.remaining,
+            hdr_len: h.hdr_len,
+            flags: h.flags,
+            close_got: h.close_got,
+            close_b0: h.close_b0,
+            close_mask: h.close_mask,
+            _pad: h._pad,
+            hdr: *hdr,
+        };
+        let mut d = Delta(DirCounters::default());
+        fs.feed(bytes, &mut d).unwrap();
+        c.rx = FrameHot {
+            remaining: fs.remaining,
+            hdr_len: fs.hdr_len,
+            flags: fs.flags,
+            close_got: fs.close_got,
+            close_b0: fs.close_b0,
+            close_mask: fs.close_mask,
+            _pad: fs._pad,
+        };
+        *hdr = fs.hdr;
+        add_counts(&mut c.rx_data, &mut c.rx_ctl, &d.0);
+        *proc_bytes += d.0.payload_bytes + owed_bytes;
+    }
+
+    /// Feed `stream` in syscalls of the given sizes (cycled); after each, the connection counts
+    /// exactly the payload seen so far (as one parser over the prefix does), and the process
+    /// plus what is owed equals it. Returns (connection, process) totals after the close.
+    fn run(stream: &[u8], sizes: &[usize]) -> (u64, u64) {
+        let mut c = ConnState::default();
+        let mut hdr = [0u8; WINDOW];
+        let mut proc_bytes = 0u64;
+        let (mut pos, mut i) = (0usize, 0usize);
+        while pos < stream.len() {
+            let end = (pos + sizes[i % sizes.len()]).min(stream.len());
+            i += 1;
+            syscall(&mut c, &mut hdr, &mut proc_bytes, &stream[pos..end]);
+            pos = end;
+            let mut seen = Delta(DirCounters::default());
+            FrameState::new(false).feed(&stream[..pos], &mut seen).unwrap();
+            assert_eq!(c.rx_data.payload_bytes, seen.0.payload_bytes, "after {pos} bytes");
+            assert_eq!(proc_bytes + owed(&c.rx, &c.rx_data, &c.rx_owed_from), c.rx_data.payload_bytes);
+        }
+        // The close credits what is still owed.
+        proc_bytes += owed(&c.rx, &c.rx_data, &c.rx_owed_from);
+        (c.rx_data.payload_bytes, proc_bytes)
+    }
+
+    fn binary(len: usize) -> Vec<u8> {
+        let mut v = std::vec![0x82u8, 126];
+        v.extend_from_slice(&(len as u16).to_be_bytes());
+        v.resize(4 + len, 0x5a);
+        v
+    }
+
+    #[test]
+    fn process_is_credited_with_payload_only_syscalls() {
+        // A 2^63-1 byte header, then 1000 payload bytes in 10 syscalls, then the connection ends.
+        let mut s = std::vec![0x82u8, 0x7f, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        s.resize(10 + 1000, 0);
+        assert_eq!(run(&s, &[10, 100]), (1000, 1000));
+        // A 60000-byte frame whose last byte ends a payload-only syscall, then a small frame:
+        // the owed bytes reach the process at the next walk, not twice.
+        let mut s = binary(60000);
+        s.extend(binary(5));
+        let first = 4 + 60000;
+        assert_eq!(run(&s, &[4, 30000, 30000, 9]), (60005, 60005));
+        assert_eq!(run(&s[..first], &[100, first - 100]), (60000, 60000));
+        // Many frames at all sorts of cuts, some landing inside headers.
+        let lens = [0, 1, 125, 126, 3000, 65535, 7];
+        let s: Vec<u8> = lens.iter().flat_map(|&n| binary(n)).collect();
+        let total = lens.iter().sum::<usize>() as u64;
+        for sizes in [&[1usize][..], &[3, 5000], &[65536], &[2, 7, 13, 4096, 70000], &[126, 1]] {
+            assert_eq!(run(&s, sizes), (total, total), "sizes {sizes:?}");
+        }
+    }
+
+    #[test]
+    fn nothing_is_owed_before_the_upgrade() {
+        // Payload skipped while not yet WebSocket is folded into the process at the upgrade
+        // (`rx_counts`), so it must not be owed too.
+        let mut c = ConnState::default();
+        c.rx.remaining = 50;
+        skip_payload(&mut c.rx, &mut c.rx_data, &mut c.rx_owed_from, 20, false);
+        assert_eq!((c.rx_data.payload_bytes, owed(&c.rx, &c.rx_data, &c.rx_owed_from)), (20, 0));
+        skip_payload(&mut c.rx, &mut c.rx_data, &mut c.rx_owed_from, 20, true);
+        assert_eq!((c.rx_data.payload_bytes, owed(&c.rx, &c.rx_data, &c.rx_owed_from)), (40, 20));
+        skip_payload(&mut c.rx, &mut c.rx_data, &mut c.rx_owed_from, 10, true);
+        assert_eq!(take_owed(&mut c.rx, &c.rx_data, &c.rx_owed_from), 30);
+        assert_eq!((c.rx.remaining, owed(&c.rx, &c.rx_data, &c.rx_owed_from)), (0, 0));
     }
 }

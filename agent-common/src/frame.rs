@@ -9,8 +9,10 @@
 //!   the parser takes at least one.
 //!
 //! The kernel probe runs this loop over user memory from a `bpf_loop` callback; [`FrameState::feed`]
-//! runs it over a slice for userspace and tests. The parser only counts what the header says;
-//! masking and permessage-deflate (RSV1) do not change framing, and only the close code is unmasked.
+//! runs it over a slice for userspace and tests. Frames and messages count when their header is
+//! decoded; payload bytes count as they pass (skipped, or read as a close code), never as a header
+//! declares them: a peer may declare 2^63-1 bytes and send three. Masking and permessage-deflate
+//! (RSV1) do not change framing, and only the close code is unmasked.
 
 /// Largest header: 2 + 8 (64-bit length) + 4 (mask key).
 pub const MAX_HEADER: usize = 14;
@@ -62,14 +64,15 @@ pub enum Desync {
 pub struct DirCounters {
     /// Data messages completed (a text, binary or continuation frame with FIN).
     pub messages: u64,
-    /// Payload bytes as declared by frame headers.
+    /// Payload bytes that passed the parser. Never a header's declared length: mid-frame it is
+    /// what was seen so far, and a frame that never completes adds only what was sent.
     pub payload_bytes: u64,
     /// Frames by opcode, indexed by [`slot`].
     pub frames: [u64; slot::COUNT],
 }
 
 impl DirCounters {
-    /// Count one frame.
+    /// Count one frame (its header was decoded). Its payload counts as it passes ([`Self::payload`]).
     #[inline(always)]
     pub fn record(&mut self, h: &FrameHeader) {
         let s = match h.opcode {
@@ -86,7 +89,12 @@ impl DirCounters {
         if h.fin && h.is_data() {
             self.messages += 1;
         }
-        self.payload_bytes += h.payload_len;
+    }
+
+    /// Count `n` payload bytes that passed.
+    #[inline(always)]
+    pub fn payload(&mut self, n: u64) {
+        self.payload_bytes += n;
     }
 
     /// Add another set of counters (used to fold deltas).
@@ -137,6 +145,9 @@ pub trait Sink {
     fn frame(&mut self, h: &FrameHeader);
     /// The status code of a close frame (1005 "no status" when the close frame has no payload).
     fn close_code(&mut self, code: u16);
+    /// `n` payload bytes passed: skipped, or taken as a close code. Over a whole stream these add
+    /// up to the declared lengths of its complete frames plus what arrived of an incomplete one.
+    fn payload(&mut self, n: u64);
 }
 
 /// Code recorded for a close frame without a status code (RFC 6455 §7.4.1, 1005).
@@ -145,6 +156,9 @@ pub const NO_STATUS: u16 = 1005;
 const F_IN_CLOSE: u8 = 1;
 /// permessage-deflate (or another RSV1 extension) was negotiated: RSV1 is legal on data frames.
 pub const F_RSV1_OK: u8 = 2;
+/// Not the parser's (it never sets or clears it): the probe marks a direction whose payload
+/// bytes were counted on the connection but not yet on the process (see `conn::skip_payload`).
+pub const F_PROC_OWED: u8 = 4;
 
 /// Framing state of one direction of a connection. The first 16 bytes (up to `hdr`) are what
 /// every syscall uses; `hdr` only matters while `hdr_len > 0` (a header split across syscalls),
@@ -227,10 +241,11 @@ impl FrameState {
         }
     }
 
-    /// Skip `n <= skippable()` payload bytes.
+    /// Skip `n <= skippable()` payload bytes, counting them as passed.
     #[inline(always)]
-    pub fn skip(&mut self, n: u64) {
+    pub fn skip<S: Sink>(&mut self, n: u64, sink: &mut S) {
         self.remaining -= n;
+        sink.payload(n);
     }
 
     /// True between frames with no partial header pending: a clean cut point.
@@ -275,6 +290,7 @@ impl FrameState {
         if self.close_got >= 2 || self.remaining == 0 {
             self.flags &= !F_IN_CLOSE;
         }
+        sink.payload(used as u64);
         used
     }
 
@@ -356,7 +372,7 @@ impl FrameState {
             let left = (data.len() - pos) as u64;
             let skip = if self.skippable() < left { self.skippable() } else { left };
             if skip > 0 {
-                self.skip(skip);
+                self.skip(skip, sink);
                 pos += skip as usize;
                 continue;
             }

@@ -51,5 +51,7 @@ pub fn fd_bit(tgid: u32, fd: u32) -> u32 {
 /// Version of the record layouts in the pinned maps (ConnState, ProcStats, map types). A
 /// resuming agent refuses pinned maps of another version. Bump it with any layout change.
 /// 2: ConnState reordered hot-first, WSG_PROCS per CPU, WSG_FDBITS added. 3: ConnState by cache
-/// line (split counters, partial headers apart).
-pub const LAYOUT_VERSION: u32 = 3;
+/// line (split counters, partial headers apart). 4: payload bytes counted as they pass, not as
+/// declared (`ConnState::rx_owed_from`/`tx_owed_from`); a probe of version 3 left running would
+/// keep counting declared lengths.
+pub const LAYOUT_VERSION: u32 = 4;

@@ -10,8 +10,11 @@
 //! * The kernel drives the parser differently from `feed` (it skips payload in steps it chooses
 //!   and hands `consume` windows shorter than `WINDOW`); a driver that does that with random
 //!   step sizes must give the same results.
+//! * Payload bytes count as they pass: after any prefix of a stream, the payload bytes counted
+//!   are exactly those inside the prefix (a frame cut short adds what arrived, never its length).
 //! * Random bytes never panic; a framing error is reported as `Err` (and by every way of cutting
 //!   the stream, after the same counts), and agrees with a plain non-streaming reference parser.
+#![allow(clippy::type_complexity)] // tuples of observable state, compared whole
 
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -38,6 +41,9 @@ impl Sink for Rec {
     }
     fn close_code(&mut self, code: u16) {
         self.codes.push(code);
+    }
+    fn payload(&mut self, n: u64) {
+        self.c.payload(n);
     }
 }
 
@@ -93,7 +99,7 @@ fn feed_kernel_like(data: &[u8], steps: &[u8], rsv1_ok: bool) -> (Rec, FrameStat
         let can = st.skippable().min(left);
         if can > 0 {
             let n = can.min(step() as u64 * 37 + 1);
-            st.skip(n);
+            st.skip(n, &mut r);
             pos += n as usize;
             continue;
         }
@@ -373,6 +379,17 @@ fn make_cuts(data_len: usize, placed: &[Placed], random: &[Index], aimed: &[(Ind
     cuts
 }
 
+/// Payload bytes within the first `k` bytes of the stream, from where each frame lies.
+fn payload_seen(placed: &[Placed], k: usize) -> u64 {
+    placed
+        .iter()
+        .map(|p| {
+            let body = p.start + p.header_len;
+            (k.clamp(body, body + p.len) - body) as u64
+        })
+        .sum()
+}
+
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig { cases, max_shrink_iters: 2048, ..ProptestConfig::default() }
 }
@@ -421,6 +438,7 @@ proptest! {
     fn prefix_then_rest_equals_whole(
         (rsv1_ok, frames, random, aimed) in cut_stream(),
         at in any::<Index>(),
+        steps in prop::collection::vec(any::<u8>(), 1..32),
     ) {
         let (data, placed) = encode(&frames);
         prop_assume!(!data.is_empty());
@@ -432,6 +450,11 @@ proptest! {
         prop_assert_eq!(rb, Ok(()));
         prop_assert_eq!(&a, &b);
         prop_assert_eq!(observable(&st_a), observable(&st_b));
+        // Mid-frame, the payload bytes are those seen so far, not the declared lengths.
+        prop_assert_eq!(a.c.payload_bytes, payload_seen(&placed, k));
+        let (kern, _, rk) = feed_kernel_like(&data[..k], &steps, rsv1_ok);
+        prop_assert_eq!(rk, Ok(()));
+        prop_assert_eq!(&kern, &a);
         let mut st = st_a;
         let mut r = a;
         prop_assert_eq!(st.feed(&data[k..], &mut r), Ok(()));
@@ -523,6 +546,8 @@ fn reference(data: &[u8], rsv1_ok: bool) -> (Rec, Result<(), Desync>) {
                 r.close_code(u16::from_be_bytes([payload[0] ^ mask[0], payload[1] ^ mask[1]]));
             }
         }
+        // Payload counts as far as it arrived, never as declared.
+        r.payload(len.min(payload.len() as u64));
         if (payload.len() as u64) < len {
             return (r, Ok(()));
         }

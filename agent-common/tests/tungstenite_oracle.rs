@@ -27,6 +27,9 @@ impl Sink for Rec {
     fn close_code(&mut self, code: u16) {
         self.codes.push(code);
     }
+    fn payload(&mut self, n: u64) {
+        self.c.payload(n);
+    }
 }
 
 fn slot_of(op: OpCode) -> usize {

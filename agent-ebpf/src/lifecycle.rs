@@ -12,7 +12,7 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use wsguard_common::{
-    conn::{add_counts, phase, ConnKey, ConnState},
+    conn::{add_counts, owed, phase, skip_payload, take_owed, ConnKey, ConnState},
     event::{kind, Event},
     hist::which,
     stats::{global, CloseCodeKey, ProcStats},
@@ -236,6 +236,10 @@ fn on_close(key: ConnKey) {
         match c.phase {
             phase::WEBSOCKET => {
                 let abnormal = c.close_rx_seen == 0 && c.out_of_sync == 0;
+                // Payload skipped since the last walk (a frame in flight, or one that ended on a
+                // payload-only syscall) reaches the process now.
+                p.rx.payload(owed(&c.rx, &c.rx_data, &c.rx_owed_from));
+                p.tx.payload(owed(&c.tx, &c.tx_data, &c.tx_owed_from));
                 p.closed += 1;
                 if abnormal {
                     p.abnormal_closes += 1;
@@ -287,20 +291,27 @@ fn on_data(key: ConnKey, dir: Dir, buf: u64, iov: u64, cnt: u64, len: u64) {
     if w.total_left == 0 {
         return;
     }
-    // All the bytes left are payload of the current frame: nothing to read or count (payload
-    // bytes were counted with the header), so no walk at all.
+    // All the bytes left are payload of the current frame: nothing to read, so no walk and no
+    // process-record lookup. They count on the connection now (same line as `remaining`) and on
+    // the process at the next walk or the close (`skip_payload`).
     let left = w.total_left;
-    let hot = if dir == Dir::Rx { &mut c.rx } else { &mut c.tx };
-    if hot.skippable() >= left {
-        hot.remaining -= left;
-        if dir == Dir::Rx {
+    let ws = c.phase == phase::WEBSOCKET;
+    if dir == Dir::Rx {
+        if c.rx.skippable() >= left {
+            skip_payload(&mut c.rx, &mut c.rx_data, &mut c.rx_owed_from, left, ws);
             c.last_rx_ns = now;
-        } else {
-            c.last_tx_ns = now;
+            return;
         }
+    } else if c.tx.skippable() >= left {
+        skip_payload(&mut c.tx, &mut c.tx_data, &mut c.tx_owed_from, left, ws);
+        c.last_tx_ns = now;
         return;
     }
+    // Payload the process was not credited with yet (taken before the walk adds to the
+    // connection's counters).
+    let owed_bytes;
     let ok = if dir == Dir::Rx {
+        owed_bytes = take_owed(&mut c.rx, &c.rx_data, &c.rx_owed_from);
         frame_in(&mut w.fs, &c.rx, &c.rx_hdr);
         let ok = w.run(mode::FRAMES);
         frame_out(&mut c.rx, &mut c.rx_hdr, &w.fs);
@@ -308,6 +319,7 @@ fn on_data(key: ConnKey, dir: Dir, buf: u64, iov: u64, cnt: u64, len: u64) {
         c.last_rx_ns = now;
         ok
     } else {
+        owed_bytes = take_owed(&mut c.tx, &c.tx_data, &c.tx_owed_from);
         frame_in(&mut w.fs, &c.tx, &c.tx_hdr);
         let ok = w.run(mode::FRAMES);
         frame_out(&mut c.tx, &mut c.tx_hdr, &w.fs);
@@ -318,9 +330,11 @@ fn on_data(key: ConnKey, dir: Dir, buf: u64, iov: u64, cnt: u64, len: u64) {
     let lost = !ok || w.verdict == verdict::DESYNC || w.verdict == verdict::FAULT;
     // Only a WebSocket's frames count for the process (frames read before the 101 are added at
     // the upgrade). One process-record lookup per syscall.
-    let mut p = if c.phase == phase::WEBSOCKET { proc_stats(key.tgid) } else { None };
+    let mut p = if ws { proc_stats(key.tgid) } else { None };
     if let Some(p) = p.as_deref_mut() {
-        (if dir == Dir::Rx { &mut p.rx } else { &mut p.tx }).add(&w.acc.delta);
+        let pd = if dir == Dir::Rx { &mut p.rx } else { &mut p.tx };
+        pd.add(&w.acc.delta);
+        pd.payload(owed_bytes);
         if lost {
             p.out_of_sync += 1;
         }
@@ -335,8 +349,7 @@ fn on_data(key: ConnKey, dir: Dir, buf: u64, iov: u64, cnt: u64, len: u64) {
         c.out_of_sync = 1;
     }
     if w.acc.saw != 0 || w.acc.close_code != 0 {
-        let counted = c.phase == phase::WEBSOCKET;
-        on_frames_seen(&key, c, dir, w, now, counted, p);
+        on_frames_seen(&key, c, dir, w, now, ws, p);
     }
 }
 

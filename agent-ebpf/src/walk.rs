@@ -1,7 +1,7 @@
 //! Walks the bytes one syscall moved — a flat buffer or an iovec array — through the handshake
 //! scanner or the frame parser, with `bpf_loop` so a 64 KiB read of thousands of tiny frames is
-//! followed to the end. Payloads are skipped arithmetically; only headers (and close codes) are
-//! copied from user memory, at most 16 bytes at a time.
+//! followed to the end. Payloads are skipped arithmetically (and counted as they are skipped);
+//! only headers (and close codes) are copied from user memory, at most 16 bytes at a time.
 
 use core::ffi::c_void;
 
@@ -71,6 +71,10 @@ impl Sink for Acc {
     #[inline(always)]
     fn close_code(&mut self, code: u16) {
         self.close_code = code;
+    }
+    #[inline(always)]
+    fn payload(&mut self, n: u64) {
+        self.delta.payload(n);
     }
 }
 
@@ -198,7 +202,7 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
         let skip = w.fs.skippable();
         if skip > 0 {
             let n = if skip < w.seg_left { skip } else { w.seg_left };
-            w.fs.skip(n);
+            w.fs.skip(n, &mut w.acc);
             w.advance(n);
             return (w.total_left == 0) as i64;
         }
@@ -211,7 +215,7 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
                 let skip = w.fs.skippable();
                 if skip > 0 && w.seg_left > 0 {
                     let n = if skip < w.seg_left { skip } else { w.seg_left };
-                    w.fs.skip(n);
+                    w.fs.skip(n, &mut w.acc);
                     w.advance(n);
                 }
                 // Done with this syscall's bytes: stop now rather than in one more callback.

@@ -54,6 +54,9 @@ impl Sink for Rec {
     fn close_code(&mut self, code: u16) {
         self.codes.push(code);
     }
+    fn payload(&mut self, n: u64) {
+        self.c.payload(n);
+    }
 }
 
 type Outcome = (Rec, Result<(), Desync>, Option<(u64, Vec<u8>, u8, u8, u8)>);
@@ -104,7 +107,7 @@ pub fn frame_kernel_like(stream: &[u8], sizes: &[usize], rsv1_ok: bool) -> Outco
         let can = st.skippable().min(left);
         if can > 0 {
             let n = can.min(step as u64);
-            st.skip(n);
+            st.skip(n, &mut r);
             pos += n as usize;
             continue;
         }
@@ -186,6 +189,8 @@ pub fn frame_reference(data: &[u8], rsv1_ok: bool) -> (Rec, Result<(), Desync>) 
                 r.close_code(u16::from_be_bytes([payload[0] ^ mask[0], payload[1] ^ mask[1]]));
             }
         }
+        // Payload counts as far as it arrived, never as declared.
+        r.payload(len.min(payload.len() as u64));
         if (payload.len() as u64) < len {
             return (r, Ok(()));
         }

@@ -17,6 +17,9 @@ impl Sink for Rec {
         self.codes[self.n_codes] = code;
         self.n_codes += 1;
     }
+    fn payload(&mut self, n: u64) {
+        self.c.payload(n);
+    }
 }
 
 fn frame(fin: bool, op: u8, payload: &[u8], mask: Option<[u8; 4]>) -> std::vec::Vec<u8> {
@@ -116,9 +119,69 @@ fn huge_declared_length_is_skipped_arithmetically() {
     let mut r = Rec::default();
     let hdr = [0x82, 0x7f, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
     st.feed(&hdr, &mut r).unwrap();
+    assert_eq!((r.c.frames[slot::BINARY], r.c.payload_bytes), (1, 0), "the frame counts, its declared bytes do not");
     st.feed(&[0u8; 4096], &mut r).unwrap();
     assert_eq!(r.c.frames[slot::BINARY], 1);
+    assert_eq!(r.c.payload_bytes, 4096);
     assert_eq!(st.remaining, (1u64 << 63) - 1 - 4096);
+    // Two such frames would have wrapped a u64 when lengths counted as declared.
+    let mut st = FrameState::new(false);
+    let mut r = Rec::default();
+    st.feed(&hdr, &mut r).unwrap();
+    st.feed(&[0u8; 10], &mut r).unwrap();
+    st.remaining = 0; // as if the rest had passed uncounted: a second header follows
+    st.feed(&hdr, &mut r).unwrap();
+    st.feed(&[0u8; 7], &mut r).unwrap();
+    assert_eq!((r.c.frames[slot::BINARY], r.c.payload_bytes), (2, 17));
+}
+
+#[test]
+fn incomplete_frames_count_only_what_was_sent() {
+    // A 300-byte text frame cut after 100 payload bytes, then the rest.
+    let f = frame(true, opcode::TEXT, &[b'a'; 300], Some([1, 2, 3, 4]));
+    let mut st = FrameState::new(false);
+    let mut r = Rec::default();
+    st.feed(&f[..8 + 100], &mut r).unwrap();
+    assert_eq!((r.c.frames[slot::TEXT], r.c.messages, r.c.payload_bytes), (1, 1, 100));
+    st.feed(&f[108..], &mut r).unwrap();
+    assert_eq!(r.c.payload_bytes, 300);
+    // A close frame (code + 3 reason bytes) cut inside its code: the code byte that came counts.
+    let f = frame(true, opcode::CLOSE, &[0x03, 0xe9, b'b', b'y', b'e'], Some([9, 8, 7, 6]));
+    let mut st = FrameState::new(false);
+    let mut r = Rec::default();
+    st.feed(&f[..7], &mut r).unwrap();
+    assert_eq!((r.c.frames[slot::CLOSE], r.c.payload_bytes, r.n_codes), (1, 1, 0));
+    st.feed(&f[7..8], &mut r).unwrap();
+    assert_eq!((r.c.payload_bytes, &r.codes[..r.n_codes]), (2, &[1001u16][..]));
+    st.feed(&f[8..], &mut r).unwrap();
+    assert_eq!(r.c.payload_bytes, 5);
+    assert!(st.at_boundary());
+}
+
+#[test]
+fn every_prefix_counts_the_payload_seen_so_far() {
+    let parts = [
+        frame(true, opcode::TEXT, b"hello", None),
+        frame(true, opcode::CLOSE, &[0x03, 0xe8, b'x'], Some([0xaa, 0xbb, 0xcc, 0xdd])),
+        frame(false, opcode::BINARY, &[3; 200], Some([1, 2, 3, 4])),
+        frame(true, opcode::PING, b"", None),
+        frame(true, opcode::CONTINUATION, &[4; 70], None),
+    ];
+    let hdr_lens = [2usize, 6, 8, 2, 2];
+    let s: Vec<u8> = parts.concat();
+    for k in 0..=s.len() {
+        // Payload bytes inside s[..k], from where each frame lies.
+        let mut want = 0u64;
+        let mut start = 0usize;
+        for (p, h) in parts.iter().zip(hdr_lens) {
+            let body = start + h;
+            want += k.clamp(body, start + p.len()).saturating_sub(body) as u64;
+            start += p.len();
+        }
+        let mut r = Rec::default();
+        FrameState::new(false).feed(&s[..k], &mut r).unwrap();
+        assert_eq!(r.c.payload_bytes, want, "prefix of {k} bytes");
+    }
 }
 
 #[test]

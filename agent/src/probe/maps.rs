@@ -11,7 +11,7 @@ use aya::{
 };
 use wsguard_common::{
     clientkey::KeyConfig,
-    conn::{ConnKey, ConnState},
+    conn::{owed, ConnKey, ConnState},
     hist::Hists,
     names,
     stats::{global, CloseCodeKey, ProcStats},
@@ -132,8 +132,9 @@ impl Reader {
 }
 
 /// A process that exited with connections still tracked never called `close` on them: end them
-/// in the maps (counted closed, and abnormal unless a close frame had been received) and drop
-/// their entries. `mine`: its entries, read in the snapshot's pass over the connection map. Only
+/// in the maps (counted closed, and abnormal unless a close frame had been received; payload
+/// bytes the process was still owed are credited, as the probe's close does) and drop their
+/// entries. `mine`: its entries, read in the snapshot's pass over the connection map. Only
 /// called for processes that are gone, so no kernel writer races with it.
 pub fn reap_exited(ebpf: &mut Ebpf, tgid: u32, mine: &[(ConnKey, ConnState)]) -> anyhow::Result<()> {
     let mut conns: BpfHashMap<_, ConnKey, ConnState> =
@@ -141,11 +142,13 @@ pub fn reap_exited(ebpf: &mut Ebpf, tgid: u32, mine: &[(ConnKey, ConnState)]) ->
     for (k, _) in mine {
         let _ = conns.remove(k);
     }
-    let (mut closed, mut abnormal, mut failed) = (0, 0, 0);
+    let (mut closed, mut abnormal, mut failed, mut owed_rx, mut owed_tx) = (0, 0, 0, 0, 0);
     for (_, c) in mine {
         match c.phase {
             wsguard_common::conn::phase::WEBSOCKET => {
                 closed += 1;
+                owed_rx += owed(&c.rx, &c.rx_data, &c.rx_owed_from);
+                owed_tx += owed(&c.tx, &c.tx_data, &c.tx_owed_from);
                 if c.close_rx_seen == 0 && c.out_of_sync == 0 {
                     abnormal += 1;
                 }
@@ -163,6 +166,8 @@ pub fn reap_exited(ebpf: &mut Ebpf, tgid: u32, mine: &[(ConnKey, ConnState)]) ->
             p.closed += closed;
             p.abnormal_closes += abnormal;
             p.handshakes_failed += failed;
+            p.rx.payload(owed_rx);
+            p.tx.payload(owed_tx);
         }
         procs.insert(tgid, PerCpuValues::try_from(v)?, 0)?;
     }
