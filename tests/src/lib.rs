@@ -191,6 +191,17 @@ impl Agent {
         Ok(self.process(pid)?.map(|p| p["websocket"].clone()).unwrap_or(Value::Null))
     }
 
+    /// Delivery stats of notification channel `name` (`wsguard alerts stats --json`).
+    pub fn channel_stats(&self, name: &str) -> Result<Value> {
+        let (out, err, code) = wsguard(&["alerts", "stats", "--json", "--api", &self.api])?;
+        if code != 0 {
+            bail!("alerts stats: {err}");
+        }
+        let v: Value = serde_json::from_str(&out)?;
+        let ch = v["notifications"][0]["channels"].as_array().cloned().unwrap_or_default();
+        Ok(ch.into_iter().find(|c| c["name"] == name).unwrap_or(Value::Null))
+    }
+
     /// The API token the agent created in its state directory.
     pub fn token(&self) -> Result<String> {
         Ok(std::fs::read_to_string(self.dir.join("state/api-token"))?.trim().to_owned())

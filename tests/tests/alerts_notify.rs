@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde_json::Value;
 use wsguard_integration::{
     http_get_json, require_root,
@@ -41,16 +41,6 @@ fn start_alertmanager(dir: &Path) -> Result<(Proc, u16)> {
 fn am_quota(am: u16, pid: u32) -> Option<Value> {
     let alerts = http_get_json(&format!("http://127.0.0.1:{am}/api/v2/alerts")).ok()?;
     alerts.as_array()?.iter().find(|a| a["labels"]["alertname"] == "ClientConnectionQuota" && a["labels"]["pid"].as_str() == Some(pid.to_string().as_str())).cloned()
-}
-
-fn webhook_stats(agent: &Agent) -> Result<Value> {
-    let (out, err, code) = wsguard(&["alerts", "stats", "--json", "--api", &agent.api])?;
-    if code != 0 {
-        bail!("alerts stats: {err}");
-    }
-    let v: Value = serde_json::from_str(&out)?;
-    let ch = v["notifications"][0]["channels"].as_array().cloned().unwrap_or_default();
-    Ok(ch.into_iter().find(|c| c["name"] == "hook").unwrap_or(Value::Null))
 }
 
 #[test]
@@ -125,21 +115,21 @@ fn quota_alert_reaches_webhook_and_alertmanager_and_survives_kill_9() -> Result<
         wsguard(&["alerts", "fire", "-m", "manual while down", "--api", &agent.api, "--token-file", token.to_str().unwrap()])?;
     assert_eq!(code, 0, "{err}");
     wait(Duration::from_secs(5), "three notices pending for the webhook", || {
-        webhook_stats(&agent).is_ok_and(|s| s["pending"] == 3 && s["failed"].as_u64().unwrap_or(0) > 0)
+        agent.channel_stats("hook").is_ok_and(|s| s["pending"] == 3 && s["failed"].as_u64().unwrap_or(0) > 0)
     })?;
 
-    eprintln!("before kill -9: {}", webhook_stats(&agent)?);
+    eprintln!("before kill -9: {}", agent.channel_stats("hook")?);
     // kill -9 mid-retry, restart, then the receiver returns: everything, in order, once.
     agent.stop(libc::SIGKILL);
     agent.spawn(false)?;
-    assert_eq!(webhook_stats(&agent)?["pending"], 3, "the outbox survived kill -9");
+    assert_eq!(agent.channel_stats("hook")?["pending"], 3, "the outbox survived kill -9");
     rx.up()?;
     let want = [quota.clone(), resolved.clone(), quota, resolved, ("ManualAlert".into(), "firing".into())];
     wait(Duration::from_secs(15), "all five notices at the webhook", || rx.seen().len() >= want.len())?;
     std::thread::sleep(INTERVAL);
     assert_eq!(rx.seen(), want, "every notice once, in order");
     assert_eq!(rx.ids().len(), 5, "distinct notification ids");
-    let st = webhook_stats(&agent)?;
+    let st = agent.channel_stats("hook")?;
     assert_eq!((st["pending"].as_u64(), st["dropped"].as_u64()), (Some(0), Some(0)), "{st:#}");
     agent.stop(libc::SIGTERM);
     drop(rx);

@@ -58,16 +58,6 @@ fn alert(agent: &Agent, name: &str) -> Result<Option<Value>> {
     Ok(list.as_array().and_then(|l| l.iter().find(|a| a["labels"]["alertname"] == name).cloned()))
 }
 
-fn hook(agent: &Agent) -> Result<Value> {
-    let (out, err, code) = wsguard(&["alerts", "stats", "--json", "--api", &agent.api])?;
-    if code != 0 {
-        bail!("alerts stats: {err}");
-    }
-    let v: Value = serde_json::from_str(&out)?;
-    let ch = v["notifications"][0]["channels"].as_array().cloned().unwrap_or_default();
-    Ok(ch.into_iter().find(|c| c["name"] == "hook").unwrap_or(Value::Null))
-}
-
 fn firing(names: &[&str]) -> Vec<(String, String)> {
     names.iter().map(|n| (n.to_string(), "firing".to_string())).collect()
 }
@@ -100,13 +90,13 @@ fn sigterm_delivers_to_a_receiver_back_from_an_outage_and_keeps_the_state() -> R
     fire(&agent, "M2", "shutdown")?;
     fire(&agent, "M3", "shutdown")?;
     wait(Duration::from_secs(10), "3 pending behind an open breaker", || {
-        hook(&agent).is_ok_and(|h| h["pending"] == 3 && h["breaker"] == "open")
+        agent.channel_stats("hook").is_ok_and(|h| h["pending"] == 3 && h["breaker"] == "open")
     })?;
     fire(&agent, "H1", "held")?;
     let tf = token(&agent);
     let (_, err, code) = wsguard(&["alerts", "ack", &m1, "-m", "on it", "--by", "tester", "--api", &agent.api, "--token-file", &tf])?;
     assert_eq!(code, 0, "{err}");
-    let before = hook(&agent)?;
+    let before = agent.channel_stats("hook")?;
     eprintln!("before SIGTERM: {before}");
     assert_eq!((before["pending"].as_u64(), before["sent"].as_u64()), (Some(3), Some(0)), "{before:#}");
     let last_snapshot = agent.fresh_snapshot()?["timestamp"].as_str().unwrap_or_default().to_string();
@@ -131,7 +121,7 @@ fn sigterm_delivers_to_a_receiver_back_from_an_outage_and_keeps_the_state() -> R
 
     // Restart: nothing pending, nothing re-sent, the ack and the history are back.
     agent.spawn(false)?;
-    let after = hook(&agent)?;
+    let after = agent.channel_stats("hook")?;
     assert_eq!((after["pending"].as_u64(), after["dropped"].as_u64()), (Some(0), Some(0)), "{after:#}");
     let m1 = alert(&agent, "M1")?.context("M1 after restart")?;
     assert_eq!((m1["status"].as_str(), m1["acknowledged"].as_bool()), (Some("firing"), Some(true)), "{m1:#}");
@@ -143,7 +133,7 @@ fn sigterm_delivers_to_a_receiver_back_from_an_outage_and_keeps_the_state() -> R
     // A few intervals: the restarted agent knows what was notified and sends nothing again.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(rx.records().len(), 4, "nothing delivered twice: {:?}", rx.seen());
-    assert_eq!(hook(&agent)?["sent"], 0);
+    assert_eq!(agent.channel_stats("hook")?["sent"], 0);
     agent.stop(libc::SIGTERM);
     drop(rx);
     let _ = std::fs::remove_dir_all(&tmp);
@@ -167,7 +157,7 @@ fn sigterm_with_a_hung_receiver_exits_in_time_and_keeps_the_notices() -> Result<
     for name in ["M1", "M2", "M3"] {
         fire(&agent, name, "shutdown")?;
     }
-    let before = hook(&agent)?;
+    let before = agent.channel_stats("hook")?;
     assert_eq!((before["pending"].as_u64(), before["sent"].as_u64()), (Some(3), Some(0)), "{before:#}");
     // Let the first attempt be in flight (connected, waiting for an answer).
     std::thread::sleep(Duration::from_millis(500));
@@ -180,7 +170,7 @@ fn sigterm_with_a_hung_receiver_exits_in_time_and_keeps_the_notices() -> Result<
 
     // Restart with the receiver still hung: the same three are pending.
     agent.spawn(false)?;
-    let after = hook(&agent)?;
+    let after = agent.channel_stats("hook")?;
     assert_eq!((after["pending"].as_u64(), after["dropped"].as_u64()), (Some(3), Some(0)), "{after:#}");
     // A working receiver takes the port (closing the hung one resets the waiting request).
     drop(hung);
@@ -189,7 +179,7 @@ fn sigterm_with_a_hung_receiver_exits_in_time_and_keeps_the_notices() -> Result<
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(rx.seen(), firing(&["M1", "M2", "M3"]), "each once, in order");
     assert_eq!(rx.ids().len(), 3);
-    let st = hook(&agent)?;
+    let st = agent.channel_stats("hook")?;
     assert_eq!((st["sent"].as_u64(), st["pending"].as_u64(), st["dropped"].as_u64()), (Some(3), Some(0), Some(0)), "{st:#}");
     agent.stop(libc::SIGTERM);
     drop(rx);
