@@ -102,6 +102,17 @@ pub fn bind(path: &Path, group: Option<&str>) -> anyhow::Result<(UnixListener, S
     Ok((listener, file))
 }
 
+/// Whether `e` says the file system would not take the socket (read-only, full, over quota):
+/// the agent then runs without it, as it runs with an unwritable state directory, where an
+/// unsafe directory, a foreign file or another live agent on the path stops the start.
+pub fn storage_failure(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            .is_some_and(|n| [libc::EROFS, libc::ENOSPC, libc::EDQUOT].contains(&n))
+    })
+}
+
 /// The directory must belong to root (or us) and be writable by nobody else.
 fn check_dir(dir: &Path) -> anyhow::Result<()> {
     let m = std::fs::metadata(dir).with_context(|| format!("cannot stat {}", dir.display()))?;
@@ -164,6 +175,15 @@ pub fn lookup_group(name: &str) -> anyhow::Result<u32> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn only_a_full_or_read_only_file_system_is_a_storage_failure() {
+        let io = |n| anyhow::Error::from(std::io::Error::from_raw_os_error(n)).context("cannot listen on x ([api] socket)");
+        assert!(storage_failure(&io(libc::EROFS)));
+        assert!(storage_failure(&io(libc::ENOSPC)));
+        assert!(!storage_failure(&io(libc::EACCES)));
+        assert!(!storage_failure(&anyhow::anyhow!("another process (another wsguard?) serves x")));
+    }
     use super::*;
 
     fn mode(p: &Path) -> u32 {

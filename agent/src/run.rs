@@ -54,7 +54,14 @@ pub async fn run(mut cfg: Config, config_path: Option<&std::path::Path>, fresh: 
         .with_context(|| format!("cannot listen on {} ([api] listen)", cfg.api.listen))?;
     // The socket too (and while we may still chown it); its file is removed when we stop.
     let socket = match cfg.api_socket() {
-        Some(path) => Some(crate::api_socket::bind(&path, cfg.api.socket_group.as_deref())?),
+        Some(path) => match crate::api_socket::bind(&path, cfg.api.socket_group.as_deref()) {
+            Ok(s) => Some(s),
+            Err(e) if crate::api_socket::storage_failure(&e) => {
+                error!("API socket unavailable until a restart (the TCP API serves): {e:#}");
+                None
+            }
+            Err(e) => return Err(e),
+        },
         None => None,
     };
 
