@@ -62,8 +62,8 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     }
 
     if !args.no_build {
-        step("building the release agent: cargo build --release");
-        util::run(util::cargo().args(["build", "--release"]))?;
+        // Only the agent (`-p wsguard`): what `cargo xtask test` built too, so nothing rebuilds.
+        util::release_agent(None)?;
     }
     if !bin.is_file() {
         bail!("{} not found (build failed?)", bin.display());

@@ -242,8 +242,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         bail!("tests/servers/node_modules/ws is missing: run `cargo xtask setup` first");
     }
     if !args.no_build && args.more.agent.is_none() {
-        step("building the release agent: cargo build --release");
-        util::run(util::cargo().args(["build", "--release"]))?;
+        // Only the agent (`-p wsguard`): what `cargo xtask test` built too, so nothing rebuilds.
+        util::release_agent(None)?;
     }
     let bin = match &args.more.agent {
         Some(b) => b.canonicalize().with_context(|| format!("--agent {}", b.display()))?,
