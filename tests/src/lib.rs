@@ -40,6 +40,17 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// The `wsguard` binary under test (`WSGUARD_BIN`, default the release build).
+/// A fresh, empty directory `<tmp>/wsguard-<name>-<pid>` of mode 0755: others may enter it but
+/// not write it (the agent refuses a config in a directory others can write).
+pub fn scratch_dir(name: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let d = std::env::temp_dir().join(format!("wsguard-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
 pub fn agent_bin() -> PathBuf {
     std::env::var_os("WSGUARD_BIN")
         .map(PathBuf::from)

@@ -5,30 +5,16 @@
 
 use std::{
     os::unix::fs::PermissionsExt,
-    path::PathBuf,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
 use wsguard_integration::{
+    agent_bin,
     http::{request, status_of, unix_request},
-    repo_root, require_root, Agent,
+    repo_root, require_root, scratch_dir, Agent,
 };
-
-fn agent_bin() -> PathBuf {
-    std::env::var_os("WSGUARD_BIN").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/release/wsguard"))
-}
-
-/// An empty directory others may enter (the agent refuses a config in a directory others can
-/// write, and the tests run as root).
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("wsguard-api-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
-    d
-}
 
 /// Listening sockets (`addr:port` in /proc/net/tcp{,6} hex form) of process `pid`.
 fn listening(pid: u32) -> Vec<String> {
@@ -59,7 +45,7 @@ fn api_listens_on_loopback_by_default() -> Result<()> {
     let shipped = std::fs::read_to_string(repo_root().join("config/wsguard.toml"))?;
     assert!(shipped.lines().any(|l| l.trim() == "listen = \"127.0.0.1:9595\""), "shipped config listens on loopback");
     // A config without [api]: the built-in default applies.
-    let dir = scratch("loopback");
+    let dir = scratch_dir("api-loopback");
     let pin = format!("/sys/fs/bpf/wsguard-sec-loopback-{}", std::process::id());
     let file = dir.join("wsguard.toml");
     std::fs::write(&file, format!("[agent]\nstate_dir = \"{}\"\n[probe]\npin_path = \"{pin}\"\n", dir.join("state").display()))?;

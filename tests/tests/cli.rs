@@ -11,7 +11,7 @@ use std::{
 };
 
 use serde_json::{json, Value};
-use wsguard_integration::agent_bin;
+use wsguard_integration::{agent_bin, scratch_dir};
 
 struct Out {
     code: Option<i32>,
@@ -35,13 +35,6 @@ fn wsguard(args: &[&str]) -> Option<Out> {
 
 fn json_of(o: &Out) -> Value {
     serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\nstderr: {}", o.stdout, o.stderr))
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("wsguard-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn snapshot(ts: &str, active: u64) -> Value {
@@ -159,7 +152,7 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 #[test]
 fn config_check_exit_codes_json_and_readiness_warnings() {
-    let dir = temp_dir("check");
+    let dir = scratch_dir("cli-check");
     let channel = "[[notify.channels]]\nname = \"ops\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n";
     let good = write(&dir, "good.toml", &format!("[limits]\nper_client_connections = 7\n{channel}"));
     let Some(o) = wsguard(&["config", "check", "--config", good.to_str().unwrap()]) else { return };
@@ -205,7 +198,7 @@ fn config_check_exit_codes_json_and_readiness_warnings() {
 
 #[test]
 fn config_show_effective_is_a_complete_valid_config() {
-    let dir = temp_dir("show");
+    let dir = scratch_dir("cli-show");
     let cfg = write(&dir, "w.toml", "[limits]\nper_client_connections = 7\n");
     let Some(o) = wsguard(&["config", "show", "--config", cfg.to_str().unwrap()]) else { return };
     assert_eq!(o.code, Some(0));
@@ -239,7 +232,7 @@ fn completions_for_each_shell() {
         }
     }
     // The bash script is valid bash and registers the completion function.
-    let dir = temp_dir("completions");
+    let dir = scratch_dir("cli-completions");
     let script = write(&dir, "wsguard.bash", &wsguard(&["completions", "bash"]).unwrap().stdout);
     let o = Command::new("bash")
         .arg("-c")
@@ -255,7 +248,7 @@ fn completions_for_each_shell() {
 
 #[test]
 fn replay_and_doctor_json_parse() {
-    let dir = temp_dir("replay");
+    let dir = scratch_dir("cli-replay");
     let lines = [snapshot("2026-01-01T00:00:00Z", 1), snapshot("2026-01-01T00:00:05Z", 2)]
         .iter()
         .map(Value::to_string)

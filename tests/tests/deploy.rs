@@ -17,16 +17,10 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use wsguard_integration::{enc, http_get, repo_root, require_root, Agent, RawClient, Server, Split};
+use wsguard_integration::{agent_bin, enc, http_get, repo_root, scratch_dir, require_root, Agent, RawClient, Server, Split};
 
 fn config_path(rel: &str) -> PathBuf {
     repo_root().join("config").join(rel)
-}
-
-fn agent_bin() -> PathBuf {
-    std::env::var_os("WSGUARD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/release/wsguard"))
 }
 
 fn read(rel: &str) -> String {
@@ -45,13 +39,6 @@ fn run(cmd: &mut Command, package: &str) -> (bool, String) {
     };
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), said)
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("wsguard-deploy-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 #[test]
@@ -88,7 +75,7 @@ fn systemd_unit_verifies() {
         ["/usr/local/bin/wsguard config check --config /etc/wsguard/wsguard.toml", "/bin/kill -HUP $MAINPID"]
     );
     // `verify` checks that the binaries exist: point the unit at the built one.
-    let dir = temp_dir("systemd");
+    let dir = scratch_dir("deploy-systemd");
     let path = dir.join("wsguard.service");
     std::fs::write(&path, unit.replace("/usr/local/bin/wsguard", bin.to_str().unwrap())).unwrap();
     let (ok, said) = run(Command::new("systemd-analyze").arg("verify").arg(&path), "systemd");
@@ -234,7 +221,7 @@ fn kubernetes_manifests_carry_what_the_agent_needs() {
     // The ConfigMap's config passes `config check` and listens beyond loopback.
     let toml = cm["data"]["wsguard.toml"].as_str().expect("wsguard.toml in the ConfigMap");
     assert!(toml.contains("listen = \"0.0.0.0:9595\""), "in-cluster scraping needs a non-loopback listen");
-    let dir = temp_dir("configmap");
+    let dir = scratch_dir("deploy-configmap");
     let path = dir.join("wsguard.toml");
     std::fs::write(&path, toml).unwrap();
     // It is warned about, as the ConfigMap's own comment does.

@@ -15,19 +15,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use wsguard_integration::{enc, http::request, repo_root, require_root, Agent, RawClient, Server, Split};
-
-fn agent_bin() -> PathBuf {
-    std::env::var_os("WSGUARD_BIN").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/release/wsguard"))
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("wsguard-sec-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
-    d
-}
+use wsguard_integration::{agent_bin, enc, http::request, require_root, scratch_dir, Agent, RawClient, Server, Split};
 
 /// `CapXxx:` and `NoNewPrivs:` of one thread.
 fn caps_of(status: &str) -> (u64, u64, u64, u64, u64, bool) {
@@ -149,7 +137,7 @@ fn config_writable_by_others_is_refused() -> Result<()> {
     if !require_root() {
         return Ok(());
     }
-    let dir = scratch("config");
+    let dir = scratch_dir("sec-config");
     let file = dir.join("wsguard.toml");
     std::fs::write(&file, "[agent]\ninterval = \"1s\"\n")?;
     chmod(&file, 0o644);
