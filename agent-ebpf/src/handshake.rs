@@ -89,7 +89,7 @@ pub fn handshake(key: &ConnKey, c: &mut ConnState, dir: Dir, w: &mut Walk, now: 
 }
 
 fn on_upgrade(key: &ConnKey, c: &ConnState, now: u64) {
-    let latency = now - c.request_ns;
+    let latency = now.saturating_sub(c.request_ns);
     if let Some(p) = proc_stats(key.tgid) {
         p.opened += 1;
         p.handshake_ns_sum += latency;

@@ -245,7 +245,7 @@ fn on_close(key: ConnKey) {
                     p.abnormal_closes += 1;
                 }
                 // SAFETY: helper without preconditions.
-                let age = unsafe { bpf_ktime_get_ns() } - c.upgraded_ns;
+                let age = unsafe { bpf_ktime_get_ns() }.saturating_sub(c.upgraded_ns);
                 emit(kind::CLOSED, &key, c, age, 0, abnormal as u8);
             }
             phase::UPGRADE_REQUESTED => {
@@ -369,7 +369,7 @@ fn on_frames_seen(
             c.ping_ns = now;
         }
         if s & saw::DATA != 0 && c.pending_msg_ns != 0 {
-            let lat = now - c.pending_msg_ns;
+            let lat = now.saturating_sub(c.pending_msg_ns);
             c.pending_msg_ns = 0;
             if let Some(p) = p {
                 p.response_ns_sum += lat;
@@ -385,7 +385,7 @@ fn on_frames_seen(
         }
     } else {
         if s & saw::PONG != 0 && c.ping_ns != 0 {
-            let rtt = now - c.ping_ns;
+            let rtt = now.saturating_sub(c.ping_ns);
             c.ping_ns = 0;
             c.rtt_last_ns = rtt;
             c.rtt_count += 1;

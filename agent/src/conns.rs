@@ -163,10 +163,10 @@ impl ProcessConns {
 }
 
 /// Build the per-connection view of a process from its tracked connections: `(fd, state,
-/// socket)`. (The snapshot builds it incrementally with [`ProcessConns::push`].)
+/// socket)` at monotonic time `now`. (The snapshot builds it incrementally with
+/// [`ProcessConns::push`].)
 #[cfg(test)]
-pub fn process_conns(conns: &[(u32, &ConnState, Option<&Sock>)], limits: &Limits) -> ProcessConns {
-    let now = monotonic_ns();
+pub fn process_conns(conns: &[(u32, &ConnState, Option<&Sock>)], limits: &Limits, now: u64) -> ProcessConns {
     let mut out = ProcessConns::default();
     for (fd, c, s) in conns {
         out.push(*fd, c, *s, limits, now);
@@ -223,12 +223,17 @@ mod tests {
         Limits { quota: 2, idle_after_s: 60.0, stall_after_s: 30.0, key_source: "remote_ip".into(), hash_keys, key_hasher }
     }
 
+    const S: u64 = 1_000_000_000;
+
+    /// A WebSocket connection `age_s` old and idle for `idle_s` at `now`. The tests pick `now`
+    /// themselves: the machine's monotonic clock starts at boot, so a real `now` can be smaller
+    /// than any age a test wants (CI runs on machines up for minutes).
     fn ws(now: u64, age_s: u64, idle_s: u64) -> ConnState {
         ConnState {
             phase: phase::WEBSOCKET,
-            upgraded_ns: now - age_s * 1_000_000_000,
-            last_rx_ns: now - idle_s * 1_000_000_000,
-            last_tx_ns: now - idle_s * 1_000_000_000,
+            upgraded_ns: now.checked_sub(age_s * S).expect("the test picks now > age"),
+            last_rx_ns: now - idle_s * S,
+            last_tx_ns: now - idle_s * S,
             ..Default::default()
         }
     }
@@ -241,16 +246,17 @@ mod tests {
     /// WebSocket connections are listed, sorted by fd; clients are counted by key.
     #[test]
     fn views_and_clients() {
-        let now = monotonic_ns();
+        let now = 3 * 3600 * S;
         let a = ws(now, 10, 100);
         let mut b = ws(now, 400, 1);
-        b.ping_ns = now - 31_000_000_000;
+        b.ping_ns = now - 31 * S;
         let c = ws(now, 8000, 2);
         let handshaking = ConnState { phase: phase::UPGRADE_REQUESTED, ..Default::default() };
         let (sa, sb, sc) = (sock("10.0.0.1:1000", 5, 7), sock("10.0.0.1:1001", 1, 0), sock("10.0.0.2:1000", 0, 0));
         let pc = process_conns(
             &[(9, &c, Some(&sc)), (7, &a, Some(&sa)), (3, &handshaking, None), (8, &b, Some(&sb)), (5, &a, None)],
             &limits(false),
+            now,
         );
         assert_eq!(pc.connections.iter().map(|c| c.fd).collect::<Vec<_>>(), vec![5, 7, 8, 9]);
         assert_eq!(pc.connections[1].peer.as_deref(), Some("10.0.0.1:1000"));
@@ -269,6 +275,33 @@ mod tests {
                 ClientCount { key: "unknown".into(), connections: 1 },
             ]
         );
+    }
+
+    /// Shortly after boot `now` is smaller than the ages a long-running host sees, and the
+    /// kernel may stamp a connection after the snapshot read the clock (it runs concurrently):
+    /// neither underflows, ages and idle times clamp at zero.
+    #[test]
+    fn clock_near_boot_and_stamps_after_now() {
+        let now = 5 * S;
+        let boot = ConnState { phase: phase::WEBSOCKET, ..Default::default() };
+        let ahead = ConnState {
+            phase: phase::WEBSOCKET,
+            upgraded_ns: now + S,
+            last_rx_ns: now + 2 * S,
+            ping_ns: now + S,
+            ..Default::default()
+        };
+        let pc = process_conns(&[(4, &boot, None), (6, &ahead, None)], &limits(false), now);
+        assert_eq!(pc.connections[0].age_seconds, 5.0);
+        assert_eq!(pc.connections[0].idle_seconds, 5.0);
+        assert_eq!((pc.connections[1].age_seconds, pc.connections[1].idle_seconds), (0.0, 0.0));
+        assert_eq!((pc.idle, pc.stalled), (0, 0));
+        assert_eq!(pc.ages.under_5m, 2);
+        // The age buckets of `views_and_clients` hold for any `now` past the oldest age, even
+        // one just past it, and whatever the machine's uptime is.
+        let old = ws(8001 * S, 8000, 0);
+        let pc = process_conns(&[(1, &old, None)], &limits(false), 8001 * S);
+        assert_eq!(pc.ages.over_2h, 1);
     }
 
     /// A captured key wins over the peer address; hashed when asked or when it did not fit.
