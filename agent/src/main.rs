@@ -7,9 +7,9 @@ use clap::Parser;
 use wsguard::{
     alert,
     cli::{Cli, Command, ConfigCommand, HistoryCommand},
-    client, completions,
-    config::Config,
-    config_cmd, doctor, history, predict, probe, reload, remediate, run, top,
+    cli::client, cli::completions,
+    app::config::Config,
+    cli::config_cmd, cli::doctor, history, predict, probe, app::reload, remediate, app::run, top,
 };
 
 #[tokio::main]

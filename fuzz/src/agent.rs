@@ -13,11 +13,11 @@ use tower::ServiceExt;
 use wsguard::{
     alert::{service::AlertService, silence::Matcher, silence::MatchOp, AlertConfig, Labels},
     api,
-    config::Config,
-    conns::ConnectionSnapshot,
+    app::config::Config,
+    track::conns::ConnectionSnapshot,
     history::{History, HistoryConfig},
-    metrics::MetricsConfig,
-    snapshot::Snapshot,
+    export::metrics::MetricsConfig,
+    model::snapshot::Snapshot,
 };
 
 const CONFIG_PATH: &str = "/fuzz/wsguard.toml";
@@ -121,7 +121,7 @@ fn api_router() -> &'static (Router, String) {
         std::fs::create_dir_all(&dir).expect("state dir");
         let history = Arc::new(History::memory_only(HistoryConfig::default()));
         let mut shared = api::Shared::new(history.clone(), MetricsConfig::default());
-        let token = wsguard::token::load_or_create(&dir.join("api-token")).expect("token");
+        let token = wsguard::api::token::load_or_create(&dir.join("api-token")).expect("token");
         let secret = token.as_str().to_owned();
         shared.token = Ok(token);
         shared.alerts = Some(Arc::new(AlertService::open(AlertConfig::default(), 20, &dir)));

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use super::{silence::Silence, store::Event, Alert, Severity};
-use crate::client::DEFAULT_API;
+use crate::cli::client::DEFAULT_API;
 
 #[derive(Args, Clone)]
 pub struct ApiArgs {
@@ -122,10 +122,10 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
-    let (client, base) = crate::client::endpoint(&a.api, reqwest::Client::builder())?;
+    let (client, base) = crate::cli::client::endpoint(&a.api, reqwest::Client::builder())?;
     let mut req = client.request(method.clone(), format!("{base}{path}"));
     if method != reqwest::Method::GET {
-        if let Some(t) = crate::client::change_token(&a.api, a.token_file.as_deref(), a.config.as_deref())? {
+        if let Some(t) = crate::cli::client::change_token(&a.api, a.token_file.as_deref(), a.config.as_deref())? {
             req = req.bearer_auth(t);
         }
     }

@@ -7,7 +7,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{predict::Predictions, snapshot::Snapshot};
+use crate::{predict::Predictions, model::snapshot::Snapshot};
 
 use super::{
     rule::Rule,

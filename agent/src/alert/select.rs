@@ -3,7 +3,7 @@
 
 use crate::{
     predict::Predictions,
-    snapshot::{ProcessSnapshot, Snapshot},
+    model::snapshot::{ProcessSnapshot, Snapshot},
 };
 
 use super::{
@@ -51,7 +51,7 @@ pub fn instances(metric: Metric, scope: Scope, s: &Snapshot, prev: Option<&Snaps
         HostEphemeralPortsUsageRatio => return host(h.ephemeral_ports_usage_ratio),
         ProbeRingDrops => return host(delta(s.probe.health.ring_drops, ph.map(|p| p.ring_drops))),
         ProbeLostEvents => {
-            let lost = |x: &crate::snapshot::Snapshot| {
+            let lost = |x: &crate::model::snapshot::Snapshot| {
                 let hh = &x.probe.health;
                 hh.ring_drops + hh.conn_map_full + hh.proc_map_full + hh.close_code_map_full
             };

@@ -17,7 +17,7 @@ use super::{
     store::{Event, Store},
     Alert, AlertConfig, Labels, Severity, Status, Transition,
 };
-use crate::{predict::Predictions, snapshot::Snapshot};
+use crate::{predict::Predictions, model::snapshot::Snapshot};
 
 /// Receives every evaluation's changes, and the alerts firing now (for repeats and resends).
 pub trait Sink: Send + Sync {

@@ -3,9 +3,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::{
-    conns::ClientCount,
-    resources::ProcessResources,
-    snapshot::{ProcessSnapshot, Snapshot},
+    track::conns::ClientCount,
+    track::resources::ProcessResources,
+    model::snapshot::{ProcessSnapshot, Snapshot},
 };
 
 use super::{

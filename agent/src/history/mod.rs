@@ -25,7 +25,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::snapshot::Snapshot;
+use crate::model::snapshot::Snapshot;
 #[allow(unused_imports)] // used once the CLI/API are wired
 pub use report::{parse_since, report, Format, Report};
 pub use store::Store;

@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::snapshot_time;
-use crate::snapshot::{Frames, Snapshot, WebSocketStats};
+use crate::model::snapshot::{Frames, Snapshot, WebSocketStats};
 
 /// How many processes the "worst" list holds.
 const WORST: usize = 5;

@@ -29,7 +29,7 @@ use rusqlite::{params, Connection, OpenFlags};
 use serde::Serialize;
 
 use super::HistoryConfig;
-use crate::snapshot::Snapshot;
+use crate::model::snapshot::Snapshot;
 
 const SCHEMA_VERSION: i64 = 1;
 

@@ -4,7 +4,7 @@ use std::{
 };
 
 use super::{report::*, store::Store, *};
-use crate::snapshot::{Frames, ProcessSnapshot, Snapshot, WebSocketStats};
+use crate::model::snapshot::{Frames, ProcessSnapshot, Snapshot, WebSocketStats};
 
 /// 2025-01-01T00:00:00Z
 const T0: u64 = 1_735_689_600;

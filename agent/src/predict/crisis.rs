@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use super::ResourcePrediction;
-use crate::snapshot::{ProcessSnapshot, Snapshot};
+use crate::model::snapshot::{ProcessSnapshot, Snapshot};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

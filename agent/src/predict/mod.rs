@@ -32,7 +32,7 @@ pub use crisis::CrisisClass;
 pub use metrics::metrics_text;
 pub use score::Scores;
 
-use crate::snapshot::{ProcessSnapshot, Snapshot};
+use crate::model::snapshot::{ProcessSnapshot, Snapshot};
 use alerting::{Alerting, Candidate, Labels};
 use score::{Exhaustion, Scorer};
 use trend::Model;

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use super::{rfc3339, snapshot_seconds, PredictConfig, Predictions, Predictor, Scores, Transition};
-use crate::snapshot::Snapshot;
+use crate::model::snapshot::Snapshot;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReplayResult {
@@ -125,7 +125,7 @@ pub fn scores_text(s: &Scores) -> String {
 /// The CLI command: replay `file` ("-" for stdin) and print.
 pub fn run(file: &Path, config: Option<&Path>, speed: Option<f64>, json: bool) -> Result<()> {
     let cfg = match config {
-        Some(c) => crate::config::Config::load(Some(c))?.predict,
+        Some(c) => crate::app::config::Config::load(Some(c))?.predict,
         None => PredictConfig::default(),
     };
     let reader: Box<dyn BufRead> = if file == Path::new("-") {
@@ -171,7 +171,7 @@ pub async fn history_export(api: &str, state_dir: Option<&Path>, since: &str) ->
             store.export_jsonl(crate::history::unix_secs(t), None, &mut stdout.lock())?
         }
         None => {
-            let resp = crate::client::get(api, &format!("/api/v1/history?since={}", since.replace(' ', "%20"))).await?;
+            let resp = crate::cli::client::get(api, &format!("/api/v1/history?since={}", since.replace(' ', "%20"))).await?;
             if !resp.status().is_success() {
                 bail!("agent answered {}: {}", resp.status(), resp.text().await.unwrap_or_default());
             }

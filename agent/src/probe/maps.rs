@@ -218,7 +218,7 @@ pub fn set_layout(ebpf: &mut Ebpf) -> anyhow::Result<()> {
 }
 
 /// Tell the probe which client key to capture from upgrade requests.
-pub fn set_key_config(ebpf: &mut Ebpf, cfg: &crate::config::ClientKeyConfig) -> anyhow::Result<()> {
+pub fn set_key_config(ebpf: &mut Ebpf, cfg: &crate::app::config::ClientKeyConfig) -> anyhow::Result<()> {
     let kc = KeyConfig::new(cfg.header.as_deref(), cfg.query.as_deref(), cfg.hash)
         .context("probe.client_key: header/query name too long")?;
     let mut a: Array<_, KeyConfig> =

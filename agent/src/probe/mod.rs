@@ -4,6 +4,8 @@
 //! pinned there, it reuses the running probe and its maps as they are: nothing is reloaded, so
 //! counting never stops across a restart. `--fresh` unpins everything and starts from zero.
 
+pub mod events;
+
 mod batch;
 pub mod fs;
 pub mod maps;
@@ -22,7 +24,7 @@ use aya::{
 use tracing::{info, warn};
 use wsguard_common::{conn::ConnState, names, stats::ProcStats};
 
-use crate::config::ProbeConfig;
+use crate::app::config::ProbeConfig;
 
 /// The eBPF object built by build.rs (empty when built without the eBPF toolchain).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/wsguard"));
@@ -149,10 +151,10 @@ pub fn start(cfg: &ProbeConfig, fresh: bool) -> anyhow::Result<Probe> {
     } else {
         // A server already blocked in accept() made its entry before we attached; mark every
         // listener now, before attaching, so no kernel writer races these word updates.
-        let pids = crate::procinfo::listening_pids();
+        let pids = crate::track::procinfo::listening_pids();
         maps::mark_watched(&mut ebpf, &pids)?;
         maps::set_layout(&mut ebpf)?;
-        preexisting = Some(crate::procinfo::inbound_connections());
+        preexisting = Some(crate::track::procinfo::inbound_connections());
         info!("watching {} processes that already listen", pids.len());
         for (prog, tp) in TRACEPOINTS {
             let p: &mut RawTracePoint = ebpf

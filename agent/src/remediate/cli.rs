@@ -64,9 +64,9 @@ fn open(dir: &std::path::Path) -> Result<Audit> {
 }
 
 async fn post(w: &Where, path: &str, body: Value) -> Result<Value> {
-    let (client, base) = crate::client::endpoint(&w.api.api, reqwest::Client::builder())?;
+    let (client, base) = crate::cli::client::endpoint(&w.api.api, reqwest::Client::builder())?;
     let mut req = client.post(format!("{base}{path}")).json(&body);
-    if let Some(t) = crate::client::change_token(&w.api.api, w.api.token_file.as_deref(), w.api.config.as_deref())? {
+    if let Some(t) = crate::cli::client::change_token(&w.api.api, w.api.token_file.as_deref(), w.api.config.as_deref())? {
         req = req.bearer_auth(t);
     }
     let resp = req.send().await.with_context(|| format!("cannot reach the agent at {} (or use --state-dir)", w.api.api))?;
@@ -85,7 +85,7 @@ pub async fn run(cmd: RemediationCommand, at: Where) -> Result<()> {
             let rows: Vec<Entry> = match &at.state_dir {
                 Some(d) => open(d)?.list(limit, None)?,
                 None => {
-                    let r = crate::client::get(&at.api.api, &format!("/api/v1/remediation?limit={limit}")).await.context("(or use --state-dir)")?;
+                    let r = crate::cli::client::get(&at.api.api, &format!("/api/v1/remediation?limit={limit}")).await.context("(or use --state-dir)")?;
                     if !r.status().is_success() {
                         bail!("agent answered {}", r.status());
                     }

@@ -487,7 +487,7 @@ mod shipped {
                 format!("{}\n", example.unwrap_or(l))
             })
             .collect();
-        let cfg = crate::config::Config::parse(&uncommented, &path).unwrap();
+        let cfg = crate::app::config::Config::parse(&uncommented, &path).unwrap();
         let r = &cfg.remediation;
         assert_eq!(r.actions.len(), 8);
         assert!(r.actions.iter().all(|a| a.dry_run), "every example ships in dry run");
@@ -498,6 +498,6 @@ mod shipped {
         let idle2m = r.actions.iter().find(|a| a.on == ["CrisisProbabilityHigh"] && a.select.is_some()).unwrap();
         assert_eq!(idle2m.select.as_ref().unwrap().idle_for, std::time::Duration::from_secs(120));
         // As shipped (examples commented out): no action.
-        assert!(crate::config::Config::parse(&text, &path).unwrap().remediation.actions.is_empty());
+        assert!(crate::app::config::Config::parse(&text, &path).unwrap().remediation.actions.is_empty());
     }
 }

@@ -25,8 +25,8 @@ use super::{
 };
 use crate::{
     alert::{silence::Matcher, Alert, Rule, Transition, TransitionKind},
-    conns::ConnectionSnapshot,
-    snapshot::Snapshot,
+    track::conns::ConnectionSnapshot,
+    model::snapshot::Snapshot,
 };
 
 /// A finished run, sent back by its task.

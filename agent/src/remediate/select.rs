@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::config::{Order, SelectBy, SelectConfig};
-use crate::conns::ConnectionSnapshot;
+use crate::track::conns::ConnectionSnapshot;
 
 /// One connection chosen to be closed: enough to find its socket again and to tell whether it
 /// is still the same connection when the action runs.

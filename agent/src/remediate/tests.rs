@@ -10,14 +10,14 @@ use std::{
 use super::{audit::Entry, Remediator, RemediationConfig};
 use crate::{
     alert::{fingerprint, Alert, Labels, Severity, Status},
-    conns::ConnectionSnapshot,
-    resources::ProcessResources,
-    snapshot::{ProcessSnapshot, Snapshot},
+    track::conns::ConnectionSnapshot,
+    track::resources::ProcessResources,
+    model::snapshot::{ProcessSnapshot, Snapshot},
 };
 
 fn me() -> (u32, String) {
     let pid = std::process::id();
-    (pid, crate::procinfo::identity(pid).unwrap().comm)
+    (pid, crate::track::procinfo::identity(pid).unwrap().comm)
 }
 
 fn snap(pid: u32, comm: &str) -> Snapshot {

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::*;
 use crate::{
-    config::Config,
+    app::config::Config,
     notify::{
         channel::{Channel, Common},
         secret::{redact_url, Redactor},

@@ -21,7 +21,7 @@ use super::{
     app::{App, View},
     fmt,
 };
-use crate::health::Status;
+use crate::export::health::Status;
 
 pub const MIN_WIDTH: u16 = 80;
 pub const MIN_HEIGHT: u16 = 24;

@@ -10,7 +10,7 @@ use ratatui::{
 
 use super::{alerts, status_style};
 use crate::{
-    health::Status,
+    export::health::Status,
     top::{
         app::{App, Sample},
         fmt,
@@ -87,7 +87,7 @@ pub fn render(f: &mut Frame, app: &App, area: Rect) {
     alerts::firing_box(f, app, bottom);
 }
 
-pub fn frames(f: &crate::snapshot::Frames) -> u64 {
+pub fn frames(f: &crate::model::snapshot::Frames) -> u64 {
     f.text + f.binary + f.continuation + f.ping + f.pong + f.close
 }
 

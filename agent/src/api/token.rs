@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::bail;
 
-use crate::private_file;
+use crate::util::private_file;
 
 pub const DEFAULT_FILE: &str = "api-token";
 const WHAT: &str = "API token";

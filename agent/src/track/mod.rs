@@ -2,6 +2,12 @@
 //! identities (to tell an exit or a reused pid), connections that predate the probe, and the
 //! final numbers of processes that exited.
 
+pub mod conns;
+pub mod k8s;
+pub mod keyhash;
+pub mod procinfo;
+pub mod resources;
+
 use std::{
     collections::{HashMap, HashSet},
     time::{Duration, Instant, SystemTime},
@@ -13,13 +19,13 @@ use tracing::{debug, warn};
 use procfs::process::Process;
 
 use crate::{
-    config::Config,
-    conns::{self, ConnectionSnapshot, Limits},
+    app::config::Config,
     probe::{maps, Probe},
-    procinfo::{self, Identity},
-    resources::{self, host, Sampler},
-    snapshot::{AgentInfo, Latencies, ProbeInfo, ProcessSnapshot, Quantiles, Rates, Snapshot, WebSocketStats},
+    model::snapshot::{AgentInfo, Latencies, ProbeInfo, ProcessSnapshot, Quantiles, Rates, Snapshot, WebSocketStats},
 };
+use conns::{ConnectionSnapshot, Limits};
+use procinfo::Identity;
+use resources::{host, Sampler};
 use wsguard_common::{
     conn::{phase, ConnKey, ConnState},
     hist::which,
@@ -59,7 +65,7 @@ struct Live {
     conns: conns::ProcessConns,
     /// The next `Known::conn_fds`.
     conn_fds: HashMap<u32, (u64, u64)>,
-    resources: Option<crate::resources::ProcessResources>,
+    resources: Option<crate::track::resources::ProcessResources>,
 }
 
 /// A snapshot plus each process's connection list (served separately: it can be large).
@@ -83,7 +89,7 @@ impl Tracker {
     /// A new tracker. On a fresh attach it records the inbound connections already open (and
     /// saves them, so a resumed agent keeps reporting them); on resume it loads that record.
     /// `key_hasher` hashes the client keys it shows (`keyhash.rs`).
-    pub fn new(cfg: &Config, scan: Option<HashMap<u32, HashSet<u64>>>, key_hasher: crate::keyhash::KeyHasher) -> Self {
+    pub fn new(cfg: &Config, scan: Option<HashMap<u32, HashSet<u64>>>, key_hasher: crate::track::keyhash::KeyHasher) -> Self {
         return_large_buffers_to_the_os();
         let state_file = cfg.agent.state_dir.join(PREEXISTING_FILE);
         let preexisting = match scan {
@@ -298,7 +304,7 @@ impl Tracker {
                 connections_stalled: pc.stalled,
                 send_queue_bytes: pc.send_queue_bytes,
                 recv_queue_bytes: pc.recv_queue_bytes,
-                kubernetes: crate::k8s::pod_of(l.resources.as_ref()),
+                kubernetes: crate::track::k8s::pod_of(l.resources.as_ref()),
                 resources: l.resources,
             };
             if self.selected(&ps) {
@@ -329,7 +335,7 @@ impl Tracker {
                 cmdline: id.cmdline.join(" "),
                 listening_ports: listening_ports(inodes.iter(), table),
                 preexisting_connections: open,
-                kubernetes: crate::k8s::pod_of(resources.as_ref()),
+                kubernetes: crate::track::k8s::pod_of(resources.as_ref()),
                 resources,
                 ..Default::default()
             };
@@ -393,7 +399,7 @@ impl Tracker {
 }
 
 /// The limits of `cfg`; the key hasher stays for the agent's lifetime.
-fn limits(cfg: &Config, key_hasher: crate::keyhash::KeyHasher) -> Limits {
+fn limits(cfg: &Config, key_hasher: crate::track::keyhash::KeyHasher) -> Limits {
     Limits {
         quota: cfg.limits.per_client_connections,
         idle_after_s: cfg.limits.idle_after.as_secs_f64(),

@@ -12,7 +12,7 @@ use serde_json::Value;
 use tracing::{error, info, warn};
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
-use crate::{config::Config, predict::Predictor, track::Tracker};
+use crate::{app::config::Config, predict::Predictor, track::Tracker};
 
 /// Keys (or key prefixes ending in `.`) that take effect without a restart. Extend it together
 /// with [`apply_reload`], e.g. `"alert."` once the alert engine takes new rules.

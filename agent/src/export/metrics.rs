@@ -57,9 +57,9 @@ use prometheus_client::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    conns::AgeBuckets,
-    resources::ProcessResources,
-    snapshot::{Frames, ProcessSnapshot, Quantiles, Snapshot, WebSocketStats},
+    track::conns::AgeBuckets,
+    track::resources::ProcessResources,
+    model::snapshot::{Frames, ProcessSnapshot, Quantiles, Snapshot, WebSocketStats},
 };
 
 /// Content type of [`render`]'s output: the Prometheus text format 0.0.4.
@@ -1010,9 +1010,9 @@ mod tests {
 
     use super::*;
     use crate::{
-        conns::ClientsSnapshot,
-        resources::HostResources,
-        snapshot::{Frames, Latencies},
+        track::conns::ClientsSnapshot,
+        track::resources::HostResources,
+        model::snapshot::{Frames, Latencies},
     };
 
     fn proc(pid: u32, comm: &str, ports: &[u16], active: u64) -> ProcessSnapshot {
@@ -1546,7 +1546,7 @@ mod tests {
         let mut s = Snapshot::default();
         let mut in_pod = proc(100, "node", &[8080], 3);
         in_pod.kubernetes =
-            Some(crate::k8s::Pod { namespace: "prod".into(), pod: "chat-0".into(), container: Some("chat".into()) });
+            Some(crate::track::k8s::Pod { namespace: "prod".into(), pod: "chat-0".into(), container: Some("chat".into()) });
         s.processes = vec![in_pod, proc(200, "python3", &[9090], 1)];
         let text = render(&s, &MetricsConfig::default());
         check_exposition(&text);
@@ -1561,7 +1561,7 @@ mod tests {
 
     #[test]
     fn families_are_well_formed_and_documented() {
-        let doc = include_str!("../../docs/metrics.md");
+        let doc = include_str!("../../../docs/metrics.md");
         let mut names = HashSet::new();
         for f in FAMILIES {
             assert!(names.insert(f.name), "duplicate family {}", f.name);

@@ -1,10 +1,15 @@
 //! Command line (clap derive).
 
+pub mod client;
+pub mod completions;
+pub mod config_cmd;
+pub mod doctor;
+
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::client::DEFAULT_API;
+use crate::cli::client::DEFAULT_API;
 
 #[derive(Parser)]
 #[command(

@@ -14,12 +14,12 @@ use wsguard_common::names;
 use crate::{
     alert::{service::AlertService, Alert, Status, Transition, TransitionKind},
     api,
-    config::Config,
-    events,
+    app::config::Config,
+    probe::events,
     history::History,
     probe,
     remediate::Remediator,
-    token,
+    api::token,
     track::Tracker,
 };
 
@@ -27,12 +27,12 @@ use crate::{
 const NOTIFY_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `config_path` is re-read on SIGHUP (None: the default path), see `reload.rs`.
-pub async fn run(mut cfg: Config, config_path: Option<&std::path::Path>, fresh: bool, logs: crate::reload::Logs) -> anyhow::Result<()> {
+pub async fn run(mut cfg: Config, config_path: Option<&std::path::Path>, fresh: bool, logs: crate::app::reload::Logs) -> anyhow::Result<()> {
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_PERFMON: u32 = 38;
     const CAP_BPF: u32 = 39;
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let caps = crate::doctor::parse_cap_eff(&status).unwrap_or(0);
+    let caps = crate::cli::doctor::parse_cap_eff(&status).unwrap_or(0);
     let has = |c: u32| caps & (1u64 << c) != 0;
     if !(has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))) {
         bail!("wsguard run needs root, or CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN to mount tracefs/bpffs); `wsguard doctor` checks");
@@ -43,9 +43,9 @@ pub async fn run(mut cfg: Config, config_path: Option<&std::path::Path>, fresh: 
     // The secret behind shown client-key hashes (keyhash.rs): an unusable one fails the start
     // before anything is attached, rather than showing hashes anyone can reverse.
     let key_hasher = if cfg.probe.client_key.enabled() {
-        crate::keyhash::load_or_create(&crate::keyhash::path(&cfg.agent.state_dir)).context("[probe.client_key]")?
+        crate::track::keyhash::load_or_create(&crate::track::keyhash::path(&cfg.agent.state_dir)).context("[probe.client_key]")?
     } else {
-        crate::keyhash::KeyHasher::ephemeral()?
+        crate::track::keyhash::KeyHasher::ephemeral()?
     };
 
     // Bind first: a port conflict should fail before anything is attached.
@@ -54,9 +54,9 @@ pub async fn run(mut cfg: Config, config_path: Option<&std::path::Path>, fresh: 
         .with_context(|| format!("cannot listen on {} ([api] listen)", cfg.api.listen))?;
     // The socket too (and while we may still chown it); its file is removed when we stop.
     let socket = match cfg.api_socket() {
-        Some(path) => match crate::api_socket::bind(&path, cfg.api.socket_group.as_deref()) {
+        Some(path) => match crate::api::socket::bind(&path, cfg.api.socket_group.as_deref()) {
             Ok(s) => Some(s),
-            Err(e) if crate::api_socket::storage_failure(&e) => {
+            Err(e) if crate::api::socket::storage_failure(&e) => {
                 error!("API socket unavailable until a restart (the TCP API serves): {e:#}");
                 None
             }
@@ -96,7 +96,7 @@ pub async fn run(mut cfg: Config, config_path: Option<&std::path::Path>, fresh: 
         format!("{e:#}")
     });
     // Everything privileged is done: keep only what later work needs (docs/security.md).
-    let dropped = crate::privs::drop_after_attach(|| probe::maps::Reader::default().read(&probe.ebpf, cfg.probe.max_connections).map(drop))?;
+    let dropped = crate::app::privs::drop_after_attach(|| probe::maps::Reader::default().read(&probe.ebpf, cfg.probe.max_connections).map(drop))?;
     info!("{dropped}");
     let mut remediator = match Remediator::open(cfg.remediation.clone(), &cfg.agent.state_dir) {
         Ok(mut r) => {
@@ -114,7 +114,7 @@ pub async fn run(mut cfg: Config, config_path: Option<&std::path::Path>, fresh: 
     info!("API listening on http://{}", cfg.api.listen);
     let _socket_file = socket.map(|(unix, file)| {
         // Connect info = the peer's credentials (api_socket::Peer), read by `api::authorize`.
-        let svc = app.clone().into_make_service_with_connect_info::<crate::api_socket::Peer>();
+        let svc = app.clone().into_make_service_with_connect_info::<crate::api::socket::Peer>();
         info!(
             "API also on unix:{} (mode {}; mutations: root{})",
             file.path().display(),
@@ -174,8 +174,8 @@ pub async fn run(mut cfg: Config, config_path: Option<&std::path::Path>, fresh: 
                 }
             }
             _ = hup.recv() => {
-                let live = crate::reload::Live { tracker: &mut tracker, predictor: &mut predictor, tick: &mut tick, logs: &logs, alerts: &alerts };
-                crate::reload::on_sighup(config_path, &mut cfg, live);
+                let live = crate::app::reload::Live { tracker: &mut tracker, predictor: &mut predictor, tick: &mut tick, logs: &logs, alerts: &alerts };
+                crate::app::reload::on_sighup(config_path, &mut cfg, live);
                 // Reloaded rules: the breaker must know which way each alert's metric improves.
                 // ([remediation] itself changes on restart.)
                 if let Some(r) = remediator.as_mut() {

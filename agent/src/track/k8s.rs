@@ -113,7 +113,7 @@ static NODE: Mutex<Option<Resolver>> = Mutex::new(None);
 /// The pod of a process from its sampled resources, resolved against this node's `/var/log`.
 /// None off Kubernetes (no pod UID in the cgroup) or when the pod's log directory is not
 /// visible (not mounted into the agent's container).
-pub fn pod_of(r: Option<&crate::resources::ProcessResources>) -> Option<Pod> {
+pub fn pod_of(r: Option<&crate::track::resources::ProcessResources>) -> Option<Pod> {
     let r = r?;
     let uid = r.pod_uid.as_deref()?;
     let mut node = NODE.lock().ok()?;
@@ -123,7 +123,7 @@ pub fn pod_of(r: Option<&crate::resources::ProcessResources>) -> Option<Pod> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::process::{container_id, parse_cgroup, pod_uid};
+    use crate::track::resources::process::{container_id, parse_cgroup, pod_uid};
 
     const UID: &str = "8a3c6f12-4b1e-4c9a-9f0d-2e7b5c1a9d44";
     const ID: &str = "3f1e0c5b9d7a24e8c6b1f0a9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9";
@@ -216,13 +216,13 @@ mod tests {
     /// The snapshot carries `kubernetes` only for processes in a pod.
     #[test]
     fn snapshot_field_absent_off_kubernetes() {
-        let mut p = crate::snapshot::ProcessSnapshot { pid: 1, ..Default::default() };
+        let mut p = crate::model::snapshot::ProcessSnapshot { pid: 1, ..Default::default() };
         let v = serde_json::to_value(&p).unwrap();
         assert!(v.get("kubernetes").is_none(), "{v}");
         p.kubernetes = Some(Pod { namespace: "prod".into(), pod: "chat-0".into(), container: None });
         let v = serde_json::to_value(&p).unwrap();
         assert_eq!(v["kubernetes"], serde_json::json!({"namespace": "prod", "pod": "chat-0", "container": null}));
-        let back: crate::snapshot::ProcessSnapshot = serde_json::from_value(v).unwrap();
+        let back: crate::model::snapshot::ProcessSnapshot = serde_json::from_value(v).unwrap();
         assert_eq!(back.kubernetes.unwrap().pod, "chat-0");
     }
 

@@ -32,7 +32,7 @@ pub struct Config {
     pub probe: ProbeConfig,
     pub limits: LimitsConfig,
     pub history: crate::history::HistoryConfig,
-    pub metrics: crate::metrics::MetricsConfig,
+    pub metrics: crate::export::metrics::MetricsConfig,
     pub predict: crate::predict::PredictConfig,
     pub alert: crate::alert::AlertConfig,
     pub notify: crate::notify::NotifyConfig,
@@ -208,13 +208,13 @@ fn parse_message(e: &toml::de::Error, text: &str) -> String {
 impl Config {
     /// The API token file in effect.
     pub fn token_file(&self) -> PathBuf {
-        crate::token::path(self.api.token_file.as_deref(), &self.agent.state_dir)
+        crate::api::token::path(self.api.token_file.as_deref(), &self.agent.state_dir)
     }
 
     /// The API's Unix socket, if any (`[api] socket`; empty: none).
     pub fn api_socket(&self) -> Option<PathBuf> {
         match &self.api.socket {
-            None => Some(self.agent.state_dir.join(crate::api_socket::DEFAULT_FILE)),
+            None => Some(self.agent.state_dir.join(crate::api::socket::DEFAULT_FILE)),
             Some(p) if p.as_os_str().is_empty() => None,
             Some(p) => Some(p.clone()),
         }
@@ -229,7 +229,7 @@ impl Config {
         let text = match std::fs::File::open(&path) {
             Ok(mut f) => {
                 // As root, a config others can write is a way to run their commands as root.
-                crate::privs::check_config_file(&path, &f)
+                crate::app::privs::check_config_file(&path, &f)
                     .map_err(|message| ConfigError::Insecure { path: path.clone(), message })?;
                 let mut t = String::new();
                 std::io::Read::read_to_string(&mut f, &mut t)
@@ -245,7 +245,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let cfg: Config = toml::from_str(text)
             .map_err(|e| ConfigError::Parse { path: path.into(), message: parse_message(&e, text) })?;
-        cfg.validate(path).map_err(|e| crate::config_cmd::with_line(e, text))?;
+        cfg.validate(path).map_err(|e| crate::cli::config_cmd::with_line(e, text))?;
         Ok(cfg)
     }
 
@@ -288,8 +288,8 @@ impl Config {
             return Err(ConfigError::Value { path: path.into(), key, message });
         }
         if let Some(sock) = self.api_socket() {
-            if sock.as_os_str().len() > crate::api_socket::PATH_MAX {
-                let msg = format!("must be at most {} bytes (\"\" turns the socket off)", crate::api_socket::PATH_MAX);
+            if sock.as_os_str().len() > crate::api::socket::PATH_MAX {
+                let msg = format!("must be at most {} bytes (\"\" turns the socket off)", crate::api::socket::PATH_MAX);
                 return Err(bad("api.socket", &msg));
             }
         }

@@ -9,7 +9,7 @@ use wsguard_common::{
     frame::DirCounters,
 };
 
-use crate::{resources::tcp::Sock, snapshot::Frames};
+use crate::{track::resources::tcp::Sock, model::snapshot::Frames};
 
 /// One WebSocket connection, as `GET /api/v1/processes/{pid}/connections` shows it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -88,7 +88,7 @@ pub struct Limits {
     pub key_source: String,
     pub hash_keys: bool,
     /// Keyed hash shown instead of a value (`keyhash.rs`).
-    pub key_hasher: crate::keyhash::KeyHasher,
+    pub key_hasher: crate::track::keyhash::KeyHasher,
 }
 
 /// Current CLOCK_MONOTONIC in ns (the clock of `bpf_ktime_get_ns`).
@@ -219,7 +219,7 @@ mod tests {
     use wsguard_common::clientkey::KeyScan;
 
     fn limits(hash_keys: bool) -> Limits {
-        let key_hasher = crate::keyhash::KeyHasher::new([7; 16]);
+        let key_hasher = crate::track::keyhash::KeyHasher::new([7; 16]);
         Limits { quota: 2, idle_after_s: 60.0, stall_after_s: 30.0, key_source: "remote_ip".into(), hash_keys, key_hasher }
     }
 

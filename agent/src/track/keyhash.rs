@@ -21,7 +21,7 @@ use std::{
 use anyhow::bail;
 use siphasher::sip::SipHasher24;
 
-use crate::private_file;
+use crate::util::private_file;
 
 pub const DEFAULT_FILE: &str = "client-key.secret";
 const WHAT: &str = "client-key secret";

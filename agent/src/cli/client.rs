@@ -4,7 +4,7 @@ use anyhow::{bail, Context};
 
 use crate::{
     history::{Format, Store},
-    snapshot::Snapshot,
+    model::snapshot::Snapshot,
 };
 
 pub const DEFAULT_API: &str = "http://127.0.0.1:9595";
@@ -27,9 +27,9 @@ pub fn change_token(api: &str, token_file: Option<&std::path::Path>, config: Opt
     let path = match (token_file, api.starts_with("unix:")) {
         (Some(p), _) => p.to_path_buf(),
         (None, true) => return Ok(None),
-        (None, false) => crate::config::Config::load(config)?.token_file(),
+        (None, false) => crate::app::config::Config::load(config)?.token_file(),
     };
-    let t = crate::token::load(&path)
+    let t = crate::api::token::load(&path)
         .context("changes need the agent's API token (`--token-file`, or run as root; or `--api unix:…` as root)")?;
     Ok(Some(t.as_str().to_string()))
 }

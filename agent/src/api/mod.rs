@@ -2,6 +2,9 @@
 //! Documented in docs/api.md. Reads are open (loopback by default); mutations need the token,
 //! or, on the Unix socket (`api_socket.rs`), a peer uid the config trusts.
 
+pub mod socket;
+pub mod token;
+
 use std::{
     collections::HashMap,
     sync::{Arc, RwLock},
@@ -18,11 +21,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::{
-    conns::ConnectionSnapshot,
-    health,
+    track::conns::ConnectionSnapshot,
+    export::health,
     history::History,
-    metrics::{render, MetricsConfig, CONTENT_TYPE},
-    snapshot::Snapshot,
+    export::metrics::{render, MetricsConfig, CONTENT_TYPE},
+    model::snapshot::Snapshot,
 };
 
 /// What the API serves; the run loop publishes into it.
@@ -35,7 +38,7 @@ pub struct Shared {
     pub alerts: Option<Arc<crate::alert::service::AlertService>>,
     pub remediation: Option<Arc<crate::remediate::Shared>>,
     /// Bearer token for mutating calls; `Err` says why there is none (mutations are refused).
-    pub token: Result<crate::token::Token, String>,
+    pub token: Result<crate::api::token::Token, String>,
     /// Peers on the Unix socket that may mutate without the token, besides root (`[api] socket_uids`).
     pub socket_uids: Vec<u32>,
 }
@@ -112,7 +115,7 @@ impl IntoResponse for ApiError {
 /// Who called: the request's headers and, on the Unix socket, the peer's credentials.
 pub struct Caller {
     headers: axum::http::HeaderMap,
-    peer: Option<crate::api_socket::Peer>,
+    peer: Option<crate::api::socket::Peer>,
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
@@ -120,7 +123,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
         // Only the socket listener records connect info (run.rs), so TCP callers have no peer.
-        let peer = parts.extensions.get::<axum::extract::ConnectInfo<crate::api_socket::Peer>>().map(|c| c.0);
+        let peer = parts.extensions.get::<axum::extract::ConnectInfo<crate::api::socket::Peer>>().map(|c| c.0);
         Ok(Caller { headers: parts.headers.clone(), peer })
     }
 }

@@ -9,9 +9,9 @@ use wsguard_common::{
 };
 
 use crate::{
-    conns::{AgeBuckets, ClientsSnapshot},
+    track::conns::{AgeBuckets, ClientsSnapshot},
     probe::maps::{CloseCodes, ProbeHealth},
-    resources::{HostResources, ProcessResources},
+    track::resources::{HostResources, ProcessResources},
 };
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -90,7 +90,7 @@ pub struct ProcessSnapshot {
     /// Namespace, pod and container when the process runs in a Kubernetes pod (`k8s.rs`);
     /// absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub kubernetes: Option<crate::k8s::Pod>,
+    pub kubernetes: Option<crate::track::k8s::Pod>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

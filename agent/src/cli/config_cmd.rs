@@ -6,7 +6,7 @@ use std::{net::IpAddr, path::Path};
 
 use serde::Serialize;
 
-use crate::config::{Config, DEFAULT_PATH};
+use crate::app::config::{Config, DEFAULT_PATH};
 
 /// A production-readiness finding: the config is valid, but probably not what you want.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -140,7 +140,7 @@ pub fn check(path: Option<&Path>, json: bool, strict: bool) -> anyhow::Result<bo
     let report = match Config::load(path) {
         Ok(cfg) => CheckReport { path: shown, defaults_only, valid: true, error: None, warnings: readiness(&cfg) },
         // An unreadable file is not a verdict on the config: exit 2.
-        Err(e @ crate::config::ConfigError::Read { .. }) => return Err(e.into()),
+        Err(e @ crate::app::config::ConfigError::Read { .. }) => return Err(e.into()),
         Err(e) => CheckReport { path: shown, defaults_only, valid: false, error: Some(e.to_string()), warnings: vec![] },
     };
     let ok = report.valid && (!strict || report.warnings.is_empty());
@@ -221,8 +221,8 @@ pub fn key_line(text: &str, key: &str) -> Option<usize> {
 }
 
 /// A validation error with the line of its key appended, when the key is in the text.
-pub fn with_line(e: crate::config::ConfigError, text: &str) -> crate::config::ConfigError {
-    use crate::config::ConfigError;
+pub fn with_line(e: crate::app::config::ConfigError, text: &str) -> crate::app::config::ConfigError {
+    use crate::app::config::ConfigError;
     match e {
         ConfigError::Value { path, key, message } => {
             let message = match key_line(text, key) {
