@@ -5,11 +5,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use wsguard::{
-    alert,
     cli::{Cli, Command, ConfigCommand, HistoryCommand},
     cli::client, cli::completions,
     app::config::Config,
-    cli::config_cmd, cli::doctor, history, predict, probe, app::reload, remediate, app::run, top,
+    cli::config_cmd, cli::doctor, cli::alerts, cli::remediation, history, predict, probe, app::reload, app::run, top,
 };
 
 #[tokio::main]
@@ -52,8 +51,8 @@ async fn main() -> ExitCode {
                 Ok(())
             }),
         Command::Replay { file, speed, json, config } => predict::replay::run(&file, config.as_deref(), speed, json),
-        Command::Alerts { command, api } => alert::cli::run(command, api).await,
-        Command::Remediation { command, at } => remediate::cli::run(command, at).await,
+        Command::Alerts { command, api } => alerts::run(command, api).await,
+        Command::Remediation { command, at } => remediation::run(command, at).await,
         Command::History { command: HistoryCommand::Export { since, state_dir, api } } => {
             predict::replay::history_export(&api, state_dir.as_deref(), &since).await
         }

@@ -2,6 +2,8 @@
 //! Documented in docs/api.md. Reads are open (loopback by default); mutations need the token,
 //! or, on the Unix socket (`api_socket.rs`), a peer uid the config trusts.
 
+pub mod alerts;
+pub mod remediation;
 pub mod socket;
 pub mod token;
 
@@ -83,8 +85,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/processes/{pid}/connections", get(connections))
         .route("/api/v1/history", get(history))
         .route("/api/v1/predictions", get(predictions))
-        .merge(crate::alert::api::routes())
-        .merge(crate::remediate::api::routes())
+        .merge(alerts::routes())
+        .merge(remediation::routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; see docs/api.md") })
         .with_state(shared)
 }

@@ -1,9 +1,11 @@
 //! Command line (clap derive).
 
+pub mod alerts;
 pub mod client;
 pub mod completions;
 pub mod config_cmd;
 pub mod doctor;
+pub mod remediation;
 
 use std::path::PathBuf;
 
@@ -129,9 +131,9 @@ pub enum Command {
     /// Alerts of the running agent: list, show, ack, silence, fire… (changes need the API token).
     Alerts {
         #[command(subcommand)]
-        command: crate::alert::cli::AlertsCommand,
+        command: alerts::AlertsCommand,
         #[command(flatten)]
-        api: crate::alert::cli::ApiArgs,
+        api: alerts::ApiArgs,
     },
     /// History commands.
     History {
@@ -141,9 +143,9 @@ pub enum Command {
     /// Remediation: audit log, approvals, kill switch.
     Remediation {
         #[command(subcommand)]
-        command: crate::remediate::cli::RemediationCommand,
+        command: remediation::RemediationCommand,
         #[command(flatten)]
-        at: crate::remediate::cli::Where,
+        at: remediation::Where,
     },
     /// Configuration commands.
     Config {

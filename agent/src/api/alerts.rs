@@ -12,7 +12,7 @@ use axum::{
 };
 use serde::Deserialize;
 
-use super::{service::AlertService, silence::Matcher, Labels, Severity, Status};
+use crate::alert::{service::AlertService, silence::Matcher, Labels, Severity, Status};
 use crate::api::{authorize, ApiError, Caller, Shared};
 
 pub fn routes() -> Router<Arc<Shared>> {

@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use super::{silence::Silence, store::Event, Alert, Severity};
+use crate::alert::{silence::Silence, store::Event, Alert, Severity};
 use crate::cli::client::DEFAULT_API;
 
 #[derive(Args, Clone)]

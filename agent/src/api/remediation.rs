@@ -26,7 +26,7 @@ pub fn routes() -> Router<Arc<Api>> {
 
 type Answer = Result<Response, ApiError>;
 
-fn shared(s: &Api) -> Result<&Arc<super::Shared>, ApiError> {
+fn shared(s: &Api) -> Result<&Arc<crate::remediate::Shared>, ApiError> {
     s.remediation
         .as_ref()
         .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "remediation is not running (audit log unavailable)"))

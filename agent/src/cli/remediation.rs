@@ -8,8 +8,8 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use super::audit::{Audit, Entry};
-use crate::alert::cli::ApiArgs;
+use crate::remediate::audit::{Audit, Entry};
+use crate::cli::alerts::ApiArgs;
 
 #[derive(Subcommand)]
 pub enum RemediationCommand {
