@@ -5,10 +5,17 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use wsguard::{
-    cli::{Cli, Command, ConfigCommand, HistoryCommand},
-    cli::client, cli::completions,
     app::config::Config,
-    cli::config_cmd, cli::doctor, cli::alerts, cli::remediation, history, predict, probe, app::reload, app::run, top,
+    app::reload,
+    app::run,
+    cli::alerts,
+    cli::client,
+    cli::completions,
+    cli::config_cmd,
+    cli::doctor,
+    cli::remediation,
+    cli::{Cli, Command, ConfigCommand, HistoryCommand},
+    history, predict, probe, top,
 };
 
 #[tokio::main]
@@ -43,13 +50,11 @@ async fn main() -> ExitCode {
             Ok(false) => return ExitCode::from(1),
             Err(e) => Err(e),
         },
-        Command::Detach { config } => Config::load(config.as_deref())
-            .map_err(anyhow::Error::from)
-            .and_then(|cfg| {
-                probe::remove(&cfg.probe.pin_path)?;
-                println!("removed {}", cfg.probe.pin_path.display());
-                Ok(())
-            }),
+        Command::Detach { config } => Config::load(config.as_deref()).map_err(anyhow::Error::from).and_then(|cfg| {
+            probe::remove(&cfg.probe.pin_path)?;
+            println!("removed {}", cfg.probe.pin_path.display());
+            Ok(())
+        }),
         Command::Replay { file, speed, json, config } => predict::replay::run(&file, config.as_deref(), speed, json),
         Command::Alerts { command, api } => alerts::run(command, api).await,
         Command::Remediation { command, at } => remediation::run(command, at).await,

@@ -2,8 +2,8 @@
 //! (process, client). Interval metrics compare with the previous snapshot of the same pid.
 
 use crate::{
-    predict::Predictions,
     model::snapshot::{ProcessSnapshot, Snapshot},
+    predict::Predictions,
 };
 
 use super::{
@@ -36,7 +36,13 @@ fn ratio(num: f64, den: f64) -> Option<f64> {
 }
 
 /// Values of `metric` in `scope`. Exited processes yield nothing (they are gone).
-pub fn instances(metric: Metric, scope: Scope, s: &Snapshot, prev: Option<&Snapshot>, preds: Option<&Predictions>) -> Vec<Instance> {
+pub fn instances(
+    metric: Metric,
+    scope: Scope,
+    s: &Snapshot,
+    prev: Option<&Snapshot>,
+    preds: Option<&Predictions>,
+) -> Vec<Instance> {
     use Metric::*;
     let host = |v: Option<f64>| v.map(|value| vec![Instance { labels: Labels::new(), value }]).unwrap_or_default();
     let h = &s.host;

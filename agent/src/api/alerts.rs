@@ -35,18 +35,11 @@ fn bad(msg: impl Into<String>) -> ApiError {
 
 /// A JSON body or a 400 that says what was wrong and what is expected.
 fn parse<T>(body: Result<Json<T>, JsonRejection>, expected: &str) -> Result<T, ApiError> {
-    body.map(|Json(b)| b).map_err(|e| {
-        bad(format!(
-            "{}; expected a JSON body like {expected}",
-            e.body_text()
-        ))
-    })
+    body.map(|Json(b)| b).map_err(|e| bad(format!("{}; expected a JSON body like {expected}", e.body_text())))
 }
 
 fn service(s: &Shared) -> Result<&Arc<AlertService>, ApiError> {
-    s.alerts
-        .as_ref()
-        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "alerting is not running"))
+    s.alerts.as_ref().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "alerting is not running"))
 }
 
 #[derive(Deserialize)]
@@ -62,27 +55,16 @@ async fn list(State(s): State<Arc<Shared>>, Query(q): Query<ListQuery>) -> Answe
         Some("pending") => Some(Status::Pending),
         Some("firing") => Some(Status::Firing),
         Some("resolved") => Some(Status::Resolved),
-        Some(other) => {
-            return Err(bad(format!(
-                "status {other:?}: use pending, firing or resolved"
-            )))
-        }
+        Some(other) => return Err(bad(format!("status {other:?}: use pending, firing or resolved"))),
     };
-    let alerts: Vec<_> = service(&s)?
-        .alerts()
-        .into_iter()
-        .filter(|a| want.is_none_or(|w| a.status == w))
-        .collect();
+    let alerts: Vec<_> = service(&s)?.alerts().into_iter().filter(|a| want.is_none_or(|w| a.status == w)).collect();
     Ok(Json(alerts).into_response())
 }
 
 async fn show(State(s): State<Arc<Shared>>, Path(fp): Path<String>) -> Answer {
-    let a = service(&s)?.alert(&fp).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no alert with that fingerprint (or the prefix is ambiguous)",
-        )
-    })?;
+    let a = service(&s)?
+        .alert(&fp)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no alert with that fingerprint (or the prefix is ambiguous)"))?;
     Ok(Json(a).into_response())
 }
 
@@ -119,17 +101,11 @@ async fn ack(
     if b.by.trim().is_empty() {
         return Err(bad("by: who acknowledges (non-empty)"));
     }
-    let a = service(&s)?
-        .acknowledge(&fp, &b.by, &b.comment)
-        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e))?;
+    let a = service(&s)?.acknowledge(&fp, &b.by, &b.comment).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e))?;
     Ok(Json(a).into_response())
 }
 
-async fn resolve(
-    State(s): State<Arc<Shared>>,
-    caller: Caller,
-    Path(fp): Path<String>,
-) -> Answer {
+async fn resolve(State(s): State<Arc<Shared>>, caller: Caller, Path(fp): Path<String>) -> Answer {
     authorize(&s, &caller)?;
     let svc = service(&s)?;
     if svc.alert(&fp).is_some_and(|a| !a.manual) {
@@ -138,9 +114,7 @@ async fn resolve(
             "only manual alerts resolve by hand; a rule alert resolves when its condition clears",
         ));
     }
-    let a = svc
-        .resolve(&fp)
-        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e))?;
+    let a = svc.resolve(&fp).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e))?;
     Ok(Json(a).into_response())
 }
 
@@ -153,24 +127,13 @@ struct FireBody {
     labels: Labels,
 }
 
-async fn fire(
-    State(s): State<Arc<Shared>>,
-    caller: Caller,
-    body: Result<Json<FireBody>, JsonRejection>,
-) -> Answer {
+async fn fire(State(s): State<Arc<Shared>>, caller: Caller, body: Result<Json<FireBody>, JsonRejection>) -> Answer {
     authorize(&s, &caller)?;
-    let b = parse(
-        body,
-        r#"{"severity": "critical", "message": "…", "labels": {…}}"#,
-    )?;
+    let b = parse(body, r#"{"severity": "critical", "message": "…", "labels": {…}}"#)?;
     if b.message.trim().is_empty() {
         return Err(bad("message must not be empty"));
     }
-    if let Some(k) = b
-        .labels
-        .keys()
-        .find(|k| k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-    {
+    if let Some(k) = b.labels.keys().find(|k| k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')) {
         return Err(bad(format!("label name {k:?} must be [A-Za-z0-9_]+")));
     }
     let a = service(&s)?.fire(b.severity, &b.message, b.labels);
@@ -193,45 +156,29 @@ struct SilenceBody {
     comment: String,
 }
 
-async fn silence(
-    State(s): State<Arc<Shared>>,
-    caller: Caller,
-    body: Result<Json<SilenceBody>, JsonRejection>,
-) -> Answer {
+async fn silence(State(s): State<Arc<Shared>>, caller: Caller, body: Result<Json<SilenceBody>, JsonRejection>) -> Answer {
     authorize(&s, &caller)?;
-    let b = parse(
-        body,
-        r#"{"matchers": ["alertname=X"], "duration": "2h", "created_by": "…"}"#,
-    )?;
+    let b = parse(body, r#"{"matchers": ["alertname=X"], "duration": "2h", "created_by": "…"}"#)?;
     let matchers = b
         .matchers
         .iter()
         .map(|m| Matcher::parse(m))
         .collect::<Result<Vec<Matcher>, String>>()
         .map_err(|e| bad(format!("matchers: {e}")))?;
-    let duration: Duration = humantime::parse_duration(&b.duration)
-        .map_err(|e| bad(format!("duration {:?}: {e}", b.duration)))?;
+    let duration: Duration =
+        humantime::parse_duration(&b.duration).map_err(|e| bad(format!("duration {:?}: {e}", b.duration)))?;
     if b.created_by.trim().is_empty() {
         return Err(bad("created_by must not be empty"));
     }
-    let sil = service(&s)?
-        .silence(matchers, duration, &b.created_by, &b.comment)
-        .map_err(bad)?;
+    let sil = service(&s)?.silence(matchers, duration, &b.created_by, &b.comment).map_err(bad)?;
     Ok((StatusCode::CREATED, Json(sil)).into_response())
 }
 
-async fn unsilence(
-    State(s): State<Arc<Shared>>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> Answer {
+async fn unsilence(State(s): State<Arc<Shared>>, caller: Caller, Path(id): Path<String>) -> Answer {
     authorize(&s, &caller)?;
     if service(&s)?.unsilence(&id) {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no silence with that id",
-        ))
+        Err(ApiError::new(StatusCode::NOT_FOUND, "no silence with that id"))
     }
 }

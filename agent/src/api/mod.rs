@@ -23,11 +23,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::{
-    track::conns::ConnectionSnapshot,
     export::health,
-    history::History,
     export::metrics::{render, MetricsConfig, CONTENT_TYPE},
+    history::History,
     model::snapshot::Snapshot,
+    track::conns::ConnectionSnapshot,
 };
 
 /// What the API serves; the run loop publishes into it.
@@ -244,10 +244,6 @@ async fn ready(State(s): State<Arc<Shared>>) -> Response {
 async fn detailed(State(s): State<Arc<Shared>>) -> Response {
     let Some(snap) = s.latest() else { return no_snapshot() };
     let report = health::evaluate(&snap, &s.history.health());
-    let code = if report.status == health::Status::Unhealthy {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
+    let code = if report.status == health::Status::Unhealthy { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     (code, Json(report)).into_response()
 }

@@ -90,15 +90,12 @@ async fn resume(State(s): State<Arc<Api>>, h: Caller, b: Result<Json<Body>, Json
     Ok(Json(v).into_response())
 }
 
-async fn approve(
-    State(s): State<Arc<Api>>,
-    h: Caller,
-    Path(id): Path<String>,
-    b: Result<Json<Body>, JsonRejection>,
-) -> Answer {
+async fn approve(State(s): State<Arc<Api>>, h: Caller, Path(id): Path<String>, b: Result<Json<Body>, JsonRejection>) -> Answer {
     authorize(&s, &h)?;
     let id: i64 = id.parse().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "id must be a number"))?;
     let b = body(b)?;
-    let e = shared(&s)?.with(|a| a.approve(id, &who(&b), SystemTime::now())).map_err(|e| ApiError::new(StatusCode::CONFLICT, format!("{e:#}")))?;
+    let e = shared(&s)?
+        .with(|a| a.approve(id, &who(&b), SystemTime::now()))
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, format!("{e:#}")))?;
     Ok(Json(e).into_response())
 }

@@ -145,7 +145,9 @@ fn remove_stale(path: &Path) -> anyhow::Result<()> {
         bail!("{} ([api] socket) exists and is not a socket; refusing to replace it", path.display());
     }
     match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => bail!("another process (another wsguard?) serves {} ([api] socket); stop it or set another path", path.display()),
+        Ok(_) => {
+            bail!("another process (another wsguard?) serves {} ([api] socket); stop it or set another path", path.display())
+        }
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             std::fs::remove_file(path).with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
             info!("removed the stale API socket {}", path.display());

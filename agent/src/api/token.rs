@@ -40,9 +40,7 @@ impl Token {
 
 /// The token file in effect for a config.
 pub fn path(token_file: Option<&Path>, state_dir: &Path) -> PathBuf {
-    token_file
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| state_dir.join(DEFAULT_FILE))
+    token_file.map(Path::to_path_buf).unwrap_or_else(|| state_dir.join(DEFAULT_FILE))
 }
 
 /// Read the token; create the file (0600, 32 random bytes as hex) when it does not exist.
@@ -57,10 +55,7 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<Token> {
 pub fn load(path: &Path) -> anyhow::Result<Token> {
     let t = private_file::read(path, WHAT)?;
     if t.len() < 16 || t.chars().any(char::is_whitespace) {
-        bail!(
-            "the API token in {} must be at least 16 characters without spaces",
-            path.display()
-        );
+        bail!("the API token in {} must be at least 16 characters without spaces", path.display());
     }
     Ok(Token(t))
 }
@@ -76,10 +71,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("tok");
         let a = load_or_create(&p).unwrap();
-        assert_eq!(
-            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(a.as_str().len(), 64);
         let b = load_or_create(&p).unwrap();
         assert!(a.matches(b.as_str()));

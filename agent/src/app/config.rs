@@ -55,11 +55,7 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self {
-            per_client_connections: 20,
-            idle_after: Duration::from_secs(300),
-            stall_after: Duration::from_secs(30),
-        }
+        Self { per_client_connections: 20, idle_after: Duration::from_secs(300), stall_after: Duration::from_secs(30) }
     }
 }
 
@@ -106,11 +102,7 @@ pub struct AgentConfig {
 
 impl Default for AgentConfig {
     fn default() -> Self {
-        Self {
-            interval: Duration::from_secs(5),
-            state_dir: PathBuf::from("/var/lib/wsguard"),
-            log_level: "info".into(),
-        }
+        Self { interval: Duration::from_secs(5), state_dir: PathBuf::from("/var/lib/wsguard"), log_level: "info".into() }
     }
 }
 
@@ -187,12 +179,17 @@ fn parse_message(e: &toml::de::Error, text: &str) -> String {
             let line = before.matches('\n').count() + 1;
             let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
             // The key (never its value), under the table it is in.
-            let key = text.lines().nth(line - 1).and_then(|l| l.split_once('=')).map(|(k, _)| k.trim()).filter(|k| {
-                !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.\"' ".contains(c))
-            });
+            let key = text
+                .lines()
+                .nth(line - 1)
+                .and_then(|l| l.split_once('='))
+                .map(|(k, _)| k.trim())
+                .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.\"' ".contains(c)));
             let table = text.lines().take(line - 1).filter_map(|l| {
                 let t = l.trim();
-                t.strip_prefix("[[").and_then(|x| x.strip_suffix("]]")).or_else(|| t.strip_prefix('[').and_then(|x| x.strip_suffix(']')))
+                t.strip_prefix("[[")
+                    .and_then(|x| x.strip_suffix("]]"))
+                    .or_else(|| t.strip_prefix('[').and_then(|x| x.strip_suffix(']')))
             });
             let key = match (table.last(), key) {
                 (Some(t), Some(k)) => format!(" (key `{}.{k}`)", t.trim()),
@@ -243,8 +240,8 @@ impl Config {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let cfg: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.into(), message: parse_message(&e, text) })?;
+        let cfg: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: parse_message(&e, text) })?;
         cfg.validate(path).map_err(|e| crate::cli::config_cmd::with_line(e, text))?;
         Ok(cfg)
     }
@@ -342,11 +339,18 @@ mod tests {
         assert_eq!(c.api_socket(), Some(PathBuf::from("/s/api.sock")));
         let c = Config::parse("[api]\nsocket = \"\"\n", Path::new("x")).unwrap();
         assert_eq!(c.api_socket(), None);
-        let c = Config::parse("[api]\nsocket = \"/run/wsguard/api.sock\"\nsocket_group = \"ops\"\nsocket_uids = [1000]\n", Path::new("x")).unwrap();
+        let c = Config::parse(
+            "[api]\nsocket = \"/run/wsguard/api.sock\"\nsocket_group = \"ops\"\nsocket_uids = [1000]\n",
+            Path::new("x"),
+        )
+        .unwrap();
         assert_eq!((c.api_socket(), c.api.socket_uids), (Some(PathBuf::from("/run/wsguard/api.sock")), vec![1000]));
         let long = format!("[api]\nsocket = \"/{}\"\n", "a".repeat(120));
         assert!(Config::parse(&long, Path::new("x")).unwrap_err().to_string().contains("api.socket"));
-        assert!(Config::parse("[api]\nsocket_group = \"\"\n", Path::new("x")).unwrap_err().to_string().contains("api.socket_group"));
+        assert!(Config::parse("[api]\nsocket_group = \"\"\n", Path::new("x"))
+            .unwrap_err()
+            .to_string()
+            .contains("api.socket_group"));
     }
 
     #[test]

@@ -120,10 +120,8 @@ const DEADLINE: Duration = Duration::from_secs(5);
 const RESIGNAL: Duration = Duration::from_millis(200);
 
 fn on_every_thread(target: Target) -> anyhow::Result<()> {
-    let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40);
+    let last_cap =
+        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40);
     TARGET_KEEP.store(target.keep, Ordering::SeqCst);
     TARGET_CLEAR_BOUNDING.store(target.clear_bounding, Ordering::SeqCst);
     LAST_CAP.store(last_cap, Ordering::SeqCst);
@@ -298,7 +296,8 @@ fn apply() -> i32 {
     unsafe {
         if TARGET_CLEAR_BOUNDING.load(Ordering::SeqCst) {
             for cap in 0..=LAST_CAP.load(Ordering::SeqCst) as libc::c_ulong {
-                if libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) == 1 && libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 {
+                if libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) == 1 && libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0
+                {
                     return fail(0);
                 }
             }
@@ -340,7 +339,13 @@ mod tests {
     #[test]
     fn keep_excludes_what_loads_programs() {
         let keep: HashSet<Capability> = KEEP.into_iter().collect();
-        for c in [Capability::CAP_BPF, Capability::CAP_PERFMON, Capability::CAP_SYS_ADMIN, Capability::CAP_SETPCAP, Capability::CAP_DAC_OVERRIDE] {
+        for c in [
+            Capability::CAP_BPF,
+            Capability::CAP_PERFMON,
+            Capability::CAP_SYS_ADMIN,
+            Capability::CAP_SETPCAP,
+            Capability::CAP_DAC_OVERRIDE,
+        ] {
             assert!(!keep.contains(&c), "{c} must be dropped");
         }
     }
@@ -359,7 +364,9 @@ pub fn check_config_file(path: &std::path::Path, file: &std::fs::File) -> Result
     let meta = file.metadata().map_err(|e| format!("cannot stat: {e}"))?;
     let shown = path.display();
     insecure(meta.uid(), meta.mode(), false).map_or(Ok(()), |why| {
-        Err(format!("{why}; the agent runs as root, so only root may change its config. Fix: `chown root {shown} && chmod 600 {shown}`"))
+        Err(format!(
+            "{why}; the agent runs as root, so only root may change its config. Fix: `chown root {shown} && chmod 600 {shown}`"
+        ))
     })?;
     let real = std::fs::canonicalize(path).map_err(|e| format!("cannot resolve: {e}"))?;
     let Some(dir) = real.parent() else { return Ok(()) };

@@ -32,10 +32,7 @@ impl Logs {
         use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
         let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
         let (layer, handle) = reload::Layer::new(filter);
-        tracing_subscriber::registry()
-            .with(layer)
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-            .init();
+        tracing_subscriber::registry().with(layer).with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).init();
         Logs(handle)
     }
 
@@ -181,10 +178,8 @@ mod tests {
     #[test]
     fn live_keys_apply_restart_keys_wait() {
         let old = cfg("[limits]\nper_client_connections = 20\n");
-        let new = cfg(
-            "[limits]\nper_client_connections = 5\n[agent]\ninterval = \"1s\"\n[api]\nlisten = \"127.0.0.1:9999\"\n\
-             [probe]\nmax_connections = 10\nports = [8080]\n",
-        );
+        let new = cfg("[limits]\nper_client_connections = 5\n[agent]\ninterval = \"1s\"\n[api]\nlisten = \"127.0.0.1:9999\"\n\
+             [probe]\nmax_connections = 10\nports = [8080]\n");
         let p = plan(&old, &new);
         assert_eq!(p.config.limits.per_client_connections, 5);
         assert_eq!(p.config.agent.interval, std::time::Duration::from_secs(1));

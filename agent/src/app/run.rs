@@ -14,12 +14,12 @@ use wsguard_common::names;
 use crate::{
     alert::{service::AlertService, Alert, Status, Transition, TransitionKind},
     api,
+    api::token,
     app::config::Config,
-    probe::events,
     history::History,
     probe,
+    probe::events,
     remediate::Remediator,
-    api::token,
     track::Tracker,
 };
 
@@ -27,7 +27,12 @@ use crate::{
 const NOTIFY_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `config_path` is re-read on SIGHUP (None: the default path), see `reload.rs`.
-pub async fn run(mut cfg: Config, config_path: Option<&std::path::Path>, fresh: bool, logs: crate::app::reload::Logs) -> anyhow::Result<()> {
+pub async fn run(
+    mut cfg: Config,
+    config_path: Option<&std::path::Path>,
+    fresh: bool,
+    logs: crate::app::reload::Logs,
+) -> anyhow::Result<()> {
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_PERFMON: u32 = 38;
     const CAP_BPF: u32 = 39;
@@ -35,7 +40,9 @@ pub async fn run(mut cfg: Config, config_path: Option<&std::path::Path>, fresh: 
     let caps = crate::cli::doctor::parse_cap_eff(&status).unwrap_or(0);
     let has = |c: u32| caps & (1u64 << c) != 0;
     if !(has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))) {
-        bail!("wsguard run needs root, or CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN to mount tracefs/bpffs); `wsguard doctor` checks");
+        bail!(
+            "wsguard run needs root, or CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN to mount tracefs/bpffs); `wsguard doctor` checks"
+        );
     }
     std::fs::create_dir_all(&cfg.agent.state_dir)
         .with_context(|| format!("cannot create state_dir {}", cfg.agent.state_dir.display()))?;
@@ -82,8 +89,7 @@ pub async fn run(mut cfg: Config, config_path: Option<&std::path::Path>, fresh: 
         info!("no [[notify.channels]] configured: alerts are not notified");
         None
     } else {
-        let n = crate::notify::Notifier::open(cfg.notify.clone(), &cfg.agent.state_dir)
-            .context("notifications ([notify])")?;
+        let n = crate::notify::Notifier::open(cfg.notify.clone(), &cfg.agent.state_dir).context("notifications ([notify])")?;
         alerts.add_sink(n.clone());
         tokio::spawn(n.clone().run());
         Some(n)
@@ -96,7 +102,9 @@ pub async fn run(mut cfg: Config, config_path: Option<&std::path::Path>, fresh: 
         format!("{e:#}")
     });
     // Everything privileged is done: keep only what later work needs (docs/security.md).
-    let dropped = crate::app::privs::drop_after_attach(|| probe::maps::Reader::default().read(&probe.ebpf, cfg.probe.max_connections).map(drop))?;
+    let dropped = crate::app::privs::drop_after_attach(|| {
+        probe::maps::Reader::default().read(&probe.ebpf, cfg.probe.max_connections).map(drop)
+    })?;
     info!("{dropped}");
     let mut remediator = match Remediator::open(cfg.remediation.clone(), &cfg.agent.state_dir) {
         Ok(mut r) => {
@@ -196,10 +204,7 @@ pub async fn run(mut cfg: Config, config_path: Option<&std::path::Path>, fresh: 
     if let Err(e) = history.checkpoint() {
         warn!("history: {e:#}");
     }
-    info!(
-        "stopping; the probe stays attached and counting at {} (`wsguard detach` removes it)",
-        probe.pin_path.display()
-    );
+    info!("stopping; the probe stays attached and counting at {} (`wsguard detach` removes it)", probe.pin_path.display());
     Ok(())
 }
 
@@ -211,6 +216,8 @@ fn log_transition(t: &Transition, a: &Alert) {
         TransitionKind::Firing | TransitionKind::Escalated | TransitionKind::SeverityChanged => {
             warn!(fingerprint = %t.fingerprint, severity = t.severity.as_str(), "alert {what}: {} {{{}}}", t.alertname, labels.join(","))
         }
-        _ => info!(fingerprint = %t.fingerprint, severity = t.severity.as_str(), "alert {what}: {} {{{}}}", t.alertname, labels.join(",")),
+        _ => {
+            info!(fingerprint = %t.fingerprint, severity = t.severity.as_str(), "alert {what}: {} {{{}}}", t.alertname, labels.join(","))
+        }
     }
 }

@@ -111,17 +111,10 @@ impl From<SeverityArg> for Severity {
 }
 
 fn who(by: Option<String>) -> String {
-    by.or_else(|| std::env::var("SUDO_USER").ok())
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "unknown".into())
+    by.or_else(|| std::env::var("SUDO_USER").ok()).or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".into())
 }
 
-async fn call(
-    a: &ApiArgs,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> anyhow::Result<Value> {
+async fn call(a: &ApiArgs, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
     let (client, base) = crate::cli::client::endpoint(&a.api, reqwest::Client::builder())?;
     let mut req = client.request(method.clone(), format!("{base}{path}"));
     if method != reqwest::Method::GET {
@@ -132,26 +125,14 @@ async fn call(
     if let Some(b) = body {
         req = req.json(&b);
     }
-    let resp = req.send().await.with_context(|| {
-        format!(
-            "cannot reach the agent at {} (is `wsguard run` running?)",
-            a.api
-        )
-    })?;
+    let resp = req.send().await.with_context(|| format!("cannot reach the agent at {} (is `wsguard run` running?)", a.api))?;
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
     if !status.is_success() {
-        let msg = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(String::from))
-            .unwrap_or(text);
+        let msg = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["error"].as_str().map(String::from)).unwrap_or(text);
         bail!("agent answered {status}: {msg}");
     }
-    Ok(if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).context("the agent's answer is not JSON")?
-    })
+    Ok(if text.is_empty() { Value::Null } else { serde_json::from_str(&text).context("the agent's answer is not JSON")? })
 }
 
 fn print_alerts(alerts: &[Alert]) {
@@ -159,28 +140,17 @@ fn print_alerts(alerts: &[Alert]) {
         println!("no alerts");
         return;
     }
-    println!(
-        "{:<16} {:<9} {:<8} {:<26} {:<20} LABELS",
-        "FINGERPRINT", "STATUS", "SEVERITY", "ALERTNAME", "SINCE"
-    );
+    println!("{:<16} {:<9} {:<8} {:<26} {:<20} LABELS", "FINGERPRINT", "STATUS", "SEVERITY", "ALERTNAME", "SINCE");
     for a in alerts {
         let mut flags = String::new();
-        for (on, f) in [
-            (a.acknowledged, " ack"),
-            (a.silenced, " silenced"),
-            (a.flapping, " flapping"),
-            (a.inhibited, " inhibited"),
-        ] {
+        for (on, f) in
+            [(a.acknowledged, " ack"), (a.silenced, " silenced"), (a.flapping, " flapping"), (a.inhibited, " inhibited")]
+        {
             if on {
                 flags.push_str(f);
             }
         }
-        let labels: Vec<String> = a
-            .labels
-            .iter()
-            .filter(|(k, _)| *k != "alertname")
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
+        let labels: Vec<String> = a.labels.iter().filter(|(k, _)| *k != "alertname").map(|(k, v)| format!("{k}={v}")).collect();
         println!(
             "{:<16} {:<9} {:<8} {:<26} {:<20} {}{flags}",
             a.fingerprint,
@@ -210,13 +180,7 @@ pub async fn run(cmd: AlertsCommand, a: ApiArgs) -> anyhow::Result<()> {
             }
         }
         AlertsCommand::Show { fingerprint, json } => {
-            let v = call(
-                &a,
-                Method::GET,
-                &format!("/api/v1/alerts/{fingerprint}"),
-                None,
-            )
-            .await?;
+            let v = call(&a, Method::GET, &format!("/api/v1/alerts/{fingerprint}"), None).await?;
             if json {
                 pretty(&v)?;
             } else {
@@ -230,21 +194,14 @@ pub async fn run(cmd: AlertsCommand, a: ApiArgs) -> anyhow::Result<()> {
                     al.value, al.occurrences, al.first_seen, al.last_seen
                 );
                 if let Some(ack) = &al.ack {
-                    println!(
-                        "  acknowledged by {} at {}: {}",
-                        ack.by, ack.at, ack.comment
-                    );
+                    println!("  acknowledged by {} at {}: {}", ack.by, ack.at, ack.comment);
                 }
                 if let Some(t) = &al.tier_name {
                     println!("  tier {t}");
                 }
             }
         }
-        AlertsCommand::Ack {
-            fingerprint,
-            by,
-            comment,
-        } => {
+        AlertsCommand::Ack { fingerprint, by, comment } => {
             let v = call(
                 &a,
                 Method::POST,
@@ -252,17 +209,9 @@ pub async fn run(cmd: AlertsCommand, a: ApiArgs) -> anyhow::Result<()> {
                 Some(json!({"by": who(by), "comment": comment})),
             )
             .await?;
-            println!(
-                "acknowledged {}",
-                v["fingerprint"].as_str().unwrap_or(&fingerprint)
-            );
+            println!("acknowledged {}", v["fingerprint"].as_str().unwrap_or(&fingerprint));
         }
-        AlertsCommand::Silence {
-            matchers,
-            duration,
-            by,
-            comment,
-        } => {
+        AlertsCommand::Silence { matchers, duration, by, comment } => {
             let v = call(
                 &a,
                 Method::POST,
@@ -270,11 +219,7 @@ pub async fn run(cmd: AlertsCommand, a: ApiArgs) -> anyhow::Result<()> {
                 Some(json!({"matchers": matchers, "duration": duration, "created_by": who(by), "comment": comment})),
             )
             .await?;
-            println!(
-                "silence {} until {}",
-                v["id"].as_str().unwrap_or("?"),
-                v["ends_at"].as_str().unwrap_or("?")
-            );
+            println!("silence {} until {}", v["id"].as_str().unwrap_or("?"), v["ends_at"].as_str().unwrap_or("?"));
         }
         AlertsCommand::Unsilence { id } => {
             call(&a, Method::DELETE, &format!("/api/v1/silences/{id}"), None).await?;
@@ -288,14 +233,7 @@ pub async fn run(cmd: AlertsCommand, a: ApiArgs) -> anyhow::Result<()> {
                 let list: Vec<Silence> = serde_json::from_value(v)?;
                 for s in &list {
                     let m: Vec<String> = s.matchers.iter().map(|m| m.to_string()).collect();
-                    println!(
-                        "{}  until {}  by {}  {}  {}",
-                        s.id,
-                        s.ends_at,
-                        s.created_by,
-                        m.join(","),
-                        s.comment
-                    );
+                    println!("{}  until {}  by {}  {}  {}", s.id, s.ends_at, s.created_by, m.join(","), s.comment);
                 }
                 if list.is_empty() {
                     println!("no silences");
@@ -314,10 +252,7 @@ pub async fn run(cmd: AlertsCommand, a: ApiArgs) -> anyhow::Result<()> {
                 println!(
                     "store {}{}",
                     v["store"].as_str().unwrap_or(""),
-                    v["store_error"]
-                        .as_str()
-                        .map(|e| format!(" (error: {e})"))
-                        .unwrap_or_default()
+                    v["store_error"].as_str().map(|e| format!(" (error: {e})")).unwrap_or_default()
                 );
                 for n in v["notifications"].as_array().into_iter().flatten() {
                     println!("notifications {n}");
@@ -325,13 +260,7 @@ pub async fn run(cmd: AlertsCommand, a: ApiArgs) -> anyhow::Result<()> {
             }
         }
         AlertsCommand::History { limit, json } => {
-            let v = call(
-                &a,
-                Method::GET,
-                &format!("/api/v1/alerts/history?limit={limit}"),
-                None,
-            )
-            .await?;
+            let v = call(&a, Method::GET, &format!("/api/v1/alerts/history?limit={limit}"), None).await?;
             if json {
                 pretty(&v)?;
             } else {
@@ -348,44 +277,20 @@ pub async fn run(cmd: AlertsCommand, a: ApiArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        AlertsCommand::Fire {
-            severity,
-            message,
-            labels,
-        } => {
+        AlertsCommand::Fire { severity, message, labels } => {
             let mut l = serde_json::Map::new();
             for kv in labels {
-                let Some((k, v)) = kv.split_once('=') else {
-                    bail!("--label {kv:?}: use name=value")
-                };
+                let Some((k, v)) = kv.split_once('=') else { bail!("--label {kv:?}: use name=value") };
                 l.insert(k.to_string(), Value::String(v.to_string()));
             }
             let sev: Severity = severity.into();
-            let v = call(
-                &a,
-                Method::POST,
-                "/api/v1/alerts",
-                Some(json!({"severity": sev, "message": message, "labels": l})),
-            )
-            .await?;
-            println!(
-                "fired {} ({})",
-                v["fingerprint"].as_str().unwrap_or("?"),
-                v["labels"]["alertname"].as_str().unwrap_or("")
-            );
+            let v =
+                call(&a, Method::POST, "/api/v1/alerts", Some(json!({"severity": sev, "message": message, "labels": l}))).await?;
+            println!("fired {} ({})", v["fingerprint"].as_str().unwrap_or("?"), v["labels"]["alertname"].as_str().unwrap_or(""));
         }
         AlertsCommand::Resolve { fingerprint } => {
-            let v = call(
-                &a,
-                Method::POST,
-                &format!("/api/v1/alerts/{fingerprint}/resolve"),
-                None,
-            )
-            .await?;
-            println!(
-                "resolved {}",
-                v["fingerprint"].as_str().unwrap_or(&fingerprint)
-            );
+            let v = call(&a, Method::POST, &format!("/api/v1/alerts/{fingerprint}/resolve"), None).await?;
+            println!("resolved {}", v["fingerprint"].as_str().unwrap_or(&fingerprint));
         }
     }
     Ok(())

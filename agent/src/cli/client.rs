@@ -23,7 +23,11 @@ pub fn endpoint(api: &str, builder: reqwest::ClientBuilder) -> anyhow::Result<(r
 
 /// The token a change sends. Over TCP it is required: `token_file`, else the file the config
 /// names. Over the socket only an explicit `token_file` is sent: the agent knows who we are.
-pub fn change_token(api: &str, token_file: Option<&std::path::Path>, config: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+pub fn change_token(
+    api: &str,
+    token_file: Option<&std::path::Path>,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<Option<String>> {
     let path = match (token_file, api.starts_with("unix:")) {
         (Some(p), _) => p.to_path_buf(),
         (None, true) => return Ok(None),
@@ -49,9 +53,7 @@ pub async fn get(api: &str, path: &str) -> anyhow::Result<reqwest::Response> {
 }
 
 async fn get_json<T: serde::de::DeserializeOwned>(api: &str, path: &str) -> anyhow::Result<T> {
-    let resp = get(api, path)
-        .await
-        .with_context(|| format!("cannot reach the agent at {api} (is `wsguard run` running?)"))?;
+    let resp = get(api, path).await.with_context(|| format!("cannot reach the agent at {api} (is `wsguard run` running?)"))?;
     let status = resp.status();
     if !status.is_success() {
         let body = resp.text().await.unwrap_or_default();
@@ -73,8 +75,8 @@ pub async fn report(api: &str, state_dir: Option<&std::path::Path>, hours: f64, 
     let snaps: Vec<Snapshot> = match state_dir {
         Some(dir) => {
             let path = dir.join(crate::history::STORE_FILE);
-            let store = Store::open_read_only(&path)
-                .with_context(|| format!("cannot open the history store {}", path.display()))?;
+            let store =
+                Store::open_read_only(&path).with_context(|| format!("cannot open the history store {}", path.display()))?;
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
             store.range(now - secs as i64, None)?
         }
@@ -119,7 +121,12 @@ pub async fn status(api: &str, json: bool) -> anyhow::Result<bool> {
     );
     if let Some(checks) = health["checks"].as_array() {
         for c in checks {
-            println!("  {:<10} {:<18} {}", c["status"].as_str().unwrap_or(""), c["name"].as_str().unwrap_or(""), c["message"].as_str().unwrap_or(""));
+            println!(
+                "  {:<10} {:<18} {}",
+                c["status"].as_str().unwrap_or(""),
+                c["name"].as_str().unwrap_or(""),
+                c["message"].as_str().unwrap_or("")
+            );
         }
     }
     let mut ps: Vec<_> = s.processes.iter().collect();
@@ -148,7 +155,12 @@ pub async fn snapshot(api: &str, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
     }
-    println!("{}  probe {}  events {}", s.timestamp, if s.probe.resumed { "resumed" } else { "attached" }, s.probe.events_received);
+    println!(
+        "{}  probe {}  events {}",
+        s.timestamp,
+        if s.probe.resumed { "resumed" } else { "attached" },
+        s.probe.events_received
+    );
     println!(
         "{:>7} {:<16} {:>6} {:>6} {:>6} {:>6} {:>6} {:>10} {:>10}",
         "PID", "COMM", "OPEN", "ACTIVE", "CLOSED", "FAILED", "ABNORM", "FRAMES_RX", "FRAMES_TX"

@@ -269,7 +269,10 @@ fn redact_url(s: &str) -> Option<String> {
     let params: Vec<String> = query
         .split('&')
         .map(|p| match p.split_once('=') {
-            Some((k, v)) if !v.is_empty() && (secret_key(k) || ["key", "sig", "signature", "auth"].contains(&k.to_ascii_lowercase().as_str())) => {
+            Some((k, v))
+                if !v.is_empty()
+                    && (secret_key(k) || ["key", "sig", "signature", "auth"].contains(&k.to_ascii_lowercase().as_str())) =>
+            {
                 changed = true;
                 format!("{k}={REDACTED}")
             }
@@ -359,7 +362,9 @@ mod tests {
         assert_eq!(keys(&w), ["api.socket_uids"]);
         let w = readiness(&cfg(&format!("[api]\nsocket_uids = [1000]\nsocket_group = \"ops\"\n{WEBHOOK}")));
         assert_eq!(keys(&w), ["api.socket"], "the default socket is in state_dir");
-        let w = readiness(&cfg(&format!("[api]\nsocket = \"/run/wsguard/api.sock\"\nsocket_group = \"ops\"\nsocket_uids = [1000]\n{WEBHOOK}")));
+        let w = readiness(&cfg(&format!(
+            "[api]\nsocket = \"/run/wsguard/api.sock\"\nsocket_group = \"ops\"\nsocket_uids = [1000]\n{WEBHOOK}"
+        )));
         assert!(w.is_empty(), "{w:?}");
         let w = readiness(&cfg(&format!("[api]\nsocket = \"\"\nsocket_uids = [1000]\n{WEBHOOK}")));
         assert!(w.is_empty(), "no socket, nothing to warn about: {w:?}");

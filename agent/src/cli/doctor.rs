@@ -58,18 +58,8 @@ pub struct Check {
     pub fix: String,
 }
 
-fn check(
-    name: &'static str,
-    status: Status,
-    detail: impl Into<String>,
-    fix: impl Into<String>,
-) -> Check {
-    Check {
-        name,
-        status,
-        detail: detail.into(),
-        fix: fix.into(),
-    }
+fn check(name: &'static str, status: Status, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    Check { name, status, detail: detail.into(), fix: fix.into() }
 }
 
 #[derive(Serialize)]
@@ -107,31 +97,15 @@ const TRACEPOINTS: [(&str, bool); 2] = [("raw_syscalls/sys_enter", true), ("raw_
 
 impl Facts {
     pub fn gather() -> Facts {
-        let read = |p: &str| {
-            std::fs::read_to_string(p)
-                .ok()
-                .map(|s| s.trim().to_string())
-        };
+        let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string());
         let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
         let tracefs = tracefs_mount(&mounts);
         let tracepoints = TRACEPOINTS
             .iter()
-            .map(|(tp, _)| {
-                (
-                    *tp,
-                    tracefs
-                        .as_ref()
-                        .map(|dir| Path::new(dir).join("events").join(tp).is_dir()),
-                )
-            })
+            .map(|(tp, _)| (*tp, tracefs.as_ref().map(|dir| Path::new(dir).join("events").join(tp).is_dir())))
             .collect();
-        let cap_eff = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| parse_cap_eff(&s));
-        let mut rl = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
+        let cap_eff = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| parse_cap_eff(&s));
+        let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         // SAFETY: getrlimit only writes into the struct we pass.
         let ok = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut rl) } == 0;
         // rlim_t is u32 on some 32-bit targets; RLIM_INFINITY maps to u64::MAX either way.
@@ -168,9 +142,7 @@ fn uname_release() -> String {
         if libc::uname(&mut u) != 0 {
             return String::new();
         }
-        std::ffi::CStr::from_ptr(u.release.as_ptr())
-            .to_string_lossy()
-            .into_owned()
+        std::ffi::CStr::from_ptr(u.release.as_ptr()).to_string_lossy().into_owned()
     }
 }
 
@@ -190,10 +162,7 @@ pub fn parse_kernel_version(release: &str) -> Option<(u32, u32, u32)> {
 
 /// The `CapEff:` hex mask from /proc/PID/status.
 pub fn parse_cap_eff(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    status.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
 }
 
 pub fn has_cap(mask: u64, cap: u32) -> bool {
@@ -219,16 +188,11 @@ fn mount_of<'a>(mounts: &'a str, fstype: &str, candidates: &[&str]) -> Option<&'
 
 fn tracefs_mount(mounts: &str) -> Option<String> {
     // Prefer the canonical place; debugfs auto-mounts tracefs at debug/tracing.
-    TRACEFS_DIRS
-        .iter()
-        .find_map(|d| mount_of(mounts, "tracefs", &[d]))
-        .map(str::to_string)
+    TRACEFS_DIRS.iter().find_map(|d| mount_of(mounts, "tracefs", &[d])).map(str::to_string)
 }
 
 fn fs_supported(filesystems: &str, fs: &str) -> bool {
-    filesystems
-        .lines()
-        .any(|l| l.split_whitespace().last() == Some(fs))
+    filesystems.lines().any(|l| l.split_whitespace().last() == Some(fs))
 }
 
 fn at_least(v: (u32, u32, u32), min: (u32, u32)) -> bool {
@@ -258,35 +222,19 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
             format!("cannot parse kernel release {:?}", f.kernel_release),
             "need Linux >= 5.17 (bpf_loop); check `uname -r`",
         ),
-        Some(v) if at_least(v, MIN_KERNEL) => check(
-            "kernel",
-            Status::Ok,
-            format!("{} (>= 5.17: bpf_loop, ring buffer)", f.kernel_release),
-            "",
-        ),
+        Some(v) if at_least(v, MIN_KERNEL) => {
+            check("kernel", Status::Ok, format!("{} (>= 5.17: bpf_loop, ring buffer)", f.kernel_release), "")
+        }
         Some(v) => {
-            let missing = if at_least(v, RINGBUF_KERNEL) {
-                "bpf_loop (5.17)"
-            } else {
-                "bpf_loop (5.17) and the BPF ring buffer (5.8)"
-            };
-            check(
-                "kernel",
-                Status::Fail,
-                format!("{} lacks {missing}", f.kernel_release),
-                "upgrade to Linux 5.17 or newer",
-            )
+            let missing =
+                if at_least(v, RINGBUF_KERNEL) { "bpf_loop (5.17)" } else { "bpf_loop (5.17) and the BPF ring buffer (5.8)" };
+            check("kernel", Status::Fail, format!("{} lacks {missing}", f.kernel_release), "upgrade to Linux 5.17 or newer")
         }
     });
 
     // BTF (informational).
     out.push(if f.btf_vmlinux {
-        check(
-            "btf",
-            Status::Ok,
-            "/sys/kernel/btf/vmlinux present (tp_btf hooks available)",
-            "",
-        )
+        check("btf", Status::Ok, "/sys/kernel/btf/vmlinux present (tp_btf hooks available)", "")
     } else {
         check(
             "btf",
@@ -349,12 +297,7 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
 
     // bpffs.
     out.push(if mount_of(&f.mounts, "bpf", &[BPFFS_DIR]).is_some() {
-        check(
-            "bpffs",
-            Status::Ok,
-            format!("mounted at {BPFFS_DIR} (maps and links can be pinned)"),
-            "",
-        )
+        check("bpffs", Status::Ok, format!("mounted at {BPFFS_DIR} (maps and links can be pinned)"), "")
     } else {
         check(
             "bpffs",
@@ -371,36 +314,20 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
     out.push(privileges(f, version));
 
     // Lockdown.
-    out.push(
-        match f
-            .lockdown
-            .as_deref()
-            .map(|t| parse_lockdown(t).unwrap_or(t))
-        {
-            None => check("lockdown", Status::Ok, "no lockdown LSM", ""),
-            Some("none") => check("lockdown", Status::Ok, "none", ""),
-            Some("integrity") => check(
-                "lockdown",
-                Status::Ok,
-                "integrity (BPF programs may load and read memory)",
-                "",
-            ),
-            Some("confidentiality") => check(
-                "lockdown",
-                Status::Fail,
-                "confidentiality: the kernel refuses BPF reads of kernel memory \
+    out.push(match f.lockdown.as_deref().map(|t| parse_lockdown(t).unwrap_or(t)) {
+        None => check("lockdown", Status::Ok, "no lockdown LSM", ""),
+        Some("none") => check("lockdown", Status::Ok, "none", ""),
+        Some("integrity") => check("lockdown", Status::Ok, "integrity (BPF programs may load and read memory)", ""),
+        Some("confidentiality") => check(
+            "lockdown",
+            Status::Fail,
+            "confidentiality: the kernel refuses BPF reads of kernel memory \
              (bpf_probe_read_kernel), which the probe needs for syscall arguments in pt_regs",
-                "boot with lockdown=integrity (or none), or disable Secure Boot's lockdown \
+            "boot with lockdown=integrity (or none), or disable Secure Boot's lockdown \
              (e.g. `mokutil --disable-validation`)",
-            ),
-            Some(other) => check(
-                "lockdown",
-                Status::Warn,
-                format!("unknown mode {other:?}"),
-                "",
-            ),
-        },
-    );
+        ),
+        Some(other) => check("lockdown", Status::Warn, format!("unknown mode {other:?}"), ""),
+    });
 
     // kernel.unprivileged_bpf_disabled (informational: the agent runs privileged).
     out.push(match f.unprivileged_bpf_disabled.as_deref() {
@@ -418,12 +345,7 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
                 "",
             )
         }
-        None => check(
-            "kernel.unprivileged_bpf_disabled",
-            Status::Info,
-            "not available",
-            "",
-        ),
+        None => check("kernel.unprivileged_bpf_disabled", Status::Info, "not available", ""),
     });
 
     // kernel.bpf_stats_enabled (informational: per-program run time).
@@ -440,12 +362,7 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
             format!("{v}: probe cost is not measured"),
             "to measure the probe's cost: sysctl -w kernel.bpf_stats_enabled=1",
         ),
-        None => check(
-            "kernel.bpf_stats_enabled",
-            Status::Info,
-            "not available",
-            "",
-        ),
+        None => check("kernel.bpf_stats_enabled", Status::Info, "not available", ""),
     });
 
     // RLIMIT_MEMLOCK.
@@ -459,46 +376,27 @@ fn privileges(f: &Facts, version: Option<(u32, u32, u32)>) -> Check {
         return if f.euid == 0 {
             check("privileges", Status::Ok, "root (CapEff unreadable)", "")
         } else {
-            check(
-                "privileges",
-                Status::Fail,
-                format!("uid {} and CapEff unreadable", f.euid),
-                "run as root",
-            )
+            check("privileges", Status::Fail, format!("uid {} and CapEff unreadable", f.euid), "run as root")
         };
     };
     let admin = has_cap(caps, CAP_SYS_ADMIN);
     let bpf = has_cap(caps, CAP_BPF) && has_cap(caps, CAP_PERFMON);
     let new_caps_ok = version.is_none_or(|v| at_least(v, CAP_BPF_KERNEL));
-    let who = if f.euid == 0 {
-        "root".to_string()
-    } else {
-        format!("uid {}", f.euid)
-    };
+    let who = if f.euid == 0 { "root".to_string() } else { format!("uid {}", f.euid) };
     // (missing capability, what it costs) beyond the ones the probe cannot do without.
     let mut extras: Vec<(&str, &str)> = Vec::new();
     if !admin {
         extras.push(("CAP_SYS_ADMIN", "cannot mount tracefs/bpffs itself"));
     }
     if !has_cap(caps, CAP_SYS_RESOURCE) && !version.is_some_and(|v| at_least(v, MEMCG_KERNEL)) {
-        extras.push((
-            "CAP_SYS_RESOURCE",
-            "cannot raise RLIMIT_MEMLOCK for BPF maps (kernel < 5.11)",
-        ));
+        extras.push(("CAP_SYS_RESOURCE", "cannot raise RLIMIT_MEMLOCK for BPF maps (kernel < 5.11)"));
     }
     if !has_cap(caps, CAP_SYS_PTRACE) && f.euid != 0 {
-        extras.push((
-            "CAP_SYS_PTRACE",
-            "fd and memory details of other users' processes are hidden",
-        ));
+        extras.push(("CAP_SYS_PTRACE", "fd and memory details of other users' processes are hidden"));
     }
     let mut detail = format!("{who}, CapEff={caps:016x}");
     let (status, fix) = if admin || (bpf && new_caps_ok) {
-        let base = if admin {
-            "CAP_SYS_ADMIN"
-        } else {
-            "CAP_BPF+CAP_PERFMON"
-        };
+        let base = if admin { "CAP_SYS_ADMIN" } else { "CAP_BPF+CAP_PERFMON" };
         let _ = write!(detail, " ({base})");
         if extras.is_empty() {
             (Status::Ok, String::new())
@@ -507,14 +405,8 @@ fn privileges(f: &Facts, version: Option<(u32, u32, u32)>) -> Check {
             (Status::Warn, format!("also grant {}", names.join(", ")))
         }
     } else if bpf {
-        let _ = write!(
-            detail,
-            " (CAP_BPF+CAP_PERFMON, but this kernel predates them)"
-        );
-        (
-            Status::Fail,
-            "run as root (kernels before 5.8 need CAP_SYS_ADMIN)".to_string(),
-        )
+        let _ = write!(detail, " (CAP_BPF+CAP_PERFMON, but this kernel predates them)");
+        (Status::Fail, "run as root (kernels before 5.8 need CAP_SYS_ADMIN)".to_string())
     } else {
         let _ = write!(detail, " (missing CAP_BPF/CAP_PERFMON and CAP_SYS_ADMIN)");
         (
@@ -561,13 +453,7 @@ pub fn render_text(checks: &[Check]) -> String {
     let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
     let mut s = String::new();
     for c in checks {
-        let _ = write!(
-            s,
-            "{:<4}  {:<width$}  {}",
-            c.status.label(),
-            c.name,
-            c.detail
-        );
+        let _ = write!(s, "{:<4}  {:<width$}  {}", c.status.label(), c.name, c.detail);
         if !c.fix.is_empty() && c.status != Status::Ok {
             let _ = write!(s, "  -> fix: {}", c.fix);
         }
@@ -588,10 +474,7 @@ pub fn run(json: bool) -> anyhow::Result<bool> {
     let checks = evaluate(&Facts::gather());
     let ok = all_ok(&checks);
     let out = if json {
-        serde_json::to_string_pretty(&Report {
-            checks: &checks,
-            ok,
-        })? + "\n"
+        serde_json::to_string_pretty(&Report { checks: &checks, ok })? + "\n"
     } else {
         let fails = checks.iter().filter(|c| c.status == Status::Fail).count();
         let warns = checks.iter().filter(|c| c.status == Status::Warn).count();
@@ -603,10 +486,7 @@ pub fn run(json: bool) -> anyhow::Result<bool> {
         render_text(&checks) + &verdict
     };
     let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(out.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
+    match stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()) {
         // `wsguard doctor | head` is not an error.
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
         _ => {}
@@ -640,20 +520,13 @@ mod tests {
     }
 
     fn status_of(checks: &[Check], name: &str) -> Status {
-        checks
-            .iter()
-            .find(|c| c.name == name)
-            .unwrap_or_else(|| panic!("no check {name}"))
-            .status
+        checks.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no check {name}")).status
     }
 
     #[test]
     fn kernel_versions() {
         assert_eq!(parse_kernel_version("6.18.0-1-amd64"), Some((6, 18, 0)));
-        assert_eq!(
-            parse_kernel_version("5.15.0-105-generic\n"),
-            Some((5, 15, 0))
-        );
+        assert_eq!(parse_kernel_version("5.15.0-105-generic\n"), Some((5, 15, 0)));
         assert_eq!(parse_kernel_version("5.17"), Some((5, 17, 0)));
         assert_eq!(parse_kernel_version("6.1.0rc3+"), Some((6, 1, 0)));
         assert_eq!(parse_kernel_version("4.19.282_1"), Some((4, 19, 282)));
@@ -668,9 +541,7 @@ mod tests {
                       CapEff:\t000001ffffffffff\nCapBnd:\t000001ffffffffff\n";
         let caps = parse_cap_eff(status).unwrap();
         assert_eq!(caps, ALL_CAPS);
-        assert!(
-            has_cap(caps, CAP_BPF) && has_cap(caps, CAP_PERFMON) && has_cap(caps, CAP_SYS_ADMIN)
-        );
+        assert!(has_cap(caps, CAP_BPF) && has_cap(caps, CAP_PERFMON) && has_cap(caps, CAP_SYS_ADMIN));
         let bpf_only = (1u64 << CAP_BPF) | (1u64 << CAP_PERFMON);
         assert!(!has_cap(bpf_only, CAP_SYS_ADMIN));
         assert!(has_cap(bpf_only, CAP_BPF));
@@ -681,14 +552,8 @@ mod tests {
 
     #[test]
     fn lockdown_modes() {
-        assert_eq!(
-            parse_lockdown("none [integrity] confidentiality"),
-            Some("integrity")
-        );
-        assert_eq!(
-            parse_lockdown("[none] integrity confidentiality"),
-            Some("none")
-        );
+        assert_eq!(parse_lockdown("none [integrity] confidentiality"), Some("integrity"));
+        assert_eq!(parse_lockdown("[none] integrity confidentiality"), Some("none"));
         assert_eq!(parse_lockdown("garbage"), None);
         let mut f = healthy();
         f.lockdown = Some("none integrity [confidentiality]".into());
@@ -703,11 +568,7 @@ mod tests {
     fn healthy_host_is_ok() {
         let checks = evaluate(&healthy());
         assert!(all_ok(&checks), "{}", render_text(&checks));
-        assert!(
-            checks.iter().all(|c| c.status != Status::Warn),
-            "{}",
-            render_text(&checks)
-        );
+        assert!(checks.iter().all(|c| c.status != Status::Warn), "{}", render_text(&checks));
     }
 
     #[test]
@@ -736,10 +597,7 @@ mod tests {
         assert!(all_ok(&checks));
         // tracefs under debugfs counts.
         f.mounts = "tracefs /sys/kernel/debug/tracing tracefs rw 0 0\n".into();
-        assert_eq!(
-            tracefs_mount(&f.mounts).as_deref(),
-            Some("/sys/kernel/debug/tracing")
-        );
+        assert_eq!(tracefs_mount(&f.mounts).as_deref(), Some("/sys/kernel/debug/tracing"));
     }
 
     #[test]
@@ -759,13 +617,8 @@ mod tests {
         assert_eq!(status_of(&evaluate(&f), "privileges"), Status::Fail);
         f.cap_eff = Some((1 << CAP_BPF) | (1 << CAP_PERFMON));
         assert_eq!(status_of(&evaluate(&f), "privileges"), Status::Warn);
-        f.cap_eff = Some(
-            (1 << CAP_BPF)
-                | (1 << CAP_PERFMON)
-                | (1 << CAP_SYS_ADMIN)
-                | (1 << CAP_SYS_RESOURCE)
-                | (1 << CAP_SYS_PTRACE),
-        );
+        f.cap_eff =
+            Some((1 << CAP_BPF) | (1 << CAP_PERFMON) | (1 << CAP_SYS_ADMIN) | (1 << CAP_SYS_RESOURCE) | (1 << CAP_SYS_PTRACE));
         assert_eq!(status_of(&evaluate(&f), "privileges"), Status::Ok);
         // CAP_BPF means nothing before 5.8.
         f.kernel_release = "5.4.0".into();
@@ -776,11 +629,7 @@ mod tests {
     #[test]
     fn json_shape() {
         let checks = evaluate(&healthy());
-        let v = serde_json::to_value(Report {
-            checks: &checks,
-            ok: all_ok(&checks),
-        })
-        .unwrap();
+        let v = serde_json::to_value(Report { checks: &checks, ok: all_ok(&checks) }).unwrap();
         assert_eq!(v["ok"], true);
         let first = &v["checks"][0];
         for key in ["name", "status", "detail", "fix"] {

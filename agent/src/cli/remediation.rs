@@ -8,8 +8,8 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use crate::remediate::audit::{Audit, Entry};
 use crate::cli::alerts::ApiArgs;
+use crate::remediate::audit::{Audit, Entry};
 
 #[derive(Subcommand)]
 pub enum RemediationCommand {
@@ -85,7 +85,9 @@ pub async fn run(cmd: RemediationCommand, at: Where) -> Result<()> {
             let rows: Vec<Entry> = match &at.state_dir {
                 Some(d) => open(d)?.list(limit, None)?,
                 None => {
-                    let r = crate::cli::client::get(&at.api.api, &format!("/api/v1/remediation?limit={limit}")).await.context("(or use --state-dir)")?;
+                    let r = crate::cli::client::get(&at.api.api, &format!("/api/v1/remediation?limit={limit}"))
+                        .await
+                        .context("(or use --state-dir)")?;
                     if !r.status().is_success() {
                         bail!("agent answered {}", r.status());
                     }
@@ -105,7 +107,11 @@ pub async fn run(cmd: RemediationCommand, at: Where) -> Result<()> {
                 Some(d) => serde_json::to_value(open(d)?.approve(id, &by, now)?)?,
                 None => post(&at, &format!("/api/v1/remediation/{id}/approve"), json!({ "by": by })).await?,
             };
-            println!("approved request {id} ({} on {}); it runs at the next interval if its alert still fires", e["action"].as_str().unwrap_or(""), e["target"].as_str().unwrap_or(""));
+            println!(
+                "approved request {id} ({} on {}); it runs at the next interval if its alert still fires",
+                e["action"].as_str().unwrap_or(""),
+                e["target"].as_str().unwrap_or("")
+            );
         }
         RemediationCommand::Pause { by } => {
             let by = by.unwrap_or_else(user);
@@ -191,7 +197,9 @@ mod tests {
         let Command::Remediation { command: super::RemediationCommand::Resume { action, .. }, at } = c.command else { panic!() };
         assert_eq!((action.as_deref(), at.state_dir.as_deref()), (Some("hook"), Some(std::path::Path::new("/x"))));
         let c = Cli::try_parse_from(["wsguard", "remediation", "history", "--json", "--api", "http://127.0.0.1:1"]).unwrap();
-        let Command::Remediation { command: super::RemediationCommand::History { json, limit }, at } = c.command else { panic!() };
+        let Command::Remediation { command: super::RemediationCommand::History { json, limit }, at } = c.command else {
+            panic!()
+        };
         assert_eq!((json, limit, at.api.api.as_str()), (true, 50, "http://127.0.0.1:1"));
         assert!(Cli::try_parse_from(["wsguard", "remediation", "approve"]).is_err(), "approve needs an id");
     }

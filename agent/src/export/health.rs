@@ -54,7 +54,13 @@ pub fn evaluate(s: &Snapshot, history: &HistoryHealth) -> Report {
     let lost = h.ring_drops + h.conn_map_full + h.proc_map_full + h.walk_budget_exceeded + h.read_faults;
     checks.push(check(
         "probe",
-        if !s.probe.attached { Status::Unhealthy } else if lost > 0 { Status::Degraded } else { Status::Healthy },
+        if !s.probe.attached {
+            Status::Unhealthy
+        } else if lost > 0 {
+            Status::Degraded
+        } else {
+            Status::Healthy
+        },
         if !s.probe.attached {
             "probe not attached".into()
         } else if lost > 0 {
@@ -120,11 +126,7 @@ pub fn evaluate(s: &Snapshot, history: &HistoryHealth) -> Report {
         json!({"ratio": mem}),
     ));
 
-    let p95 = s
-        .processes
-        .iter()
-        .filter_map(|p| p.latency.response.p95_ms.or(p.latency.handshake.p95_ms))
-        .fold(0.0f64, f64::max);
+    let p95 = s.processes.iter().filter_map(|p| p.latency.response.p95_ms.or(p.latency.handshake.p95_ms)).fold(0.0f64, f64::max);
     checks.push(check(
         "latency",
         grade(p95, 2000.0, 10000.0, true),

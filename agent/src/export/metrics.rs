@@ -52,14 +52,15 @@ use std::{
 use prometheus_client::{
     collector::Collector,
     encoding::{text::encode_registry, DescriptorEncoder, MetricEncoder, NoLabelSet},
-    metrics::MetricType, registry::Registry,
+    metrics::MetricType,
+    registry::Registry,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    model::snapshot::{Frames, ProcessSnapshot, Quantiles, Snapshot, WebSocketStats},
     track::conns::AgeBuckets,
     track::resources::ProcessResources,
-    model::snapshot::{Frames, ProcessSnapshot, Quantiles, Snapshot, WebSocketStats},
 };
 
 /// Content type of [`render`]'s output: the Prometheus text format 0.0.4.
@@ -187,10 +188,8 @@ const fn summary(name: &'static str, help: &'static str) -> Spec {
 }
 
 // Per process (labels comm, listen_port, unit[, pid]).
-const WS_ACTIVE: Spec = gauge(
-    "wsguard_websocket_connections_active",
-    "WebSocket connections open now (handshake completed, not yet closed).",
-);
+const WS_ACTIVE: Spec =
+    gauge("wsguard_websocket_connections_active", "WebSocket connections open now (handshake completed, not yet closed).");
 const WS_OPENED: Spec = counter(
     "wsguard_websocket_connections_opened_total",
     "WebSocket connections opened (101 Switching Protocols written) since the agent first saw the process.",
@@ -211,10 +210,8 @@ const WS_OUT_OF_SYNC: Spec = counter(
     "wsguard_websocket_out_of_sync_total",
     "WebSocket connections whose framing could not be followed (invalid header); their frames are no longer counted.",
 );
-const WS_FRAMES: Spec = counter(
-    "wsguard_websocket_frames_total",
-    "WebSocket frames by direction (from the process's side) and opcode.",
-);
+const WS_FRAMES: Spec =
+    counter("wsguard_websocket_frames_total", "WebSocket frames by direction (from the process's side) and opcode.");
 const WS_MESSAGES: Spec = counter(
     "wsguard_websocket_messages_total",
     "Complete WebSocket data messages (text or binary, after continuations) by direction.",
@@ -251,10 +248,8 @@ const WS_RESPONSE_LATENCY: Spec = summary(
     "wsguard_websocket_response_latency_seconds",
     "Time from a data message read to the process's next data frame written, quantiles since the agent first saw the process; the maximum over the processes of a label set.",
 );
-const WS_IDLE: Spec = gauge(
-    "wsguard_websocket_connections_idle",
-    "WebSocket connections with no traffic either way for [limits] idle_after.",
-);
+const WS_IDLE: Spec =
+    gauge("wsguard_websocket_connections_idle", "WebSocket connections with no traffic either way for [limits] idle_after.");
 const WS_STALLED: Spec = gauge(
     "wsguard_websocket_connections_stalled",
     "WebSocket connections with a ping from the process unanswered for [limits] stall_after.",
@@ -267,10 +262,8 @@ const WS_RECV_QUEUE: Spec = gauge(
     "wsguard_websocket_recv_queue_bytes",
     "Bytes received on the process's WebSocket connections that it has not read yet (kernel receive queues).",
 );
-const WS_AGES: Spec = gauge(
-    "wsguard_websocket_connection_age_connections",
-    "WebSocket connections open now by age since their handshake.",
-);
+const WS_AGES: Spec =
+    gauge("wsguard_websocket_connection_age_connections", "WebSocket connections open now by age since their handshake.");
 const WS_CLIENTS: Spec = gauge(
     "wsguard_websocket_clients",
     "Distinct client keys ([probe.client_key]) with an open WebSocket connection, summed over the processes of a label set.",
@@ -287,10 +280,8 @@ const WS_PREEXISTING: Spec = gauge(
     "wsguard_websocket_preexisting_connections",
     "Inbound TCP connections open before the probe attached and still open; not followed and in no other count.",
 );
-const TCP_ACCEPTED: Spec = counter(
-    "wsguard_tcp_connections_accepted_total",
-    "TCP connections the process accepted since the probe attached.",
-);
+const TCP_ACCEPTED: Spec =
+    counter("wsguard_tcp_connections_accepted_total", "TCP connections the process accepted since the probe attached.");
 const TCP_NOT_WEBSOCKET: Spec = counter(
     "wsguard_tcp_connections_not_websocket_total",
     "Accepted TCP connections whose first bytes were not a WebSocket upgrade (dropped from tracking at once).",
@@ -306,7 +297,8 @@ const PROC_FD_RATIO: Spec = gauge(
     "wsguard_process_fd_usage_ratio",
     "Open fds over the RLIMIT_NOFILE soft limit of the fullest process of the label set; at 1 accept() fails with EMFILE.",
 );
-const PROC_RSS: Spec = gauge("wsguard_process_resident_memory_bytes", "Resident memory, summed over the processes of a label set.");
+const PROC_RSS: Spec =
+    gauge("wsguard_process_resident_memory_bytes", "Resident memory, summed over the processes of a label set.");
 const PROC_CPU: Spec = gauge(
     "wsguard_process_cpu_percent",
     "CPU time over wall time since the previous snapshot in percent of one core (may exceed 100), summed over the processes of a label set.",
@@ -357,77 +349,44 @@ const PROBE_RESUMED: Spec = gauge(
     "wsguard_probe_resumed",
     "1 if the agent picked up an already running (pinned) probe, so counts continued through an agent restart.",
 );
-const PROBE_RUNS: Spec = counter(
-    "wsguard_probe_runs_total",
-    "Runs of each probe program (kept by the kernel only while kernel.bpf_stats_enabled=1).",
-);
+const PROBE_RUNS: Spec =
+    counter("wsguard_probe_runs_total", "Runs of each probe program (kept by the kernel only while kernel.bpf_stats_enabled=1).");
 const PROBE_RUN_TIME: Spec = counter(
     "wsguard_probe_run_time_seconds_total",
     "Time spent in each probe program (kept by the kernel only while kernel.bpf_stats_enabled=1).",
 );
-const PROBE_RING_DROPS: Spec = counter(
-    "wsguard_probe_ring_drops_total",
-    "Lifecycle events lost because the ring buffer was full.",
-);
-const PROBE_CONN_MAP_FULL: Spec = counter(
-    "wsguard_probe_conn_map_full_total",
-    "Connections not followed because the connection map was full.",
-);
-const PROBE_PROC_MAP_FULL: Spec = counter(
-    "wsguard_probe_proc_map_full_total",
-    "Processes not counted because the process map was full.",
-);
-const PROBE_CLOSE_CODE_MAP_FULL: Spec = counter(
-    "wsguard_probe_close_code_map_full_total",
-    "Close codes not counted because the close-code map was full.",
-);
+const PROBE_RING_DROPS: Spec =
+    counter("wsguard_probe_ring_drops_total", "Lifecycle events lost because the ring buffer was full.");
+const PROBE_CONN_MAP_FULL: Spec =
+    counter("wsguard_probe_conn_map_full_total", "Connections not followed because the connection map was full.");
+const PROBE_PROC_MAP_FULL: Spec =
+    counter("wsguard_probe_proc_map_full_total", "Processes not counted because the process map was full.");
+const PROBE_CLOSE_CODE_MAP_FULL: Spec =
+    counter("wsguard_probe_close_code_map_full_total", "Close codes not counted because the close-code map was full.");
 const PROBE_WALK_BUDGET: Spec = counter(
     "wsguard_probe_walk_budget_exceeded_total",
     "Syscall buffers whose frame walk hit the per-call budget; the connection is marked out of sync.",
 );
-const PROBE_READ_FAULTS: Spec = counter(
-    "wsguard_probe_read_faults_total",
-    "Failed reads of user memory by the probe; the connection is marked out of sync.",
-);
-const PROBE_CONN_MAP_ENTRIES: Spec = gauge(
-    "wsguard_probe_conn_map_entries",
-    "Entries in the probe's connection map now (all phases).",
-);
-const PROBE_CONN_MAP_CAPACITY: Spec = gauge(
-    "wsguard_probe_conn_map_capacity",
-    "Capacity of the probe's connection map ([probe] max_connections).",
-);
-const PROBE_EVENTS: Spec = counter(
-    "wsguard_probe_events_total",
-    "Lifecycle events the agent received from the probe's ring buffer since it started.",
-);
+const PROBE_READ_FAULTS: Spec =
+    counter("wsguard_probe_read_faults_total", "Failed reads of user memory by the probe; the connection is marked out of sync.");
+const PROBE_CONN_MAP_ENTRIES: Spec =
+    gauge("wsguard_probe_conn_map_entries", "Entries in the probe's connection map now (all phases).");
+const PROBE_CONN_MAP_CAPACITY: Spec =
+    gauge("wsguard_probe_conn_map_capacity", "Capacity of the probe's connection map ([probe] max_connections).");
+const PROBE_EVENTS: Spec =
+    counter("wsguard_probe_events_total", "Lifecycle events the agent received from the probe's ring buffer since it started.");
 
 // Agent.
-const SNAPSHOT_DURATION: Spec = gauge(
-    "wsguard_snapshot_duration_seconds",
-    "Time taken to build the latest snapshot.",
-);
-const SNAPSHOT_TIMESTAMP: Spec = gauge(
-    "wsguard_snapshot_timestamp_seconds",
-    "Unix time at which the latest snapshot was built.",
-);
-const SNAPSHOT_INTERVAL: Spec = gauge(
-    "wsguard_snapshot_interval_seconds",
-    "Configured interval between snapshots ([agent] interval).",
-);
-const AGENT_START_TIME: Spec = gauge(
-    "wsguard_agent_start_time_seconds",
-    "Unix time at which the agent started.",
-);
+const SNAPSHOT_DURATION: Spec = gauge("wsguard_snapshot_duration_seconds", "Time taken to build the latest snapshot.");
+const SNAPSHOT_TIMESTAMP: Spec = gauge("wsguard_snapshot_timestamp_seconds", "Unix time at which the latest snapshot was built.");
+const SNAPSHOT_INTERVAL: Spec =
+    gauge("wsguard_snapshot_interval_seconds", "Configured interval between snapshots ([agent] interval).");
+const AGENT_START_TIME: Spec = gauge("wsguard_agent_start_time_seconds", "Unix time at which the agent started.");
 const BUILD_INFO: Spec = gauge("wsguard_build_info", "Always 1; the version label names the agent's version.");
-const METRICS_SERIES: Spec = gauge(
-    "wsguard_metrics_series",
-    "Series in this exposition, these two metrics included; compare with [metrics] max_series.",
-);
-const METRICS_SERIES_DROPPED: Spec = gauge(
-    "wsguard_metrics_series_dropped",
-    "Per-process series left out of this exposition because of [metrics] max_series.",
-);
+const METRICS_SERIES: Spec =
+    gauge("wsguard_metrics_series", "Series in this exposition, these two metrics included; compare with [metrics] max_series.");
+const METRICS_SERIES_DROPPED: Spec =
+    gauge("wsguard_metrics_series_dropped", "Per-process series left out of this exposition because of [metrics] max_series.");
 
 /// Every family, in output order.
 pub(crate) const FAMILIES: &[&Spec] = &[
@@ -634,11 +593,7 @@ impl Identity {
     }
 
     fn labels(&self) -> Labels {
-        let mut l = vec![
-            ("comm", self.comm.clone()),
-            ("listen_port", self.listen_port.clone()),
-            ("unit", self.unit.clone()),
-        ];
+        let mut l = vec![("comm", self.comm.clone()), ("listen_port", self.listen_port.clone()), ("unit", self.unit.clone())];
         if let Some(pid) = self.pid {
             l.push(("pid", pid.to_string()));
         }
@@ -841,11 +796,9 @@ fn process_series(g: &Group, out: &mut Vec<Pending>) {
             push(&WS_CLOSE_CODES, vec![("direction", dir.into()), ("code", code)], Value::Int(n));
         }
     }
-    for (spec, mean) in [
-        (&WS_HANDSHAKE_AVG, g.handshake_ms),
-        (&WS_PING_RTT_AVG, g.ping_rtt_ms),
-        (&WS_RESPONSE_AVG, g.response_ms),
-    ] {
+    for (spec, mean) in
+        [(&WS_HANDSHAKE_AVG, g.handshake_ms), (&WS_PING_RTT_AVG, g.ping_rtt_ms), (&WS_RESPONSE_AVG, g.response_ms)]
+    {
         if let Some(ms) = mean.get() {
             push(spec, vec![], Value::Float(ms / 1e3));
         }
@@ -865,7 +818,8 @@ fn process_series(g: &Group, out: &mut Vec<Pending>) {
     push(&WS_SEND_QUEUE, vec![], Value::Int(g.send_queue_bytes));
     push(&WS_RECV_QUEUE, vec![], Value::Int(g.recv_queue_bytes));
     let a = &g.ages;
-    for (age, n) in [("under_5m", a.under_5m), ("5m_30m", a.from_5m_to_30m), ("30m_2h", a.from_30m_to_2h), ("over_2h", a.over_2h)] {
+    for (age, n) in [("under_5m", a.under_5m), ("5m_30m", a.from_5m_to_30m), ("30m_2h", a.from_30m_to_2h), ("over_2h", a.over_2h)]
+    {
         push(&WS_AGES, vec![("age", age.into())], Value::Int(n));
     }
     push(&WS_CLIENTS, vec![], Value::Int(g.clients));
@@ -1010,9 +964,9 @@ mod tests {
 
     use super::*;
     use crate::{
+        model::snapshot::{Frames, Latencies},
         track::conns::ClientsSnapshot,
         track::resources::HostResources,
-        model::snapshot::{Frames, Latencies},
     };
 
     fn proc(pid: u32, comm: &str, ports: &[u16], active: u64) -> ProcessSnapshot {
@@ -1083,13 +1037,8 @@ mod tests {
         p.send_queue_bytes = 4096;
         p.recv_queue_bytes = 512;
         p.connection_ages = AgeBuckets { under_5m: 1, from_5m_to_30m: 0, from_30m_to_2h: 2, over_2h: 0 };
-        p.clients = ClientsSnapshot {
-            key_source: "remote_ip".into(),
-            distinct: 2,
-            quota: 20,
-            at_or_over_quota: 0,
-            top: Vec::new(),
-        };
+        p.clients =
+            ClientsSnapshot { key_source: "remote_ip".into(), distinct: 2, quota: 20, at_or_over_quota: 0, top: Vec::new() };
         p.resources = Some(ProcessResources {
             pid: 1234,
             systemd_unit: Some("chat.service".into()),
@@ -1502,7 +1451,10 @@ mod tests {
             let n = text.lines().filter(|l| l.contains(&format!(r#"direction="{dir}",code=""#))).count();
             assert_eq!(n, MAX_CLOSE_CODES, "{dir}");
         }
-        assert_has(&text, &[r#"wsguard_websocket_close_codes_total{comm="srv",listen_port="80",unit="",direction="sent",code="other"} 37"#]);
+        assert_has(
+            &text,
+            &[r#"wsguard_websocket_close_codes_total{comm="srv",listen_port="80",unit="",direction="sent",code="other"} 37"#],
+        );
     }
 
     #[test]
@@ -1513,10 +1465,8 @@ mod tests {
         let text = render(&s, &MetricsConfig::default());
         check_exposition(&text);
         assert_has(&text, &[r#"wsguard_websocket_connections_active{comm="a\"b\\c\nd",listen_port="80",unit=""} 2"#]);
-        let parsed = parse_sample(
-            text.lines().find(|l| l.starts_with("wsguard_websocket_connections_active{")).unwrap(),
-        )
-        .unwrap();
+        let parsed =
+            parse_sample(text.lines().find(|l| l.starts_with("wsguard_websocket_connections_active{")).unwrap()).unwrap();
         assert_eq!(parsed.1[0], ("comm".to_owned(), nasty.to_owned()));
     }
 
@@ -1575,7 +1525,10 @@ mod tests {
     /// Runs the real `promtool check metrics` (Debian package `prometheus`) when it is installed.
     #[test]
     fn promtool_accepts_the_exposition() {
-        use std::{io::Write, process::{Command, Stdio}};
+        use std::{
+            io::Write,
+            process::{Command, Stdio},
+        };
         let child = Command::new("promtool")
             .args(["check", "metrics"])
             .stdin(Stdio::piped())
@@ -1717,16 +1670,9 @@ mod tests {
 
     #[test]
     fn the_checker_rejects_broken_lines() {
-        for bad in [
-            "x{a=\"1\"",
-            "x{a=1} 1",
-            "x{a=\"\\q\"} 1",
-            "x{a=\"1\",a=\"2\"} 1",
-            "1x 1",
-            "x{__a=\"1\"} 1",
-            "x abc",
-            "x{a=\"1\"}1",
-        ] {
+        for bad in
+            ["x{a=\"1\"", "x{a=1} 1", "x{a=\"\\q\"} 1", "x{a=\"1\",a=\"2\"} 1", "1x 1", "x{__a=\"1\"} 1", "x abc", "x{a=\"1\"}1"]
+        {
             assert!(parse_sample(bad).is_err(), "{bad}");
         }
         assert_eq!(

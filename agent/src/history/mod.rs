@@ -73,10 +73,7 @@ impl HistoryConfig {
             return Err(("history.downsample_interval", "must be at least 1s".into()));
         }
         if self.full_resolution > self.retention {
-            return Err((
-                "history.full_resolution",
-                "must not be longer than history.retention".into(),
-            ));
+            return Err(("history.full_resolution", "must not be longer than history.retention".into()));
         }
         Ok(())
     }
@@ -163,12 +160,7 @@ impl History {
         Self {
             ring: RwLock::new(VecDeque::with_capacity(cap.min(16384))),
             cfg,
-            store: Mutex::new(StoreState {
-                store,
-                path,
-                last_open_attempt: None,
-                last_prune: None,
-            }),
+            store: Mutex::new(StoreState { store, path, last_open_attempt: None, last_prune: None }),
             errors_total: AtomicU64::new(0),
             last_error: Mutex::new(None),
         }

@@ -9,8 +9,8 @@ use wsguard_common::{
 };
 
 use crate::{
-    track::conns::{AgeBuckets, ClientsSnapshot},
     probe::maps::{CloseCodes, ProbeHealth},
+    track::conns::{AgeBuckets, ClientsSnapshot},
     track::resources::{HostResources, ProcessResources},
 };
 

@@ -30,7 +30,12 @@ pub struct ReplayResult {
 
 /// Replay `input`. `speed`: None or 0 = as fast as possible; N = N× real time (sleeps between
 /// snapshots). Transitions are printed to `live` as they happen, if given.
-pub fn replay(input: impl BufRead, cfg: PredictConfig, speed: Option<f64>, mut live: Option<&mut dyn Write>) -> Result<ReplayResult> {
+pub fn replay(
+    input: impl BufRead,
+    cfg: PredictConfig,
+    speed: Option<f64>,
+    mut live: Option<&mut dyn Write>,
+) -> Result<ReplayResult> {
     let mut p = Predictor::new(cfg);
     let mut r = ReplayResult::default();
     let mut prev_t: Option<f64> = None;
@@ -131,9 +136,7 @@ pub fn run(file: &Path, config: Option<&Path>, speed: Option<f64>, json: bool) -
     let reader: Box<dyn BufRead> = if file == Path::new("-") {
         Box::new(std::io::stdin().lock())
     } else {
-        Box::new(std::io::BufReader::new(
-            std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
-        ))
+        Box::new(std::io::BufReader::new(std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?))
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -157,10 +157,8 @@ pub fn start(cfg: &ProbeConfig, fresh: bool) -> anyhow::Result<Probe> {
         preexisting = Some(crate::track::procinfo::inbound_connections());
         info!("watching {} processes that already listen", pids.len());
         for (prog, tp) in TRACEPOINTS {
-            let p: &mut RawTracePoint = ebpf
-                .program_mut(prog)
-                .with_context(|| format!("program {prog} missing from the object"))?
-                .try_into()?;
+            let p: &mut RawTracePoint =
+                ebpf.program_mut(prog).with_context(|| format!("program {prog} missing from the object"))?.try_into()?;
             p.load().with_context(|| format!("the verifier rejected {prog}"))?;
             let id = p.attach(tp).with_context(|| format!("attaching {prog} to raw tracepoint {tp}"))?;
             let link: FdLink = p.take_link(id)?.into();
@@ -189,18 +187,12 @@ fn check_layout(pin: &Path) -> anyhow::Result<()> {
         .and_then(|a| a.get(&0, 0).ok());
     if version != Some(wsguard_common::LAYOUT_VERSION) {
         let found = version.map(|v| v.to_string()).unwrap_or_else(|| "none".into());
-        return Err(incompatible(format!(
-            "layout version {found} != {}",
-            wsguard_common::LAYOUT_VERSION
-        )));
+        return Err(incompatible(format!("layout version {found} != {}", wsguard_common::LAYOUT_VERSION)));
     }
-    let want = [
-        (names::CONNS, std::mem::size_of::<ConnState>()),
-        (names::PROCS, std::mem::size_of::<ProcStats>()),
-    ];
+    let want = [(names::CONNS, std::mem::size_of::<ConnState>()), (names::PROCS, std::mem::size_of::<ProcStats>())];
     for (name, size) in want {
-        let info = MapInfo::from_pin(pin.join(name))
-            .with_context(|| format!("reading pinned map {name}; restart with --fresh"))?;
+        let info =
+            MapInfo::from_pin(pin.join(name)).with_context(|| format!("reading pinned map {name}; restart with --fresh"))?;
         if info.value_size() as usize != size {
             return Err(incompatible(format!("{name}: value size {} != {size}", info.value_size())));
         }

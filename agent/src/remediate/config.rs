@@ -460,7 +460,8 @@ mod tests {
             let e = parse(&format!("{base}{extra}")).unwrap_err();
             assert!(e.contains("remediation.actions") && e.contains("\"a\"") && e.contains(want), "{extra}: {e}");
         }
-        let e = parse("[[remediation.actions]]\nname = \"a\"\ntype = \"exec\"\non = []\ncommand = [\"/bin/true\"]\n").unwrap_err();
+        let e =
+            parse("[[remediation.actions]]\nname = \"a\"\ntype = \"exec\"\non = []\ncommand = [\"/bin/true\"]\n").unwrap_err();
         assert!(e.contains("`on`"), "{e}");
         let twice = format!("{base}type = \"signal\"\nsignal = \"HUP\"\n{base}type = \"signal\"\nsignal = \"HUP\"\n");
         assert!(parse(&twice).unwrap_err().contains("used twice"));
@@ -482,7 +483,8 @@ mod shipped {
             .map(|l| {
                 seen |= l == "[remediation]";
                 let example = l.strip_prefix("# ").filter(|r| {
-                    seen && (r.starts_with("[[remediation.actions]]") || r.split_once(" = ").is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_')))
+                    seen && (r.starts_with("[[remediation.actions]]")
+                        || r.split_once(" = ").is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_')))
                 });
                 format!("{}\n", example.unwrap_or(l))
             })

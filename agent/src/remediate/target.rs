@@ -6,7 +6,7 @@ use std::{io, os::fd::OwnedFd};
 
 use serde::Serialize;
 
-use crate::{alert::Alert, track::procinfo, model::snapshot::Snapshot};
+use crate::{alert::Alert, model::snapshot::Snapshot, track::procinfo};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Target {

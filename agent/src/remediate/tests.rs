@@ -7,12 +7,12 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use super::{audit::Entry, Remediator, RemediationConfig};
+use super::{audit::Entry, RemediationConfig, Remediator};
 use crate::{
     alert::{fingerprint, Alert, Labels, Severity, Status},
+    model::snapshot::{ProcessSnapshot, Snapshot},
     track::conns::ConnectionSnapshot,
     track::resources::ProcessResources,
-    model::snapshot::{ProcessSnapshot, Snapshot},
 };
 
 fn me() -> (u32, String) {
@@ -24,7 +24,12 @@ fn snap(pid: u32, comm: &str) -> Snapshot {
     let p = ProcessSnapshot {
         pid,
         comm: comm.into(),
-        resources: Some(ProcessResources { open_fds: Some(90), fd_limit_soft: Some(100), fd_usage_ratio: Some(0.9), ..Default::default() }),
+        resources: Some(ProcessResources {
+            open_fds: Some(90),
+            fd_limit_soft: Some(100),
+            fd_usage_ratio: Some(0.9),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     Snapshot { processes: vec![p], ..Default::default() }

@@ -153,11 +153,7 @@ impl App {
     /// Put earlier snapshots (oldest first) in front of the sparkline history.
     pub fn prefill(&mut self, earlier: &[crate::model::snapshot::Snapshot]) {
         // RFC 3339 UTC timestamps of one format order as strings.
-        let mut past: VecDeque<Sample> = earlier
-            .iter()
-            .filter(|s| s.timestamp < self.last_timestamp)
-            .map(Sample::of)
-            .collect();
+        let mut past: VecDeque<Sample> = earlier.iter().filter(|s| s.timestamp < self.last_timestamp).map(Sample::of).collect();
         past.extend(self.history.drain(..));
         while past.len() > HISTORY {
             past.pop_front();
@@ -182,11 +178,7 @@ impl App {
     }
 
     fn connections_len(&self) -> usize {
-        self.data
-            .as_ref()
-            .and_then(|d| d.connections.as_ref())
-            .and_then(|(_, f)| f.ok())
-            .map_or(0, |c| c.len())
+        self.data.as_ref().and_then(|d| d.connections.as_ref()).and_then(|(_, f)| f.ok()).map_or(0, |c| c.len())
     }
 
     fn rows(&self) -> usize {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::{alert::Alert, track::conns::ConnectionSnapshot, export::health, predict::Predictions, model::snapshot::Snapshot};
+use crate::{alert::Alert, export::health, model::snapshot::Snapshot, predict::Predictions, track::conns::ConnectionSnapshot};
 
 /// An optional feed: its data, or why there is none.
 #[derive(Debug, Clone)]

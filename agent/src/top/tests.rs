@@ -9,8 +9,8 @@ use super::{
     fetch::{Data, Feed},
 };
 use crate::{
-    track::conns::ConnectionSnapshot,
     model::snapshot::{Frames, ProcessSnapshot, Rates, Snapshot, WebSocketStats},
+    track::conns::ConnectionSnapshot,
 };
 
 const API: &str = "http://127.0.0.1:9595";

@@ -9,7 +9,7 @@ use wsguard_common::{
     frame::DirCounters,
 };
 
-use crate::{track::resources::tcp::Sock, model::snapshot::Frames};
+use crate::{model::snapshot::Frames, track::resources::tcp::Sock};
 
 /// One WebSocket connection, as `GET /api/v1/processes/{pid}/connections` shows it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -95,17 +95,14 @@ impl Resolver {
             self.scan();
         }
         let (ns, pod, dirs) = self.pods.get(pod_uid)?;
-        let container = container_id
-            .and_then(|id| self.containers.get(id).cloned())
-            .or_else(|| (dirs.len() == 1).then(|| dirs[0].clone()));
+        let container =
+            container_id.and_then(|id| self.containers.get(id).cloned()).or_else(|| (dirs.len() == 1).then(|| dirs[0].clone()));
         Some(Pod { namespace: ns.clone(), pod: pod.clone(), container })
     }
 }
 
 fn list(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
-        .unwrap_or_default()
+    std::fs::read_dir(dir).map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()).collect()).unwrap_or_default()
 }
 
 static NODE: Mutex<Option<Resolver>> = Mutex::new(None);
@@ -168,9 +165,8 @@ mod tests {
     #[test]
     fn systemd_driver_containerd() {
         let uid_ = UID.replace('-', "_");
-        let cg = format!(
-            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/cri-containerd-{ID}.scope\n"
-        );
+        let cg =
+            format!("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/cri-containerd-{ID}.scope\n");
         let (uid, id) = ids(&cg);
         let (_d, mut r) = node();
         let pod = r.lookup(&uid.unwrap(), id.as_deref()).unwrap();

@@ -20,8 +20,8 @@ use procfs::process::Process;
 
 use crate::{
     app::config::Config,
-    probe::{maps, Probe},
     model::snapshot::{AgentInfo, Latencies, ProbeInfo, ProcessSnapshot, Quantiles, Rates, Snapshot, WebSocketStats},
+    probe::{maps, Probe},
 };
 use conns::{ConnectionSnapshot, Limits};
 use procinfo::Identity;
@@ -93,10 +93,7 @@ impl Tracker {
         return_large_buffers_to_the_os();
         let state_file = cfg.agent.state_dir.join(PREEXISTING_FILE);
         let preexisting = match scan {
-            None => std::fs::read(&state_file)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default(),
+            None => std::fs::read(&state_file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default(),
             Some(scan) => {
                 let found: HashMap<u32, Preexisting> = scan
                     .into_iter()
@@ -372,8 +369,7 @@ impl Tracker {
                 pin_path: probe.pin_path.display().to_string(),
                 events_received,
                 health: reading.health,
-                bpf_stats_enabled: std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
-                    .is_ok_and(|s| s.trim() == "1"),
+                bpf_stats_enabled: std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|s| s.trim() == "1"),
                 programs: probe.program_stats(),
             },
             totals,

@@ -67,12 +67,8 @@ pub fn inbound_connections() -> HashMap<u32, HashSet<u64>> {
     let Ok(all) = procfs::process::all_processes() else { return out };
     for p in all.filter_map(Result::ok) {
         let inodes = socket_inodes(p.pid as u32);
-        let listening: HashSet<u16> = inodes
-            .iter()
-            .filter_map(|i| sockets.get(i))
-            .filter(|(s, _)| *s == TcpState::Listen)
-            .map(|(_, port)| *port)
-            .collect();
+        let listening: HashSet<u16> =
+            inodes.iter().filter_map(|i| sockets.get(i)).filter(|(s, _)| *s == TcpState::Listen).map(|(_, port)| *port).collect();
         if listening.is_empty() {
             continue;
         }
@@ -92,11 +88,7 @@ pub fn listening_pids() -> Vec<u32> {
     let sockets = tcp_sockets();
     let Ok(all) = procfs::process::all_processes() else { return Vec::new() };
     all.filter_map(Result::ok)
-        .filter(|p| {
-            socket_inodes(p.pid as u32)
-                .iter()
-                .any(|i| matches!(sockets.get(i), Some((TcpState::Listen, _))))
-        })
+        .filter(|p| socket_inodes(p.pid as u32).iter().any(|i| matches!(sockets.get(i), Some((TcpState::Listen, _)))))
         .map(|p| p.pid as u32)
         .collect()
 }
@@ -130,7 +122,12 @@ impl FdDir {
         let mut target = [0u8; 64];
         // SAFETY: NUL-terminated name (write_decimal leaves room), output buffer of its size.
         let len = unsafe {
-            libc::readlinkat(self.fd, name[..=n].as_ptr() as *const libc::c_char, target.as_mut_ptr() as *mut libc::c_char, target.len())
+            libc::readlinkat(
+                self.fd,
+                name[..=n].as_ptr() as *const libc::c_char,
+                target.as_mut_ptr() as *mut libc::c_char,
+                target.len(),
+            )
         };
         if len <= 0 {
             return None;

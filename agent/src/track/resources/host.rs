@@ -64,8 +64,7 @@ pub(super) fn read(marks: &mut Marks, ephemeral_in_use: Option<u64>) -> HostReso
             let t = &ks.total;
             let idle = t.idle + t.iowait.unwrap_or(0);
             // guest time is already part of user time.
-            let total =
-                t.user + t.nice + t.system + idle + t.irq.unwrap_or(0) + t.softirq.unwrap_or(0) + t.steal.unwrap_or(0);
+            let total = t.user + t.nice + t.system + idle + t.irq.unwrap_or(0) + t.softirq.unwrap_or(0) + t.steal.unwrap_or(0);
             let now = (total - idle, total);
             h.cpu_percent = marks.cpu.and_then(|prev| cpu_percent(prev, now));
             marks.cpu = Some(now);
@@ -167,11 +166,7 @@ pub fn parse_netstat(text: &str, section: &str) -> std::collections::HashMap<Str
     let prefix = format!("{section}:");
     let mut rows = text.lines().filter_map(|l| l.strip_prefix(prefix.as_str()));
     let (Some(names), Some(values)) = (rows.next(), rows.next()) else { return Default::default() };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .filter_map(|(n, v)| Some((n.to_string(), v.parse().ok()?)))
-        .collect()
+    names.split_whitespace().zip(values.split_whitespace()).filter_map(|(n, v)| Some((n.to_string(), v.parse().ok()?))).collect()
 }
 
 /// The ephemeral port range now (`net.ipv4.ip_local_port_range`).

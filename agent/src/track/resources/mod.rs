@@ -54,8 +54,7 @@ impl Sampler {
     /// stat and, when it listed its fd directory, the number of open fds.
     pub fn process_with(&mut self, p: &Process, stat: &Stat, open_fds: Option<u64>) -> ProcessResources {
         let pid = p.pid() as u32;
-        let mark =
-            process::CpuMark { starttime: stat.starttime, cpu_ticks: stat.utime + stat.stime, at: Instant::now() };
+        let mark = process::CpuMark { starttime: stat.starttime, cpu_ticks: stat.utime + stat.stime, at: Instant::now() };
         let mut r = process::read(p, stat, open_fds);
         r.cpu_percent = self.procs.insert(pid, mark).and_then(|prev| process::cpu_percent(&prev, &mark));
         r
@@ -141,14 +140,8 @@ mod tests {
 
         // RSS against VmRSS of /proc/self/status (allocations in between move it a little).
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let vm_rss_kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .unwrap()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .unwrap();
+        let vm_rss_kb: u64 =
+            status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim_end_matches("kB").trim().parse().unwrap();
         assert!(r.rss_bytes > 0);
         assert!(r.rss_bytes.abs_diff(vm_rss_kb * 1024) < 16 << 20, "{} vs {} kB", r.rss_bytes, vm_rss_kb);
 
@@ -163,12 +156,10 @@ mod tests {
             .parse()
             .unwrap();
         let tps = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-        let start =
-            std::time::UNIX_EPOCH + Duration::from_secs(btime) + Duration::from_nanos(starttime * 1_000_000_000 / tps);
+        let start = std::time::UNIX_EPOCH + Duration::from_secs(btime) + Duration::from_nanos(starttime * 1_000_000_000 / tps);
         assert_eq!(r.start_time, Some(humantime::format_rfc3339_seconds(start).to_string()));
         assert!(r.start_time.as_deref().unwrap().ends_with('Z'));
-        let up: f64 =
-            std::fs::read_to_string("/proc/uptime").unwrap().split_whitespace().next().unwrap().parse().unwrap();
+        let up: f64 = std::fs::read_to_string("/proc/uptime").unwrap().split_whitespace().next().unwrap().parse().unwrap();
         let expect_up = up - starttime as f64 / tps as f64;
         assert!((r.uptime_seconds.unwrap() as f64 - expect_up).abs() <= 2.0);
     }
@@ -235,14 +226,8 @@ mod tests {
         let mut s = Sampler::new();
         let h = s.host();
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
-        let total_kb: u64 = meminfo
-            .lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))
-            .unwrap()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .unwrap();
+        let total_kb: u64 =
+            meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")).unwrap().trim_end_matches("kB").trim().parse().unwrap();
         assert_eq!(h.memory_total_bytes, Some(total_kb * 1024));
         assert!(h.memory_available_bytes.unwrap() <= total_kb * 1024);
         assert!((0.0..=1.0).contains(&h.memory_used_ratio.unwrap()));
@@ -280,8 +265,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let mut s = Sampler::new();
         let before = s.host();
-        let _held: Vec<_> =
-            (0..3).filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()).collect();
+        let _held: Vec<_> = (0..3).filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()).collect();
         let after = s.host();
         assert!(after.listen_overflows_delta.unwrap() >= 1, "{before:?} -> {after:?}");
         assert!(after.listen_drops_delta.unwrap() >= 1);

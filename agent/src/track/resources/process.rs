@@ -75,8 +75,7 @@ pub(super) fn read(p: &Process, stat: &Stat, open_fds: Option<u64>) -> ProcessRe
         .ok()
         .map(|u| (u.uptime - since_boot.as_secs_f64()).max(0.0) as u64);
 
-    let open_fds =
-        open_fds.or_else(|| p.fd_count().map_err(|e| debug!(pid, "fd count: {e}")).ok().map(|n| n as u64));
+    let open_fds = open_fds.or_else(|| p.fd_count().map_err(|e| debug!(pid, "fd count: {e}")).ok().map(|n| n as u64));
     let (fd_limit_soft, fd_limit_hard) =
         read_text(&format!("/proc/{pid}/limits")).and_then(|t| parse_limit(&t, "Max open files")).unwrap_or_default();
     let fd_usage_ratio = match (open_fds, fd_limit_soft) {
@@ -294,10 +293,7 @@ mod tests {
     #[test]
     fn cgroup_systemd_service() {
         let l = v2("/system.slice/nginx.service");
-        assert_eq!(
-            l,
-            vec![CgroupLine { hierarchy: 0, controllers: vec![], path: "/system.slice/nginx.service".into() }]
-        );
+        assert_eq!(l, vec![CgroupLine { hierarchy: 0, controllers: vec![], path: "/system.slice/nginx.service".into() }]);
         assert_eq!(unit_path(&l).and_then(systemd_unit).as_deref(), Some("nginx.service"));
         assert_eq!(container_id(&l[0].path), None);
         assert_eq!(pod_uid(&l[0].path), None);
