@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use wsguard::{
-    app::config::Config,
+    app::config::{Config, LogFormat},
     app::reload,
     app::run,
     cli::alerts,
@@ -21,29 +21,48 @@ use wsguard::{
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        // A read command whose reader went away (`wsguard report | head -2`) ends quietly, as
+        // Unix tools do, instead of panicking on EPIPE. The agent keeps Rust's default (ignored,
+        // so a closed socket is an error it handles), and TCP writes never raise SIGPIPE.
+        // SAFETY: called before any thread of ours writes; restores the default disposition.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.command {
         Command::Run { config, fresh } => match Config::load(config.as_deref()) {
-            Ok(cfg) => {
-                let logs = reload::Logs::init(&cfg.agent.log_level);
-                run::run(cfg, config.as_deref(), fresh, logs).await
-            }
+            Ok(cfg) => match LogFormat::from_env_or(cfg.agent.log_format) {
+                Ok(format) => {
+                    let logs = reload::Logs::init(&cfg.agent.log_level, format);
+                    run::run(cfg, config.as_deref(), fresh, logs).await
+                }
+                Err(e) => Err(anyhow::anyhow!(e)),
+            },
             Err(e) => Err(e.into()),
         },
-        Command::Snapshot { json, api } => client::snapshot(&api, json).await,
-        Command::Status { json, api } => match client::status(&api, json).await {
-            Ok(true) => Ok(()),
-            Ok(false) => return ExitCode::from(1),
+        Command::Snapshot { json, api, config } => match client::api_url(api.as_deref(), config.as_deref()) {
+            Ok(api) => client::snapshot(&api, json).await,
+            Err(e) => Err(e),
+        },
+        Command::Status { json, api, config } => match client::api_url(api.as_deref(), config.as_deref()) {
+            Ok(api) => match client::status(&api, json).await {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::from(1),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         },
         Command::Top { api, interval, view, once, width, height, pid, token_file, config } => {
-            match top::token(token_file.as_deref(), config.as_deref()) {
-                Ok(token) => top::run(top::Options { api, interval, view, once, width, height, pid, token }).await,
-                Err(e) => Err(e),
+            match (client::api_url(api.as_deref(), config.as_deref()), top::token(token_file.as_deref(), config.as_deref())) {
+                (Ok(api), Ok(token)) => top::run(top::Options { api, interval, view, once, width, height, pid, token }).await,
+                (Err(e), _) | (_, Err(e)) => Err(e),
             }
         }
-        Command::Report { hours, format, json, state_dir, api } => {
+        Command::Report { hours, format, json, state_dir, api, config } => {
             let format = if json { history::Format::Json } else { format };
-            client::report(&api, state_dir.as_deref(), hours, format).await
+            match client::api_url(api.as_deref(), config.as_deref()) {
+                Ok(api) => client::report(&api, state_dir.as_deref(), hours, format).await,
+                Err(e) => Err(e),
+            }
         }
         Command::Doctor { json } => match doctor::run(json) {
             Ok(true) => Ok(()),
@@ -58,8 +77,11 @@ async fn main() -> ExitCode {
         Command::Replay { file, speed, json, config } => predict::replay::run(&file, config.as_deref(), speed, json),
         Command::Alerts { command, api } => alerts::run(command, api).await,
         Command::Remediation { command, at } => remediation::run(command, at).await,
-        Command::History { command: HistoryCommand::Export { since, state_dir, api } } => {
-            predict::replay::history_export(&api, state_dir.as_deref(), &since).await
+        Command::History { command: HistoryCommand::Export { since, state_dir, api, config } } => {
+            match client::api_url(api.as_deref(), config.as_deref()) {
+                Ok(api) => predict::replay::history_export(&api, state_dir.as_deref(), &since).await,
+                Err(e) => Err(e),
+            }
         }
         Command::Config { command: ConfigCommand::Check { config, json, strict } } => {
             match config_cmd::check(config.as_deref(), json, strict) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Unmodified node `ws` echo server for wsguard's tests and demo.
 //
-//   node ws_echo.js [PORT] [--host H] [--ping-ms N] [--perMessageDeflate]
+//   node ws_echo.js [PORT] [--host H] [--ping-ms N] [--perMessageDeflate] [-- IGNORED...]
 //
 // PORT 0 (the default) picks an ephemeral port. Environment fallbacks: WS_ECHO_HOST,
 // WS_ECHO_PORT, WS_ECHO_PING_MS, WS_ECHO_DEFLATE=1.
@@ -27,7 +27,8 @@ function parseArgs(argv) {
       if (i + 1 >= argv.length) usage(`missing value for ${a}`);
       return argv[++i];
     };
-    if (a === '--host') opts.host = value();
+    if (a === '--') break; // the rest is only for show (tests of command-line redaction)
+    else if (a === '--host') opts.host = value();
     else if (a === '--port') opts.port = Number(value());
     else if (a === '--ping-ms') opts.pingMs = Number(value());
     else if (a === '--perMessageDeflate' || a === '--per-message-deflate') opts.deflate = true;

@@ -66,6 +66,8 @@ pub struct Agent {
     pub rust_log: String,
     /// A command the agent is started under (e.g. `setpriv ...`), empty for none.
     pub wrapper: Vec<String>,
+    /// Extra environment for the next `spawn` (e.g. `WSGUARD_LOG_FORMAT`).
+    pub env: Vec<(String, String)>,
     log: PathBuf,
 }
 
@@ -99,6 +101,7 @@ impl Agent {
             pin,
             rust_log: "info".into(),
             wrapper: Vec::new(),
+            env: Vec::new(),
             log: dir.join("agent.log"),
         };
         a.spawn(true)?;
@@ -124,6 +127,7 @@ impl Agent {
         if fresh {
             cmd.arg("--fresh");
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let child = cmd.env("RUST_LOG", &self.rust_log).stdout(log.try_clone()?).stderr(log).spawn()?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -277,3 +277,59 @@ fn top_once_against_a_partial_agent() {
     assert!(o.stdout.contains("predictions: 503 no predictions yet"), "{}", o.stdout);
     assert_eq!(o.stdout.lines().count(), 40);
 }
+
+/// Issue 18 (CLI basics): a closed pipe ends a read command quietly, `--api` takes HOST:PORT,
+/// `-c FILE` points every client command at that config's `[api] listen`, and a missing config
+/// file says why once.
+#[test]
+fn pipes_addresses_and_configs_as_operators_use_them() {
+    let snap = snapshot("2026-01-01T00:00:05Z", 3);
+    let agent = fake_agent(vec![
+        ("/api/v1/snapshot", 200, snap.clone()),
+        ("/health/detailed", 200, health("HEALTHY")),
+        ("/api/v1/history", 200, json!([snapshot("2026-01-01T00:00:00Z", 1), snap])),
+        ("/api/v1/alerts", 200, json!([])),
+    ]);
+    let bin = agent_bin();
+    if !bin.exists() {
+        eprintln!("SKIP: {} missing", bin.display());
+        return;
+    }
+    // `wsguard report | head -0`: the reader is gone before the command writes.
+    for cmd in [&["report", "--hours", "1"][..], &["snapshot", "--json"], &["status"]] {
+        let mut child = Command::new(&bin)
+            .args(cmd)
+            .args(["--api", &agent])
+            .env_remove("WSGUARD_API")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("panicked") && o.status.code() != Some(101), "{cmd:?}: {:?} {err}", o.status);
+        assert!(err.is_empty(), "{cmd:?}: quiet on a closed pipe: {err}");
+    }
+    // The scheme is optional.
+    let bare = agent.trim_start_matches("http://");
+    let o = wsguard(&["status", "--json", "--api", bare]).unwrap();
+    assert_eq!(o.code, Some(0), "--api {bare}: {}", o.stderr);
+    // -c FILE: that config's [api] listen, for every client command.
+    let dir = scratch_dir("cli-config-api");
+    let cfg = write(&dir, "w.toml", &format!("[api]\nlisten = \"{bare}\"\n"));
+    let cfg = cfg.to_str().unwrap();
+    for cmd in [&["snapshot", "--json"][..], &["status", "--json"], &["report", "--json"], &["alerts", "list", "--json"]] {
+        let mut args = cmd.to_vec();
+        args.extend(["-c", cfg]);
+        let o = wsguard(&args).unwrap();
+        assert_eq!(o.code, Some(0), "{args:?}: {}", o.stderr);
+        json_of(&o);
+    }
+    // A missing config: its cause once, exit 2.
+    let o = wsguard(&["status", "-c", "/nonexistent/wsguard.toml"]).unwrap();
+    assert_eq!(o.code, Some(2));
+    assert_eq!(o.stderr.matches("No such file").count(), 1, "{}", o.stderr);
+    let o = wsguard(&["detach", "-c", "/nonexistent/wsguard.toml"]).unwrap();
+    assert_eq!((o.code, o.stderr.matches("No such file").count()), (Some(2), 1), "{}", o.stderr);
+}

@@ -85,6 +85,7 @@ async fn history(State(s): State<Arc<Shared>>, Query(q): Query<HistoryQuery>) ->
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AckBody {
+    #[serde(default)]
     by: String,
     #[serde(default)]
     comment: String,
@@ -98,11 +99,18 @@ async fn ack(
 ) -> Answer {
     authorize(&s, &caller)?;
     let b = parse(body, r#"{"by": "name", "comment": "…"}"#)?;
-    if b.by.trim().is_empty() {
-        return Err(bad("by: who acknowledges (non-empty)"));
-    }
-    let a = service(&s)?.acknowledge(&fp, &b.by, &b.comment).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e))?;
+    let by = attributed(&b.by, &caller);
+    let a = service(&s)?.acknowledge(&fp, &by, &b.comment).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e))?;
     Ok(Json(a).into_response())
+}
+
+/// The name a change is recorded under: what the caller says (`by`, unverified) followed by
+/// what the agent knows (the socket peer's uid or the token), so a log never says "unknown".
+fn attributed(claimed: &str, caller: &Caller) -> String {
+    match claimed.trim() {
+        "" | "unknown" => caller.principal(),
+        name => format!("{name} ({})", caller.principal()),
+    }
 }
 
 async fn resolve(State(s): State<Arc<Shared>>, caller: Caller, Path(fp): Path<String>) -> Answer {
@@ -151,6 +159,7 @@ struct SilenceBody {
     matchers: Vec<String>,
     /// Humantime, e.g. `2h`.
     duration: String,
+    #[serde(default)]
     created_by: String,
     #[serde(default)]
     comment: String,
@@ -167,10 +176,8 @@ async fn silence(State(s): State<Arc<Shared>>, caller: Caller, body: Result<Json
         .map_err(|e| bad(format!("matchers: {e}")))?;
     let duration: Duration =
         humantime::parse_duration(&b.duration).map_err(|e| bad(format!("duration {:?}: {e}", b.duration)))?;
-    if b.created_by.trim().is_empty() {
-        return Err(bad("created_by must not be empty"));
-    }
-    let sil = service(&s)?.silence(matchers, duration, &b.created_by, &b.comment).map_err(bad)?;
+    let by = attributed(&b.created_by, &caller);
+    let sil = service(&s)?.silence(matchers, duration, &by, &b.comment).map_err(bad)?;
     Ok((StatusCode::CREATED, Json(sil)).into_response())
 }
 
@@ -180,5 +187,20 @@ async fn unsilence(State(s): State<Arc<Shared>>, caller: Caller, Path(id): Path<
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::new(StatusCode::NOT_FOUND, "no silence with that id"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_are_attributed_to_what_the_agent_knows() {
+        let peer = |uid| crate::api::socket::Peer { uid, pid: None };
+        let over = |peer| Caller { headers: Default::default(), peer };
+        assert_eq!(attributed("", &over(None)), "token");
+        assert_eq!(attributed("unknown", &over(Some(peer(Some(0))))), "uid 0 via socket");
+        assert_eq!(attributed("alice", &over(Some(peer(Some(1000))))), "alice (uid 1000 via socket)");
+        assert_eq!(attributed(" bob ", &over(None)), "bob (token)");
     }
 }

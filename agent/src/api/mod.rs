@@ -43,6 +43,8 @@ pub struct Shared {
     pub token: Result<crate::api::token::Token, String>,
     /// Peers on the Unix socket that may mutate without the token, besides root (`[api] socket_uids`).
     pub socket_uids: Vec<u32>,
+    /// `[health]`: when the workload checks of `/health/detailed` judge.
+    pub health: crate::export::health::HealthConfig,
 }
 
 impl Shared {
@@ -57,6 +59,7 @@ impl Shared {
             remediation: None,
             token: Err("no API token configured".into()),
             socket_uids: Vec::new(),
+            health: Default::default(),
         }
     }
     pub fn publish(&self, s: Arc<Snapshot>, connections: HashMap<u32, Vec<ConnectionSnapshot>>) {
@@ -127,6 +130,18 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
         // Only the socket listener records connect info (run.rs), so TCP callers have no peer.
         let peer = parts.extensions.get::<axum::extract::ConnectInfo<crate::api::socket::Peer>>().map(|c| c.0);
         Ok(Caller { headers: parts.headers.clone(), peer })
+    }
+}
+
+impl Caller {
+    /// Who an authorized change came from, as the agent knows it (not as the caller claims):
+    /// the peer's uid on the Unix socket, else the holder of the API token.
+    pub fn principal(&self) -> String {
+        match self.peer.and_then(|p| p.uid) {
+            Some(uid) => format!("uid {uid} via socket"),
+            None if self.peer.is_some() => "socket peer".into(),
+            None => "token".into(),
+        }
     }
 }
 
@@ -243,7 +258,7 @@ async fn ready(State(s): State<Arc<Shared>>) -> Response {
 
 async fn detailed(State(s): State<Arc<Shared>>) -> Response {
     let Some(snap) = s.latest() else { return no_snapshot() };
-    let report = health::evaluate(&snap, &s.history.health());
+    let report = health::evaluate(&snap, &s.history.health(), &s.health);
     let code = if report.status == health::Status::Unhealthy { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     (code, Json(report)).into_response()
 }

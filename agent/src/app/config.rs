@@ -14,8 +14,9 @@ pub const DEFAULT_PATH: &str = "/etc/wsguard/wsguard.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    /// The cause is in the message and not a `source`, so `{:#}` chains print it once.
+    #[error("cannot read config {path}: {cause}")]
+    Read { path: PathBuf, cause: std::io::Error },
     #[error("invalid config {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid config {path}: {key}: {message}")]
@@ -37,6 +38,8 @@ pub struct Config {
     pub alert: crate::alert::AlertConfig,
     pub notify: crate::notify::NotifyConfig,
     pub remediation: crate::remediate::RemediationConfig,
+    pub privacy: crate::track::redact::PrivacyConfig,
+    pub health: crate::export::health::HealthConfig,
 }
 
 /// Thresholds that classify connections and clients.
@@ -98,11 +101,42 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` wins when set.
     pub log_level: String,
+    /// `text` (colour only when stderr is a terminal) or `json` (one object per line);
+    /// `WSGUARD_LOG_FORMAT` wins when set. Needs a restart.
+    pub log_format: LogFormat,
 }
 
 impl Default for AgentConfig {
     fn default() -> Self {
-        Self { interval: Duration::from_secs(5), state_dir: PathBuf::from("/var/lib/wsguard"), log_level: "info".into() }
+        Self {
+            interval: Duration::from_secs(5),
+            state_dir: PathBuf::from("/var/lib/wsguard"),
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    /// `WSGUARD_LOG_FORMAT` when set (an unknown value is an error), else `configured`.
+    pub fn from_env_or(configured: LogFormat) -> Result<LogFormat, String> {
+        match std::env::var("WSGUARD_LOG_FORMAT") {
+            Ok(v) => match v.trim() {
+                "text" => Ok(LogFormat::Text),
+                "json" => Ok(LogFormat::Json),
+                other => Err(format!("WSGUARD_LOG_FORMAT={other:?}: expected `text` or `json`")),
+            },
+            Err(_) => Ok(configured),
+        }
     }
 }
 
@@ -230,11 +264,11 @@ impl Config {
                     .map_err(|message| ConfigError::Insecure { path: path.clone(), message })?;
                 let mut t = String::new();
                 std::io::Read::read_to_string(&mut f, &mut t)
-                    .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                    .map_err(|cause| ConfigError::Read { path: path.clone(), cause })?;
                 t
             }
             Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(source) => return Err(ConfigError::Read { path, source }),
+            Err(cause) => return Err(ConfigError::Read { path, cause }),
         };
         Self::parse(&text, &path)
     }
@@ -282,6 +316,9 @@ impl Config {
             return Err(ConfigError::Value { path: path.into(), key, message });
         }
         if let Err((key, message)) = self.remediation.validate() {
+            return Err(ConfigError::Value { path: path.into(), key, message });
+        }
+        if let Err((key, message)) = self.privacy.validate() {
             return Err(ConfigError::Value { path: path.into(), key, message });
         }
         if let Some(sock) = self.api_socket() {
@@ -351,6 +388,13 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("api.socket_group"));
+    }
+
+    #[test]
+    fn a_missing_file_says_why_once() {
+        let e = anyhow::Error::from(Config::load(Some(Path::new("/nonexistent/w.toml"))).unwrap_err());
+        let text = format!("{e:#}");
+        assert_eq!(text.matches("No such file").count(), 1, "{text}");
     }
 
     #[test]

@@ -12,12 +12,16 @@ use serde_json::Value;
 use tracing::{error, info, warn};
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
-use crate::{app::config::Config, predict::Predictor, track::Tracker};
+use crate::{
+    app::config::{Config, LogFormat},
+    predict::Predictor,
+    track::Tracker,
+};
 
 /// Keys (or key prefixes ending in `.`) that take effect without a restart. Extend it together
 /// with [`apply_reload`], e.g. `"alert."` once the alert engine takes new rules.
 pub const LIVE: &[&str] =
-    &["agent.interval", "agent.log_level", "limits.", "probe.ports", "probe.processes", "predict.", "alert."];
+    &["agent.interval", "agent.log_level", "limits.", "probe.ports", "probe.processes", "predict.", "alert.", "privacy."];
 
 fn is_live(key: &str) -> bool {
     LIVE.iter().any(|l| if l.ends_with('.') { key.starts_with(l) } else { key == *l })
@@ -27,12 +31,20 @@ fn is_live(key: &str) -> bool {
 pub struct Logs(reload::Handle<EnvFilter, Registry>);
 
 impl Logs {
-    /// Install the global subscriber with a reloadable filter (`RUST_LOG` wins over `level`).
-    pub fn init(level: &str) -> Logs {
+    /// Install the global subscriber with a reloadable filter (`RUST_LOG` wins over `level`),
+    /// writing `format` to stderr: text is coloured only when stderr is a terminal (files and
+    /// the journal get plain lines), json is one object per line.
+    pub fn init(level: &str, format: LogFormat) -> Logs {
+        use std::io::IsTerminal;
         use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
         let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
         let (layer, handle) = reload::Layer::new(filter);
-        tracing_subscriber::registry().with(layer).with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).init();
+        let text = (format == LogFormat::Text)
+            .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()));
+        let json = (format == LogFormat::Json).then(|| {
+            tracing_subscriber::fmt::layer().with_writer(std::io::stderr).json().flatten_event(true).with_current_span(false).with_span_list(false)
+        });
+        tracing_subscriber::registry().with(layer).with(text).with(json).init();
         Logs(handle)
     }
 

@@ -44,8 +44,12 @@ pub async fn run(
             "wsguard run needs root, or CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN to mount tracefs/bpffs); `wsguard doctor` checks"
         );
     }
-    std::fs::create_dir_all(&cfg.agent.state_dir)
-        .with_context(|| format!("cannot create state_dir {}", cfg.agent.state_dir.display()))?;
+    // Everything under state_dir is root's alone (0700/0600) whatever the umask (util/state_dir.rs).
+    let shared_socket = cfg.api.socket_group.is_some()
+        && cfg.api_socket().and_then(|p| p.parent().map(|d| d == cfg.agent.state_dir)).unwrap_or(false);
+    for f in crate::util::state_dir::prepare(&cfg.agent.state_dir, shared_socket)? {
+        warn!("state_dir was open to group or others: {f}");
+    }
 
     // The secret behind shown client-key hashes (keyhash.rs): an unusable one fails the start
     // before anything is attached, rather than showing hashes anyone can reverse.
@@ -97,6 +101,7 @@ pub async fn run(
     let mut shared = api::Shared::new(history.clone(), cfg.metrics.clone());
     shared.alerts = Some(alerts.clone());
     shared.socket_uids = cfg.api.socket_uids.clone();
+    shared.health = cfg.health.clone();
     shared.token = token::load_or_create(&cfg.token_file()).map_err(|e| {
         warn!("API mutations disabled: {e:#}");
         format!("{e:#}")

@@ -7,13 +7,16 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use crate::alert::{silence::Silence, store::Event, Alert, Severity};
-use crate::cli::client::DEFAULT_API;
 
 #[derive(Args, Clone)]
 pub struct ApiArgs {
     /// The agent's API: http://HOST:PORT, or unix:PATH for its `[api] socket` (changes as root
     /// need no token there).
-    #[arg(long, default_value = DEFAULT_API, env = "WSGUARD_API", global = true)]
+    /// (default: `[api] listen` of `-c FILE`, else http://127.0.0.1:9595; the scheme is optional).
+    #[arg(long = "api", id = "api", value_name = "API", env = "WSGUARD_API", global = true)]
+    api_flag: Option<String>,
+    /// The address in effect, once `resolved`.
+    #[arg(skip)]
     pub api: String,
     /// API token file for changes (default: the one `[api] token_file` of the config names;
     /// over unix:PATH none is sent unless given).
@@ -24,10 +27,19 @@ pub struct ApiArgs {
     pub config: Option<PathBuf>,
 }
 
+impl ApiArgs {
+    /// Fill `api` from `--api`, else the config's `[api] listen`, else the default.
+    pub fn resolved(mut self) -> anyhow::Result<Self> {
+        self.api = crate::cli::client::api_url(self.api_flag.as_deref(), self.config.as_deref())?;
+        Ok(self)
+    }
+}
+
 #[derive(Subcommand)]
 pub enum AlertsCommand {
     /// Pending, firing and recently resolved alerts.
     List {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         /// Only `pending`, `firing` or `resolved`.
@@ -36,53 +48,70 @@ pub enum AlertsCommand {
     },
     /// One alert (fingerprint or a unique prefix of at least 4 hex digits).
     Show {
+        /// Fingerprint, or a unique prefix of at least 4 hex digits.
         fingerprint: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Acknowledge a firing alert: stops its escalation until it resolves.
     Ack {
+        /// Fingerprint, or a unique prefix of at least 4 hex digits.
         fingerprint: String,
         /// Who acknowledges (default: $SUDO_USER or $USER).
         #[arg(long)]
         by: Option<String>,
+        /// Why (recorded with the change).
         #[arg(long, short = 'm', default_value = "")]
         comment: String,
     },
     /// Silence alerts whose labels match all matchers (`name=value`, `!=`, `=~regex`, `!~`).
     Silence {
+        /// Label matchers, all of which must match.
         #[arg(required = true)]
         matchers: Vec<String>,
+        /// How long the silence lasts (humantime: `30m`, `2h`).
         #[arg(long, default_value = "2h")]
         duration: String,
+        /// Who silences (default: $SUDO_USER or $USER).
         #[arg(long)]
         by: Option<String>,
+        /// Why (recorded with the change).
         #[arg(long, short = 'm', default_value = "")]
         comment: String,
     },
     /// Remove a silence by id.
-    Unsilence { id: String },
+    Unsilence {
+        /// The silence's id (see `silences`).
+        id: String,
+    },
     /// Silences in effect.
     Silences {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Counts, the alert store, notification delivery.
     Stats {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Recent alert changes (from the alert store), oldest first.
     History {
+        /// Newest changes shown.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Raise a manual alert, notified like any other (resolve it with `resolve`).
     Fire {
+        /// Severity of the alert.
         #[arg(long, value_enum, default_value = "critical")]
         severity: SeverityArg,
+        /// What happened (the alert's summary).
         #[arg(long, short = 'm')]
         message: String,
         /// Extra labels `name=value` (an `alertname` label names the alert).
@@ -90,7 +119,10 @@ pub enum AlertsCommand {
         labels: Vec<String>,
     },
     /// Resolve a manual alert.
-    Resolve { fingerprint: String },
+    Resolve {
+        /// Fingerprint, or a unique prefix of at least 4 hex digits.
+        fingerprint: String,
+    },
 }
 
 #[derive(clap::ValueEnum, Clone, Copy)]
@@ -110,8 +142,10 @@ impl From<SeverityArg> for Severity {
     }
 }
 
+/// The name a change is made under; empty when nothing names the user: the agent then records
+/// who it knows the caller is (socket uid or token holder).
 fn who(by: Option<String>) -> String {
-    by.or_else(|| std::env::var("SUDO_USER").ok()).or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".into())
+    by.or_else(|| std::env::var("SUDO_USER").ok()).or_else(|| std::env::var("USER").ok()).unwrap_or_default()
 }
 
 async fn call(a: &ApiArgs, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
@@ -164,6 +198,7 @@ fn print_alerts(alerts: &[Alert]) {
 }
 
 pub async fn run(cmd: AlertsCommand, a: ApiArgs) -> anyhow::Result<()> {
+    let a = a.resolved()?;
     use reqwest::Method;
     let pretty = |v: &Value| serde_json::to_string_pretty(v).map(|s| println!("{s}"));
     match cmd {

@@ -17,8 +17,35 @@ pub fn endpoint(api: &str, builder: reqwest::ClientBuilder) -> anyhow::Result<(r
         Some("") => bail!("--api unix:PATH needs the socket's path, e.g. unix:/var/lib/wsguard/api.sock"),
         // reqwest connects every request to the socket; the host is only the Host header.
         Some(path) => Ok((builder.unix_socket(path).build()?, "http://localhost".into())),
-        None => Ok((builder.build()?, api.trim_end_matches('/').to_string())),
+        None => Ok((builder.build()?, base_url(api))),
     }
+}
+
+/// `HOST:PORT` or `http(s)://HOST:PORT[/]` as a base URL (the scheme is optional: `--api` takes
+/// what `[api] listen` says).
+fn base_url(api: &str) -> String {
+    let api = api.trim_end_matches('/');
+    if api.contains("://") {
+        api.to_string()
+    } else {
+        format!("http://{api}")
+    }
+}
+
+/// The API a client command talks to: `--api` (or `WSGUARD_API`) when given; else the
+/// `[api] listen` address of `-c FILE` (a wildcard address is reached on loopback); else the
+/// default address.
+pub fn api_url(api: Option<&str>, config: Option<&std::path::Path>) -> anyhow::Result<String> {
+    if let Some(a) = api {
+        return Ok(a.to_string());
+    }
+    let Some(path) = config else { return Ok(DEFAULT_API.to_string()) };
+    let cfg = crate::app::config::Config::load(Some(path))?;
+    let mut addr = cfg.api.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+    }
+    Ok(format!("http://{addr}"))
 }
 
 /// The token a change sends. Over TCP it is required: `token_file`, else the file the config
@@ -104,17 +131,20 @@ pub fn progress(msg: &str) {
     }
 }
 
-/// `wsguard status`: health, totals and the busiest processes on one screen.
+/// `wsguard status`: health, totals and the busiest processes on one screen. False (exit 1)
+/// when the agent or the watched workload is UNHEALTHY.
 pub async fn status(api: &str, json: bool) -> anyhow::Result<bool> {
     let health: serde_json::Value = get_json_any(api, "/health/detailed").await?;
     let s = get_snapshot(api).await?;
     let overall = health["status"].as_str().unwrap_or("UNKNOWN").to_string();
+    let workload = health["workload"].as_str().unwrap_or("UNKNOWN").to_string();
+    let ok = overall != "UNHEALTHY" && workload != "UNHEALTHY";
     if json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"health": health, "totals": s.totals}))?);
-        return Ok(overall != "UNHEALTHY");
+        return Ok(ok);
     }
     let t = &s.totals;
-    println!("wsguard {}  {}  status {overall}", s.agent.version, s.timestamp);
+    println!("wsguard {}  {}  status {overall}  workload {workload}", s.agent.version, s.timestamp);
     println!(
         "websocket: {} active, {} opened, {} closed ({} abnormal), {} failed handshakes, {} out of sync",
         t.connections_active, t.connections_opened, t.connections_closed, t.abnormal_closes, t.handshakes_failed, t.out_of_sync
@@ -122,8 +152,9 @@ pub async fn status(api: &str, json: bool) -> anyhow::Result<bool> {
     if let Some(checks) = health["checks"].as_array() {
         for c in checks {
             println!(
-                "  {:<10} {:<18} {}",
+                "  {:<10} {:<9} {:<18} {}",
                 c["status"].as_str().unwrap_or(""),
+                c["scope"].as_str().unwrap_or(""),
                 c["name"].as_str().unwrap_or(""),
                 c["message"].as_str().unwrap_or("")
             );
@@ -139,7 +170,7 @@ pub async fn status(api: &str, json: bool) -> anyhow::Result<bool> {
             p.pid, p.comm, p.websocket.connections_active, fd, p.clients.distinct, p.connections_stalled
         );
     }
-    Ok(overall != "UNHEALTHY")
+    Ok(ok)
 }
 
 /// Like `get_json`, but also accepts a 503 answer that carries a JSON body (an unhealthy report).
@@ -191,10 +222,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn api_from_flag_config_or_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("w.toml");
+        std::fs::write(&cfg, "[api]\nlisten = \"0.0.0.0:9797\"\n").unwrap();
+        assert_eq!(api_url(None, Some(&cfg)).unwrap(), "http://127.0.0.1:9797");
+        assert_eq!(api_url(Some("unix:/x"), Some(&cfg)).unwrap(), "unix:/x");
+        assert_eq!(api_url(None, None).unwrap(), DEFAULT_API);
+        std::fs::write(&cfg, "[api]\nlisten = \"[::]:9798\"\n").unwrap();
+        assert_eq!(api_url(None, Some(&cfg)).unwrap(), "http://[::1]:9798");
+        assert!(api_url(None, Some(&dir.path().join("missing.toml"))).is_err());
+    }
+
+    #[test]
     fn endpoints_and_tokens() {
         assert_eq!(endpoint("http://127.0.0.1:9/", reqwest::Client::builder()).unwrap().1, "http://127.0.0.1:9");
         assert_eq!(endpoint("unix:/run/wsguard/api.sock", reqwest::Client::builder()).unwrap().1, "http://localhost");
         assert!(endpoint("unix:", reqwest::Client::builder()).unwrap_err().to_string().contains("unix:PATH"));
+        // The scheme is optional.
+        assert_eq!(endpoint("127.0.0.1:9797", reqwest::Client::builder()).unwrap().1, "http://127.0.0.1:9797");
+        assert_eq!(endpoint("https://h:1/", reqwest::Client::builder()).unwrap().1, "https://h:1");
         // Over the socket nothing is read unless a token file is named.
         assert_eq!(change_token("unix:/x.sock", None, Some(std::path::Path::new("/nonexistent.toml"))).unwrap(), None);
         assert!(change_token("unix:/x.sock", Some(std::path::Path::new("/nonexistent")), None).is_err());

@@ -11,7 +11,6 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::cli::client::DEFAULT_API;
 
 #[derive(Parser)]
 #[command(
@@ -39,26 +38,37 @@ pub enum Command {
     },
     /// Print the running agent's latest snapshot.
     Snapshot {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
-        /// The agent's API: http://HOST:PORT, or unix:PATH for its `[api] socket`.
-        #[arg(long, default_value = DEFAULT_API, env = "WSGUARD_API")]
-        api: String,
+        /// The agent's API: [http://]HOST:PORT, or unix:PATH for its `[api] socket` (default:
+        /// `[api] listen` of `-c FILE`, else http://127.0.0.1:9595).
+        #[arg(long, env = "WSGUARD_API")]
+        api: Option<String>,
+        /// Config whose `[api] listen` is the agent's address when --api is not given.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// One-screen summary of the running agent: health, totals, busiest processes.
     Status {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
-        /// The agent's API: http://HOST:PORT, or unix:PATH for its `[api] socket`.
-        #[arg(long, default_value = DEFAULT_API, env = "WSGUARD_API")]
-        api: String,
+        /// The agent's API: [http://]HOST:PORT, or unix:PATH for its `[api] socket` (default:
+        /// `[api] listen` of `-c FILE`, else http://127.0.0.1:9595).
+        #[arg(long, env = "WSGUARD_API")]
+        api: Option<String>,
+        /// Config whose `[api] listen` is the agent's address when --api is not given.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Live terminal dashboard of the running agent: summary, processes, connections, alerts,
     /// predictions (q quits, ? lists the keys).
     Top {
-        /// The agent's API: http://HOST:PORT, or unix:PATH for its `[api] socket`.
-        #[arg(long, default_value = DEFAULT_API, env = "WSGUARD_API")]
-        api: String,
+        /// The agent's API: [http://]HOST:PORT, or unix:PATH for its `[api] socket` (default:
+        /// `[api] listen` of `-c FILE`, else http://127.0.0.1:9595).
+        #[arg(long, env = "WSGUARD_API")]
+        api: Option<String>,
         /// Refresh interval.
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         interval: std::time::Duration,
@@ -69,9 +79,10 @@ pub enum Command {
         /// is unreachable.
         #[arg(long)]
         once: bool,
-        /// Frame size for --once.
+        /// Frame width for --once.
         #[arg(long, default_value_t = 120)]
         width: u16,
+        /// Frame height for --once.
         #[arg(long, default_value_t = 40)]
         height: u16,
         /// Process whose connections the Connections view opens (default: the busiest).
@@ -81,8 +92,8 @@ pub enum Command {
         /// readable; without a token the dashboard is read-only).
         #[arg(long, env = "WSGUARD_TOKEN_FILE")]
         token_file: Option<PathBuf>,
-        /// Config whose `[api] token_file` / `state_dir` locate the token (default
-        /// /etc/wsguard/wsguard.toml).
+        /// Config whose `[api] listen` is the agent's address (when --api is not given) and
+        /// whose `[api] token_file` / `state_dir` locate the token (default /etc/wsguard/wsguard.toml).
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -91,6 +102,7 @@ pub enum Command {
         /// Hours back from now.
         #[arg(long, default_value_t = 24.0)]
         hours: f64,
+        /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: crate::history::Format,
         /// Same as --format json.
@@ -100,17 +112,23 @@ pub enum Command {
         /// down) instead of asking its API.
         #[arg(long)]
         state_dir: Option<PathBuf>,
-        /// The agent's API: http://HOST:PORT, or unix:PATH for its `[api] socket`.
-        #[arg(long, default_value = DEFAULT_API, env = "WSGUARD_API")]
-        api: String,
+        /// The agent's API: [http://]HOST:PORT, or unix:PATH for its `[api] socket` (default:
+        /// `[api] listen` of `-c FILE`, else http://127.0.0.1:9595).
+        #[arg(long, env = "WSGUARD_API")]
+        api: Option<String>,
+        /// Config whose `[api] listen` is the agent's address when --api is not given.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Check that this host can run the probe, and say how to fix what is missing.
     Doctor {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Detach the probe and remove its pinned state (counts are lost).
     Detach {
+        /// Config whose `[probe] pin_path` names the probe to remove (default /etc/wsguard/wsguard.toml).
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -122,6 +140,7 @@ pub enum Command {
         /// N times real time (sleeps between snapshots); default: as fast as possible.
         #[arg(long)]
         speed: Option<f64>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         /// Take `[predict]` from this config file (default: built-in defaults).
@@ -154,6 +173,7 @@ pub enum Command {
     },
     /// Print a shell completion script, e.g. `wsguard completions bash > /etc/bash_completion.d/wsguard`.
     Completions {
+        /// Shell to print the script for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -164,8 +184,10 @@ pub enum ConfigCommand {
     /// Validate a config file (errors name the key and line) and warn about settings that are
     /// risky in production. Exit 1 when invalid (or, with --strict, when warned).
     Check {
+        /// Config file to check (default /etc/wsguard/wsguard.toml).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         /// Warnings fail the check too.
@@ -175,10 +197,13 @@ pub enum ConfigCommand {
     /// Print the config file as TOML, or with --effective every setting the agent would use
     /// (file merged with defaults). Inline secrets are redacted.
     Show {
+        /// Config file to show (default /etc/wsguard/wsguard.toml).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Every setting in effect (the file merged with defaults), not only the file.
         #[arg(long)]
         effective: bool,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -194,8 +219,36 @@ pub enum HistoryCommand {
         /// Read the history store in this state dir directly (works while the agent is down).
         #[arg(long)]
         state_dir: Option<PathBuf>,
-        /// The agent's API: http://HOST:PORT, or unix:PATH for its `[api] socket`.
-        #[arg(long, default_value = DEFAULT_API, env = "WSGUARD_API")]
-        api: String,
+        /// The agent's API: [http://]HOST:PORT, or unix:PATH for its `[api] socket` (default:
+        /// `[api] listen` of `-c FILE`, else http://127.0.0.1:9595).
+        #[arg(long, env = "WSGUARD_API")]
+        api: Option<String>,
+        /// Config whose `[api] listen` is the agent's address when --api is not given.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every flag and argument of every command says what it is for in `--help`.
+    #[test]
+    fn every_flag_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id != "help" && id != "version" && a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "wsguard", &mut missing);
+        assert!(missing.is_empty(), "flags without help text: {missing:#?}");
+    }
 }

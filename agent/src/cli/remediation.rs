@@ -15,6 +15,7 @@ use crate::remediate::audit::{Audit, Entry};
 pub enum RemediationCommand {
     /// The audit log: what was done, would have been done (dry run) or was refused, and why.
     History {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         /// Newest rows shown.
@@ -23,6 +24,7 @@ pub enum RemediationCommand {
     },
     /// Approve a run that waits for approval (its id is in `history`).
     Approve {
+        /// The run's id (see `history`).
         id: i64,
         /// Recorded as who approved.
         #[arg(long)]
@@ -30,13 +32,16 @@ pub enum RemediationCommand {
     },
     /// Kill switch: no action runs until `resume` (persisted across restarts).
     Pause {
+        /// Recorded as who paused (default: $SUDO_USER or $USER).
         #[arg(long)]
         by: Option<String>,
     },
     /// Lift the kill switch, or with --action re-enable an action whose circuit breaker tripped.
     Resume {
+        /// Re-enable this action (its circuit breaker tripped) instead of lifting the kill switch.
         #[arg(long)]
         action: Option<String>,
+        /// Recorded as who resumed (default: $SUDO_USER or $USER).
         #[arg(long)]
         by: Option<String>,
     },
@@ -78,7 +83,8 @@ async fn post(w: &Where, path: &str, body: Value) -> Result<Value> {
     Ok(v)
 }
 
-pub async fn run(cmd: RemediationCommand, at: Where) -> Result<()> {
+pub async fn run(cmd: RemediationCommand, mut at: Where) -> Result<()> {
+    at.api = at.api.resolved()?;
     let now = SystemTime::now();
     match cmd {
         RemediationCommand::History { json, limit } => {

@@ -1,6 +1,11 @@
 //! Health checks over a snapshot: each yields HEALTHY, DEGRADED or UNHEALTHY with a message and
-//! the numbers behind it; the overall status is the worst one. Thresholds are the
-//! warning/critical levels an operator would start from.
+//! the numbers behind it. Thresholds are the warning/critical levels an operator would start
+//! from. Checks are about the agent (`probe`, `out_of_sync`, `history_store`) or about the
+//! watched workload (the rest): `status` is the worst agent check, the one readiness (the 503
+//! of `/health/detailed`) follows, so a misbehaving application never makes its watcher look
+//! broken; `workload` is the worst workload check. Rates over counts (handshake success,
+//! abnormal closes, stalled connections) judge only from `[health] min_samples` events on, so
+//! 5 abnormal closes of the first 9 do not make a fresh agent UNHEALTHY.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -15,9 +20,37 @@ pub enum Status {
     Unhealthy,
 }
 
+/// `[health]`: when the workload checks judge.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Events (upgrade requests, closes, active connections) a rate check needs before it
+    /// grades; below, it is HEALTHY and says how many it has seen.
+    pub min_samples: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig { min_samples: 20 }
+    }
+}
+
+/// What a check is about.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// The agent itself: the probe, its view of the framing, its store.
+    Agent,
+    /// The watched servers and their host.
+    #[default]
+    Workload,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Check {
     pub name: String,
+    #[serde(default)]
+    pub scope: Scope,
     pub status: Status,
     pub message: String,
     pub metrics: Value,
@@ -25,7 +58,11 @@ pub struct Check {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
+    /// The agent's own status (worst agent check): what readiness follows.
     pub status: Status,
+    /// The worst workload check.
+    #[serde(default = "healthy")]
+    pub workload: Status,
     pub timestamp: String,
     pub checks: Vec<Check>,
 }
@@ -42,11 +79,35 @@ fn grade(v: f64, warn: f64, crit: f64, higher_is_worse: bool) -> Status {
     }
 }
 
-fn check(name: &str, status: Status, message: String, metrics: Value) -> Check {
-    Check { name: name.into(), status, message, metrics }
+fn healthy() -> Status {
+    Status::Healthy
 }
 
-pub fn evaluate(s: &Snapshot, history: &HistoryHealth) -> Report {
+fn check(name: &str, status: Status, message: String, metrics: Value) -> Check {
+    let scope = if ["probe", "out_of_sync", "history_store"].contains(&name) { Scope::Agent } else { Scope::Workload };
+    Check { name: name.into(), scope, status, message, metrics }
+}
+
+/// `grade`, once `n` reaches `min` samples; before, HEALTHY.
+fn grade_from(n: u64, min: u64, v: f64, warn: f64, crit: f64, higher_is_worse: bool) -> Status {
+    if n < min {
+        Status::Healthy
+    } else {
+        grade(v, warn, crit, higher_is_worse)
+    }
+}
+
+/// ", too few to judge (N needed)" when `n` is below `min`.
+fn too_few(n: u64, min: u64) -> String {
+    if n < min {
+        format!(", too few to judge ({min} needed)")
+    } else {
+        String::new()
+    }
+}
+
+pub fn evaluate(s: &Snapshot, history: &HistoryHealth, cfg: &HealthConfig) -> Report {
+    let min = cfg.min_samples;
     let t = &s.totals;
     let h = &s.probe.health;
     let mut checks = Vec::new();
@@ -83,8 +144,8 @@ pub fn evaluate(s: &Snapshot, history: &HistoryHealth) -> Report {
     let ratio = if active == 0 { 1.0 } else { (active - stalled.min(active)) as f64 / active as f64 };
     checks.push(check(
         "connection_health",
-        grade(ratio, 0.8, 0.6, false),
-        format!("{:.0}% of {active} active connections healthy ({stalled} stalled)", ratio * 100.0),
+        grade_from(active, min, ratio, 0.8, 0.6, false),
+        format!("{:.0}% of {active} active connections healthy ({stalled} stalled){}", ratio * 100.0, too_few(active, min)),
         json!({"ratio": ratio, "active": active, "stalled": stalled}),
     ));
 
@@ -92,16 +153,21 @@ pub fn evaluate(s: &Snapshot, history: &HistoryHealth) -> Report {
     let success = if attempts == 0 { 1.0 } else { t.connections_opened as f64 / attempts as f64 };
     checks.push(check(
         "handshake_success",
-        grade(success, 0.95, 0.90, false),
-        format!("{:.1}% of {attempts} upgrade requests succeeded", success * 100.0),
+        grade_from(attempts, min, success, 0.95, 0.90, false),
+        format!("{:.1}% of {attempts} upgrade requests succeeded{}", success * 100.0, too_few(attempts, min)),
         json!({"rate": success, "opened": t.connections_opened, "failed": t.handshakes_failed}),
     ));
 
     let abnormal = if t.connections_closed == 0 { 0.0 } else { t.abnormal_closes as f64 / t.connections_closed as f64 };
     checks.push(check(
         "abnormal_closes",
-        grade(abnormal, 0.10, 0.25, true),
-        format!("{:.1}% of {} closes were abnormal", abnormal * 100.0, t.connections_closed),
+        grade_from(t.connections_closed, min, abnormal, 0.10, 0.25, true),
+        format!(
+            "{:.1}% of {} closes were abnormal{}",
+            abnormal * 100.0,
+            t.connections_closed,
+            too_few(t.connections_closed, min)
+        ),
         json!({"rate": abnormal, "abnormal": t.abnormal_closes, "closed": t.connections_closed}),
     ));
 
@@ -145,8 +211,9 @@ pub fn evaluate(s: &Snapshot, history: &HistoryHealth) -> Report {
         json!(history),
     ));
 
-    let status = checks.iter().map(|c| c.status).max().unwrap_or(Status::Healthy);
-    Report { status, timestamp: s.timestamp.clone(), checks }
+    let worst = |scope| checks.iter().filter(|c| c.scope == scope).map(|c| c.status).max().unwrap_or(Status::Healthy);
+    let (status, workload) = (worst(Scope::Agent), worst(Scope::Workload));
+    Report { status, workload, timestamp: s.timestamp.clone(), checks }
 }
 
 #[cfg(test)]
@@ -161,14 +228,35 @@ mod tests {
         let mut s = Snapshot::default();
         s.probe.attached = true;
         let hh = HistoryHealth { store_open: true, ..Default::default() };
-        assert_eq!(evaluate(&s, &hh).status, Status::Healthy);
+        let cfg = HealthConfig::default();
+        assert_eq!(evaluate(&s, &hh, &cfg).status, Status::Healthy);
         s.totals.connections_opened = 80;
         s.totals.handshakes_failed = 20;
-        let r = evaluate(&s, &hh);
-        assert_eq!(r.status, Status::Unhealthy);
+        let r = evaluate(&s, &hh, &cfg);
+        // The workload is unhealthy; the agent is not.
+        assert_eq!((r.status, r.workload), (Status::Healthy, Status::Unhealthy));
         let c = r.checks.iter().find(|c| c.name == "handshake_success").unwrap();
-        assert_eq!(c.status, Status::Unhealthy);
+        assert_eq!((c.status, c.scope), (Status::Unhealthy, Scope::Workload));
         s.probe.attached = false;
-        assert_eq!(evaluate(&s, &hh).checks[0].status, Status::Unhealthy);
+        let r = evaluate(&s, &hh, &cfg);
+        assert_eq!((r.checks[0].status, r.checks[0].scope, r.status), (Status::Unhealthy, Scope::Agent, Status::Unhealthy));
+    }
+
+    /// 15 s after start, 5 of 9 closes abnormal: too few to call the workload unhealthy.
+    #[test]
+    fn rates_wait_for_min_samples() {
+        let mut s = Snapshot::default();
+        s.probe.attached = true;
+        let hh = HistoryHealth { store_open: true, ..Default::default() };
+        s.totals.connections_closed = 9;
+        s.totals.abnormal_closes = 5;
+        s.totals.connections_opened = 9;
+        s.totals.handshakes_failed = 3;
+        let r = evaluate(&s, &hh, &HealthConfig::default());
+        assert_eq!((r.status, r.workload), (Status::Healthy, Status::Healthy), "{:#?}", r.checks);
+        let c = r.checks.iter().find(|c| c.name == "abnormal_closes").unwrap();
+        assert!(c.message.contains("too few to judge (20 needed)"), "{}", c.message);
+        let r = evaluate(&s, &hh, &HealthConfig { min_samples: 5 });
+        assert_eq!(r.workload, Status::Unhealthy);
     }
 }

@@ -354,7 +354,7 @@ fn text(r: &Report) -> String {
             );
         }
     }
-    let _ = writeln!(o, "\nAlerts: none recorded (alerting not yet available)");
+    let _ = writeln!(o, "\nAlerts: not in this report (built from snapshots); see `wsguard alerts history`");
     o
 }
 
@@ -415,7 +415,7 @@ fn markdown(r: &Report) -> String {
             );
         }
     }
-    let _ = writeln!(o, "\n## Alerts\n\nNone recorded (alerting not yet available).");
+    let _ = writeln!(o, "\n## Alerts\n\nNot in this report (built from snapshots); see `wsguard alerts history`.");
     o
 }
 

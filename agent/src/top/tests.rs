@@ -286,12 +286,14 @@ fn health_lists_problems_with_messages_and_healthy_checks_on_one_line() {
     let mut d = data("t");
     let check = |name: &str, status: crate::export::health::Status, message: &str| crate::export::health::Check {
         name: name.into(),
+        scope: Default::default(),
         status,
         message: message.into(),
         metrics: serde_json::Value::Null,
     };
     use crate::export::health::Status::*;
     d.health = Some(crate::export::health::Report {
+        workload: Healthy,
         status: Degraded,
         timestamp: "t".into(),
         checks: vec![

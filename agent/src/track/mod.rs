@@ -6,6 +6,7 @@ pub mod conns;
 pub mod k8s;
 pub mod keyhash;
 pub mod procinfo;
+pub mod redact;
 pub mod resources;
 
 use std::{
@@ -83,6 +84,7 @@ pub struct Tracker {
     limits: Limits,
     reader: maps::Reader,
     fds: procinfo::FdWalker,
+    redact: redact::Redactor,
 }
 
 impl Tracker {
@@ -122,6 +124,7 @@ impl Tracker {
             reader: maps::Reader::default(),
             fds: procinfo::FdWalker::default(),
             limits: limits(cfg, key_hasher),
+            redact: redactor(cfg),
         }
     }
 
@@ -129,6 +132,7 @@ impl Tracker {
     /// next snapshot. Keys that need a restart arrive unchanged.
     pub fn reconfigure(&mut self, cfg: &Config) {
         self.limits = limits(cfg, self.limits.key_hasher.clone());
+        self.redact = redactor(cfg);
         self.cfg = cfg.clone();
     }
 
@@ -286,7 +290,7 @@ impl Tracker {
             let ps = ProcessSnapshot {
                 pid: tgid,
                 comm: id.comm,
-                cmdline: id.cmdline.join(" "),
+                cmdline: self.redact.command_line(&id.cmdline),
                 listening_ports: ports,
                 exited,
                 preexisting_connections: pre,
@@ -329,7 +333,7 @@ impl Tracker {
             let ps = ProcessSnapshot {
                 pid: *pid,
                 comm: id.comm.clone(),
-                cmdline: id.cmdline.join(" "),
+                cmdline: self.redact.command_line(&id.cmdline),
                 listening_ports: listening_ports(inodes.iter(), table),
                 preexisting_connections: open,
                 kubernetes: crate::track::k8s::pod_of(resources.as_ref()),
@@ -395,6 +399,13 @@ impl Tracker {
 }
 
 /// The limits of `cfg`; the key hasher stays for the agent's lifetime.
+/// `[privacy]` was validated with the config; an invalid one (never loaded) keeps nothing.
+fn redactor(cfg: &Config) -> redact::Redactor {
+    redact::Redactor::new(&cfg.privacy).unwrap_or_else(|_| {
+        redact::Redactor::new(&redact::PrivacyConfig { redact_arguments: vec![".".into()] }).expect("valid regex")
+    })
+}
+
 fn limits(cfg: &Config, key_hasher: crate::track::keyhash::KeyHasher) -> Limits {
     Limits {
         quota: cfg.limits.per_client_connections,

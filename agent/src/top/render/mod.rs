@@ -75,7 +75,11 @@ pub fn status_style(s: Status) -> Style {
 
 fn status_word(app: &App) -> Span<'static> {
     match app.data.as_ref().and_then(|d| d.health.as_ref()) {
-        Some(h) => Span::styled(format!("{:?}", h.status).to_uppercase(), status_style(h.status)),
+        // The worse of the agent's own status and the workload's.
+        Some(h) => {
+            let worst = h.status.max(h.workload);
+            Span::styled(format!("{worst:?}").to_uppercase(), status_style(worst))
+        }
         None => Span::raw("health ?"),
     }
 }
