@@ -42,7 +42,12 @@ impl Logs {
         let text = (format == LogFormat::Text)
             .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()));
         let json = (format == LogFormat::Json).then(|| {
-            tracing_subscriber::fmt::layer().with_writer(std::io::stderr).json().flatten_event(true).with_current_span(false).with_span_list(false)
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
         });
         tracing_subscriber::registry().with(layer).with(text).with(json).init();
         Logs(handle)
@@ -167,7 +172,7 @@ pub fn apply_reload(old: &Config, new: &Config, live: Live) {
             info!("forecast settings changed: forecasts start over with fresh windows");
         }
     }
-    live.tracker.reconfigure(new);
+    live.tracker.reconfigure(&new.track());
     // Rules, escalation and flap settings; the quota rule follows `limits`. Alert state (firing,
     // acks, silences) is kept.
     if json(&old.alert) != json(&new.alert) || old.limits.per_client_connections != new.limits.per_client_connections {

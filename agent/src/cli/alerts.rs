@@ -149,7 +149,7 @@ fn who(by: Option<String>) -> String {
 }
 
 async fn call(a: &ApiArgs, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-    let (client, base) = crate::cli::client::endpoint(&a.api, reqwest::Client::builder())?;
+    let (client, base) = crate::api::endpoint::endpoint(&a.api, reqwest::Client::builder())?;
     let mut req = client.request(method.clone(), format!("{base}{path}"));
     if method != reqwest::Method::GET {
         if let Some(t) = crate::cli::client::change_token(&a.api, a.token_file.as_deref(), a.config.as_deref())? {

@@ -6,11 +6,11 @@ pub mod completions;
 pub mod config_cmd;
 pub mod doctor;
 pub mod remediation;
+pub mod replay;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-
 
 #[derive(Parser)]
 #[command(

@@ -69,7 +69,7 @@ fn open(dir: &std::path::Path) -> Result<Audit> {
 }
 
 async fn post(w: &Where, path: &str, body: Value) -> Result<Value> {
-    let (client, base) = crate::cli::client::endpoint(&w.api.api, reqwest::Client::builder())?;
+    let (client, base) = crate::api::endpoint::endpoint(&w.api.api, reqwest::Client::builder())?;
     let mut req = client.post(format!("{base}{path}")).json(&body);
     if let Some(t) = crate::cli::client::change_token(&w.api.api, w.api.token_file.as_deref(), w.api.config.as_deref())? {
         req = req.bearer_auth(t);
@@ -206,7 +206,8 @@ mod tests {
         let Command::Remediation { command: super::RemediationCommand::History { json, limit }, at } = c.command else {
             panic!()
         };
-        assert_eq!((json, limit, at.api.api.as_str()), (true, 50, "http://127.0.0.1:1"));
+        let api = at.api.resolved().unwrap().api;
+        assert_eq!((json, limit, api.as_str()), (true, 50, "http://127.0.0.1:1"));
         assert!(Cli::try_parse_from(["wsguard", "remediation", "approve"]).is_err(), "approve needs an id");
     }
 

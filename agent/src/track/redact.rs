@@ -140,7 +140,10 @@ mod tests {
             "app --db postgres://<redacted>@db:5432/app?sslmode=require&password=<redacted>"
         );
         assert_eq!(shown(&["app", "--client-secret", "--verbose"]), "app --client-secret --verbose");
-        assert_eq!(shown(&["/usr/bin/python3", "-m", "app", "--Auth-Header=Bearer x"]), "/usr/bin/python3 -m app --Auth-Header=<redacted>");
+        assert_eq!(
+            shown(&["/usr/bin/python3", "-m", "app", "--Auth-Header=Bearer x"]),
+            "/usr/bin/python3 -m app --Auth-Header=<redacted>"
+        );
     }
 
     #[test]

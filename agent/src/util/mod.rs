@@ -1,4 +1,6 @@
 //! Small shared infrastructure at the bottom of the map, with no knowledge of the domain.
 
+pub mod caps;
 pub mod private_file;
+pub mod procinfo;
 pub mod state_dir;
