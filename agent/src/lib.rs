@@ -11,6 +11,7 @@ pub mod completions;
 pub mod config;
 pub mod config_cmd;
 pub mod conns;
+pub mod detach_cmd;
 pub mod doctor;
 pub mod events;
 pub mod health;

@@ -70,6 +70,8 @@ pub struct Agent {
     pub rust_log: String,
     /// A command the agent is started under (e.g. `setpriv ...`), empty for none.
     pub wrapper: Vec<String>,
+    /// Extra `wsguard run` arguments (after `--config FILE`).
+    pub args: Vec<String>,
     log: PathBuf,
 }
 
@@ -95,7 +97,7 @@ impl Agent {
                 dir.join("state").display()
             ),
         )?;
-        let mut a = Agent { child: None, api: format!("http://127.0.0.1:{port}"), config, dir: dir.clone(), pin, rust_log: "info".into(), wrapper: Vec::new(), log: dir.join("agent.log") };
+        let mut a = Agent { child: None, api: format!("http://127.0.0.1:{port}"), config, dir: dir.clone(), pin, rust_log: "info".into(), wrapper: Vec::new(), args: Vec::new(), log: dir.join("agent.log") };
         a.spawn(true)?;
         Ok(a)
     }
@@ -115,7 +117,7 @@ impl Agent {
             }
             None => Command::new(bin),
         };
-        cmd.args(["run", "--config"]).arg(&self.config);
+        cmd.args(["run", "--config"]).arg(&self.config).args(&self.args);
         if fresh {
             cmd.arg("--fresh");
         }
@@ -136,7 +138,8 @@ impl Agent {
         bail!("agent did not serve a snapshot within 30s: {}", self.log_text())
     }
 
-    /// Stop the agent process with `signal` (the probe stays pinned).
+    /// Stop the agent process with `signal` (SIGTERM/SIGINT detach the probe unless it is kept;
+    /// SIGUSR2 keeps it; SIGKILL leaves it pinned).
     pub fn stop(&mut self, signal: i32) {
         if let Some(mut c) = self.child.take() {
             // SAFETY: signalling our own child.

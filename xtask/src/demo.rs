@@ -174,7 +174,16 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     agent.stop(Duration::from_secs(10));
     server.stop(Duration::from_secs(3));
     println!("    agent logs kept in {}", log_dir.display());
-    result
+    // The agent's clean stop detaches its probe: nothing of the demo stays in the kernel.
+    let pin = Path::new(DEMO_STATE[1]);
+    let left = if pin.exists() {
+        let _ = std::fs::remove_dir_all(pin);
+        Err(anyhow::anyhow!("the stopped agent left its probe pinned at {} (removed now)", pin.display()))
+    } else {
+        println!("    nothing left attached at {}", pin.display());
+        Ok(())
+    };
+    result.and(left)
 }
 
 /// Start `node ws_echo.js 0` and wait for its `READY <port>` line.

@@ -3,8 +3,10 @@
 //! Maps and links are pinned under `probe.pin_path`. When an agent starts and finds the links
 //! pinned there, it reuses the running probe and its maps as they are: nothing is reloaded, so
 //! counting never stops across a restart. `--fresh` unpins everything and starts from zero.
+//! A clean stop detaches (`detach.rs`) unless the operator keeps the probe (`keep_on_stop`).
 
 mod batch;
+pub mod detach;
 pub mod fs;
 pub mod maps;
 
@@ -206,10 +208,7 @@ fn check_layout(pin: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Detach and unpin everything (used by tests and `--fresh`).
-pub fn remove(pin: &Path) -> std::io::Result<()> {
-    if pin.exists() {
-        std::fs::remove_dir_all(pin)?;
-    }
-    Ok(())
+/// Detach and unpin everything under `pin` (`wsguard detach`, a clean stop).
+pub fn remove(pin: &Path) -> std::io::Result<detach::Detached> {
+    detach::detach(pin)
 }
