@@ -5,11 +5,18 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use wsguard::{
-    alert,
+    app::config::Config,
+    app::reload,
+    app::run,
+    cli::alerts,
+    cli::client,
+    cli::completions,
+    cli::config_cmd,
+    cli::detach,
+    cli::doctor,
+    cli::remediation,
     cli::{Cli, Command, ConfigCommand, HistoryCommand},
-    client, completions,
-    config::Config,
-    config_cmd, detach_cmd, doctor, history, predict, reload, remediate, run, top,
+    history, predict, top,
 };
 
 #[tokio::main]
@@ -44,10 +51,10 @@ async fn main() -> ExitCode {
             Ok(false) => return ExitCode::from(1),
             Err(e) => Err(e),
         },
-        Command::Detach { config, pin, yes } => detach_cmd::run(config.as_deref(), pin.as_deref(), yes),
+        Command::Detach { config, pin, yes } => detach::run(config.as_deref(), pin.as_deref(), yes),
         Command::Replay { file, speed, json, config } => predict::replay::run(&file, config.as_deref(), speed, json),
-        Command::Alerts { command, api } => alert::cli::run(command, api).await,
-        Command::Remediation { command, at } => remediate::cli::run(command, at).await,
+        Command::Alerts { command, api } => alerts::run(command, api).await,
+        Command::Remediation { command, at } => remediation::run(command, at).await,
         Command::History { command: HistoryCommand::Export { since, state_dir, api } } => {
             predict::replay::history_export(&api, state_dir.as_deref(), &since).await
         }

@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use wsguard_integration::{agent_bin, enc, http_get, repo_root, scratch_dir, require_root, Agent, RawClient, Server, Split};
+use wsguard_integration::{agent_bin, enc, http_get, repo_root, require_root, scratch_dir, Agent, RawClient, Server, Split};
 
 fn config_path(rel: &str) -> PathBuf {
     repo_root().join("config").join(rel)
@@ -50,16 +50,16 @@ fn systemd_unit_verifies() {
     assert!(unit.contains("StateDirectory=wsguard"));
     // Exactly the capabilities docs/deployment.md explains.
     for key in ["CapabilityBoundingSet=", "AmbientCapabilities="] {
-        let caps: BTreeSet<&str> = unit
-            .lines()
-            .filter_map(|l| l.strip_prefix(key))
-            .flat_map(str::split_whitespace)
-            .collect();
+        let caps: BTreeSet<&str> = unit.lines().filter_map(|l| l.strip_prefix(key)).flat_map(str::split_whitespace).collect();
         // Remediation's capabilities only in the opt-in drop-in (wsguard-remediation.conf).
         assert_eq!(caps, BTreeSet::from(["CAP_BPF", "CAP_PERFMON", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"]), "{key}");
         let dropin = read("wsguard-remediation.conf");
         let extra: BTreeSet<&str> = dropin.lines().filter_map(|l| l.strip_prefix(key)).flat_map(str::split_whitespace).collect();
-        assert_eq!(extra, BTreeSet::from(["CAP_NET_ADMIN", "CAP_KILL", "CAP_SYS_RESOURCE", "CAP_SETUID", "CAP_SETGID"]), "drop-in {key}");
+        assert_eq!(
+            extra,
+            BTreeSet::from(["CAP_NET_ADMIN", "CAP_KILL", "CAP_SYS_RESOURCE", "CAP_SETUID", "CAP_SETGID"]),
+            "drop-in {key}"
+        );
     }
     let filters: Vec<&str> = unit.lines().filter_map(|l| l.strip_prefix("SystemCallFilter=")).collect();
     assert!(filters.iter().all(|f| !f.contains("setuid")), "set*id calls only in the drop-in: {filters:?}");
@@ -67,10 +67,7 @@ fn systemd_unit_verifies() {
     assert!(unit.contains("systemctl kill -s USR2 --kill-who=main wsguard"), "upgrade path documented in the unit");
     // Reload: validate, then SIGHUP (tests/tests/reload.rs checks what the agent does with it).
     let reload: Vec<&str> = unit.lines().filter_map(|l| l.strip_prefix("ExecReload=")).collect();
-    assert_eq!(
-        reload,
-        ["/usr/local/bin/wsguard config check --config /etc/wsguard/wsguard.toml", "/bin/kill -HUP $MAINPID"]
-    );
+    assert_eq!(reload, ["/usr/local/bin/wsguard config check --config /etc/wsguard/wsguard.toml", "/bin/kill -HUP $MAINPID"]);
     // `verify` checks that the binaries exist: point the unit at the built one.
     let dir = scratch_dir("deploy-systemd");
     let path = dir.join("wsguard.service");
@@ -202,13 +199,17 @@ fn kubernetes_manifests_carry_what_the_agent_needs() {
     let overlay = of_kind(&remediation, "Kustomization");
     assert_eq!(listed(overlay), BTreeSet::from(["../../base"]));
     let patch: serde_yaml::Value = serde_yaml::from_str(overlay["patches"][0]["patch"].as_str().unwrap()).unwrap();
-    let added: BTreeSet<String> = patch.as_sequence().unwrap().iter().map(|op| op["value"].as_str().unwrap().to_owned()).collect();
+    let added: BTreeSet<String> =
+        patch.as_sequence().unwrap().iter().map(|op| op["value"].as_str().unwrap().to_owned()).collect();
     assert_eq!(added, ["KILL", "NET_ADMIN", "SETGID", "SETUID", "SYS_RESOURCE"].map(String::from).into());
     // Confined: a seccomp profile that allows what the probe needs, AppArmor's default.
     assert_eq!(sc["seccompProfile"]["type"], "Localhost");
     let profile_file = sc["seccompProfile"]["localhostProfile"].as_str().unwrap();
     let profile: Value = serde_json::from_str(&read(&format!("kubernetes/seccomp/{profile_file}"))).unwrap();
-    let denied: BTreeSet<&str> = profile["syscalls"].as_array().unwrap().iter()
+    let denied: BTreeSet<&str> = profile["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
         .filter(|r| r["action"] != "SCMP_ACT_ALLOW")
         .flat_map(|r| r["names"].as_array().unwrap().iter().filter_map(Value::as_str))
         .collect();
@@ -269,7 +270,10 @@ fn kubernetes_manifests_carry_what_the_agent_needs() {
     let pin_line = toml.lines().find(|l| l.starts_with("pin_path = ")).unwrap();
     let pin = pin_line.split('"').nth(1).unwrap();
     let host_pin = pin.strip_prefix("/host").expect("pin_path under the /host/sys/fs/bpf mount");
-    assert!(host_pin.starts_with("/sys/fs/bpf/") && host_pin != "/sys/fs/bpf/wsguard", "{host_pin} collides with a systemd install");
+    assert!(
+        host_pin.starts_with("/sys/fs/bpf/") && host_pin != "/sys/fs/bpf/wsguard",
+        "{host_pin} collides with a systemd install"
+    );
     let shipped = read("wsguard.toml");
     assert_eq!(toml, with_line(&shipped, "pin_path", pin_line), "the ConfigMap drifted from config/wsguard.toml");
     assert!(toml.contains("\nlisten = \"127.0.0.1:9595\""), "loopback by default");
@@ -440,7 +444,9 @@ fn metric_name_extraction() {
     );
     assert_eq!(names, BTreeSet::from(["wsguard_websocket_frames_total".to_owned(), "wsguard_a_sum".to_owned()]));
     let text = "# TYPE wsguard_rtt_seconds summary\nwsguard_rtt_seconds_sum 0\nwsguard_up 1\nwsguard_l{a=\"b\"} 2\n";
-    for (name, yes) in [("wsguard_rtt_seconds", true), ("wsguard_up", true), ("wsguard_l", true), ("wsguard_u", false), ("wsguard_rtt", false)] {
+    for (name, yes) in
+        [("wsguard_rtt_seconds", true), ("wsguard_up", true), ("wsguard_l", true), ("wsguard_u", false), ("wsguard_rtt", false)]
+    {
         assert_eq!(exported(text, name), yes, "{name}");
     }
 }

@@ -98,9 +98,9 @@ pub fn holders(pin: &Path) -> Vec<Holder> {
             continue;
         }
         let Ok(fds) = std::fs::read_dir(e.path().join("fdinfo")) else { continue };
-        let holds = fds.flatten().any(|fd| {
-            std::fs::read_to_string(fd.path()).is_ok_and(|t| map_id(&t).is_some_and(|id| ids.contains(&id)))
-        });
+        let holds = fds
+            .flatten()
+            .any(|fd| std::fs::read_to_string(fd.path()).is_ok_and(|t| map_id(&t).is_some_and(|id| ids.contains(&id))));
         if holds {
             let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default().trim().to_string();
             found.push(Holder { pid, comm });
