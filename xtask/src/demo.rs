@@ -155,7 +155,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             step("final snapshot");
             print_snapshot(&bin, start.elapsed());
             step("checking the agent's counts against the load generator's");
-            check_counts(&bin, server.child.id(), &summary)
+            check_counts(&bin, API, server.child.id(), &summary)
         }
     };
 
@@ -177,7 +177,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
 }
 
 /// Start `node ws_echo.js 0` and wait for its `READY <port>` line.
-fn start_echo_server(servers: &Path) -> Result<(Proc, u16)> {
+pub(crate) fn start_echo_server(servers: &Path) -> Result<(Proc, u16)> {
     let mut proc = Proc::spawn(
         "echo server",
         Command::new("node").arg(servers.join("ws_echo.js")).arg("0").stdin(Stdio::null()).stdout(Stdio::piped()),
@@ -231,7 +231,7 @@ fn print_snapshot(bin: &Path, elapsed: Duration) {
 }
 
 /// Pass the load generator's output through and keep its `SUMMARY {json}` line.
-fn forward_summary(load: &mut Proc) -> mpsc::Receiver<Value> {
+pub(crate) fn forward_summary(load: &mut Proc) -> mpsc::Receiver<Value> {
     let (tx, rx) = mpsc::channel();
     if let Some(out) = load.child.stdout.take() {
         std::thread::spawn(move || {
@@ -271,12 +271,12 @@ fn agent_value(ws: &Value, key: &str) -> Option<u64> {
 
 /// Poll the agent's snapshot (a few intervals) until its totals for `pid` equal the load
 /// generator's; fail with the differences otherwise.
-fn check_counts(bin: &Path, pid: u32, summary: &mpsc::Receiver<Value>) -> Result<()> {
+pub(crate) fn check_counts(bin: &Path, api: &str, pid: u32, summary: &mpsc::Receiver<Value>) -> Result<()> {
     let summary = summary.recv_timeout(Duration::from_secs(20)).context("the load generator printed no SUMMARY line")?;
     let want = expected(&summary);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let out = Command::new(bin).args(["snapshot", "--json", "--api", API]).stdin(Stdio::null()).output()?;
+        let out = Command::new(bin).args(["snapshot", "--json", "--api", api]).stdin(Stdio::null()).output()?;
         let snap: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         let ws = snap["processes"]
             .as_array()
