@@ -2,7 +2,7 @@
 # sets, to $VM_OUT/guest.sh). Runs inside the guest as PID 1 after init.sh (or directly on the
 # host for `--kernel host`): doctor, one agent start to read the programs' verified instruction
 # counts, then each integration test binary. Everything lands in $VM_OUT; the host parses it.
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH="$VM_PATH"
 export HOME=/root TMPDIR=/tmp
 cd /tmp
 uname -r > "$VM_OUT/uname"
@@ -38,6 +38,12 @@ while [ $i -lt "$VM_LOAD_WAIT" ]; do
     i=$((i + 1))
 done
 bpftool prog show --json > "$VM_OUT/progs.json" 2>"$VM_OUT/progs.err"
+# The programs the agent holds, with the verifier's count (fdinfo has it since 5.16; bpftool
+# 7.1 does not print it).
+for f in /proc/$agent/fdinfo/*; do
+    id=$(sed -n 's/^prog_id:[[:space:]]*//p' "$f" 2>/dev/null)
+    [ -n "$id" ] && echo "$id $(sed -n 's/^verified_insns:[[:space:]]*//p' "$f")"
+done | sort -u > "$VM_OUT/prog-insns.txt"
 kill -TERM $agent 2>/dev/null
 wait $agent
 echo $? > "$VM_OUT/agent.rc"

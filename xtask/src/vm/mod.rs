@@ -233,6 +233,14 @@ fn write_guest_script(
         ("VM_LOAD_WAIT".into(), if on_host { "60" } else { "240" }.into()),
         ("VM_ON_HOST".into(), if on_host { "1" } else { "" }.into()),
     ]);
+    // The host's PATH, led by the interpreters test_env() chose (the harness runs `python3`).
+    let mut path: Vec<String> = ["WSGUARD_TEST_PYTHON", "WSGUARD_TEST_NODE"]
+        .iter()
+        .filter_map(|k| vars.iter().find(|(n, _)| n == k))
+        .filter_map(|(_, v)| Path::new(v).parent().map(|p| p.to_string_lossy().into_owned()))
+        .collect();
+    path.push(std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into()));
+    vars.push(("VM_PATH".into(), path.join(":")));
     if let Ok(ci) = std::env::var("CI") {
         vars.push(("CI".into(), ci));
     }

@@ -132,8 +132,7 @@ pub fn read_results(row: &mut Row, dir: &Path, mode: &str) -> Result<()> {
         row.outcome = Outcome::Error(format!("the guest stopped before the end; see {}/console.log", dir.display()));
         return Ok(());
     }
-    let agent_pid: Option<u64> = read(dir, "agent.pid").parse().ok();
-    row.insns = verified_insns(&read(dir, "progs.json"), agent_pid);
+    row.insns = verified_insns(&read(dir, "progs.json"), &read(dir, "prog-insns.txt"));
     if read(dir, "loaded") != "yes" {
         let why = load_error(&read(dir, "agent.log"));
         row.outcome = if mode == "socket" {
@@ -191,20 +190,21 @@ fn load_error(log: &str) -> String {
     s
 }
 
-/// `verified_insns` of the agent's programs (by the agent's pid when bpftool lists pids,
-/// else every program named `wsg*`), sorted by name.
-fn verified_insns(json: &str, agent_pid: Option<u64>) -> Vec<(String, u64)> {
-    let Ok(Value::Array(progs)) = serde_json::from_str::<Value>(json) else { return Vec::new() };
-    let ours = |p: &Value| match (p["pids"].as_array(), agent_pid) {
-        (Some(pids), Some(pid)) => pids.iter().any(|x| x["pid"].as_u64() == Some(pid)),
-        _ => p["name"].as_str().is_some_and(|n| n.starts_with("wsg")),
-    };
-    let mut out: Vec<(String, u64)> = progs
-        .iter()
-        .filter(|p| ours(p))
-        .filter_map(|p| Some((p["name"].as_str()?.to_string(), p["verified_insns"].as_u64()?)))
+/// `verified_insns` of the programs the agent held (`prog-insns.txt`: `id count` lines from
+/// its fdinfo), named from `bpftool prog show --json`, sorted by name.
+fn verified_insns(progs: &str, insns: &str) -> Vec<(String, u64)> {
+    let progs: Vec<Value> = serde_json::from_str(progs).unwrap_or_default();
+    let mut out: Vec<(String, u64)> = insns
+        .lines()
+        .filter_map(|l| {
+            let (id, n) = l.split_once(' ')?;
+            let id: u64 = id.parse().ok()?;
+            let name = progs.iter().find(|p| p["id"].as_u64() == Some(id))?["name"].as_str()?;
+            Some((name.to_string(), n.trim().parse().ok()?))
+        })
         .collect();
     out.sort();
+    out.dedup();
     out
 }
 
