@@ -44,11 +44,7 @@ impl Accel {
             return (Accel::Tcg, "no /dev/kvm: software emulation (TCG)".into());
         }
         if Path::new("/sys/module/kvm_pvm").exists() {
-            return (
-                Accel::Tcg,
-                "/dev/kvm is kvm-pvm, which boots only PVM-built guests: software emulation (TCG)"
-                    .into(),
-            );
+            return (Accel::Tcg, "/dev/kvm is kvm-pvm, which boots only PVM-built guests: software emulation (TCG)".into());
         }
         (Accel::Kvm, "/dev/kvm".into())
     }
@@ -82,11 +78,8 @@ pub fn initramfs(k: &Kernel) -> Result<PathBuf> {
                 Some("gz") => "gzip",
                 _ => bail!("unknown module compression: {name}"),
             };
-            let bytes = std::process::Command::new(tool)
-                .arg("-dc")
-                .arg(&src)
-                .output()
-                .with_context(|| format!("cannot run {tool}"))?;
+            let bytes =
+                std::process::Command::new(tool).arg("-dc").arg(&src).output().with_context(|| format!("cannot run {tool}"))?;
             if !bytes.status.success() {
                 bail!("{tool} -dc {} failed", src.display());
             }
@@ -157,10 +150,7 @@ pub fn boot(b: &Boot) -> Result<Duration> {
         if t0.elapsed() > b.timeout || sys::interrupted() {
             let _ = child.kill();
             let _ = child.wait();
-            bail!(
-                "the guest did not power off within {}s (hard timeout); see {out}/console.log",
-                b.timeout.as_secs()
-            );
+            bail!("the guest did not power off within {}s (hard timeout); see {out}/console.log", b.timeout.as_secs());
         }
         std::thread::sleep(Duration::from_millis(250));
     }

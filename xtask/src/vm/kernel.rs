@@ -19,8 +19,7 @@ const BACKPORTS_SOURCE: &str = "Types: deb\nURIs: http://deb.debian.org/debian\n
 
 /// Modules the guest needs before the host's root is mounted (virtio PCI, 9p over virtio), and
 /// the socket-diagnostics families the agent reads (no modprobe runs inside the guest).
-pub const GUEST_MODULES: &[&str] =
-    &["virtio_pci", "9pnet_virtio", "9p", "inet_diag", "tcp_diag"];
+pub const GUEST_MODULES: &[&str] = &["virtio_pci", "9pnet_virtio", "9p", "inet_diag", "tcp_diag"];
 
 /// A Debian kernel series of the matrix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,9 +75,8 @@ pub fn fetch(series: Series, cache: &Path, apt: &mut Apt) -> Result<Kernel> {
         add_backports(apt)?;
         meta = meta_versions(series);
     }
-    let meta = meta.with_context(|| {
-        format!("apt offers no {META} of the {} series (`apt-cache madison {META}`)", series.label())
-    })?;
+    let meta =
+        meta.with_context(|| format!("apt offers no {META} of the {} series (`apt-cache madison {META}`)", series.label()))?;
     let package = output(cmd("apt-cache", ["depends", &format!("{META}={meta}")]))
         .and_then(|deps| {
             deps.lines()
@@ -104,10 +102,7 @@ pub fn fetch(series: Series, cache: &Path, apt: &mut Apt) -> Result<Kernel> {
     };
     let field = |f: &str| output(cmd("dpkg-deb", ["-f".as_ref(), deb.as_os_str(), f.as_ref()]));
     let package_version = field("Version").context("dpkg-deb -f Version")?;
-    let release = package
-        .strip_prefix("linux-image-")
-        .context("unexpected package name")?
-        .to_string();
+    let release = package.strip_prefix("linux-image-").context("unexpected package name")?.to_string();
     let root = cache.join("kernels").join(format!("{package}_{package_version}"));
     let kernel = Kernel { package, package_version, release, root };
     let ready = kernel.root.join(".ready");
@@ -163,8 +158,7 @@ fn add_backports(apt: &mut Apt) -> Result<()> {
         );
     }
     println!("    adding the bookworm-backports source: {BACKPORTS_FILE} (default pin 100: nothing installed changes)");
-    std::fs::write(BACKPORTS_FILE, BACKPORTS_SOURCE)
-        .with_context(|| format!("cannot write {BACKPORTS_FILE} (needs root)"))?;
+    std::fs::write(BACKPORTS_FILE, BACKPORTS_SOURCE).with_context(|| format!("cannot write {BACKPORTS_FILE} (needs root)"))?;
     apt.refresh()
 }
 
@@ -190,9 +184,7 @@ pub fn module_load_order(kernel: &Kernel, wanted: &[&str]) -> Result<Vec<PathBuf
     let deps: HashMap<String, (String, Vec<String>)> = dep_text
         .lines()
         .filter_map(|l| l.split_once(':'))
-        .map(|(m, ds)| {
-            (stem(m), (m.to_string(), ds.split_whitespace().map(str::to_string).collect()))
-        })
+        .map(|(m, ds)| (stem(m), (m.to_string(), ds.split_whitespace().map(str::to_string).collect())))
         .collect();
     let builtin: BTreeSet<String> = builtin.lines().map(stem).collect();
     let mut order = Vec::new();
@@ -202,8 +194,7 @@ pub fn module_load_order(kernel: &Kernel, wanted: &[&str]) -> Result<Vec<PathBuf
         if builtin.contains(&w) {
             continue;
         }
-        visit(&w, &deps, &mut seen, &mut order)
-            .with_context(|| format!("module {w} of {}", kernel.release))?;
+        visit(&w, &deps, &mut seen, &mut order).with_context(|| format!("module {w} of {}", kernel.release))?;
     }
     Ok(order.into_iter().map(PathBuf::from).collect())
 }

@@ -214,10 +214,7 @@ fn write_guest_script(
     test_args: &[String],
     on_host: bool,
 ) -> Result<()> {
-    let mut vars: Vec<(String, String)> = crate::test::test_env()
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+    let mut vars: Vec<(String, String)> = crate::test::test_env().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     vars.retain(|(k, _)| k != "WSGUARD_BIN");
     let tests: Vec<String> = tests.iter().map(|t| t.to_string_lossy().into_owned()).collect();
     let port = 19400 + (std::process::id() % 150) as u16;

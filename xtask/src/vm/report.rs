@@ -95,16 +95,8 @@ impl Row {
     }
 
     fn markdown(&self) -> String {
-        let kernel = if self.release.is_empty() {
-            self.kernel.clone()
-        } else {
-            format!("{} (`{}`)", self.kernel, self.release)
-        };
-        let mode = if self.chosen.is_empty() {
-            self.mode.clone()
-        } else {
-            format!("{} ({})", self.mode, self.chosen)
-        };
+        let kernel = if self.release.is_empty() { self.kernel.clone() } else { format!("{} (`{}`)", self.kernel, self.release) };
+        let mode = if self.chosen.is_empty() { self.mode.clone() } else { format!("{} ({})", self.mode, self.chosen) };
         let cell = |s: String| s.replace('|', "\\|").replace('\n', " ");
         format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -135,11 +127,8 @@ pub fn read_results(row: &mut Row, dir: &Path, mode: &str) -> Result<()> {
     row.insns = verified_insns(&read(dir, "progs.json"), &read(dir, "prog-insns.txt"));
     if read(dir, "loaded") != "yes" {
         let why = load_error(&read(dir, "agent.log"));
-        row.outcome = if mode == "socket" {
-            Outcome::CannotLoad(why)
-        } else {
-            Outcome::Error(format!("the probe did not load: {why}"))
-        };
+        row.outcome =
+            if mode == "socket" { Outcome::CannotLoad(why) } else { Outcome::Error(format!("the probe did not load: {why}")) };
         return Ok(());
     }
     let snap: Value = serde_json::from_str(&read(dir, "snapshot.json")).unwrap_or(Value::Null);
