@@ -80,6 +80,7 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
     let (accel, why) = boot::Accel::detect();
     println!("    accelerator: {} ({why})", accel.label());
 
+    let plan = Plan { has_modes, agent: &agent, tests: &tests, test_args: &args.args, accel };
     let mut rows = Vec::new();
     for k in &kernels {
         let target = match *k {
@@ -110,7 +111,7 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
             let _ = std::fs::remove_dir_all(&out);
             std::fs::create_dir_all(&out)?;
             let on_host = target.is_none();
-            write_guest_script(&out, mode, has_modes, &agent, &tests, &args.args, on_host)?;
+            write_guest_script(&plan, &out, mode, on_host)?;
             step(&format!("kernel {k}, mode {mode}"));
             let ran = match (&target, &initramfs) {
                 (Some(t), Some(i)) => boot::boot(&boot::Boot {
@@ -205,15 +206,17 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-fn write_guest_script(
-    out: &Path,
-    mode: &str,
+/// What every run of one `vm-test` invocation shares.
+struct Plan<'a> {
     has_modes: bool,
-    agent: &Path,
-    tests: &[PathBuf],
-    test_args: &[String],
-    on_host: bool,
-) -> Result<()> {
+    agent: &'a Path,
+    tests: &'a [PathBuf],
+    test_args: &'a [String],
+    accel: boot::Accel,
+}
+
+fn write_guest_script(plan: &Plan, out: &Path, mode: &str, on_host: bool) -> Result<()> {
+    let Plan { has_modes, agent, tests, test_args, accel } = *plan;
     let mut vars: Vec<(String, String)> = crate::test::test_env().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     vars.retain(|(k, _)| k != "WSGUARD_BIN");
     let tests: Vec<String> = tests.iter().map(|t| t.to_string_lossy().into_owned()).collect();
@@ -229,6 +232,8 @@ fn write_guest_script(
         ("VM_API_PORT".into(), port.to_string()),
         ("VM_LOAD_WAIT".into(), if on_host { "60" } else { "240" }.into()),
         ("VM_ON_HOST".into(), if on_host { "1" } else { "" }.into()),
+        // Emulated guests are several times slower: the harness stretches its waits.
+        ("WSGUARD_TEST_TIME_SCALE".into(), if on_host || accel == boot::Accel::Kvm { "1" } else { "6" }.into()),
     ]);
     // The host's PATH, led by the interpreters test_env() chose (the harness runs `python3`).
     let mut path: Vec<String> = ["WSGUARD_TEST_PYTHON", "WSGUARD_TEST_NODE"]
