@@ -147,7 +147,12 @@ pub fn boot(b: &Boot) -> Result<Duration> {
             }
             return Ok(t0.elapsed());
         }
-        if t0.elapsed() > b.timeout || sys::interrupted() {
+        if sys::interrupted() {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("interrupted: the guest was stopped");
+        }
+        if t0.elapsed() > b.timeout {
             let _ = child.kill();
             let _ = child.wait();
             bail!("the guest did not power off within {}s (hard timeout); see {out}/console.log", b.timeout.as_secs());

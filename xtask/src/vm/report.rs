@@ -126,7 +126,12 @@ pub fn read_results(row: &mut Row, dir: &Path, mode: &str) -> Result<()> {
     }
     row.insns = verified_insns(&read(dir, "progs.json"), &read(dir, "prog-insns.txt"));
     if read(dir, "loaded") != "yes" {
-        let why = load_error(&read(dir, "agent.log"));
+        let mut why = load_error(&read(dir, "agent.log"));
+        // What doctor said about this mode on this kernel, when it says anything.
+        let doctor = read(dir, "doctor.txt");
+        if let Some(line) = doctor.lines().find(|l| !l.starts_with("OK") && l.contains(mode)) {
+            why.push_str(&format!("; doctor: {}", line.split_whitespace().collect::<Vec<_>>().join(" ")));
+        }
         row.outcome =
             if mode == "socket" { Outcome::CannotLoad(why) } else { Outcome::Error(format!("the probe did not load: {why}")) };
         return Ok(());
