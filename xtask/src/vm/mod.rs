@@ -81,6 +81,7 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
     println!("    accelerator: {} ({why})", accel.label());
 
     let plan = Plan { has_modes, agent: &agent, tests: &tests, test_args: &args.args, accel };
+    let doc = util::workspace_root().join("docs/kernel-support.md");
     let mut rows = Vec::new();
     for k in &kernels {
         let target = match *k {
@@ -133,6 +134,11 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
                 Err(err) => row.outcome = Outcome::Error(format!("{err:#}")),
             }
             println!("    {}", row.summary());
+            // Each row lands in the doc as soon as it is known: a long matrix cut short keeps
+            // what it measured.
+            if !args.no_doc {
+                report::update_doc(&doc, std::slice::from_ref(&row))?;
+            }
             rows.push(row);
         }
     }
@@ -142,7 +148,6 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
         println!("    {}", r.summary());
     }
     if !args.no_doc {
-        let doc = util::workspace_root().join("docs/kernel-support.md");
         report::update_doc(&doc, &rows)?;
         println!("    table updated: {}", doc.display());
     }
