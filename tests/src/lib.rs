@@ -23,11 +23,22 @@ pub mod http;
 pub mod oracle;
 pub mod webhook;
 
-/// Skip (with a printed reason) unless we are root: the probe needs it.
+/// A test that cannot run here: outside CI it prints why and the caller returns (a skip);
+/// under `CI=true` it panics, so a run that could not test is reported failed, never passed.
+pub fn skip(reason: &str) {
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    if ci {
+        panic!("cannot run under CI=true: {reason}");
+    }
+    eprintln!("SKIP: {reason}");
+}
+
+/// Skip (with a printed reason, failing under `CI=true`: see [`skip`]) unless we are root: the
+/// probe needs it.
 pub fn require_root() -> bool {
     // SAFETY: no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIP: privileged test needs root (load eBPF); run `cargo xtask test` as root");
+        skip("privileged test needs root (load eBPF); run `cargo xtask test` as root");
         return false;
     }
     true
@@ -47,6 +58,14 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
     d
+}
+
+/// A harness time budget stretched by `WSGUARD_TEST_TIME_SCALE` (default 1): `cargo xtask
+/// vm-test` sets it when the guest runs under software emulation, where every step is several
+/// times slower. Only waits stretch; counts stay exact.
+pub fn scaled(d: Duration) -> Duration {
+    let scale = std::env::var("WSGUARD_TEST_TIME_SCALE").ok().and_then(|s| s.parse::<u32>().ok()).unwrap_or(1);
+    d * scale.max(1)
 }
 
 pub fn agent_bin() -> PathBuf {
@@ -129,7 +148,7 @@ impl Agent {
         }
         let child = cmd.env("RUST_LOG", &self.rust_log).stdout(log.try_clone()?).stderr(log).spawn()?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + scaled(Duration::from_secs(30));
         while Instant::now() < deadline {
             if let Some(c) = self.child.as_mut() {
                 if let Some(st) = c.try_wait()? {
@@ -141,7 +160,7 @@ impl Agent {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        bail!("agent did not serve a snapshot within 30s: {}", self.log_text())
+        bail!("agent did not serve a snapshot within {:?}: {}", scaled(Duration::from_secs(30)), self.log_text())
     }
 
     /// Stop the agent process with `signal` (SIGTERM/SIGINT detach the probe unless it is kept;
@@ -193,7 +212,7 @@ impl Agent {
     /// The latest snapshot after at least one more interval has passed.
     pub fn fresh_snapshot(&self) -> Result<Value> {
         let before = self.get("/api/v1/snapshot")?["timestamp"].clone();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + scaled(Duration::from_secs(10));
         loop {
             let s = self.get("/api/v1/snapshot")?;
             if s["timestamp"] != before {
@@ -234,7 +253,7 @@ impl Agent {
 
     /// Poll until `pred` holds for the process's `websocket` object, or fail with the last one.
     pub fn wait_ws(&self, pid: u32, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + scaled(Duration::from_secs(15));
         loop {
             let ws = self.ws(pid)?;
             if pred(&ws) {
@@ -394,7 +413,7 @@ impl RawClient {
 
     /// Read the response head; keep any bytes after it in `received`.
     fn read_head(&mut self) -> Result<String> {
-        self.stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        self.stream.set_read_timeout(Some(scaled(Duration::from_secs(5))))?;
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         loop {
@@ -455,7 +474,7 @@ impl RawClient {
 
     /// Read until the server closes the connection (or `timeout`).
     pub fn read_to_end(&mut self, timeout: Duration) -> Result<()> {
-        self.stream.set_read_timeout(Some(timeout))?;
+        self.stream.set_read_timeout(Some(scaled(timeout)))?;
         let mut chunk = [0u8; 65536];
         loop {
             match self.stream.read(&mut chunk) {
@@ -470,7 +489,7 @@ impl RawClient {
 
     /// Read until at least `n` complete frames were received.
     pub fn read_frames(&mut self, n: usize, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + scaled(timeout);
         self.stream.set_read_timeout(Some(Duration::from_millis(100)))?;
         let mut chunk = [0u8; 65536];
         while oracle::decode(&self.received).frames.len() < n {

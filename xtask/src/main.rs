@@ -1,4 +1,4 @@
-//! Developer tasks for wsguard: `cargo xtask <setup|test|demo|bench|install|deb|fuzz|soak>`.
+//! Developer tasks for wsguard: `cargo xtask <setup|test|lint|demo|bench|install|deb|fuzz|soak|vm-test>`.
 //!
 //! Each subcommand lives in its own module; this file only parses the command line.
 
@@ -7,6 +7,7 @@ mod deb;
 mod demo;
 mod fuzz;
 mod install;
+mod lint;
 mod package_check;
 mod proc;
 mod setup;
@@ -14,6 +15,7 @@ mod soak;
 mod sys;
 mod test;
 mod util;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +32,8 @@ enum Command {
     Setup(setup::SetupArgs),
     /// Run the unprivileged tests, then (as root) the privileged integration tests.
     Test(test::TestArgs),
+    /// Formatting, clippy (warnings are errors) and the one-way module imports (first step of `test`).
+    Lint(lint::LintArgs),
     /// Build the release agent and run it against a real WebSocket server under load.
     Demo(demo::DemoArgs),
     /// Measure what the agent costs a real server (root; not part of `test`).
@@ -45,6 +49,9 @@ enum Command {
     Fuzz(fuzz::FuzzArgs),
     /// Long soak test (30 min default, root, not in CI): churn + traffic; RSS flat, counts exact.
     Soak(soak::SoakArgs),
+    /// The privileged tests on Debian's 6.1 and 6.12 kernels in QEMU and on the host kernel,
+    /// per probe mode (root); rewrites the table in docs/kernel-support.md.
+    VmTest(vm::VmTestArgs),
 }
 
 fn main() {
@@ -52,6 +59,7 @@ fn main() {
     let result = match cli.command {
         Command::Setup(args) => setup::run(&args),
         Command::Test(args) => test::run(&args),
+        Command::Lint(args) => lint::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Install(args) => install::run(&args),
@@ -59,6 +67,7 @@ fn main() {
         Command::PackageCheck(args) => package_check::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
         Command::Soak(args) => soak::run(&args),
+        Command::VmTest(args) => vm::run(&args),
     };
     if let Err(err) = result {
         eprintln!("xtask: error: {err:#}");

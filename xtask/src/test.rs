@@ -24,6 +24,12 @@ pub fn run(args: &TestArgs) -> Result<()> {
     let mut failures = Vec::new();
     let mut skipped = false;
 
+    // Formatting, clippy -D warnings and the one-way module imports (xtask/src/lint.rs).
+    if let Err(err) = crate::lint::run(&crate::lint::LintArgs {}) {
+        println!("    FAILED: {err:#}");
+        failures.push("lint");
+    }
+
     // Tier 1: no root needed. Every workspace package except the privileged integration tests
     // (which have their own, release-mode, single-threaded run below).
     step("unprivileged tests: cargo test --workspace (all but wsguard-integration)");
@@ -53,6 +59,10 @@ pub fn run(args: &TestArgs) -> Result<()> {
     } else if !sys::is_root() {
         step("privileged integration tests: SKIPPED (not root)");
         skipped = true;
+        if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
+            // Under CI a run that could not test must not be reported as passed.
+            failures.push("privileged integration tests (not root under CI=true)");
+        }
         println!(
             "    They load eBPF programs, mount tracefs/bpffs and attach tracepoints, which needs \
              root (or CAP_BPF+CAP_PERFMON+CAP_SYS_ADMIN).\n    Run `sudo -E cargo xtask test` \
