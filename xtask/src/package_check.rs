@@ -78,9 +78,13 @@ pub fn run(args: &PackageCheckArgs) -> Result<()> {
     util::run(util::cmd("cp", ["-a"]).arg(&base).arg(&root))?;
     fs::copy(&deb, root.join("tmp/wsguard.deb"))?;
     util::run(util::cmd("chroot", [root.to_str().unwrap(), "dpkg", "-i", "/tmp/wsguard.deb"]))?;
-    let version = util::output(util::cmd("chroot", [root.to_str().unwrap(), "wsguard", "--version"])).context("wsguard --version in the root")?;
+    let version = util::output(util::cmd("chroot", [root.to_str().unwrap(), "wsguard", "--version"]))
+        .context("wsguard --version in the root")?;
     println!("    installed: {}", version.trim());
-    util::run(util::cmd("chroot", [root.to_str().unwrap(), "wsguard", "config", "check", "--config", "/etc/wsguard/wsguard.toml"]))?;
+    util::run(util::cmd(
+        "chroot",
+        [root.to_str().unwrap(), "wsguard", "config", "check", "--config", "/etc/wsguard/wsguard.toml"],
+    ))?;
     util::run(util::cmd("chroot", [root.to_str().unwrap(), "systemctl", "enable", "wsguard"]))?;
 
     let mut failures = Vec::new();
@@ -109,10 +113,11 @@ fn test_config(shipped: &str, port: u16, pin_line: (&str, &str)) -> Result<Strin
     if !shipped.contains(listen) || !shipped.contains(pin_line.0) {
         bail!("the shipped config no longer has `{listen}` / `{}`", pin_line.0);
     }
-    Ok(shipped
-        .replacen(listen, &format!("listen = \"127.0.0.1:{port}\""), 1)
-        .replacen(pin_line.0, pin_line.1, 1)
-        .replacen("interval = \"5s\"", "interval = \"1s\"", 1))
+    Ok(shipped.replacen(listen, &format!("listen = \"127.0.0.1:{port}\""), 1).replacen(pin_line.0, pin_line.1, 1).replacen(
+        "interval = \"5s\"",
+        "interval = \"1s\"",
+        1,
+    ))
 }
 
 fn snapshot(port: u16) -> Option<Value> {
@@ -196,7 +201,9 @@ fn nspawn(root: &Path, deb: &Path) -> Result<()> {
         println!("    ok: systemctl stop detached the probe ({pin} gone)");
 
         inside(leader, &["systemctl", "start", "wsguard"])?;
-        wait_for("started again", Duration::from_secs(60), || snapshot(NSPAWN_PORT).is_some_and(|s| s["probe"]["attached"] == true))?;
+        wait_for("started again", Duration::from_secs(60), || {
+            snapshot(NSPAWN_PORT).is_some_and(|s| s["probe"]["attached"] == true)
+        })?;
         fs::copy(deb, root.join("tmp/wsguard.deb"))?;
         inside(leader, &["dpkg", "-i", "/tmp/wsguard.deb"])?;
         wait_for("after the package upgrade, the new agent resumed the kept probe", Duration::from_secs(60), || {
@@ -302,7 +309,12 @@ fn podman(base: &Path, bin: &Path, work: &Path) -> Result<()> {
                 .stdout(Stdio::piped()),
         )?;
         let summary = demo::forward_summary(&mut load);
-        let r = demo::check_counts(&repo.join("target/release/wsguard"), &format!("http://127.0.0.1:{PODMAN_PORT}"), server.pid(), &summary);
+        let r = demo::check_counts(
+            &repo.join("target/release/wsguard"),
+            &format!("http://127.0.0.1:{PODMAN_PORT}"),
+            server.pid(),
+            &summary,
+        );
         load.stop(Duration::from_secs(5));
         r?;
         util::run(podman().args(["stop", "-t", "20", &name]))?;
