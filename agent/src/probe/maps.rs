@@ -37,6 +37,9 @@ pub struct ProbeHealth {
     /// Entries in the connection map now (all phases) and its capacity.
     pub conn_map_entries: u64,
     pub conn_map_capacity: u64,
+    /// Inbound connections the probe did not follow from their first byte, summed over the
+    /// listed processes (`unfollowed_connections` of each; set by the tracker, not the kernel).
+    pub unfollowed_connections: u64,
 }
 
 /// The small maps, read at one instant (each once, in order). The connection map is read
@@ -111,6 +114,7 @@ impl Reader {
             close_code_map_full: sum(global::CLOSE_CODE_MAP_FULL)?,
             conn_map_entries: 0,
             conn_map_capacity: conn_capacity as u64,
+            unfollowed_connections: 0,
         };
         Ok(r)
     }
@@ -192,6 +196,12 @@ pub fn forget(ebpf: &mut Ebpf, tgid: u32) -> anyhow::Result<()> {
 }
 
 /// One process's counters, read now.
+/// The probe has a connection-map entry for `(tgid, fd)` (it saw the accept; the entry lasts
+/// until the close, or until the connection turned out not to be WebSocket).
+pub fn conn_tracked(ebpf: &Ebpf, tgid: u32, fd: u32) -> bool {
+    hash_map::<ConnKey, ConnState>(ebpf, names::CONNS).is_ok_and(|m| m.get(&ConnKey { tgid, fd }, 0).is_ok())
+}
+
 pub fn read_proc(ebpf: &Ebpf, tgid: u32) -> anyhow::Result<ProcStats> {
     Ok(sum(&per_cpu_procs(ebpf)?.get(&tgid, 0)?))
 }
