@@ -25,6 +25,44 @@ pub mod http;
 pub mod oracle;
 pub mod webhook;
 
+/// The probe mode the tests run the agent in: env `WSGUARD_TEST_PROBE_MODE` (`auto`, `socket`
+/// or `syscall`), written as `[probe] mode` into every config the harness generates; None (the
+/// config default) when unset. Tests whose expectations differ by mode branch on
+/// [`ProbeMode::effective`].
+pub fn probe_mode() -> Option<String> {
+    std::env::var("WSGUARD_TEST_PROBE_MODE").ok().filter(|m| !m.is_empty())
+}
+
+/// What a test may expect of the running probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeMode {
+    /// Per-socket state (`tp_btf` sock_recv/send_length): follows a socket whoever holds it.
+    Socket,
+    /// The raw `sys_enter`/`sys_exit` fallback keyed by (process, fd).
+    Syscall,
+}
+
+impl ProbeMode {
+    /// The mode the agent reports running (`probe.mode` of its snapshot; an agent without that
+    /// field has only the syscall probe).
+    pub fn effective(agent: &Agent) -> Result<ProbeMode> {
+        let s = agent.get("/api/v1/snapshot")?;
+        Ok(match s["probe"]["mode"].as_str() {
+            Some("socket") => ProbeMode::Socket,
+            None | Some("syscall") => ProbeMode::Syscall,
+            Some(other) => bail!("unknown probe.mode {other:?} in the snapshot"),
+        })
+    }
+}
+
+/// `[probe]` lines for the harness's configs: the pin path, and the mode when one is asked for.
+pub fn probe_section(pin: &str) -> String {
+    match probe_mode() {
+        Some(m) => format!("[probe]\npin_path = \"{pin}\"\nmode = \"{m}\"\n"),
+        None => format!("[probe]\npin_path = \"{pin}\"\n"),
+    }
+}
+
 /// Skip (with a printed reason) unless we are root: the probe needs it.
 pub fn require_root() -> bool {
     // SAFETY: no preconditions.
@@ -91,8 +129,9 @@ impl Agent {
         std::fs::write(
             &config,
             format!(
-                "[agent]\ninterval = \"500ms\"\nstate_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n[probe]\npin_path = \"{pin}\"\n{extra}\n",
-                dir.join("state").display()
+                "[agent]\ninterval = \"500ms\"\nstate_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n{}{extra}\n",
+                dir.join("state").display(),
+                probe_section(&pin)
             ),
         )?;
         let mut a = Agent { child: None, api: format!("http://127.0.0.1:{port}"), config, dir: dir.clone(), pin, rust_log: "info".into(), wrapper: Vec::new(), log: dir.join("agent.log") };
