@@ -98,10 +98,7 @@ fn connections_during_the_first_attach_are_followed_or_reported() -> Result<()> 
     let health = &agent.fresh_snapshot()?["probe"]["health"];
     assert_eq!(health["unfollowed_connections"], unfollowed, "{health:#}");
     let (_, metrics) = wsguard_integration::http_get(&format!("{}/metrics", agent.api))?;
-    let line = metrics
-        .lines()
-        .find(|l| l.starts_with("wsguard_websocket_unfollowed_connections_total"))
-        .unwrap_or_default();
+    let line = metrics.lines().find(|l| l.starts_with("wsguard_websocket_unfollowed_connections_total")).unwrap_or_default();
     assert!(line.ends_with(&format!(" {unfollowed}")), "metric: {line:?}");
     Ok(())
 }

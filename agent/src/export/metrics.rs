@@ -284,10 +284,8 @@ const WS_UNFOLLOWED: Spec = counter(
     "wsguard_websocket_unfollowed_connections_total",
     "Inbound TCP connections the probe did not follow from their first byte (open before it attached, or accepted while it attached); their traffic is in no other count.",
 );
-const TCP_ACCEPTED: Spec = counter(
-    "wsguard_tcp_connections_accepted_total",
-    "TCP connections the process accepted since the probe attached.",
-);
+const TCP_ACCEPTED: Spec =
+    counter("wsguard_tcp_connections_accepted_total", "TCP connections the process accepted since the probe attached.");
 const TCP_NOT_WEBSOCKET: Spec = counter(
     "wsguard_tcp_connections_not_websocket_total",
     "Accepted TCP connections whose first bytes were not a WebSocket upgrade (dropped from tracking at once).",

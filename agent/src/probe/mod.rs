@@ -205,8 +205,7 @@ fn not_followed(ebpf: &Ebpf, before: HashMap<u32, HashMap<u64, u32>>) -> HashMap
             gap.len()
         );
     }
-    let mut out: HashMap<u32, HashSet<u64>> =
-        before.into_iter().map(|(pid, m)| (pid, m.into_keys().collect())).collect();
+    let mut out: HashMap<u32, HashSet<u64>> = before.into_iter().map(|(pid, m)| (pid, m.into_keys().collect())).collect();
     for (pid, inode, _) in gap {
         out.entry(pid).or_default().insert(inode);
     }

@@ -72,12 +72,8 @@ pub fn inbound_connection_fds() -> HashMap<u32, HashMap<u64, u32>> {
     let Ok(all) = procfs::process::all_processes() else { return out };
     for p in all.filter_map(Result::ok) {
         let fds = socket_fds(&p);
-        let listening: HashSet<u16> = fds
-            .keys()
-            .filter_map(|i| sockets.get(i))
-            .filter(|(s, _)| *s == TcpState::Listen)
-            .map(|(_, port)| *port)
-            .collect();
+        let listening: HashSet<u16> =
+            fds.keys().filter_map(|i| sockets.get(i)).filter(|(s, _)| *s == TcpState::Listen).map(|(_, port)| *port).collect();
         if listening.is_empty() {
             continue;
         }

@@ -315,10 +315,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     procs::detach(&bin, &cfg);
     let others = bpf::other_wsguard_probes(std::path::Path::new(PIN_PATH));
     if !others.is_empty() {
-        bail!(
-            "another wsguard probe is attached, so \"off\" runs would not be off; detach it first:\n  {}",
-            others.join("\n  ")
-        );
+        bail!("another wsguard probe is attached, so \"off\" runs would not be off; detach it first:\n  {}", others.join("\n  "));
     }
     let machine = machine_info();
     let foreign = bpf::foreign_syscall_hooks(std::path::Path::new(PIN_PATH));
