@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use wsguard_integration::{
     enc,
+    exact::{assert_exact, script},
     oracle::{self, Counts},
     require_root, Agent, RawClient, Server, Split,
 };

@@ -18,7 +18,6 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use wsguard_integration::{
-    enc,
     exact::{assert_exact, script},
     oracle::{self, Counts},
     require_root, upgrade_request, Agent, ProbeMode, RawClient, Server, Split,
@@ -174,4 +173,3 @@ fn read_response(s: &mut TcpStream) -> Result<String> {
     s.read_exact(&mut body)?;
     Ok(head)
 }
-

@@ -1013,6 +1013,7 @@ mod tests {
             close_code_map_full: 6,
             conn_map_entries: 7,
             conn_map_capacity: 65536,
+            unfollowed_connections: 0,
         };
         let mut p = proc(1234, "node", &[8080], 3);
         p.preexisting_connections = 1;
