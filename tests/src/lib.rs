@@ -105,7 +105,6 @@ pub fn probe_section(pin: &str) -> String {
     }
 }
 
-
 /// A test that cannot run here: outside CI it prints why and the caller returns (a skip);
 /// under `CI=true` it panics, so a run that could not test is reported failed, never passed.
 pub fn skip(reason: &str) {
