@@ -14,10 +14,9 @@ use std::{collections::HashMap, time::Instant};
 use procfs::process::{Process, Stat};
 use tracing::debug;
 
-#[allow(unused_imports)] // used once wired into the snapshot
-pub use host::HostResources;
-#[allow(unused_imports)]
-pub use process::{socket_queues, ProcessResources, SocketQueues};
+pub use process::{socket_queues, SocketQueues};
+
+use crate::model::resources::{HostResources, ProcessResources};
 
 /// Where the cgroup hierarchy is mounted (v2 directly, v1 controllers below it).
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
