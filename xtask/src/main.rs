@@ -1,4 +1,4 @@
-//! Developer tasks for wsguard: `cargo xtask <setup|test|lint|demo|bench|install|deb|fuzz|soak>`.
+//! Developer tasks for wsguard: `cargo xtask <setup|test|lint|demo|bench|install|deb|fuzz|soak|vm-test>`.
 //!
 //! Each subcommand lives in its own module; this file only parses the command line.
 
@@ -8,12 +8,14 @@ mod demo;
 mod fuzz;
 mod install;
 mod lint;
+mod package_check;
 mod proc;
 mod setup;
 mod soak;
 mod sys;
 mod test;
 mod util;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -40,10 +42,16 @@ enum Command {
     Install(install::InstallArgs),
     /// Build a Debian package (target/debian/wsguard_VERSION_ARCH.deb) with dpkg-deb.
     Deb(deb::DebArgs),
+    /// Install the .deb into a debootstrap root and boot it with systemd-nspawn, build and run
+    /// the container image with podman (root; slow; not run by CI).
+    PackageCheck(package_check::PackageCheckArgs),
     /// Build the fuzz targets (stable compiler) and run each for a bounded time.
     Fuzz(fuzz::FuzzArgs),
     /// Long soak test (30 min default, root, not in CI): churn + traffic; RSS flat, counts exact.
     Soak(soak::SoakArgs),
+    /// The privileged tests on Debian's 6.1 and 6.12 kernels in QEMU and on the host kernel,
+    /// per probe mode (root); rewrites the table in docs/kernel-support.md.
+    VmTest(vm::VmTestArgs),
 }
 
 fn main() {
@@ -56,8 +64,10 @@ fn main() {
         Command::Bench(args) => bench::run(&args),
         Command::Install(args) => install::run(&args),
         Command::Deb(args) => deb::run(&args),
+        Command::PackageCheck(args) => package_check::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
         Command::Soak(args) => soak::run(&args),
+        Command::VmTest(args) => vm::run(&args),
     };
     if let Err(err) = result {
         eprintln!("xtask: error: {err:#}");

@@ -20,8 +20,17 @@ use crate::{
 
 /// Keys (or key prefixes ending in `.`) that take effect without a restart. Extend it together
 /// with [`apply_reload`], e.g. `"alert."` once the alert engine takes new rules.
-pub const LIVE: &[&str] =
-    &["agent.interval", "agent.log_level", "limits.", "probe.ports", "probe.processes", "predict.", "alert.", "privacy."];
+pub const LIVE: &[&str] = &[
+    "agent.interval",
+    "agent.log_level",
+    "limits.",
+    "probe.ports",
+    "probe.processes",
+    "probe.keep_on_stop",
+    "predict.",
+    "alert.",
+    "privacy.",
+];
 
 fn is_live(key: &str) -> bool {
     LIVE.iter().any(|l| if l.ends_with('.') { key.starts_with(l) } else { key == *l })
