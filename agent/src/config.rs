@@ -148,6 +148,9 @@ impl Default for ApiConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProbeConfig {
+    /// Which probe to run: `auto` (default), `socket` or `syscall` (docs/kernel-support.md).
+    /// `WSGUARD_PROBE_MODE` overrides it.
+    pub mode: crate::probe::mode::ModeChoice,
     /// bpffs directory where maps and links are pinned, so a restart keeps counting.
     pub pin_path: PathBuf,
     /// Connections followed at once (accepted, not yet classified, and WebSocket).
@@ -166,6 +169,7 @@ pub struct ProbeConfig {
 impl Default for ProbeConfig {
     fn default() -> Self {
         Self {
+            mode: Default::default(),
             pin_path: PathBuf::from("/sys/fs/bpf/wsguard"),
             max_connections: 65536,
             max_processes: 8192,

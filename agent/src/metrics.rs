@@ -211,6 +211,14 @@ const WS_OUT_OF_SYNC: Spec = counter(
     "wsguard_websocket_out_of_sync_total",
     "WebSocket connections whose framing could not be followed (invalid header); their frames are no longer counted.",
 );
+const WS_UNPARSED_CONNS: Spec = counter(
+    "wsguard_unparsed_connections_total",
+    "Socket mode: connections that moved bytes the probe could not read as a buffer (io_uring, splice/sendfile, recvmmsg/sendmmsg); their frames are not counted.",
+);
+const WS_UNPARSED_BYTES: Spec = counter(
+    "wsguard_unparsed_bytes_total",
+    "Socket mode: bytes moved on connections by I/O the probe could not read as a buffer (see wsguard_unparsed_connections_total).",
+);
 const WS_FRAMES: Spec = counter(
     "wsguard_websocket_frames_total",
     "WebSocket frames by direction (from the process's side) and opcode.",
@@ -397,6 +405,18 @@ const PROBE_CONN_MAP_CAPACITY: Spec = gauge(
     "wsguard_probe_conn_map_capacity",
     "Capacity of the probe's connection map ([probe] max_connections).",
 );
+const PROBE_INFO: Spec = gauge(
+    "wsguard_probe_info",
+    "1, labelled with the probe mode that runs (socket or syscall; see docs/kernel-support.md).",
+);
+const PROBE_SK_STORAGE_FULL: Spec = counter(
+    "wsguard_probe_sk_storage_full_total",
+    "Socket mode: inbound connections not followed because their per-socket state could not be created.",
+);
+const PROBE_ENDED_UNATTRIBUTED: Spec = counter(
+    "wsguard_probe_ended_unattributed_total",
+    "Socket mode: followed connections that ended before any process read or wrote them.",
+);
 const PROBE_EVENTS: Spec = counter(
     "wsguard_probe_events_total",
     "Lifecycle events the agent received from the probe's ring buffer since it started.",
@@ -437,6 +457,8 @@ pub(crate) const FAMILIES: &[&Spec] = &[
     &WS_HANDSHAKES_FAILED,
     &WS_ABNORMAL,
     &WS_OUT_OF_SYNC,
+    &WS_UNPARSED_CONNS,
+    &WS_UNPARSED_BYTES,
     &WS_FRAMES,
     &WS_MESSAGES,
     &WS_PAYLOAD,
@@ -478,6 +500,7 @@ pub(crate) const FAMILIES: &[&Spec] = &[
     &HOST_EPHEMERAL,
     &HOST_EPHEMERAL_RATIO,
     &PROBE_ATTACHED,
+    &PROBE_INFO,
     &PROBE_RESUMED,
     &PROBE_RUNS,
     &PROBE_RUN_TIME,
@@ -487,6 +510,8 @@ pub(crate) const FAMILIES: &[&Spec] = &[
     &PROBE_CLOSE_CODE_MAP_FULL,
     &PROBE_WALK_BUDGET,
     &PROBE_READ_FAULTS,
+    &PROBE_SK_STORAGE_FULL,
+    &PROBE_ENDED_UNATTRIBUTED,
     &PROBE_CONN_MAP_ENTRIES,
     &PROBE_CONN_MAP_CAPACITY,
     &PROBE_EVENTS,
@@ -573,6 +598,9 @@ fn fixed_series(s: &Snapshot, out: &mut Families) {
 
     let (p, h) = (&s.probe, &s.probe.health);
     out.push(&PROBE_ATTACHED, none(), flag(p.attached));
+    if !p.mode.is_empty() {
+        out.push(&PROBE_INFO, vec![("mode", p.mode.clone())], Value::Int(1));
+    }
     out.push(&PROBE_RESUMED, none(), flag(p.resumed));
     out.push(&PROBE_RING_DROPS, none(), Value::Int(h.ring_drops));
     out.push(&PROBE_CONN_MAP_FULL, none(), Value::Int(h.conn_map_full));
@@ -580,6 +608,8 @@ fn fixed_series(s: &Snapshot, out: &mut Families) {
     out.push(&PROBE_CLOSE_CODE_MAP_FULL, none(), Value::Int(h.close_code_map_full));
     out.push(&PROBE_WALK_BUDGET, none(), Value::Int(h.walk_budget_exceeded));
     out.push(&PROBE_READ_FAULTS, none(), Value::Int(h.read_faults));
+    out.push(&PROBE_SK_STORAGE_FULL, none(), Value::Int(h.sk_storage_full));
+    out.push(&PROBE_ENDED_UNATTRIBUTED, none(), Value::Int(h.ended_unattributed));
     out.push(&PROBE_CONN_MAP_ENTRIES, none(), Value::Int(h.conn_map_entries));
     out.push(&PROBE_CONN_MAP_CAPACITY, none(), Value::Int(h.conn_map_capacity));
     out.push(&PROBE_EVENTS, none(), Value::Int(p.events_received));
@@ -825,6 +855,8 @@ fn process_series(g: &Group, out: &mut Vec<Pending>) {
     push(&WS_HANDSHAKES_FAILED, vec![], Value::Int(ws.handshakes_failed));
     push(&WS_ABNORMAL, vec![], Value::Int(ws.abnormal_closes));
     push(&WS_OUT_OF_SYNC, vec![], Value::Int(ws.out_of_sync));
+    push(&WS_UNPARSED_CONNS, vec![], Value::Int(ws.unparsed_connections));
+    push(&WS_UNPARSED_BYTES, vec![], Value::Int(ws.unparsed_bytes));
     for (dir, frames) in [("received", &ws.frames_received), ("sent", &ws.frames_sent)] {
         for (opcode, n) in by_opcode(frames) {
             push(&WS_FRAMES, vec![("direction", dir.into()), ("opcode", opcode.into())], Value::Int(n));
@@ -1035,6 +1067,7 @@ mod tests {
         s.agent.interval_seconds = 5.0;
         s.agent.snapshot_ms = 12.5;
         s.probe.attached = true;
+        s.probe.mode = "socket".into();
         s.probe.events_received = 42;
         s.probe.programs = vec![crate::probe::ProgramStats {
             program: "wsg_sys_exit".into(),
@@ -1049,6 +1082,8 @@ mod tests {
             walk_budget_exceeded: 4,
             read_faults: 5,
             close_code_map_full: 6,
+            sk_storage_full: 0,
+            ended_unattributed: 0,
             conn_map_entries: 7,
             conn_map_capacity: 65536,
         };
@@ -1206,6 +1241,7 @@ mod tests {
                 "wsguard_host_ephemeral_ports_in_use 10",
                 "wsguard_host_ephemeral_ports_usage_ratio 0.5",
                 "wsguard_probe_attached 1",
+                "wsguard_probe_info{mode=\"socket\"} 1",
                 "wsguard_probe_resumed 0",
                 "wsguard_probe_ring_drops_total 3",
                 "wsguard_probe_conn_map_full_total 1",
