@@ -77,9 +77,12 @@ pub(super) fn start(cfg: &ProbeConfig, pin: &Path, resumed: bool, object: &[u8])
         return Ok(Probe { ebpf, mode: Mode::Socket, resumed, pin_path: pin.to_path_buf(), preexisting });
     }
     maps::set_layout(&mut ebpf)?;
+    // Parsed before the pre-existing connections are listed, to keep the window between that
+    // list and the sock_ops attach (connections born in it are not seen) short.
+    let btf = Btf::from_sys_fs().context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
     // Taken before attaching: a connection is either pre-existing or followed, never both.
     preexisting = Some(crate::procinfo::inbound_connections());
-    attach(&mut ebpf, pin).inspect_err(|_| {
+    attach(&mut ebpf, pin, &btf).inspect_err(|_| {
         // Nothing half-attached stays behind to be "resumed" by the next start.
         for prog in PROGRAMS {
             let _ = std::fs::remove_file(link_pin(pin, prog));
@@ -89,8 +92,7 @@ pub(super) fn start(cfg: &ProbeConfig, pin: &Path, resumed: bool, object: &[u8])
     Ok(Probe { ebpf, mode: Mode::Socket, resumed, pin_path: pin.to_path_buf(), preexisting })
 }
 
-fn attach(ebpf: &mut aya::Ebpf, pin: &Path) -> anyhow::Result<()> {
-    let btf = Btf::from_sys_fs().context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
+fn attach(ebpf: &mut aya::Ebpf, pin: &Path, btf: &Btf) -> anyhow::Result<()> {
     let attached = |ebpf: &mut aya::Ebpf, prog: &str| -> anyhow::Result<()> {
         let p = ebpf.program_mut(prog).with_context(|| format!("program {prog} missing from the object"))?;
         p.pin(prog_pin(pin, prog)).with_context(|| format!("pinning program {prog}"))?;
@@ -101,14 +103,14 @@ fn attach(ebpf: &mut aya::Ebpf, pin: &Path) -> anyhow::Result<()> {
     for (prog, tp) in TRACEPOINTS {
         let p: &mut BtfTracePoint =
             ebpf.program_mut(prog).with_context(|| format!("program {prog} missing"))?.try_into()?;
-        p.load(tp, &btf).map_err(|e| load_error(prog, e))?;
+        p.load(tp, btf).map_err(|e| load_error(prog, e))?;
         let id = p.attach().with_context(|| format!("attaching {prog} to tp_btf/{tp}"))?;
         let link: FdLink = p.take_link(id)?.into();
         link.pin(link_pin(pin, prog)).with_context(|| format!("pinning the {prog} link"))?;
         attached(ebpf, prog)?;
     }
     let it: &mut Iter = ebpf.program_mut(names::PROG_ITER).context("program wsg_sock_iter missing")?.try_into()?;
-    it.load("tcp", &btf).map_err(|e| load_error(names::PROG_ITER, e))?;
+    it.load("tcp", btf).map_err(|e| load_error(names::PROG_ITER, e))?;
     let id = it.attach().context("creating the TCP socket iterator")?;
     let link: FdLink = it.take_link(id)?.try_into().context("iterator link")?;
     link.pin(link_pin(pin, names::PROG_ITER)).context("pinning the iterator link")?;
