@@ -36,7 +36,7 @@ pub mod names {
     pub const PROG_SOCK_OPS: &str = "wsg_sock_ops";
     pub const PROG_RECV: &str = "wsg_sock_recv";
     pub const PROG_SEND: &str = "wsg_sock_send";
-    pub const PROG_STATE: &str = "wsg_sock_state";
+    pub const PROG_END: &str = "wsg_sock_end";
     pub const PROG_ITER: &str = "wsg_sock_iter";
 }
 

@@ -11,8 +11,10 @@
 //!   which syscall moved the bytes and where its buffers are; a syscall whose buffers cannot be
 //!   read (io_uring, io-wq workers, splice/sendfile, recvmmsg/sendmmsg) is counted as unparsed
 //!   bytes and never read as a buffer.
-//! * `wsg_sock_state` (`tp_btf` `inet_sock_set_state`): the socket reaches `TCP_CLOSE`; the end
-//!   is counted for the last process that read or wrote it.
+//! * `wsg_sock_end` (`tp_btf` `tcp_destroy_sock`): the socket is destroyed (its TCP is closed and
+//!   no process holds it any more, so no read or write can follow); the end is counted for the
+//!   last process that read or wrote it. Not `inet_sock_set_state` → `TCP_CLOSE`: a peer's reset
+//!   can close the socket before `sock_send_length` of the server's `101` has run.
 //! * `wsg_sock_iter` (BPF iterator over TCP sockets): hands userspace every followed
 //!   connection's state with its socket cookie, in one read.
 //!
@@ -51,7 +53,6 @@ use crate::{
 pub static WSG_SK: SkStorage<ConnState> = SkStorage::new();
 
 const SK_STORAGE_GET_F_CREATE: u64 = 1;
-const TCP_CLOSE: u64 = 7;
 
 #[inline(always)]
 fn storage() -> *mut c_void {
@@ -161,12 +162,9 @@ fn unparsed(c: &mut ConnState, tgid: u32, len: u64) {
     }
 }
 
-/// A TCP state change: at `TCP_CLOSE` the followed connection ends.
+/// The socket is destroyed: the followed connection ends.
 #[inline(always)]
-pub fn on_state(ctx: &BtfTracePointContext) {
-    if ctx.arg::<u64>(2) & 0xffff_ffff != TCP_CLOSE {
-        return;
-    }
+pub fn on_end(ctx: &BtfTracePointContext) {
     let Some(c) = state(ctx.arg(0)) else { return };
     if c.phase == phase::DONE {
         return;

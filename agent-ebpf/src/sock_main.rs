@@ -46,9 +46,9 @@ pub fn wsg_sock_send(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-#[btf_tracepoint(function = "inet_sock_set_state")]
-pub fn wsg_sock_state(ctx: BtfTracePointContext) -> i32 {
-    sock::on_state(&ctx);
+#[btf_tracepoint(function = "tcp_destroy_sock")]
+pub fn wsg_sock_end(ctx: BtfTracePointContext) -> i32 {
+    sock::on_end(&ctx);
     0
 }
 

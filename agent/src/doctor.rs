@@ -587,7 +587,7 @@ pub fn all_ok(checks: &[Check]) -> bool {
 fn probe_mode(f: &crate::probe::mode::Features) -> Vec<Check> {
     use crate::probe::mode::{resolve, ModeChoice};
     let mut out = vec![match f.socket_missing() {
-        None => check("socket mode", Status::Ok, "kernel BTF, tp_btf sock_recv_length/sock_send_length, inet_sock_set_state and the TCP iterator are present", ""),
+        None => check("socket mode", Status::Ok, "kernel BTF, tp_btf sock_recv_length/sock_send_length, tcp_destroy_sock and the TCP iterator are present", ""),
         Some(why) => check(
             "socket mode",
             Status::Info,

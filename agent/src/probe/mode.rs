@@ -72,7 +72,7 @@ impl fmt::Display for Mode {
 pub struct Features {
     /// `/sys/kernel/btf/vmlinux` parses.
     pub btf: bool,
-    /// BTF tracepoints `sock_recv_length`, `sock_send_length` (Linux 6.3), `inet_sock_set_state`.
+    /// BTF tracepoints `sock_recv_length`, `sock_send_length` (Linux 6.3), `tcp_destroy_sock`.
     pub sock_tracepoints: bool,
     /// The TCP socket iterator (`bpf_iter_tcp`, Linux 5.9).
     pub tcp_iter: bool,
@@ -87,7 +87,7 @@ impl Features {
         if let Ok(btf) = aya::Btf::from_sys_fs() {
             f.btf = true;
             let typedef = |n: &str| btf.id_by_type_name_kind(n, aya_obj::btf::BtfKind::Typedef).is_ok();
-            f.sock_tracepoints = ["btf_trace_sock_recv_length", "btf_trace_sock_send_length", "btf_trace_inet_sock_set_state"]
+            f.sock_tracepoints = ["btf_trace_sock_recv_length", "btf_trace_sock_send_length", "btf_trace_tcp_destroy_sock"]
                 .iter()
                 .all(|n| typedef(n));
             f.tcp_iter = btf.id_by_type_name_kind("bpf_iter_tcp", aya_obj::btf::BtfKind::Func).is_ok();

@@ -28,12 +28,12 @@ use crate::config::ProbeConfig;
 
 /// The socket mode's programs, in attach order (the iterator last: it only reads).
 pub(super) const PROGRAMS: [&str; 5] =
-    [names::PROG_SOCK_OPS, names::PROG_RECV, names::PROG_SEND, names::PROG_STATE, names::PROG_ITER];
+    [names::PROG_SOCK_OPS, names::PROG_RECV, names::PROG_SEND, names::PROG_END, names::PROG_ITER];
 
 const TRACEPOINTS: [(&str, &str); 3] = [
     (names::PROG_RECV, "sock_recv_length"),
     (names::PROG_SEND, "sock_send_length"),
-    (names::PROG_STATE, "inet_sock_set_state"),
+    (names::PROG_END, "tcp_destroy_sock"),
 ];
 
 /// Maps the socket mode pins.
@@ -126,7 +126,7 @@ fn attach(ebpf: &mut aya::Ebpf, pin: &Path, btf: &Btf) -> anyhow::Result<()> {
     link.pin(link_pin(pin, names::PROG_SOCK_OPS)).context("pinning the sock_ops link")?;
     attached(ebpf, names::PROG_SOCK_OPS)?;
     info!(
-        "probe attached (socket mode: sock_ops on {}, tp_btf sock_recv_length, sock_send_length, inet_sock_set_state, iter/tcp), pinned at {}",
+        "probe attached (socket mode: sock_ops on {}, tp_btf sock_recv_length, sock_send_length, tcp_destroy_sock, iter/tcp), pinned at {}",
         cgroup.display(),
         pin.display()
     );
