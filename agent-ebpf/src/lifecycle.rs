@@ -4,9 +4,7 @@
 //! Per-process totals are updated as bytes are seen (per-CPU copies, see `WSG_PROCS`), so they
 //! are always exact and never depend on the ring buffer.
 
-use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
-};
+use aya_ebpf::helpers::bpf_ktime_get_ns;
 use wsguard_common::{
     conn::{add_counts, owed, phase, skip_payload, take_owed, ConnKey, ConnState},
     event::{kind, Event},
@@ -200,15 +198,7 @@ pub(crate) fn on_data(key: ConnKey, c: &mut ConnState, dir: Dir, buf: u64, iov: 
 }
 
 #[inline(always)]
-fn on_frames_seen(
-    key: &ConnKey,
-    c: &mut ConnState,
-    dir: Dir,
-    w: &Walk,
-    now: u64,
-    counted: bool,
-    p: Option<&mut ProcStats>,
-) {
+fn on_frames_seen(key: &ConnKey, c: &mut ConnState, dir: Dir, w: &Walk, now: u64, counted: bool, p: Option<&mut ProcStats>) {
     let s = w.acc.saw;
     if dir == Dir::Tx {
         if s & saw::PING != 0 && c.ping_ns == 0 {

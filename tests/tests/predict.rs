@@ -19,7 +19,9 @@ fn fd_alert(preds: &Value, pid: u32) -> Option<Value> {
     preds["alerts"]
         .as_array()?
         .iter()
-        .find(|a| a["name"] == "PredictedFdExhaustion" && a["labels"]["pid"].as_str() == Some(pid.as_str()) && a["state"] == "firing")
+        .find(|a| {
+            a["name"] == "PredictedFdExhaustion" && a["labels"]["pid"].as_str() == Some(pid.as_str()) && a["state"] == "firing"
+        })
         .cloned()
 }
 
@@ -34,10 +36,7 @@ fn fd_exhaustion_is_forecast_before_emfile() -> Result<()> {
         return Ok(());
     }
     let server = Server::node(&[])?;
-    let st = Command::new("prlimit")
-        .arg(format!("--pid={}", server.pid))
-        .arg(format!("--nofile={LIMIT}:{LIMIT}"))
-        .status()?;
+    let st = Command::new("prlimit").arg(format!("--pid={}", server.pid)).arg(format!("--nofile={LIMIT}:{LIMIT}")).status()?;
     if !st.success() {
         bail!("prlimit failed: {st}");
     }

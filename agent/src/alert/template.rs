@@ -66,7 +66,10 @@ mod tests {
             "client 10.0.0.7 holds 25 (quota 25/20) on pid 42"
         );
         let ctx = Context { labels: &labels, value: Some(0.91234), threshold: None, severity: "warning" };
-        assert_eq!(render("{{ .value }} {{ .severity }} {{ .threshold }}| {{ unterminated", &ctx), "0.912 warning | {{ unterminated");
+        assert_eq!(
+            render("{{ .value }} {{ .severity }} {{ .threshold }}| {{ unterminated", &ctx),
+            "0.912 warning | {{ unterminated"
+        );
         assert_eq!(number(1.5), "1.5");
     }
 }

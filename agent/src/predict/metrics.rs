@@ -53,14 +53,20 @@ impl Family {
 
 /// The forecast series for `/metrics`.
 pub fn metrics_text(p: &Predictions) -> String {
-    let mut usage = Family::new("wsguard_prediction_usage_ratio", "gauge", "Current usage of the resource as a share of its limit.");
+    let mut usage =
+        Family::new("wsguard_prediction_usage_ratio", "gauge", "Current usage of the resource as a share of its limit.");
     let mut eta = Family::new(
         "wsguard_prediction_eta_seconds",
         "gauge",
         "Forecast seconds until the resource reaches its limit (absent when it is not heading there).",
     );
-    let mut eta_low = Family::new("wsguard_prediction_eta_low_seconds", "gauge", "Lower bound of the ETA interval (fastest plausible growth).");
-    let mut eta_high = Family::new("wsguard_prediction_eta_high_seconds", "gauge", "Upper bound of the ETA interval (slowest plausible growth).");
+    let mut eta_low =
+        Family::new("wsguard_prediction_eta_low_seconds", "gauge", "Lower bound of the ETA interval (fastest plausible growth).");
+    let mut eta_high = Family::new(
+        "wsguard_prediction_eta_high_seconds",
+        "gauge",
+        "Upper bound of the ETA interval (slowest plausible growth).",
+    );
     let mut res_prob = Family::new(
         "wsguard_prediction_resource_probability",
         "gauge",
@@ -72,7 +78,8 @@ pub fn metrics_text(p: &Predictions) -> String {
         "Probability of a crisis (a limit reached) within the forecast horizon.",
     );
     let mut conf = Family::new("wsguard_prediction_confidence", "gauge", "Confidence in the crisis forecast, 0 to 1.");
-    let mut class = Family::new("wsguard_prediction_crisis_class", "gauge", "Crisis class (leak, surge, saturation, none); always 1.");
+    let mut class =
+        Family::new("wsguard_prediction_crisis_class", "gauge", "Crisis class (leak, surge, saturation, none); always 1.");
     let mut horizon = Family::new("wsguard_prediction_horizon_seconds", "gauge", "Forecast horizon.");
     horizon.push(String::new(), p.horizon_seconds);
 
@@ -130,13 +137,21 @@ pub fn metrics_text(p: &Predictions) -> String {
         firing.push(l, if a.state == super::alerting::AlertState::Firing { 1.0 } else { 0.0 });
     }
 
-    let mut precision = Family::new("wsguard_prediction_precision", "gauge", "Scored forecasts that came true, share of all scored.");
-    let mut recall = Family::new("wsguard_prediction_recall", "gauge", "Exhaustions that were forecast, share of all exhaustions.");
+    let mut precision =
+        Family::new("wsguard_prediction_precision", "gauge", "Scored forecasts that came true, share of all scored.");
+    let mut recall =
+        Family::new("wsguard_prediction_recall", "gauge", "Exhaustions that were forecast, share of all exhaustions.");
     let mut lead = Family::new("wsguard_prediction_lead_time_seconds", "gauge", "Mean realised lead time of true forecasts.");
     let mut err = Family::new("wsguard_prediction_eta_error_ratio", "gauge", "Mean relative ETA error of true forecasts.");
-    let mut made = Family::new("wsguard_prediction_forecasts_total", "counter", "Forecasts made (predictive condition persisted).");
-    let mut tp = Family::new("wsguard_prediction_true_positives_total", "counter", "Forecasts followed by the exhaustion within the horizon.");
-    let mut fp = Family::new("wsguard_prediction_false_positives_total", "counter", "Forecasts whose horizon passed without exhaustion.");
+    let mut made =
+        Family::new("wsguard_prediction_forecasts_total", "counter", "Forecasts made (predictive condition persisted).");
+    let mut tp = Family::new(
+        "wsguard_prediction_true_positives_total",
+        "counter",
+        "Forecasts followed by the exhaustion within the horizon.",
+    );
+    let mut fp =
+        Family::new("wsguard_prediction_false_positives_total", "counter", "Forecasts whose horizon passed without exhaustion.");
     let mut ex = Family::new("wsguard_prediction_exhaustions_total", "counter", "Resources that reached their exhaustion level.");
     for s in &p.scores.rules {
         let l = labels(&[("alertname", &s.rule)]);
@@ -160,8 +175,8 @@ pub fn metrics_text(p: &Predictions) -> String {
 
     let mut out = String::new();
     for f in [
-        &horizon, &usage, &eta, &eta_low, &eta_high, &res_prob, &prob, &conf, &class, &firing, &precision, &recall, &lead,
-        &err, &made, &tp, &fp, &ex,
+        &horizon, &usage, &eta, &eta_low, &eta_high, &res_prob, &prob, &conf, &class, &firing, &precision, &recall, &lead, &err,
+        &made, &tp, &fp, &ex,
     ] {
         f.write(&mut out);
     }

@@ -32,7 +32,7 @@ pub use crisis::CrisisClass;
 pub use metrics::metrics_text;
 pub use score::Scores;
 
-use crate::snapshot::{ProcessSnapshot, Snapshot};
+use crate::model::snapshot::{ProcessSnapshot, Snapshot};
 use alerting::{Alerting, Candidate, Labels};
 use score::{Exhaustion, Scorer};
 use trend::Model;
@@ -250,7 +250,13 @@ struct Scope {
 }
 
 impl Scope {
-    fn predict(&mut self, now: f64, readings: &[Reading], cfg: &PredictConfig, newly_exhausted: &mut Vec<&'static str>) -> Vec<ResourcePrediction> {
+    fn predict(
+        &mut self,
+        now: f64,
+        readings: &[Reading],
+        cfg: &PredictConfig,
+        newly_exhausted: &mut Vec<&'static str>,
+    ) -> Vec<ResourcePrediction> {
         let short = cfg.short_window.as_secs_f64();
         let long = cfg.long_window.as_secs_f64();
         let horizon = cfg.horizon.as_secs_f64();
@@ -357,9 +363,8 @@ impl Predictor {
     /// Fold in the next snapshot and forecast. Deterministic in the sequence of snapshots.
     pub fn observe(&mut self, snap: &Snapshot) -> Predictions {
         let cfg = self.cfg.clone();
-        let now = snapshot_seconds(snap)
-            .or_else(|| self.last_t.map(|t| t + snap.agent.interval_seconds.max(0.001)))
-            .unwrap_or(0.0);
+        let now =
+            snapshot_seconds(snap).or_else(|| self.last_t.map(|t| t + snap.agent.interval_seconds.max(0.001))).unwrap_or(0.0);
         self.last_t = Some(now);
         let horizon = cfg.horizon.as_secs_f64();
         let short = cfg.short_window.as_secs_f64();
@@ -478,7 +483,13 @@ fn fd_summary(p: &ProcessSnapshot, fd: &ResourcePrediction) -> String {
     )
 }
 
-fn crisis_candidate(cfg: &PredictConfig, mut labels: Labels, resources: &[ResourcePrediction], c: &Crisis, key: String) -> Candidate {
+fn crisis_candidate(
+    cfg: &PredictConfig,
+    mut labels: Labels,
+    resources: &[ResourcePrediction],
+    c: &Crisis,
+    key: String,
+) -> Candidate {
     labels.insert("alertname".into(), CRISIS_RULE.into());
     labels.insert("severity".into(), "warning".into());
     let max_usage = resources.iter().map(|r| r.usage_ratio).fold(0.0, f64::max);

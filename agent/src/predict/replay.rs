@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use super::{rfc3339, snapshot_seconds, PredictConfig, Predictions, Predictor, Scores, Transition};
-use crate::snapshot::Snapshot;
+use crate::model::snapshot::Snapshot;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReplayResult {
@@ -30,7 +30,12 @@ pub struct ReplayResult {
 
 /// Replay `input`. `speed`: None or 0 = as fast as possible; N = N× real time (sleeps between
 /// snapshots). Transitions are printed to `live` as they happen, if given.
-pub fn replay(input: impl BufRead, cfg: PredictConfig, speed: Option<f64>, mut live: Option<&mut dyn Write>) -> Result<ReplayResult> {
+pub fn replay(
+    input: impl BufRead,
+    cfg: PredictConfig,
+    speed: Option<f64>,
+    mut live: Option<&mut dyn Write>,
+) -> Result<ReplayResult> {
     let mut p = Predictor::new(cfg);
     let mut r = ReplayResult::default();
     let mut prev_t: Option<f64> = None;
@@ -125,15 +130,13 @@ pub fn scores_text(s: &Scores) -> String {
 /// The CLI command: replay `file` ("-" for stdin) and print.
 pub fn run(file: &Path, config: Option<&Path>, speed: Option<f64>, json: bool) -> Result<()> {
     let cfg = match config {
-        Some(c) => crate::config::Config::load(Some(c))?.predict,
+        Some(c) => crate::app::config::Config::load(Some(c))?.predict,
         None => PredictConfig::default(),
     };
     let reader: Box<dyn BufRead> = if file == Path::new("-") {
         Box::new(std::io::stdin().lock())
     } else {
-        Box::new(std::io::BufReader::new(
-            std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
-        ))
+        Box::new(std::io::BufReader::new(std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?))
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -171,7 +174,7 @@ pub async fn history_export(api: &str, state_dir: Option<&Path>, since: &str) ->
             store.export_jsonl(crate::history::unix_secs(t), None, &mut stdout.lock())?
         }
         None => {
-            let resp = crate::client::get(api, &format!("/api/v1/history?since={}", since.replace(' ', "%20"))).await?;
+            let resp = crate::cli::client::get(api, &format!("/api/v1/history?since={}", since.replace(' ', "%20"))).await?;
             if !resp.status().is_success() {
                 bail!("agent answered {}: {}", resp.status(), resp.text().await.unwrap_or_default());
             }

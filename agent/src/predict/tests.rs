@@ -89,7 +89,11 @@ fn predict_surge_is_caught_by_the_backstop() {
     assert!(!fd.is_empty());
     assert_eq!(fd[0].trigger, Some(Trigger::Backstop), "{fd:?}");
     assert!(fd[0].at - at < 0.001, "the backstop fires at the first sample over 90%");
-    let p = r.all.iter().find(|p| p.timestamp == s.snapshots.iter().find(|x| super::snapshot_seconds(x) == Some(at)).unwrap().timestamp).unwrap();
+    let p = r
+        .all
+        .iter()
+        .find(|p| p.timestamp == s.snapshots.iter().find(|x| super::snapshot_seconds(x) == Some(at)).unwrap().timestamp)
+        .unwrap();
     assert_eq!(p.processes[0].crisis.class, CrisisClass::Surge, "{:?}", p.processes[0].crisis);
 }
 
@@ -181,7 +185,8 @@ fn predict_config_validates() {
     assert_eq!(c.validate().unwrap_err().0, "predict.floor_ratio");
     let c = PredictConfig { long_window: std::time::Duration::from_secs(1), ..Default::default() };
     assert_eq!(c.validate().unwrap_err().0, "predict.long_window");
-    let c: PredictConfig = toml::from_str("horizon = \"60s\"\nshort_window = \"10s\"\nlong_window = \"30s\"\npersistence = 3\n").unwrap();
+    let c: PredictConfig =
+        toml::from_str("horizon = \"60s\"\nshort_window = \"10s\"\nlong_window = \"30s\"\npersistence = 3\n").unwrap();
     assert_eq!(c.horizon.as_secs(), 60);
     assert!(toml::from_str::<PredictConfig>("horizn = \"1m\"").is_err());
 }

@@ -37,8 +37,9 @@ impl ModeChoice {
     /// The config's choice, or `WSGUARD_PROBE_MODE` when set (an invalid value is an error).
     pub fn with_env(self) -> anyhow::Result<ModeChoice> {
         match std::env::var(ENV) {
-            Ok(v) if !v.trim().is_empty() => ModeChoice::parse(&v)
-                .ok_or_else(|| anyhow::anyhow!("{ENV}={v:?}: expected auto, socket or syscall")),
+            Ok(v) if !v.trim().is_empty() => {
+                ModeChoice::parse(&v).ok_or_else(|| anyhow::anyhow!("{ENV}={v:?}: expected auto, socket or syscall"))
+            }
             _ => Ok(self),
         }
     }
@@ -136,8 +137,7 @@ pub fn resolve(choice: ModeChoice, features: &Features) -> Result<(Mode, String)
         }
         (ModeChoice::Auto, None) => Ok((
             Mode::Syscall,
-            "auto: the kernel supports the socket mode, but it is not the default yet (ask for probe.mode = \"socket\")"
-                .into(),
+            "auto: the kernel supports the socket mode, but it is not the default yet (ask for probe.mode = \"socket\")".into(),
         )),
     }
 }

@@ -24,17 +24,14 @@ use wsguard_common::{
 };
 
 use super::{link_pin, maps, prog_pin, Mode, Probe};
-use crate::config::ProbeConfig;
+use crate::app::config::ProbeConfig;
 
 /// The socket mode's programs, in attach order (the iterator last: it only reads).
 pub(super) const PROGRAMS: [&str; 5] =
     [names::PROG_SOCK_OPS, names::PROG_RECV, names::PROG_SEND, names::PROG_END, names::PROG_ITER];
 
-const TRACEPOINTS: [(&str, &str); 3] = [
-    (names::PROG_RECV, "sock_recv_length"),
-    (names::PROG_SEND, "sock_send_length"),
-    (names::PROG_END, "tcp_destroy_sock"),
-];
+const TRACEPOINTS: [(&str, &str); 3] =
+    [(names::PROG_RECV, "sock_recv_length"), (names::PROG_SEND, "sock_send_length"), (names::PROG_END, "tcp_destroy_sock")];
 
 /// Maps the socket mode pins.
 const PINNED_MAPS: [&str; 12] = [
@@ -81,7 +78,7 @@ pub(super) fn start(cfg: &ProbeConfig, pin: &Path, resumed: bool, object: &[u8])
     // list and the sock_ops attach (connections born in it are not seen) short.
     let btf = Btf::from_sys_fs().context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
     // Taken before attaching: a connection is either pre-existing or followed, never both.
-    preexisting = Some(crate::procinfo::inbound_connections());
+    preexisting = Some(crate::track::procinfo::inbound_connections());
     attach(&mut ebpf, pin, &btf).inspect_err(|_| {
         // Nothing half-attached stays behind to be "resumed" by the next start.
         for prog in PROGRAMS {
@@ -101,8 +98,7 @@ fn attach(ebpf: &mut aya::Ebpf, pin: &Path, btf: &Btf) -> anyhow::Result<()> {
     // The BTF tracepoints first, then sock_ops: a connection born before the state hooks ran
     // would be given state nobody updates at its end.
     for (prog, tp) in TRACEPOINTS {
-        let p: &mut BtfTracePoint =
-            ebpf.program_mut(prog).with_context(|| format!("program {prog} missing"))?.try_into()?;
+        let p: &mut BtfTracePoint = ebpf.program_mut(prog).with_context(|| format!("program {prog} missing"))?.try_into()?;
         p.load(tp, btf).map_err(|e| load_error(prog, e))?;
         let id = p.attach().with_context(|| format!("attaching {prog} to tp_btf/{tp}"))?;
         let link: FdLink = p.take_link(id)?.into();

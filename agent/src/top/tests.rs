@@ -9,8 +9,8 @@ use super::{
     fetch::{Data, Feed},
 };
 use crate::{
-    conns::ConnectionSnapshot,
-    snapshot::{Frames, ProcessSnapshot, Rates, Snapshot, WebSocketStats},
+    model::snapshot::{Frames, ProcessSnapshot, Rates, Snapshot, WebSocketStats},
+    track::conns::ConnectionSnapshot,
 };
 
 const API: &str = "http://127.0.0.1:9595";
@@ -284,14 +284,14 @@ fn sparklines_are_prefilled_from_history_once() {
 fn health_lists_problems_with_messages_and_healthy_checks_on_one_line() {
     let mut app = App::new(API, std::time::Duration::from_secs(2), View::Summary, false);
     let mut d = data("t");
-    let check = |name: &str, status: crate::health::Status, message: &str| crate::health::Check {
+    let check = |name: &str, status: crate::export::health::Status, message: &str| crate::export::health::Check {
         name: name.into(),
         status,
         message: message.into(),
         metrics: serde_json::Value::Null,
     };
-    use crate::health::Status::*;
-    d.health = Some(crate::health::Report {
+    use crate::export::health::Status::*;
+    d.health = Some(crate::export::health::Report {
         status: Degraded,
         timestamp: "t".into(),
         checks: vec![

@@ -162,8 +162,7 @@ pub fn predictions(f: &mut Frame, app: &App, area: Rect) {
             return;
         }
     };
-    let [host, top, bottom] =
-        Layout::vertical([Constraint::Length(3), Constraint::Min(5), Constraint::Length(6)]).areas(area);
+    let [host, top, bottom] = Layout::vertical([Constraint::Length(3), Constraint::Min(5), Constraint::Length(6)]).areas(area);
     let hc = &p.host.crisis;
     f.render_widget(
         Paragraph::new(format!(
@@ -220,5 +219,8 @@ pub fn predictions(f: &mut Frame, app: &App, area: Rect) {
     if let Some(sel) = p.processes.get(app.process_row.min(p.processes.len().saturating_sub(1))) {
         lines.push(Line::raw(format!("{}[{}]: {}", sel.comm, sel.pid, sel.crisis.recommendation)).dim());
     }
-    f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }).block(Block::bordered().title(" Prediction alerts ")), bottom);
+    f.render_widget(
+        Paragraph::new(lines).wrap(Wrap { trim: true }).block(Block::bordered().title(" Prediction alerts ")),
+        bottom,
+    );
 }
