@@ -6,7 +6,10 @@ use core::{ffi::c_void, mem::MaybeUninit};
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_user, generated};
 
-use crate::lifecycle::{Dir, MSG_PEEK};
+use crate::record::Dir;
+
+/// `recv*` flag: look at the data without consuming it (nothing moved, nothing to count).
+pub const MSG_PEEK: u64 = 2;
 
 #[cfg(not(bpf_target_arch = "aarch64"))]
 mod arch {

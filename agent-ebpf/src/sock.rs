@@ -44,9 +44,10 @@ use wsguard_common::{
 };
 
 use crate::{
-    lifecycle::{self, proc_stats, Dir, MSG_PEEK},
+    lifecycle,
     maps::{bump, WSG_INIT_CONN},
-    regs,
+    record::{proc_stats, Dir},
+    regs::{self, MSG_PEEK},
 };
 
 #[btf_map]

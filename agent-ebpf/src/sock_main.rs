@@ -18,6 +18,7 @@ mod copy;
 mod handshake;
 mod lifecycle;
 mod maps;
+mod record;
 #[allow(dead_code)]
 mod regs;
 mod sock;
@@ -36,13 +37,13 @@ pub fn wsg_sock_ops(ctx: SockOpsContext) -> u32 {
 
 #[btf_tracepoint(function = "sock_recv_length")]
 pub fn wsg_sock_recv(ctx: BtfTracePointContext) -> i32 {
-    sock::on_io(&ctx, lifecycle::Dir::Rx);
+    sock::on_io(&ctx, record::Dir::Rx);
     0
 }
 
 #[btf_tracepoint(function = "sock_send_length")]
 pub fn wsg_sock_send(ctx: BtfTracePointContext) -> i32 {
-    sock::on_io(&ctx, lifecycle::Dir::Tx);
+    sock::on_io(&ctx, record::Dir::Tx);
     0
 }
 

@@ -20,9 +20,9 @@ use wsguard_common::{
 };
 
 use crate::{
-    atomic,
-    lifecycle::{self, proc_stats, Dir},
+    atomic, lifecycle,
     maps::{bump, WSG_INIT_CONN},
+    record::{proc_stats, Dir},
     regs,
 };
 

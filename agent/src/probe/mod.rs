@@ -6,6 +6,7 @@
 //! running probe and its maps as they are: nothing is reloaded, so counting never stops across
 //! a restart. `--fresh` unpins everything and starts from zero.
 
+pub mod config;
 pub mod events;
 
 mod batch;
@@ -30,7 +31,7 @@ use aya::{
 use tracing::{info, warn};
 use wsguard_common::{conn::ConnState, names, stats::ProcStats};
 
-use crate::app::config::ProbeConfig;
+use config::ProbeConfig;
 
 /// The eBPF objects built by build.rs (empty when built without the eBPF toolchain).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/wsguard"));

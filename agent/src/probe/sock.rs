@@ -23,8 +23,8 @@ use wsguard_common::{
     names,
 };
 
+use super::config::ProbeConfig;
 use super::{link_pin, maps, prog_pin, Mode, Probe};
-use crate::app::config::ProbeConfig;
 
 /// The socket mode's programs, in attach order (the iterator last: it only reads).
 pub(super) const PROGRAMS: [&str; 5] =
