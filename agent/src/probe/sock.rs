@@ -78,7 +78,7 @@ pub(super) fn start(cfg: &ProbeConfig, pin: &Path, resumed: bool, object: &[u8])
     // list and the sock_ops attach (connections born in it are not seen) short.
     let btf = Btf::from_sys_fs().context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
     // Taken before attaching: a connection is either pre-existing or followed, never both.
-    preexisting = Some(crate::track::procinfo::inbound_connections());
+    preexisting = Some(crate::util::procinfo::inbound_connections());
     attach(&mut ebpf, pin, &btf).inspect_err(|_| {
         // Nothing half-attached stays behind to be "resumed" by the next start.
         for prog in PROGRAMS {
