@@ -112,24 +112,6 @@ pub fn metrics_text(p: &Predictions) -> String {
         class.push(lc, 1.0);
     }
 
-    let mut firing = Family::new(
-        "wsguard_prediction_alert_firing",
-        "gauge",
-        "Forecast-fed alerts: 1 firing, 0 pending (absent when inactive).",
-    );
-    for a in &p.alerts {
-        let get = |k: &str| a.labels.get(k).map(String::as_str).unwrap_or("");
-        let scope = if get("scope").is_empty() { "process" } else { get("scope") };
-        let l = labels(&[
-            ("alertname", &a.name),
-            ("scope", scope),
-            ("comm", get("comm")),
-            ("listen_port", get("listen_port")),
-            ("pid", get("pid")),
-        ]);
-        firing.push(l, if a.state == super::alerting::AlertState::Firing { 1.0 } else { 0.0 });
-    }
-
     let mut precision = Family::new("wsguard_prediction_precision", "gauge", "Scored forecasts that came true, share of all scored.");
     let mut recall = Family::new("wsguard_prediction_recall", "gauge", "Exhaustions that were forecast, share of all exhaustions.");
     let mut lead = Family::new("wsguard_prediction_lead_time_seconds", "gauge", "Mean realised lead time of true forecasts.");
@@ -160,7 +142,7 @@ pub fn metrics_text(p: &Predictions) -> String {
 
     let mut out = String::new();
     for f in [
-        &horizon, &usage, &eta, &eta_low, &eta_high, &res_prob, &prob, &conf, &class, &firing, &precision, &recall, &lead,
+        &horizon, &usage, &eta, &eta_low, &eta_high, &res_prob, &prob, &conf, &class, &precision, &recall, &lead,
         &err, &made, &tp, &fp, &ex,
     ] {
         f.write(&mut out);

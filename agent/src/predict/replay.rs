@@ -1,5 +1,7 @@
 //! `wsguard replay FILE`: run recorded snapshots (JSON lines, the history export format)
-//! through the forecasts and alert rules, print what would have fired and when, and the scores.
+//! through the forecasts and the forecast alert rules of the one alert engine
+//! (`PredictedFdExhaustion`, `PredictedCrisis` and any rule on `prediction.*`), print what would
+//! have fired and when, and the scores.
 //! And `wsguard history export`, which writes that format.
 
 use std::{
@@ -11,8 +13,57 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use super::{rfc3339, snapshot_seconds, PredictConfig, Predictions, Predictor, Scores, Transition};
-use crate::snapshot::Snapshot;
+use super::{rfc3339, snapshot_seconds, PredictConfig, Predictions, Predictor, Scores, Trigger};
+use crate::{
+    alert::{rule::Metric, AlertConfig, Engine, Labels, TransitionKind},
+    snapshot::Snapshot,
+};
+
+/// An alert change seen in a replay.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Transition {
+    /// Unix seconds (the snapshot's time).
+    pub at: f64,
+    pub name: String,
+    pub labels: Labels,
+    /// `firing` or `resolved`.
+    pub to: String,
+    pub trigger: Option<Trigger>,
+    pub summary: String,
+}
+
+/// The engine with the forecast rules of `alert` (the defaults unless configured otherwise).
+pub fn forecast_engine(alert: &AlertConfig) -> Engine {
+    let rules = alert
+        .effective_rules(0)
+        .into_iter()
+        .filter(|r| matches!(r.metric, Metric::PredictionFdExhaustion | Metric::PredictionCrisis | Metric::CrisisProbability))
+        .collect();
+    Engine::with_rules(rules, alert.clone())
+}
+
+/// Run `pred` through `engine` at the snapshot's time; firing and resolved changes.
+pub fn evaluate(engine: &mut Engine, snap: &Snapshot, pred: &Predictions, at: f64) -> Vec<Transition> {
+    let now = std::time::UNIX_EPOCH + Duration::from_secs_f64(at.max(0.0));
+    let mut out = Vec::new();
+    for t in engine.evaluate(snap, Some(pred), now) {
+        let to = match t.kind {
+            TransitionKind::Firing => "firing",
+            TransitionKind::Resolved => "resolved",
+            _ => continue,
+        };
+        let Some(a) = engine.alert(&t.fingerprint) else { continue };
+        out.push(Transition {
+            at,
+            name: t.alertname.clone(),
+            labels: a.labels.clone(),
+            to: to.into(),
+            trigger: a.forecast.as_ref().and_then(|f| f.trigger),
+            summary: a.annotations.get("summary").cloned().unwrap_or_default(),
+        });
+    }
+    out
+}
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReplayResult {
@@ -30,8 +81,16 @@ pub struct ReplayResult {
 
 /// Replay `input`. `speed`: None or 0 = as fast as possible; N = N× real time (sleeps between
 /// snapshots). Transitions are printed to `live` as they happen, if given.
-pub fn replay(input: impl BufRead, cfg: PredictConfig, speed: Option<f64>, mut live: Option<&mut dyn Write>) -> Result<ReplayResult> {
+pub fn replay(
+    input: impl BufRead,
+    cfg: PredictConfig,
+    alert: &AlertConfig,
+    speed: Option<f64>,
+    mut live: Option<&mut dyn Write>,
+) -> Result<ReplayResult> {
     let mut p = Predictor::new(cfg);
+    let mut engine = forecast_engine(alert);
+    let mut last_t = 0.0;
     let mut r = ReplayResult::default();
     let mut prev_t: Option<f64> = None;
     for (i, line) in input.lines().enumerate() {
@@ -58,15 +117,17 @@ pub fn replay(input: impl BufRead, cfg: PredictConfig, speed: Option<f64>, mut l
         }
         prev_t = t.or(prev_t);
         let pred = p.observe(&snap);
+        last_t = t.unwrap_or(last_t + snap.agent.interval_seconds.max(0.001));
+        let transitions = evaluate(&mut engine, &snap, &pred, last_t);
         if let Some(w) = live.as_deref_mut() {
-            for tr in &pred.transitions {
+            for tr in &transitions {
                 writeln!(w, "{}", transition_line(tr))?;
             }
         }
         r.snapshots += 1;
         r.first.get_or_insert_with(|| snap.timestamp.clone());
         r.last = Some(snap.timestamp.clone());
-        r.transitions.extend(pred.transitions.iter().cloned());
+        r.transitions.extend(transitions);
         r.final_predictions = Some(pred);
     }
     if r.snapshots == 0 {
@@ -78,11 +139,7 @@ pub fn replay(input: impl BufRead, cfg: PredictConfig, speed: Option<f64>, mut l
 
 pub fn transition_line(t: &Transition) -> String {
     let labels: Vec<String> = t.labels.iter().filter(|(k, _)| *k != "alertname").map(|(k, v)| format!("{k}={v}")).collect();
-    let trig = match t.trigger {
-        Some(super::alerting::Trigger::Backstop) => " [backstop]",
-        Some(super::alerting::Trigger::Prediction) => " [forecast]",
-        None => "",
-    };
+    let trig = t.trigger.map(|t| format!(" [{}]", t.as_str())).unwrap_or_default();
     format!("{}  {:<8} {}{{{}}}{trig}  {}", rfc3339(t.at), t.to.to_uppercase(), t.name, labels.join(","), t.summary)
 }
 
@@ -124,9 +181,12 @@ pub fn scores_text(s: &Scores) -> String {
 
 /// The CLI command: replay `file` ("-" for stdin) and print.
 pub fn run(file: &Path, config: Option<&Path>, speed: Option<f64>, json: bool) -> Result<()> {
-    let cfg = match config {
-        Some(c) => crate::config::Config::load(Some(c))?.predict,
-        None => PredictConfig::default(),
+    let (cfg, alert) = match config {
+        Some(c) => {
+            let c = crate::config::Config::load(Some(c))?;
+            (c.predict, c.alert)
+        }
+        None => (PredictConfig::default(), AlertConfig::default()),
     };
     let reader: Box<dyn BufRead> = if file == Path::new("-") {
         Box::new(std::io::stdin().lock())
@@ -138,12 +198,12 @@ pub fn run(file: &Path, config: Option<&Path>, speed: Option<f64>, json: bool) -
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if json {
-        let r = replay(reader, cfg, speed, None)?;
+        let r = replay(reader, cfg, &alert, speed, None)?;
         serde_json::to_writer_pretty(&mut out, &r)?;
         writeln!(out)?;
         return Ok(());
     }
-    let r = replay(reader, cfg, speed, Some(&mut out))?;
+    let r = replay(reader, cfg, &alert, speed, Some(&mut out))?;
     let fired = r.transitions.iter().filter(|t| t.to == "firing").count();
     writeln!(
         out,
