@@ -61,6 +61,9 @@ pub struct PredictConfig {
     pub crisis_probability: f64,
     /// ...and at least this confidence.
     pub min_confidence: f64,
+    /// A trend is trusted only when its short-window fit explains at least this share of the
+    /// variance (r²; 0 turns this off).
+    pub min_fit_r2: f64,
     /// Evidence scaled to urgency: a strong fit spanning at least this share of its own ETA is
     /// trusted before it covers half the short window (0 turns this off)...
     pub urgent_evidence_ratio: f64,
@@ -85,6 +88,7 @@ impl Default for PredictConfig {
             long_window: Duration::from_secs(60 * 60),
             floor_ratio: 0.5,
             persistence: 3,
+            min_fit_r2: 0.6,
             urgent_evidence_ratio: 1.0,
             urgent_min_span: Duration::from_secs(30),
             backstop_ratio: 0.9,
@@ -122,6 +126,9 @@ impl PredictConfig {
         }
         if self.long_window < self.short_window {
             return Err(("predict.long_window", "must not be shorter than predict.short_window".into()));
+        }
+        if !(0.0..=1.0).contains(&self.min_fit_r2) {
+            return Err(("predict.min_fit_r2", "must be in [0, 1]".into()));
         }
         if !(self.urgent_evidence_ratio >= 0.0 && self.urgent_evidence_ratio.is_finite()) {
             return Err(("predict.urgent_evidence_ratio", "must be a number >= 0 (0 turns it off)".into()));
@@ -269,7 +276,7 @@ impl Scope {
         let short = cfg.short_window.as_secs_f64();
         let long = cfg.long_window.as_secs_f64();
         let horizon = cfg.horizon.as_secs_f64();
-        let urgency = Urgency { eta_ratio: cfg.urgent_evidence_ratio, min_span: cfg.urgent_min_span.as_secs_f64() };
+        let urgency = Urgency { min_r2: cfg.min_fit_r2, eta_ratio: cfg.urgent_evidence_ratio, min_span: cfg.urgent_min_span.as_secs_f64() };
         let mut out = Vec::new();
         for rd in readings {
             let m = self.models.entry(rd.resource).or_insert_with(|| Model::new(short));

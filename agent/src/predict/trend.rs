@@ -98,8 +98,8 @@ pub struct Trend {
     pub long: Option<Fit>,
     pub holt_trend: Option<f64>,
     /// Short-window growth is significant (slope > 2 standard errors), the long window and Holt
-    /// also grow, and the evidence is enough: the short window covers at least half its length,
-    /// or the fit is urgent and strong (`urgent`).
+    /// also grow, and the evidence is enough: the short window covers at least half its length
+    /// with a fit of r² >= `min_r2`, or the fit is urgent and strong (`urgent`).
     pub agree: bool,
     /// Agreement came from the urgency path: a strong fit ([`Urgency`]) spanning at least
     /// `eta_ratio` × its own ETA; the slope is then the fit's alone (Holt lags a young series).
@@ -114,9 +114,13 @@ pub struct Trend {
     pub confidence: f64,
 }
 
-/// How much evidence a near limit needs (`[predict] urgent_evidence_ratio`, `urgent_min_span`).
+/// How much evidence a trend needs (`[predict] min_fit_r2`, `urgent_evidence_ratio`,
+/// `urgent_min_span`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Urgency {
+    /// Any trusted short-window fit explains at least this share of the variance (a jump at
+    /// the end of a flat window is significant but explains little).
+    pub min_r2: f64,
     /// The fit must span at least this share of the ETA it gives (0 turns the path off).
     pub eta_ratio: f64,
     /// ...and at least this many seconds.
@@ -184,7 +188,7 @@ impl Model {
         let mut t = Trend { short, long, holt_trend, level: newest, ..Default::default() };
         let (Some(s), Some(l), Some(h)) = (short, long, holt_trend) else { return t };
         t.level = s.level;
-        let covered = s.span >= 0.5 * short_window;
+        let covered = s.span >= 0.5 * short_window && s.r2 >= urgency.min_r2;
         let grows = s.slope > 2.0 * s.slope_se && s.slope > 0.0 && l.slope > 0.0 && h > 0.0;
         t.urgent = !covered && grows && urgency.trusts(&s, target);
         t.agree = (covered || t.urgent) && grows;
@@ -247,7 +251,7 @@ mod tests {
         assert!(!t.agree || t.slope < 0.05, "{t:?}");
     }
 
-    const URGENT: Urgency = Urgency { eta_ratio: 1.0, min_span: 30.0 };
+    const URGENT: Urgency = Urgency { min_r2: 0.6, eta_ratio: 1.0, min_span: 30.0 };
 
     #[test]
     fn a_near_limit_is_trusted_once_watched_as_long_as_its_eta() {
