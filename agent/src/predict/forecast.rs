@@ -75,9 +75,9 @@ impl Forecast {
     }
 }
 
-/// Seconds as people read them: `45 s`, `12 min`, `3.5 h`.
+/// Seconds as people read them: `95 s`, `12 min`, `3.5 h`.
 pub fn human(secs: f64) -> String {
-    if secs < 90.0 {
+    if secs < 120.0 {
         format!("{secs:.0} s")
     } else if secs < 5400.0 {
         format!("{:.0} min", secs / 60.0)

@@ -9,7 +9,6 @@
 pub mod crisis;
 pub mod eta;
 pub mod forecast;
-mod metrics;
 pub mod replay;
 pub mod score;
 pub mod trend;
@@ -30,7 +29,6 @@ pub use crisis::Crisis;
 pub use forecast::{Forecast, Trigger, CRISIS_RULE, FD_RULE};
 #[cfg(test)]
 pub use crisis::CrisisClass;
-pub use metrics::metrics_text;
 pub use score::Scores;
 
 use crate::snapshot::{ProcessSnapshot, Snapshot};

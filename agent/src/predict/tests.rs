@@ -135,28 +135,39 @@ fn predict_replay_of_a_jsonl_file_prints_fired_alerts_and_scores() {
 
 #[test]
 fn predict_metrics_carry_forecasts_and_scores_and_pass_promtool() {
+    use crate::metrics::{render_with, MetricsConfig};
     let s = scenarios::leak(10.0, 100.0);
     let mut p = Predictor::new(PredictConfig::default());
+    let cfg = MetricsConfig::default();
     let mut last = None;
     for (i, snap) in s.snapshots.iter().enumerate() {
         let pr = p.observe(snap);
         if i == s.snapshots.len() * 3 / 4 {
-            let text = super::metrics_text(&pr);
-            assert!(text.contains("wsguard_prediction_eta_seconds{scope=\"process\",comm=\"node\",listen_port=\"8080\",pid=\"4242\",resource=\"fds\"}"), "{text}");
-            // Alert state is exported once, by the alert engine's series, not here.
+            let text = render_with(snap, Some(&pr), &cfg);
+            // The process's label set (no pid without [metrics] pid_label).
+            assert!(text.contains("wsguard_prediction_eta_seconds{comm=\"node\",listen_port=\"8080\",unit=\"\",scope=\"process\",resource=\"fds\"}"), "{text}");
+            // Alert state lives in the alert engine (/api/v1/alerts, Alertmanager), not here.
             assert!(!text.contains("alert_firing"), "{text}");
             promtool(&text);
+            let with_pid = render_with(snap, Some(&pr), &MetricsConfig { pid_label: true, ..Default::default() });
+            assert!(with_pid.contains("wsguard_prediction_usage_ratio{comm=\"node\",listen_port=\"8080\",unit=\"\",pid=\"4242\",scope=\"process\",resource=\"fds\"}"), "{with_pid}");
+            // max_series drops the label set's forecasts with it, and counts them.
+            let capped = render_with(snap, Some(&pr), &MetricsConfig { max_series: 0, ..Default::default() });
+            assert!(!capped.contains("scope=\"process\""), "{capped}");
+            assert!(capped.contains("wsguard_prediction_horizon_seconds 1800"), "{capped}");
         }
-        last = Some(pr);
+        last = Some((snap, pr));
     }
-    let text = super::metrics_text(&last.unwrap());
+    let (snap, pr) = last.unwrap();
+    let text = render_with(snap, Some(&pr), &cfg);
     for m in [
         "wsguard_prediction_precision{alertname=\"PredictedFdExhaustion\"} 1",
         "wsguard_prediction_recall{alertname=\"PredictedFdExhaustion\"} 1",
         "wsguard_prediction_lead_time_seconds{alertname=\"PredictedFdExhaustion\"}",
         "wsguard_prediction_eta_error_ratio{alertname=\"PredictedFdExhaustion\"}",
         "wsguard_prediction_true_positives_total{alertname=\"PredictedFdExhaustion\"} 1",
-        "wsguard_prediction_crisis_probability{",
+        "wsguard_prediction_crisis_probability{comm=\"node\",listen_port=\"8080\",unit=\"\",scope=\"process\"}",
+        "wsguard_prediction_crisis_probability{scope=\"host\"}",
         "wsguard_prediction_confidence{",
     ] {
         assert!(text.contains(m), "{m} missing:\n{text}");

@@ -90,7 +90,7 @@ const ALERT_COLS: [Col; 8] = [
     col("ALERT", 26, false, 0),
     col("TARGET", 20, false, 0),
     col("SINCE", 8, false, 1),
-    col("VALUE", 10, true, 2),
+    col("VALUE", 12, true, 2),
     col("ACK", 10, false, 1),
     col("FINGERPRINT", 16, false, 3),
 ];
@@ -113,7 +113,11 @@ pub fn alerts(f: &mut Frame, app: &App, area: Rect) {
                 fmt::cut(name(a), 26),
                 fmt::cut(&target(a), 20),
                 fmt::clock(&a.starts_at).to_string(),
-                a.value.map_or("-".into(), |v| format!("{v:.4}").trim_end_matches('0').trim_end_matches('.').to_string()),
+                match &a.forecast {
+                    // Forecast alerts: the ETA, not the rule's trigger value.
+                    Some(f) => format!("ETA {}", f.field("eta").unwrap_or_default()),
+                    None => a.value.map_or("-".into(), |v| format!("{v:.4}").trim_end_matches('0').trim_end_matches('.').to_string()),
+                },
                 match (&a.ack, a.silenced) {
                     (Some(ack), _) => fmt::cut(&ack.by, 10),
                     (None, true) => "silenced".into(),
