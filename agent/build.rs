@@ -37,20 +37,15 @@ fn main() -> anyhow::Result<()> {
     // aya-build runs `cargo build --package wsguard-ebpf` in the current directory; the eBPF
     // crate is its own workspace (with its own lock file), so run it from there.
     env::set_current_dir(&ebpf_dir)?;
-    let package = aya_build::Package {
-        name: "wsguard-ebpf",
-        root_dir: ebpf_dir.to_str().expect("utf-8 path"),
-        ..Default::default()
-    };
+    let package =
+        aya_build::Package { name: "wsguard-ebpf", root_dir: ebpf_dir.to_str().expect("utf-8 path"), ..Default::default() };
     aya_build::build_ebpf([package], aya_build::Toolchain::Custom(&toolchain))
 }
 
 fn default_toolchain() -> String {
     let list = Command::new("rustup").args(["toolchain", "list"]).output();
     match list {
-        Ok(o) if String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with("deb-web")) => {
-            "deb-web".into()
-        }
+        Ok(o) if String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with("deb-web")) => "deb-web".into(),
         _ => "nightly".into(),
     }
 }

@@ -256,12 +256,7 @@ impl FrameState {
     /// Take bytes from `win[..len]` (`1 <= len <= WINDOW`), the stream at the current position.
     /// Returns how many bytes were consumed (at least 1 unless `len == 0`).
     #[inline(always)]
-    pub fn consume<S: Sink>(
-        &mut self,
-        win: &[u8; WINDOW],
-        len: usize,
-        sink: &mut S,
-    ) -> Result<usize, Desync> {
+    pub fn consume<S: Sink>(&mut self, win: &[u8; WINDOW], len: usize, sink: &mut S) -> Result<usize, Desync> {
         if len == 0 {
             return Ok(0);
         }
@@ -296,12 +291,7 @@ impl FrameState {
 
     /// Parse a header from the carried-over partial header followed by `win[..len]`.
     #[inline(always)]
-    fn consume_header<S: Sink>(
-        &mut self,
-        win: &[u8; WINDOW],
-        len: usize,
-        sink: &mut S,
-    ) -> Result<usize, Desync> {
+    fn consume_header<S: Sink>(&mut self, win: &[u8; WINDOW], len: usize, sink: &mut S) -> Result<usize, Desync> {
         let old = (self.hdr_len as usize) & WMASK;
         if old == 0 {
             // No partial header (the common case): decode straight from the window. Only an
@@ -436,15 +426,7 @@ pub fn parse_header(buf: &[u8; WINDOW], have: usize) -> Result<Option<FrameHeade
         let m = 2 + ext;
         mask = [buf[m & WMASK], buf[(m + 1) & WMASK], buf[(m + 2) & WMASK], buf[(m + 3) & WMASK]];
     }
-    Ok(Some(FrameHeader {
-        fin,
-        rsv1: b0 & 0x40 != 0,
-        opcode: op,
-        masked,
-        payload_len,
-        header_len: header_len as u8,
-        mask,
-    }))
+    Ok(Some(FrameHeader { fin, rsv1: b0 & 0x40 != 0, opcode: op, masked, payload_len, header_len: header_len as u8, mask }))
 }
 
 #[cfg(test)]

@@ -33,18 +33,9 @@ const fn pad(s: &[u8]) -> [u8; NAME_LEN] {
     out
 }
 
-const REQUEST: Pattern = Pattern {
-    name: pad(b"upgrade:"),
-    name_len: 8,
-    token: pad(b"websocket"),
-    token_len: 9,
-};
-const RESPONSE: Pattern = Pattern {
-    name: pad(b"sec-websocket-extensions:"),
-    name_len: 25,
-    token: pad(b"permessage-deflate"),
-    token_len: 18,
-};
+const REQUEST: Pattern = Pattern { name: pad(b"upgrade:"), name_len: 8, token: pad(b"websocket"), token_len: 9 };
+const RESPONSE: Pattern =
+    Pattern { name: pad(b"sec-websocket-extensions:"), name_len: 25, token: pad(b"permessage-deflate"), token_len: 18 };
 
 /// Which head is being scanned.
 pub mod side {

@@ -51,10 +51,8 @@ impl Head {
         } else {
             ("sec-websocket-extensions", "permessage-deflate")
         };
-        let found = self
-            .headers
-            .iter()
-            .any(|(n, _, v)| n.eq_ignore_ascii_case(want_name) && v.to_ascii_lowercase().contains(token));
+        let found =
+            self.headers.iter().any(|(n, _, v)| n.eq_ignore_ascii_case(want_name) && v.to_ascii_lowercase().contains(token));
         let status = if self.side == side::RESPONSE { self.status } else { 0 };
         (head_len, Scan::Done, found, status)
     }

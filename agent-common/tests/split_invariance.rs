@@ -18,9 +18,7 @@
 
 use proptest::prelude::*;
 use proptest::sample::Index;
-use wsguard_common::frame::{
-    opcode, slot, Desync, DirCounters, FrameHeader, FrameState, Sink, NO_STATUS, WINDOW,
-};
+use wsguard_common::frame::{opcode, slot, Desync, DirCounters, FrameHeader, FrameState, Sink, NO_STATUS, WINDOW};
 
 // ---------------------------------------------------------------------------------------------
 // Recording sink
@@ -36,8 +34,7 @@ struct Rec {
 impl Sink for Rec {
     fn frame(&mut self, h: &FrameHeader) {
         self.c.record(h);
-        self.headers
-            .push((h.fin, h.rsv1, h.opcode, h.masked, h.payload_len, h.header_len, h.mask));
+        self.headers.push((h.fin, h.rsv1, h.opcode, h.masked, h.payload_len, h.header_len, h.mask));
     }
     fn close_code(&mut self, code: u16) {
         self.codes.push(code);
@@ -234,15 +231,7 @@ fn truth(frames: &[GenFrame]) -> Rec {
         if f.op == opcode::CLOSE {
             r.codes.push(f.close_code.unwrap_or(NO_STATUS));
         }
-        r.headers.push((
-            f.fin,
-            f.rsv1,
-            f.op,
-            f.mask.is_some(),
-            f.len as u64,
-            p.header_len as u8,
-            f.mask.unwrap_or([0; 4]),
-        ));
+        r.headers.push((f.fin, f.rsv1, f.op, f.mask.is_some(), f.len as u64, p.header_len as u8, f.mask.unwrap_or([0; 4])));
     }
     r
 }
@@ -280,29 +269,19 @@ fn close_code() -> impl Strategy<Value = u16> {
 }
 
 fn control_frame() -> impl Strategy<Value = GenFrame> {
-    let ping_pong = (prop::sample::select(vec![opcode::PING, opcode::PONG]), control_len(), mask(), any::<u64>())
-        .prop_map(|(op, len, mask, seed)| GenFrame {
-            fin: true,
-            rsv1: false,
-            op,
-            mask,
-            enc: LenEnc::Minimal,
-            close_code: None,
-            len,
-            seed,
-        });
-    let close = (prop::option::of((close_code(), 0usize..=123)), mask(), any::<u64>()).prop_map(
-        |(code, mask, seed)| GenFrame {
-            fin: true,
-            rsv1: false,
-            op: opcode::CLOSE,
-            mask,
-            enc: LenEnc::Minimal,
-            close_code: code.map(|(c, _)| c),
-            len: code.map_or(0, |(_, reason)| 2 + reason),
-            seed,
-        },
+    let ping_pong = (prop::sample::select(vec![opcode::PING, opcode::PONG]), control_len(), mask(), any::<u64>()).prop_map(
+        |(op, len, mask, seed)| GenFrame { fin: true, rsv1: false, op, mask, enc: LenEnc::Minimal, close_code: None, len, seed },
     );
+    let close = (prop::option::of((close_code(), 0usize..=123)), mask(), any::<u64>()).prop_map(|(code, mask, seed)| GenFrame {
+        fin: true,
+        rsv1: false,
+        op: opcode::CLOSE,
+        mask,
+        enc: LenEnc::Minimal,
+        close_code: code.map(|(c, _)| c),
+        len: code.map_or(0, |(_, reason)| 2 + reason),
+        seed,
+    });
     prop_oneof![2 => ping_pong, 1 => close]
 }
 
@@ -310,10 +289,7 @@ fn control_frame() -> impl Strategy<Value = GenFrame> {
 fn data_message(rsv1_ok: bool) -> impl Strategy<Value = Vec<GenFrame>> {
     (
         prop::sample::select(vec![opcode::TEXT, opcode::BINARY]),
-        prop::collection::vec(
-            (data_len(), len_enc(), mask(), any::<u64>(), prop::collection::vec(control_frame(), 0..2)),
-            1..5,
-        ),
+        prop::collection::vec((data_len(), len_enc(), mask(), any::<u64>(), prop::collection::vec(control_frame(), 0..2)), 1..5),
         any::<bool>(),
     )
         .prop_map(move |(op, frags, rsv1)| {
@@ -340,11 +316,8 @@ fn data_message(rsv1_ok: bool) -> impl Strategy<Value = Vec<GenFrame>> {
 }
 
 fn stream(rsv1_ok: bool) -> impl Strategy<Value = Vec<GenFrame>> {
-    prop::collection::vec(
-        prop_oneof![3 => data_message(rsv1_ok), 1 => control_frame().prop_map(|f| vec![f])],
-        0..8,
-    )
-    .prop_map(|m| m.into_iter().flatten().collect())
+    prop::collection::vec(prop_oneof![3 => data_message(rsv1_ok), 1 => control_frame().prop_map(|f| vec![f])], 0..8)
+        .prop_map(|m| m.into_iter().flatten().collect())
 }
 
 /// A stream with its deflate flag, and cut points: random ones plus ones aimed inside headers
@@ -558,10 +531,46 @@ fn reference(data: &[u8], rsv1_ok: bool) -> (Rec, Result<(), Desync>) {
 #[test]
 fn reference_agrees_with_truth_on_a_fixed_stream() {
     let frames = vec![
-        GenFrame { fin: false, rsv1: true, op: opcode::TEXT, mask: Some([1, 2, 3, 4]), enc: LenEnc::Minimal, close_code: None, len: 126, seed: 7 },
-        GenFrame { fin: true, rsv1: false, op: opcode::PING, mask: None, enc: LenEnc::Minimal, close_code: None, len: 125, seed: 8 },
-        GenFrame { fin: true, rsv1: false, op: opcode::CONTINUATION, mask: None, enc: LenEnc::Force64, close_code: None, len: 3, seed: 9 },
-        GenFrame { fin: true, rsv1: false, op: opcode::CLOSE, mask: Some([9, 8, 7, 6]), enc: LenEnc::Minimal, close_code: Some(4001), len: 5, seed: 10 },
+        GenFrame {
+            fin: false,
+            rsv1: true,
+            op: opcode::TEXT,
+            mask: Some([1, 2, 3, 4]),
+            enc: LenEnc::Minimal,
+            close_code: None,
+            len: 126,
+            seed: 7,
+        },
+        GenFrame {
+            fin: true,
+            rsv1: false,
+            op: opcode::PING,
+            mask: None,
+            enc: LenEnc::Minimal,
+            close_code: None,
+            len: 125,
+            seed: 8,
+        },
+        GenFrame {
+            fin: true,
+            rsv1: false,
+            op: opcode::CONTINUATION,
+            mask: None,
+            enc: LenEnc::Force64,
+            close_code: None,
+            len: 3,
+            seed: 9,
+        },
+        GenFrame {
+            fin: true,
+            rsv1: false,
+            op: opcode::CLOSE,
+            mask: Some([9, 8, 7, 6]),
+            enc: LenEnc::Minimal,
+            close_code: Some(4001),
+            len: 5,
+            seed: 10,
+        },
     ];
     let (data, _) = encode(&frames);
     let (r, res) = reference(&data, true);
@@ -577,8 +586,16 @@ fn headerish_bytes() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(
         prop_oneof![
             // a plausible header start + a few payload bytes
-            (any::<u8>(), prop::sample::select(vec![0u8, 1, 2, 3, 125, 126, 127, 0x80, 0x81, 0x82, 0xfd, 0xfe, 0xff]), prop::collection::vec(any::<u8>(), 0..12))
-                .prop_map(|(b0, b1, mut tail)| { let mut v = vec![b0, b1]; v.append(&mut tail); v }),
+            (
+                any::<u8>(),
+                prop::sample::select(vec![0u8, 1, 2, 3, 125, 126, 127, 0x80, 0x81, 0x82, 0xfd, 0xfe, 0xff]),
+                prop::collection::vec(any::<u8>(), 0..12)
+            )
+                .prop_map(|(b0, b1, mut tail)| {
+                    let mut v = vec![b0, b1];
+                    v.append(&mut tail);
+                    v
+                }),
             prop::collection::vec(any::<u8>(), 0..8),
         ],
         0..24,
@@ -664,12 +681,66 @@ fn every_cut_of_a_boundary_stream() {
     // 125/126/65535/65536 boundaries, masked close with code, all cut at every single point
     // around the headers (two cuts at a time for the short prefix).
     let frames = vec![
-        GenFrame { fin: true, rsv1: false, op: opcode::TEXT, mask: Some([0xde, 0xad, 0xbe, 0xef]), enc: LenEnc::Minimal, close_code: None, len: 125, seed: 1 },
-        GenFrame { fin: false, rsv1: false, op: opcode::BINARY, mask: None, enc: LenEnc::Minimal, close_code: None, len: 126, seed: 2 },
-        GenFrame { fin: true, rsv1: false, op: opcode::CLOSE, mask: Some([0x55, 0xaa, 0x0f, 0xf0]), enc: LenEnc::Minimal, close_code: Some(1001), len: 2, seed: 3 },
-        GenFrame { fin: false, rsv1: false, op: opcode::CONTINUATION, mask: Some([1, 1, 1, 1]), enc: LenEnc::Minimal, close_code: None, len: 65535, seed: 4 },
-        GenFrame { fin: true, rsv1: false, op: opcode::CONTINUATION, mask: None, enc: LenEnc::Minimal, close_code: None, len: 65536, seed: 5 },
-        GenFrame { fin: true, rsv1: false, op: opcode::CLOSE, mask: None, enc: LenEnc::Minimal, close_code: None, len: 0, seed: 6 },
+        GenFrame {
+            fin: true,
+            rsv1: false,
+            op: opcode::TEXT,
+            mask: Some([0xde, 0xad, 0xbe, 0xef]),
+            enc: LenEnc::Minimal,
+            close_code: None,
+            len: 125,
+            seed: 1,
+        },
+        GenFrame {
+            fin: false,
+            rsv1: false,
+            op: opcode::BINARY,
+            mask: None,
+            enc: LenEnc::Minimal,
+            close_code: None,
+            len: 126,
+            seed: 2,
+        },
+        GenFrame {
+            fin: true,
+            rsv1: false,
+            op: opcode::CLOSE,
+            mask: Some([0x55, 0xaa, 0x0f, 0xf0]),
+            enc: LenEnc::Minimal,
+            close_code: Some(1001),
+            len: 2,
+            seed: 3,
+        },
+        GenFrame {
+            fin: false,
+            rsv1: false,
+            op: opcode::CONTINUATION,
+            mask: Some([1, 1, 1, 1]),
+            enc: LenEnc::Minimal,
+            close_code: None,
+            len: 65535,
+            seed: 4,
+        },
+        GenFrame {
+            fin: true,
+            rsv1: false,
+            op: opcode::CONTINUATION,
+            mask: None,
+            enc: LenEnc::Minimal,
+            close_code: None,
+            len: 65536,
+            seed: 5,
+        },
+        GenFrame {
+            fin: true,
+            rsv1: false,
+            op: opcode::CLOSE,
+            mask: None,
+            enc: LenEnc::Minimal,
+            close_code: None,
+            len: 0,
+            seed: 6,
+        },
     ];
     let (data, placed) = encode(&frames);
     let want = truth(&frames);

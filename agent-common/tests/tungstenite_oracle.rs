@@ -78,9 +78,8 @@ fn expect_bytes(data: &[u8]) -> Rec {
         if start == data.len() {
             return r;
         }
-        let (hdr, len) = TFrameHeader::parse(&mut cur)
-            .expect("tungstenite rejects the stream")
-            .expect("truncated frame in a captured stream");
+        let (hdr, len) =
+            TFrameHeader::parse(&mut cur).expect("tungstenite rejects the stream").expect("truncated frame in a captured stream");
         let p = cur.position() as usize;
         let mut first = [0u8; 2];
         for (i, b) in first.iter_mut().enumerate() {
@@ -114,8 +113,7 @@ fn feed_cuts(data: &[u8], cuts: &[usize], rsv1_ok: bool) -> Rec {
     let mut r = Rec::default();
     let mut start = 0;
     for &end in cuts.iter().chain(std::iter::once(&data.len())) {
-        st.feed(&data[start..end], &mut r)
-            .unwrap_or_else(|e| panic!("desync {e:?} with cuts {cuts:?}"));
+        st.feed(&data[start..end], &mut r).unwrap_or_else(|e| panic!("desync {e:?} with cuts {cuts:?}"));
         start = end;
     }
     assert!(st.at_boundary());
@@ -383,21 +381,14 @@ fn tungstenite_websocket_conversation_counted_exactly() {
     conn.client.send(Message::text("hello server")).unwrap();
     conn.client.send(Message::binary(vec![1u8; 126])).unwrap();
     conn.client.send(Message::Ping(Bytes::from_static(b"ping-1"))).unwrap();
-    conn.client
-        .send(Message::Frame(Frame::message(Bytes::from_static(b"part one, "), OpCode::Data(Data::Text), false)))
-        .unwrap();
+    conn.client.send(Message::Frame(Frame::message(Bytes::from_static(b"part one, "), OpCode::Data(Data::Text), false))).unwrap();
     conn.client.send(Message::Ping(Bytes::new())).unwrap();
     conn.client
         .send(Message::Frame(Frame::message(Bytes::from_static(b"part two, "), OpCode::Data(Data::Continue), false)))
         .unwrap();
-    conn.client
-        .send(Message::Frame(Frame::message(Bytes::from_static(b"end"), OpCode::Data(Data::Continue), true)))
-        .unwrap();
+    conn.client.send(Message::Frame(Frame::message(Bytes::from_static(b"end"), OpCode::Data(Data::Continue), true))).unwrap();
     let (_, at_server) = conn.pump();
-    assert_eq!(
-        at_server.iter().filter(|m| matches!(m, Message::Text(t) if t.as_str() == "part one, part two, end")).count(),
-        1
-    );
+    assert_eq!(at_server.iter().filter(|m| matches!(m, Message::Text(t) if t.as_str() == "part one, part two, end")).count(), 1);
 
     // Server → client: a big binary (64-bit length), a 16-bit one, a ping the client answers.
     conn.server.send(Message::binary(vec![7u8; 70_000])).unwrap();
@@ -407,9 +398,7 @@ fn tungstenite_websocket_conversation_counted_exactly() {
     conn.pump();
 
     // The client closes with a code; the server echoes it.
-    conn.client
-        .close(Some(CloseFrame { code: CloseCode::Library(4000), reason: "bye".into() }))
-        .unwrap();
+    conn.client.close(Some(CloseFrame { code: CloseCode::Library(4000), reason: "bye".into() })).unwrap();
     let (at_client, at_server) = conn.pump();
     assert!(at_server.iter().any(|m| matches!(m, Message::Close(Some(f)) if f.code == CloseCode::Library(4000))));
     assert!(at_client.iter().any(|m| matches!(m, Message::Close(_))));

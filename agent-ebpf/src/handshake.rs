@@ -100,4 +100,3 @@ fn on_upgrade(key: &ConnKey, c: &ConnState, now: u64) {
     }
     emit(kind::UPGRADED, key, c, latency, 101, 0);
 }
-

@@ -21,12 +21,9 @@ use wsguard_common::{
 use crate::{
     atomic,
     copy::{frame_in, frame_out},
-    maps,
-    maps::{
-        bump, WSG_CLOSE_CODES, WSG_CONNS, WSG_EVENTS, WSG_FDBITS, WSG_INIT_CONN, WSG_PROCS,
-        WSG_WATCHED, WSG_ZERO_PROC,
-    },
-    handshake, regs,
+    handshake, maps,
+    maps::{bump, WSG_CLOSE_CODES, WSG_CONNS, WSG_EVENTS, WSG_FDBITS, WSG_INIT_CONN, WSG_PROCS, WSG_WATCHED, WSG_ZERO_PROC},
+    regs,
     walk::{self, mode, saw, verdict, Walk},
 };
 
@@ -354,15 +351,7 @@ fn on_data(key: ConnKey, dir: Dir, buf: u64, iov: u64, cnt: u64, len: u64) {
 }
 
 #[inline(always)]
-fn on_frames_seen(
-    key: &ConnKey,
-    c: &mut ConnState,
-    dir: Dir,
-    w: &Walk,
-    now: u64,
-    counted: bool,
-    p: Option<&mut ProcStats>,
-) {
+fn on_frames_seen(key: &ConnKey, c: &mut ConnState, dir: Dir, w: &Walk, now: u64, counted: bool, p: Option<&mut ProcStats>) {
     let s = w.acc.saw;
     if dir == Dir::Tx {
         if s & saw::PING != 0 && c.ping_ns == 0 {

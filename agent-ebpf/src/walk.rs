@@ -135,12 +135,7 @@ impl Walk {
         // SAFETY: `step` has the callback signature bpf_loop expects; it finds its state in
         // WSG_WALK, so the context is a dummy stack slot.
         unsafe {
-            generated::bpf_loop(
-                STEP_BUDGET,
-                step as *mut c_void,
-                &mut unused as *mut u64 as *mut c_void,
-                0,
-            );
+            generated::bpf_loop(STEP_BUDGET, step as *mut c_void, &mut unused as *mut u64 as *mut c_void, 0);
         }
         !(self.verdict == verdict::NONE && self.total_left > 0 && (self.seg_left > 0 || self.iov_left > 0))
     }
@@ -160,9 +155,8 @@ impl Walk {
             n = WINDOW as u64;
         }
         // SAFETY: the helper checks the user address; n <= 16 = win's size.
-        let rc = unsafe {
-            generated::bpf_probe_read_user(self.win.as_mut_ptr() as *mut c_void, n as u32, self.seg as *const c_void)
-        };
+        let rc =
+            unsafe { generated::bpf_probe_read_user(self.win.as_mut_ptr() as *mut c_void, n as u32, self.seg as *const c_void) };
         if rc != 0 {
             self.verdict = verdict::FAULT;
             return None;

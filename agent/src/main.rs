@@ -5,11 +5,17 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use wsguard::{
-    alert,
+    app::config::Config,
+    app::reload,
+    app::run,
+    cli::alerts,
+    cli::client,
+    cli::completions,
+    cli::config_cmd,
+    cli::doctor,
+    cli::remediation,
     cli::{Cli, Command, ConfigCommand, HistoryCommand},
-    client, completions,
-    config::Config,
-    config_cmd, doctor, history, predict, probe, reload, remediate, run, top,
+    history, predict, probe, top,
 };
 
 #[tokio::main]
@@ -44,16 +50,14 @@ async fn main() -> ExitCode {
             Ok(false) => return ExitCode::from(1),
             Err(e) => Err(e),
         },
-        Command::Detach { config } => Config::load(config.as_deref())
-            .map_err(anyhow::Error::from)
-            .and_then(|cfg| {
-                probe::remove(&cfg.probe.pin_path)?;
-                println!("removed {}", cfg.probe.pin_path.display());
-                Ok(())
-            }),
+        Command::Detach { config } => Config::load(config.as_deref()).map_err(anyhow::Error::from).and_then(|cfg| {
+            probe::remove(&cfg.probe.pin_path)?;
+            println!("removed {}", cfg.probe.pin_path.display());
+            Ok(())
+        }),
         Command::Replay { file, speed, json, config } => predict::replay::run(&file, config.as_deref(), speed, json),
-        Command::Alerts { command, api } => alert::cli::run(command, api).await,
-        Command::Remediation { command, at } => remediate::cli::run(command, at).await,
+        Command::Alerts { command, api } => alerts::run(command, api).await,
+        Command::Remediation { command, at } => remediation::run(command, at).await,
         Command::History { command: HistoryCommand::Export { since, state_dir, api } } => {
             predict::replay::history_export(&api, state_dir.as_deref(), &since).await
         }

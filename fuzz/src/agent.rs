@@ -11,13 +11,13 @@ use std::{
 use axum::{body::Body, http::Request, Router};
 use tower::ServiceExt;
 use wsguard::{
-    alert::{service::AlertService, silence::Matcher, silence::MatchOp, AlertConfig, Labels},
+    alert::{service::AlertService, silence::MatchOp, silence::Matcher, AlertConfig, Labels},
     api,
-    config::Config,
-    conns::ConnectionSnapshot,
+    app::config::Config,
+    export::metrics::MetricsConfig,
     history::{History, HistoryConfig},
-    metrics::MetricsConfig,
-    snapshot::Snapshot,
+    model::snapshot::Snapshot,
+    track::conns::ConnectionSnapshot,
 };
 
 const CONFIG_PATH: &str = "/fuzz/wsguard.toml";
@@ -77,13 +77,13 @@ fn check_request(method: u8, auth: bool, rest: &[u8]) {
         None => (rest, &[][..]),
     };
     let Ok(uri) = std::str::from_utf8(line) else { return };
-    let mut req = Request::builder().method(methods[method as usize % methods.len()]).uri(uri).header("content-type", "application/json");
+    let mut req =
+        Request::builder().method(methods[method as usize % methods.len()]).uri(uri).header("content-type", "application/json");
     let (router, token) = api_router();
     if auth {
         req = req.header("authorization", format!("Bearer {token}"));
     }
-    let Ok(req) = req.body(Body::from(body.to_vec()))
-    else {
+    let Ok(req) = req.body(Body::from(body.to_vec())) else {
         return; // not a request hyper would have accepted either
     };
     let (status, json, body) = runtime().block_on(async {
@@ -95,7 +95,8 @@ fn check_request(method: u8, auth: bool, rest: &[u8]) {
     // wsguard's own errors are `{"error": "..."}`; axum's extractor rejections (405 with an
     // empty body, a query string that does not deserialize) are plain text (docs/api.md).
     if json {
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{uri:?}: {status}: invalid JSON: {e}"));
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{uri:?}: {status}: invalid JSON: {e}"));
         if !status.is_success() {
             assert!(v["error"].is_string(), "{uri:?}: {status} without an error message: {v}");
         }
@@ -121,7 +122,7 @@ fn api_router() -> &'static (Router, String) {
         std::fs::create_dir_all(&dir).expect("state dir");
         let history = Arc::new(History::memory_only(HistoryConfig::default()));
         let mut shared = api::Shared::new(history.clone(), MetricsConfig::default());
-        let token = wsguard::token::load_or_create(&dir.join("api-token")).expect("token");
+        let token = wsguard::api::token::load_or_create(&dir.join("api-token")).expect("token");
         let secret = token.as_str().to_owned();
         shared.token = Ok(token);
         shared.alerts = Some(Arc::new(AlertService::open(AlertConfig::default(), 20, &dir)));

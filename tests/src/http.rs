@@ -32,7 +32,14 @@ pub fn status_of(api: &str, method: &str, path: &str) -> Result<u16> {
     Ok(request(api, method, path, None, "{}")?.0)
 }
 
-fn exchange<S: Read + Write>(mut s: S, host: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> Result<(u16, String)> {
+fn exchange<S: Read + Write>(
+    mut s: S,
+    host: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Result<(u16, String)> {
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     write!(
         s,

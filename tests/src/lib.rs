@@ -14,11 +14,9 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use tungstenite::protocol::{
-    frame::{
-        coding::{CloseCode, Control, Data, OpCode},
-        CloseFrame, Frame,
-    },
+use tungstenite::protocol::frame::{
+    coding::{CloseCode, Control, Data, OpCode},
+    CloseFrame, Frame,
 };
 
 pub mod http;
@@ -52,9 +50,7 @@ pub fn scratch_dir(name: &str) -> PathBuf {
 }
 
 pub fn agent_bin() -> PathBuf {
-    std::env::var_os("WSGUARD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/release/wsguard"))
+    std::env::var_os("WSGUARD_BIN").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/release/wsguard"))
 }
 
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
@@ -95,7 +91,16 @@ impl Agent {
                 dir.join("state").display()
             ),
         )?;
-        let mut a = Agent { child: None, api: format!("http://127.0.0.1:{port}"), config, dir: dir.clone(), pin, rust_log: "info".into(), wrapper: Vec::new(), log: dir.join("agent.log") };
+        let mut a = Agent {
+            child: None,
+            api: format!("http://127.0.0.1:{port}"),
+            config,
+            dir: dir.clone(),
+            pin,
+            rust_log: "info".into(),
+            wrapper: Vec::new(),
+            log: dir.join("agent.log"),
+        };
         a.spawn(true)?;
         Ok(a)
     }
@@ -452,9 +457,7 @@ impl RawClient {
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Ok(()),
                 Ok(n) => self.received.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
-                    return Ok(())
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => return Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(()),
                 Err(e) => return Err(e.into()),
             }
@@ -571,11 +574,14 @@ pub mod enc {
         f.header_mut().opcode = OpCode::Control(Control::Reserved(0xB));
         fmt(f)
     }
-
 }
 
 /// Run the `wsguard` binary (the one the agent runs) with `args`; stdout, stderr and the exit code.
 pub fn wsguard(args: &[&str]) -> Result<(String, String, i32)> {
     let out = Command::new(agent_bin()).args(args).output()?;
-    Ok((String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into(), out.status.code().unwrap_or(-1)))
+    Ok((
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+        out.status.code().unwrap_or(-1),
+    ))
 }

@@ -97,11 +97,7 @@ impl Receiver {
     }
 
     pub fn records(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.file)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        std::fs::read_to_string(&self.file).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 
     /// (alertname, status) of every alert in every notice received, in arrival order.

@@ -20,7 +20,9 @@ fn list(agent: &Agent) -> Result<Vec<Value>> {
 }
 
 fn quota_alert(agent: &Agent, pid: u32) -> Result<Option<Value>> {
-    Ok(list(agent)?.into_iter().find(|a| a["labels"]["alertname"] == "ClientConnectionQuota" && a["labels"]["pid"].as_str() == Some(pid.to_string().as_str())))
+    Ok(list(agent)?.into_iter().find(|a| {
+        a["labels"]["alertname"] == "ClientConnectionQuota" && a["labels"]["pid"].as_str() == Some(pid.to_string().as_str())
+    }))
 }
 
 /// Poll until `pred` holds for the quota alert; returns it and how long it took.
@@ -40,7 +42,8 @@ fn wait_quota(agent: &Agent, pid: u32, within: Duration, pred: impl Fn(&Value) -
 }
 
 fn post(url: &str, token: Option<&str>, body: &str) -> Result<(u16, String)> {
-    let mut args = vec!["-s", "-o", "/dev/stderr", "-w", "%{http_code}", "-X", "POST", "-H", "Content-Type: application/json", "-d", body];
+    let mut args =
+        vec!["-s", "-o", "/dev/stderr", "-w", "%{http_code}", "-X", "POST", "-H", "Content-Type: application/json", "-d", body];
     let auth;
     if let Some(t) = token {
         auth = format!("Authorization: Bearer {t}");
@@ -87,7 +90,8 @@ fn client_over_quota_fires_acks_survive_restart_and_resolve() -> Result<()> {
 
     let token_file = agent.dir.join("state/api-token");
     let tf = token_file.to_str().unwrap();
-    let (_, err, code) = wsguard(&["alerts", "ack", &fp[..8], "--by", "oncall", "-m", "looking", "--api", &agent.api, "--token-file", tf])?;
+    let (_, err, code) =
+        wsguard(&["alerts", "ack", &fp[..8], "--by", "oncall", "-m", "looking", "--api", &agent.api, "--token-file", tf])?;
     assert_eq!(code, 0, "{err}");
     let a = quota_alert(&agent, server.pid)?.unwrap();
     assert_eq!((a["acknowledged"].clone(), a["ack"]["by"].clone()), (Value::from(true), Value::from("oncall")));
@@ -97,9 +101,17 @@ fn client_over_quota_fires_acks_survive_restart_and_resolve() -> Result<()> {
     agent.spawn(false)?;
     std::thread::sleep(3 * INTERVAL);
     let a = quota_alert(&agent, server.pid)?.expect("alert restored");
-    assert_eq!((a["status"].as_str(), a["acknowledged"].as_bool(), a["occurrences"].as_u64()), (Some("firing"), Some(true), Some(1)));
+    assert_eq!(
+        (a["status"].as_str(), a["acknowledged"].as_bool(), a["occurrences"].as_u64()),
+        (Some("firing"), Some(true), Some(1))
+    );
     let history: Value = serde_json::from_str(&wsguard(&["alerts", "history", "--json", "--api", &agent.api])?.0)?;
-    let firings = history.as_array().unwrap().iter().filter(|e| e["transition"]["fingerprint"] == fp.as_str() && e["transition"]["kind"] == "firing").count();
+    let firings = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["transition"]["fingerprint"] == fp.as_str() && e["transition"]["kind"] == "firing")
+        .count();
     assert_eq!(firings, 1, "one firing in the alert history across the restart: {history:#}");
 
     // Close 6: 19 < 20 resolves it within two intervals.
@@ -129,16 +141,44 @@ fn manual_alerts_and_silences_from_the_cli() -> Result<()> {
     // (Other processes on the host may have alerts of their own; only manual ones matter here.)
     assert!(!list(&agent)?.iter().any(|a| a["manual"] == true));
 
-    let (out, err, code) = wsguard(&["alerts", "fire", "--severity", "critical", "-m", "disk on fire", "-l", "team=storage", "--api", api, "--token-file", tf])?;
+    let (out, err, code) = wsguard(&[
+        "alerts",
+        "fire",
+        "--severity",
+        "critical",
+        "-m",
+        "disk on fire",
+        "-l",
+        "team=storage",
+        "--api",
+        api,
+        "--token-file",
+        tf,
+    ])?;
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("fired "), "{out}");
     let all = list(&agent)?;
     let m = all.iter().find(|a| a["labels"]["alertname"] == "ManualAlert").expect("manual alert listed");
-    assert_eq!((m["status"].as_str(), m["severity"].as_str(), m["manual"].as_bool()), (Some("firing"), Some("critical"), Some(true)));
+    assert_eq!(
+        (m["status"].as_str(), m["severity"].as_str(), m["manual"].as_bool()),
+        (Some("firing"), Some("critical"), Some(true))
+    );
     assert_eq!(m["annotations"]["summary"], "disk on fire");
     let fp = m["fingerprint"].as_str().unwrap().to_string();
 
-    let (out, err, code) = wsguard(&["alerts", "silence", "team=storage", "--duration", "1h", "-m", "maintenance", "--api", api, "--token-file", tf])?;
+    let (out, err, code) = wsguard(&[
+        "alerts",
+        "silence",
+        "team=storage",
+        "--duration",
+        "1h",
+        "-m",
+        "maintenance",
+        "--api",
+        api,
+        "--token-file",
+        tf,
+    ])?;
     assert_eq!(code, 0, "{err}");
     let id = out.split_whitespace().nth(1).unwrap().to_string();
     let (out, _, _) = wsguard(&["alerts", "show", &fp, "--json", "--api", api])?;

@@ -40,7 +40,13 @@ fn start_alertmanager(dir: &Path) -> Result<(Proc, u16)> {
 
 fn am_quota(am: u16, pid: u32) -> Option<Value> {
     let alerts = http_get_json(&format!("http://127.0.0.1:{am}/api/v2/alerts")).ok()?;
-    alerts.as_array()?.iter().find(|a| a["labels"]["alertname"] == "ClientConnectionQuota" && a["labels"]["pid"].as_str() == Some(pid.to_string().as_str())).cloned()
+    alerts
+        .as_array()?
+        .iter()
+        .find(|a| {
+            a["labels"]["alertname"] == "ClientConnectionQuota" && a["labels"]["pid"].as_str() == Some(pid.to_string().as_str())
+        })
+        .cloned()
 }
 
 #[test]

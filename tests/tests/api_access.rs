@@ -112,7 +112,13 @@ fn unauthenticated_mutation_is_refused() -> Result<()> {
     let token = agent.token()?;
     let mode = std::fs::metadata(agent.dir.join("state/api-token"))?.permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the token file is root's alone");
-    let (code, body) = request(&agent.api, "POST", "/api/v1/silences", Some(&token), r#"{"matchers":["alertname=SecTest"],"duration":"1h","created_by":"test"}"#)?;
+    let (code, body) = request(
+        &agent.api,
+        "POST",
+        "/api/v1/silences",
+        Some(&token),
+        r#"{"matchers":["alertname=SecTest"],"duration":"1h","created_by":"test"}"#,
+    )?;
     assert_eq!(code, 201, "the right token is accepted: {body}");
     let paths = [
         "/health",
@@ -155,7 +161,12 @@ fn cli_as_root(args: &[&str]) -> Result<std::process::Output> {
 }
 
 fn said(o: &std::process::Output) -> String {
-    format!("status {:?}\nstdout: {}\nstderr: {}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// The API on its Unix socket (default `<state_dir>/api.sock`, 0600): root changes state there
@@ -175,7 +186,18 @@ fn api_socket_trusts_root_and_nobody_else() -> Result<()> {
     let api = format!("unix:{}", sock.display());
 
     // Root, no token anywhere: the CLI sends none over the socket, and the agent accepts.
-    let out = cli_as_root(&["alerts", "fire", "--api", &api, "--severity", "warning", "-m", "socket test", "-l", "alertname=SockTest"])?;
+    let out = cli_as_root(&[
+        "alerts",
+        "fire",
+        "--api",
+        &api,
+        "--severity",
+        "warning",
+        "-m",
+        "socket test",
+        "-l",
+        "alertname=SockTest",
+    ])?;
     assert!(out.status.success(), "{}", said(&out));
     let fp = String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1).context("fired FP")?.to_owned();
     let (code, body) = unix_request(&sock, "POST", &format!("/api/v1/alerts/{fp}/resolve"), None, "")?;
@@ -218,7 +240,10 @@ fn api_socket_group_reads_and_listed_uids_change() -> Result<()> {
     let fire = ["alerts", "fire", "--api", &api, "-m", "from nobody", "-l", "alertname=NobodyTest"];
     for uids in ["[]", "[65534]"] {
         agent.stop(libc::SIGTERM);
-        std::fs::write(&agent.config, base.replace("[api]\n", &format!("[api]\nsocket_group = \"65534\"\nsocket_uids = {uids}\n")))?;
+        std::fs::write(
+            &agent.config,
+            base.replace("[api]\n", &format!("[api]\nsocket_group = \"65534\"\nsocket_uids = {uids}\n")),
+        )?;
         agent.spawn(false)?;
         let meta = std::fs::metadata(&sock)?;
         assert_eq!((meta.permissions().mode() & 0o777, std::os::unix::fs::MetadataExt::gid(&meta)), (0o660, 65534));

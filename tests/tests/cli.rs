@@ -234,11 +234,7 @@ fn completions_for_each_shell() {
     // The bash script is valid bash and registers the completion function.
     let dir = scratch_dir("cli-completions");
     let script = write(&dir, "wsguard.bash", &wsguard(&["completions", "bash"]).unwrap().stdout);
-    let o = Command::new("bash")
-        .arg("-c")
-        .arg(format!("source {} && complete -p wsguard", script.display()))
-        .output()
-        .unwrap();
+    let o = Command::new("bash").arg("-c").arg(format!("source {} && complete -p wsguard", script.display())).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("wsguard"));
     let o = wsguard(&["completions", "tcsh"]).unwrap();

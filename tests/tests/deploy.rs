@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use wsguard_integration::{agent_bin, enc, http_get, repo_root, scratch_dir, require_root, Agent, RawClient, Server, Split};
+use wsguard_integration::{agent_bin, enc, http_get, repo_root, require_root, scratch_dir, Agent, RawClient, Server, Split};
 
 fn config_path(rel: &str) -> PathBuf {
     repo_root().join("config").join(rel)
@@ -50,11 +50,7 @@ fn systemd_unit_verifies() {
     assert!(unit.contains("StateDirectory=wsguard"));
     // Exactly the capabilities docs/deployment.md explains.
     for key in ["CapabilityBoundingSet=", "AmbientCapabilities="] {
-        let caps: BTreeSet<&str> = unit
-            .lines()
-            .filter_map(|l| l.strip_prefix(key))
-            .flat_map(str::split_whitespace)
-            .collect();
+        let caps: BTreeSet<&str> = unit.lines().filter_map(|l| l.strip_prefix(key)).flat_map(str::split_whitespace).collect();
         let want = [
             "CAP_BPF",
             "CAP_PERFMON",
@@ -70,10 +66,7 @@ fn systemd_unit_verifies() {
     }
     // Reload: validate, then SIGHUP (tests/tests/reload.rs checks what the agent does with it).
     let reload: Vec<&str> = unit.lines().filter_map(|l| l.strip_prefix("ExecReload=")).collect();
-    assert_eq!(
-        reload,
-        ["/usr/local/bin/wsguard config check --config /etc/wsguard/wsguard.toml", "/bin/kill -HUP $MAINPID"]
-    );
+    assert_eq!(reload, ["/usr/local/bin/wsguard config check --config /etc/wsguard/wsguard.toml", "/bin/kill -HUP $MAINPID"]);
     // `verify` checks that the binaries exist: point the unit at the built one.
     let dir = scratch_dir("deploy-systemd");
     let path = dir.join("wsguard.service");
@@ -375,7 +368,9 @@ fn metric_name_extraction() {
     );
     assert_eq!(names, BTreeSet::from(["wsguard_websocket_frames_total".to_owned(), "wsguard_a_sum".to_owned()]));
     let text = "# TYPE wsguard_rtt_seconds summary\nwsguard_rtt_seconds_sum 0\nwsguard_up 1\nwsguard_l{a=\"b\"} 2\n";
-    for (name, yes) in [("wsguard_rtt_seconds", true), ("wsguard_up", true), ("wsguard_l", true), ("wsguard_u", false), ("wsguard_rtt", false)] {
+    for (name, yes) in
+        [("wsguard_rtt_seconds", true), ("wsguard_up", true), ("wsguard_l", true), ("wsguard_u", false), ("wsguard_rtt", false)]
+    {
         assert_eq!(exported(text, name), yes, "{name}");
     }
 }

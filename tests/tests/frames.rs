@@ -6,7 +6,9 @@ use std::time::Duration;
 use anyhow::Result;
 use serde_json::Value;
 use wsguard_integration::{
-    enc, oracle::{self, Counts}, require_root, Agent, RawClient, Server, Split,
+    enc,
+    oracle::{self, Counts},
+    require_root, Agent, RawClient, Server, Split,
 };
 
 /// Frames a client sends: data of all sizes (7-, 16- and 64-bit lengths), a fragmented message
@@ -108,11 +110,7 @@ fn thousands_of_tiny_frames() -> Result<()> {
     if !require_root() {
         return Ok(());
     }
-    let servers = [
-        ("tiny-node", Server::node(&[])?),
-        ("tiny-py", Server::python(&[])?),
-        ("tiny-msg", Server::sansio("msg")?),
-    ];
+    let servers = [("tiny-node", Server::node(&[])?), ("tiny-py", Server::python(&[])?), ("tiny-msg", Server::sansio("msg")?)];
     for (name, server) in servers {
         let agent = Agent::start(name)?;
         let tiny: Vec<Vec<u8>> = (0..10_000).map(|_| enc::text("", true)).collect();

@@ -57,7 +57,8 @@ impl Control {
     /// Each client sends a few frames (cut at random) and reads the echoes.
     fn round(&mut self, e: &mut Expect, tag: &str) -> Result<()> {
         for (i, c) in self.clients.iter_mut().enumerate() {
-            let frames = vec![enc::text(&format!("{tag}-{i}"), true), enc::binary(70_000, true), enc::ping("p"), enc::text("x", true)];
+            let frames =
+                vec![enc::text(&format!("{tag}-{i}"), true), enc::binary(70_000, true), enc::ping("p"), enc::text("x", true)];
             let before = c.received.len();
             c.send(&frames, Split::Random(i as u64 + 7))?;
             e.rx.add(&oracle::decode(&frames.concat()));
@@ -99,10 +100,7 @@ fn assert_exact(agent: &Agent, pid: u32, e: &Expect) -> Result<Value> {
 
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
 }
 
 /// The agent's resident memory may grow by at most this much during a hostile test: it keeps
@@ -389,7 +387,11 @@ fn connection_churn() -> Result<()> {
         w.join().expect("churn thread");
     }
     let n = upgraded.load(Ordering::Relaxed);
-    eprintln!("churn: {n} connections in {:.1}s ({:.0}/s)", start.elapsed().as_secs_f64(), n as f64 / start.elapsed().as_secs_f64());
+    eprintln!(
+        "churn: {n} connections in {:.1}s ({:.0}/s)",
+        start.elapsed().as_secs_f64(),
+        n as f64 / start.elapsed().as_secs_f64()
+    );
     assert!(n >= 1000, "churn too slow to mean anything: {n}");
     e.opened += n;
     e.closed += n;

@@ -48,10 +48,7 @@ fn fd_exhaustion_is_forecast_before_emfile() -> Result<()> {
         return Ok(());
     }
     let server = Server::node(&[])?;
-    let st = Command::new("prlimit")
-        .arg(format!("--pid={}", server.pid))
-        .arg(format!("--nofile={LIMIT}:{LIMIT}"))
-        .status()?;
+    let st = Command::new("prlimit").arg(format!("--pid={}", server.pid)).arg(format!("--nofile={LIMIT}:{LIMIT}")).status()?;
     if !st.success() {
         bail!("prlimit failed: {st}");
     }

@@ -126,10 +126,7 @@ impl Prometheus {
             }
         }
         let targets = http_get_json(&format!("{}/api/v1/targets", self.url)).map(|t| t.to_string());
-        bail!(
-            "{promql}: wanted {expected}, last answer {last:?}\ntargets: {targets:?}\nprometheus log:\n{}",
-            self.log_text()
-        )
+        bail!("{promql}: wanted {expected}, last answer {last:?}\ntargets: {targets:?}\nprometheus log:\n{}", self.log_text())
     }
 }
 
@@ -170,8 +167,7 @@ fn prometheus_scrapes_exact_numbers() -> Result<()> {
     let (mut sent, mut echoed) = (oracle::Counts::default(), oracle::Counts::default());
     for c in 0..CONNECTIONS {
         let mut client = RawClient::connect(server.port)?;
-        let frames: Vec<Vec<u8>> =
-            (0..TEXT_PER_CONNECTION).map(|i| enc::text(&format!("conn {c} message {i}"), true)).collect();
+        let frames: Vec<Vec<u8>> = (0..TEXT_PER_CONNECTION).map(|i| enc::text(&format!("conn {c} message {i}"), true)).collect();
         client.send(&frames, Split::PerFrame)?;
         client.read_frames(TEXT_PER_CONNECTION, Duration::from_secs(10))?;
         sent.add(&oracle::decode(&frames.concat()));
@@ -204,10 +200,8 @@ fn prometheus_scrapes_exact_numbers() -> Result<()> {
     let attached = prom.wait_for("wsguard_probe_attached", 1.0)?;
     // The newer families as Prometheus stored them: the summary's _count and a quantile, ages,
     // and a process resource.
-    let handshakes = prom.wait_for(
-        &format!("sum(wsguard_websocket_handshake_latency_seconds_count{{{server_sel}}})"),
-        CONNECTIONS as f64,
-    )?;
+    let handshakes =
+        prom.wait_for(&format!("sum(wsguard_websocket_handshake_latency_seconds_count{{{server_sel}}})"), CONNECTIONS as f64)?;
     let p99 = prom
         .value(&format!(r#"max(wsguard_websocket_handshake_latency_seconds{{quantile="0.99",{server_sel}}})"#))?
         .context("no p99 handshake latency")?;

@@ -168,7 +168,10 @@ fn over_quota_client_loses_exactly_its_extra_connections() -> Result<()> {
     // Unauthenticated mutation is refused.
     let host = agent.api.trim_start_matches("http://").to_string();
     let mut s = TcpStream::connect(&host)?;
-    std::io::Write::write_all(&mut s, format!("POST /api/v1/remediation/resume HTTP/1.0\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n").as_bytes())?;
+    std::io::Write::write_all(
+        &mut s,
+        format!("POST /api/v1/remediation/resume HTTP/1.0\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+    )?;
     let mut answer = String::new();
     s.read_to_string(&mut answer)?;
     assert!(answer.lines().next().is_some_and(|l| l.contains(" 401 ")), "{answer}");
@@ -321,7 +324,13 @@ fn leaking_server_gets_its_soft_fd_limit_raised() -> Result<()> {
     assert_eq!(run["before"]["fd_limit_soft"], 64);
     assert!(run["before"]["fd_usage_ratio"].as_f64().unwrap() > 0.7);
     assert_eq!((result["result"].as_str(), result["after"]["fd_limit_soft"].as_u64()), (Some("ok"), Some(128)), "{result:#}");
-    let out = String::from_utf8(Command::new("prlimit").arg(format!("--pid={}", server.pid)).args(["--nofile", "--raw", "--noheadings", "--output=SOFT,HARD"]).output()?.stdout)?;
+    let out = String::from_utf8(
+        Command::new("prlimit")
+            .arg(format!("--pid={}", server.pid))
+            .args(["--nofile", "--raw", "--noheadings", "--output=SOFT,HARD"])
+            .output()?
+            .stdout,
+    )?;
     assert_eq!(out.split_whitespace().collect::<Vec<_>>(), vec!["128", "4096"]);
     let outcome = rows.iter().find(|r| r["event"] == "outcome").unwrap();
     assert_eq!(outcome["result"], "improved", "{outcome:#}");
@@ -391,7 +400,10 @@ fn circuit_breaker_disables_an_action_that_does_not_help() -> Result<()> {
     std::thread::sleep(Duration::from_secs(3));
     let after = history(&agent)?;
     assert_eq!(count(&after, "run"), 2, "{:?}", events(&after));
-    assert_eq!(after.iter().filter(|r| r["event"] == "outcome").map(|r| r["result"].as_str().unwrap()).collect::<Vec<_>>(), vec!["not_improved"; 2]);
+    assert_eq!(
+        after.iter().filter(|r| r["event"] == "outcome").map(|r| r["result"].as_str().unwrap()).collect::<Vec<_>>(),
+        vec!["not_improved"; 2]
+    );
     let st = agent.get("/api/v1/remediation")?;
     assert_eq!(st["actions"][0]["tripped"], true, "{st:#}");
     let _ = rows;

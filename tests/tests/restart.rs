@@ -4,7 +4,11 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use wsguard_integration::{enc, oracle::{self, Counts}, require_root, Agent, RawClient, Server, Split};
+use wsguard_integration::{
+    enc,
+    oracle::{self, Counts},
+    require_root, Agent, RawClient, Server, Split,
+};
 
 #[test]
 fn agent_restart_mid_traffic_keeps_exact_totals() -> Result<()> {
@@ -66,7 +70,8 @@ fn fresh_starts_from_zero() -> Result<()> {
     agent.spawn(true)?;
     let snap = agent.fresh_snapshot()?;
     assert_eq!(snap["probe"]["resumed"], false);
-    let listed = snap["processes"].as_array().unwrap().iter().any(|p| p["pid"] == server.pid && p["websocket"]["connections_opened"] != 0);
+    let listed =
+        snap["processes"].as_array().unwrap().iter().any(|p| p["pid"] == server.pid && p["websocket"]["connections_opened"] != 0);
     assert!(!listed, "a fresh probe has no counts yet: {snap:#}");
     Ok(())
 }

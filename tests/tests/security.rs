@@ -397,7 +397,10 @@ fn configured_secrets_never_leak() -> Result<()> {
     all.push_str(&String::from_utf8_lossy(&show.stderr));
     // A syntax error on the secret's own line: the error quotes the line, not the value.
     let broken = agent.dir.join("broken.toml");
-    std::fs::write(&broken, format!("[[notify.channels]]\nname = \"x\"\ntype = \"webhook\"\nauth_header = \"Bearer {auth_secret}\" oops\n"))?;
+    std::fs::write(
+        &broken,
+        format!("[[notify.channels]]\nname = \"x\"\ntype = \"webhook\"\nauth_header = \"Bearer {auth_secret}\" oops\n"),
+    )?;
     let check = Command::new(agent_bin()).args(["config", "check", "--config"]).arg(&broken).output()?;
     assert!(!check.status.success());
     let check_err = String::from_utf8_lossy(&check.stderr).into_owned();

@@ -44,8 +44,18 @@ fn token(agent: &Agent) -> String {
 /// A manual alert named `name` with label `test=<test>`; its fingerprint.
 fn fire(agent: &Agent, name: &str, test: &str) -> Result<String> {
     let (_, err, code) = wsguard(&[
-        "alerts", "fire", "-m", name, "-l", &format!("alertname={name}"), "-l", &format!("test={test}"),
-        "--api", &agent.api, "--token-file", &token(agent),
+        "alerts",
+        "fire",
+        "-m",
+        name,
+        "-l",
+        &format!("alertname={name}"),
+        "-l",
+        &format!("test={test}"),
+        "--api",
+        &agent.api,
+        "--token-file",
+        &token(agent),
     ])?;
     if code != 0 {
         bail!("alerts fire: {err}");
@@ -94,7 +104,8 @@ fn sigterm_delivers_to_a_receiver_back_from_an_outage_and_keeps_the_state() -> R
     })?;
     fire(&agent, "H1", "held")?;
     let tf = token(&agent);
-    let (_, err, code) = wsguard(&["alerts", "ack", &m1, "-m", "on it", "--by", "tester", "--api", &agent.api, "--token-file", &tf])?;
+    let (_, err, code) =
+        wsguard(&["alerts", "ack", &m1, "-m", "on it", "--by", "tester", "--api", &agent.api, "--token-file", &tf])?;
     assert_eq!(code, 0, "{err}");
     let before = agent.channel_stats("hook")?;
     eprintln!("before SIGTERM: {before}");

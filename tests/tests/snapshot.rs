@@ -51,7 +51,11 @@ fn resources_and_connections_match_proc() -> Result<()> {
     let peers: HashSet<String> = conns.as_array().unwrap().iter().map(|c| c["peer"].as_str().unwrap().to_string()).collect();
     let ours: HashSet<String> = clients.iter().map(|c| c.stream.local_addr().unwrap().to_string()).collect();
     assert_eq!(peers, ours);
-    assert!(conns.as_array().unwrap().iter().all(|c| c["client_key"] == "127.0.0.1" && c["age_seconds"].as_f64().unwrap() >= 0.0));
+    assert!(conns
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["client_key"] == "127.0.0.1" && c["age_seconds"].as_f64().unwrap() >= 0.0));
 
     let snap = agent.fresh_snapshot()?;
     let host_total = std::fs::read_to_string("/proc/meminfo")?;
@@ -81,8 +85,12 @@ fn clients_by_remote_address() -> Result<()> {
     assert_eq!(c["distinct"], 3, "{c:#}");
     assert_eq!(c["quota"], 2);
     assert_eq!(c["at_or_over_quota"], 2, "{c:#}");
-    let top: Vec<(String, u64)> =
-        c["top"].as_array().unwrap().iter().map(|t| (t["key"].as_str().unwrap().into(), t["connections"].as_u64().unwrap())).collect();
+    let top: Vec<(String, u64)> = c["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["key"].as_str().unwrap().into(), t["connections"].as_u64().unwrap()))
+        .collect();
     assert_eq!(top, [("127.0.0.2".into(), 3), ("127.0.0.3".into(), 2), ("127.0.0.1".into(), 1)]);
     Ok(())
 }

@@ -172,7 +172,11 @@ fn soak() -> Result<()> {
 
     let t = totals.lock().unwrap();
     let ws = agent.wait_ws(server.pid, "all closed", |w| w["connections_closed"] == t.closed)?;
-    eprintln!("soak: {} sessions in {:.1} min; final {ws:#}", sessions.load(Ordering::Relaxed), start.elapsed().as_secs_f64() / 60.0);
+    eprintln!(
+        "soak: {} sessions in {:.1} min; final {ws:#}",
+        sessions.load(Ordering::Relaxed),
+        start.elapsed().as_secs_f64() / 60.0
+    );
     assert_eq!(ws["connections_opened"], t.opened);
     assert_eq!(ws["abnormal_closes"], t.abnormal);
     assert_eq!(ws["out_of_sync"], 0);

@@ -100,10 +100,8 @@ fn top_says_when_the_agent_is_unreachable() {
     assert!(text.contains(&format!("agent unreachable at {api}, retrying")), "{text}");
     assert!(text.contains("Connection refused") || text.contains("connect"), "{text}");
     // A small terminal too.
-    let out = Command::new(agent_bin())
-        .args(["top", "--once", "--api", &api, "--width", "30", "--height", "6"])
-        .output()
-        .unwrap();
+    let out =
+        Command::new(agent_bin()).args(["top", "--once", "--api", &api, "--width", "30", "--height", "6"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 6);
 }
@@ -166,7 +164,9 @@ fn top_acknowledges_an_alert_from_the_keyboard() -> Result<()> {
     let _clients = (0..3).map(|_| RawClient::connect(server.port)).collect::<Result<Vec<_>>>()?;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !agent.get("/api/v1/alerts")?.as_array().unwrap().iter().any(|a| {
-        a["labels"]["alertname"] == "ClientConnectionQuota" && a["status"] == "firing" && a["labels"]["pid"].as_str() == Some(server.pid.to_string().as_str())
+        a["labels"]["alertname"] == "ClientConnectionQuota"
+            && a["status"] == "firing"
+            && a["labels"]["pid"].as_str() == Some(server.pid.to_string().as_str())
     }) {
         assert!(std::time::Instant::now() < deadline, "quota alert did not fire");
         std::thread::sleep(Duration::from_millis(100));

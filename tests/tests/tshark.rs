@@ -66,13 +66,8 @@ fn agent_agrees_with_tshark_dissector() -> Result<()> {
 
     for (i, split) in [Split::PerFrame, Split::Random(3), Split::All].into_iter().enumerate() {
         let mut c = RawClient::connect(server.port)?;
-        let mut frames = vec![
-            enc::text("a", false),
-            enc::ping("p"),
-            enc::cont("b", true),
-            enc::binary(70_000, true),
-            enc::pong("x"),
-        ];
+        let mut frames =
+            vec![enc::text("a", false), enc::ping("p"), enc::cont("b", true), enc::binary(70_000, true), enc::pong("x")];
         frames.extend((0..200).map(|k| enc::text(&format!("{k}"), true)));
         c.send(&frames, split)?;
         c.read_frames(203, Duration::from_secs(10))?;

@@ -38,7 +38,8 @@ pub fn run(args: &DebArgs) -> Result<()> {
 /// Maintainer scripts: systemd picks up the unit; removal stops the agent (the pinned probe
 /// stays counting until `wsguard detach`, as with `systemctl stop`).
 const POSTINST: &str = "#!/bin/sh\nset -e\nif [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi\n";
-const PRERM: &str = "#!/bin/sh\nset -e\nif [ \"$1\" = remove ] && [ -d /run/systemd/system ]; then systemctl stop wsguard || true; fi\n";
+const PRERM: &str =
+    "#!/bin/sh\nset -e\nif [ \"$1\" = remove ] && [ -d /run/systemd/system ]; then systemctl stop wsguard || true; fi\n";
 const POSTRM: &str = "#!/bin/sh\nset -e\nif [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi\n";
 
 /// Stage and build the package into `out`; returns the .deb path.

@@ -85,10 +85,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
 
     step("starting the WebSocket echo server (node ws)");
     let (mut server, port) = start_echo_server(&servers)?;
-    println!(
-        "    echo server pid {} listening on 127.0.0.1:{port}",
-        server.child.id()
-    );
+    println!("    echo server pid {} listening on 127.0.0.1:{port}", server.child.id());
 
     step("starting the agent");
     let agent_log = log_dir.join("agent.log");
@@ -102,11 +99,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             .stdout(std::fs::File::create(&agent_log)?)
             .stderr(std::fs::File::create(log_dir.join("agent.stderr"))?),
     )?;
-    println!(
-        "    agent pid {}, logs in {}",
-        agent.child.id(),
-        log_dir.display()
-    );
+    println!("    agent pid {}, logs in {}", agent.child.id(), log_dir.display());
     if let Err(err) = wait_for_api(&mut agent, Duration::from_secs(30)) {
         show_agent_logs(&log_dir);
         server.stop(Duration::from_secs(3));
@@ -131,10 +124,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     )?;
     let summary = forward_summary(&mut load);
 
-    step(&format!(
-        "demo running for {} s (snapshot every {} s; Ctrl-C stops early)",
-        args.seconds, args.every
-    ));
+    step(&format!("demo running for {} s (snapshot every {} s; Ctrl-C stops early)", args.seconds, args.every));
     let start = Instant::now();
     let end = start + Duration::from_secs(args.seconds);
     let mut next = start + Duration::from_secs(args.every.max(1));
@@ -181,11 +171,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
 fn start_echo_server(servers: &Path) -> Result<(Proc, u16)> {
     let mut proc = Proc::spawn(
         "echo server",
-        Command::new("node")
-            .arg(servers.join("ws_echo.js"))
-            .arg("0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped()),
+        Command::new("node").arg(servers.join("ws_echo.js")).arg("0").stdin(Stdio::null()).stdout(Stdio::piped()),
     )?;
     let stdout = proc.child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -223,23 +209,12 @@ fn wait_for_api(agent: &mut Proc, timeout: Duration) -> Result<()> {
 }
 
 fn print_snapshot(bin: &Path, elapsed: Duration) {
-    println!(
-        "\n--- t={:>3}s  wsguard snapshot --api {API}",
-        elapsed.as_secs()
-    );
-    match Command::new(bin)
-        .args(["snapshot", "--api", API])
-        .stdin(Stdio::null())
-        .output()
-    {
+    println!("\n--- t={:>3}s  wsguard snapshot --api {API}", elapsed.as_secs());
+    match Command::new(bin).args(["snapshot", "--api", API]).stdin(Stdio::null()).output() {
         Ok(out) => {
             print!("{}", String::from_utf8_lossy(&out.stdout));
             if !out.status.success() {
-                println!(
-                    "    (snapshot failed: {}) {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
+                println!("    (snapshot failed: {}) {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
             }
         }
         Err(err) => println!("    (cannot run {}: {err})", bin.display()),
@@ -288,9 +263,7 @@ fn agent_value(ws: &Value, key: &str) -> Option<u64> {
 /// Poll the agent's snapshot (a few intervals) until its totals for `pid` equal the load
 /// generator's; fail with the differences otherwise.
 fn check_counts(bin: &Path, pid: u32, summary: &mpsc::Receiver<Value>) -> Result<()> {
-    let summary = summary
-        .recv_timeout(Duration::from_secs(20))
-        .context("the load generator printed no SUMMARY line")?;
+    let summary = summary.recv_timeout(Duration::from_secs(20)).context("the load generator printed no SUMMARY line")?;
     let want = expected(&summary);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -332,11 +305,7 @@ fn show_agent_logs(dir: &Path) {
         // The tail is where the reason is.
         let lines: Vec<&str> = text.lines().collect();
         let tail = &lines[lines.len().saturating_sub(60)..];
-        println!(
-            "--- {} (last {} lines)",
-            dir.join(name).display(),
-            tail.len()
-        );
+        println!("--- {} (last {} lines)", dir.join(name).display(), tail.len());
         for l in tail {
             println!("    {l}");
         }

@@ -37,11 +37,8 @@ const RUSTFLAGS: &[&str] = &[
 ];
 
 pub fn run(args: &FuzzArgs) -> Result<()> {
-    let targets: Vec<&str> = if args.targets.is_empty() {
-        TARGETS.to_vec()
-    } else {
-        args.targets.iter().map(String::as_str).collect()
-    };
+    let targets: Vec<&str> =
+        if args.targets.is_empty() { TARGETS.to_vec() } else { args.targets.iter().map(String::as_str).collect() };
     if let Some(t) = targets.iter().find(|t| !TARGETS.contains(t)) {
         bail!("unknown fuzz target {t}; known: {}", TARGETS.join(", "));
     }

@@ -17,10 +17,7 @@ mod util;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "xtask",
-    about = "wsguard developer tasks (run as `cargo xtask ...`)"
-)]
+#[command(name = "xtask", about = "wsguard developer tasks (run as `cargo xtask ...`)")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -18,10 +18,7 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(name: &'static str, cmd: &mut Command) -> Result<Proc> {
         println!("    $ {}", util::display(cmd));
-        let child = cmd
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("cannot start {name}"))?;
+        let child = cmd.process_group(0).spawn().with_context(|| format!("cannot start {name}"))?;
         Ok(Proc { name, child })
     }
 
@@ -69,8 +66,7 @@ impl Proc {
                 }
             }
         });
-        rx.recv_timeout(timeout)
-            .map_err(|_| anyhow::anyhow!("{} did not print `{prefix}` within {timeout:?}", self.name))
+        rx.recv_timeout(timeout).map_err(|_| anyhow::anyhow!("{} did not print `{prefix}` within {timeout:?}", self.name))
     }
 }
 

@@ -25,13 +25,7 @@ pub struct SetupArgs {
 }
 
 /// Debian packages that provide rustc >= 1.96 with the core source, and LLVM 22 for bpf-linker.
-const TOOLCHAIN_PKGS: &[&str] = &[
-    "rustc-web",
-    "cargo-web",
-    "rust-web-src",
-    "llvm-22-dev",
-    "libpolly-22-dev",
-];
+const TOOLCHAIN_PKGS: &[&str] = &["rustc-web", "cargo-web", "rust-web-src", "llvm-22-dev", "libpolly-22-dev"];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const DEB_WEB: &str = "deb-web";
@@ -59,18 +53,12 @@ pub fn run(args: &SetupArgs) -> Result<()> {
     let root = util::workspace_root();
     step("checking the operating system");
     let os = os_release();
-    let debian_like =
-        os.to_ascii_lowercase().contains("debian") || os.to_ascii_lowercase().contains("ubuntu");
+    let debian_like = os.to_ascii_lowercase().contains("debian") || os.to_ascii_lowercase().contains("ubuntu");
     if !debian_like || which("apt-get").is_none() || which("dpkg-query").is_none() {
         print_manual_instructions();
         bail!("`cargo xtask setup` only automates Debian/Ubuntu; install the tools listed above by hand");
     }
-    println!(
-        "    {}",
-        os.lines()
-            .find(|l| l.starts_with("PRETTY_NAME="))
-            .unwrap_or("Debian-like")
-    );
+    println!("    {}", os.lines().find(|l| l.starts_with("PRETTY_NAME=")).unwrap_or("Debian-like"));
 
     let toolchain = ebpf_toolchain();
     println!("    eBPF toolchain: {toolchain} (WSGUARD_EBPF_TOOLCHAIN to change)");
@@ -137,9 +125,7 @@ pub fn ebpf_toolchain() -> String {
 }
 
 fn os_release() -> String {
-    std::fs::read_to_string("/etc/os-release")
-        .or_else(|_| std::fs::read_to_string("/usr/lib/os-release"))
-        .unwrap_or_default()
+    std::fs::read_to_string("/etc/os-release").or_else(|_| std::fs::read_to_string("/usr/lib/os-release")).unwrap_or_default()
 }
 
 fn print_manual_instructions() {
@@ -167,15 +153,11 @@ struct Apt {
 
 impl Apt {
     fn new() -> Self {
-        Apt {
-            updated: false,
-            sudo: !sys::is_root(),
-        }
+        Apt { updated: false, sudo: !sys::is_root() }
     }
 
     fn installed(&self, pkg: &str) -> bool {
-        output(cmd("dpkg-query", ["-W", "-f=${Status}", pkg]))
-            .is_some_and(|s| s.ends_with("install ok installed"))
+        output(cmd("dpkg-query", ["-W", "-f=${Status}", pkg])).is_some_and(|s| s.ends_with("install ok installed"))
     }
 
     fn command(&self, program: &str) -> Result<Command> {
@@ -205,15 +187,8 @@ impl Apt {
         use std::io::Write;
         let mut c = self.command("debconf-set-selections")?;
         println!("    $ echo '{selection}' | debconf-set-selections");
-        let mut child = c
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .context("cannot run debconf-set-selections")?;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{selection}\n").as_bytes())?;
+        let mut child = c.stdin(std::process::Stdio::piped()).spawn().context("cannot run debconf-set-selections")?;
+        child.stdin.take().unwrap().write_all(format!("{selection}\n").as_bytes())?;
         let status = child.wait()?;
         if !status.success() {
             bail!("debconf-set-selections failed ({status})");
@@ -224,11 +199,7 @@ impl Apt {
     /// Install the missing packages among `pkgs`. `recommends`: also install Recommends
     /// (kept for the toolchain, which is the measured recipe; test tools go without).
     fn install(&mut self, pkgs: &[&str], recommends: bool) -> Result<()> {
-        let missing: Vec<&str> = pkgs
-            .iter()
-            .copied()
-            .filter(|p| !self.installed(p))
-            .collect();
+        let missing: Vec<&str> = pkgs.iter().copied().filter(|p| !self.installed(p)).collect();
         if missing.is_empty() {
             skip(&format!("installed: {}", pkgs.join(" ")));
             return Ok(());
@@ -269,8 +240,7 @@ fn install_bpf_linker(llvm_prefix: Option<&str>) -> Result<()> {
     let mut c = util::cargo();
     c.args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION]);
     if let Some(prefix) = llvm_prefix {
-        c.env("LLVM_PREFIX", prefix)
-            .args(["--no-default-features", "--features", "llvm-22"]);
+        c.env("LLVM_PREFIX", prefix).args(["--no-default-features", "--features", "llvm-22"]);
     }
     util::run(&mut c)?;
     if which("bpf-linker").is_none() {
@@ -295,8 +265,7 @@ fn link_deb_web() -> Result<()> {
         bail!("/usr/lib/rustlib/src/rust/library/core is missing: is rust-web-src installed?");
     }
     if rustup_toolchains().iter().any(|t| t == DEB_WEB) {
-        let v = output(cmd("rustup", ["run", DEB_WEB, "rustc", "--version"]))
-            .unwrap_or_else(|| "?".into());
+        let v = output(cmd("rustup", ["run", DEB_WEB, "rustc", "--version"])).unwrap_or_else(|| "?".into());
         skip(&format!("toolchain deb-web linked ({v})"));
         return Ok(());
     }
@@ -307,39 +276,24 @@ fn rustup_toolchain_with_src(toolchain: &str) -> Result<()> {
     if which("rustup").is_none() {
         bail!("rustup is required for WSGUARD_EBPF_TOOLCHAIN={toolchain}");
     }
-    let has_src = output(cmd(
-        "rustup",
-        ["component", "list", "--installed", "--toolchain", toolchain],
-    ))
-    .is_some_and(|s| s.lines().any(|l| l.starts_with("rust-src")));
+    let has_src = output(cmd("rustup", ["component", "list", "--installed", "--toolchain", toolchain]))
+        .is_some_and(|s| s.lines().any(|l| l.starts_with("rust-src")));
     if has_src {
         skip(&format!("{toolchain} with rust-src"));
         return Ok(());
     }
     if !rustup_toolchains().iter().any(|t| t.starts_with(toolchain)) {
-        util::run(&mut cmd(
-            "rustup",
-            ["toolchain", "install", toolchain, "--profile", "minimal"],
-        ))?;
+        util::run(&mut cmd("rustup", ["toolchain", "install", toolchain, "--profile", "minimal"]))?;
     }
-    util::run(&mut cmd(
-        "rustup",
-        ["component", "add", "rust-src", "--toolchain", toolchain],
-    ))
+    util::run(&mut cmd("rustup", ["component", "add", "rust-src", "--toolchain", toolchain]))
 }
 
 fn node_ws(servers: &Path) -> Result<()> {
     let check = "process.exit(require('./node_modules/ws/package.json').version === \
                  require('./package.json').dependencies.ws ? 0 : 1)";
     if succeeds(cmd("node", ["-e", check]).current_dir(servers)) {
-        let v = output(
-            cmd(
-                "node",
-                ["-p", "require('./node_modules/ws/package.json').version"],
-            )
-            .current_dir(servers),
-        )
-        .unwrap_or_default();
+        let v = output(cmd("node", ["-p", "require('./node_modules/ws/package.json').version"]).current_dir(servers))
+            .unwrap_or_default();
         skip(&format!("ws {v} in tests/servers/node_modules"));
         return Ok(());
     }
@@ -348,8 +302,7 @@ fn node_ws(servers: &Path) -> Result<()> {
 
 /// Pins from a requirements file: lines `name==version`.
 fn pins(requirements: &Path) -> Result<Vec<(String, String)>> {
-    let text = std::fs::read_to_string(requirements)
-        .with_context(|| format!("cannot read {}", requirements.display()))?;
+    let text = std::fs::read_to_string(requirements).with_context(|| format!("cannot read {}", requirements.display()))?;
     Ok(text
         .lines()
         .map(|l| l.split('#').next().unwrap_or("").trim())
@@ -361,8 +314,7 @@ fn pins(requirements: &Path) -> Result<Vec<(String, String)>> {
 
 fn python_packages(requirements: &Path, apt: &mut Apt) -> Result<()> {
     let python = "python3";
-    let exe = output(cmd(python, ["-c", "import sys; print(sys.executable)"]))
-        .context("python3 not found")?;
+    let exe = output(cmd(python, ["-c", "import sys; print(sys.executable)"])).context("python3 not found")?;
     println!("    python: {exe}");
     let pins = pins(requirements)?;
     let check = "import sys, importlib.metadata as m\n\

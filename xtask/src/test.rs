@@ -28,13 +28,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
     // (which have their own, release-mode, single-threaded run below).
     step("unprivileged tests: cargo test --workspace (all but wsguard-integration)");
     let mut c = util::cargo();
-    c.args([
-        "test",
-        "--no-fail-fast",
-        "--workspace",
-        "--exclude",
-        INTEGRATION_PKG,
-    ]);
+    c.args(["test", "--no-fail-fast", "--workspace", "--exclude", INTEGRATION_PKG]);
     if !args.args.is_empty() {
         c.arg("--").args(&args.args);
     }
@@ -106,23 +100,11 @@ pub fn run(args: &TestArgs) -> Result<()> {
 pub(crate) fn test_env() -> Vec<(&'static str, String)> {
     let root = util::workspace_root();
     let mut env = vec![
-        (
-            "WSGUARD_BIN",
-            util::target_dir()
-                .join("release/wsguard")
-                .to_string_lossy()
-                .into_owned(),
-        ),
-        (
-            "WSGUARD_TEST_SERVERS",
-            root.join("tests/servers").to_string_lossy().into_owned(),
-        ),
+        ("WSGUARD_BIN", util::target_dir().join("release/wsguard").to_string_lossy().into_owned()),
+        ("WSGUARD_TEST_SERVERS", root.join("tests/servers").to_string_lossy().into_owned()),
     ];
     // The interpreter that has `websockets` installed (pyenv shims resolve to the real one).
-    if let Some(py) = output(&mut cmd(
-        "python3",
-        ["-c", "import sys; print(sys.executable)"],
-    )) {
+    if let Some(py) = output(&mut cmd("python3", ["-c", "import sys; print(sys.executable)"])) {
         env.push(("WSGUARD_TEST_PYTHON", py));
     }
     if let Some(node) = util::which("node") {

@@ -8,10 +8,7 @@ use std::process::{Command, Stdio};
 
 /// The workspace root (the parent of `xtask/`).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives inside the workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives inside the workspace").to_path_buf()
 }
 
 /// Cargo's target directory, honouring `CARGO_TARGET_DIR`.
@@ -82,9 +79,7 @@ pub fn display(cmd: &Command) -> String {
 pub fn run(mut cmd: impl BorrowMut<Command>) -> Result<()> {
     let cmd = cmd.borrow_mut();
     println!("    $ {}", display(cmd));
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot start `{}`", cmd.get_program().to_string_lossy()))?;
+    let status = cmd.status().with_context(|| format!("cannot start `{}`", cmd.get_program().to_string_lossy()))?;
     if !status.success() {
         bail!("`{}` failed ({status})", display(cmd));
     }
@@ -104,15 +99,8 @@ pub fn succeeds(mut cmd: impl BorrowMut<Command>) -> bool {
 
 /// Run a command and capture its stdout (trimmed); None if it cannot start or fails.
 pub fn output(mut cmd: impl BorrowMut<Command>) -> Option<String> {
-    let out = cmd
-        .borrow_mut()
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let out = cmd.borrow_mut().stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// Shorthand for `Command::new(program).args(args)`.
@@ -129,7 +117,5 @@ where
 /// Find an executable on PATH.
 pub fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|p| p.is_file())
 }

@@ -7,7 +7,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{predict::Predictions, snapshot::Snapshot};
+use crate::{model::snapshot::Snapshot, predict::Predictions};
 
 use super::{
     rule::Rule,
@@ -199,9 +199,8 @@ impl Engine {
         }
         // Cancelled first episodes leave nothing behind; resolved ones stay for the retention.
         let keep = self.cfg.resolved_retention;
-        self.alerts.retain(|_, t| {
-            t.active() || (t.alert.occurrences > 0 && t.resolved_at.is_some_and(|r| since(now, r) <= keep))
-        });
+        self.alerts
+            .retain(|_, t| t.active() || (t.alert.occurrences > 0 && t.resolved_at.is_some_and(|r| since(now, r) <= keep)));
         self.prev = Some(snap.clone());
         out
     }

@@ -7,8 +7,6 @@
 //! channels, outbox or persistence (see the docs for what is left).
 #![allow(unused_imports)]
 
-pub mod api;
-pub mod cli;
 pub mod engine;
 pub mod rule;
 pub mod select;

@@ -90,7 +90,11 @@ impl Metric {
         use Metric::*;
         matches!(
             self,
-            HostListenOverflowsDelta | ProbeRingDrops | ProbeLostEvents | ProbeOutOfSync | HandshakeSuccessRatio
+            HostListenOverflowsDelta
+                | ProbeRingDrops
+                | ProbeLostEvents
+                | ProbeOutOfSync
+                | HandshakeSuccessRatio
                 | AbnormalCloseRatio
         )
     }
@@ -99,8 +103,14 @@ impl Metric {
     pub fn scopes(self) -> &'static [Scope] {
         use Metric::*;
         match self {
-            HostConnectionsActive | HostMemoryUsedRatio | HostListenOverflowsDelta | HostConntrackUsageRatio
-            | HostEphemeralPortsUsageRatio | ProbeRingDrops | ProbeLostEvents | ProbeOutOfSync => &[Scope::Host],
+            HostConnectionsActive
+            | HostMemoryUsedRatio
+            | HostListenOverflowsDelta
+            | HostConntrackUsageRatio
+            | HostEphemeralPortsUsageRatio
+            | ProbeRingDrops
+            | ProbeLostEvents
+            | ProbeOutOfSync => &[Scope::Host],
             ClientConnections => &[Scope::Process, Scope::Client],
             CrisisProbability | PredictionCrisis => &[Scope::Process, Scope::Host],
             _ => &[Scope::Process],
@@ -225,7 +235,8 @@ impl Rule {
     /// The level the value is at, given the level the alert is at now (hysteresis): an active
     /// level holds until the value passes its clear threshold; a new level needs its fire one.
     pub fn level(&self, value: f64, active: Option<Severity>) -> Option<Severity> {
-        let at = |t: Option<Threshold>, was: bool| t.is_some_and(|t| self.op.holds(value, if was { t.clear() } else { t.fire() }));
+        let at =
+            |t: Option<Threshold>, was: bool| t.is_some_and(|t| self.op.holds(value, if was { t.clear() } else { t.fire() }));
         if at(self.critical, active == Some(Severity::Critical)) {
             return Some(Severity::Critical);
         }

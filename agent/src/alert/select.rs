@@ -2,8 +2,8 @@
 //! (process, client). Interval metrics compare with the previous snapshot of the same pid.
 
 use crate::{
+    model::snapshot::{ProcessSnapshot, Snapshot},
     predict::{Forecast, Predictions},
-    snapshot::{ProcessSnapshot, Snapshot},
 };
 
 use super::{
@@ -38,9 +38,16 @@ fn ratio(num: f64, den: f64) -> Option<f64> {
 }
 
 /// Values of `metric` in `scope`. Exited processes yield nothing (they are gone).
-pub fn instances(metric: Metric, scope: Scope, s: &Snapshot, prev: Option<&Snapshot>, preds: Option<&Predictions>) -> Vec<Instance> {
+pub fn instances(
+    metric: Metric,
+    scope: Scope,
+    s: &Snapshot,
+    prev: Option<&Snapshot>,
+    preds: Option<&Predictions>,
+) -> Vec<Instance> {
     use Metric::*;
-    let host = |v: Option<f64>| v.map(|value| vec![Instance { labels: Labels::new(), value, forecast: None }]).unwrap_or_default();
+    let host =
+        |v: Option<f64>| v.map(|value| vec![Instance { labels: Labels::new(), value, forecast: None }]).unwrap_or_default();
     let h = &s.host;
     let ph = prev.map(|p| &p.probe.health);
     match metric {
@@ -53,7 +60,7 @@ pub fn instances(metric: Metric, scope: Scope, s: &Snapshot, prev: Option<&Snaps
         HostEphemeralPortsUsageRatio => return host(h.ephemeral_ports_usage_ratio),
         ProbeRingDrops => return host(delta(s.probe.health.ring_drops, ph.map(|p| p.ring_drops))),
         ProbeLostEvents => {
-            let lost = |x: &crate::snapshot::Snapshot| {
+            let lost = |x: &crate::model::snapshot::Snapshot| {
                 let hh = &x.probe.health;
                 hh.ring_drops + hh.conn_map_full + hh.proc_map_full + hh.close_code_map_full
             };

@@ -17,16 +17,11 @@ use super::{
     store::{Event, Store},
     Alert, AlertConfig, Labels, Severity, Status, Transition,
 };
-use crate::{predict::Predictions, snapshot::Snapshot};
+use crate::{model::snapshot::Snapshot, predict::Predictions};
 
 /// Receives every evaluation's changes, and the alerts firing now (for repeats and resends).
 pub trait Sink: Send + Sync {
-    fn submit(
-        &self,
-        events: &[(Transition, Alert)],
-        firing: &[Alert],
-        now: SystemTime,
-    ) -> anyhow::Result<()>;
+    fn submit(&self, events: &[(Transition, Alert)], firing: &[Alert], now: SystemTime) -> anyhow::Result<()>;
     /// Shown under `notifications` in `wsguard alerts stats`.
     fn stats(&self) -> serde_json::Value;
 }
@@ -108,12 +103,7 @@ impl AlertService {
     }
 
     /// One evaluation; returns this evaluation's changes with their alerts.
-    pub fn evaluate(
-        &self,
-        snap: &Snapshot,
-        preds: Option<&Predictions>,
-        now: SystemTime,
-    ) -> Vec<(Transition, Alert)> {
+    pub fn evaluate(&self, snap: &Snapshot, preds: Option<&Predictions>, now: SystemTime) -> Vec<(Transition, Alert)> {
         let mut inner = self.inner.lock().expect("alerts lock");
         let transitions = inner.engine.evaluate(snap, preds, now);
         let events = with_alerts(&inner.engine, transitions);
@@ -123,11 +113,7 @@ impl AlertService {
 
     /// SIGHUP reload (`reload.rs`).
     pub fn reconfigure(&self, cfg: AlertConfig, per_client_connections: u64) {
-        self.inner
-            .lock()
-            .expect("alerts lock")
-            .engine
-            .reconfigure(cfg, per_client_connections);
+        self.inner.lock().expect("alerts lock").engine.reconfigure(cfg, per_client_connections);
     }
 
     pub fn alerts(&self) -> Vec<Alert> {
@@ -135,21 +121,11 @@ impl AlertService {
     }
 
     pub fn alert(&self, fp: &str) -> Option<Alert> {
-        self.inner
-            .lock()
-            .expect("alerts lock")
-            .engine
-            .alert(fp)
-            .cloned()
+        self.inner.lock().expect("alerts lock").engine.alert(fp).cloned()
     }
 
     pub fn silences(&self) -> Vec<Silence> {
-        self.inner
-            .lock()
-            .expect("alerts lock")
-            .engine
-            .silences()
-            .to_vec()
+        self.inner.lock().expect("alerts lock").engine.silences().to_vec()
     }
 
     pub fn acknowledge(&self, fp: &str, by: &str, comment: &str) -> Result<Alert, String> {
@@ -161,23 +137,11 @@ impl AlertService {
         Ok(a)
     }
 
-    pub fn silence(
-        &self,
-        matchers: Vec<Matcher>,
-        duration: Duration,
-        by: &str,
-        comment: &str,
-    ) -> Result<Silence, String> {
+    pub fn silence(&self, matchers: Vec<Matcher>, duration: Duration, by: &str, comment: &str) -> Result<Silence, String> {
         let now = SystemTime::now();
         let mut inner = self.inner.lock().expect("alerts lock");
         let id = inner.engine.silence(matchers, duration, by, comment, now)?;
-        let s = inner
-            .engine
-            .silences()
-            .iter()
-            .find(|s| s.id == id)
-            .cloned()
-            .expect("just added");
+        let s = inner.engine.silences().iter().find(|s| s.id == id).cloned().expect("just added");
         info!(id, by, "silence added");
         self.commit(inner, &[], now);
         Ok(s)
@@ -231,11 +195,7 @@ impl AlertService {
     /// The newest `limit` alert changes, oldest first (empty without a store).
     pub fn history(&self, limit: usize) -> Vec<Event> {
         let inner = self.inner.lock().expect("alerts lock");
-        inner
-            .store
-            .as_ref()
-            .and_then(|s| s.events(limit).ok())
-            .unwrap_or_default()
+        inner.store.as_ref().and_then(|s| s.events(limit).ok()).unwrap_or_default()
     }
 
     pub fn stats(&self) -> AlertStats {
@@ -253,37 +213,17 @@ impl AlertService {
             silenced: count(&|a| a.silenced),
             silences: inner.engine.silences().len() as u64,
             rules: inner.engine.rules().len() as u64,
-            store: inner
-                .state_dir
-                .join(super::store::STORE_FILE)
-                .display()
-                .to_string(),
+            store: inner.state_dir.join(super::store::STORE_FILE).display().to_string(),
             store_error: inner.store_error.clone(),
-            notifications: self
-                .sinks
-                .lock()
-                .expect("sinks lock")
-                .iter()
-                .map(|s| s.stats())
-                .collect(),
+            notifications: self.sinks.lock().expect("sinks lock").iter().map(|s| s.stats()).collect(),
         }
     }
 
     /// Persist (when something changed) and hand the changes to the sinks.
     /// Evaluations without transitions still move clocks (last_seen, flap windows); saving them
     /// each interval is cheap (one row) and keeps a restart exact.
-    fn commit(
-        &self,
-        mut inner: std::sync::MutexGuard<'_, Inner>,
-        events: &[(Transition, Alert)],
-        now: SystemTime,
-    ) {
-        let firing: Vec<Alert> = inner
-            .engine
-            .alerts()
-            .into_iter()
-            .filter(|a| a.status == Status::Firing)
-            .collect();
+    fn commit(&self, mut inner: std::sync::MutexGuard<'_, Inner>, events: &[(Transition, Alert)], now: SystemTime) {
+        let firing: Vec<Alert> = inner.engine.alerts().into_iter().filter(|a| a.status == Status::Firing).collect();
         persist(&mut inner, events, now);
         drop(inner);
         for sink in self.sinks.lock().expect("sinks lock").iter() {
@@ -296,10 +236,7 @@ impl AlertService {
 
 fn with_alerts(engine: &Engine, transitions: Vec<Transition>) -> Vec<(Transition, Alert)> {
     // A cancelled first episode is already forgotten: nothing to notify or record.
-    transitions
-        .into_iter()
-        .filter_map(|t| engine.alert(&t.fingerprint).cloned().map(|a| (t, a)))
-        .collect()
+    transitions.into_iter().filter_map(|t| engine.alert(&t.fingerprint).cloned().map(|a| (t, a))).collect()
 }
 
 fn persist(inner: &mut Inner, events: &[(Transition, Alert)], now: SystemTime) {
@@ -318,13 +255,7 @@ fn persist(inner: &mut Inner, events: &[(Transition, Alert)], now: SystemTime) {
     let Some(store) = inner.store.as_mut() else {
         return;
     };
-    let rows: Vec<Event> = events
-        .iter()
-        .map(|(t, a)| Event {
-            transition: t.clone(),
-            alert: a.clone(),
-        })
-        .collect();
+    let rows: Vec<Event> = events.iter().map(|(t, a)| Event { transition: t.clone(), alert: a.clone() }).collect();
     match store.save(&state, &rows) {
         Ok(()) => inner.store_error = None,
         Err(e) => {

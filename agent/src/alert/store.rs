@@ -43,10 +43,8 @@ impl Store {
         let path = dir.join(STORE_FILE);
         let ctx = || format!("alert store {}", path.display());
         let conn = Connection::open(&path).with_context(ctx)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .with_context(ctx)?;
-        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
-            .with_context(ctx)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).with_context(ctx)?;
+        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())).with_context(ctx)?;
         conn.execute_batch(SCHEMA).with_context(ctx)?;
         Ok(Store { conn, path })
     }
@@ -57,39 +55,23 @@ impl Store {
 
     /// The persisted engine state, if any.
     pub fn load(&self) -> Result<Option<EngineState>> {
-        let json: Option<String> = self
-            .conn
-            .query_row("SELECT json FROM state WHERE id = 1", [], |r| r.get(0))
-            .optional()?;
-        json.map(|j| {
-            serde_json::from_str(&j)
-                .with_context(|| format!("{}: state row is not valid", self.path.display()))
-        })
-        .transpose()
+        let json: Option<String> = self.conn.query_row("SELECT json FROM state WHERE id = 1", [], |r| r.get(0)).optional()?;
+        json.map(|j| serde_json::from_str(&j).with_context(|| format!("{}: state row is not valid", self.path.display())))
+            .transpose()
     }
 
     /// Replace the state and append `events`, in one transaction.
     pub fn save(&mut self, state: &EngineState, events: &[Event]) -> Result<()> {
         let json = serde_json::to_string(state)?;
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT OR REPLACE INTO state (id, json) VALUES (1, ?1)",
-            params![json],
-        )?;
+        tx.execute("INSERT OR REPLACE INTO state (id, json) VALUES (1, ?1)", params![json])?;
         for e in events {
-            tx.execute(
-                "INSERT INTO events (at, json) VALUES (?1, ?2)",
-                params![e.transition.at, serde_json::to_string(e)?],
-            )?;
+            tx.execute("INSERT INTO events (at, json) VALUES (?1, ?2)", params![e.transition.at, serde_json::to_string(e)?])?;
         }
         if !events.is_empty() {
-            tx.execute(
-                "DELETE FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ?1",
-                params![MAX_EVENTS],
-            )?;
+            tx.execute("DELETE FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ?1", params![MAX_EVENTS])?;
         }
-        tx.commit()
-            .with_context(|| format!("writing {}", self.path.display()))
+        tx.commit().with_context(|| format!("writing {}", self.path.display()))
     }
 
     /// Copy the WAL into the main file and empty it (on stop: one complete file).
@@ -101,9 +83,7 @@ impl Store {
 
     /// The newest `limit` events, oldest first.
     pub fn events(&self, limit: usize) -> Result<Vec<Event>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT json FROM events ORDER BY seq DESC LIMIT ?1")?;
+        let mut st = self.conn.prepare("SELECT json FROM events ORDER BY seq DESC LIMIT ?1")?;
         let rows = st.query_map(params![limit as i64], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
         for j in rows {

@@ -71,10 +71,21 @@ mod tests {
             "client 10.0.0.7 holds 25 (quota 25/20) on pid 42"
         );
         let ctx = Context { labels: &labels, value: Some(0.91234), threshold: None, severity: "warning", forecast: None };
-        assert_eq!(render("{{ .value }} {{ .severity }} {{ .threshold }}| {{ unterminated", &ctx), "0.912 warning | {{ unterminated");
+        assert_eq!(
+            render("{{ .value }} {{ .severity }} {{ .threshold }}| {{ unterminated", &ctx),
+            "0.912 warning | {{ unterminated"
+        );
         assert_eq!(number(1.5), "1.5");
-        let f = Forecast { eta_seconds: Some(45.0), usage_ratio: 0.8, trigger: Some(crate::predict::Trigger::Forecast), ..Default::default() };
+        let f = Forecast {
+            eta_seconds: Some(45.0),
+            usage_ratio: 0.8,
+            trigger: Some(crate::predict::Trigger::Forecast),
+            ..Default::default()
+        };
         let ctx = Context { labels: &labels, value: Some(1.0), threshold: Some(1.0), severity: "critical", forecast: Some(&f) };
-        assert_eq!(render("{{ .forecast.eta }} {{ .forecast.usage }} [{{ .forecast.trigger }}]{{ .forecast.nope }}", &ctx), "45 s 80% [forecast]");
+        assert_eq!(
+            render("{{ .forecast.eta }} {{ .forecast.usage }} [{{ .forecast.trigger }}]{{ .forecast.nope }}", &ctx),
+            "45 s 80% [forecast]"
+        );
     }
 }

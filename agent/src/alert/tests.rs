@@ -3,9 +3,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::{
-    conns::ClientCount,
-    resources::ProcessResources,
-    snapshot::{ProcessSnapshot, Snapshot},
+    model::snapshot::{ProcessSnapshot, Snapshot},
+    track::conns::ClientCount,
+    track::resources::ProcessResources,
 };
 
 use super::{
@@ -54,10 +54,7 @@ fn fd_rule(for_s: u64, keep_s: u64) -> Rule {
 }
 
 fn cfg() -> AlertConfig {
-    AlertConfig {
-        escalation: EscalationConfig { tiers: vec![], escalate_after: Duration::from_secs(900) },
-        ..Default::default()
-    }
+    AlertConfig { escalation: EscalationConfig { tiers: vec![], escalate_after: Duration::from_secs(900) }, ..Default::default() }
 }
 
 fn engine(rule: Rule, cfg: AlertConfig) -> Engine {
@@ -198,7 +195,13 @@ fn silences_with_matchers() {
     e.evaluate(&procs(), None, at(0));
     let m = |s: &str| Matcher::parse(s).unwrap();
     let id = e
-        .silence(vec![m("alertname=FdUsageHigh"), m("pid=~\"1|3\""), m("comm!=python")], Duration::from_secs(60), "ops", "deploy", at(1))
+        .silence(
+            vec![m("alertname=FdUsageHigh"), m("pid=~\"1|3\""), m("comm!=python")],
+            Duration::from_secs(60),
+            "ops",
+            "deploy",
+            at(1),
+        )
         .unwrap();
     let silenced = |e: &Engine| {
         let mut v: Vec<String> = e.alerts().iter().filter(|a| a.silenced).map(|a| a.labels["pid"].clone()).collect();
@@ -246,7 +249,8 @@ fn quota_snapshot(n: u64) -> Snapshot {
     p.websocket.connections_active = n + 3;
     p.clients.key_source = "remote_ip".into();
     p.clients.quota = 20;
-    p.clients.top = vec![ClientCount { key: "10.1.2.3".into(), connections: n }, ClientCount { key: "10.1.2.4".into(), connections: 3 }];
+    p.clients.top =
+        vec![ClientCount { key: "10.1.2.3".into(), connections: n }, ClientCount { key: "10.1.2.4".into(), connections: 3 }];
     snap(vec![p])
 }
 
@@ -273,10 +277,7 @@ fn client_connection_quota_fires_and_resolves() {
     .collect();
     assert_eq!(a.labels, want);
     assert_eq!(a.value, Some(25.0));
-    assert_eq!(
-        a.annotations["summary"],
-        "Client 10.1.2.3 holds 25 connections to node (pid 4242, port 8080); quota 20"
-    );
+    assert_eq!(a.annotations["summary"], "Client 10.1.2.3 holds 25 connections to node (pid 4242, port 8080); quota 20");
     assert!(a.annotations["runbook_url"].ends_with("#clientconnectionquota"));
     // Still over quota: no new transition; at 20 still over (>=); at 19 resolved.
     assert!(e.evaluate(&quota_snapshot(20), None, at(5)).iter().all(|t| t.alertname != "ClientConnectionQuota"));
@@ -286,7 +287,20 @@ fn client_connection_quota_fires_and_resolves() {
     assert_eq!(quota[0].kind, K::Resolved);
     // The JSON contract.
     let v = serde_json::to_value(e.alert(&a.fingerprint).unwrap()).unwrap();
-    for k in ["labels", "severity", "status", "starts_at", "ends_at", "fingerprint", "annotations", "occurrences", "acknowledged", "silenced", "tier", "flapping"] {
+    for k in [
+        "labels",
+        "severity",
+        "status",
+        "starts_at",
+        "ends_at",
+        "fingerprint",
+        "annotations",
+        "occurrences",
+        "acknowledged",
+        "silenced",
+        "tier",
+        "flapping",
+    ] {
         assert!(v.get(k).is_some(), "{k}");
     }
     assert_eq!((v["status"].as_str(), v["severity"].as_str()), (Some("resolved"), Some("critical")));
@@ -363,7 +377,8 @@ fn alert_config_from_toml() {
     let conns = rules.iter().find(|r| r.name == "WebSocketConnectionsHigh").unwrap();
     assert_eq!(conns.critical.unwrap().fire(), 1000.0);
     assert!(toml::from_str::<AlertConfig>("[[rules]]\nname = \"x\"\nmetric = \"process.nope\"\n").is_err());
-    let bad: AlertConfig = toml::from_str("[[rules]]\nname = \"x\"\nmetric = \"host.memory_used_ratio\"\nwarning = 0.5\n").unwrap();
+    let bad: AlertConfig =
+        toml::from_str("[[rules]]\nname = \"x\"\nmetric = \"host.memory_used_ratio\"\nwarning = 0.5\n").unwrap();
     assert_eq!(bad.validate().unwrap_err().0, "alert.rules"); // host metric in the default process scope
 }
 
@@ -397,21 +412,10 @@ fn state_survives_a_restart_through_the_store() {
     assert_eq!(kinds(&t), vec![K::Firing]);
     let fp = t[0].fingerprint.clone();
     e.acknowledge(&fp, "ana", "looking", at(1)).unwrap();
-    let sid = e
-        .silence(
-            vec![Matcher::parse("comm=~no.*").unwrap()],
-            Duration::from_secs(3600),
-            "ana",
-            "",
-            at(1),
-        )
-        .unwrap();
+    let sid = e.silence(vec![Matcher::parse("comm=~no.*").unwrap()], Duration::from_secs(3600), "ana", "", at(1)).unwrap();
     let events: Vec<_> = t
         .iter()
-        .map(|t| super::store::Event {
-            transition: t.clone(),
-            alert: e.alert(&t.fingerprint).unwrap().clone(),
-        })
+        .map(|t| super::store::Event { transition: t.clone(), alert: e.alert(&t.fingerprint).unwrap().clone() })
         .collect();
     store.save(&e.export(), &events).unwrap();
     drop(store);
@@ -421,25 +425,16 @@ fn state_survives_a_restart_through_the_store() {
     let mut e2 = engine(fd_rule(0, 0), cfg());
     e2.restore(store.load().unwrap().unwrap()).unwrap();
     let a = e2.alert(&fp).unwrap();
-    assert_eq!(
-        (a.status, a.acknowledged, a.silenced),
-        (Status::Firing, true, true)
-    );
+    assert_eq!((a.status, a.acknowledged, a.silenced), (Status::Firing, true, true));
     assert_eq!(a.ack.as_ref().unwrap().by, "ana");
     assert_eq!(e2.silences()[0].id, sid);
     assert!(e2.silences()[0].active(at(2)), "silence clock restored");
     // Still over the threshold: no new firing (no duplicate notification after a restart).
-    assert_eq!(
-        kinds(&e2.evaluate(&snap(vec![process(7, 0.95)]), None, at(5))),
-        vec![]
-    );
+    assert_eq!(kinds(&e2.evaluate(&snap(vec![process(7, 0.95)]), None, at(5))), vec![]);
     assert_eq!(e2.alert(&fp).unwrap().occurrences, 1);
     assert_eq!(store.events(10).unwrap().len(), 1);
     // Clears: resolved once, and the ack ends with the episode.
-    assert_eq!(
-        kinds(&e2.evaluate(&snap(vec![process(7, 0.1)]), None, at(10))),
-        vec![K::Resolved]
-    );
+    assert_eq!(kinds(&e2.evaluate(&snap(vec![process(7, 0.1)]), None, at(10))), vec![K::Resolved]);
     assert!(!e2.alert(&fp).unwrap().acknowledged);
 }
 
@@ -479,11 +474,7 @@ fn first_evaluation_after_restart_keeps_interval_alerts() {
     assert_eq!(kinds(&e.evaluate(&s1, None, at(5))), vec![K::Firing]);
     let mut e2 = Engine::with_rules(vec![rule], cfg());
     e2.restore(e.export()).unwrap();
-    assert_eq!(
-        kinds(&e2.evaluate(&s1, None, at(10))),
-        vec![],
-        "no value yet is not 'cleared'"
-    );
+    assert_eq!(kinds(&e2.evaluate(&s1, None, at(10))), vec![], "no value yet is not 'cleared'");
     assert_eq!(e2.alerts()[0].status, Status::Firing);
 }
 
@@ -513,7 +504,13 @@ fn forecast_alerts_are_ordinary_alerts() {
             ..Default::default()
         };
         let mut p = Predictions::default();
-        p.processes.push(ProcessPrediction { pid: 7, comm: "node".into(), listen_port: "8080".into(), forecasts: vec![fd], ..Default::default() });
+        p.processes.push(ProcessPrediction {
+            pid: 7,
+            comm: "node".into(),
+            listen_port: "8080".into(),
+            forecasts: vec![fd],
+            ..Default::default()
+        });
         p.host.forecasts.push(Forecast { rule: CRISIS_RULE.into(), trigger, class: Some("leak".into()), ..Default::default() });
         p
     };
@@ -533,7 +530,8 @@ fn forecast_alerts_are_ordinary_alerts() {
     let host = e.alerts().into_iter().find(|a| a.labels["alertname"] == CRISIS_RULE).unwrap();
     assert_eq!(host.labels.get("scope").map(String::as_str), Some("host"));
     // Silenced and acknowledged like any alert; the crisis one, unacknowledged, escalates.
-    e.silence(vec![Matcher::parse("alertname=PredictedFdExhaustion").unwrap()], Duration::from_secs(600), "me", "", at(2)).unwrap();
+    e.silence(vec![Matcher::parse("alertname=PredictedFdExhaustion").unwrap()], Duration::from_secs(600), "me", "", at(2))
+        .unwrap();
     e.acknowledge(&fd.fingerprint, "me", "on it", at(2)).unwrap();
     let t = e.evaluate(&s, Some(&preds(Some(Trigger::Backstop))), at(70));
     assert_eq!(t.iter().map(|t| (t.alertname.as_str(), t.kind)).collect::<Vec<_>>(), [(CRISIS_RULE, K::Escalated)]);

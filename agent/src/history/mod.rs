@@ -25,7 +25,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::snapshot::Snapshot;
+use crate::model::snapshot::Snapshot;
 #[allow(unused_imports)] // used once the CLI/API are wired
 pub use report::{parse_since, report, Format, Report};
 pub use store::Store;
@@ -73,10 +73,7 @@ impl HistoryConfig {
             return Err(("history.downsample_interval", "must be at least 1s".into()));
         }
         if self.full_resolution > self.retention {
-            return Err((
-                "history.full_resolution",
-                "must not be longer than history.retention".into(),
-            ));
+            return Err(("history.full_resolution", "must not be longer than history.retention".into()));
         }
         Ok(())
     }
@@ -163,12 +160,7 @@ impl History {
         Self {
             ring: RwLock::new(VecDeque::with_capacity(cap.min(16384))),
             cfg,
-            store: Mutex::new(StoreState {
-                store,
-                path,
-                last_open_attempt: None,
-                last_prune: None,
-            }),
+            store: Mutex::new(StoreState { store, path, last_open_attempt: None, last_prune: None }),
             errors_total: AtomicU64::new(0),
             last_error: Mutex::new(None),
         }

@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::snapshot_time;
-use crate::snapshot::{Frames, Snapshot, WebSocketStats};
+use crate::model::snapshot::{Frames, Snapshot, WebSocketStats};
 
 /// How many processes the "worst" list holds.
 const WORST: usize = 5;
@@ -311,8 +311,7 @@ fn text(r: &Report) -> String {
     }
     let _ = writeln!(o, "wsguard report {} .. {}", r.first, r.last);
     let _ = writeln!(o, "  {} snapshots over {:.0} s", r.snapshots, r.duration_seconds);
-    let _ =
-        writeln!(o, "  peak active connections: {} at {}", r.peak_active.value, r.peak_active.at);
+    let _ = writeln!(o, "  peak active connections: {} at {}", r.peak_active.value, r.peak_active.at);
     let _ = writeln!(o, "\nTotals in the period:");
     for (k, v) in total_rows(&r.totals) {
         let _ = writeln!(o, "  {k:<24} {v}");
@@ -325,15 +324,7 @@ fn text(r: &Report) -> String {
     let _ = writeln!(
         o,
         "  {:>8} {:<16} {:>11} {:>8} {:>8} {:>8} {:>8} {:>12} {:>12}  peak at",
-        "pid",
-        "comm",
-        "peak active",
-        "opened",
-        "closed",
-        "failed",
-        "abnormal",
-        "bytes in",
-        "bytes out"
+        "pid", "comm", "peak active", "opened", "closed", "failed", "abnormal", "bytes in", "bytes out"
     );
     for p in &r.processes {
         let c = &p.period;
@@ -383,8 +374,7 @@ fn markdown(r: &Report) -> String {
     }
     let _ = writeln!(o, "- Period: {} .. {} ({:.0} s)", r.first, r.last, r.duration_seconds);
     let _ = writeln!(o, "- Snapshots: {}", r.snapshots);
-    let _ =
-        writeln!(o, "- Peak active connections: {} at {}\n", r.peak_active.value, r.peak_active.at);
+    let _ = writeln!(o, "- Peak active connections: {} at {}\n", r.peak_active.value, r.peak_active.at);
     let _ = writeln!(o, "## Totals\n\n| counter | value |\n|---|---:|");
     for (k, v) in total_rows(&r.totals) {
         let _ = writeln!(o, "| {k} | {v} |");
@@ -455,21 +445,14 @@ pub fn parse_since_at(s: &str, now: SystemTime) -> Result<SystemTime> {
     if let Ok(d) = humantime::parse_duration(s) {
         return now.checked_sub(d).context("duration reaches before the epoch");
     }
-    parse_rfc3339(s).with_context(|| {
-        format!(
-            "invalid time {s:?}: expected RFC 3339 (2025-01-02T03:04:05Z) or a duration (15m, 2h)"
-        )
-    })
+    parse_rfc3339(s)
+        .with_context(|| format!("invalid time {s:?}: expected RFC 3339 (2025-01-02T03:04:05Z) or a duration (15m, 2h)"))
 }
 
 fn parse_rfc3339(s: &str) -> Result<SystemTime> {
     let b = s.as_bytes();
     // A `+hh:mm` / `-hh:mm` offset after the time part (humantime only knows `Z`).
-    if b.len() > 6
-        && s.contains(['T', 't', ' '])
-        && matches!(b[b.len() - 6], b'+' | b'-')
-        && b[b.len() - 3] == b':'
-    {
+    if b.len() > 6 && s.contains(['T', 't', ' ']) && matches!(b[b.len() - 6], b'+' | b'-') && b[b.len() - 3] == b':' {
         let (base, off) = s.split_at(s.len() - 6);
         let hh: u64 = off[1..3].parse().context("offset hours")?;
         let mm: u64 = off[4..6].parse().context("offset minutes")?;

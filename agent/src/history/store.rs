@@ -29,7 +29,7 @@ use rusqlite::{params, Connection, OpenFlags};
 use serde::Serialize;
 
 use super::HistoryConfig;
-use crate::snapshot::Snapshot;
+use crate::model::snapshot::Snapshot;
 
 const SCHEMA_VERSION: i64 = 1;
 
@@ -74,19 +74,14 @@ impl Store {
         let ctx = || format!("history store {}", path.display());
         let conn = Connection::open(path).with_context(ctx)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).with_context(ctx)?;
-        let mode: String =
-            conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).with_context(ctx)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).with_context(ctx)?;
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::debug!(path = %path.display(), mode, "history store not in WAL mode");
         }
         conn.pragma_update(None, "synchronous", "NORMAL").with_context(ctx)?;
-        let version: i64 =
-            conn.query_row("PRAGMA user_version", [], |r| r.get(0)).with_context(ctx)?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).with_context(ctx)?;
         if version > SCHEMA_VERSION {
-            bail!(
-                "{}: schema version {version} is newer than this wsguard ({SCHEMA_VERSION})",
-                ctx()
-            );
+            bail!("{}: schema version {version} is newer than this wsguard ({SCHEMA_VERSION})", ctx());
         }
         conn.execute_batch(SCHEMA).with_context(ctx)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION).with_context(ctx)?;
@@ -95,11 +90,8 @@ impl Store {
 
     /// Open an existing store read-only (for `wsguard report`/`replay` beside a running agent).
     pub fn open_read_only(path: &Path) -> Result<Self> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .with_context(|| format!("history store {}", path.display()))?;
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .with_context(|| format!("history store {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(Self { conn, path: path.into(), decode_errors: AtomicU64::new(0) })
     }
@@ -180,9 +172,7 @@ impl Store {
             .conn
             .prepare("SELECT json FROM snapshots ORDER BY ts DESC, id DESC LIMIT ?1")
             .with_context(|| self.ctx("load recent"))?;
-        let rows = stmt
-            .query_map(params![n as i64], |r| r.get::<_, String>(0))
-            .with_context(|| self.ctx("load recent"))?;
+        let rows = stmt.query_map(params![n as i64], |r| r.get::<_, String>(0)).with_context(|| self.ctx("load recent"))?;
         let mut out = Vec::new();
         for json in rows {
             out.extend(self.decode(&json.with_context(|| self.ctx("load recent"))?));
@@ -213,12 +203,7 @@ impl Store {
         Ok(n)
     }
 
-    fn each_json(
-        &self,
-        from: i64,
-        to: Option<i64>,
-        mut f: impl FnMut(&str) -> Result<()>,
-    ) -> Result<()> {
+    fn each_json(&self, from: i64, to: Option<i64>, mut f: impl FnMut(&str) -> Result<()>) -> Result<()> {
         let mut stmt = self
             .conn
             .prepare(
@@ -236,10 +221,8 @@ impl Store {
 
     /// Rows stored.
     pub fn count(&self) -> Result<u64> {
-        let n: i64 = self
-            .conn
-            .query_row("SELECT COUNT(*) FROM snapshots", [], |r| r.get(0))
-            .with_context(|| self.ctx("count"))?;
+        let n: i64 =
+            self.conn.query_row("SELECT COUNT(*) FROM snapshots", [], |r| r.get(0)).with_context(|| self.ctx("count"))?;
         Ok(n as u64)
     }
 }

@@ -4,7 +4,7 @@ use std::{
 };
 
 use super::{report::*, store::Store, *};
-use crate::snapshot::{Frames, ProcessSnapshot, Snapshot, WebSocketStats};
+use crate::model::snapshot::{Frames, ProcessSnapshot, Snapshot, WebSocketStats};
 
 /// 2025-01-01T00:00:00Z
 const T0: u64 = 1_735_689_600;
@@ -44,11 +44,8 @@ fn proc_(comm: &str, p: P) -> ProcessSnapshot {
 }
 
 fn snap(secs: u64, procs: Vec<ProcessSnapshot>) -> Snapshot {
-    let mut s = Snapshot {
-        timestamp: humantime::format_rfc3339_millis(at(secs)).to_string(),
-        processes: procs,
-        ..Default::default()
-    };
+    let mut s =
+        Snapshot { timestamp: humantime::format_rfc3339_millis(at(secs)).to_string(), processes: procs, ..Default::default() };
     for p in &s.processes {
         s.totals.add(&p.websocket);
     }
@@ -56,10 +53,7 @@ fn snap(secs: u64, procs: Vec<ProcessSnapshot>) -> Snapshot {
 }
 
 fn simple(secs: u64, active: u64) -> Arc<Snapshot> {
-    Arc::new(snap(
-        secs,
-        vec![proc_("node", P { pid: 1, active, opened: active, ..Default::default() })],
-    ))
+    Arc::new(snap(secs, vec![proc_("node", P { pid: 1, active, opened: active, ..Default::default() })]))
 }
 
 fn cfg(mem: usize) -> HistoryConfig {
@@ -77,8 +71,7 @@ fn history_config_defaults_and_toml() {
     assert_eq!(d.retention, Duration::from_secs(7 * 86400));
     assert_eq!(d.full_resolution, Duration::from_secs(6 * 3600));
     assert_eq!(d.downsample_interval, Duration::from_secs(300));
-    let c: HistoryConfig =
-        toml::from_str("retention = \"2d\"\ndownsample_interval = \"1m\"").unwrap();
+    let c: HistoryConfig = toml::from_str("retention = \"2d\"\ndownsample_interval = \"1m\"").unwrap();
     assert_eq!(c.retention, Duration::from_secs(2 * 86400));
     assert_eq!(c.downsample_interval, Duration::from_secs(60));
     assert_eq!(c.memory_snapshots, 10080);
@@ -132,11 +125,7 @@ fn history_reopen_restores_ring_and_falls_back_to_store() {
     // Export: one JSON snapshot per line, everything in the store.
     let mut out = Vec::new();
     assert_eq!(h.export_jsonl(at(T0 + 10), &mut out).unwrap(), 5);
-    let lines: Vec<Snapshot> = std::str::from_utf8(&out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<Snapshot> = std::str::from_utf8(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 5);
     assert_eq!(lines[0].timestamp, "2025-01-01T00:00:10.000Z");
     assert_eq!(h.errors_total(), 0);
@@ -182,8 +171,7 @@ fn history_retention_and_downsampling_keep_the_peak() {
     // Full resolution for the last 10 minutes: all 120 kept.
     assert_eq!(ts.iter().filter(|&&t| t >= now - 600).count(), 120);
     // Before that: one per 5-minute bucket (3600 - 600) / 300 = 10 buckets.
-    let old: Vec<&Snapshot> =
-        rows.iter().filter(|s| unix_secs(snapshot_time(s).unwrap()) < (now - 600) as i64).collect();
+    let old: Vec<&Snapshot> = rows.iter().filter(|s| unix_secs(snapshot_time(s).unwrap()) < (now - 600) as i64).collect();
     assert_eq!(old.len(), 10);
     assert_eq!(stats.downsampled, 600 - 10);
     // Each kept one is the bucket maximum; the peak survived.
@@ -267,37 +255,15 @@ fn period() -> Vec<Snapshot> {
         frames_rx,
         bytes_rx,
     };
-    let py = |active, opened, abnormal, failed| P {
-        pid: 20,
-        active,
-        opened,
-        abnormal,
-        failed,
-        ..Default::default()
-    };
+    let py = |active, opened, abnormal, failed| P { pid: 20, active, opened, abnormal, failed, ..Default::default() };
     vec![
         snap(T0, vec![proc_("node", n(50, 100, 50, 1, 0, 1000, 10_000))]),
         snap(T0 + 10, vec![proc_("node", n(60, 120, 60, 1, 1, 1500, 15_000))]),
-        snap(
-            T0 + 20,
-            vec![
-                proc_("node", n(80, 150, 70, 2, 2, 1600, 16_000)),
-                proc_("python3", py(5, 7, 0, 0)),
-            ],
-        ),
+        snap(T0 + 20, vec![proc_("node", n(80, 150, 70, 2, 2, 1600, 16_000)), proc_("python3", py(5, 7, 0, 0))]),
         // Reset: counts restart from zero (agent restarted with --fresh).
-        snap(
-            T0 + 30,
-            vec![proc_("node", n(5, 5, 0, 0, 0, 100, 1_000)), proc_("python3", py(6, 9, 1, 0))],
-        ),
-        snap(
-            T0 + 40,
-            vec![proc_("node", n(12, 15, 3, 0, 0, 400, 4_000)), proc_("python3", py(6, 10, 4, 2))],
-        ),
-        snap(
-            T0 + 50,
-            vec![proc_("node", n(12, 15, 3, 0, 0, 400, 4_000)), proc_("python3", py(4, 10, 6, 3))],
-        ),
+        snap(T0 + 30, vec![proc_("node", n(5, 5, 0, 0, 0, 100, 1_000)), proc_("python3", py(6, 9, 1, 0))]),
+        snap(T0 + 40, vec![proc_("node", n(12, 15, 3, 0, 0, 400, 4_000)), proc_("python3", py(6, 10, 4, 2))]),
+        snap(T0 + 50, vec![proc_("node", n(12, 15, 3, 0, 0, 400, 4_000)), proc_("python3", py(4, 10, 6, 3))]),
     ]
 }
 
@@ -377,10 +343,7 @@ fn history_parse_since() {
     assert_eq!(parse_since_at("15m", now).unwrap(), at(T0 + 2700));
     assert_eq!(parse_since_at("1h 30m", now).unwrap(), at(T0 - 1800));
     assert_eq!(parse_since_at("2025-01-01T00:00:00Z", now).unwrap(), at(T0));
-    assert_eq!(
-        parse_since_at("2025-01-01T00:00:00.500Z", now).unwrap(),
-        at(T0) + Duration::from_millis(500)
-    );
+    assert_eq!(parse_since_at("2025-01-01T00:00:00.500Z", now).unwrap(), at(T0) + Duration::from_millis(500));
     assert_eq!(parse_since_at("2025-01-01T02:00:00+02:00", now).unwrap(), at(T0));
     assert_eq!(parse_since_at("2024-12-31T19:00:00-05:00", now).unwrap(), at(T0));
     assert_eq!(parse_since_at(&T0.to_string(), now).unwrap(), at(T0));

@@ -288,8 +288,10 @@ impl NotifyConfig {
             } else if n_url > 0 {
                 return Err(ch(i, c, format!("url is not used by type {}", c.kind.as_str())));
             }
-            let n_auth =
-                [c.auth_header.is_some(), c.auth_header_file.is_some(), c.auth_header_env.is_some()].iter().filter(|x| **x).count();
+            let n_auth = [c.auth_header.is_some(), c.auth_header_file.is_some(), c.auth_header_env.is_some()]
+                .iter()
+                .filter(|x| **x)
+                .count();
             sources(n_auth).map_err(|m| ch(i, c, format!("auth_header: {m}")))?;
             if n_auth > 0 && !matches!(c.kind, ChannelKind::Webhook | ChannelKind::Alertmanager) {
                 return Err(ch(i, c, "auth_header is only for webhook and alertmanager".into()));

@@ -109,8 +109,7 @@ impl Outbox {
         let mut state = None;
         match open_db(path).and_then(|c| {
             let max: Option<i64> = c.query_row("SELECT max(seq) FROM outbox", [], |r| r.get(0))?;
-            let st: Option<String> =
-                c.query_row("SELECT json FROM state WHERE key = 'plan'", [], |r| r.get(0)).optional()?;
+            let st: Option<String> = c.query_row("SELECT json FROM state WHERE key = 'plan'", [], |r| r.get(0)).optional()?;
             Ok((c, max, st))
         }) {
             Ok((c, max, st)) => {

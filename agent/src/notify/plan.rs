@@ -141,13 +141,7 @@ impl Planner {
     }
 
     /// Every channel told about an episode that is no longer firing gets the resolve.
-    fn resolves(
-        &mut self,
-        current: &BTreeMap<&str, &Alert>,
-        resolved: &BTreeMap<&str, &Alert>,
-        now: SystemTime,
-        stale: bool,
-    ) {
+    fn resolves(&mut self, current: &BTreeMap<&str, &Alert>, resolved: &BTreeMap<&str, &Alert>, now: SystemTime, stale: bool) {
         let now_ms = unix_ms(now);
         let mut out = Vec::new();
         for (ch, eps) in self.state.episodes.iter_mut() {

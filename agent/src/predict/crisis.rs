@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use super::ResourcePrediction;
-use crate::snapshot::{ProcessSnapshot, Snapshot};
+use crate::model::snapshot::{ProcessSnapshot, Snapshot};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -102,7 +102,8 @@ impl Behaviour {
         let abnormal = if self.closed_rate > 0.0 { (self.abnormal_rate / self.closed_rate).min(1.0) } else { 0.0 };
         let failed = per_min(self.failed_rate);
         let queues = (p.send_queue_bytes + p.recv_queue_bytes) as f64;
-        let stress = (failed / 10.0).min(1.0).max(abnormal * (opened / 30.0).min(1.0)).max((queues / (64.0 * 1048576.0)).min(1.0));
+        let stress =
+            (failed / 10.0).min(1.0).max(abnormal * (opened / 30.0).min(1.0)).max((queues / (64.0 * 1048576.0)).min(1.0));
         Signals {
             connections_opened_per_minute: opened,
             connections_closed_per_minute: per_min(self.closed_rate),
@@ -215,10 +216,7 @@ fn recommend(class: CrisisClass, r: &ResourcePrediction, s: &Signals, horizon: f
     };
     let pct = r.usage_ratio * 100.0;
     match class {
-        CrisisClass::None => format!(
-            "No crisis expected within {}: {what} at {pct:.0}% of the limit.",
-            human(horizon)
-        ),
+        CrisisClass::None => format!("No crisis expected within {}: {what} at {pct:.0}% of the limit.", human(horizon)),
         CrisisClass::Leak => format!(
             "{what} grow steadily by {:.1}/min and reach the limit ({:.0}) {eta}; \
              {:.0} connections opened/min vs {:.0} closed/min looks like connections that are never closed. \

@@ -150,7 +150,15 @@ impl Persistence {
 
     /// Step the condition of `rule` for `key`; fills the trigger and the count of `f` and
     /// records a new prediction when the predictive condition reaches `persistence`.
-    pub fn step(&mut self, now: f64, rule: &'static str, key: &str, c: &Condition, f: &mut Forecast, new: &mut Vec<NewPrediction>) {
+    pub fn step(
+        &mut self,
+        now: f64,
+        rule: &'static str,
+        key: &str,
+        c: &Condition,
+        f: &mut Forecast,
+        new: &mut Vec<NewPrediction>,
+    ) {
         let id = (rule, key.to_string());
         self.seen.insert(id.clone());
         let predictive = c.predicted && c.floor;

@@ -26,12 +26,12 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 pub use crisis::Crisis;
-pub use forecast::{Forecast, Trigger, CRISIS_RULE, FD_RULE};
 #[cfg(test)]
 pub use crisis::CrisisClass;
+pub use forecast::{Forecast, Trigger, CRISIS_RULE, FD_RULE};
 pub use score::Scores;
 
-use crate::snapshot::{ProcessSnapshot, Snapshot};
+use crate::model::snapshot::{ProcessSnapshot, Snapshot};
 use forecast::{Condition, Persistence};
 use score::{Exhaustion, Scorer};
 use trend::{Model, Urgency};
@@ -270,11 +270,18 @@ struct Scope {
 }
 
 impl Scope {
-    fn predict(&mut self, now: f64, readings: &[Reading], cfg: &PredictConfig, newly_exhausted: &mut Vec<&'static str>) -> Vec<ResourcePrediction> {
+    fn predict(
+        &mut self,
+        now: f64,
+        readings: &[Reading],
+        cfg: &PredictConfig,
+        newly_exhausted: &mut Vec<&'static str>,
+    ) -> Vec<ResourcePrediction> {
         let short = cfg.short_window.as_secs_f64();
         let long = cfg.long_window.as_secs_f64();
         let horizon = cfg.horizon.as_secs_f64();
-        let urgency = Urgency { min_r2: cfg.min_fit_r2, eta_ratio: cfg.urgent_evidence_ratio, min_span: cfg.urgent_min_span.as_secs_f64() };
+        let urgency =
+            Urgency { min_r2: cfg.min_fit_r2, eta_ratio: cfg.urgent_evidence_ratio, min_span: cfg.urgent_min_span.as_secs_f64() };
         let mut out = Vec::new();
         for rd in readings {
             let m = self.models.entry(rd.resource).or_insert_with(|| Model::new(short));
@@ -379,9 +386,8 @@ impl Predictor {
     /// Fold in the next snapshot and forecast. Deterministic in the sequence of snapshots.
     pub fn observe(&mut self, snap: &Snapshot) -> Predictions {
         let cfg = self.cfg.clone();
-        let now = snapshot_seconds(snap)
-            .or_else(|| self.last_t.map(|t| t + snap.agent.interval_seconds.max(0.001)))
-            .unwrap_or(0.0);
+        let now =
+            snapshot_seconds(snap).or_else(|| self.last_t.map(|t| t + snap.agent.interval_seconds.max(0.001))).unwrap_or(0.0);
         self.last_t = Some(now);
         let horizon = cfg.horizon.as_secs_f64();
         let short = cfg.short_window.as_secs_f64();
@@ -475,7 +481,14 @@ impl Predictor {
     }
 
     /// The `PredictedCrisis` input of one process (or the host, key `host`).
-    fn crisis_forecast(&mut self, now: f64, key: &str, resources: &[ResourcePrediction], c: &Crisis, new: &mut Vec<score::NewPrediction>) -> Forecast {
+    fn crisis_forecast(
+        &mut self,
+        now: f64,
+        key: &str,
+        resources: &[ResourcePrediction],
+        c: &Crisis,
+        new: &mut Vec<score::NewPrediction>,
+    ) -> Forecast {
         let cfg = &self.cfg;
         let max_usage = resources.iter().map(|r| r.usage_ratio).fold(0.0, f64::max);
         let worst = resources.iter().find(|r| Some(&r.resource) == c.resource.as_ref());

@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::{rfc3339, snapshot_seconds, PredictConfig, Predictions, Predictor, Scores, Trigger};
 use crate::{
     alert::{rule::Metric, AlertConfig, Engine, Labels, TransitionKind},
-    snapshot::Snapshot,
+    model::snapshot::Snapshot,
 };
 
 /// An alert change seen in a replay.
@@ -183,7 +183,7 @@ pub fn scores_text(s: &Scores) -> String {
 pub fn run(file: &Path, config: Option<&Path>, speed: Option<f64>, json: bool) -> Result<()> {
     let (cfg, alert) = match config {
         Some(c) => {
-            let c = crate::config::Config::load(Some(c))?;
+            let c = crate::app::config::Config::load(Some(c))?;
             (c.predict, c.alert)
         }
         None => (PredictConfig::default(), AlertConfig::default()),
@@ -191,9 +191,7 @@ pub fn run(file: &Path, config: Option<&Path>, speed: Option<f64>, json: bool) -
     let reader: Box<dyn BufRead> = if file == Path::new("-") {
         Box::new(std::io::stdin().lock())
     } else {
-        Box::new(std::io::BufReader::new(
-            std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
-        ))
+        Box::new(std::io::BufReader::new(std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?))
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -231,7 +229,7 @@ pub async fn history_export(api: &str, state_dir: Option<&Path>, since: &str) ->
             store.export_jsonl(crate::history::unix_secs(t), None, &mut stdout.lock())?
         }
         None => {
-            let resp = crate::client::get(api, &format!("/api/v1/history?since={}", since.replace(' ', "%20"))).await?;
+            let resp = crate::cli::client::get(api, &format!("/api/v1/history?since={}", since.replace(' ', "%20"))).await?;
             if !resp.status().is_success() {
                 bail!("agent answered {}: {}", resp.status(), resp.text().await.unwrap_or_default());
             }

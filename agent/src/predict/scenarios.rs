@@ -4,9 +4,9 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::{
-    conns::ClientsSnapshot,
-    resources::ProcessResources,
-    snapshot::{ProcessSnapshot, Snapshot},
+    model::snapshot::{ProcessSnapshot, Snapshot},
+    track::conns::ClientsSnapshot,
+    track::resources::ProcessResources,
 };
 
 /// 2024-01-01T00:00:00Z.

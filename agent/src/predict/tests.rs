@@ -77,7 +77,11 @@ fn predict_ramp_flat_day_and_restart_raise_no_alert() {
         assert_eq!(s.backstop_at, None, "{}: scenario must stay below the backstop", s.name);
         let r = run(&s);
         assert!(r.transitions.is_empty(), "{}: {:#?}", s.name, r.transitions);
-        assert!(r.all.iter().all(|p| !holds(p, FD_RULE, Trigger::Forecast) && !holds(p, CRISIS_RULE, Trigger::Forecast)), "{}", s.name);
+        assert!(
+            r.all.iter().all(|p| !holds(p, FD_RULE, Trigger::Forecast) && !holds(p, CRISIS_RULE, Trigger::Forecast)),
+            "{}",
+            s.name
+        );
         let last = r.all.last().unwrap();
         for score in &last.scores.rules {
             assert_eq!(score.predictions, 0, "{}: {score:?}", s.name);
@@ -100,7 +104,11 @@ fn predict_surge_is_caught_by_the_backstop() {
     assert!(!fd.is_empty());
     assert_eq!(fd[0].trigger, Some(Trigger::Backstop), "{fd:?}");
     assert!(fd[0].at - at < 0.001, "the backstop fires at the first sample over 90%");
-    let p = r.all.iter().find(|p| p.timestamp == s.snapshots.iter().find(|x| super::snapshot_seconds(x) == Some(at)).unwrap().timestamp).unwrap();
+    let p = r
+        .all
+        .iter()
+        .find(|p| p.timestamp == s.snapshots.iter().find(|x| super::snapshot_seconds(x) == Some(at)).unwrap().timestamp)
+        .unwrap();
     assert_eq!(p.processes[0].crisis.class, CrisisClass::Surge, "{:?}", p.processes[0].crisis);
 }
 
@@ -135,7 +143,7 @@ fn predict_replay_of_a_jsonl_file_prints_fired_alerts_and_scores() {
 
 #[test]
 fn predict_metrics_carry_forecasts_and_scores_and_pass_promtool() {
-    use crate::metrics::{render_with, MetricsConfig};
+    use crate::export::metrics::{render_with, MetricsConfig};
     let s = scenarios::leak(10.0, 100.0);
     let mut p = Predictor::new(PredictConfig::default());
     let cfg = MetricsConfig::default();
@@ -204,7 +212,8 @@ fn predict_config_validates() {
     assert_eq!(c.validate().unwrap_err().0, "predict.floor_ratio");
     let c = PredictConfig { long_window: std::time::Duration::from_secs(1), ..Default::default() };
     assert_eq!(c.validate().unwrap_err().0, "predict.long_window");
-    let c: PredictConfig = toml::from_str("horizon = \"60s\"\nshort_window = \"10s\"\nlong_window = \"30s\"\npersistence = 3\n").unwrap();
+    let c: PredictConfig =
+        toml::from_str("horizon = \"60s\"\nshort_window = \"10s\"\nlong_window = \"30s\"\npersistence = 3\n").unwrap();
     assert_eq!(c.horizon.as_secs(), 60);
     assert!(toml::from_str::<PredictConfig>("horizn = \"1m\"").is_err());
 }
@@ -229,13 +238,10 @@ fn row(s: &scenarios::Scenario, cfg: PredictConfig) -> Row {
     let r = run_with(s, cfg);
     let scores = &r.all.last().unwrap().scores;
     let fd = scores.rules.iter().find(|x| x.rule == FD_RULE).unwrap();
-    let mut leads: Vec<f64> =
-        scores.outcomes.iter().filter(|o| o.rule == FD_RULE).filter_map(|o| o.lead_time_seconds).collect();
+    let mut leads: Vec<f64> = scores.outcomes.iter().filter(|o| o.rule == FD_RULE).filter_map(|o| o.lead_time_seconds).collect();
     leads.sort_by(f64::total_cmp);
-    let first_alert = fired(&r, FD_RULE)
-        .first()
-        .zip(s.exhaustion_at)
-        .map(|(t, ex)| (scenarios::T0 + ex - t.at, t.trigger.unwrap()));
+    let first_alert =
+        fired(&r, FD_RULE).first().zip(s.exhaustion_at).map(|(t, ex)| (scenarios::T0 + ex - t.at, t.trigger.unwrap()));
     Row {
         forecasts: fd.predictions,
         tp: fd.true_positives,

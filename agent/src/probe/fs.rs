@@ -66,8 +66,5 @@ pub fn ensure_bpffs(pin_path: &Path) -> anyhow::Result<()> {
         mount("bpf", BPFFS).context("bpffs is not mounted at /sys/fs/bpf and could not be mounted")?;
         return Ok(());
     }
-    bail!(
-        "probe.pin_path {} must be directly inside a bpffs mount (e.g. /sys/fs/bpf/wsguard)",
-        pin_path.display()
-    )
+    bail!("probe.pin_path {} must be directly inside a bpffs mount (e.g. /sys/fs/bpf/wsguard)", pin_path.display())
 }

@@ -99,8 +99,7 @@ impl Reader {
         for (tgid, h) in hists.iter().flatten() {
             r.hists.insert(tgid, h);
         }
-        let g: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(ebpf.map(names::GLOBAL).context("map WSG_GLOBAL missing")?)?;
+        let g: PerCpuArray<_, u64> = PerCpuArray::try_from(ebpf.map(names::GLOBAL).context("map WSG_GLOBAL missing")?)?;
         let sum = |i: u32| -> anyhow::Result<u64> { Ok(g.get(&i, 0)?.iter().sum()) };
         r.health = ProbeHealth {
             conn_map_full: sum(global::CONN_MAP_FULL)?,
@@ -218,11 +217,10 @@ pub fn set_layout(ebpf: &mut Ebpf) -> anyhow::Result<()> {
 }
 
 /// Tell the probe which client key to capture from upgrade requests.
-pub fn set_key_config(ebpf: &mut Ebpf, cfg: &crate::config::ClientKeyConfig) -> anyhow::Result<()> {
+pub fn set_key_config(ebpf: &mut Ebpf, cfg: &crate::app::config::ClientKeyConfig) -> anyhow::Result<()> {
     let kc = KeyConfig::new(cfg.header.as_deref(), cfg.query.as_deref(), cfg.hash)
         .context("probe.client_key: header/query name too long")?;
-    let mut a: Array<_, KeyConfig> =
-        Array::try_from(ebpf.map_mut(names::KEY_CONFIG).context("map WSG_KEY_CONFIG missing")?)?;
+    let mut a: Array<_, KeyConfig> = Array::try_from(ebpf.map_mut(names::KEY_CONFIG).context("map WSG_KEY_CONFIG missing")?)?;
     a.set(0, kc, 0)?;
     Ok(())
 }

@@ -4,6 +4,8 @@
 //! pinned there, it reuses the running probe and its maps as they are: nothing is reloaded, so
 //! counting never stops across a restart. `--fresh` unpins everything and starts from zero.
 
+pub mod events;
+
 mod batch;
 pub mod fs;
 pub mod maps;
@@ -22,7 +24,7 @@ use aya::{
 use tracing::{info, warn};
 use wsguard_common::{conn::ConnState, names, stats::ProcStats};
 
-use crate::config::ProbeConfig;
+use crate::app::config::ProbeConfig;
 
 /// The eBPF object built by build.rs (empty when built without the eBPF toolchain).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/wsguard"));
@@ -149,16 +151,14 @@ pub fn start(cfg: &ProbeConfig, fresh: bool) -> anyhow::Result<Probe> {
     } else {
         // A server already blocked in accept() made its entry before we attached; mark every
         // listener now, before attaching, so no kernel writer races these word updates.
-        let pids = crate::procinfo::listening_pids();
+        let pids = crate::track::procinfo::listening_pids();
         maps::mark_watched(&mut ebpf, &pids)?;
         maps::set_layout(&mut ebpf)?;
-        preexisting = Some(crate::procinfo::inbound_connections());
+        preexisting = Some(crate::track::procinfo::inbound_connections());
         info!("watching {} processes that already listen", pids.len());
         for (prog, tp) in TRACEPOINTS {
-            let p: &mut RawTracePoint = ebpf
-                .program_mut(prog)
-                .with_context(|| format!("program {prog} missing from the object"))?
-                .try_into()?;
+            let p: &mut RawTracePoint =
+                ebpf.program_mut(prog).with_context(|| format!("program {prog} missing from the object"))?.try_into()?;
             p.load().with_context(|| format!("the verifier rejected {prog}"))?;
             let id = p.attach(tp).with_context(|| format!("attaching {prog} to raw tracepoint {tp}"))?;
             let link: FdLink = p.take_link(id)?.into();
@@ -187,18 +187,12 @@ fn check_layout(pin: &Path) -> anyhow::Result<()> {
         .and_then(|a| a.get(&0, 0).ok());
     if version != Some(wsguard_common::LAYOUT_VERSION) {
         let found = version.map(|v| v.to_string()).unwrap_or_else(|| "none".into());
-        return Err(incompatible(format!(
-            "layout version {found} != {}",
-            wsguard_common::LAYOUT_VERSION
-        )));
+        return Err(incompatible(format!("layout version {found} != {}", wsguard_common::LAYOUT_VERSION)));
     }
-    let want = [
-        (names::CONNS, std::mem::size_of::<ConnState>()),
-        (names::PROCS, std::mem::size_of::<ProcStats>()),
-    ];
+    let want = [(names::CONNS, std::mem::size_of::<ConnState>()), (names::PROCS, std::mem::size_of::<ProcStats>())];
     for (name, size) in want {
-        let info = MapInfo::from_pin(pin.join(name))
-            .with_context(|| format!("reading pinned map {name}; restart with --fresh"))?;
+        let info =
+            MapInfo::from_pin(pin.join(name)).with_context(|| format!("reading pinned map {name}; restart with --fresh"))?;
         if info.value_size() as usize != size {
             return Err(incompatible(format!("{name}: value size {} != {size}", info.value_size())));
         }

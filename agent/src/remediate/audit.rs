@@ -336,9 +336,8 @@ impl Audit {
     /// Runs (real, dry and no-op) that started at or after `since`, oldest first: rebuilds
     /// cooldowns and hourly counts after a restart.
     pub fn runs_since(&self, since: SystemTime) -> Result<Vec<Entry>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT * FROM audit WHERE event IN ('run', 'dry_run', 'noop') AND ts >= ?1 ORDER BY id")?;
+        let mut st =
+            self.conn.prepare("SELECT * FROM audit WHERE event IN ('run', 'dry_run', 'noop') AND ts >= ?1 ORDER BY id")?;
         let rows = st.query_map([ms(since)], entry)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }

@@ -460,7 +460,8 @@ mod tests {
             let e = parse(&format!("{base}{extra}")).unwrap_err();
             assert!(e.contains("remediation.actions") && e.contains("\"a\"") && e.contains(want), "{extra}: {e}");
         }
-        let e = parse("[[remediation.actions]]\nname = \"a\"\ntype = \"exec\"\non = []\ncommand = [\"/bin/true\"]\n").unwrap_err();
+        let e =
+            parse("[[remediation.actions]]\nname = \"a\"\ntype = \"exec\"\non = []\ncommand = [\"/bin/true\"]\n").unwrap_err();
         assert!(e.contains("`on`"), "{e}");
         let twice = format!("{base}type = \"signal\"\nsignal = \"HUP\"\n{base}type = \"signal\"\nsignal = \"HUP\"\n");
         assert!(parse(&twice).unwrap_err().contains("used twice"));
@@ -482,12 +483,13 @@ mod shipped {
             .map(|l| {
                 seen |= l == "[remediation]";
                 let example = l.strip_prefix("# ").filter(|r| {
-                    seen && (r.starts_with("[[remediation.actions]]") || r.split_once(" = ").is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_')))
+                    seen && (r.starts_with("[[remediation.actions]]")
+                        || r.split_once(" = ").is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_')))
                 });
                 format!("{}\n", example.unwrap_or(l))
             })
             .collect();
-        let cfg = crate::config::Config::parse(&uncommented, &path).unwrap();
+        let cfg = crate::app::config::Config::parse(&uncommented, &path).unwrap();
         let r = &cfg.remediation;
         assert_eq!(r.actions.len(), 8);
         assert!(r.actions.iter().all(|a| a.dry_run), "every example ships in dry run");
@@ -498,6 +500,6 @@ mod shipped {
         let idle2m = r.actions.iter().find(|a| a.on == ["CrisisProbabilityHigh"] && a.select.is_some()).unwrap();
         assert_eq!(idle2m.select.as_ref().unwrap().idle_for, std::time::Duration::from_secs(120));
         // As shipped (examples commented out): no action.
-        assert!(crate::config::Config::parse(&text, &path).unwrap().remediation.actions.is_empty());
+        assert!(crate::app::config::Config::parse(&text, &path).unwrap().remediation.actions.is_empty());
     }
 }

@@ -15,8 +15,12 @@ const HOUR: Duration = Duration::from_secs(3600);
 pub enum Block {
     /// Another run on the same process has not finished.
     InFlight,
-    Cooldown { remaining: Duration },
-    HourlyCap { max: u32 },
+    Cooldown {
+        remaining: Duration,
+    },
+    HourlyCap {
+        max: u32,
+    },
 }
 
 impl Block {

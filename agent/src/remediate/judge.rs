@@ -6,7 +6,10 @@ use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
-use crate::{alert::{rule::Op, Alert}, snapshot::Snapshot};
+use crate::{
+    alert::{rule::Op, Alert},
+    model::snapshot::Snapshot,
+};
 
 /// Which way the metric of an alert gets better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

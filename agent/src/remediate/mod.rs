@@ -11,9 +11,7 @@
 //! ```
 
 pub mod actions;
-pub mod api;
 pub mod audit;
-pub mod cli;
 pub mod config;
 pub mod guard;
 pub mod judge;

@@ -25,8 +25,8 @@ use super::{
 };
 use crate::{
     alert::{silence::Matcher, Alert, Rule, Transition, TransitionKind},
-    conns::ConnectionSnapshot,
-    snapshot::Snapshot,
+    model::snapshot::Snapshot,
+    track::conns::ConnectionSnapshot,
 };
 
 /// A finished run, sent back by its task.
@@ -74,7 +74,13 @@ impl Remediator {
         // Requests of a previous agent run cannot be carried out any more (their alerts and
         // targets were in memory): close them.
         for r in shared.with(|a| a.pending_approvals())? {
-            let e = New { action: r.action.clone(), target: r.target.clone(), ref_id: Some(r.id), result: "agent restarted".into(), ..Default::default() };
+            let e = New {
+                action: r.action.clone(),
+                target: r.target.clone(),
+                ref_id: Some(r.id),
+                result: "agent restarted".into(),
+                ..Default::default()
+            };
             shared.record(Event::ApprovalExpired, &e, now);
         }
         let matchers = cfg.actions.iter().map(ActionConfig::matchers).collect();
@@ -210,7 +216,8 @@ impl Remediator {
             return self.skip(a, alert, &tkey, pid, "paused (kill switch)".into(), now);
         }
         let dry = a.dry_run(&self.cfg);
-        if let Err(b) = self.guard.check(&a.name, &tkey, Some(&lock), a.cooldown(&self.cfg), a.max_runs_per_hour(&self.cfg), now) {
+        if let Err(b) = self.guard.check(&a.name, &tkey, Some(&lock), a.cooldown(&self.cfg), a.max_runs_per_hour(&self.cfg), now)
+        {
             return self.skip(a, alert, &tkey, pid, b.reason(), now);
         }
         let plan = match a.kind {
@@ -244,7 +251,9 @@ impl Remediator {
                 }
                 Some(_) => return,
                 None => {
-                    if let Some(id) = self.shared.record(Event::AwaitingApproval, &New { result: "awaiting approval".into(), ..rec }, now) {
+                    if let Some(id) =
+                        self.shared.record(Event::AwaitingApproval, &New { result: "awaiting approval".into(), ..rec }, now)
+                    {
                         info!(action = %a.name, id, "remediation awaits approval (`wsguard remediation approve {id}`): {what}");
                         self.requests.insert(key, Request { id, fingerprint: alert.fingerprint.clone(), created: now });
                     }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::config::{Order, SelectBy, SelectConfig};
-use crate::conns::ConnectionSnapshot;
+use crate::track::conns::ConnectionSnapshot;
 
 /// One connection chosen to be closed: enough to find its socket again and to tell whether it
 /// is still the same connection when the action runs.
@@ -145,7 +145,12 @@ mod tests {
 
     #[test]
     fn idle_never_picks_a_busy_connection() {
-        let conns = [conn(10, "a", 500.0, 0.2, false), conn(11, "a", 500.0, 300.0, false), conn(12, "b", 50.0, 119.9, false), conn(13, "b", 900.0, 600.0, false)];
+        let conns = [
+            conn(10, "a", 500.0, 0.2, false),
+            conn(11, "a", 500.0, 300.0, false),
+            conn(12, "b", 50.0, 119.9, false),
+            conn(13, "b", 900.0, 600.0, false),
+        ];
         let s = select(&cfg(SelectBy::Idle), &conns, None, 20);
         assert_eq!(fds(&s), vec![13, 11], "most idle first, only past idle_for");
         assert_eq!((s.matched, s.total), (2, 4));

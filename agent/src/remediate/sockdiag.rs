@@ -26,7 +26,7 @@ use netlink_packet_sock_diag::{
 };
 use netlink_sys::Socket;
 
-use crate::resources::tcp;
+use crate::track::resources::tcp;
 
 /// One TCP socket as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use std::{io, os::fd::OwnedFd};
 
 use serde::Serialize;
 
-use crate::{alert::Alert, procinfo, snapshot::Snapshot};
+use crate::{alert::Alert, model::snapshot::Snapshot, track::procinfo};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Target {
@@ -122,7 +122,7 @@ pub fn set_nofile_soft(pid: u32, soft: u64, hard: u64) -> io::Result<()> {
 /// The systemd unit that `systemctl restart` would restart: the innermost `*.service` of the
 /// process's cgroup (v2 line, else v1 `name=systemd`). A `*.scope` cannot be restarted.
 pub fn unit_of(cgroup: &str) -> Result<String, String> {
-    use crate::resources::process::{parse_cgroup, systemd_unit};
+    use crate::track::resources::process::{parse_cgroup, systemd_unit};
     let lines = parse_cgroup(cgroup);
     let v2 = lines.iter().find(|c| c.hierarchy == 0 && c.controllers.is_empty() && c.path != "/");
     let v1 = lines.iter().find(|c| c.controllers.iter().any(|n| n == "name=systemd"));

@@ -7,24 +7,29 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use super::{audit::Entry, Remediator, RemediationConfig};
+use super::{audit::Entry, RemediationConfig, Remediator};
 use crate::{
     alert::{fingerprint, Alert, Labels, Severity, Status},
-    conns::ConnectionSnapshot,
-    resources::ProcessResources,
-    snapshot::{ProcessSnapshot, Snapshot},
+    model::snapshot::{ProcessSnapshot, Snapshot},
+    track::conns::ConnectionSnapshot,
+    track::resources::ProcessResources,
 };
 
 fn me() -> (u32, String) {
     let pid = std::process::id();
-    (pid, crate::procinfo::identity(pid).unwrap().comm)
+    (pid, crate::track::procinfo::identity(pid).unwrap().comm)
 }
 
 fn snap(pid: u32, comm: &str) -> Snapshot {
     let p = ProcessSnapshot {
         pid,
         comm: comm.into(),
-        resources: Some(ProcessResources { open_fds: Some(90), fd_limit_soft: Some(100), fd_usage_ratio: Some(0.9), ..Default::default() }),
+        resources: Some(ProcessResources {
+            open_fds: Some(90),
+            fd_limit_soft: Some(100),
+            fd_usage_ratio: Some(0.9),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     Snapshot { processes: vec![p], ..Default::default() }

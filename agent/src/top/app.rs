@@ -6,7 +6,7 @@ use std::{collections::VecDeque, time::Duration};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use super::fetch::Data;
-use crate::{alert::Alert, snapshot::ProcessSnapshot};
+use crate::{alert::Alert, model::snapshot::ProcessSnapshot};
 
 /// Points kept per sparkline (one per snapshot).
 pub const HISTORY: usize = 120;
@@ -47,7 +47,7 @@ pub struct Sample {
 }
 
 impl Sample {
-    pub fn of(s: &crate::snapshot::Snapshot) -> Sample {
+    pub fn of(s: &crate::model::snapshot::Snapshot) -> Sample {
         let mut out = Sample { connections_active: s.totals.connections_active, ..Default::default() };
         for r in s.processes.iter().filter_map(|p| p.rates.as_ref()) {
             out.opened_per_second += r.connections_opened_per_second;
@@ -151,13 +151,9 @@ impl App {
     }
 
     /// Put earlier snapshots (oldest first) in front of the sparkline history.
-    pub fn prefill(&mut self, earlier: &[crate::snapshot::Snapshot]) {
+    pub fn prefill(&mut self, earlier: &[crate::model::snapshot::Snapshot]) {
         // RFC 3339 UTC timestamps of one format order as strings.
-        let mut past: VecDeque<Sample> = earlier
-            .iter()
-            .filter(|s| s.timestamp < self.last_timestamp)
-            .map(Sample::of)
-            .collect();
+        let mut past: VecDeque<Sample> = earlier.iter().filter(|s| s.timestamp < self.last_timestamp).map(Sample::of).collect();
         past.extend(self.history.drain(..));
         while past.len() > HISTORY {
             past.pop_front();
@@ -182,11 +178,7 @@ impl App {
     }
 
     fn connections_len(&self) -> usize {
-        self.data
-            .as_ref()
-            .and_then(|d| d.connections.as_ref())
-            .and_then(|(_, f)| f.ok())
-            .map_or(0, |c| c.len())
+        self.data.as_ref().and_then(|d| d.connections.as_ref()).and_then(|(_, f)| f.ok()).map_or(0, |c| c.len())
     }
 
     fn rows(&self) -> usize {

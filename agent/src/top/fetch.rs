@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::{alert::Alert, conns::ConnectionSnapshot, health, predict::Predictions, snapshot::Snapshot};
+use crate::{alert::Alert, export::health, model::snapshot::Snapshot, predict::Predictions, track::conns::ConnectionSnapshot};
 
 /// An optional feed: its data, or why there is none.
 #[derive(Debug, Clone)]
@@ -56,7 +56,7 @@ enum Got<T> {
 impl Api {
     /// `api`: `http://HOST:PORT` or `unix:PATH` (`client::endpoint`).
     pub fn new(api: &str, token: Option<String>) -> anyhow::Result<Self> {
-        let (client, prefix) = crate::client::endpoint(api, reqwest::Client::builder().timeout(Duration::from_secs(3)))?;
+        let (client, prefix) = crate::cli::client::endpoint(api, reqwest::Client::builder().timeout(Duration::from_secs(3)))?;
         Ok(Api { shown: api.trim_end_matches('/').to_string(), prefix, client, token })
     }
 

@@ -42,11 +42,11 @@ pub struct Options {
 /// agent's host), else none: the dashboard is then read-only and says so on Enter.
 pub fn token(file: Option<&Path>, config: Option<&Path>) -> anyhow::Result<Option<String>> {
     if let Some(f) = file {
-        let t = crate::token::load(f).with_context(|| format!("cannot read --token-file {}", f.display()))?;
+        let t = crate::api::token::load(f).with_context(|| format!("cannot read --token-file {}", f.display()))?;
         return Ok(Some(t.as_str().to_string()));
     }
-    let Ok(cfg) = crate::config::Config::load(config) else { return Ok(None) };
-    Ok(crate::token::load(&cfg.token_file()).ok().map(|t| t.as_str().to_string()))
+    let Ok(cfg) = crate::app::config::Config::load(config) else { return Ok(None) };
+    Ok(crate::api::token::load(&cfg.token_file()).ok().map(|t| t.as_str().to_string()))
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
@@ -94,7 +94,7 @@ enum Event {
     Redraw,
     Fetched(Box<Result<Data, String>>),
     Acked(String, Result<(), String>),
-    History(Vec<crate::snapshot::Snapshot>),
+    History(Vec<crate::model::snapshot::Snapshot>),
 }
 
 async fn interactive(api: Api, mut app: App, pid: Option<u32>) -> anyhow::Result<()> {

@@ -9,8 +9,8 @@ use super::{
     fetch::{Data, Feed},
 };
 use crate::{
-    conns::ConnectionSnapshot,
-    snapshot::{Frames, ProcessSnapshot, Rates, Snapshot, WebSocketStats},
+    model::snapshot::{Frames, ProcessSnapshot, Rates, Snapshot, WebSocketStats},
+    track::conns::ConnectionSnapshot,
 };
 
 const API: &str = "http://127.0.0.1:9595";
@@ -284,14 +284,14 @@ fn sparklines_are_prefilled_from_history_once() {
 fn health_lists_problems_with_messages_and_healthy_checks_on_one_line() {
     let mut app = App::new(API, std::time::Duration::from_secs(2), View::Summary, false);
     let mut d = data("t");
-    let check = |name: &str, status: crate::health::Status, message: &str| crate::health::Check {
+    let check = |name: &str, status: crate::export::health::Status, message: &str| crate::export::health::Check {
         name: name.into(),
         status,
         message: message.into(),
         metrics: serde_json::Value::Null,
     };
-    use crate::health::Status::*;
-    d.health = Some(crate::health::Report {
+    use crate::export::health::Status::*;
+    d.health = Some(crate::export::health::Report {
         status: Degraded,
         timestamp: "t".into(),
         checks: vec![
@@ -311,7 +311,8 @@ fn health_lists_problems_with_messages_and_healthy_checks_on_one_line() {
 fn alerts_view_shows_forecast_alerts_with_their_eta() {
     let mut fd = alert_json("PredictedFdExhaustion", "critical", "firing", "00000000000000dd", false);
     fd["value"] = 1.0.into();
-    fd["annotations"]["summary"] = "node (pid 4242) holds 300 of 400 fds (75%); ETA to exhaustion 40 s (38 s to 42 s) [forecast]".into();
+    fd["annotations"]["summary"] =
+        "node (pid 4242) holds 300 of 400 fds (75%); ETA to exhaustion 40 s (38 s to 42 s) [forecast]".into();
     fd["forecast"] = serde_json::json!({
         "rule": "PredictedFdExhaustion", "resource": "fds", "trigger": "forecast", "consecutive": 3,
         "current": 300.0, "limit": 400.0, "usage_ratio": 0.75, "eta_seconds": 40.0,

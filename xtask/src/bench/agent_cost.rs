@@ -41,9 +41,7 @@ fn run_one(ctx: &mut Ctx, variant: &str) -> Result<Value> {
             }
             std::thread::sleep(Duration::from_secs(1));
             let t0 = Instant::now();
-            let chunks: Vec<usize> = (0..n.div_ceil(per_proc))
-                .map(|i| per_proc.min(n - i * per_proc))
-                .collect();
+            let chunks: Vec<usize> = (0..n.div_ceil(per_proc)).map(|i| per_proc.min(n - i * per_proc)).collect();
             let mut opened = 0usize;
             let mut failed = None;
             for (i, &c) in chunks.iter().enumerate() {
@@ -51,12 +49,7 @@ fn run_one(ctx: &mut Ctx, variant: &str) -> Result<Value> {
                     ctx.server_port
                 } else {
                     while extra_servers.len() < i {
-                        extra_servers.push(procs::start_server(
-                            &ctx.servers_dir,
-                            0,
-                            ctx.nofile,
-                            &ctx.work.join("server.log"),
-                        )?);
+                        extra_servers.push(procs::start_server(&ctx.servers_dir, 0, ctx.nofile, &ctx.work.join("server.log"))?);
                     }
                     extra_servers[i - 1].1
                 };
@@ -100,9 +93,7 @@ fn run_one(ctx: &mut Ctx, variant: &str) -> Result<Value> {
             let snap = procs::http_get_json(ctx.api, "/api/v1/snapshot").ok();
             let snap_ms = snap.as_ref().and_then(|v| v["agent"]["snapshot_ms"].as_f64());
             let snap_cpu_ms = snap.as_ref().and_then(|v| v["agent"]["snapshot_cpu_ms"].as_f64());
-            let entries = snap
-                .as_ref()
-                .and_then(|v| v["probe"]["health"]["conn_map_entries"].as_u64());
+            let entries = snap.as_ref().and_then(|v| v["probe"]["health"]["conn_map_entries"].as_u64());
             let server_rss: u64 = std::iter::once(ctx.server_pid)
                 .chain(extra_servers.iter().map(|(p, _)| p.pid()))
                 .filter_map(procs::rss_kib)
@@ -139,19 +130,13 @@ fn run_one(ctx: &mut Ctx, variant: &str) -> Result<Value> {
         let rate = s.fps_target / 2.0;
         let marks = [s.warm, s.warm + s.fps_measure];
         let sampler = move |_j: usize| (procs::cpu_ticks(apid).unwrap_or(0), Instant::now());
-        let fps = match ctx
-            .rt
-            .block_on(load::open_loop(target, s.fps_conns, rate, &marks, sampler))
-        {
+        let fps = match ctx.rt.block_on(load::open_loop(target, s.fps_conns, rate, &marks, sampler)) {
             Ok((ol, smp)) => {
                 let cpu = (smp[1].0 - smp[0].0) as f64 / ctx.clk_tck;
                 let secs = (smp[1].1 - smp[0].1).as_secs_f64();
                 let reached = 2.0 * ol.window_msgs as f64 / ol.window_s;
                 let pct = cpu / secs * 100.0;
-                println!(
-                    "    frames: target {:.0}/s, reached {reached:.0}/s, agent {pct:.2}% of a core",
-                    s.fps_target
-                );
+                println!("    frames: target {:.0}/s, reached {reached:.0}/s, agent {pct:.2}% of a core", s.fps_target);
                 json!({
                     "target_frames_per_s": s.fps_target,
                     "reached_frames_per_s": reached,
@@ -169,10 +154,7 @@ fn run_one(ctx: &mut Ctx, variant: &str) -> Result<Value> {
         // CPU time when the agent reports it (wall time also counts waiting for a CPU, which on
         // a busy machine has nothing to do with the number of connections).
         let key = if idle.iter().all(|r| r["snapshot_cpu_ms"].is_f64()) { "snapshot_cpu_ms" } else { "snapshot_ms" };
-        let pts: Vec<(f64, f64)> = idle
-            .iter()
-            .filter_map(|r| Some((r["connections"].as_f64()?, r[key].as_f64()?)))
-            .collect();
+        let pts: Vec<(f64, f64)> = idle.iter().filter_map(|r| Some((r["connections"].as_f64()?, r[key].as_f64()?))).collect();
         let per_conn: Vec<f64> = pts.iter().map(|(n, ms)| ms / n * 1e3).collect();
         Ok(json!({
             "interval_s": 5.0,

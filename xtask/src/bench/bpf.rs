@@ -35,10 +35,7 @@ pub fn progs() -> BTreeMap<u64, (String, String, Counts)> {
     };
     for p in list {
         let Some(id) = p["id"].as_u64() else { continue };
-        let c = Counts {
-            ns: p["run_time_ns"].as_u64().unwrap_or(0),
-            cnt: p["run_cnt"].as_u64().unwrap_or(0),
-        };
+        let c = Counts { ns: p["run_time_ns"].as_u64().unwrap_or(0), cnt: p["run_cnt"].as_u64().unwrap_or(0) };
         let s = |k: &str| p[k].as_str().unwrap_or("").to_string();
         out.insert(id, (s("type"), s("name"), c));
     }
@@ -48,9 +45,7 @@ pub fn progs() -> BTreeMap<u64, (String, String, Counts)> {
 /// Counts of the given programs now.
 pub fn counts(ids: &[u64]) -> Vec<Counts> {
     let all = progs();
-    ids.iter()
-        .map(|id| all.get(id).map(|p| p.2).unwrap_or_default())
-        .collect()
+    ids.iter().map(|id| all.get(id).map(|p| p.2).unwrap_or_default()).collect()
 }
 
 /// ns per run between two readings; None without runs.
@@ -74,11 +69,7 @@ pub fn raw_tp_links() -> Vec<(u64, String, Vec<String>)> {
                 .as_array()
                 .map(|a| a.iter().filter_map(|p| p.as_str().map(String::from)).collect())
                 .unwrap_or_default();
-            (
-                l["prog_id"].as_u64().unwrap_or(0),
-                l["tp_name"].as_str().unwrap_or("").to_string(),
-                pins,
-            )
+            (l["prog_id"].as_u64().unwrap_or(0), l["tp_name"].as_str().unwrap_or("").to_string(), pins)
         })
         .collect()
 }
@@ -117,9 +108,7 @@ pub fn foreign_syscall_hooks(pin_path: &Path) -> Vec<String> {
     let pin = pin_path.to_string_lossy().to_string();
     raw_tp_links()
         .into_iter()
-        .filter(|(_, tp, pins)| {
-            (tp == "sys_enter" || tp == "sys_exit") && !pins.iter().any(|p| p.starts_with(&pin))
-        })
+        .filter(|(_, tp, pins)| (tp == "sys_enter" || tp == "sys_exit") && !pins.iter().any(|p| p.starts_with(&pin)))
         .map(|(id, tp, pins)| format!("prog {id} on raw {tp} pinned at {}", pins.join(",")))
         .collect()
 }
@@ -167,8 +156,7 @@ impl EmptyRawTp {
         attr[0..8].copy_from_slice(&(name.as_ptr() as u64).to_ne_bytes());
         attr[8..12].copy_from_slice(&(prog_fd as u32).to_ne_bytes());
         // SAFETY: as above.
-        let link_fd =
-            unsafe { syscall(SYS_BPF, RAW_TRACEPOINT_OPEN, attr.as_ptr(), attr.len() as u32) };
+        let link_fd = unsafe { syscall(SYS_BPF, RAW_TRACEPOINT_OPEN, attr.as_ptr(), attr.len() as u32) };
         if link_fd < 0 {
             // SAFETY: our fd.
             unsafe { close(prog_fd as i32) };
@@ -182,11 +170,7 @@ impl EmptyRawTp {
         attr[8..16].copy_from_slice(&(info.as_mut_ptr() as u64).to_ne_bytes());
         // SAFETY: as above; info is writable for info_len bytes.
         let r = unsafe { syscall(SYS_BPF, OBJ_GET_INFO_BY_FD, attr.as_ptr(), attr.len() as u32) };
-        let prog_id = if r == 0 {
-            u32::from_ne_bytes(info[4..8].try_into().unwrap()) as u64
-        } else {
-            0
-        };
+        let prog_id = if r == 0 { u32::from_ne_bytes(info[4..8].try_into().unwrap()) as u64 } else { 0 };
         Ok(EmptyRawTp { prog_id, prog_fd: prog_fd as i32, link_fd: link_fd as i32 })
     }
 }

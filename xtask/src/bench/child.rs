@@ -40,4 +40,3 @@ pub fn drive(spec: &str) -> Result<()> {
     );
     Ok(())
 }
-

@@ -39,7 +39,12 @@ pub fn compare_table(out: &Value) -> String {
     let pm = &out["probe_micro"];
     row("micro: ns per round (off)", &pm["medians"]["off"], &Value::Null, 1);
     row("micro: ns per round", &pm["medians"]["on"], &pm["medians"]["base"], 1);
-    row("micro: added ns per tracked syscall", &pm["added_ns_per_tracked_syscall"]["on"], &pm["added_ns_per_tracked_syscall"]["base"], 1);
+    row(
+        "micro: added ns per tracked syscall",
+        &pm["added_ns_per_tracked_syscall"]["on"],
+        &pm["added_ns_per_tracked_syscall"]["base"],
+        1,
+    );
     let ac = &out["agent_cost"];
     for r in ac["idle"].as_array().into_iter().flatten() {
         let n = r["connections"].as_u64().unwrap_or(0);

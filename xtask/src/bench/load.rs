@@ -150,13 +150,7 @@ where
 
 /// Closed loop, as fast as the server goes: every connection keeps `depth` messages in flight
 /// and sends one more per echo. Returns the echoes received in `[warm, warm+measure)` per second.
-pub async fn saturate(
-    server: SocketAddr,
-    conns: usize,
-    depth: usize,
-    warm: Duration,
-    measure: Duration,
-) -> Result<f64> {
+pub async fn saturate(server: SocketAddr, conns: usize, depth: usize, warm: Duration, measure: Duration) -> Result<f64> {
     let streams = open(server, conns).await?;
     let start = Instant::now();
     let (w0, w1) = (start + warm, start + warm + measure);

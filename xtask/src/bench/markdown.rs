@@ -72,10 +72,7 @@ for untracked processes during a syscall-heavy `dd` with no WebSocket traffic, n
         s.push('\n');
     }
     s.push_str("The machine is shared (2 cores; other builds may run at the same time), so single runs are noisy; see the load averages per run in the JSON.\n\n");
-    let load1: f64 = out["loadavg_start"]
-        .as_str()
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0);
+    let load1: f64 = out["loadavg_start"].as_str().and_then(|l| l.split_whitespace().next()?.parse().ok()).unwrap_or(0.0);
     let cores = m["cores"].as_f64().unwrap_or(1.0);
     if load1 >= cores {
         let _ = writeln!(
@@ -87,16 +84,17 @@ for untracked processes during a syscall-heavy `dd` with no WebSocket traffic, n
     s.push_str("## Targets (issue 10)\n\n");
     s.push_str(&targets_table(out));
     s.push('\n');
-    let missed: Vec<&Value> = out["targets"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|t| t["met"] == false)
-        .collect();
+    let missed: Vec<&Value> = out["targets"].as_array().into_iter().flatten().filter(|t| t["met"] == false).collect();
     if !missed.is_empty() {
         s.push_str("Why the missed targets are missed:\n\n");
         for t in missed {
-            let _ = writeln!(s, "- **{}** ({}): {}", t["target"].as_str().unwrap_or(""), t["shown"].as_str().unwrap_or(""), t["why_missed"].as_str().unwrap_or(""));
+            let _ = writeln!(
+                s,
+                "- **{}** ({}): {}",
+                t["target"].as_str().unwrap_or(""),
+                t["shown"].as_str().unwrap_or(""),
+                t["why_missed"].as_str().unwrap_or("")
+            );
         }
         s.push('\n');
     }
@@ -242,4 +240,3 @@ for untracked processes during a syscall-heavy `dd` with no WebSocket traffic, n
     s.push_str("## Reproduce\n\n```sh\nsudo -E cargo xtask bench            # full: ~10-15 minutes\nsudo -E cargo xtask bench --quick    # ~3 minutes\n# A/B of two builds, every scenario alternating on/base (JSON and a table; docs left alone):\nsudo -E cargo xtask bench --compare /path/to/other/wsguard --only fixed_rate,probe_cost,probe_micro\n```\n\nIt needs root, `bpftool`, `bpftrace`, `nginx`, `taskset`/`prlimit` and node `ws` (all from `cargo xtask setup`). It is not part of `cargo xtask test`.\n");
     s
 }
-

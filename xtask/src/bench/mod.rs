@@ -19,8 +19,8 @@ mod report;
 mod stats;
 mod ws;
 
-use crate::util::{self, step};
 use crate::sys;
+use crate::util::{self, step};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -285,10 +285,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     // The load generator gets CPU 1, the server CPU 0.
     let nofile = procs::raise_nofile(200_000);
     procs::pin_self(1);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
 
     let machine = machine_info();
     let foreign = bpf::foreign_syscall_hooks(std::path::Path::new(PIN_PATH));
@@ -348,12 +345,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         &mut ctx,
     );
     scenario("saturated", "saturated throughput: off / on", &overhead::saturated, &mut ctx);
-    scenario(
-        "probe_cost",
-        "probe cost for untracked processes (dd) vs empty programs",
-        &probe_cost::run,
-        &mut ctx,
-    );
+    scenario("probe_cost", "probe cost for untracked processes (dd) vs empty programs", &probe_cost::run, &mut ctx);
     scenario(
         "probe_micro",
         "probe cost per tracked syscall, isolated (one process, many connections, off / on)",
@@ -393,22 +385,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let rel = json_path.strip_prefix(&root).unwrap_or(&json_path).display().to_string();
     let md = markdown::markdown(&out, &rel);
     std::fs::write(root.join("docs/performance.md"), &md)?;
-    step(&format!(
-        "done in {:.0} s: {} and docs/performance.md",
-        started.elapsed().as_secs_f64(),
-        json_path.display()
-    ));
+    step(&format!("done in {:.0} s: {} and docs/performance.md", started.elapsed().as_secs_f64(), json_path.display()));
     println!("{}", report::targets_table(&out));
     Ok(())
 }
 
 fn machine_info() -> serde_json::Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map(|s| s.trim().to_string());
+    let model =
+        cpuinfo.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string());
     // Not available_parallelism(): xtask pins itself to one CPU before this runs.
     let cores = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
     let mem = std::fs::read_to_string("/proc/meminfo")

@@ -13,10 +13,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Syscall exits the bpftrace peer counts: the same set the probe follows.
-const BPFTRACE_EXITS: [&str; 11] = [
-    "accept", "accept4", "read", "readv", "recvfrom", "recvmsg", "write", "writev", "sendto",
-    "sendmsg", "close",
-];
+const BPFTRACE_EXITS: [&str; 11] =
+    ["accept", "accept4", "read", "readv", "recvfrom", "recvmsg", "write", "writev", "sendto", "sendmsg", "close"];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Variant {
@@ -127,10 +125,7 @@ pub fn fixed_rate(ctx: &mut Ctx) -> Result<Value> {
     for &v in variants.iter().filter(|v| **v != Variant::Off) {
         let mut m = serde_json::Map::new();
         for k in ["server_cpu_us_per_msg", "total_cpu_us_per_msg", "p50_ms", "p99_ms"] {
-            m.insert(
-                k.into(),
-                json!(ratio(med_of(&runs, v.name(), k), med_of(&runs, "off", k))),
-            );
+            m.insert(k.into(), json!(ratio(med_of(&runs, v.name(), k), med_of(&runs, "off", k))));
         }
         ratios.insert(v.name().into(), Value::Object(m));
     }
@@ -148,11 +143,7 @@ pub fn fixed_rate(ctx: &mut Ctx) -> Result<Value> {
 }
 
 pub fn med_of(runs: &[Value], variant: &str, key: &str) -> Option<f64> {
-    let xs: Vec<f64> = runs
-        .iter()
-        .filter(|r| r["variant"] == variant)
-        .filter_map(|r| r[key].as_f64())
-        .collect();
+    let xs: Vec<f64> = runs.iter().filter(|r| r["variant"] == variant).filter_map(|r| r[key].as_f64()).collect();
     median(&xs)
 }
 
@@ -215,9 +206,7 @@ fn one_run(ctx: &mut Ctx, v: Variant, run: usize, nginx: Option<(u16, u32)>) -> 
         }
         smp
     };
-    let result = ctx
-        .rt
-        .block_on(load::open_loop(target, s.conns, s.rate, &marks, sampler));
+    let result = ctx.rt.block_on(load::open_loop(target, s.conns, s.rate, &marks, sampler));
     // Tear the variant down whatever happened.
     match (v, extra) {
         (Variant::On | Variant::Base, Some(a)) => procs::stop_agent(a, &ctx.bin, &ctx.cfg),
@@ -292,13 +281,7 @@ pub fn saturated(ctx: &mut Ctx) -> Result<Value> {
                 Variant::Off => None,
                 _ => Some(ctx.start_agent_bin(ctx.agent_bin(v.name()))?),
             };
-            let r = ctx.rt.block_on(load::saturate(
-                target,
-                s.sat_conns,
-                s.sat_depth,
-                s.warm,
-                s.sat_measure,
-            ));
+            let r = ctx.rt.block_on(load::saturate(target, s.sat_conns, s.sat_depth, s.warm, s.sat_measure));
             if let Some(a) = agent {
                 procs::stop_agent(a, &ctx.bin, &ctx.cfg);
             }
@@ -322,10 +305,7 @@ pub fn saturated(ctx: &mut Ctx) -> Result<Value> {
 }
 
 fn start_bpftrace(server_pid: u32, out: &std::path::Path) -> Result<Proc> {
-    let probes: Vec<String> = BPFTRACE_EXITS
-        .iter()
-        .map(|s| format!("tracepoint:syscalls:sys_exit_{s}"))
-        .collect();
+    let probes: Vec<String> = BPFTRACE_EXITS.iter().map(|s| format!("tracepoint:syscalls:sys_exit_{s}")).collect();
     let script = format!("{} /pid == {server_pid}/ {{ @[probe] = count(); }}", probes.join(","));
     let mut p = Proc::spawn(
         "bpftrace",

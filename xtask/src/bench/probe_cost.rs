@@ -46,8 +46,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Value> {
     let mut medians = serde_json::Map::new();
     for &v in variants {
         let m = |k: &str| {
-            let xs: Vec<f64> =
-                runs.iter().filter(|r| r["variant"] == v).filter_map(|r| r[k].as_f64()).collect();
+            let xs: Vec<f64> = runs.iter().filter(|r| r["variant"] == v).filter_map(|r| r[k].as_f64()).collect();
             median(&xs)
         };
         medians.insert(
@@ -60,8 +59,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Value> {
     let none = medians.get("none").and_then(|m| m["dd_s"].as_f64());
     for &v in variants {
         if let (Some(base), Some(t)) = (none, medians[v]["dd_s"].as_f64()) {
-            medians[v]["added_ns_per_syscall_wall"] =
-                json!((t - base) * 1e9 / (2.0 * s.dd_count as f64));
+            medians[v]["added_ns_per_syscall_wall"] = json!((t - base) * 1e9 / (2.0 * s.dd_count as f64));
         }
     }
     Ok(json!({
@@ -105,11 +103,8 @@ fn one(ctx: &mut Ctx, v: &str, count: u64) -> Result<Value> {
             p.wait_line("Attaching", Duration::from_secs(30))?;
             std::thread::sleep(Duration::from_millis(500));
             let after = bpf::progs();
-            let mut new: Vec<(u64, String)> = after
-                .iter()
-                .filter(|(id, _)| !before.contains_key(id))
-                .map(|(id, p)| (*id, p.1.clone()))
-                .collect();
+            let mut new: Vec<(u64, String)> =
+                after.iter().filter(|(id, _)| !before.contains_key(id)).map(|(id, p)| (*id, p.1.clone())).collect();
             new.sort_by_key(|(_, name)| !name.contains("enter"));
             ids = new.into_iter().map(|(id, _)| id).collect();
             tracer = Some(p);

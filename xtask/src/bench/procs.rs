@@ -9,12 +9,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-
 /// Clock ticks per second for /proc/<pid>/stat.
 pub fn clk_tck() -> f64 {
-    util::output(util::cmd("getconf", ["CLK_TCK"]))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100.0)
+    util::output(util::cmd("getconf", ["CLK_TCK"])).and_then(|s| s.parse().ok()).unwrap_or(100.0)
 }
 
 /// utime + stime of a process (all its threads, live and exited), in clock ticks.
@@ -41,9 +38,7 @@ pub fn sched_ns(pid: u32) -> Option<u64> {
 /// readv, write, writev and the like; root can read any process's).
 pub fn io_syscalls(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
-    let field = |name: &str| -> Option<u64> {
-        s.lines().find_map(|l| l.strip_prefix(name))?.trim().parse().ok()
-    };
+    let field = |name: &str| -> Option<u64> { s.lines().find_map(|l| l.strip_prefix(name))?.trim().parse().ok() };
     Some(field("syscr:")? + field("syscw:")?)
 }
 
@@ -178,9 +173,6 @@ pub fn http_get_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value> 
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
     let mut body = Vec::new();
     s.read_to_end(&mut body)?;
-    let at = body
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("no HTTP header end")?;
+    let at = body.windows(4).position(|w| w == b"\r\n\r\n").context("no HTTP header end")?;
     Ok(serde_json::from_slice(&body[at + 4..])?)
 }

@@ -8,15 +8,7 @@ pub(super) fn f(v: &Value) -> Option<f64> {
     v.as_f64()
 }
 
-fn target(
-    name: &str,
-    limit: &str,
-    measured: Option<f64>,
-    shown: String,
-    met: Option<bool>,
-    by: String,
-    why: &str,
-) -> Value {
+fn target(name: &str, limit: &str, measured: Option<f64>, shown: String, met: Option<bool>, by: String, why: &str) -> Value {
     json!({
         "target": name, "limit": limit, "measured": measured, "shown": shown,
         "met": met, "by": by, "why_missed": if met == Some(false) { why } else { "" },
@@ -163,11 +155,7 @@ pub fn targets(out: &Value) -> Value {
         &why_untracked,
     ));
     let idle = out["agent_cost"]["idle"].as_array().cloned().unwrap_or_default();
-    let at = |n: u64, k: &str| {
-        idle.iter()
-            .find(|r| r["connections"].as_u64() == Some(n))
-            .and_then(|r| r[k].as_f64())
-    };
+    let at = |n: u64, k: &str| idle.iter().find(|r| r["connections"].as_u64() == Some(n)).and_then(|r| r[k].as_f64());
     let a10 = at(10_000, "agent_cpu_pct_of_core");
     t.push(target(
         "Agent CPU, 10k idle connections",

@@ -34,11 +34,7 @@ pub fn pct(ratio: f64) -> f64 {
 
 /// Least-squares slope of log(y) over log(x): 1.0 is linear growth, 2.0 quadratic.
 pub fn loglog_slope(points: &[(f64, f64)]) -> Option<f64> {
-    let pts: Vec<(f64, f64)> = points
-        .iter()
-        .filter(|(x, y)| *x > 0.0 && *y > 0.0)
-        .map(|(x, y)| (x.ln(), y.ln()))
-        .collect();
+    let pts: Vec<(f64, f64)> = points.iter().filter(|(x, y)| *x > 0.0 && *y > 0.0).map(|(x, y)| (x.ln(), y.ln())).collect();
     if pts.len() < 2 {
         return None;
     }

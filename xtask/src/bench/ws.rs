@@ -115,13 +115,7 @@ pub async fn connect(server: SocketAddr) -> Result<(TcpStream, Vec<u8>)> {
     let one: i32 = 1;
     // SAFETY: valid fd and a 4-byte int option; failure only means the port is chosen at bind.
     unsafe {
-        setsockopt(
-            sock.as_raw_fd(),
-            IPPROTO_IP,
-            IP_BIND_ADDRESS_NO_PORT,
-            &one as *const i32 as *const _,
-            4,
-        );
+        setsockopt(sock.as_raw_fd(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one as *const i32 as *const _, 4);
     }
     sock.bind(SocketAddr::V4(SocketAddrV4::new(next_source(), 0)))?;
     let mut s = sock.connect(server).await.context("connect")?;
@@ -141,10 +135,7 @@ pub async fn connect(server: SocketAddr) -> Result<(TcpStream, Vec<u8>)> {
         buf.extend_from_slice(&chunk[..n]);
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             if !buf.starts_with(b"HTTP/1.1 101") {
-                bail!(
-                    "handshake refused: {}",
-                    String::from_utf8_lossy(&buf[..end.min(80)])
-                );
+                bail!("handshake refused: {}", String::from_utf8_lossy(&buf[..end.min(80)]));
             }
             return Ok((s, buf[end + 4..].to_vec()));
         }

@@ -91,8 +91,12 @@ impl Channel {
                 redactor.add(tok.trim());
             }
         }
-        let password =
-            secret::resolve(&what("password"), cfg.password.as_deref(), cfg.password_file.as_deref(), cfg.password_env.as_deref())?;
+        let password = secret::resolve(
+            &what("password"),
+            cfg.password.as_deref(),
+            cfg.password_file.as_deref(),
+            cfg.password_env.as_deref(),
+        )?;
         if let Some(p) = &password {
             redactor.add(p);
         }
@@ -100,14 +104,11 @@ impl Channel {
         let target = url.as_deref().map(secret::redact_url).unwrap_or_default();
         let (sender, target) = match cfg.kind {
             ChannelKind::Log => (Sender::Log, "log".to_string()),
-            ChannelKind::Webhook => {
-                (Sender::Webhook(webhook::Webhook::new(cfg, need_url()?, auth, common.clone())), target)
-            }
+            ChannelKind::Webhook => (Sender::Webhook(webhook::Webhook::new(cfg, need_url()?, auth, common.clone())), target),
             ChannelKind::Slack => (Sender::Slack(slack::Slack::new(need_url()?, common.clone())), target),
-            ChannelKind::Alertmanager => (
-                Sender::Alertmanager(alertmanager::Alertmanager::new(cfg, &need_url()?, auth, common.clone())),
-                target,
-            ),
+            ChannelKind::Alertmanager => {
+                (Sender::Alertmanager(alertmanager::Alertmanager::new(cfg, &need_url()?, auth, common.clone())), target)
+            }
             ChannelKind::Email => {
                 let e = email::Email::new(cfg, password, common.timeout).with_context(|| what("smtp"))?;
                 let t = format!("smtp://{}", cfg.smtp.as_deref().unwrap_or(""));
@@ -151,12 +152,7 @@ fn describe(e: reqwest::Error) -> String {
 }
 
 /// POST a JSON body; 2xx is success, 4xx other than 408/425/429 a rejection.
-pub async fn post_json(
-    common: &Common,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: &serde_json::Value,
-) -> Result<(), SendError> {
+pub async fn post_json(common: &Common, url: &str, headers: &[(&str, &str)], body: &serde_json::Value) -> Result<(), SendError> {
     let mut req = common.http.post(url).timeout(common.timeout).json(body);
     for (k, v) in headers {
         req = req.header(*k, *v);

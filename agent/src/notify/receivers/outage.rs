@@ -123,5 +123,9 @@ async fn receiver_down_for_an_hour_costs_one_probe_per_breaker_period_and_loses_
     let ids: std::collections::HashSet<_> = reqs.iter().map(|r| r.id_header.clone().unwrap()).collect();
     assert_eq!(ids.len(), 360);
     let st = n.stats().channels[0].clone();
-    assert_eq!((st.sent, st.pending, st.dropped, st.breaker, st.consecutive_failures), (360, 0, 0, BreakerState::Closed, 0), "{st:?}");
+    assert_eq!(
+        (st.sent, st.pending, st.dropped, st.breaker, st.consecutive_failures),
+        (360, 0, 0, BreakerState::Closed, 0),
+        "{st:?}"
+    );
 }

@@ -31,7 +31,10 @@ async fn webhook_and_slack_receivers_get_their_formats() {
     wait_until(10, "two resolved notices", || rx.count() == 4).await;
     let reqs = rx.reqs();
     let hooks: Vec<_> = reqs.iter().filter(|r| r.path == "/hook").cloned().collect();
-    assert_eq!(names_and_status(&hooks), [("ClientConnectionQuota".into(), "firing".into()), ("ClientConnectionQuota".into(), "resolved".into())]);
+    assert_eq!(
+        names_and_status(&hooks),
+        [("ClientConnectionQuota".into(), "firing".into()), ("ClientConnectionQuota".into(), "resolved".into())]
+    );
     for h in &hooks {
         assert_eq!(h.body["version"], "4");
         assert_eq!(h.body["receiver"], "hook");
@@ -136,8 +139,7 @@ async fn email_reaches_a_real_smtp_server() {
     n.submit(&[resolved_now(&a)], &[], SystemTime::now()).unwrap();
     wait_until(15, "resolved mail", || smtp.messages().len() == 2).await;
     let msgs = smtp.messages();
-    let subjects: Vec<&str> =
-        msgs.iter().map(|m| m.lines().find(|l| l.starts_with("Subject:")).unwrap_or("")).collect();
+    let subjects: Vec<&str> = msgs.iter().map(|m| m.lines().find(|l| l.starts_with("Subject:")).unwrap_or("")).collect();
     assert!(subjects.contains(&"Subject: [wsguard] [FIRING:1] FdUsageHigh"), "{subjects:?}");
     assert!(subjects.contains(&"Subject: [wsguard] [RESOLVED:1] FdUsageHigh"), "{subjects:?}");
     for m in &msgs {
@@ -220,7 +222,8 @@ async fn dropping_the_notifier_mid_delivery_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_notice_is_dropped_after_max_rejections_and_the_next_goes_out() {
     let dir = tempfile::tempdir().unwrap();
-    let mut rx = Receiver::new(free_port()).with_status(|b| if b["alerts"][0]["labels"]["alertname"] == "Bad" { 400 } else { 200 });
+    let mut rx =
+        Receiver::new(free_port()).with_status(|b| if b["alerts"][0]["labels"]["alertname"] == "Bad" { 400 } else { 200 });
     rx.up().await;
     let mut cfg = fast_config(vec![http_channel("hook", ChannelKind::Webhook, rx.url("/"))]);
     cfg.delivery.max_rejections = 2;

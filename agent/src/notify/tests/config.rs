@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::*;
 use crate::{
-    config::Config,
+    app::config::Config,
     notify::{
         channel::{Channel, Common},
         secret::{redact_url, Redactor},
@@ -73,8 +73,14 @@ fn errors_name_the_key() {
         ("[[notify.channels]]\nname = \"a\"\ntype = \"slack\"\nurl = \"x\"\nurl_env = \"Y\"\n", "url: set only one"),
         ("[[notify.channels]]\nname = \"a\"\ntype = \"email\"\nsmtp = \"h:25\"\nfrom = \"a@b\"\n", "at least one address"),
         ("[[notify.channels]]\nname = \"a\"\ntype = \"log\"\n[[notify.channels]]\nname = \"a\"\ntype = \"log\"\n", "duplicate"),
-        ("[[notify.channels]]\nname = \"a\"\ntype = \"log\"\n[[notify.routes]]\nchannels = [\"b\"]\n", "notify.routes: [0]: unknown channel \"b\""),
-        ("[[notify.channels]]\nname = \"a\"\ntype = \"log\"\n[[notify.routes]]\nchannels = [\"a\"]\nmatchers = [\"x=~(\"]\n", "invalid regex"),
+        (
+            "[[notify.channels]]\nname = \"a\"\ntype = \"log\"\n[[notify.routes]]\nchannels = [\"b\"]\n",
+            "notify.routes: [0]: unknown channel \"b\"",
+        ),
+        (
+            "[[notify.channels]]\nname = \"a\"\ntype = \"log\"\n[[notify.routes]]\nchannels = [\"a\"]\nmatchers = [\"x=~(\"]\n",
+            "invalid regex",
+        ),
         ("[[notify.channels]]\nname = \"a\"\ntype = \"pager\"\n", "unknown variant"),
         ("[notify.delivery]\nretry_max = \"1ms\"\n", "notify.delivery.retry_max"),
         ("[notify]\nbogus = 1\n", "unknown field"),
@@ -87,7 +93,9 @@ fn errors_name_the_key() {
 
 #[test]
 fn validation_errors_never_echo_a_secret_url() {
-    let e = parse("[[notify.channels]]\nname = \"s\"\ntype = \"slack\"\nurl = \"hooks.slack.com/services/T00/B00/SECRETTOKEN\"\n").unwrap_err();
+    let e =
+        parse("[[notify.channels]]\nname = \"s\"\ntype = \"slack\"\nurl = \"hooks.slack.com/services/T00/B00/SECRETTOKEN\"\n")
+            .unwrap_err();
     assert!(!e.contains("SECRETTOKEN"), "{e}");
 }
 

@@ -74,13 +74,7 @@ pub fn channel(name: &str, kind: ChannelKind) -> ChannelConfig {
 
 /// Config with no group waits (tests that need them set them).
 pub fn config(channels: Vec<ChannelConfig>, routes: Vec<RouteConfig>) -> NotifyConfig {
-    NotifyConfig {
-        channels,
-        routes,
-        group_wait: Duration::ZERO,
-        group_interval: Duration::ZERO,
-        ..Default::default()
-    }
+    NotifyConfig { channels, routes, group_wait: Duration::ZERO, group_interval: Duration::ZERO, ..Default::default() }
 }
 
 pub fn planner(cfg: &NotifyConfig, state: PlanState) -> Planner {

@@ -164,7 +164,11 @@ fn resolved_always_reaches_every_channel_that_heard_the_firing() {
             (t.inhibited, gone.inhibited) = (true, true);
         }
         let ns = p.plan(&[(t, gone)], &[], at(10), &no_backlog);
-        assert_eq!(summary(&ns), vec![("a".into(), vec![r("Quota", Reason::Resolved)]), ("b".into(), vec![r("Quota", Reason::Resolved)])], "{flag}");
+        assert_eq!(
+            summary(&ns),
+            vec![("a".into(), vec![r("Quota", Reason::Resolved)]), ("b".into(), vec![r("Quota", Reason::Resolved)])],
+            "{flag}"
+        );
         let e = &ns[0].entries[0];
         assert_eq!((e.alert.status, e.alert.ends_at.clone()), (Status::Resolved, Some(rfc3339(at(10)))));
         assert_eq!(e.alert.inhibited, flag == "inhibited");
@@ -198,7 +202,10 @@ fn escalation_goes_to_the_new_tiers_route_and_resolve_to_both() {
     );
     let mut p = planner(&cfg, PlanState::default());
     let a = firing("Stuck", &[], Warning, 0);
-    assert_eq!(summary(&p.plan(&[], std::slice::from_ref(&a), at(0), &no_backlog)), vec![("ops".into(), vec![r("Stuck", Reason::Firing)])]);
+    assert_eq!(
+        summary(&p.plan(&[], std::slice::from_ref(&a), at(0), &no_backlog)),
+        vec![("ops".into(), vec![r("Stuck", Reason::Firing)])]
+    );
     let mut up = a.clone();
     (up.tier, up.tier_name, up.severity) = (1, Some("engineering".into()), Critical);
     let ns = p.plan(&[(transition(&up, K::Escalated, 900), up.clone())], &[up.clone()], at(900), &no_backlog);
@@ -210,7 +217,10 @@ fn escalation_goes_to_the_new_tiers_route_and_resolve_to_both() {
     let ns = p.plan(&[], &[top.clone()], at(1800), &no_backlog);
     assert_eq!(summary(&ns), vec![("eng".into(), vec![r("Stuck", Reason::Escalated)])]);
     let ns = p.plan(&[resolve(&top, 2000)], &[], at(2000), &no_backlog);
-    assert_eq!(summary(&ns), vec![("eng".into(), vec![r("Stuck", Reason::Resolved)]), ("ops".into(), vec![r("Stuck", Reason::Resolved)])]);
+    assert_eq!(
+        summary(&ns),
+        vec![("eng".into(), vec![r("Stuck", Reason::Resolved)]), ("ops".into(), vec![r("Stuck", Reason::Resolved)])]
+    );
 }
 
 #[test]
@@ -221,7 +231,10 @@ fn severity_raise_is_notified_and_a_vanished_alert_is_resolved() {
     p.plan(&[], std::slice::from_ref(&a), at(0), &no_backlog);
     let mut crit = a.clone();
     crit.severity = Critical;
-    assert_eq!(summary(&p.plan(&[], &[crit.clone()], at(5), &no_backlog)), vec![("a".into(), vec![r("Fd", Reason::SeverityRaised)])]);
+    assert_eq!(
+        summary(&p.plan(&[], &[crit.clone()], at(5), &no_backlog)),
+        vec![("a".into(), vec![r("Fd", Reason::SeverityRaised)])]
+    );
     // Back to warning: no notice.
     assert!(p.plan(&[], std::slice::from_ref(&a), at(10), &no_backlog).is_empty());
     // Gone from the firing set without a transition (e.g. resolved by hand elsewhere).
@@ -240,7 +253,10 @@ fn state_survives_a_restart_so_the_resolve_still_goes_out() {
     let saved = serde_json::to_string(&p.state).unwrap();
     let mut p2 = planner(&cfg, serde_json::from_str(&saved).unwrap());
     assert!(p2.plan(&[], std::slice::from_ref(&a), at(5), &no_backlog).is_empty(), "no second firing notice after restart");
-    assert_eq!(summary(&p2.plan(&[resolve(&a, 10)], &[], at(10), &no_backlog)), vec![("a".into(), vec![r("Quota", Reason::Resolved)])]);
+    assert_eq!(
+        summary(&p2.plan(&[resolve(&a, 10)], &[], at(10), &no_backlog)),
+        vec![("a".into(), vec![r("Quota", Reason::Resolved)])]
+    );
     // A channel removed from the config loses its state.
     let other = config(vec![channel("b", ChannelKind::Webhook)], vec![]);
     let p3 = planner(&other, serde_json::from_str(&saved).unwrap());
@@ -259,7 +275,10 @@ fn alertmanager_is_ungrouped_and_resent_every_interval() {
     let am_only = |ns: Vec<Notice>| ns.into_iter().filter(|n| n.channel == "am").collect::<Vec<_>>();
     let ns = p.plan(&[], std::slice::from_ref(&a), at(0), &no_backlog);
     assert_eq!(summary(&ns), vec![("am".into(), vec![r("A", Reason::Firing)])], "no group_wait for Alertmanager");
-    assert_eq!(summary(&p.plan(&[], &[a.clone(), b.clone()], at(10), &no_backlog)), vec![("am".into(), vec![r("B", Reason::Firing)])]);
+    assert_eq!(
+        summary(&p.plan(&[], &[a.clone(), b.clone()], at(10), &no_backlog)),
+        vec![("am".into(), vec![r("B", Reason::Firing)])]
+    );
     assert!(p.plan(&[], &[a.clone(), b.clone()], at(30), &no_backlog).iter().all(|n| n.channel == "w"));
     assert!(am_only(p.plan(&[], &[a.clone(), b.clone()], at(59), &no_backlog)).is_empty());
     let ns = am_only(p.plan(&[], &[a.clone(), b.clone()], at(60), &no_backlog));

@@ -14,11 +14,7 @@ use crate::{
 };
 
 fn common() -> Common {
-    Common {
-        http: reqwest::Client::new(),
-        external_url: "http://agent.example:9595".into(),
-        timeout: Duration::from_secs(1),
-    }
+    Common { http: reqwest::Client::new(), external_url: "http://agent.example:9595".into(), timeout: Duration::from_secs(1) }
 }
 
 fn notice() -> Notice {
@@ -39,8 +35,19 @@ fn notice() -> Notice {
 fn webhook_is_alertmanager_v4_with_a_notification_id() {
     let n = notice();
     let v = webhook::render(&n, "hook", &common(), 0);
-    for k in ["version", "groupKey", "status", "receiver", "groupLabels", "commonLabels", "commonAnnotations",
-        "externalURL", "alerts", "truncatedAlerts", "notificationId"] {
+    for k in [
+        "version",
+        "groupKey",
+        "status",
+        "receiver",
+        "groupLabels",
+        "commonLabels",
+        "commonAnnotations",
+        "externalURL",
+        "alerts",
+        "truncatedAlerts",
+        "notificationId",
+    ] {
         assert!(v.get(k).is_some(), "missing {k}");
     }
     assert_eq!(v["version"], "4");

@@ -47,11 +47,8 @@ fn same_peer(sock: &TcpSock, seen: Option<&str>) -> bool {
 pub fn close(target: &Target, chosen: &[Chosen], idle_ms: Option<u64>) -> RunResult {
     let before_fds = target.open_fds();
     let mut rep = CloseReport { selected: chosen.len(), ..Default::default() };
-    let fail = |rep: CloseReport, why: String| RunResult {
-        result: "failed".into(),
-        detail: why,
-        after: json!({ "report": rep }),
-    };
+    let fail =
+        |rep: CloseReport, why: String| RunResult { result: "failed".into(), detail: why, after: json!({ "report": rep }) };
     if let Err(e) = target.check() {
         return fail(rep, e.to_string());
     }
@@ -172,7 +169,7 @@ mod tests {
         let mut buf = [0u8; 4];
         pairs[1].1.read_exact(&mut buf).unwrap();
         let me = std::process::id();
-        let id = crate::procinfo::identity(me).unwrap();
+        let id = crate::track::procinfo::identity(me).unwrap();
         let target = Target { pid: me, comm: id.comm, start_ticks: id.start_time };
         let chosen: Vec<Chosen> = pairs
             .iter()
@@ -197,7 +194,10 @@ mod tests {
             if i == 1 {
                 assert!(matches!(&got, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock), "busy one stays open: {got:?}");
             } else {
-                assert!(matches!(&got, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset), "peer of a destroyed socket: {got:?}");
+                assert!(
+                    matches!(&got, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+                    "peer of a destroyed socket: {got:?}"
+                );
             }
         }
         // A wrong peer (the fd now holds another connection) is left alone.

@@ -54,7 +54,13 @@ fn show(name: &str, (kept, total): &(Vec<u8>, usize)) -> String {
 }
 
 /// Run `argv` as `user` (None: as the agent, i.e. root) with `env` and `stdin`.
-pub async fn run(argv: &[String], user: Option<(u32, u32)>, env: &BTreeMap<String, String>, stdin: String, timeout: Duration) -> RunResult {
+pub async fn run(
+    argv: &[String],
+    user: Option<(u32, u32)>,
+    env: &BTreeMap<String, String>,
+    stdin: String,
+    timeout: Duration,
+) -> RunResult {
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .env_clear()
@@ -125,7 +131,14 @@ mod tests {
     #[tokio::test]
     async fn stdin_env_output_and_exit() {
         let env = BTreeMap::from([("WSGUARD_ALERTNAME".to_string(), "FdUsageHigh".to_string())]);
-        let r = run(&argv(&["/bin/sh", "-c", "cat; echo \" $WSGUARD_ALERTNAME\"; echo oops >&2"]), None, &env, "{\"a\":1}".into(), Duration::from_secs(10)).await;
+        let r = run(
+            &argv(&["/bin/sh", "-c", "cat; echo \" $WSGUARD_ALERTNAME\"; echo oops >&2"]),
+            None,
+            &env,
+            "{\"a\":1}".into(),
+            Duration::from_secs(10),
+        )
+        .await;
         assert_eq!(r.result, "ok", "{}", r.detail);
         assert!(r.detail.contains("stdout: {\"a\":1} FdUsageHigh") && r.detail.contains("stderr: oops"), "{}", r.detail);
         let r = run(&argv(&["/bin/sh", "-c", "exit 3"]), None, &env, String::new(), Duration::from_secs(10)).await;
@@ -137,7 +150,14 @@ mod tests {
 
     #[tokio::test]
     async fn output_is_truncated() {
-        let r = run(&argv(&["/bin/sh", "-c", "head -c 100000 /dev/zero | tr '\\0' x"]), None, &BTreeMap::new(), String::new(), Duration::from_secs(10)).await;
+        let r = run(
+            &argv(&["/bin/sh", "-c", "head -c 100000 /dev/zero | tr '\\0' x"]),
+            None,
+            &BTreeMap::new(),
+            String::new(),
+            Duration::from_secs(10),
+        )
+        .await;
         assert_eq!(r.result, "ok");
         assert!(r.detail.contains(&format!("…[{} more bytes]", 100000 - OUTPUT_LIMIT)), "{}", &r.detail[r.detail.len() - 60..]);
         assert_eq!(r.after["stdout_bytes"], 100000);
@@ -147,7 +167,14 @@ mod tests {
     async fn a_hanging_command_and_its_children_are_killed_at_the_timeout() {
         let t = std::time::Instant::now();
         // The shell starts a child sleeper that holds stdout open: both must die.
-        let r = run(&argv(&["/bin/sh", "-c", "sleep 300 & sleep 300"]), None, &BTreeMap::new(), String::new(), Duration::from_millis(300)).await;
+        let r = run(
+            &argv(&["/bin/sh", "-c", "sleep 300 & sleep 300"]),
+            None,
+            &BTreeMap::new(),
+            String::new(),
+            Duration::from_millis(300),
+        )
+        .await;
         assert_eq!(r.result, "timeout", "{}", r.detail);
         assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
     }
@@ -165,7 +192,14 @@ mod tests {
             return;
         }
         let nobody = lookup_user("nobody").unwrap();
-        let r = run(&argv(&["/bin/sh", "-c", "id -u; id -G"]), Some(nobody), &BTreeMap::new(), String::new(), Duration::from_secs(10)).await;
+        let r = run(
+            &argv(&["/bin/sh", "-c", "id -u; id -G"]),
+            Some(nobody),
+            &BTreeMap::new(),
+            String::new(),
+            Duration::from_secs(10),
+        )
+        .await;
         assert!(r.detail.contains(&format!("stdout: {}\n{}", nobody.0, nobody.1)), "{}", r.detail);
     }
 }

@@ -94,7 +94,11 @@ pub async fn run(a: &ActionConfig, body: &Value) -> RunResult {
             tokio::time::sleep(Duration::from_millis(500 << (attempt - 1).min(5))).await;
         }
     }
-    RunResult { result: "failed".into(), detail: format!("{last} (gave up after {attempts} attempts)"), after: json!({ "attempts": attempts }) }
+    RunResult {
+        result: "failed".into(),
+        detail: format!("{last} (gave up after {attempts} attempts)"),
+        after: json!({ "attempts": attempts }),
+    }
 }
 
 #[cfg(test)]
@@ -127,7 +131,9 @@ mod tests {
                     if let Some((head, body)) = text.split_once("\r\n\r\n") {
                         let len = head
                             .lines()
-                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                            .find_map(|l| {
+                                l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap())
+                            })
                             .unwrap_or(0);
                         if body.len() >= len {
                             break;
@@ -138,7 +144,8 @@ mod tests {
                     }
                 }
                 s2.lock().unwrap().push(String::from_utf8_lossy(&got).to_string());
-                let _ = c.write_all(format!("HTTP/1.1 {st} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes()).await;
+                let _ =
+                    c.write_all(format!("HTTP/1.1 {st} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes()).await;
             }
         });
         (url, seen)

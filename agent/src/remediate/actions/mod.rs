@@ -64,7 +64,10 @@ impl Plan {
             Plan::Signal { signal } => format!("send {signal} to {who}"),
             Plan::RestartUnit { unit } => format!("systemctl restart {unit} ({who})"),
             Plan::RaiseFdLimit { factor, max } => {
-                format!("raise the soft RLIMIT_NOFILE of {who} ×{factor} toward its hard limit{}", max.map(|m| format!(" (max {m})")).unwrap_or_default())
+                format!(
+                    "raise the soft RLIMIT_NOFILE of {who} ×{factor} toward its hard limit{}",
+                    max.map(|m| format!(" (max {m})")).unwrap_or_default()
+                )
             }
         }
     }
@@ -105,7 +108,10 @@ pub fn env(a: &ActionConfig, alert: &Alert, target: Option<&Target>, run_id: i64
     e.insert("WSGUARD_ALERTNAME".into(), alert.labels.get("alertname").cloned().unwrap_or_default());
     e.insert("WSGUARD_FINGERPRINT".into(), alert.fingerprint.clone());
     e.insert("WSGUARD_SEVERITY".into(), alert.severity.as_str().into());
-    e.insert("WSGUARD_STATUS".into(), serde_json::to_value(alert.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default());
+    e.insert(
+        "WSGUARD_STATUS".into(),
+        serde_json::to_value(alert.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+    );
     if let Some(v) = alert.value {
         e.insert("WSGUARD_VALUE".into(), v.to_string());
     }
@@ -140,7 +146,9 @@ pub async fn execute(a: &ActionConfig, plan: Plan, alert: &Alert, target: Option
                 .unwrap_or_else(|e| RunResult::failed(format!("close task: {e}")))
         }
         Plan::Exec { argv, user } => {
-            let ids = if user == "root" { None } else {
+            let ids = if user == "root" {
+                None
+            } else {
                 match exec::lookup_user(&user) {
                     Ok(ids) => Some(ids),
                     Err(e) => return RunResult::failed(e),

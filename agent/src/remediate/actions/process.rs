@@ -15,9 +15,8 @@ pub fn signal(t: &Target, signo: i32, name: &str) -> RunResult {
         Err(e) => return RunResult::failed(e),
     };
     // SAFETY: pidfd_send_signal(pidfd, sig, info = NULL, flags = 0).
-    let r = unsafe {
-        libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), signo, std::ptr::null::<libc::siginfo_t>(), 0u32)
-    };
+    let r =
+        unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), signo, std::ptr::null::<libc::siginfo_t>(), 0u32) };
     if r != 0 {
         return RunResult::failed(format!("pidfd_send_signal {name} to {}: {}", t.pid, std::io::Error::last_os_error()));
     }
@@ -72,7 +71,10 @@ pub fn raise_fd_limit(t: &Target, factor: f64, max: Option<u64>) -> RunResult {
     let ok = now == Some(new);
     RunResult {
         result: if ok { "ok" } else { "failed" }.into(),
-        detail: format!("RLIMIT_NOFILE soft {soft} → {new} (hard {hard}){}", if ok { "" } else { "; not confirmed by re-reading" }),
+        detail: format!(
+            "RLIMIT_NOFILE soft {soft} → {new} (hard {hard}){}",
+            if ok { "" } else { "; not confirmed by re-reading" }
+        ),
         after: json!({ "fd_limit_soft_before": soft, "fd_limit_soft": now, "fd_limit_hard": hard }),
     }
 }

@@ -116,7 +116,9 @@ pub fn alerts(f: &mut Frame, app: &App, area: Rect) {
                 match &a.forecast {
                     // Forecast alerts: the ETA, not the rule's trigger value.
                     Some(f) => format!("ETA {}", f.field("eta").unwrap_or_default()),
-                    None => a.value.map_or("-".into(), |v| format!("{v:.4}").trim_end_matches('0').trim_end_matches('.').to_string()),
+                    None => {
+                        a.value.map_or("-".into(), |v| format!("{v:.4}").trim_end_matches('0').trim_end_matches('.').to_string())
+                    }
                 },
                 match (&a.ack, a.silenced) {
                     (Some(ack), _) => fmt::cut(&ack.by, 10),
@@ -166,8 +168,7 @@ pub fn predictions(f: &mut Frame, app: &App, area: Rect) {
             return;
         }
     };
-    let [host, top, bottom] =
-        Layout::vertical([Constraint::Length(3), Constraint::Min(5), Constraint::Length(6)]).areas(area);
+    let [host, top, bottom] = Layout::vertical([Constraint::Length(3), Constraint::Min(5), Constraint::Length(6)]).areas(area);
     let hc = &p.host.crisis;
     f.render_widget(
         Paragraph::new(format!(
@@ -227,5 +228,8 @@ pub fn predictions(f: &mut Frame, app: &App, area: Rect) {
     if let Some(sel) = p.processes.get(app.process_row.min(p.processes.len().saturating_sub(1))) {
         lines.push(Line::raw(format!("{}[{}]: {}", sel.comm, sel.pid, sel.crisis.recommendation)).dim());
     }
-    f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }).block(Block::bordered().title(" Prediction alerts ")), bottom);
+    f.render_widget(
+        Paragraph::new(lines).wrap(Wrap { trim: true }).block(Block::bordered().title(" Prediction alerts ")),
+        bottom,
+    );
 }

@@ -21,7 +21,7 @@ use super::{
     app::{App, View},
     fmt,
 };
-use crate::health::Status;
+use crate::export::health::Status;
 
 pub const MIN_WIDTH: u16 = 80;
 pub const MIN_HEIGHT: u16 = 24;
@@ -105,11 +105,7 @@ fn footer(app: &App) -> String {
         View::Alerts => "↑↓ select  (ack needs an API token)",
         View::Predictions => "↑↓ select",
     };
-    format!(
-        " {keys}  1-5/Tab views  r refresh  ? help  q quit   {} every {}",
-        app.api,
-        humantime::format_duration(app.interval)
-    )
+    format!(" {keys}  1-5/Tab views  r refresh  ? help  q quit   {} every {}", app.api, humantime::format_duration(app.interval))
 }
 
 /// Before the first answer: connecting, or the agent-down screen.
@@ -118,15 +114,8 @@ fn waiting(f: &mut Frame, app: &App, area: Rect) {
     match &app.down {
         None => lines.push(Line::raw(format!("connecting to the agent at {} …", app.api))),
         Some(d) => {
-            lines.push(Line::styled(
-                format!("agent unreachable at {}, retrying", app.api),
-                Style::new().fg(Color::Red).bold(),
-            ));
-            lines.push(Line::raw(format!(
-                "attempt {}, every {}",
-                d.attempts,
-                humantime::format_duration(app.interval)
-            )));
+            lines.push(Line::styled(format!("agent unreachable at {}, retrying", app.api), Style::new().fg(Color::Red).bold()));
+            lines.push(Line::raw(format!("attempt {}, every {}", d.attempts, humantime::format_duration(app.interval))));
             lines.push(Line::raw(""));
             lines.push(Line::raw(d.error.clone()));
             lines.push(Line::raw(""));
@@ -243,9 +232,7 @@ pub fn table(f: &mut Frame, area: Rect, title: String, cols: &[Col], rows: Vec<V
     let head = Row::new(keep.iter().map(|&i| cell(&cols[i], cols[i].title.to_string()))).style(Style::new().bold());
     let body: Vec<Row> = rows
         .into_iter()
-        .map(|mut r| {
-            Row::new(keep.iter().map(|&i| cell(&cols[i], std::mem::take(r.get_mut(i).unwrap_or(&mut String::new())))))
-        })
+        .map(|mut r| Row::new(keep.iter().map(|&i| cell(&cols[i], std::mem::take(r.get_mut(i).unwrap_or(&mut String::new()))))))
         .collect();
     let widths: Vec<Constraint> = keep.iter().map(|&i| Constraint::Length(cols[i].width)).collect();
     let t = Table::new(body, widths)

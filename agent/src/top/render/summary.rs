@@ -10,7 +10,7 @@ use ratatui::{
 
 use super::{alerts, status_style};
 use crate::{
-    health::Status,
+    export::health::Status,
     top::{
         app::{App, Sample},
         fmt,
@@ -19,8 +19,7 @@ use crate::{
 
 pub fn render(f: &mut Frame, app: &App, area: Rect) {
     let Some(d) = &app.data else { return };
-    let [top, sparks, bottom] =
-        Layout::vertical([Constraint::Length(9), Constraint::Length(8), Constraint::Min(3)]).areas(area);
+    let [top, sparks, bottom] = Layout::vertical([Constraint::Length(9), Constraint::Length(8), Constraint::Min(3)]).areas(area);
     let [health, totals] = Layout::horizontal([Constraint::Percentage(50), Constraint::Min(48)]).areas(top);
 
     // Checks that are not healthy get a line with their message; healthy ones share a line.
@@ -35,10 +34,7 @@ pub fn render(f: &mut Frame, app: &App, area: Rect) {
             }
             let ok: Vec<&str> = h.checks.iter().filter(|c| c.status == Status::Healthy).map(|c| c.name.as_str()).collect();
             if !ok.is_empty() {
-                lines.push(Line::from(vec![
-                    Span::styled("ok        ", status_style(Status::Healthy)),
-                    Span::raw(ok.join(", ")),
-                ]));
+                lines.push(Line::from(vec![Span::styled("ok        ", status_style(Status::Healthy)), Span::raw(ok.join(", "))]));
             }
         }
         None => lines.push(Line::raw("health: not available")),
@@ -87,7 +83,7 @@ pub fn render(f: &mut Frame, app: &App, area: Rect) {
     alerts::firing_box(f, app, bottom);
 }
 
-pub fn frames(f: &crate::snapshot::Frames) -> u64 {
+pub fn frames(f: &crate::model::snapshot::Frames) -> u64 {
     f.text + f.binary + f.continuation + f.ping + f.pong + f.close
 }
 

@@ -9,7 +9,7 @@ use ratatui::{
 
 use super::{col, summary::frames, table, Col};
 use crate::{
-    snapshot::{ProcessSnapshot, Quantiles},
+    model::snapshot::{ProcessSnapshot, Quantiles},
     top::{app::App, fmt},
 };
 

@@ -1,0 +1,368 @@
+//! Agent configuration: TOML with defaults for every key, so an empty file is a valid config.
+//! Errors name the file, key and line (the `toml` crate reports spans).
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Default config location for `wsguard run`.
+pub const DEFAULT_PATH: &str = "/etc/wsguard/wsguard.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config {path}: {key}: {message}")]
+    Value { path: PathBuf, key: &'static str, message: String },
+    #[error("refusing config {path}: {message}")]
+    Insecure { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub agent: AgentConfig,
+    pub api: ApiConfig,
+    pub probe: ProbeConfig,
+    pub limits: LimitsConfig,
+    pub history: crate::history::HistoryConfig,
+    pub metrics: crate::export::metrics::MetricsConfig,
+    pub predict: crate::predict::PredictConfig,
+    pub alert: crate::alert::AlertConfig,
+    pub notify: crate::notify::NotifyConfig,
+    pub remediation: crate::remediate::RemediationConfig,
+}
+
+/// Thresholds that classify connections and clients.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Connections one client (see `probe.client_key`) may hold per process.
+    pub per_client_connections: u64,
+    /// A connection with no traffic either way for this long is idle.
+    #[serde(with = "humantime_serde")]
+    pub idle_after: Duration,
+    /// A ping the process sent that is unanswered for this long makes the connection stalled.
+    #[serde(with = "humantime_serde")]
+    pub stall_after: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { per_client_connections: 20, idle_after: Duration::from_secs(300), stall_after: Duration::from_secs(30) }
+    }
+}
+
+/// What identifies a client. By default the remote IP; optionally a header or query parameter
+/// of the upgrade request (captured in the kernel, at most 32 bytes, or only a hash).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientKeyConfig {
+    /// Request header whose value is the client key, e.g. `X-User-Id`.
+    pub header: Option<String>,
+    /// Query parameter whose value is the client key, e.g. `user`.
+    pub query: Option<String>,
+    /// Report (and keep in the kernel) only a hash of the value, never the value itself.
+    pub hash: bool,
+}
+
+impl ClientKeyConfig {
+    /// The key source as shown in snapshots.
+    pub fn source(&self) -> String {
+        match (&self.header, &self.query) {
+            (Some(h), _) => format!("header:{h}"),
+            (None, Some(q)) => format!("query:{q}"),
+            (None, None) => "remote_ip".into(),
+        }
+    }
+
+    /// A header or query value is captured (else the remote IP is the key).
+    pub fn enabled(&self) -> bool {
+        self.header.is_some() || self.query.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// How often a snapshot is built.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Where state that must survive a restart lives.
+    pub state_dir: PathBuf,
+    /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` wins when set.
+    pub log_level: String,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self { interval: Duration::from_secs(5), state_dir: PathBuf::from("/var/lib/wsguard"), log_level: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// HTTP API address. Loopback by default: the API shows what every process on the host does.
+    pub listen: SocketAddr,
+    /// File holding the bearer token mutating calls need (created 0600 with a random token
+    /// when missing). Default: `<state_dir>/api-token`.
+    pub token_file: Option<PathBuf>,
+    /// Unix socket serving the same API, where the peer's uid (SO_PEERCRED) authorizes
+    /// mutations instead of the token. Default: `<state_dir>/api.sock`; `""` turns it off.
+    pub socket: Option<PathBuf>,
+    /// Group (name or gid) the socket belongs to: set, the socket is 0660 and the group's
+    /// members can connect (reads); unset, it is 0600 (root only).
+    pub socket_group: Option<String>,
+    /// Non-root uids that may call mutating routes over the socket without the token (root
+    /// always may). They must be able to connect: see `socket_group`.
+    pub socket_uids: Vec<u32>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9595".parse().expect("valid default"),
+            token_file: None,
+            socket: None,
+            socket_group: None,
+            socket_uids: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeConfig {
+    /// bpffs directory where maps and links are pinned, so a restart keeps counting.
+    pub pin_path: PathBuf,
+    /// Connections followed at once (accepted, not yet classified, and WebSocket).
+    pub max_connections: u32,
+    /// Processes with counters at once.
+    pub max_processes: u32,
+    /// Lifecycle event ring buffer size in bytes (a power of two, multiple of the page size).
+    pub ring_buffer_bytes: u32,
+    /// Only report processes listening on one of these TCP ports (empty: all).
+    pub ports: Vec<u16>,
+    /// Only report processes whose `comm` is one of these (empty: all).
+    pub processes: Vec<String>,
+    pub client_key: ClientKeyConfig,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            pin_path: PathBuf::from("/sys/fs/bpf/wsguard"),
+            max_connections: 65536,
+            max_processes: 8192,
+            ring_buffer_bytes: 1 << 20,
+            ports: Vec::new(),
+            processes: Vec::new(),
+            client_key: ClientKeyConfig::default(),
+        }
+    }
+}
+
+/// Where and what, without the quoted source line `toml` adds to its errors: that line may
+/// hold a secret (an `auth_header`, a password) and errors end up in logs (docs/security.md).
+fn parse_message(e: &toml::de::Error, text: &str) -> String {
+    let what = e.message().trim();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            // The key (never its value), under the table it is in.
+            let key = text
+                .lines()
+                .nth(line - 1)
+                .and_then(|l| l.split_once('='))
+                .map(|(k, _)| k.trim())
+                .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.\"' ".contains(c)));
+            let table = text.lines().take(line - 1).filter_map(|l| {
+                let t = l.trim();
+                t.strip_prefix("[[")
+                    .and_then(|x| x.strip_suffix("]]"))
+                    .or_else(|| t.strip_prefix('[').and_then(|x| x.strip_suffix(']')))
+            });
+            let key = match (table.last(), key) {
+                (Some(t), Some(k)) => format!(" (key `{}.{k}`)", t.trim()),
+                (None, Some(k)) => format!(" (key `{k}`)"),
+                _ => String::new(),
+            };
+            format!("TOML parse error at line {line}, column {column}{key}: {what}")
+        }
+        None => format!("TOML parse error: {what}"),
+    }
+}
+
+impl Config {
+    /// The API token file in effect.
+    pub fn token_file(&self) -> PathBuf {
+        crate::api::token::path(self.api.token_file.as_deref(), &self.agent.state_dir)
+    }
+
+    /// The API's Unix socket, if any (`[api] socket`; empty: none).
+    pub fn api_socket(&self) -> Option<PathBuf> {
+        match &self.api.socket {
+            None => Some(self.agent.state_dir.join(crate::api::socket::DEFAULT_FILE)),
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) => Some(p.clone()),
+        }
+    }
+
+    /// Load from `path`; a missing file at the default location means "all defaults".
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_PATH), false),
+        };
+        let text = match std::fs::File::open(&path) {
+            Ok(mut f) => {
+                // As root, a config others can write is a way to run their commands as root.
+                crate::app::privs::check_config_file(&path, &f)
+                    .map_err(|message| ConfigError::Insecure { path: path.clone(), message })?;
+                let mut t = String::new();
+                std::io::Read::read_to_string(&mut f, &mut t)
+                    .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                t
+            }
+            Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        Self::parse(&text, &path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let cfg: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: parse_message(&e, text) })?;
+        cfg.validate(path).map_err(|e| crate::cli::config_cmd::with_line(e, text))?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key, message: &str| ConfigError::Value { path: path.into(), key, message: message.into() };
+        if self.agent.interval < Duration::from_millis(100) {
+            return Err(bad("agent.interval", "must be at least 100ms"));
+        }
+        let ring = self.probe.ring_buffer_bytes;
+        if !ring.is_power_of_two() || ring < 4096 {
+            return Err(bad("probe.ring_buffer_bytes", "must be a power of two of at least 4096"));
+        }
+        if self.probe.max_connections == 0 {
+            return Err(bad("probe.max_connections", "must be at least 1"));
+        }
+        if self.probe.max_processes == 0 {
+            return Err(bad("probe.max_processes", "must be at least 1"));
+        }
+        let ck = &self.probe.client_key;
+        let too_long = |v: &Option<String>| v.as_ref().is_some_and(|s| s.is_empty() || s.len() > 30);
+        if too_long(&ck.header) || too_long(&ck.query) {
+            return Err(bad("probe.client_key", "header and query names must be 1 to 30 bytes"));
+        }
+        if self.limits.per_client_connections == 0 {
+            return Err(bad("limits.per_client_connections", "must be at least 1"));
+        }
+        if let Err((key, message)) = self.history.validate() {
+            return Err(ConfigError::Value { path: path.into(), key, message });
+        }
+        if let Err((key, message)) = self.predict.validate() {
+            return Err(ConfigError::Value { path: path.into(), key, message });
+        }
+        if let Err((key, message)) = self.alert.validate() {
+            return Err(ConfigError::Value { path: path.into(), key, message });
+        }
+        if let Err((key, message)) = self.notify.validate() {
+            return Err(ConfigError::Value { path: path.into(), key, message });
+        }
+        if let Err((key, message)) = self.remediation.validate() {
+            return Err(ConfigError::Value { path: path.into(), key, message });
+        }
+        if let Some(sock) = self.api_socket() {
+            if sock.as_os_str().len() > crate::api::socket::PATH_MAX {
+                let msg = format!("must be at most {} bytes (\"\" turns the socket off)", crate::api::socket::PATH_MAX);
+                return Err(bad("api.socket", &msg));
+            }
+        }
+        if self.api.socket_group.as_deref().is_some_and(|g| g.is_empty()) {
+            return Err(bad("api.socket_group", "must be a group name or gid"));
+        }
+        if !self.probe.pin_path.is_absolute() {
+            return Err(bad("probe.pin_path", "must be an absolute path under a bpffs mount"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_all_defaults() {
+        let c = Config::parse("", Path::new("x.toml")).unwrap();
+        assert_eq!(c.agent.interval, Duration::from_secs(5));
+        assert_eq!(c.api.listen.to_string(), "127.0.0.1:9595");
+        assert_eq!(c.agent.state_dir, PathBuf::from("/var/lib/wsguard"));
+    }
+
+    #[test]
+    fn durations_and_keys() {
+        let c = Config::parse("[agent]\ninterval = \"2s\"\n[probe]\nports = [8080]\n", Path::new("x")).unwrap();
+        assert_eq!(c.agent.interval, Duration::from_secs(2));
+        assert_eq!(c.probe.ports, vec![8080]);
+    }
+
+    #[test]
+    fn client_key_and_limits() {
+        let c = Config::parse(
+            "[probe.client_key]\nheader = \"X-User-Id\"\nhash = true\n[limits]\nper_client_connections = 5\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(c.probe.client_key.source(), "header:X-User-Id");
+        assert!(c.probe.client_key.hash);
+        assert_eq!(c.limits.per_client_connections, 5);
+        let e = Config::parse("[probe.client_key]\nheader = \"\"\n", Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("probe.client_key"), "{e}");
+    }
+
+    #[test]
+    fn api_socket_default_off_and_limits() {
+        let c = Config::parse("[agent]\nstate_dir = \"/s\"\n", Path::new("x")).unwrap();
+        assert_eq!(c.api_socket(), Some(PathBuf::from("/s/api.sock")));
+        let c = Config::parse("[api]\nsocket = \"\"\n", Path::new("x")).unwrap();
+        assert_eq!(c.api_socket(), None);
+        let c = Config::parse(
+            "[api]\nsocket = \"/run/wsguard/api.sock\"\nsocket_group = \"ops\"\nsocket_uids = [1000]\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!((c.api_socket(), c.api.socket_uids), (Some(PathBuf::from("/run/wsguard/api.sock")), vec![1000]));
+        let long = format!("[api]\nsocket = \"/{}\"\n", "a".repeat(120));
+        assert!(Config::parse(&long, Path::new("x")).unwrap_err().to_string().contains("api.socket"));
+        assert!(Config::parse("[api]\nsocket_group = \"\"\n", Path::new("x"))
+            .unwrap_err()
+            .to_string()
+            .contains("api.socket_group"));
+    }
+
+    #[test]
+    fn errors_name_key_and_line() {
+        let e = Config::parse("[agent]\n\ninterval = 5\n", Path::new("w.toml")).unwrap_err().to_string();
+        assert!(e.contains("w.toml") && e.contains("line 3") && e.contains("interval"), "{e}");
+        let e = Config::parse("[agnt]\n", Path::new("w.toml")).unwrap_err().to_string();
+        assert!(e.contains("unknown field") && e.contains("agnt"), "{e}");
+        let e = Config::parse("[probe]\nring_buffer_bytes = 5000\n", Path::new("w")).unwrap_err().to_string();
+        assert!(e.contains("probe.ring_buffer_bytes"), "{e}");
+        // The offending line is located, never quoted: it may hold a secret.
+        let e = Config::parse("[agent]\nlog_level = \"S3CRET\" oops\n", Path::new("w")).unwrap_err().to_string();
+        assert!(e.contains("line 2, column 22") && !e.contains("S3CRET"), "{e}");
+    }
+}

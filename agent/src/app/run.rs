@@ -1,0 +1,218 @@
+//! `wsguard run`: attach (or resume) the probe, serve the API, build a snapshot every interval.
+
+use std::{
+    sync::{atomic::AtomicU64, Arc},
+    time::SystemTime,
+};
+
+use anyhow::{bail, Context};
+use aya::maps::RingBuf;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
+use wsguard_common::names;
+
+use crate::{
+    alert::{service::AlertService, Alert, Status, Transition, TransitionKind},
+    api,
+    api::token,
+    app::config::Config,
+    history::History,
+    probe,
+    probe::events,
+    remediate::Remediator,
+    track::Tracker,
+};
+
+/// How long a stopping agent keeps delivering notifications.
+const NOTIFY_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `config_path` is re-read on SIGHUP (None: the default path), see `reload.rs`.
+pub async fn run(
+    mut cfg: Config,
+    config_path: Option<&std::path::Path>,
+    fresh: bool,
+    logs: crate::app::reload::Logs,
+) -> anyhow::Result<()> {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let caps = crate::cli::doctor::parse_cap_eff(&status).unwrap_or(0);
+    let has = |c: u32| caps & (1u64 << c) != 0;
+    if !(has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))) {
+        bail!(
+            "wsguard run needs root, or CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN to mount tracefs/bpffs); `wsguard doctor` checks"
+        );
+    }
+    std::fs::create_dir_all(&cfg.agent.state_dir)
+        .with_context(|| format!("cannot create state_dir {}", cfg.agent.state_dir.display()))?;
+
+    // The secret behind shown client-key hashes (keyhash.rs): an unusable one fails the start
+    // before anything is attached, rather than showing hashes anyone can reverse.
+    let key_hasher = if cfg.probe.client_key.enabled() {
+        crate::track::keyhash::load_or_create(&crate::track::keyhash::path(&cfg.agent.state_dir)).context("[probe.client_key]")?
+    } else {
+        crate::track::keyhash::KeyHasher::ephemeral()?
+    };
+
+    // Bind first: a port conflict should fail before anything is attached.
+    let listener = tokio::net::TcpListener::bind(cfg.api.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} ([api] listen)", cfg.api.listen))?;
+    // The socket too (and while we may still chown it); its file is removed when we stop.
+    let socket = match cfg.api_socket() {
+        Some(path) => match crate::api::socket::bind(&path, cfg.api.socket_group.as_deref()) {
+            Ok(s) => Some(s),
+            Err(e) if crate::api::socket::storage_failure(&e) => {
+                error!("API socket unavailable until a restart (the TCP API serves): {e:#}");
+                None
+            }
+            Err(e) => return Err(e),
+        },
+        None => None,
+    };
+
+    let mut probe = probe::start(&cfg.probe, fresh)?;
+    let received = Arc::new(AtomicU64::new(0));
+    let ring = RingBuf::try_from(probe.ebpf.take_map(names::EVENTS).context("map WSG_EVENTS missing")?)?;
+    tokio::spawn(events::consume(ring, received.clone()));
+
+    let (history, err) = History::open(cfg.history.clone(), &cfg.agent.state_dir);
+    if let Some(e) = err {
+        warn!("history store unavailable, keeping history in memory: {e:#}");
+    }
+    let history = Arc::new(history);
+    let alerts = Arc::new(AlertService::open(cfg.alert.clone(), cfg.limits.per_client_connections, &cfg.agent.state_dir));
+    // Notifications: a broken [notify] (e.g. a missing secret file) stops the start, because
+    // an agent that runs without delivering its alerts fails silently.
+    let notifier = if cfg.notify.channels.is_empty() {
+        info!("no [[notify.channels]] configured: alerts are not notified");
+        None
+    } else {
+        let n = crate::notify::Notifier::open(cfg.notify.clone(), &cfg.agent.state_dir).context("notifications ([notify])")?;
+        alerts.add_sink(n.clone());
+        tokio::spawn(n.clone().run());
+        Some(n)
+    };
+    let mut shared = api::Shared::new(history.clone(), cfg.metrics.clone());
+    shared.alerts = Some(alerts.clone());
+    shared.socket_uids = cfg.api.socket_uids.clone();
+    shared.token = token::load_or_create(&cfg.token_file()).map_err(|e| {
+        warn!("API mutations disabled: {e:#}");
+        format!("{e:#}")
+    });
+    // Everything privileged is done: keep only what later work needs (docs/security.md).
+    let dropped = crate::app::privs::drop_after_attach(|| {
+        probe::maps::Reader::default().read(&probe.ebpf, cfg.probe.max_connections).map(drop)
+    })?;
+    info!("{dropped}");
+    let mut remediator = match Remediator::open(cfg.remediation.clone(), &cfg.agent.state_dir) {
+        Ok(mut r) => {
+            r.set_rules(&cfg.alert.effective_rules(cfg.limits.per_client_connections));
+            shared.remediation = Some(r.shared());
+            Some(r)
+        }
+        Err(e) => {
+            error!("remediation disabled: cannot open its audit log: {e:#}");
+            None
+        }
+    };
+    let shared = Arc::new(shared);
+    let app = api::router(shared.clone());
+    info!("API listening on http://{}", cfg.api.listen);
+    let _socket_file = socket.map(|(unix, file)| {
+        // Connect info = the peer's credentials (api_socket::Peer), read by `api::authorize`.
+        let svc = app.clone().into_make_service_with_connect_info::<crate::api::socket::Peer>();
+        info!(
+            "API also on unix:{} (mode {}; mutations: root{})",
+            file.path().display(),
+            if cfg.api.socket_group.is_some() { "0660" } else { "0600" },
+            if cfg.api.socket_uids.is_empty() { String::new() } else { format!(" and uids {:?}", cfg.api.socket_uids) }
+        );
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(unix, svc).await {
+                error!("API socket server stopped: {e}");
+            }
+        });
+        file
+    });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            error!("API server stopped: {e}");
+        }
+    });
+
+    let mut tracker = Tracker::new(&cfg, probe.preexisting.take(), key_hasher);
+    let mut predictor = cfg.predict.enabled.then(|| crate::predict::Predictor::new(cfg.predict.clone()));
+    let mut tick = tokio::time::interval(cfg.agent.interval);
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let n = received.load(std::sync::atomic::Ordering::Relaxed);
+                match tracker.snapshot(&mut probe, n) {
+                    Ok(built) => {
+                        let snap = Arc::new(built.snapshot);
+                        if let Err(e) = history.append(snap.clone()) {
+                            warn!("history: {e:#}");
+                        }
+                        let pred = predictor.as_mut().map(|p| p.observe(&snap));
+                        let now = SystemTime::now();
+                        let events = alerts.evaluate(&snap, pred.as_ref(), now);
+                        for (t, a) in &events {
+                            log_transition(t, a);
+                        }
+                        if let Some(r) = remediator.as_mut() {
+                            let firing: Vec<Alert> = alerts.alerts().into_iter().filter(|a| a.status == Status::Firing).collect();
+                            r.handle(&events, &firing, &snap, &built.connections, now);
+                        }
+                        if let Some(pred) = pred {
+                            shared.publish_predictions(pred);
+                        }
+                        shared.publish(snap, built.connections);
+                    }
+                    Err(e) => error!("snapshot failed: {e:#}"),
+                }
+            }
+            _ = hup.recv() => {
+                let live = crate::app::reload::Live { tracker: &mut tracker, predictor: &mut predictor, tick: &mut tick, logs: &logs, alerts: &alerts };
+                crate::app::reload::on_sighup(config_path, &mut cfg, live);
+                // Reloaded rules: the breaker must know which way each alert's metric improves.
+                // ([remediation] itself changes on restart.)
+                if let Some(r) = remediator.as_mut() {
+                    r.set_rules(&cfg.alert.effective_rules(cfg.limits.per_client_connections));
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    // Stopping (SIGTERM/SIGINT). Snapshots and alert changes were committed as they happened;
+    // what is left is what lives in pacing or memory: notices (within NOTIFY_FLUSH; the rest
+    // stays in the outbox for the next start), a last alert-state save, and WAL checkpoints.
+    if let Some(n) = &notifier {
+        n.flush(NOTIFY_FLUSH).await;
+    }
+    alerts.sync();
+    if let Err(e) = history.checkpoint() {
+        warn!("history: {e:#}");
+    }
+    info!("stopping; the probe stays attached and counting at {} (`wsguard detach` removes it)", probe.pin_path.display());
+    Ok(())
+}
+
+/// One log line per alert change (the `log` notification channel adds structured JSON).
+fn log_transition(t: &Transition, a: &Alert) {
+    let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let what = format!("{:?}", t.kind).to_lowercase();
+    match t.kind {
+        TransitionKind::Firing | TransitionKind::Escalated | TransitionKind::SeverityChanged => {
+            warn!(fingerprint = %t.fingerprint, severity = t.severity.as_str(), "alert {what}: {} {{{}}}", t.alertname, labels.join(","))
+        }
+        _ => {
+            info!(fingerprint = %t.fingerprint, severity = t.severity.as_str(), "alert {what}: {} {{{}}}", t.alertname, labels.join(","))
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Commands that talk to a running agent over its HTTP API.
+
+use anyhow::{bail, Context};
+
+use crate::{
+    history::{Format, Store},
+    model::snapshot::Snapshot,
+};
+
+pub const DEFAULT_API: &str = "http://127.0.0.1:9595";
+
+/// How the CLI reaches the agent: `http://HOST:PORT` (the default, `[api] listen`) or
+/// `unix:PATH` (`[api] socket`), where the agent learns our uid from the kernel and root needs
+/// no token. A client built from `builder` and the base URL paths go after.
+pub fn endpoint(api: &str, builder: reqwest::ClientBuilder) -> anyhow::Result<(reqwest::Client, String)> {
+    match api.strip_prefix("unix:") {
+        Some("") => bail!("--api unix:PATH needs the socket's path, e.g. unix:/var/lib/wsguard/api.sock"),
+        // reqwest connects every request to the socket; the host is only the Host header.
+        Some(path) => Ok((builder.unix_socket(path).build()?, "http://localhost".into())),
+        None => Ok((builder.build()?, api.trim_end_matches('/').to_string())),
+    }
+}
+
+/// The token a change sends. Over TCP it is required: `token_file`, else the file the config
+/// names. Over the socket only an explicit `token_file` is sent: the agent knows who we are.
+pub fn change_token(
+    api: &str,
+    token_file: Option<&std::path::Path>,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<Option<String>> {
+    let path = match (token_file, api.starts_with("unix:")) {
+        (Some(p), _) => p.to_path_buf(),
+        (None, true) => return Ok(None),
+        (None, false) => crate::app::config::Config::load(config)?.token_file(),
+    };
+    let t = crate::api::token::load(&path)
+        .context("changes need the agent's API token (`--token-file`, or run as root; or `--api unix:…` as root)")?;
+    Ok(Some(t.as_str().to_string()))
+}
+
+pub async fn get_snapshot(api: &str) -> anyhow::Result<Snapshot> {
+    get_json(api, "/api/v1/snapshot").await
+}
+
+/// GET `path` of the agent at `api`.
+pub async fn get(api: &str, path: &str) -> anyhow::Result<reqwest::Response> {
+    let (client, base) = endpoint(api, reqwest::Client::builder())?;
+    client
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the agent at {api} (is `wsguard run` running?)"))
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(api: &str, path: &str) -> anyhow::Result<T> {
+    let resp = get(api, path).await.with_context(|| format!("cannot reach the agent at {api} (is `wsguard run` running?)"))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body = resp.text().await.unwrap_or_default();
+        bail!("agent answered {status}: {body}");
+    }
+    resp.json().await.with_context(|| format!("the agent's answer to {path} is not what this wsguard expects"))
+}
+
+/// `wsguard report`: from the API, or straight from the store in `state_dir`.
+pub async fn report(api: &str, state_dir: Option<&std::path::Path>, hours: f64, format: Format) -> anyhow::Result<()> {
+    if hours.is_nan() || hours <= 0.0 {
+        bail!("--hours must be positive");
+    }
+    let secs = (hours * 3600.0) as u64;
+    progress(&format!(
+        "reading {hours} h of history from {}…",
+        state_dir.map_or(api.to_string(), |d| d.join(crate::history::STORE_FILE).display().to_string())
+    ));
+    let snaps: Vec<Snapshot> = match state_dir {
+        Some(dir) => {
+            let path = dir.join(crate::history::STORE_FILE);
+            let store =
+                Store::open_read_only(&path).with_context(|| format!("cannot open the history store {}", path.display()))?;
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+            store.range(now - secs as i64, None)?
+        }
+        None => get_json(api, &format!("/api/v1/history?since={secs}s")).await?,
+    };
+    if snaps.is_empty() {
+        bail!("no snapshots in the last {hours} h");
+    }
+    progress(&format!("summarising {} snapshots…", snaps.len()));
+    print!("{}", crate::history::report(&snaps, format));
+    if format != Format::Json {
+        // How the forecasts (default [predict]) would have scored over this period.
+        let mut p = crate::predict::Predictor::new(Default::default());
+        let scores = snaps.iter().map(|s| p.observe(s).scores).last().unwrap_or_default();
+        print!("\nForecast scores over the period:\n{}", crate::predict::replay::scores_text(&scores));
+    }
+    Ok(())
+}
+
+/// A progress line on stderr, only when a person watches it (stdout stays the data).
+pub fn progress(msg: &str) {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        eprintln!("{msg}");
+    }
+}
+
+/// `wsguard status`: health, totals and the busiest processes on one screen.
+pub async fn status(api: &str, json: bool) -> anyhow::Result<bool> {
+    let health: serde_json::Value = get_json_any(api, "/health/detailed").await?;
+    let s = get_snapshot(api).await?;
+    let overall = health["status"].as_str().unwrap_or("UNKNOWN").to_string();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"health": health, "totals": s.totals}))?);
+        return Ok(overall != "UNHEALTHY");
+    }
+    let t = &s.totals;
+    println!("wsguard {}  {}  status {overall}", s.agent.version, s.timestamp);
+    println!(
+        "websocket: {} active, {} opened, {} closed ({} abnormal), {} failed handshakes, {} out of sync",
+        t.connections_active, t.connections_opened, t.connections_closed, t.abnormal_closes, t.handshakes_failed, t.out_of_sync
+    );
+    if let Some(checks) = health["checks"].as_array() {
+        for c in checks {
+            println!(
+                "  {:<10} {:<18} {}",
+                c["status"].as_str().unwrap_or(""),
+                c["name"].as_str().unwrap_or(""),
+                c["message"].as_str().unwrap_or("")
+            );
+        }
+    }
+    let mut ps: Vec<_> = s.processes.iter().collect();
+    ps.sort_by_key(|p| std::cmp::Reverse(p.websocket.connections_active));
+    println!("{:>7} {:<16} {:>7} {:>9} {:>9} {:>7}", "PID", "COMM", "ACTIVE", "FD%", "CLIENTS", "STALLED");
+    for p in ps.iter().take(10) {
+        let fd = p.resources.as_ref().and_then(|r| r.fd_usage_ratio).map(|r| format!("{:.1}", r * 100.0)).unwrap_or("-".into());
+        println!(
+            "{:>7} {:<16} {:>7} {:>9} {:>9} {:>7}",
+            p.pid, p.comm, p.websocket.connections_active, fd, p.clients.distinct, p.connections_stalled
+        );
+    }
+    Ok(overall != "UNHEALTHY")
+}
+
+/// Like `get_json`, but also accepts a 503 answer that carries a JSON body (an unhealthy report).
+async fn get_json_any(api: &str, path: &str) -> anyhow::Result<serde_json::Value> {
+    let resp = get(api, path).await?;
+    resp.json().await.with_context(|| format!("the agent's answer to {path} is not JSON"))
+}
+
+/// `wsguard snapshot`: JSON, or a short table per process.
+pub async fn snapshot(api: &str, json: bool) -> anyhow::Result<()> {
+    let s = get_snapshot(api).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    println!(
+        "{}  probe {}  events {}",
+        s.timestamp,
+        if s.probe.resumed { "resumed" } else { "attached" },
+        s.probe.events_received
+    );
+    println!(
+        "{:>7} {:<16} {:>6} {:>6} {:>6} {:>6} {:>6} {:>10} {:>10}",
+        "PID", "COMM", "OPEN", "ACTIVE", "CLOSED", "FAILED", "ABNORM", "FRAMES_RX", "FRAMES_TX"
+    );
+    for p in &s.processes {
+        let w = &p.websocket;
+        let rx = &w.frames_received;
+        let tx = &w.frames_sent;
+        println!(
+            "{:>7} {:<16} {:>6} {:>6} {:>6} {:>6} {:>6} {:>10} {:>10}{}",
+            p.pid,
+            p.comm,
+            w.connections_opened,
+            w.connections_active,
+            w.connections_closed,
+            w.handshakes_failed,
+            w.abnormal_closes,
+            rx.text + rx.binary + rx.continuation + rx.ping + rx.pong + rx.close,
+            tx.text + tx.binary + tx.continuation + tx.ping + tx.pong + tx.close,
+            if p.exited { "  (exited)" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_and_tokens() {
+        assert_eq!(endpoint("http://127.0.0.1:9/", reqwest::Client::builder()).unwrap().1, "http://127.0.0.1:9");
+        assert_eq!(endpoint("unix:/run/wsguard/api.sock", reqwest::Client::builder()).unwrap().1, "http://localhost");
+        assert!(endpoint("unix:", reqwest::Client::builder()).unwrap_err().to_string().contains("unix:PATH"));
+        // Over the socket nothing is read unless a token file is named.
+        assert_eq!(change_token("unix:/x.sock", None, Some(std::path::Path::new("/nonexistent.toml"))).unwrap(), None);
+        assert!(change_token("unix:/x.sock", Some(std::path::Path::new("/nonexistent")), None).is_err());
+        assert!(change_token("http://127.0.0.1:9", None, Some(std::path::Path::new("/nonexistent.toml"))).is_err());
+    }
+}

@@ -1,0 +1,201 @@
+//! Command line (clap derive).
+
+pub mod alerts;
+pub mod client;
+pub mod completions;
+pub mod config_cmd;
+pub mod doctor;
+pub mod remediation;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::cli::client::DEFAULT_API;
+
+#[derive(Parser)]
+#[command(
+    name = "wsguard",
+    version,
+    about = "Watches unmodified WebSocket servers with eBPF",
+    after_help = "Exit status: 0 ok; 1 a check failed (status UNHEALTHY, doctor, config check); 2 error \
+                  (bad usage, agent unreachable, unreadable file). Read commands take --json."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the agent: attach the probe, serve the API, snapshot every interval (root).
+    Run {
+        /// Config file (default /etc/wsguard/wsguard.toml; built-in defaults if it is missing).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Discard the pinned probe and its counts, and attach a new one.
+        #[arg(long)]
+        fresh: bool,
+    },
+    /// Print the running agent's latest snapshot.
+    Snapshot {
+        #[arg(long)]
+        json: bool,
+        /// The agent's API: http://HOST:PORT, or unix:PATH for its `[api] socket`.
+        #[arg(long, default_value = DEFAULT_API, env = "WSGUARD_API")]
+        api: String,
+    },
+    /// One-screen summary of the running agent: health, totals, busiest processes.
+    Status {
+        #[arg(long)]
+        json: bool,
+        /// The agent's API: http://HOST:PORT, or unix:PATH for its `[api] socket`.
+        #[arg(long, default_value = DEFAULT_API, env = "WSGUARD_API")]
+        api: String,
+    },
+    /// Live terminal dashboard of the running agent: summary, processes, connections, alerts,
+    /// predictions (q quits, ? lists the keys).
+    Top {
+        /// The agent's API: http://HOST:PORT, or unix:PATH for its `[api] socket`.
+        #[arg(long, default_value = DEFAULT_API, env = "WSGUARD_API")]
+        api: String,
+        /// Refresh interval.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        /// View to start in.
+        #[arg(long, value_enum, default_value = "summary")]
+        view: crate::top::app::View,
+        /// Print one frame as text and exit (scripts, bug reports); exit status 2 if the agent
+        /// is unreachable.
+        #[arg(long)]
+        once: bool,
+        /// Frame size for --once.
+        #[arg(long, default_value_t = 120)]
+        width: u16,
+        #[arg(long, default_value_t = 40)]
+        height: u16,
+        /// Process whose connections the Connections view opens (default: the busiest).
+        #[arg(long)]
+        pid: Option<u32>,
+        /// API token file, to acknowledge alerts (default: the one the config names, when
+        /// readable; without a token the dashboard is read-only).
+        #[arg(long, env = "WSGUARD_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
+        /// Config whose `[api] token_file` / `state_dir` locate the token (default
+        /// /etc/wsguard/wsguard.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Summarise a period of history: peaks, totals, worst processes.
+    Report {
+        /// Hours back from now.
+        #[arg(long, default_value_t = 24.0)]
+        hours: f64,
+        #[arg(long, value_enum, default_value = "text")]
+        format: crate::history::Format,
+        /// Same as --format json.
+        #[arg(long, conflicts_with = "format")]
+        json: bool,
+        /// Read the agent's history store in this state dir directly (works while the agent is
+        /// down) instead of asking its API.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// The agent's API: http://HOST:PORT, or unix:PATH for its `[api] socket`.
+        #[arg(long, default_value = DEFAULT_API, env = "WSGUARD_API")]
+        api: String,
+    },
+    /// Check that this host can run the probe, and say how to fix what is missing.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Detach the probe and remove its pinned state (counts are lost).
+    Detach {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Run recorded snapshots (JSON lines, as `history export` writes) through the forecasts and
+    /// alert rules; print what would have fired and when, and the forecast scores.
+    Replay {
+        /// JSON lines file, one snapshot per line ("-": stdin).
+        file: PathBuf,
+        /// N times real time (sleeps between snapshots); default: as fast as possible.
+        #[arg(long)]
+        speed: Option<f64>,
+        #[arg(long)]
+        json: bool,
+        /// Take `[predict]` from this config file (default: built-in defaults).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Alerts of the running agent: list, show, ack, silence, fire… (changes need the API token).
+    Alerts {
+        #[command(subcommand)]
+        command: alerts::AlertsCommand,
+        #[command(flatten)]
+        api: alerts::ApiArgs,
+    },
+    /// History commands.
+    History {
+        #[command(subcommand)]
+        command: HistoryCommand,
+    },
+    /// Remediation: audit log, approvals, kill switch.
+    Remediation {
+        #[command(subcommand)]
+        command: remediation::RemediationCommand,
+        #[command(flatten)]
+        at: remediation::Where,
+    },
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print a shell completion script, e.g. `wsguard completions bash > /etc/bash_completion.d/wsguard`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file (errors name the key and line) and warn about settings that are
+    /// risky in production. Exit 1 when invalid (or, with --strict, when warned).
+    Check {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        /// Warnings fail the check too.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Print the config file as TOML, or with --effective every setting the agent would use
+    /// (file merged with defaults). Inline secrets are redacted.
+    Show {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        effective: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum HistoryCommand {
+    /// Write snapshots as JSON lines (one per line, oldest first), the input of `replay`.
+    Export {
+        /// How far back: a duration (`2h`, `30m`) or an RFC 3339 time.
+        #[arg(long, default_value = "1h")]
+        since: String,
+        /// Read the history store in this state dir directly (works while the agent is down).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// The agent's API: http://HOST:PORT, or unix:PATH for its `[api] socket`.
+        #[arg(long, default_value = DEFAULT_API, env = "WSGUARD_API")]
+        api: String,
+    },
+}

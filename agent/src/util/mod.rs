@@ -1,0 +1,3 @@
+//! Small shared infrastructure at the bottom of the map, with no knowledge of the domain.
+
+pub mod private_file;
