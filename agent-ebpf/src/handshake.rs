@@ -11,8 +11,8 @@ use wsguard_common::{
 
 use crate::{
     copy::{copy, zero},
-    lifecycle::{drop_conn, emit, proc_stats, Dir},
     maps::{self, WSG_KEY_CONFIG},
+    record::{drop_conn, emit, proc_stats, Dir},
     walk::{mode, verdict, Walk},
 };
 

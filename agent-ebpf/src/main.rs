@@ -15,6 +15,7 @@ mod copy;
 mod handshake;
 mod lifecycle;
 mod maps;
+mod record;
 mod regs;
 mod walk;
 

@@ -14,8 +14,9 @@ use wsguard::{
     cli::config_cmd,
     cli::doctor,
     cli::remediation,
+    cli::replay,
     cli::{Cli, Command, ConfigCommand, HistoryCommand},
-    history, predict, probe, top,
+    history, probe, top,
 };
 
 #[tokio::main]
@@ -36,7 +37,7 @@ async fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Top { api, interval, view, once, width, height, pid, token_file, config } => {
-            match top::token(token_file.as_deref(), config.as_deref()) {
+            match client::optional_token(token_file.as_deref(), config.as_deref()) {
                 Ok(token) => top::run(top::Options { api, interval, view, once, width, height, pid, token }).await,
                 Err(e) => Err(e),
             }
@@ -55,11 +56,11 @@ async fn main() -> ExitCode {
             println!("removed {}", cfg.probe.pin_path.display());
             Ok(())
         }),
-        Command::Replay { file, speed, json, config } => predict::replay::run(&file, config.as_deref(), speed, json),
+        Command::Replay { file, speed, json, config } => replay::run(&file, config.as_deref(), speed, json),
         Command::Alerts { command, api } => alerts::run(command, api).await,
         Command::Remediation { command, at } => remediation::run(command, at).await,
         Command::History { command: HistoryCommand::Export { since, state_dir, api } } => {
-            predict::replay::history_export(&api, state_dir.as_deref(), &since).await
+            replay::history_export(&api, state_dir.as_deref(), &since).await
         }
         Command::Config { command: ConfigCommand::Check { config, json, strict } } => {
             match config_cmd::check(config.as_deref(), json, strict) {

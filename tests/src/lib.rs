@@ -23,11 +23,22 @@ pub mod http;
 pub mod oracle;
 pub mod webhook;
 
-/// Skip (with a printed reason) unless we are root: the probe needs it.
+/// A test that cannot run here: outside CI it prints why and the caller returns (a skip);
+/// under `CI=true` it panics, so a run that could not test is reported failed, never passed.
+pub fn skip(reason: &str) {
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    if ci {
+        panic!("cannot run under CI=true: {reason}");
+    }
+    eprintln!("SKIP: {reason}");
+}
+
+/// Skip (with a printed reason, failing under `CI=true`: see [`skip`]) unless we are root: the
+/// probe needs it.
 pub fn require_root() -> bool {
     // SAFETY: no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIP: privileged test needs root (load eBPF); run `cargo xtask test` as root");
+        skip("privileged test needs root (load eBPF); run `cargo xtask test` as root");
         return false;
     }
     true

@@ -55,7 +55,7 @@ fn quota_alert_reaches_webhook_and_alertmanager_and_survives_kill_9() -> Result<
         return Ok(());
     }
     if !Path::new(ALERTMANAGER).exists() {
-        eprintln!("SKIP: {ALERTMANAGER} not installed (Debian package prometheus-alertmanager)");
+        wsguard_integration::skip(&format!("{ALERTMANAGER} not installed (Debian package prometheus-alertmanager)"));
         return Ok(());
     }
     let tmp = std::env::temp_dir().join(format!("wsguard-it-notify-recv-{}", std::process::id()));

@@ -22,7 +22,7 @@ struct Out {
 fn wsguard(args: &[&str]) -> Option<Out> {
     let bin = agent_bin();
     if !bin.exists() {
-        eprintln!("SKIP: {} missing: build it first (`cargo build --release`)", bin.display());
+        wsguard_integration::skip(&format!("{} missing: build it first (`cargo build --release`)", bin.display()));
         return None;
     }
     let o = Command::new(bin).args(args).env_remove("WSGUARD_API").env_remove("RUST_LOG").output().expect("spawn");

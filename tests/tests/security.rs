@@ -197,7 +197,7 @@ fn probe_programs_never_write_user_memory() -> Result<()> {
         return Ok(());
     }
     if Command::new("bpftool").arg("version").output().is_err() {
-        eprintln!("SKIP: bpftool not installed (`cargo xtask setup` installs it)");
+        wsguard_integration::skip("bpftool not installed (`cargo xtask setup` installs it)");
         return Ok(());
     }
     let agent = Agent::start("helpers")?;

@@ -89,7 +89,7 @@ fn top_shows_the_live_numbers_of_a_real_server() -> Result<()> {
 #[test]
 fn top_says_when_the_agent_is_unreachable() {
     if !agent_bin().exists() {
-        eprintln!("SKIP: {} missing: build it first (`cargo build --release`)", agent_bin().display());
+        wsguard_integration::skip(&format!("{} missing: build it first (`cargo build --release`)", agent_bin().display()));
         return;
     }
     // A port nothing listens on: bind one, then free it.

@@ -1,4 +1,4 @@
-//! Developer tasks for wsguard: `cargo xtask <setup|test|demo|bench|install|deb|fuzz|soak>`.
+//! Developer tasks for wsguard: `cargo xtask <setup|test|lint|demo|bench|install|deb|fuzz|soak>`.
 //!
 //! Each subcommand lives in its own module; this file only parses the command line.
 
@@ -7,6 +7,7 @@ mod deb;
 mod demo;
 mod fuzz;
 mod install;
+mod lint;
 mod proc;
 mod setup;
 mod soak;
@@ -29,6 +30,8 @@ enum Command {
     Setup(setup::SetupArgs),
     /// Run the unprivileged tests, then (as root) the privileged integration tests.
     Test(test::TestArgs),
+    /// Formatting, clippy (warnings are errors) and the one-way module imports (first step of `test`).
+    Lint(lint::LintArgs),
     /// Build the release agent and run it against a real WebSocket server under load.
     Demo(demo::DemoArgs),
     /// Measure what the agent costs a real server (root; not part of `test`).
@@ -48,6 +51,7 @@ fn main() {
     let result = match cli.command {
         Command::Setup(args) => setup::run(&args),
         Command::Test(args) => test::run(&args),
+        Command::Lint(args) => lint::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Install(args) => install::run(&args),

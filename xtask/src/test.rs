@@ -53,6 +53,10 @@ pub fn run(args: &TestArgs) -> Result<()> {
     } else if !sys::is_root() {
         step("privileged integration tests: SKIPPED (not root)");
         skipped = true;
+        if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
+            // Under CI a run that could not test must not be reported as passed.
+            failures.push("privileged integration tests (not root under CI=true)");
+        }
         println!(
             "    They load eBPF programs, mount tracefs/bpffs and attach tracepoints, which needs \
              root (or CAP_BPF+CAP_PERFMON+CAP_SYS_ADMIN).\n    Run `sudo -E cargo xtask test` \

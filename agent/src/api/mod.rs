@@ -3,6 +3,7 @@
 //! or, on the Unix socket (`api_socket.rs`), a peer uid the config trusts.
 
 pub mod alerts;
+pub mod endpoint;
 pub mod remediation;
 pub mod socket;
 pub mod token;

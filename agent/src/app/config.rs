@@ -29,63 +29,14 @@ pub enum ConfigError {
 pub struct Config {
     pub agent: AgentConfig,
     pub api: ApiConfig,
-    pub probe: ProbeConfig,
-    pub limits: LimitsConfig,
+    pub probe: crate::probe::config::ProbeConfig,
+    pub limits: crate::track::config::LimitsConfig,
     pub history: crate::history::HistoryConfig,
     pub metrics: crate::export::metrics::MetricsConfig,
     pub predict: crate::predict::PredictConfig,
     pub alert: crate::alert::AlertConfig,
     pub notify: crate::notify::NotifyConfig,
     pub remediation: crate::remediate::RemediationConfig,
-}
-
-/// Thresholds that classify connections and clients.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
-    /// Connections one client (see `probe.client_key`) may hold per process.
-    pub per_client_connections: u64,
-    /// A connection with no traffic either way for this long is idle.
-    #[serde(with = "humantime_serde")]
-    pub idle_after: Duration,
-    /// A ping the process sent that is unanswered for this long makes the connection stalled.
-    #[serde(with = "humantime_serde")]
-    pub stall_after: Duration,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        Self { per_client_connections: 20, idle_after: Duration::from_secs(300), stall_after: Duration::from_secs(30) }
-    }
-}
-
-/// What identifies a client. By default the remote IP; optionally a header or query parameter
-/// of the upgrade request (captured in the kernel, at most 32 bytes, or only a hash).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClientKeyConfig {
-    /// Request header whose value is the client key, e.g. `X-User-Id`.
-    pub header: Option<String>,
-    /// Query parameter whose value is the client key, e.g. `user`.
-    pub query: Option<String>,
-    /// Report (and keep in the kernel) only a hash of the value, never the value itself.
-    pub hash: bool,
-}
-
-impl ClientKeyConfig {
-    /// The key source as shown in snapshots.
-    pub fn source(&self) -> String {
-        match (&self.header, &self.query) {
-            (Some(h), _) => format!("header:{h}"),
-            (None, Some(q)) => format!("query:{q}"),
-            (None, None) => "remote_ip".into(),
-        }
-    }
-
-    /// A header or query value is captured (else the remote IP is the key).
-    pub fn enabled(&self) -> bool {
-        self.header.is_some() || self.query.is_some()
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -137,38 +88,6 @@ impl Default for ApiConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProbeConfig {
-    /// bpffs directory where maps and links are pinned, so a restart keeps counting.
-    pub pin_path: PathBuf,
-    /// Connections followed at once (accepted, not yet classified, and WebSocket).
-    pub max_connections: u32,
-    /// Processes with counters at once.
-    pub max_processes: u32,
-    /// Lifecycle event ring buffer size in bytes (a power of two, multiple of the page size).
-    pub ring_buffer_bytes: u32,
-    /// Only report processes listening on one of these TCP ports (empty: all).
-    pub ports: Vec<u16>,
-    /// Only report processes whose `comm` is one of these (empty: all).
-    pub processes: Vec<String>,
-    pub client_key: ClientKeyConfig,
-}
-
-impl Default for ProbeConfig {
-    fn default() -> Self {
-        Self {
-            pin_path: PathBuf::from("/sys/fs/bpf/wsguard"),
-            max_connections: 65536,
-            max_processes: 8192,
-            ring_buffer_bytes: 1 << 20,
-            ports: Vec::new(),
-            processes: Vec::new(),
-            client_key: ClientKeyConfig::default(),
-        }
-    }
-}
-
 /// Where and what, without the quoted source line `toml` adds to its errors: that line may
 /// hold a secret (an `auth_header`, a password) and errors end up in logs (docs/security.md).
 fn parse_message(e: &toml::de::Error, text: &str) -> String {
@@ -204,6 +123,16 @@ fn parse_message(e: &toml::de::Error, text: &str) -> String {
 
 impl Config {
     /// The API token file in effect.
+    /// What the tracker reads: its own `[limits]`, `[probe]`, the state directory and interval.
+    pub fn track(&self) -> crate::track::config::TrackConfig {
+        crate::track::config::TrackConfig {
+            limits: self.limits.clone(),
+            probe: self.probe.clone(),
+            state_dir: self.agent.state_dir.clone(),
+            interval: self.agent.interval,
+        }
+    }
+
     pub fn token_file(&self) -> PathBuf {
         crate::api::token::path(self.api.token_file.as_deref(), &self.agent.state_dir)
     }
@@ -242,7 +171,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let cfg: Config =
             toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: parse_message(&e, text) })?;
-        cfg.validate(path).map_err(|e| crate::cli::config_cmd::with_line(e, text))?;
+        cfg.validate(path).map_err(|e| with_line(e, text))?;
         Ok(cfg)
     }
 
@@ -297,6 +226,44 @@ impl Config {
             return Err(bad("probe.pin_path", "must be an absolute path under a bpffs mount"));
         }
         Ok(())
+    }
+}
+
+/// 1-based line where a dotted key (`probe.ring_buffer_bytes`) or table (`probe.client_key`)
+/// is set in `text`, if it is set there.
+pub fn key_line(text: &str, key: &str) -> Option<usize> {
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut table = String::new();
+    for (n, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if let Some(h) = l.strip_prefix('[').filter(|h| !h.starts_with('[')) {
+            table = h.split(']').next().unwrap_or("").split('.').map(str::trim).collect::<Vec<_>>().join(".");
+            if table == key {
+                return Some(n + 1);
+            }
+            continue;
+        }
+        let Some((lhs, _)) = l.split_once('=') else { continue };
+        let lhs: Vec<&str> = lhs.split('.').map(|p| p.trim().trim_matches('"')).collect();
+        let full: Vec<&str> = table.split('.').filter(|p| !p.is_empty()).chain(lhs.iter().copied()).collect();
+        if full.len() >= parts.len() && full[..parts.len()] == parts[..] {
+            return Some(n + 1);
+        }
+    }
+    None
+}
+
+/// A validation error with the line of its key appended, when the key is in the text.
+fn with_line(e: ConfigError, text: &str) -> ConfigError {
+    match e {
+        ConfigError::Value { path, key, message } => {
+            let message = match key_line(text, key) {
+                Some(n) => format!("{message} (line {n})"),
+                None => message,
+            };
+            ConfigError::Value { path, key, message }
+        }
+        e => e,
     }
 }
 
@@ -364,5 +331,17 @@ mod tests {
         // The offending line is located, never quoted: it may hold a secret.
         let e = Config::parse("[agent]\nlog_level = \"S3CRET\" oops\n", Path::new("w")).unwrap_err().to_string();
         assert!(e.contains("line 2, column 22") && !e.contains("S3CRET"), "{e}");
+    }
+
+    #[test]
+    fn validation_errors_name_the_line() {
+        let text = "[agent]\ninterval = \"1s\"\n\n[probe]\nports = []\nring_buffer_bytes = 5000\n";
+        assert_eq!(key_line(text, "probe.ring_buffer_bytes"), Some(6));
+        assert_eq!(key_line(text, "agent.interval"), Some(2));
+        assert_eq!(key_line(text, "limits.idle_after"), None);
+        assert_eq!(key_line("[probe.client_key]\nheader = \"\"\n", "probe.client_key"), Some(1));
+        assert_eq!(key_line("probe.max_processes = 0\n", "probe.max_processes"), Some(1));
+        let e = Config::parse(text, Path::new("w.toml")).unwrap_err().to_string();
+        assert!(e.contains("probe.ring_buffer_bytes") && e.ends_with("(line 6)"), "{e}");
     }
 }

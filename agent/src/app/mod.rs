@@ -5,3 +5,6 @@ pub mod config;
 pub mod privs;
 pub mod reload;
 pub mod run;
+
+#[cfg(test)]
+mod tests;

@@ -155,7 +155,7 @@ pub fn apply_reload(old: &Config, new: &Config, live: Live) {
             info!("forecast settings changed: forecasts start over with fresh windows");
         }
     }
-    live.tracker.reconfigure(new);
+    live.tracker.reconfigure(&new.track());
     // Rules, escalation and flap settings; the quota rule follows `limits`. Alert state (firing,
     // acks, silences) is kept.
     if json(&old.alert) != json(&new.alert) || old.limits.per_client_connections != new.limits.per_client_connections {

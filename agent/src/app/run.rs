@@ -21,6 +21,7 @@ use crate::{
     probe::events,
     remediate::Remediator,
     track::Tracker,
+    util::caps,
 };
 
 /// How long a stopping agent keeps delivering notifications.
@@ -33,13 +34,8 @@ pub async fn run(
     fresh: bool,
     logs: crate::app::reload::Logs,
 ) -> anyhow::Result<()> {
-    const CAP_SYS_ADMIN: u32 = 21;
-    const CAP_PERFMON: u32 = 38;
-    const CAP_BPF: u32 = 39;
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let caps = crate::cli::doctor::parse_cap_eff(&status).unwrap_or(0);
-    let has = |c: u32| caps & (1u64 << c) != 0;
-    if !(has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))) {
+    if !caps::can_load_probe(caps::parse_cap_eff(&status).unwrap_or(0)) {
         bail!(
             "wsguard run needs root, or CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN to mount tracefs/bpffs); `wsguard doctor` checks"
         );
@@ -142,7 +138,7 @@ pub async fn run(
         }
     });
 
-    let mut tracker = Tracker::new(&cfg, probe.preexisting.take(), key_hasher);
+    let mut tracker = Tracker::new(&cfg.track(), probe.preexisting.take(), key_hasher);
     let mut predictor = cfg.predict.enabled.then(|| crate::predict::Predictor::new(cfg.predict.clone()));
     let mut tick = tokio::time::interval(cfg.agent.interval);
     let mut term = signal(SignalKind::terminate())?;

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use crate::alert::{silence::Silence, store::Event, Alert, Severity};
-use crate::cli::client::DEFAULT_API;
+use crate::api::endpoint::DEFAULT_API;
 
 #[derive(Args, Clone)]
 pub struct ApiArgs {
@@ -115,7 +115,7 @@ fn who(by: Option<String>) -> String {
 }
 
 async fn call(a: &ApiArgs, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-    let (client, base) = crate::cli::client::endpoint(&a.api, reqwest::Client::builder())?;
+    let (client, base) = crate::api::endpoint::endpoint(&a.api, reqwest::Client::builder())?;
     let mut req = client.request(method.clone(), format!("{base}{path}"));
     if method != reqwest::Method::GET {
         if let Some(t) = crate::cli::client::change_token(&a.api, a.token_file.as_deref(), a.config.as_deref())? {

@@ -1,25 +1,14 @@
 //! Commands that talk to a running agent over its HTTP API.
 
+use std::path::Path;
+
 use anyhow::{bail, Context};
 
 use crate::{
+    api::endpoint::endpoint,
     history::{Format, Store},
     model::snapshot::Snapshot,
 };
-
-pub const DEFAULT_API: &str = "http://127.0.0.1:9595";
-
-/// How the CLI reaches the agent: `http://HOST:PORT` (the default, `[api] listen`) or
-/// `unix:PATH` (`[api] socket`), where the agent learns our uid from the kernel and root needs
-/// no token. A client built from `builder` and the base URL paths go after.
-pub fn endpoint(api: &str, builder: reqwest::ClientBuilder) -> anyhow::Result<(reqwest::Client, String)> {
-    match api.strip_prefix("unix:") {
-        Some("") => bail!("--api unix:PATH needs the socket's path, e.g. unix:/var/lib/wsguard/api.sock"),
-        // reqwest connects every request to the socket; the host is only the Host header.
-        Some(path) => Ok((builder.unix_socket(path).build()?, "http://localhost".into())),
-        None => Ok((builder.build()?, api.trim_end_matches('/').to_string())),
-    }
-}
 
 /// The token a change sends. Over TCP it is required: `token_file`, else the file the config
 /// names. Over the socket only an explicit `token_file` is sent: the agent knows who we are.
@@ -36,6 +25,18 @@ pub fn change_token(
     let t = crate::api::token::load(&path)
         .context("changes need the agent's API token (`--token-file`, or run as root; or `--api unix:…` as root)")?;
     Ok(Some(t.as_str().to_string()))
+}
+
+/// The API token for `wsguard top`'s acknowledgements, found as `wsguard alerts` finds it: `--token-file`
+/// (must be readable), else the config's token file if this user can read it (root on the
+/// agent's host), else none: the dashboard is then read-only and says so on Enter.
+pub fn optional_token(file: Option<&Path>, config: Option<&Path>) -> anyhow::Result<Option<String>> {
+    if let Some(f) = file {
+        let t = crate::api::token::load(f).with_context(|| format!("cannot read --token-file {}", f.display()))?;
+        return Ok(Some(t.as_str().to_string()));
+    }
+    let Ok(cfg) = crate::app::config::Config::load(config) else { return Ok(None) };
+    Ok(crate::api::token::load(&cfg.token_file()).ok().map(|t| t.as_str().to_string()))
 }
 
 pub async fn get_snapshot(api: &str) -> anyhow::Result<Snapshot> {
@@ -191,10 +192,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn endpoints_and_tokens() {
-        assert_eq!(endpoint("http://127.0.0.1:9/", reqwest::Client::builder()).unwrap().1, "http://127.0.0.1:9");
-        assert_eq!(endpoint("unix:/run/wsguard/api.sock", reqwest::Client::builder()).unwrap().1, "http://localhost");
-        assert!(endpoint("unix:", reqwest::Client::builder()).unwrap_err().to_string().contains("unix:PATH"));
+    fn change_tokens() {
         // Over the socket nothing is read unless a token file is named.
         assert_eq!(change_token("unix:/x.sock", None, Some(std::path::Path::new("/nonexistent.toml"))).unwrap(), None);
         assert!(change_token("unix:/x.sock", Some(std::path::Path::new("/nonexistent")), None).is_err());

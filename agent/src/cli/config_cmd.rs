@@ -196,45 +196,6 @@ fn strip_nulls(v: &mut serde_json::Value) {
     }
 }
 
-/// 1-based line where a dotted key (`probe.ring_buffer_bytes`) or table (`probe.client_key`)
-/// is set in `text`, if it is set there.
-pub fn key_line(text: &str, key: &str) -> Option<usize> {
-    let parts: Vec<&str> = key.split('.').collect();
-    let mut table = String::new();
-    for (n, line) in text.lines().enumerate() {
-        let l = line.trim();
-        if let Some(h) = l.strip_prefix('[').filter(|h| !h.starts_with('[')) {
-            table = h.split(']').next().unwrap_or("").split('.').map(str::trim).collect::<Vec<_>>().join(".");
-            if table == key {
-                return Some(n + 1);
-            }
-            continue;
-        }
-        let Some((lhs, _)) = l.split_once('=') else { continue };
-        let lhs: Vec<&str> = lhs.split('.').map(|p| p.trim().trim_matches('"')).collect();
-        let full: Vec<&str> = table.split('.').filter(|p| !p.is_empty()).chain(lhs.iter().copied()).collect();
-        if full.len() >= parts.len() && full[..parts.len()] == parts[..] {
-            return Some(n + 1);
-        }
-    }
-    None
-}
-
-/// A validation error with the line of its key appended, when the key is in the text.
-pub fn with_line(e: crate::app::config::ConfigError, text: &str) -> crate::app::config::ConfigError {
-    use crate::app::config::ConfigError;
-    match e {
-        ConfigError::Value { path, key, message } => {
-            let message = match key_line(text, key) {
-                Some(n) => format!("{message} (line {n})"),
-                None => message,
-            };
-            ConfigError::Value { path, key, message }
-        }
-        e => e,
-    }
-}
-
 const REDACTED: &str = "<redacted>";
 
 /// Is this key's value a secret? Names ending `_file` / `_env` are references to one (a path
@@ -400,18 +361,6 @@ mod tests {
         assert_eq!(n["hook"]["url"], "https://hooks.example.org/<redacted>");
         assert_eq!(n["hook"]["base"]["url"], "http://am:9093/", "nothing to hide");
         assert_eq!(v["interval"], "5s");
-    }
-
-    #[test]
-    fn validation_errors_name_the_line() {
-        let text = "[agent]\ninterval = \"1s\"\n\n[probe]\nports = []\nring_buffer_bytes = 5000\n";
-        assert_eq!(key_line(text, "probe.ring_buffer_bytes"), Some(6));
-        assert_eq!(key_line(text, "agent.interval"), Some(2));
-        assert_eq!(key_line(text, "limits.idle_after"), None);
-        assert_eq!(key_line("[probe.client_key]\nheader = \"\"\n", "probe.client_key"), Some(1));
-        assert_eq!(key_line("probe.max_processes = 0\n", "probe.max_processes"), Some(1));
-        let e = Config::parse(text, Path::new("w.toml")).unwrap_err().to_string();
-        assert!(e.contains("probe.ring_buffer_bytes") && e.ends_with("(line 6)"), "{e}");
     }
 
     /// The effective config is valid TOML that loads back to the same config.

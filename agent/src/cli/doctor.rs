@@ -1,10 +1,12 @@
 //! `wsguard doctor`: can this host run the probe? One line per check, with a fix hint.
 //!
-//! Self-contained (std, anyhow, serde, serde_json, libc). The system is read once into
+//! Self-contained (std, anyhow, serde, serde_json, libc, `util::caps`). The system is read once into
 //! [`Facts`]; [`evaluate`] turns facts into [`Check`]s without touching the system, so the
 //! verdicts are unit-tested with made-up hosts.
 
 use serde::Serialize;
+
+use crate::util::caps::{has_cap, parse_cap_eff, CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_RESOURCE};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -16,12 +18,6 @@ const RINGBUF_KERNEL: (u32, u32) = (5, 8);
 const MEMCG_KERNEL: (u32, u32) = (5, 11);
 /// CAP_BPF and CAP_PERFMON exist from 5.8 on; before that only CAP_SYS_ADMIN works.
 const CAP_BPF_KERNEL: (u32, u32) = (5, 8);
-
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_SYS_PTRACE: u32 = 19;
-const CAP_SYS_RESOURCE: u32 = 24;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
 
 const TRACEFS_DIRS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 const BPFFS_DIR: &str = "/sys/fs/bpf";
@@ -161,14 +157,6 @@ pub fn parse_kernel_version(release: &str) -> Option<(u32, u32, u32)> {
 }
 
 /// The `CapEff:` hex mask from /proc/PID/status.
-pub fn parse_cap_eff(status: &str) -> Option<u64> {
-    status.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-}
-
-pub fn has_cap(mask: u64, cap: u32) -> bool {
-    cap < 64 && mask & (1u64 << cap) != 0
-}
-
 /// The active mode of /sys/kernel/security/lockdown: `"none [integrity] confidentiality"` →
 /// `"integrity"`.
 pub fn parse_lockdown(text: &str) -> Option<&str> {

@@ -6,12 +6,13 @@ pub mod completions;
 pub mod config_cmd;
 pub mod doctor;
 pub mod remediation;
+pub mod replay;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::cli::client::DEFAULT_API;
+use crate::api::endpoint::DEFAULT_API;
 
 #[derive(Parser)]
 #[command(

@@ -64,7 +64,7 @@ fn open(dir: &std::path::Path) -> Result<Audit> {
 }
 
 async fn post(w: &Where, path: &str, body: Value) -> Result<Value> {
-    let (client, base) = crate::cli::client::endpoint(&w.api.api, reqwest::Client::builder())?;
+    let (client, base) = crate::api::endpoint::endpoint(&w.api.api, reqwest::Client::builder())?;
     let mut req = client.post(format!("{base}{path}")).json(&body);
     if let Some(t) = crate::cli::client::change_token(&w.api.api, w.api.token_file.as_deref(), w.api.config.as_deref())? {
         req = req.bearer_auth(t);

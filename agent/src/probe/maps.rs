@@ -217,7 +217,7 @@ pub fn set_layout(ebpf: &mut Ebpf) -> anyhow::Result<()> {
 }
 
 /// Tell the probe which client key to capture from upgrade requests.
-pub fn set_key_config(ebpf: &mut Ebpf, cfg: &crate::app::config::ClientKeyConfig) -> anyhow::Result<()> {
+pub fn set_key_config(ebpf: &mut Ebpf, cfg: &crate::probe::config::ClientKeyConfig) -> anyhow::Result<()> {
     let kc = KeyConfig::new(cfg.header.as_deref(), cfg.query.as_deref(), cfg.hash)
         .context("probe.client_key: header/query name too long")?;
     let mut a: Array<_, KeyConfig> = Array::try_from(ebpf.map_mut(names::KEY_CONFIG).context("map WSG_KEY_CONFIG missing")?)?;

@@ -4,6 +4,7 @@
 //! pinned there, it reuses the running probe and its maps as they are: nothing is reloaded, so
 //! counting never stops across a restart. `--fresh` unpins everything and starts from zero.
 
+pub mod config;
 pub mod events;
 
 mod batch;
@@ -24,7 +25,7 @@ use aya::{
 use tracing::{info, warn};
 use wsguard_common::{conn::ConnState, names, stats::ProcStats};
 
-use crate::app::config::ProbeConfig;
+use config::ProbeConfig;
 
 /// The eBPF object built by build.rs (empty when built without the eBPF toolchain).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/wsguard"));

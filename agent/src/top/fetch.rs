@@ -56,7 +56,7 @@ enum Got<T> {
 impl Api {
     /// `api`: `http://HOST:PORT` or `unix:PATH` (`client::endpoint`).
     pub fn new(api: &str, token: Option<String>) -> anyhow::Result<Self> {
-        let (client, prefix) = crate::cli::client::endpoint(api, reqwest::Client::builder().timeout(Duration::from_secs(3)))?;
+        let (client, prefix) = crate::api::endpoint::endpoint(api, reqwest::Client::builder().timeout(Duration::from_secs(3)))?;
         Ok(Api { shown: api.trim_end_matches('/').to_string(), prefix, client, token })
     }
 

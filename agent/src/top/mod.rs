@@ -11,7 +11,7 @@ pub mod render;
 #[cfg(test)]
 mod tests;
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
 use anyhow::Context;
 use ratatui::{
@@ -35,18 +35,6 @@ pub struct Options {
     /// Process whose connections the Connections view shows (default: the busiest).
     pub pid: Option<u32>,
     pub token: Option<String>,
-}
-
-/// The API token for acknowledgements, found as `wsguard alerts` finds it: `--token-file`
-/// (must be readable), else the config's token file if this user can read it (root on the
-/// agent's host), else none: the dashboard is then read-only and says so on Enter.
-pub fn token(file: Option<&Path>, config: Option<&Path>) -> anyhow::Result<Option<String>> {
-    if let Some(f) = file {
-        let t = crate::api::token::load(f).with_context(|| format!("cannot read --token-file {}", f.display()))?;
-        return Ok(Some(t.as_str().to_string()));
-    }
-    let Ok(cfg) = crate::app::config::Config::load(config) else { return Ok(None) };
-    Ok(crate::api::token::load(&cfg.token_file()).ok().map(|t| t.as_str().to_string()))
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {

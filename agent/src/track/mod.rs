@@ -2,6 +2,7 @@
 //! identities (to tell an exit or a reused pid), connections that predate the probe, and the
 //! final numbers of processes that exited.
 
+pub mod config;
 pub mod conns;
 pub mod k8s;
 pub mod keyhash;
@@ -19,10 +20,10 @@ use tracing::{debug, warn};
 use procfs::process::Process;
 
 use crate::{
-    app::config::Config,
     model::snapshot::{AgentInfo, Latencies, ProbeInfo, ProcessSnapshot, Quantiles, Rates, Snapshot, WebSocketStats},
     probe::{maps, Probe},
 };
+use config::TrackConfig;
 use conns::{ConnectionSnapshot, Limits};
 use procinfo::Identity;
 use resources::{host, Sampler};
@@ -75,7 +76,7 @@ pub struct Built {
 }
 
 pub struct Tracker {
-    cfg: Config,
+    cfg: TrackConfig,
     started_at: SystemTime,
     known: HashMap<u32, Known>,
     preexisting: HashMap<u32, Preexisting>,
@@ -89,9 +90,13 @@ impl Tracker {
     /// A new tracker. On a fresh attach it records the inbound connections already open (and
     /// saves them, so a resumed agent keeps reporting them); on resume it loads that record.
     /// `key_hasher` hashes the client keys it shows (`keyhash.rs`).
-    pub fn new(cfg: &Config, scan: Option<HashMap<u32, HashSet<u64>>>, key_hasher: crate::track::keyhash::KeyHasher) -> Self {
+    pub fn new(
+        cfg: &TrackConfig,
+        scan: Option<HashMap<u32, HashSet<u64>>>,
+        key_hasher: crate::track::keyhash::KeyHasher,
+    ) -> Self {
         return_large_buffers_to_the_os();
-        let state_file = cfg.agent.state_dir.join(PREEXISTING_FILE);
+        let state_file = cfg.state_dir.join(PREEXISTING_FILE);
         let preexisting = match scan {
             None => std::fs::read(&state_file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default(),
             Some(scan) => {
@@ -127,7 +132,7 @@ impl Tracker {
 
     /// A reloaded config (SIGHUP, `reload.rs`): limits and process filters apply from the
     /// next snapshot. Keys that need a restart arrive unchanged.
-    pub fn reconfigure(&mut self, cfg: &Config) {
+    pub fn reconfigure(&mut self, cfg: &TrackConfig) {
         self.limits = limits(cfg, self.limits.key_hasher.clone());
         self.cfg = cfg.clone();
     }
@@ -359,7 +364,7 @@ impl Tracker {
             agent: AgentInfo {
                 version: env!("CARGO_PKG_VERSION").into(),
                 started_at: humantime::format_rfc3339_seconds(self.started_at).to_string(),
-                interval_seconds: self.cfg.agent.interval.as_secs_f64(),
+                interval_seconds: self.cfg.interval.as_secs_f64(),
                 snapshot_ms: t0.elapsed().as_secs_f64() * 1e3,
                 snapshot_cpu_ms: thread_cpu_ns().saturating_sub(cpu0) as f64 / 1e6,
             },
@@ -395,7 +400,7 @@ impl Tracker {
 }
 
 /// The limits of `cfg`; the key hasher stays for the agent's lifetime.
-fn limits(cfg: &Config, key_hasher: crate::track::keyhash::KeyHasher) -> Limits {
+fn limits(cfg: &TrackConfig, key_hasher: crate::track::keyhash::KeyHasher) -> Limits {
     Limits {
         quota: cfg.limits.per_client_connections,
         idle_after_s: cfg.limits.idle_after.as_secs_f64(),

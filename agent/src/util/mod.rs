@@ -1,3 +1,4 @@
 //! Small shared infrastructure at the bottom of the map, with no knowledge of the domain.
 
+pub mod caps;
 pub mod private_file;

@@ -1,0 +1,80 @@
+//! What the kernel side records outside the counters of one walk: the per-CPU process record,
+//! lifecycle events on the ring buffer, and the end of tracking for a connection that is not
+//! WebSocket. Used by both the syscall lifecycle (`lifecycle.rs`) and the handshake
+//! (`handshake.rs`), so neither imports the other.
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use wsguard_common::{
+    conn::{ConnKey, ConnState},
+    event::{kind, Event},
+    stats::{global, ProcStats},
+};
+
+use crate::maps::{bump, WSG_CONNS, WSG_EVENTS, WSG_PROCS, WSG_ZERO_PROC};
+
+const BPF_NOEXIST: u64 = 1;
+
+/// The direction of a syscall's bytes, from the process's side.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dir {
+    Rx,
+    Tx,
+}
+
+/// This CPU's copy of the process record, created on first use (from an all-zero map value; a
+/// per-CPU insert zeroes the other CPUs' copies).
+#[inline(always)]
+pub(crate) fn proc_stats(tgid: u32) -> Option<&'static mut ProcStats> {
+    if let Some(p) = WSG_PROCS.get_ptr_mut(&tgid) {
+        // SAFETY: this CPU's copy of a map value; programs are not preempted on their CPU.
+        return Some(unsafe { &mut *p });
+    }
+    let zero = WSG_ZERO_PROC.get(0)?;
+    if WSG_PROCS.insert(&tgid, zero, BPF_NOEXIST).is_err() && WSG_PROCS.get_ptr(&tgid).is_none() {
+        bump(global::PROC_MAP_FULL);
+        return None;
+    }
+    // SAFETY: as above.
+    WSG_PROCS.get_ptr_mut(&tgid).map(|p| unsafe { &mut *p })
+}
+
+#[inline(always)]
+pub(crate) fn emit(kind: u8, key: &ConnKey, c: &ConnState, value_ns: u64, status: u16, abnormal: u8) {
+    match WSG_EVENTS.reserve::<Event>(0) {
+        Some(mut e) => {
+            // Field by field: a struct literal would be built on the stack and copied with a
+            // byte loop (see copy.rs).
+            let p = e.as_mut_ptr();
+            // SAFETY: the reserved record is valid for writes of one Event.
+            unsafe {
+                (*p).kind = kind;
+                (*p).abnormal = abnormal;
+                (*p).status = status;
+                (*p).tgid = key.tgid;
+                (*p).fd = key.fd;
+                (*p).close_rx = c.close_rx;
+                (*p).close_tx = c.close_tx;
+                (*p).conn_id = c.id;
+                (*p).ts_ns = bpf_ktime_get_ns();
+                (*p).value_ns = value_ns;
+            }
+            e.submit(0);
+        }
+        None => bump(global::RING_DROPS),
+    }
+}
+
+/// Stop following a connection that turned out not to be WebSocket (or failed its handshake).
+#[inline(never)]
+pub(crate) fn drop_conn(key: &ConnKey, failed_status: Option<u16>, c: &ConnState) {
+    if let Some(p) = proc_stats(key.tgid) {
+        match failed_status {
+            Some(status) => {
+                p.handshakes_failed += 1;
+                emit(kind::HANDSHAKE_FAILED, key, c, 0, status, 0);
+            }
+            None => p.not_websocket += 1,
+        }
+    }
+    let _ = WSG_CONNS.remove(key);
+}
