@@ -8,6 +8,7 @@
 #![allow(unused_imports)]
 
 pub mod engine;
+pub mod replay;
 pub mod rule;
 pub mod select;
 pub mod service;
@@ -16,6 +17,8 @@ pub mod state;
 pub mod store;
 pub mod template;
 
+#[cfg(test)]
+mod forecast_tests;
 #[cfg(test)]
 mod tests;
 

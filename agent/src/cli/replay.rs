@@ -1,5 +1,5 @@
 //! `wsguard replay FILE`: recorded snapshots through the forecasts and the forecast alert rules
-//! (`predict/replay.rs`, with `[predict]` and `[alert]` of `--config`), printed; and `wsguard history export`, which writes that format.
+//! (`alert/replay.rs`, with `[predict]` and `[alert]` of `--config`), printed; and `wsguard history export`, which writes that format.
 
 use std::{
     io::{BufRead, Write},
@@ -9,11 +9,11 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use crate::{
-    alert::AlertConfig,
-    predict::{
+    alert::{
         replay::{replay, scores_text},
-        PredictConfig,
+        AlertConfig,
     },
+    predict::PredictConfig,
 };
 
 /// The CLI command: replay `file` ("-" for stdin) and print.

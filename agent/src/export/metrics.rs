@@ -1870,4 +1870,71 @@ mod tests {
             ("x_total".into(), vec![("a".into(), "q\"\\".into()), ("b".into(), String::new())], 1.5)
         );
     }
+
+    #[test]
+    fn forecasts_join_their_label_set_and_pass_promtool() {
+        use crate::predict::{scenarios, PredictConfig, Predictor};
+        let s = scenarios::leak(10.0, 100.0);
+        let mut p = Predictor::new(PredictConfig::default());
+        let cfg = MetricsConfig::default();
+        let mut last = None;
+        for (i, snap) in s.snapshots.iter().enumerate() {
+            let pr = p.observe(snap);
+            if i == s.snapshots.len() * 3 / 4 {
+                let text = render_with(snap, Some(&pr), &cfg);
+                // The process's label set (no pid without [metrics] pid_label).
+                assert!(text.contains("wsguard_prediction_eta_seconds{comm=\"node\",listen_port=\"8080\",unit=\"\",scope=\"process\",resource=\"fds\"}"), "{text}");
+                // Alert state lives in the alert engine (/api/v1/alerts, Alertmanager), not here.
+                assert!(!text.contains("alert_firing"), "{text}");
+                check_exposition(&text);
+                promtool(&text);
+                let with_pid = render_with(snap, Some(&pr), &MetricsConfig { pid_label: true, ..Default::default() });
+                assert!(with_pid.contains("wsguard_prediction_usage_ratio{comm=\"node\",listen_port=\"8080\",unit=\"\",pid=\"4242\",scope=\"process\",resource=\"fds\"}"), "{with_pid}");
+                // max_series drops the label set's forecasts with it, and counts them.
+                let capped = render_with(snap, Some(&pr), &MetricsConfig { max_series: 0, ..Default::default() });
+                assert!(!capped.contains("scope=\"process\""), "{capped}");
+                assert!(capped.contains("wsguard_prediction_horizon_seconds 1800"), "{capped}");
+            }
+            last = Some((snap, pr));
+        }
+        let (snap, pr) = last.unwrap();
+        let text = render_with(snap, Some(&pr), &cfg);
+        for m in [
+            "wsguard_prediction_precision{alertname=\"PredictedFdExhaustion\"} 1",
+            "wsguard_prediction_recall{alertname=\"PredictedFdExhaustion\"} 1",
+            "wsguard_prediction_lead_time_seconds{alertname=\"PredictedFdExhaustion\"}",
+            "wsguard_prediction_eta_error_ratio{alertname=\"PredictedFdExhaustion\"}",
+            "wsguard_prediction_true_positives_total{alertname=\"PredictedFdExhaustion\"} 1",
+            "wsguard_prediction_crisis_probability{comm=\"node\",listen_port=\"8080\",unit=\"\",scope=\"process\"}",
+            "wsguard_prediction_crisis_probability{scope=\"host\"}",
+            "wsguard_prediction_confidence{",
+        ] {
+            assert!(text.contains(m), "{m} missing:\n{text}");
+        }
+        check_exposition(&text);
+        promtool(&text);
+    }
+
+    /// `promtool check metrics` when installed (Debian package `prometheus`).
+    fn promtool(text: &str) {
+        use std::io::Write;
+        let Ok(mut child) = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+        else {
+            eprintln!("promtool not installed; skipping the lint");
+            return;
+        };
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool: {}{}\n{text}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -89,7 +89,10 @@ pub fn human(secs: f64) -> String {
 impl Forecast {
     /// A field for annotation templates (`{{ .forecast.NAME }}`); None: unknown name.
     pub fn field(&self, name: &str) -> Option<String> {
-        let n = |v: f64| crate::alert::template::number((v * 1000.0).round() / 1000.0);
+        let n = |v: f64| {
+            let s = format!("{v:.3}");
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        };
         let secs = |v: Option<f64>| v.map(human).unwrap_or_else(|| "-".into());
         Some(match name {
             "eta" => match self.eta_seconds {

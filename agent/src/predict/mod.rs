@@ -9,14 +9,11 @@
 pub mod crisis;
 pub mod eta;
 pub mod forecast;
-pub mod replay;
 pub mod score;
 pub mod trend;
 
 #[cfg(test)]
-mod scenarios;
-#[cfg(test)]
-mod tests;
+pub mod scenarios;
 
 use std::{
     collections::{BTreeMap, HashMap},

@@ -12,10 +12,10 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use super::{rfc3339, snapshot_seconds, PredictConfig, Predictions, Predictor, Scores, Trigger};
+use super::{rule::Metric, AlertConfig, Engine, Labels, TransitionKind};
 use crate::{
-    alert::{rule::Metric, AlertConfig, Engine, Labels, TransitionKind},
     model::snapshot::Snapshot,
+    predict::{rfc3339, snapshot_seconds, PredictConfig, Predictions, Predictor, Scores, Trigger},
 };
 
 /// An alert change seen in a replay.
