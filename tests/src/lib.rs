@@ -60,6 +60,14 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     d
 }
 
+/// A harness time budget stretched by `WSGUARD_TEST_TIME_SCALE` (default 1): `cargo xtask
+/// vm-test` sets it when the guest runs under software emulation, where every step is several
+/// times slower. Only waits stretch; counts stay exact.
+pub fn scaled(d: Duration) -> Duration {
+    let scale = std::env::var("WSGUARD_TEST_TIME_SCALE").ok().and_then(|s| s.parse::<u32>().ok()).unwrap_or(1);
+    d * scale.max(1)
+}
+
 pub fn agent_bin() -> PathBuf {
     std::env::var_os("WSGUARD_BIN").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/release/wsguard"))
 }
@@ -137,7 +145,7 @@ impl Agent {
         }
         let child = cmd.env("RUST_LOG", &self.rust_log).stdout(log.try_clone()?).stderr(log).spawn()?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + scaled(Duration::from_secs(30));
         while Instant::now() < deadline {
             if let Some(c) = self.child.as_mut() {
                 if let Some(st) = c.try_wait()? {
@@ -149,7 +157,7 @@ impl Agent {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        bail!("agent did not serve a snapshot within 30s: {}", self.log_text())
+        bail!("agent did not serve a snapshot within {:?}: {}", scaled(Duration::from_secs(30)), self.log_text())
     }
 
     /// Stop the agent process with `signal` (the probe stays pinned).
@@ -200,7 +208,7 @@ impl Agent {
     /// The latest snapshot after at least one more interval has passed.
     pub fn fresh_snapshot(&self) -> Result<Value> {
         let before = self.get("/api/v1/snapshot")?["timestamp"].clone();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + scaled(Duration::from_secs(10));
         loop {
             let s = self.get("/api/v1/snapshot")?;
             if s["timestamp"] != before {
@@ -241,7 +249,7 @@ impl Agent {
 
     /// Poll until `pred` holds for the process's `websocket` object, or fail with the last one.
     pub fn wait_ws(&self, pid: u32, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + scaled(Duration::from_secs(15));
         loop {
             let ws = self.ws(pid)?;
             if pred(&ws) {
@@ -401,7 +409,7 @@ impl RawClient {
 
     /// Read the response head; keep any bytes after it in `received`.
     fn read_head(&mut self) -> Result<String> {
-        self.stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        self.stream.set_read_timeout(Some(scaled(Duration::from_secs(5))))?;
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         loop {
@@ -462,7 +470,7 @@ impl RawClient {
 
     /// Read until the server closes the connection (or `timeout`).
     pub fn read_to_end(&mut self, timeout: Duration) -> Result<()> {
-        self.stream.set_read_timeout(Some(timeout))?;
+        self.stream.set_read_timeout(Some(scaled(timeout)))?;
         let mut chunk = [0u8; 65536];
         loop {
             match self.stream.read(&mut chunk) {
@@ -477,7 +485,7 @@ impl RawClient {
 
     /// Read until at least `n` complete frames were received.
     pub fn read_frames(&mut self, n: usize, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + scaled(timeout);
         self.stream.set_read_timeout(Some(Duration::from_millis(100)))?;
         let mut chunk = [0u8; 65536];
         while oracle::decode(&self.received).frames.len() < n {

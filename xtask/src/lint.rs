@@ -348,4 +348,10 @@ mod tests {
         let g = graph(&[("app", "api"), ("api", "alert"), ("alert", "model"), ("app", "model")]);
         assert!(violations(&g, EDGES).is_empty());
     }
+
+    /// The real tree: `agent/src` and `agent-ebpf/src` keep their imports pointing one way.
+    #[test]
+    fn the_repository_imports_point_one_way() {
+        check_tree(&util::workspace_root()).unwrap();
+    }
 }

@@ -1,4 +1,4 @@
-//! Developer tasks for wsguard: `cargo xtask <setup|test|lint|demo|bench|install|deb|fuzz|soak>`.
+//! Developer tasks for wsguard: `cargo xtask <setup|test|lint|demo|bench|install|deb|fuzz|soak|vm-test>`.
 //!
 //! Each subcommand lives in its own module; this file only parses the command line.
 
@@ -14,6 +14,7 @@ mod soak;
 mod sys;
 mod test;
 mod util;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -44,6 +45,9 @@ enum Command {
     Fuzz(fuzz::FuzzArgs),
     /// Long soak test (30 min default, root, not in CI): churn + traffic; RSS flat, counts exact.
     Soak(soak::SoakArgs),
+    /// The privileged tests on Debian's 6.1 and 6.12 kernels in QEMU and on the host kernel,
+    /// per probe mode (root); rewrites the table in docs/kernel-support.md.
+    VmTest(vm::VmTestArgs),
 }
 
 fn main() {
@@ -58,6 +62,7 @@ fn main() {
         Command::Deb(args) => deb::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
         Command::Soak(args) => soak::run(&args),
+        Command::VmTest(args) => vm::run(&args),
     };
     if let Err(err) = result {
         eprintln!("xtask: error: {err:#}");

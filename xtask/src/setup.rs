@@ -124,7 +124,7 @@ pub fn ebpf_toolchain() -> String {
     DEB_WEB.to_string()
 }
 
-fn os_release() -> String {
+pub(crate) fn os_release() -> String {
     std::fs::read_to_string("/etc/os-release").or_else(|_| std::fs::read_to_string("/usr/lib/os-release")).unwrap_or_default()
 }
 
@@ -146,21 +146,21 @@ Then run `cargo xtask test` (as root for the privileged tests)."
 }
 
 /// apt-get wrapper: installs only what is missing, runs `apt-get update` at most once.
-struct Apt {
+pub(crate) struct Apt {
     updated: bool,
     sudo: bool,
 }
 
 impl Apt {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Apt { updated: false, sudo: !sys::is_root() }
     }
 
-    fn installed(&self, pkg: &str) -> bool {
+    pub(crate) fn installed(&self, pkg: &str) -> bool {
         output(cmd("dpkg-query", ["-W", "-f=${Status}", pkg])).is_some_and(|s| s.ends_with("install ok installed"))
     }
 
-    fn command(&self, program: &str) -> Result<Command> {
+    pub(crate) fn command(&self, program: &str) -> Result<Command> {
         if self.sudo {
             if which("sudo").is_none() {
                 bail!("installing packages needs root: run `cargo xtask setup` as root (or install sudo)");
@@ -173,7 +173,14 @@ impl Apt {
         }
     }
 
-    fn update(&mut self) -> Result<()> {
+    /// `apt-get update` again after a source was added.
+    pub(crate) fn refresh(&mut self) -> Result<()> {
+        self.updated = false;
+        self.update()
+    }
+
+    /// `apt-get update`, at most once per run.
+    pub(crate) fn update(&mut self) -> Result<()> {
         if !self.updated {
             let mut c = self.command("apt-get")?;
             c.args(["update", "-q"]);
@@ -198,7 +205,7 @@ impl Apt {
 
     /// Install the missing packages among `pkgs`. `recommends`: also install Recommends
     /// (kept for the toolchain, which is the measured recipe; test tools go without).
-    fn install(&mut self, pkgs: &[&str], recommends: bool) -> Result<()> {
+    pub(crate) fn install(&mut self, pkgs: &[&str], recommends: bool) -> Result<()> {
         let missing: Vec<&str> = pkgs.iter().copied().filter(|p| !self.installed(p)).collect();
         if missing.is_empty() {
             skip(&format!("installed: {}", pkgs.join(" ")));

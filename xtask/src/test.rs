@@ -24,6 +24,12 @@ pub fn run(args: &TestArgs) -> Result<()> {
     let mut failures = Vec::new();
     let mut skipped = false;
 
+    // Formatting, clippy -D warnings and the one-way module imports (xtask/src/lint.rs).
+    if let Err(err) = crate::lint::run(&crate::lint::LintArgs {}) {
+        println!("    FAILED: {err:#}");
+        failures.push("lint");
+    }
+
     // Tier 1: no root needed. Every workspace package except the privileged integration tests
     // (which have their own, release-mode, single-threaded run below).
     step("unprivileged tests: cargo test --workspace (all but wsguard-integration)");

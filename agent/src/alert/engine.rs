@@ -87,7 +87,6 @@ impl Engine {
 
     /// Swap the rules and settings (config reload) keeping alert state; alerts of removed
     /// rules are dropped.
-    #[allow(dead_code)] // for the SIGHUP reload
     pub fn reconfigure(&mut self, cfg: AlertConfig, per_client_connections: u64) {
         let state = self.export();
         self.rules = cfg.effective_rules(per_client_connections);

@@ -3,9 +3,8 @@
 //! holding, keep_firing_for, inhibition of a gone process's alerts, acknowledgement, silences,
 //! escalation through routing tiers and manual alerts.
 //!
-//! Pure and clock-free: [`Engine::evaluate`] takes the time. Not wired into `run` yet; no
-//! channels, outbox or persistence (see the docs for what is left).
-#![allow(unused_imports)]
+//! Pure and clock-free: [`Engine::evaluate`] takes the time. `service.rs` wraps the engine for
+//! the agent (persistence in `store.rs`); notifications and remediation are its sinks.
 
 pub mod engine;
 pub mod replay;

@@ -3,9 +3,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::{
+    model::clients::ClientCount,
+    model::resources::ProcessResources,
     model::snapshot::{ProcessSnapshot, Snapshot},
-    track::conns::ClientCount,
-    track::resources::ProcessResources,
 };
 
 use super::{

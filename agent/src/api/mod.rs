@@ -1,6 +1,6 @@
 //! HTTP API (axum): snapshots, processes, connections, history, liveness and readiness.
 //! Documented in docs/api.md. Reads are open (loopback by default); mutations need the token,
-//! or, on the Unix socket (`api_socket.rs`), a peer uid the config trusts.
+//! or, on the Unix socket (`socket.rs`), a peer uid the config trusts.
 
 pub mod alerts;
 pub mod endpoint;

@@ -58,10 +58,10 @@ use prometheus_client::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    model::clients::AgeBuckets,
+    model::resources::ProcessResources,
     model::snapshot::{Frames, ProcessSnapshot, Quantiles, Snapshot, WebSocketStats},
     predict::{Predictions, ProcessPrediction, ResourcePrediction},
-    track::conns::AgeBuckets,
-    track::resources::ProcessResources,
 };
 
 /// Content type of [`render`]'s output: the Prometheus text format 0.0.4.
@@ -1153,9 +1153,9 @@ mod tests {
 
     use super::*;
     use crate::{
+        model::clients::ClientsSnapshot,
+        model::resources::HostResources,
         model::snapshot::{Frames, Latencies},
-        track::conns::ClientsSnapshot,
-        track::resources::HostResources,
     };
 
     fn proc(pid: u32, comm: &str, ports: &[u16], active: u64) -> ProcessSnapshot {
@@ -1179,13 +1179,13 @@ mod tests {
         s.agent.snapshot_ms = 12.5;
         s.probe.attached = true;
         s.probe.events_received = 42;
-        s.probe.programs = vec![crate::probe::ProgramStats {
+        s.probe.programs = vec![crate::model::probe::ProgramStats {
             program: "wsg_sys_exit".into(),
             run_count: 1000,
             run_time_ns: 150_000,
             avg_ns_per_run: Some(150.0),
         }];
-        s.probe.health = crate::probe::maps::ProbeHealth {
+        s.probe.health = crate::model::probe::ProbeHealth {
             conn_map_full: 1,
             proc_map_full: 2,
             ring_drops: 3,
@@ -1686,7 +1686,7 @@ mod tests {
         let mut s = Snapshot::default();
         let mut in_pod = proc(100, "node", &[8080], 3);
         in_pod.kubernetes =
-            Some(crate::track::k8s::Pod { namespace: "prod".into(), pod: "chat-0".into(), container: Some("chat".into()) });
+            Some(crate::model::resources::Pod { namespace: "prod".into(), pod: "chat-0".into(), container: Some("chat".into()) });
         s.processes = vec![in_pod, proc(200, "python3", &[9090], 1)];
         let text = render(&s, &MetricsConfig::default());
         check_exposition(&text);

@@ -2,4 +2,7 @@
 //! its parts), as plain types with serde and no I/O. Everything above reads it; it imports
 //! nothing of the probe, the tracker or the edges.
 
+pub mod clients;
+pub mod probe;
+pub mod resources;
 pub mod snapshot;

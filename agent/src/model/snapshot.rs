@@ -8,10 +8,10 @@ use wsguard_common::{
     stats::ProcStats,
 };
 
-use crate::{
-    probe::maps::{CloseCodes, ProbeHealth},
-    track::conns::{AgeBuckets, ClientsSnapshot},
-    track::resources::{HostResources, ProcessResources},
+use crate::model::{
+    clients::{AgeBuckets, ClientsSnapshot},
+    probe::{CloseCodes, ProbeHealth},
+    resources::{HostResources, ProcessResources},
 };
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -53,7 +53,7 @@ pub struct ProbeInfo {
     pub health: ProbeHealth,
     /// `kernel.bpf_stats_enabled`: without it the kernel does not time programs.
     pub bpf_stats_enabled: bool,
-    pub programs: Vec<crate::probe::ProgramStats>,
+    pub programs: Vec<super::probe::ProgramStats>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -90,7 +90,7 @@ pub struct ProcessSnapshot {
     /// Namespace, pod and container when the process runs in a Kubernetes pod (`k8s.rs`);
     /// absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub kubernetes: Option<crate::track::k8s::Pod>,
+    pub kubernetes: Option<super::resources::Pod>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -4,9 +4,9 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::{
+    model::clients::ClientsSnapshot,
+    model::resources::ProcessResources,
     model::snapshot::{ProcessSnapshot, Snapshot},
-    track::conns::ClientsSnapshot,
-    track::resources::ProcessResources,
 };
 
 /// 2024-01-01T00:00:00Z.

@@ -1,6 +1,6 @@
 //! Reading the probe's maps into plain userspace values, once per snapshot.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -17,27 +17,7 @@ use wsguard_common::{
     stats::{global, CloseCodeKey, ProcStats},
 };
 
-/// Close codes by code, received and sent.
-#[derive(Debug, Default, Clone)]
-pub struct CloseCodes {
-    pub received: BTreeMap<u16, u64>,
-    pub sent: BTreeMap<u16, u64>,
-}
-
-/// Probe health counters, summed over CPUs.
-#[derive(Debug, Default, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct ProbeHealth {
-    pub conn_map_full: u64,
-    pub proc_map_full: u64,
-    pub ring_drops: u64,
-    pub walk_budget_exceeded: u64,
-    pub read_faults: u64,
-    pub close_code_map_full: u64,
-    /// Entries in the connection map now (all phases) and its capacity.
-    pub conn_map_entries: u64,
-    pub conn_map_capacity: u64,
-}
+use crate::model::probe::{CloseCodes, ProbeHealth};
 
 /// The small maps, read at one instant (each once, in order). The connection map is read
 /// separately, entry by entry into the caller ([`Reader::for_each_conn`]): it is never copied

@@ -27,6 +27,8 @@ use wsguard_common::{conn::ConnState, names, stats::ProcStats};
 
 use config::ProbeConfig;
 
+use crate::model::probe::ProgramStats;
+
 /// The eBPF object built by build.rs (empty when built without the eBPF toolchain).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/wsguard"));
 
@@ -92,17 +94,6 @@ fn prog_pin(pin: &Path, prog: &str) -> PathBuf {
     pin.join(format!("prog_{prog}"))
 }
 
-/// Run count and time of one probe program. Both stay 0 unless `kernel.bpf_stats_enabled=1`.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
-#[serde(default)]
-pub struct ProgramStats {
-    pub program: String,
-    pub run_count: u64,
-    pub run_time_ns: u64,
-    /// Mean ns per run (None without runs).
-    pub avg_ns_per_run: Option<f64>,
-}
-
 /// Load or resume the probe according to `cfg`.
 pub fn start(cfg: &ProbeConfig, fresh: bool) -> anyhow::Result<Probe> {
     if OBJECT.is_empty() {
@@ -152,10 +143,10 @@ pub fn start(cfg: &ProbeConfig, fresh: bool) -> anyhow::Result<Probe> {
     } else {
         // A server already blocked in accept() made its entry before we attached; mark every
         // listener now, before attaching, so no kernel writer races these word updates.
-        let pids = crate::track::procinfo::listening_pids();
+        let pids = crate::util::procinfo::listening_pids();
         maps::mark_watched(&mut ebpf, &pids)?;
         maps::set_layout(&mut ebpf)?;
-        preexisting = Some(crate::track::procinfo::inbound_connections());
+        preexisting = Some(crate::util::procinfo::inbound_connections());
         info!("watching {} processes that already listen", pids.len());
         for (prog, tp) in TRACEPOINTS {
             let p: &mut RawTracePoint =

@@ -6,7 +6,7 @@ use std::{io, os::fd::OwnedFd};
 
 use serde::Serialize;
 
-use crate::{alert::Alert, model::snapshot::Snapshot, track::procinfo};
+use crate::{alert::Alert, model::snapshot::Snapshot, util::procinfo};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Target {

@@ -10,14 +10,14 @@ use std::{
 use super::{audit::Entry, RemediationConfig, Remediator};
 use crate::{
     alert::{fingerprint, Alert, Labels, Severity, Status},
+    model::resources::ProcessResources,
     model::snapshot::{ProcessSnapshot, Snapshot},
     track::conns::ConnectionSnapshot,
-    track::resources::ProcessResources,
 };
 
 fn me() -> (u32, String) {
     let pid = std::process::id();
-    (pid, crate::track::procinfo::identity(pid).unwrap().comm)
+    (pid, crate::util::procinfo::identity(pid).unwrap().comm)
 }
 
 fn snap(pid: u32, comm: &str) -> Snapshot {

@@ -9,7 +9,11 @@ use wsguard_common::{
     frame::DirCounters,
 };
 
-use crate::{model::snapshot::Frames, track::resources::tcp::Sock};
+use crate::{
+    model::clients::{AgeBuckets, ClientCount, ClientsSnapshot},
+    model::snapshot::Frames,
+    track::resources::tcp::Sock,
+};
 
 /// One WebSocket connection, as `GET /api/v1/processes/{pid}/connections` shows it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -35,37 +39,6 @@ pub struct ConnectionSnapshot {
     pub send_queue_bytes: u64,
     pub recv_queue_bytes: u64,
     pub out_of_sync: bool,
-}
-
-/// Connections per client key of one process.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ClientsSnapshot {
-    /// What identifies a client: `remote_ip`, `header:<name>` or `query:<name>`.
-    pub key_source: String,
-    pub distinct: u64,
-    pub quota: u64,
-    /// Clients at or over the quota.
-    pub at_or_over_quota: u64,
-    /// Clients by connections, most first (at most 10).
-    pub top: Vec<ClientCount>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(default)]
-pub struct ClientCount {
-    pub key: String,
-    pub connections: u64,
-}
-
-/// Connection ages: 0–5 min, 5–30 min, 30 min–2 h, 2 h+.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(default)]
-pub struct AgeBuckets {
-    pub under_5m: u64,
-    pub from_5m_to_30m: u64,
-    pub from_30m_to_2h: u64,
-    pub over_2h: u64,
 }
 
 /// What the per-connection pass yields for one process.

@@ -19,18 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::{Deserialize, Serialize};
-
-/// Where a process runs in Kubernetes (absent from snapshots off Kubernetes).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Pod {
-    pub namespace: String,
-    pub pod: String,
-    /// Container name; None when the container id is not in `/var/log/containers` and the pod
-    /// has more than one container.
-    pub container: Option<String>,
-}
+use crate::model::resources::Pod;
 
 /// An unknown pod UID or container id triggers a rescan at most this often.
 pub const RESCAN: Duration = Duration::from_secs(10);
@@ -110,7 +99,7 @@ static NODE: Mutex<Option<Resolver>> = Mutex::new(None);
 /// The pod of a process from its sampled resources, resolved against this node's `/var/log`.
 /// None off Kubernetes (no pod UID in the cgroup) or when the pod's log directory is not
 /// visible (not mounted into the agent's container).
-pub fn pod_of(r: Option<&crate::track::resources::ProcessResources>) -> Option<Pod> {
+pub fn pod_of(r: Option<&crate::model::resources::ProcessResources>) -> Option<Pod> {
     let r = r?;
     let uid = r.pod_uid.as_deref()?;
     let mut node = NODE.lock().ok()?;

@@ -6,7 +6,6 @@ pub mod config;
 pub mod conns;
 pub mod k8s;
 pub mod keyhash;
-pub mod procinfo;
 pub mod resources;
 
 use std::{
@@ -19,13 +18,13 @@ use tracing::{debug, warn};
 
 use procfs::process::Process;
 
+use crate::util::procinfo::{self, Identity};
 use crate::{
     model::snapshot::{AgentInfo, Latencies, ProbeInfo, ProcessSnapshot, Quantiles, Rates, Snapshot, WebSocketStats},
     probe::{maps, Probe},
 };
 use config::TrackConfig;
 use conns::{ConnectionSnapshot, Limits};
-use procinfo::Identity;
 use resources::{host, Sampler};
 use wsguard_common::{
     conn::{phase, ConnKey, ConnState},
@@ -66,7 +65,7 @@ struct Live {
     conns: conns::ProcessConns,
     /// The next `Known::conn_fds`.
     conn_fds: HashMap<u32, (u64, u64)>,
-    resources: Option<crate::track::resources::ProcessResources>,
+    resources: Option<crate::model::resources::ProcessResources>,
 }
 
 /// A snapshot plus each process's connection list (served separately: it can be large).

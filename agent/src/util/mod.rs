@@ -2,3 +2,4 @@
 
 pub mod caps;
 pub mod private_file;
+pub mod procinfo;

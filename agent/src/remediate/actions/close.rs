@@ -169,7 +169,7 @@ mod tests {
         let mut buf = [0u8; 4];
         pairs[1].1.read_exact(&mut buf).unwrap();
         let me = std::process::id();
-        let id = crate::track::procinfo::identity(me).unwrap();
+        let id = crate::util::procinfo::identity(me).unwrap();
         let target = Target { pid: me, comm: id.comm, start_ticks: id.start_time };
         let chosen: Vec<Chosen> = pairs
             .iter()

@@ -3,46 +3,9 @@
 //! from the agent's own network namespace (/proc/net, /proc/sys/net): run the agent in the host
 //! namespace (systemd service, or `hostNetwork: true` in a DaemonSet).
 
+use crate::model::resources::HostResources;
 use procfs::{net::TcpState, Current, CurrentSI, KernelStats, LoadAverage, Meminfo};
-use serde::{Deserialize, Serialize};
 use tracing::debug;
-
-/// Host resources at one sample. Delta fields are None on the first sample.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct HostResources {
-    /// Busy share of all online CPUs since the previous sample, 0–100.
-    pub cpu_percent: Option<f64>,
-    /// Online CPUs (cpuN lines of /proc/stat).
-    pub cpus: Option<u64>,
-    pub memory_total_bytes: Option<u64>,
-    pub memory_available_bytes: Option<u64>,
-    /// `1 - available / total`.
-    pub memory_used_ratio: Option<f64>,
-    pub load_1: Option<f64>,
-    pub load_5: Option<f64>,
-    pub load_15: Option<f64>,
-    /// TCP sockets in use, IPv4 + IPv6 (sockstat + sockstat6).
-    pub tcp_sockets_inuse: Option<u64>,
-    /// Sockets closed by their process but still holding data/kernel memory.
-    pub tcp_sockets_orphan: Option<u64>,
-    pub tcp_sockets_tw: Option<u64>,
-    /// Connections dropped because a listener's accept queue was full (cumulative).
-    pub listen_overflows_total: Option<u64>,
-    /// SYNs/connections dropped at a listener for any reason, overflows included (cumulative).
-    pub listen_drops_total: Option<u64>,
-    pub listen_overflows_delta: Option<u64>,
-    pub listen_drops_delta: Option<u64>,
-    pub conntrack_count: Option<u64>,
-    pub conntrack_max: Option<u64>,
-    /// `net.ipv4.ip_local_port_range` (low, high), inclusive.
-    pub ephemeral_ports_range: Option<(u16, u16)>,
-    /// Non-listening TCP sockets (v4 + v6, TIME_WAIT included) whose local port is in the range.
-    pub ephemeral_ports_in_use: Option<u64>,
-    /// `in_use / range size`. A port can serve several destinations, so this is pressure, not a
-    /// hard bound.
-    pub ephemeral_ports_usage_ratio: Option<f64>,
-}
 
 /// Cumulative counters the sampler keeps to compute deltas.
 #[derive(Debug, Clone, Copy, Default)]

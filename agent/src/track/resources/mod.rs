@@ -3,7 +3,6 @@
 //! conntrack). Read from /proc and /sys with the procfs crate; the text formats procfs does not
 //! cover are parsed by small pure functions tested on fixtures. Rates (CPU) and deltas (listen
 //! overflows) need the previous sample, which [`Sampler`] keeps. Field reference: docs/resources.md.
-#![allow(dead_code)]
 
 pub mod host;
 pub mod process;
@@ -14,10 +13,9 @@ use std::{collections::HashMap, time::Instant};
 use procfs::process::{Process, Stat};
 use tracing::debug;
 
-#[allow(unused_imports)] // used once wired into the snapshot
-pub use host::HostResources;
-#[allow(unused_imports)]
-pub use process::{socket_queues, ProcessResources, SocketQueues};
+pub use process::{socket_queues, SocketQueues};
+
+use crate::model::resources::{HostResources, ProcessResources};
 
 /// Where the cgroup hierarchy is mounted (v2 directly, v1 controllers below it).
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";

@@ -14,40 +14,9 @@ use procfs::{
     Current,
 };
 use serde::{Deserialize, Serialize};
-use tracing::debug;
 
-/// Resources of one process at one sample.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ProcessResources {
-    pub pid: u32,
-    /// Path of the executable; ends in " (deleted)" when the binary was replaced on disk
-    /// (upgraded but not restarted).
-    pub exe: Option<String>,
-    /// When the process started, RFC 3339 UTC, second precision.
-    pub start_time: Option<String>,
-    pub uptime_seconds: Option<u64>,
-    /// Innermost `*.service` / `*.scope` of the process's cgroup path.
-    pub systemd_unit: Option<String>,
-    /// 64-hex container id (docker, containerd, cri-o, podman).
-    pub container_id: Option<String>,
-    /// Kubernetes pod UID, dashed form.
-    pub pod_uid: Option<String>,
-    pub open_fds: Option<u64>,
-    /// RLIMIT_NOFILE soft limit; None when unlimited or unreadable.
-    pub fd_limit_soft: Option<u64>,
-    /// RLIMIT_NOFILE hard limit; None when unlimited or unreadable.
-    pub fd_limit_hard: Option<u64>,
-    /// `open_fds / fd_limit_soft`: at 1.0 `accept()` fails with EMFILE.
-    pub fd_usage_ratio: Option<f64>,
-    pub rss_bytes: u64,
-    pub threads: u64,
-    /// CPU time over wall time since the previous sample, in percent of one core (may exceed
-    /// 100 for multi-threaded servers). None on the first sample of a process.
-    pub cpu_percent: Option<f64>,
-    /// Tightest memory limit of the cgroup and its ancestors; None when unlimited.
-    pub memory_limit_bytes: Option<u64>,
-}
+use crate::model::resources::ProcessResources;
+use tracing::debug;
 
 /// What the sampler keeps of a process between samples to compute `cpu_percent`.
 #[derive(Debug, Clone, Copy)]

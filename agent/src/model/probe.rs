@@ -1,0 +1,37 @@
+//! What the probe reports about itself and the close codes it saw: plain data, read by the
+//! probe (`probe/maps.rs`), shown in snapshots and metrics.
+
+use std::collections::BTreeMap;
+
+/// Close codes by code, received and sent.
+#[derive(Debug, Default, Clone)]
+pub struct CloseCodes {
+    pub received: BTreeMap<u16, u64>,
+    pub sent: BTreeMap<u16, u64>,
+}
+
+/// Probe health counters, summed over CPUs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ProbeHealth {
+    pub conn_map_full: u64,
+    pub proc_map_full: u64,
+    pub ring_drops: u64,
+    pub walk_budget_exceeded: u64,
+    pub read_faults: u64,
+    pub close_code_map_full: u64,
+    /// Entries in the connection map now (all phases) and its capacity.
+    pub conn_map_entries: u64,
+    pub conn_map_capacity: u64,
+}
+
+/// Run count and time of one probe program. Both stay 0 unless `kernel.bpf_stats_enabled=1`.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ProgramStats {
+    pub program: String,
+    pub run_count: u64,
+    pub run_time_ns: u64,
+    /// Mean ns per run (None without runs).
+    pub avg_ns_per_run: Option<f64>,
+}
