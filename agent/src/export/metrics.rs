@@ -297,6 +297,10 @@ const WS_PREEXISTING: Spec = gauge(
     "wsguard_websocket_preexisting_connections",
     "Inbound TCP connections open before the probe attached and still open; not followed and in no other count.",
 );
+const WS_UNFOLLOWED: Spec = counter(
+    "wsguard_websocket_unfollowed_connections_total",
+    "Inbound TCP connections the probe did not follow from their first byte (open before it attached, or accepted while it attached); their traffic is in no other count.",
+);
 const TCP_ACCEPTED: Spec =
     counter("wsguard_tcp_connections_accepted_total", "TCP connections the process accepted since the probe attached.");
 const TCP_NOT_WEBSOCKET: Spec = counter(
@@ -432,6 +436,7 @@ pub(crate) const FAMILIES: &[&Spec] = &[
     &WS_CLIENTS_OVER_QUOTA,
     &WS_CLIENT_QUOTA,
     &WS_PREEXISTING,
+    &WS_UNFOLLOWED,
     &TCP_ACCEPTED,
     &TCP_NOT_WEBSOCKET,
     &PROC_OPEN_FDS,
@@ -748,6 +753,7 @@ impl ResourcesAcc {
 struct Group {
     ws: WebSocketStats,
     preexisting: u64,
+    unfollowed: u64,
     tcp_accepted: u64,
     not_websocket: u64,
     /// Means in milliseconds, weighted by connections opened.
@@ -775,6 +781,7 @@ impl Group {
         let ws = &p.websocket;
         self.ws.add(ws);
         self.preexisting += p.preexisting_connections;
+        self.unfollowed += p.unfollowed_connections;
         self.tcp_accepted += p.tcp_accepted;
         self.not_websocket += p.not_websocket;
         let w = ws.connections_opened;
@@ -864,6 +871,7 @@ fn process_series(g: &Group, out: &mut Vec<Pending>) {
         push(&WS_CLIENT_QUOTA, vec![], Value::Int(q));
     }
     push(&WS_PREEXISTING, vec![], Value::Int(g.preexisting));
+    push(&WS_UNFOLLOWED, vec![], Value::Int(g.unfollowed));
     push(&TCP_ACCEPTED, vec![], Value::Int(g.tcp_accepted));
     push(&TCP_NOT_WEBSOCKET, vec![], Value::Int(g.not_websocket));
 
@@ -1194,6 +1202,7 @@ mod tests {
             close_code_map_full: 6,
             conn_map_entries: 7,
             conn_map_capacity: 65536,
+            unfollowed_connections: 0,
         };
         let mut p = proc(1234, "node", &[8080], 3);
         p.preexisting_connections = 1;
