@@ -12,21 +12,22 @@ use wsguard::{
     cli::client,
     cli::completions,
     cli::config_cmd,
+    cli::detach,
     cli::doctor,
     cli::remediation,
     cli::replay,
     cli::{Cli, Command, ConfigCommand, HistoryCommand},
-    history, probe, top,
+    history, top,
 };
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config, fresh } => match Config::load(config.as_deref()) {
+        Command::Run { config, fresh, keep_probe } => match Config::load(config.as_deref()) {
             Ok(cfg) => {
                 let logs = reload::Logs::init(&cfg.agent.log_level);
-                run::run(cfg, config.as_deref(), fresh, logs).await
+                run::run(cfg, config.as_deref(), run::Start { fresh, keep_probe }, logs).await
             }
             Err(e) => Err(e.into()),
         },
@@ -51,11 +52,7 @@ async fn main() -> ExitCode {
             Ok(false) => return ExitCode::from(1),
             Err(e) => Err(e),
         },
-        Command::Detach { config } => Config::load(config.as_deref()).map_err(anyhow::Error::from).and_then(|cfg| {
-            probe::remove(&cfg.probe.pin_path)?;
-            println!("removed {}", cfg.probe.pin_path.display());
-            Ok(())
-        }),
+        Command::Detach { config, pin, yes } => detach::run(config.as_deref(), pin.as_deref(), yes),
         Command::Replay { file, speed, json, config } => replay::run(&file, config.as_deref(), speed, json),
         Command::Alerts { command, api } => alerts::run(command, api).await,
         Command::Remediation { command, at } => remediation::run(command, at).await,

@@ -5,7 +5,11 @@ make: `--io vectored` reads with readv(2) and writes with writev(2); `--io msg` 
 and sendmsg(2). Outgoing bytes are cut into many small iovecs (1, 2, 3, 5, 8, ... bytes), so
 frame headers straddle iovec boundaries.
 
-    python3 sansio_echo.py [PORT] --io vectored|msg
+    python3 sansio_echo.py [PORT] --io vectored|msg [--dup2]
+
+With ``--dup2`` each accepted socket is moved to another fd (``dup2`` to fd 200 + n, then the
+accepted fd is closed) before a single byte is read: the connection lives on an fd that never
+came out of ``accept``.
 
 Prints ``READY <port>`` once listening; one thread per connection; data frames are echoed frame
 for frame (same opcode and FIN); pings are answered and closes completed by the library.
@@ -90,14 +94,22 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("port", nargs="?", type=int, default=0)
     ap.add_argument("--io", choices=["vectored", "msg"], required=True)
+    ap.add_argument("--dup2", action="store_true")
     args = ap.parse_args()
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", args.port))
     srv.listen(128)
     print(f"READY {srv.getsockname()[1]}", flush=True)
+    n = 0
     while True:
         conn, _ = srv.accept()
+        if args.dup2:
+            target = 200 + n % 800
+            n += 1
+            os.dup2(conn.fileno(), target)
+            conn.close()
+            conn = socket.socket(fileno=target)
         threading.Thread(target=serve, args=(conn, args.io), daemon=True).start()
 
 

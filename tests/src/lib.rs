@@ -20,8 +20,90 @@ use tungstenite::protocol::frame::{
 };
 
 pub mod http;
+
+/// The frame script every exact-count test sends, and the check of the agent's numbers.
+pub mod exact {
+    use super::enc;
+    use crate::oracle::Counts;
+    use serde_json::Value;
+
+    /// Frames a client sends: data of all sizes (7-, 16- and 64-bit lengths), a fragmented message
+    /// with a ping in between, an unsolicited pong, many small frames, then a close with `code`.
+    pub fn script(code: u16) -> Vec<Vec<u8>> {
+        let mut f = vec![
+            enc::text("hello", true),
+            enc::binary(200_000, true),
+            enc::binary(300, true),
+            enc::text("frag-a", false),
+            enc::ping("p1"),
+            enc::cont("frag-b", false),
+            enc::cont("frag-c", true),
+            enc::pong("unsolicited"),
+            enc::binary(125, true),
+            enc::binary(126, true),
+            enc::binary(65_536, true),
+        ];
+        for i in 0..50 {
+            f.push(enc::text(&format!("m{i}"), true));
+        }
+        f.push(enc::close(code));
+        f
+    }
+
+    /// Check the agent's numbers for `pid` against what clients sent (rx) and received (tx).
+    pub fn assert_exact(ws: &Value, rx: &Counts, tx: &Counts) {
+        assert_eq!(ws["frames_received"], rx.by_opcode(), "frames_received: {ws:#}");
+        assert_eq!(ws["frames_sent"], tx.by_opcode(), "frames_sent: {ws:#}");
+        assert_eq!(ws["messages_received"], rx.messages(), "messages_received");
+        assert_eq!(ws["messages_sent"], tx.messages(), "messages_sent");
+        assert_eq!(ws["payload_bytes_received"], rx.payload_bytes(), "payload_bytes_received");
+        assert_eq!(ws["payload_bytes_sent"], tx.payload_bytes(), "payload_bytes_sent");
+        assert_eq!(ws["close_codes_received"], serde_json::to_value(&rx.close_codes).unwrap());
+        assert_eq!(ws["close_codes_sent"], serde_json::to_value(&tx.close_codes).unwrap());
+        assert_eq!(ws["out_of_sync"], 0);
+    }
+}
+
 pub mod oracle;
 pub mod webhook;
+
+/// The probe mode the tests run the agent in: env `WSGUARD_TEST_PROBE_MODE` (`auto`, `socket`
+/// or `syscall`), written as `[probe] mode` into every config the harness generates; None (the
+/// config default) when unset. Tests whose expectations differ by mode branch on
+/// [`ProbeMode::effective`].
+pub fn probe_mode() -> Option<String> {
+    std::env::var("WSGUARD_TEST_PROBE_MODE").ok().filter(|m| !m.is_empty())
+}
+
+/// What a test may expect of the running probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeMode {
+    /// Per-socket state (`tp_btf` sock_recv/send_length): follows a socket whoever holds it.
+    Socket,
+    /// The raw `sys_enter`/`sys_exit` fallback keyed by (process, fd).
+    Syscall,
+}
+
+impl ProbeMode {
+    /// The mode the agent reports running (`probe.mode` of its snapshot; an agent without that
+    /// field has only the syscall probe).
+    pub fn effective(agent: &Agent) -> Result<ProbeMode> {
+        let s = agent.get("/api/v1/snapshot")?;
+        Ok(match s["probe"]["mode"].as_str() {
+            Some("socket") => ProbeMode::Socket,
+            None | Some("syscall") => ProbeMode::Syscall,
+            Some(other) => bail!("unknown probe.mode {other:?} in the snapshot"),
+        })
+    }
+}
+
+/// `[probe]` lines for the harness's configs: the pin path, and the mode when one is asked for.
+pub fn probe_section(pin: &str) -> String {
+    match probe_mode() {
+        Some(m) => format!("[probe]\npin_path = \"{pin}\"\nmode = \"{m}\"\n"),
+        None => format!("[probe]\npin_path = \"{pin}\"\n"),
+    }
+}
 
 /// A test that cannot run here: outside CI it prints why and the caller returns (a skip);
 /// under `CI=true` it panics, so a run that could not test is reported failed, never passed.
@@ -85,6 +167,8 @@ pub struct Agent {
     pub rust_log: String,
     /// A command the agent is started under (e.g. `setpriv ...`), empty for none.
     pub wrapper: Vec<String>,
+    /// Extra `wsguard run` arguments (after `--config FILE`).
+    pub args: Vec<String>,
     log: PathBuf,
 }
 
@@ -106,8 +190,9 @@ impl Agent {
         std::fs::write(
             &config,
             format!(
-                "[agent]\ninterval = \"500ms\"\nstate_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n[probe]\npin_path = \"{pin}\"\n{extra}\n",
-                dir.join("state").display()
+                "[agent]\ninterval = \"500ms\"\nstate_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n{}{extra}\n",
+                dir.join("state").display(),
+                probe_section(&pin)
             ),
         )?;
         let mut a = Agent {
@@ -118,6 +203,7 @@ impl Agent {
             pin,
             rust_log: "info".into(),
             wrapper: Vec::new(),
+            args: Vec::new(),
             log: dir.join("agent.log"),
         };
         a.spawn(true)?;
@@ -139,7 +225,7 @@ impl Agent {
             }
             None => Command::new(bin),
         };
-        cmd.args(["run", "--config"]).arg(&self.config);
+        cmd.args(["run", "--config"]).arg(&self.config).args(&self.args);
         if fresh {
             cmd.arg("--fresh");
         }
@@ -160,7 +246,8 @@ impl Agent {
         bail!("agent did not serve a snapshot within {:?}: {}", scaled(Duration::from_secs(30)), self.log_text())
     }
 
-    /// Stop the agent process with `signal` (the probe stays pinned).
+    /// Stop the agent process with `signal` (SIGTERM/SIGINT detach the probe unless it is kept;
+    /// SIGUSR2 keeps it; SIGKILL leaves it pinned).
     pub fn stop(&mut self, signal: i32) {
         if let Some(mut c) = self.child.take() {
             // SAFETY: signalling our own child.
@@ -306,6 +393,8 @@ pub struct Server {
     child: Child,
     pub port: u16,
     pub pid: u32,
+    /// Words after the port on the server's `READY <port> ...` line (e.g. worker pids).
+    pub info: Vec<String>,
 }
 
 impl Server {
@@ -331,6 +420,50 @@ impl Server {
         Self::spawn(cmd)
     }
 
+    /// `ws` under node's `cluster` (2 workers, SCHED_RR): `info` holds the worker pids.
+    pub fn node_cluster() -> Result<Server> {
+        let mut cmd = Command::new("node");
+        cmd.arg(repo_root().join("tests/servers/ws_cluster.js"));
+        Self::spawn(cmd)
+    }
+
+    /// The Sans-I/O `websockets` server that moves each accepted socket to another fd (`dup2`)
+    /// and closes the accepted one before reading.
+    pub fn dup2() -> Result<Server> {
+        let mut cmd = Command::new("python3");
+        cmd.arg(repo_root().join("tests/servers/sansio_echo.py")).args(["0", "--io", "msg", "--dup2"]);
+        Self::spawn(cmd)
+    }
+
+    /// gorilla/websocket (Go) echo server, built from tests/servers/gorilla_echo with Debian's
+    /// packages, offline (`GO111MODULE=off`, `GOPATH=/usr/share/gocode`), into target/.
+    pub fn gorilla() -> Result<Server> {
+        let src = repo_root().join("tests/servers/gorilla_echo");
+        let out = repo_root().join("target/test-servers");
+        let bin = out.join("gorilla_echo");
+        let stale = |b: &std::path::Path| -> bool {
+            let (Ok(b), Ok(s)) = (std::fs::metadata(b), std::fs::metadata(src.join("main.go"))) else { return true };
+            b.modified().ok() < s.modified().ok()
+        };
+        if stale(&bin) {
+            std::fs::create_dir_all(&out)?;
+            let st = Command::new("go")
+                .args(["build", "-o"])
+                .arg(&bin)
+                .arg(".")
+                .current_dir(&src)
+                .env("GO111MODULE", "off")
+                .env("GOPATH", "/usr/share/gocode")
+                .env("GOCACHE", out.join("gocache"))
+                .status()
+                .context("go build (install golang-go and golang-github-gorilla-websocket-dev: cargo xtask setup)")?;
+            if !st.success() {
+                bail!("go build of tests/servers/gorilla_echo failed ({st})");
+            }
+        }
+        Self::spawn(Command::new(bin))
+    }
+
     fn spawn(mut cmd: Command) -> Result<Server> {
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
         let mut out = child.stdout.take().context("stdout")?;
@@ -340,11 +473,13 @@ impl Server {
             line.push(b[0]);
         }
         let line = String::from_utf8_lossy(&line).to_string();
-        let port = line.strip_prefix("READY ").context(format!("server said {line:?}"))?.trim().parse()?;
+        let mut words = line.strip_prefix("READY ").context(format!("server said {line:?}"))?.split_whitespace();
+        let port = words.next().context("no port after READY")?.parse()?;
+        let info = words.map(String::from).collect();
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
         let pid = child.id();
-        Ok(Server { child, port, pid })
+        Ok(Server { child, port, pid, info })
     }
 
     pub fn stop(&mut self) {
@@ -381,6 +516,8 @@ pub struct RawClient {
     pub stream: TcpStream,
     /// Bytes received after the handshake response.
     pub received: Vec<u8>,
+    /// The server's handshake response head (status line and headers).
+    pub head: String,
 }
 
 pub fn upgrade_request(port: u16, version: &str, extra: &str) -> String {
@@ -398,9 +535,10 @@ impl RawClient {
 
     pub fn connect_from(local: &str, port: u16, extra_headers: &str) -> Result<RawClient> {
         let sock = socket2_bind_connect(local, port)?;
-        let mut c = RawClient { stream: sock, received: Vec::new() };
+        let mut c = RawClient { stream: sock, received: Vec::new(), head: String::new() };
         c.stream.write_all(upgrade_request(port, "13", extra_headers).as_bytes())?;
         let status = c.read_head()?;
+        c.head = status.clone();
         if !status.starts_with("HTTP/1.1 101") {
             bail!("expected 101, got {status}");
         }

@@ -51,19 +51,20 @@ fn systemd_unit_verifies() {
     // Exactly the capabilities docs/deployment.md explains.
     for key in ["CapabilityBoundingSet=", "AmbientCapabilities="] {
         let caps: BTreeSet<&str> = unit.lines().filter_map(|l| l.strip_prefix(key)).flat_map(str::split_whitespace).collect();
-        let want = [
-            "CAP_BPF",
-            "CAP_PERFMON",
-            "CAP_SYS_PTRACE",
-            "CAP_DAC_READ_SEARCH",
-            "CAP_NET_ADMIN",
-            "CAP_KILL",
-            "CAP_SYS_RESOURCE",
-            "CAP_SETUID",
-            "CAP_SETGID",
-        ];
-        assert_eq!(caps, BTreeSet::from(want), "{key}");
+        // Remediation's capabilities only in the opt-in drop-in (wsguard-remediation.conf).
+        assert_eq!(caps, BTreeSet::from(["CAP_BPF", "CAP_PERFMON", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"]), "{key}");
+        let dropin = read("wsguard-remediation.conf");
+        let extra: BTreeSet<&str> = dropin.lines().filter_map(|l| l.strip_prefix(key)).flat_map(str::split_whitespace).collect();
+        assert_eq!(
+            extra,
+            BTreeSet::from(["CAP_NET_ADMIN", "CAP_KILL", "CAP_SYS_RESOURCE", "CAP_SETUID", "CAP_SETGID"]),
+            "drop-in {key}"
+        );
     }
+    let filters: Vec<&str> = unit.lines().filter_map(|l| l.strip_prefix("SystemCallFilter=")).collect();
+    assert!(filters.iter().all(|f| !f.contains("setuid")), "set*id calls only in the drop-in: {filters:?}");
+    // Stopping detaches; the unit says how to keep the probe for a restart.
+    assert!(unit.contains("systemctl kill -s USR2 --kill-who=main wsguard"), "upgrade path documented in the unit");
     // Reload: validate, then SIGHUP (tests/tests/reload.rs checks what the agent does with it).
     let reload: Vec<&str> = unit.lines().filter_map(|l| l.strip_prefix("ExecReload=")).collect();
     assert_eq!(reload, ["/usr/local/bin/wsguard config check --config /etc/wsguard/wsguard.toml", "/bin/kill -HUP $MAINPID"]);
@@ -114,10 +115,10 @@ fn shipped_config_passes_check_and_lists_every_documented_key() {
     assert!(missing.is_empty(), "config/wsguard.toml lacks documented keys {missing:?}");
 }
 
-/// Every YAML document of every file under `config/kubernetes`, as JSON values.
-fn kubernetes_documents() -> Vec<(String, Value)> {
+/// Every YAML document of the files in `config/kubernetes/<dir>`, as JSON values.
+fn kubernetes_documents(dir: &str) -> Vec<(String, Value)> {
     let mut docs = Vec::new();
-    let dir = config_path("kubernetes");
+    let dir = config_path("kubernetes").join(dir);
     let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     for f in files.into_iter().filter(|f| f.extension().is_some_and(|e| e == "yaml" || e == "yml")) {
@@ -140,9 +141,20 @@ fn of_kind<'a>(docs: &'a [(String, Value)], kind: &str) -> &'a Value {
     &found[0].1
 }
 
+/// The files a Kustomization lists as resources.
+fn listed(kust: &Value) -> BTreeSet<&str> {
+    kust["resources"].as_array().unwrap().iter().filter_map(Value::as_str).collect()
+}
+
+/// config/wsguard.toml with its `key = ...` line (the first one) replaced by `line`.
+fn with_line(toml: &str, key: &str, line: &str) -> String {
+    let old = toml.lines().find(|l| l.starts_with(&format!("{key} = "))).unwrap_or_else(|| panic!("{key} missing"));
+    toml.replacen(old, line, 1)
+}
+
 #[test]
 fn kubernetes_manifests_carry_what_the_agent_needs() {
-    let docs = kubernetes_documents();
+    let docs = kubernetes_documents("base");
     for (file, d) in &docs {
         assert!(d["apiVersion"].is_string(), "{file}: apiVersion");
         assert!(d["kind"].is_string(), "{file}: kind");
@@ -150,14 +162,14 @@ fn kubernetes_manifests_carry_what_the_agent_needs() {
             assert!(d["metadata"]["name"].is_string(), "{file}: metadata.name");
         }
     }
-    // kustomization.yaml lists every other file.
+    // base/kustomization.yaml lists every other file; the top one is the base.
     let kust = of_kind(&docs, "Kustomization");
-    let listed: BTreeSet<&str> = kust["resources"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     for (file, d) in &docs {
         if d["kind"] != "Kustomization" {
-            assert!(listed.contains(file.as_str()), "{file} is not in kustomization.yaml");
+            assert!(listed(kust).contains(file.as_str()), "{file} is not in kustomization.yaml");
         }
     }
+    assert_eq!(listed(of_kind(&kubernetes_documents(""), "Kustomization")), BTreeSet::from(["base"]));
 
     let ds = of_kind(&docs, "DaemonSet");
     let pod = &ds["spec"]["template"]["spec"];
@@ -167,40 +179,80 @@ fn kubernetes_manifests_carry_what_the_agent_needs() {
     for (k, v) in ds["spec"]["selector"]["matchLabels"].as_object().unwrap() {
         assert_eq!(&labels[k], v, "selector matches the pod labels");
     }
+    // Its own PriorityClass: system-node-critical is for kube-system.
+    let pc = of_kind(&docs, "PriorityClass");
+    assert_eq!(pod["priorityClassName"], pc["metadata"]["name"]);
+    assert!(!pc["metadata"]["name"].as_str().unwrap().starts_with("system-"));
+    assert!(pc["value"].as_u64().unwrap() < 1_000_000_000, "user classes stay below 1e9");
+    assert_ne!(pc["globalDefault"], true);
     let containers = pod["containers"].as_array().unwrap();
     assert_eq!(containers.len(), 1);
     let c = &containers[0];
     let sc = &c["securityContext"];
     assert_eq!(sc["privileged"], false);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    // Exactly the probe's and /proc's capabilities; remediation's only in its overlay.
     let caps: BTreeSet<&str> = sc["capabilities"]["add"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
-    for need in ["BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH"] {
-        assert!(caps.contains(need), "capability {need} missing: {caps:?}");
-    }
+    assert_eq!(caps, BTreeSet::from(["BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH"]));
     assert_eq!(sc["capabilities"]["drop"][0], "ALL");
+    let remediation = kubernetes_documents("overlays/remediation");
+    let overlay = of_kind(&remediation, "Kustomization");
+    assert_eq!(listed(overlay), BTreeSet::from(["../../base"]));
+    let patch: serde_yaml::Value = serde_yaml::from_str(overlay["patches"][0]["patch"].as_str().unwrap()).unwrap();
+    let added: BTreeSet<String> =
+        patch.as_sequence().unwrap().iter().map(|op| op["value"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(added, ["KILL", "NET_ADMIN", "SETGID", "SETUID", "SYS_RESOURCE"].map(String::from).into());
+    // Confined: a seccomp profile that allows what the probe needs, AppArmor's default.
+    assert_eq!(sc["seccompProfile"]["type"], "Localhost");
+    let profile_file = sc["seccompProfile"]["localhostProfile"].as_str().unwrap();
+    let profile: Value = serde_json::from_str(&read(&format!("kubernetes/seccomp/{profile_file}"))).unwrap();
+    let denied: BTreeSet<&str> = profile["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] != "SCMP_ACT_ALLOW")
+        .flat_map(|r| r["names"].as_array().unwrap().iter().filter_map(Value::as_str))
+        .collect();
+    for need in ["bpf", "perf_event_open", "capset", "openat", "statfs"] {
+        assert!(!denied.contains(need), "the seccomp profile denies {need}");
+    }
+    for gone in ["init_module", "kexec_load", "mount", "ptrace", "unshare", "setns", "userfaultfd"] {
+        assert!(denied.contains(gone), "the seccomp profile allows {gone}");
+    }
+    assert_eq!(sc["appArmorProfile"]["type"], "RuntimeDefault");
     // Volumes: host paths by name, mounted where the agent looks.
     let volumes = pod["volumes"].as_array().unwrap();
     let host_path = |name: &str| volumes.iter().find(|v| v["name"] == name).map(|v| v["hostPath"]["path"].clone());
     let mounts = c["volumeMounts"].as_array().unwrap();
-    for path in ["/sys/fs/bpf", "/sys/kernel/tracing", "/var/lib/wsguard", "/var/log/pods", "/var/log/containers"] {
-        let m = mounts.iter().find(|m| m["mountPath"] == path).unwrap_or_else(|| panic!("no mount at {path}"));
-        let name = m["name"].as_str().unwrap();
-        assert_eq!(host_path(name), Some(Value::from(path)), "{path} is the host's");
+    let mount = |path: &str| mounts.iter().find(|m| m["mountPath"] == path).unwrap_or_else(|| panic!("no mount at {path}"));
+    for (path, host) in [
+        ("/host/sys/fs/bpf", "/sys/fs/bpf"),
+        ("/sys/kernel/tracing", "/sys/kernel/tracing"),
+        ("/var/lib/wsguard", "/var/lib/wsguard-k8s"),
+        ("/var/log/pods", "/var/log/pods"),
+        ("/var/log/containers", "/var/log/containers"),
+    ] {
+        assert_eq!(host_path(mount(path)["name"].as_str().unwrap()), Some(Value::from(host)), "{path} is the host's {host}");
     }
-    // Pod attribution only reads the kubelet's log directory names.
+    // AppArmor's default profile denies writes under /sys: every writable mount is elsewhere.
+    for m in mounts {
+        let path = m["mountPath"].as_str().unwrap();
+        assert!(!path.starts_with("/sys/") || m["readOnly"] == true, "{path} is writable under /sys");
+    }
     for path in ["/var/log/pods", "/var/log/containers"] {
-        assert_eq!(mounts.iter().find(|m| m["mountPath"] == path).unwrap()["readOnly"], true, "{path} read-only");
+        assert_eq!(mount(path)["readOnly"], true, "{path} read-only");
     }
-    let bpffs = mounts.iter().find(|m| m["mountPath"] == "/sys/fs/bpf").unwrap();
-    assert_ne!(bpffs["readOnly"], true, "the probe pins itself on /sys/fs/bpf");
+    let bpffs = mount("/host/sys/fs/bpf");
+    assert_ne!(bpffs["readOnly"], true, "the probe pins itself on the host's bpffs");
     assert_ne!(bpffs["mountPropagation"], "Bidirectional", "Bidirectional needs privileged");
-    let cfg = mounts.iter().find(|m| m["mountPath"] == "/etc/wsguard").expect("config mount");
+    let cfg = mount("/etc/wsguard");
     let cfg_vol = volumes.iter().find(|v| v["name"] == cfg["name"]).unwrap();
     let cm = of_kind(&docs, "ConfigMap");
     assert_eq!(cfg_vol["configMap"]["name"], cm["metadata"]["name"]);
     // The args read the file the ConfigMap provides.
     let args: Vec<&str> = c["args"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     assert_eq!(args, ["run", "--config", "/etc/wsguard/wsguard.toml"]);
-    // Probes.
+    // Probes: the kubelet reaches the API on the node's loopback.
     let port = c["ports"].as_array().unwrap().iter().find(|p| p["containerPort"] == 9595).expect("port 9595");
     let port_name = port["name"].as_str().unwrap();
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/health");
@@ -208,28 +260,52 @@ fn kubernetes_manifests_carry_what_the_agent_needs() {
     for probe in ["livenessProbe", "readinessProbe"] {
         let p = &c[probe]["httpGet"]["port"];
         assert!(p == port_name || p == 9595, "{probe} port {p}");
+        assert_eq!(c[probe]["httpGet"]["host"], "127.0.0.1", "{probe} host");
     }
     assert_eq!(pod["serviceAccountName"], of_kind(&docs, "ServiceAccount")["metadata"]["name"]);
 
-    // The ConfigMap's config passes `config check` and listens beyond loopback.
+    // The ConfigMap is config/wsguard.toml but for pin_path: on the host's bpffs as mounted,
+    // under another name than a systemd install's /sys/fs/bpf/wsguard. It listens on loopback.
     let toml = cm["data"]["wsguard.toml"].as_str().expect("wsguard.toml in the ConfigMap");
-    assert!(toml.contains("listen = \"0.0.0.0:9595\""), "in-cluster scraping needs a non-loopback listen");
+    let pin_line = toml.lines().find(|l| l.starts_with("pin_path = ")).unwrap();
+    let pin = pin_line.split('"').nth(1).unwrap();
+    let host_pin = pin.strip_prefix("/host").expect("pin_path under the /host/sys/fs/bpf mount");
+    assert!(
+        host_pin.starts_with("/sys/fs/bpf/") && host_pin != "/sys/fs/bpf/wsguard",
+        "{host_pin} collides with a systemd install"
+    );
+    let shipped = read("wsguard.toml");
+    assert_eq!(toml, with_line(&shipped, "pin_path", pin_line), "the ConfigMap drifted from config/wsguard.toml");
+    assert!(toml.contains("\nlisten = \"127.0.0.1:9595\""), "loopback by default");
     let dir = scratch_dir("deploy-configmap");
     let path = dir.join("wsguard.toml");
     std::fs::write(&path, toml).unwrap();
-    // It is warned about, as the ConfigMap's own comment does.
+    config_check(&path, &["notify.channels"]);
+
+    // overlays/scrape: Service + ServiceMonitor, and the same config listening beyond loopback.
+    let scrape = kubernetes_documents("overlays/scrape");
+    let skust = of_kind(&scrape, "Kustomization");
+    for (file, d) in &scrape {
+        if d["kind"] != "Kustomization" && d["kind"] != "ConfigMap" {
+            assert!(listed(skust).contains(file.as_str()), "{file} is not in overlays/scrape/kustomization.yaml");
+        }
+    }
+    let open = of_kind(&scrape, "ConfigMap");
+    assert_eq!(open["metadata"]["name"], cm["metadata"]["name"]);
+    let open_toml = open["data"]["wsguard.toml"].as_str().unwrap();
+    assert_eq!(open_toml, with_line(toml, "listen", "listen = \"0.0.0.0:9595\""), "overlays/scrape's ConfigMap drifted");
+    std::fs::write(&path, open_toml).unwrap();
+    // It is warned about, as the overlay's own comment does.
     config_check(&path, &["api.listen", "notify.channels"]);
     let _ = std::fs::remove_dir_all(&dir);
-
-    // Service selects the pods and exposes the port; the ServiceMonitor scrapes it by name.
-    let svc = of_kind(&docs, "Service");
+    let svc = of_kind(&scrape, "Service");
     for (k, v) in svc["spec"]["selector"].as_object().unwrap() {
         assert_eq!(&labels[k], v, "Service selects the agent pods");
     }
     let svc_port = svc["spec"]["ports"].as_array().unwrap().iter().find(|p| p["port"] == 9595).expect("service port 9595");
     let svc_port_name = svc_port["name"].as_str().unwrap();
     assert!(svc_port["targetPort"] == port_name || svc_port["targetPort"] == 9595);
-    let sm = of_kind(&docs, "ServiceMonitor");
+    let sm = of_kind(&scrape, "ServiceMonitor");
     assert_eq!(sm["apiVersion"], "monitoring.coreos.com/v1");
     for (k, v) in sm["spec"]["selector"]["matchLabels"].as_object().unwrap() {
         assert_eq!(&svc["metadata"]["labels"][k], v, "ServiceMonitor selects the Service");
@@ -238,8 +314,8 @@ fn kubernetes_manifests_carry_what_the_agent_needs() {
     assert!(eps.iter().any(|e| e["port"] == svc_port_name && e["path"] == "/metrics"), "ServiceMonitor scrapes {svc_port_name}");
     // Everything namespaced lives in one namespace.
     let ns = of_kind(&docs, "Namespace")["metadata"]["name"].clone();
-    for (file, d) in &docs {
-        if !["Namespace", "Kustomization"].contains(&d["kind"].as_str().unwrap()) {
+    for (file, d) in docs.iter().chain(&scrape) {
+        if !["Namespace", "Kustomization", "PriorityClass"].contains(&d["kind"].as_str().unwrap()) {
             assert_eq!(d["metadata"]["namespace"], ns, "{file}: namespace");
         }
     }

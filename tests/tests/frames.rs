@@ -4,48 +4,12 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use serde_json::Value;
 use wsguard_integration::{
     enc,
+    exact::{assert_exact, script},
     oracle::{self, Counts},
     require_root, Agent, RawClient, Server, Split,
 };
-
-/// Frames a client sends: data of all sizes (7-, 16- and 64-bit lengths), a fragmented message
-/// with a ping in between, an unsolicited pong, many small frames, then a close with `code`.
-fn script(code: u16) -> Vec<Vec<u8>> {
-    let mut f = vec![
-        enc::text("hello", true),
-        enc::binary(200_000, true),
-        enc::binary(300, true),
-        enc::text("frag-a", false),
-        enc::ping("p1"),
-        enc::cont("frag-b", false),
-        enc::cont("frag-c", true),
-        enc::pong("unsolicited"),
-        enc::binary(125, true),
-        enc::binary(126, true),
-        enc::binary(65_536, true),
-    ];
-    for i in 0..50 {
-        f.push(enc::text(&format!("m{i}"), true));
-    }
-    f.push(enc::close(code));
-    f
-}
-
-/// Check the agent's numbers for `pid` against what clients sent (rx) and received (tx).
-fn assert_exact(ws: &Value, rx: &Counts, tx: &Counts) {
-    assert_eq!(ws["frames_received"], rx.by_opcode(), "frames_received: {ws:#}");
-    assert_eq!(ws["frames_sent"], tx.by_opcode(), "frames_sent: {ws:#}");
-    assert_eq!(ws["messages_received"], rx.messages(), "messages_received");
-    assert_eq!(ws["messages_sent"], tx.messages(), "messages_sent");
-    assert_eq!(ws["payload_bytes_received"], rx.payload_bytes(), "payload_bytes_received");
-    assert_eq!(ws["payload_bytes_sent"], tx.payload_bytes(), "payload_bytes_sent");
-    assert_eq!(ws["close_codes_received"], serde_json::to_value(&rx.close_codes).unwrap());
-    assert_eq!(ws["close_codes_sent"], serde_json::to_value(&tx.close_codes).unwrap());
-    assert_eq!(ws["out_of_sync"], 0);
-}
 
 fn adversarial(name: &str, server: Server) -> Result<()> {
     let agent = Agent::start(name)?;
@@ -90,6 +54,15 @@ fn adversarial_splits_python_websockets() -> Result<()> {
         return Ok(());
     }
     adversarial("frames-py", Server::python(&[])?)
+}
+
+/// gorilla/websocket (Go): net/http's own buffered reads and writes.
+#[test]
+fn adversarial_splits_go_gorilla() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    adversarial("frames-go", Server::gorilla()?)
 }
 
 /// readv/writev and recvmsg/sendmsg, with frame headers cut across many small iovecs. This server

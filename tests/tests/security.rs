@@ -29,13 +29,9 @@ fn caps_of(status: &str) -> (u64, u64, u64, u64, u64, bool) {
 
 const CAP_DAC_READ_SEARCH: u32 = 2;
 const CAP_KILL: u32 = 5;
-const CAP_SETGID: u32 = 6;
-const CAP_SETUID: u32 = 7;
 const CAP_SETPCAP: u32 = 8;
-const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_PTRACE: u32 = 19;
 const CAP_SYS_ADMIN: u32 = 21;
-const CAP_SYS_RESOURCE: u32 = 24;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
@@ -52,11 +48,9 @@ fn capabilities_dropped_on_every_thread_after_attach() -> Result<()> {
     let server = Server::node(&[])?;
     let agent = Agent::start("caps")?;
     let pid = agent.pid().context("agent pid")?;
-    // The agent keeps exactly these (of what it was started with, which is what we have).
-    let keep = [CAP_DAC_READ_SEARCH, CAP_KILL, CAP_SETGID, CAP_SETUID, CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_SYS_RESOURCE]
-        .iter()
-        .fold(0u64, |m, c| m | (1 << c))
-        & mine.1;
+    // The agent keeps exactly these (of what it was started with, which is what we have): no
+    // remediation action acts, so none of their capabilities (NET_ADMIN, KILL, ...) stays.
+    let keep = [CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE].iter().fold(0u64, |m, c| m | (1 << c)) & mine.1;
     let mut threads = 0;
     for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
         let path = t?.path().join("status");
@@ -81,6 +75,18 @@ fn capabilities_dropped_on_every_thread_after_attach() -> Result<()> {
     assert_eq!(ws["payload_bytes_received"], 302, "{ws:#}");
     let snap = agent.fresh_snapshot()?;
     assert_eq!(snap["probe"]["programs"].as_array().map(Vec::len), Some(2), "{:#}", snap["probe"]);
+    drop(agent);
+
+    // An action that really signals keeps CAP_KILL (and only it on top); a dry-run one does not.
+    for (dry, want) in [("true", 0u64), ("false", 1 << CAP_KILL)] {
+        let action = format!(
+            "[remediation]\n[[remediation.actions]]\nname = \"hup\"\ntype = \"signal\"\non = [\"X\"]\nsignal = \"SIGHUP\"\ndry_run = {dry}\n"
+        );
+        let agent = Agent::start_with(&format!("caps-rem-{dry}"), &action)?;
+        let pid = agent.pid().context("agent pid")?;
+        let (_, prm, eff, ..) = caps_of(&std::fs::read_to_string(format!("/proc/{pid}/status"))?);
+        assert_eq!((prm, eff), (keep | want, keep | want), "dry_run = {dry}: {prm:#x}/{eff:#x}");
+    }
     Ok(())
 }
 
@@ -333,12 +339,12 @@ fn request_secrets_never_leak() -> Result<()> {
         }
         let secret_file = agent.dir.join("state/client-key.secret");
         assert_eq!(std::fs::metadata(&secret_file)?.permissions().mode() & 0o777, 0o600);
-        // A restart (the probe resumed, the connections still open) shows the same keys.
-        agent.stop(libc::SIGTERM);
+        // A restart (the probe kept and resumed, the connections still open) shows the same keys.
+        agent.stop(libc::SIGUSR2);
         agent.spawn(false)?;
         assert_eq!(client_keys(&agent, server.pid)?, keys, "same secret, same keys after a restart");
         // Another secret (another host): other keys, still one per value.
-        agent.stop(libc::SIGTERM);
+        agent.stop(libc::SIGUSR2);
         std::fs::write(&secret_file, "00112233445566778899aabbccddeeff\n")?;
         agent.spawn(false)?;
         let other = client_keys(&agent, server.pid)?;

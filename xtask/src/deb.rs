@@ -35,11 +35,35 @@ pub fn run(args: &DebArgs) -> Result<()> {
     Ok(())
 }
 
-/// Maintainer scripts: systemd picks up the unit; removal stops the agent (the pinned probe
-/// stays counting until `wsguard detach`, as with `systemctl stop`).
-const POSTINST: &str = "#!/bin/sh\nset -e\nif [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi\n";
-const PRERM: &str =
-    "#!/bin/sh\nset -e\nif [ \"$1\" = remove ] && [ -d /run/systemd/system ]; then systemctl stop wsguard || true; fi\n";
+/// Maintainer scripts. Removal stops the agent, which detaches the probe, and then detaches
+/// whatever is still pinned (a probe kept by an earlier `--keep-probe` stop). An upgrade keeps
+/// counting: the old agent gets SIGUSR2 (stop, leave the probe pinned), and the new one, started
+/// by postinst, resumes it. Without systemd (a chroot, a container build) only the detach runs.
+const POSTINST: &str = r#"#!/bin/sh
+set -e
+if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload || true
+    if [ "$1" = configure ] && [ -e /run/wsguard.upgrade ]; then
+        rm -f /run/wsguard.upgrade
+        systemctl start wsguard || true
+    fi
+fi
+"#;
+const PRERM: &str = r#"#!/bin/sh
+set -e
+systemd=; [ -d /run/systemd/system ] && systemd=1
+if [ "$1" = upgrade ] && [ -n "$systemd" ] && systemctl is-active --quiet wsguard; then
+    # Stop, keeping the probe pinned: the new version resumes its counts.
+    systemctl kill --kill-who=main --signal=SIGUSR2 wsguard || true
+    i=0; while systemctl is-active --quiet wsguard && [ $i -lt 30 ]; do sleep 1; i=$((i+1)); done
+    systemctl stop wsguard || true
+    touch /run/wsguard.upgrade
+fi
+if [ "$1" = remove ] || [ "$1" = deconfigure ]; then
+    if [ -n "$systemd" ]; then systemctl stop wsguard || true; fi
+    /usr/bin/wsguard detach -c /etc/wsguard/wsguard.toml || /usr/bin/wsguard detach --pin /sys/fs/bpf/wsguard || true
+fi
+"#;
 const POSTRM: &str = "#!/bin/sh\nset -e\nif [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi\n";
 
 /// Stage and build the package into `out`; returns the .deb path.
@@ -120,6 +144,7 @@ mod tests {
         assert!(entry("./etc/wsguard/wsguard.toml").starts_with("-rw------- root/root"));
         assert!(entry("./usr/lib/systemd/system/wsguard.service").starts_with("-rw-r--r-- root/root"));
         entry("./usr/share/bash-completion/completions/wsguard");
+        entry("./usr/share/wsguard/wsguard-remediation.conf");
         // The unit points at the packaged binary; the config is a conffile.
         let x = out.join("x");
         util::run(util::cmd("dpkg-deb", ["--raw-extract"]).arg(&deb).arg(&x)).unwrap();
@@ -127,6 +152,10 @@ mod tests {
         assert!(unit.contains("ExecStart=/usr/bin/wsguard run --config /etc/wsguard/wsguard.toml"), "{unit}");
         assert!(!unit.contains("/usr/local/bin"));
         assert_eq!(fs::read_to_string(x.join("DEBIAN/conffiles")).unwrap(), "/etc/wsguard/wsguard.toml\n");
+        // Removal detaches; an upgrade keeps the probe (SIGUSR2) and restarts the agent.
+        let prerm = fs::read_to_string(x.join("DEBIAN/prerm")).unwrap();
+        assert!(prerm.contains("wsguard detach -c /etc/wsguard/wsguard.toml") && prerm.contains("--signal=SIGUSR2"), "{prerm}");
+        assert!(fs::read_to_string(x.join("DEBIAN/postinst")).unwrap().contains("systemctl start wsguard"));
         assert!(!out.join(deb.file_stem().unwrap()).exists(), "staging directory removed");
         let _ = fs::remove_dir_all(&out);
     }

@@ -12,7 +12,7 @@ use crate::sys;
 use crate::util::{self, step};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -155,7 +155,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             step("final snapshot");
             print_snapshot(&bin, start.elapsed());
             step("checking the agent's counts against the load generator's");
-            check_counts(&bin, server.child.id(), &summary)
+            check_counts(&bin, API, server.child.id(), &summary)
         }
     };
 
@@ -164,11 +164,20 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     agent.stop(Duration::from_secs(10));
     server.stop(Duration::from_secs(3));
     println!("    agent logs kept in {}", log_dir.display());
-    result
+    // The agent's clean stop detaches its probe: nothing of the demo stays in the kernel.
+    let pin = Path::new(DEMO_STATE[1]);
+    let left = if pin.exists() {
+        let _ = std::fs::remove_dir_all(pin);
+        Err(anyhow::anyhow!("the stopped agent left its probe pinned at {} (removed now)", pin.display()))
+    } else {
+        println!("    nothing left attached at {}", pin.display());
+        Ok(())
+    };
+    result.and(left)
 }
 
 /// Start `node ws_echo.js 0` and wait for its `READY <port>` line.
-fn start_echo_server(servers: &Path) -> Result<(Proc, u16)> {
+pub(crate) fn start_echo_server(servers: &Path) -> Result<(Proc, u16)> {
     let mut proc = Proc::spawn(
         "echo server",
         Command::new("node").arg(servers.join("ws_echo.js")).arg("0").stdin(Stdio::null()).stdout(Stdio::piped()),
@@ -191,14 +200,19 @@ fn start_echo_server(servers: &Path) -> Result<(Proc, u16)> {
     }
 }
 
+/// Wait until the agent answers a snapshot request. Not just a TCP connect: the agent binds its
+/// API port before it loads the probe (a port conflict fails first), so the port accepts
+/// connections seconds before anything is counted. Starting the load then made the first burst
+/// of connections open before the probe attached (the first run on a new machine, where
+/// mounting tracefs and a cold verifier make the attach slowest). The API serves its first
+/// answer only after the probe is attached.
 fn wait_for_api(agent: &mut Proc, timeout: Duration) -> Result<()> {
-    let addr: SocketAddr = API_ADDR.parse().unwrap();
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = agent.exit_status() {
             bail!("the agent exited during start-up ({status})");
         }
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok() {
+        if snapshot_answered() {
             return Ok(());
         }
         if Instant::now() >= deadline || sys::interrupted() {
@@ -206,6 +220,18 @@ fn wait_for_api(agent: &mut Proc, timeout: Duration) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// `GET /api/v1/snapshot` answers `200`.
+fn snapshot_answered() -> bool {
+    let addr: SocketAddr = API_ADDR.parse().unwrap();
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /api/v1/snapshot HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
 }
 
 fn print_snapshot(bin: &Path, elapsed: Duration) {
@@ -222,7 +248,7 @@ fn print_snapshot(bin: &Path, elapsed: Duration) {
 }
 
 /// Pass the load generator's output through and keep its `SUMMARY {json}` line.
-fn forward_summary(load: &mut Proc) -> mpsc::Receiver<Value> {
+pub(crate) fn forward_summary(load: &mut Proc) -> mpsc::Receiver<Value> {
     let (tx, rx) = mpsc::channel();
     if let Some(out) = load.child.stdout.take() {
         std::thread::spawn(move || {
@@ -252,29 +278,33 @@ fn expected(s: &Value) -> Vec<(&'static str, u64)> {
         ("messages_received", n("sent_msgs")),
         ("frames_received.close", n("closed_clean")),
         ("frames_sent.close", n("closed_clean")),
+        // Every connection was followed from its first byte (none opened before the attach).
+        ("unfollowed_connections", 0),
     ]
 }
 
-/// The agent's value of `key` (`a.b` for nested) in the server's process entry.
-fn agent_value(ws: &Value, key: &str) -> Option<u64> {
-    key.split('.').try_fold(ws, |v, k| v.get(k))?.as_u64()
+/// The agent's value of `key` (`a.b` for nested) in the server's process entry: its
+/// `websocket` object first, then the entry itself.
+fn agent_value(process: &Value, key: &str) -> Option<u64> {
+    let at = |v: &Value| key.split('.').try_fold(v, |v, k| v.get(k))?.as_u64();
+    at(&process["websocket"]).or_else(|| at(process))
 }
 
 /// Poll the agent's snapshot (a few intervals) until its totals for `pid` equal the load
 /// generator's; fail with the differences otherwise.
-fn check_counts(bin: &Path, pid: u32, summary: &mpsc::Receiver<Value>) -> Result<()> {
+pub(crate) fn check_counts(bin: &Path, api: &str, pid: u32, summary: &mpsc::Receiver<Value>) -> Result<()> {
     let summary = summary.recv_timeout(Duration::from_secs(20)).context("the load generator printed no SUMMARY line")?;
     let want = expected(&summary);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let out = Command::new(bin).args(["snapshot", "--json", "--api", API]).stdin(Stdio::null()).output()?;
+        let out = Command::new(bin).args(["snapshot", "--json", "--api", api]).stdin(Stdio::null()).output()?;
         let snap: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         let ws = snap["processes"]
             .as_array()
             .into_iter()
             .flatten()
             .find(|p| p["pid"].as_u64() == Some(pid as u64))
-            .map(|p| p["websocket"].clone())
+            .cloned()
             .unwrap_or(Value::Null);
         let wrong: Vec<String> = want
             .iter()

@@ -130,6 +130,11 @@ pub fn install(bin: &Path, root: &Path, layout: &Layout, config_dir: &Path) -> R
     mkdir(unit.parent().expect("has a parent"), 0o755)?;
     write(&unit, unit_text.as_bytes(), 0o644)?;
     println!("    {}", unit.display());
+    // Opt-in drop-in for acting remediation (not active until copied into wsguard.service.d).
+    let dropin = under(&prefix.join("share/wsguard/wsguard-remediation.conf"));
+    mkdir(dropin.parent().expect("has a parent"), 0o755)?;
+    write(&dropin, &fs::read(config_dir.join("wsguard-remediation.conf"))?, 0o644)?;
+    println!("    {} (opt-in remediation capabilities: docs/deployment.md)", dropin.display());
 
     step("bash completion");
     let out = Command::new(&binary).args(["completions", "bash"]).output().context("run the installed binary")?;

@@ -8,6 +8,7 @@ mod demo;
 mod fuzz;
 mod install;
 mod lint;
+mod package_check;
 mod proc;
 mod setup;
 mod soak;
@@ -41,6 +42,9 @@ enum Command {
     Install(install::InstallArgs),
     /// Build a Debian package (target/debian/wsguard_VERSION_ARCH.deb) with dpkg-deb.
     Deb(deb::DebArgs),
+    /// Install the .deb into a debootstrap root and boot it with systemd-nspawn, build and run
+    /// the container image with podman (root; slow; not run by CI).
+    PackageCheck(package_check::PackageCheckArgs),
     /// Build the fuzz targets (stable compiler) and run each for a bounded time.
     Fuzz(fuzz::FuzzArgs),
     /// Long soak test (30 min default, root, not in CI): churn + traffic; RSS flat, counts exact.
@@ -60,6 +64,7 @@ fn main() {
         Command::Bench(args) => bench::run(&args),
         Command::Install(args) => install::run(&args),
         Command::Deb(args) => deb::run(&args),
+        Command::PackageCheck(args) => package_check::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
         Command::Soak(args) => soak::run(&args),
         Command::VmTest(args) => vm::run(&args),

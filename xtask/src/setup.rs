@@ -45,6 +45,10 @@ const TEST_PKGS: &[&str] = &[
     "systemd",
     // libFuzzer (C++) for the fuzz run in `cargo xtask test` (xtask/src/fuzz.rs).
     "g++",
+    // The gorilla/websocket echo server (tests/servers/gorilla_echo), built offline by the tests
+    // with GO111MODULE=off GOPATH=/usr/share/gocode.
+    "golang-go",
+    "golang-github-gorilla-websocket-dev",
 ];
 /// Nice to have (benchmarks); a failure to install it is only a warning.
 const OPTIONAL_PKGS: &[&str] = &["linux-perf"];

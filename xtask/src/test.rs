@@ -6,6 +6,12 @@ use anyhow::{bail, Result};
 
 const INTEGRATION_PKG: &str = "wsguard-integration";
 
+/// The privileged test files run a second time with the probe forced into its fallback
+/// (`WSGUARD_TEST_PROBE_MODE=syscall`): the ones whose numbers come from the probe. The rest
+/// (alerts, API, deployment, remediation, ...) does not depend on the probe's mode, and
+/// running everything twice would take .ci/run past its time budget.
+const FALLBACK_SUITE: [&str; 6] = ["frames", "lifecycle", "hostile", "servers", "startup", "restart"];
+
 #[derive(clap::Args)]
 pub struct TestArgs {
     /// Run only the unprivileged tests, even as root.
@@ -90,6 +96,28 @@ pub fn run(args: &TestArgs) -> Result<()> {
                     println!("    FAILED: {err:#}");
                     failures.push("privileged integration tests");
                 }
+                if has_probe_mode_key() {
+                    step(&format!(
+                        "privileged integration tests, probe forced to the syscall fallback: {}",
+                        FALLBACK_SUITE.join(", ")
+                    ));
+                    let mut c = util::cargo();
+                    c.args(["test", "--no-fail-fast", "-p", INTEGRATION_PKG, "--release"]);
+                    for t in FALLBACK_SUITE {
+                        c.args(["--test", t]);
+                    }
+                    for (k, v) in test_env() {
+                        c.env(k, v);
+                    }
+                    c.env("WSGUARD_TEST_PROBE_MODE", "syscall");
+                    c.args(["--", "--test-threads=1"]).args(&args.args);
+                    if let Err(err) = util::run(&mut c) {
+                        println!("    FAILED: {err:#}");
+                        failures.push("privileged integration tests (syscall probe)");
+                    }
+                } else {
+                    step("privileged integration tests, syscall fallback: not run (this agent has no [probe] mode key)");
+                }
             }
         }
     }
@@ -103,6 +131,23 @@ pub fn run(args: &TestArgs) -> Result<()> {
     } else {
         bail!("failed: {}", failures.join(", "))
     }
+}
+
+/// The release agent accepts `[probe] mode` (`wsguard config check` of a config that sets it).
+fn has_probe_mode_key() -> bool {
+    let dir = std::env::temp_dir().join(format!("wsguard-modecheck-{}", std::process::id()));
+    let cfg = dir.join("mode.toml");
+    let ok = std::fs::create_dir_all(&dir).is_ok()
+        && std::fs::write(&cfg, "[probe]\nmode = \"syscall\"\n").is_ok()
+        && std::process::Command::new(util::target_dir().join("release/wsguard"))
+            .args(["config", "check", "--config"])
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    let _ = std::fs::remove_dir_all(&dir);
+    ok
 }
 
 /// Environment handed to the integration tests so they find the same tools setup installed.

@@ -3,11 +3,11 @@
 //! holding, keep_firing_for, inhibition of a gone process's alerts, acknowledgement, silences,
 //! escalation through routing tiers and manual alerts.
 //!
-//! Pure and clock-free: [`Engine::evaluate`] takes the time. Not wired into `run` yet; no
-//! channels, outbox or persistence (see the docs for what is left).
-#![allow(unused_imports)]
+//! Pure and clock-free: [`Engine::evaluate`] takes the time. `service.rs` wraps the engine for
+//! the agent (persistence in `store.rs`); notifications and remediation are its sinks.
 
 pub mod engine;
+pub mod replay;
 pub mod rule;
 pub mod select;
 pub mod service;
@@ -16,6 +16,8 @@ pub mod state;
 pub mod store;
 pub mod template;
 
+#[cfg(test)]
+mod forecast_tests;
 #[cfg(test)]
 mod tests;
 

@@ -2,7 +2,8 @@
 //!
 //! The agent needs CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN only to load, attach and pin the probe
 //! and to mount tracefs/bpffs. After that it reads the maps through file descriptors it already
-//! holds, and keeps only what later work still uses (`KEEP`). A compromised agent then cannot
+//! holds, and keeps only what later work still uses (`KEEP`, plus what the configured
+//! remediation actions use). A compromised agent then cannot
 //! load eBPF programs or write kernel memory, and the bounding, inheritable and ambient sets are
 //! emptied and `no_new_privs` is set, so commands it starts get no capability at all.
 //!
@@ -22,20 +23,12 @@ use std::{
 use anyhow::{bail, Context};
 use caps::{CapSet, Capability};
 
-/// What the agent keeps after the probe is attached, when it had it to begin with:
-/// reading `/proc/PID/{fd,limits,...}` of other users' processes (SYS_PTRACE, DAC_READ_SEARCH),
-/// sock_diag and SOCK_DESTROY for remediation (NET_ADMIN), signalling processes of other users
-/// (KILL), `prlimit` on other processes (SYS_RESOURCE) and running hooks as another user
-/// (SETUID, SETGID).
-pub const KEEP: [Capability; 7] = [
-    Capability::CAP_SYS_PTRACE,
-    Capability::CAP_DAC_READ_SEARCH,
-    Capability::CAP_NET_ADMIN,
-    Capability::CAP_KILL,
-    Capability::CAP_SYS_RESOURCE,
-    Capability::CAP_SETUID,
-    Capability::CAP_SETGID,
-];
+/// What the agent always keeps after the probe is attached, when it had it to begin with:
+/// reading `/proc/PID/{fd,limits,...}` of other users' processes (SYS_PTRACE, DAC_READ_SEARCH).
+/// Remediation actions add theirs (`RemediationConfig::capabilities`: NET_ADMIN for
+/// SOCK_DESTROY, KILL, SYS_RESOURCE for prlimit, SETUID/SETGID for exec as another user) only
+/// when one is configured to act.
+pub const KEEP: [Capability; 2] = [Capability::CAP_SYS_PTRACE, Capability::CAP_DAC_READ_SEARCH];
 
 /// The capabilities that make `bpf()` privileged (`bpf_capable()` in the kernel).
 const BPF_CAPS: [Capability; 2] = [Capability::CAP_BPF, Capability::CAP_SYS_ADMIN];
@@ -67,16 +60,18 @@ impl std::fmt::Display for Dropped {
     }
 }
 
-/// Drop to `KEEP` on every thread. `map_check` must read the probe's maps the way the agent
-/// does later; it decides whether this kernel needs CAP_BPF for that, and must still work after.
-pub fn drop_after_attach(map_check: impl Fn() -> anyhow::Result<()>) -> anyhow::Result<Dropped> {
+/// Drop to `KEEP` plus `extra` on every thread. `map_check` must read the probe's maps the way
+/// the agent does later; it decides whether this kernel needs CAP_BPF for that, and must still
+/// work after.
+pub fn drop_after_attach(extra: &[Capability], map_check: impl Fn() -> anyhow::Result<()>) -> anyhow::Result<Dropped> {
     let permitted = caps::read(None, CapSet::Permitted).context("reading the permitted capabilities")?;
     let bpf_kept = if BPF_CAPS.iter().any(|c| permitted.contains(c)) && !works_without_bpf_caps(&map_check)? {
         BPF_CAPS.iter().copied().find(|c| permitted.contains(c))
     } else {
         None
     };
-    let keep: HashSet<Capability> = KEEP.iter().chain(bpf_kept.iter()).copied().filter(|c| permitted.contains(c)).collect();
+    let keep: HashSet<Capability> =
+        KEEP.iter().chain(extra).chain(bpf_kept.iter()).copied().filter(|c| permitted.contains(c)).collect();
     let clear_bounding = caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false);
     let target = Target { keep: mask(&keep), clear_bounding };
     on_every_thread(target)?;
@@ -345,6 +340,8 @@ mod tests {
             Capability::CAP_SYS_ADMIN,
             Capability::CAP_SETPCAP,
             Capability::CAP_DAC_OVERRIDE,
+            Capability::CAP_NET_ADMIN,
+            Capability::CAP_KILL,
         ] {
             assert!(!keep.contains(&c), "{c} must be dropped");
         }

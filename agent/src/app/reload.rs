@@ -16,8 +16,16 @@ use crate::{app::config::Config, predict::Predictor, track::Tracker};
 
 /// Keys (or key prefixes ending in `.`) that take effect without a restart. Extend it together
 /// with [`apply_reload`], e.g. `"alert."` once the alert engine takes new rules.
-pub const LIVE: &[&str] =
-    &["agent.interval", "agent.log_level", "limits.", "probe.ports", "probe.processes", "predict.", "alert."];
+pub const LIVE: &[&str] = &[
+    "agent.interval",
+    "agent.log_level",
+    "limits.",
+    "probe.ports",
+    "probe.processes",
+    "probe.keep_on_stop",
+    "predict.",
+    "alert.",
+];
 
 fn is_live(key: &str) -> bool {
     LIVE.iter().any(|l| if l.ends_with('.') { key.starts_with(l) } else { key == *l })

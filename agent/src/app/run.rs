@@ -1,4 +1,7 @@
 //! `wsguard run`: attach (or resume) the probe, serve the API, build a snapshot every interval.
+//! A clean stop (SIGTERM, SIGINT) detaches the probe, so a stopped agent costs the host nothing;
+//! `keep_on_stop`, `--keep-probe` or SIGUSR2 (the package's upgrade path) leave it counting
+//! for the next start to resume.
 
 use std::{
     sync::{atomic::AtomicU64, Arc},
@@ -27,11 +30,20 @@ use crate::{
 /// How long a stopping agent keeps delivering notifications.
 const NOTIFY_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How `run` starts, from its command line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Start {
+    /// Discard a pinned probe and attach a new one.
+    pub fresh: bool,
+    /// Keep the probe attached on a clean stop (as `[probe] keep_on_stop`).
+    pub keep_probe: bool,
+}
+
 /// `config_path` is re-read on SIGHUP (None: the default path), see `reload.rs`.
 pub async fn run(
     mut cfg: Config,
     config_path: Option<&std::path::Path>,
-    fresh: bool,
+    start: Start,
     logs: crate::app::reload::Logs,
 ) -> anyhow::Result<()> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -68,7 +80,7 @@ pub async fn run(
         None => None,
     };
 
-    let mut probe = probe::start(&cfg.probe, fresh)?;
+    let mut probe = probe::start(&cfg.probe, start.fresh)?;
     let received = Arc::new(AtomicU64::new(0));
     let ring = RingBuf::try_from(probe.ebpf.take_map(names::EVENTS).context("map WSG_EVENTS missing")?)?;
     tokio::spawn(events::consume(ring, received.clone()));
@@ -98,7 +110,7 @@ pub async fn run(
         format!("{e:#}")
     });
     // Everything privileged is done: keep only what later work needs (docs/security.md).
-    let dropped = crate::app::privs::drop_after_attach(|| {
+    let dropped = crate::app::privs::drop_after_attach(&cfg.remediation.capabilities(), || {
         probe::maps::Reader::default().read(&probe.ebpf, cfg.probe.max_connections).map(drop)
     })?;
     info!("{dropped}");
@@ -144,8 +156,14 @@ pub async fn run(
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
+    let mut keep_requested = false;
     loop {
         tokio::select! {
+            // First: a SIGUSR2 arriving with a SIGTERM (`systemctl kill -s USR2` then `stop`)
+            // still keeps the probe.
+            biased;
+            _ = usr2.recv() => { keep_requested = true; break }
             _ = tick.tick() => {
                 let n = received.load(std::sync::atomic::Ordering::Relaxed);
                 match tracker.snapshot(&mut probe, n) {
@@ -155,11 +173,6 @@ pub async fn run(
                             warn!("history: {e:#}");
                         }
                         let pred = predictor.as_mut().map(|p| p.observe(&snap));
-                        if let Some(pred) = &pred {
-                            for t in &pred.transitions {
-                                info!("prediction alert {}", crate::predict::replay::transition_line(t));
-                            }
-                        }
                         let now = SystemTime::now();
                         let events = alerts.evaluate(&snap, pred.as_ref(), now);
                         for (t, a) in &events {
@@ -200,7 +213,38 @@ pub async fn run(
     if let Err(e) = history.checkpoint() {
         warn!("history: {e:#}");
     }
-    info!("stopping; the probe stays attached and counting at {} (`wsguard detach` removes it)", probe.pin_path.display());
+    let why = if keep_requested {
+        Some("SIGUSR2")
+    } else if start.keep_probe {
+        Some("--keep-probe")
+    } else if cfg.probe.keep_on_stop {
+        Some("[probe] keep_on_stop = true")
+    } else {
+        None
+    };
+    stop_probe(probe, why)
+}
+
+/// Detach the probe, or say why it stays.
+fn stop_probe(probe: probe::Probe, keep: Option<&str>) -> anyhow::Result<()> {
+    let pin = probe.pin_path.clone();
+    if let Some(why) = keep {
+        info!(
+            "stopping; the probe stays attached and counting at {} ({why}): the next `wsguard run` resumes it, \
+             `wsguard detach --pin {}` removes it",
+            pin.display(),
+            pin.display()
+        );
+        return Ok(());
+    }
+    // Our descriptors to programs and maps close with the process; the pins are what keep the
+    // probe attached, and they go now.
+    drop(probe);
+    let done = probe::remove(&pin).with_context(|| format!("stopping: cannot detach the probe at {}", pin.display()))?;
+    info!(
+        "stopping; probe detached from {} ({done}); set [probe] keep_on_stop = true to keep counting across restarts",
+        pin.display()
+    );
     Ok(())
 }
 

@@ -4,6 +4,7 @@ pub mod alerts;
 pub mod client;
 pub mod completions;
 pub mod config_cmd;
+pub mod detach;
 pub mod doctor;
 pub mod remediation;
 pub mod replay;
@@ -37,6 +38,10 @@ pub enum Command {
         /// Discard the pinned probe and its counts, and attach a new one.
         #[arg(long)]
         fresh: bool,
+        /// On a clean stop, leave the probe attached and counting so the next start resumes
+        /// it (as `[probe] keep_on_stop = true`; by default a stop detaches it).
+        #[arg(long)]
+        keep_probe: bool,
     },
     /// Print the running agent's latest snapshot.
     Snapshot {
@@ -110,10 +115,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Detach the probe and remove its pinned state (counts are lost).
+    /// Detach the probe and remove its pinned state (counts are lost). Refused while an agent
+    /// uses it (stop the agent: a clean stop detaches).
     Detach {
-        #[arg(long, short)]
+        /// Detach the probe at this config's `[probe] pin_path`.
+        #[arg(long, short, conflicts_with = "pin")]
         config: Option<PathBuf>,
+        /// Detach the probe pinned in this bpffs directory.
+        #[arg(long)]
+        pin: Option<PathBuf>,
+        /// Without -c or --pin: detach the default installation's probe
+        /// (/etc/wsguard/wsguard.toml) without asking.
+        #[arg(long, short)]
+        yes: bool,
     },
     /// Run recorded snapshots (JSON lines, as `history export` writes) through the forecasts and
     /// alert rules; print what would have fired and when, and the forecast scores.

@@ -6,7 +6,6 @@
 //! corrupt file) is returned to the caller to log, counted in `errors_total`/`last_error`, and
 //! the in-memory ring keeps working. A store that could not be opened is retried at most once a
 //! minute.
-#![allow(dead_code)] // wired into run/api/cli by the lead
 
 pub mod report;
 pub mod store;
@@ -26,7 +25,6 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::model::snapshot::Snapshot;
-#[allow(unused_imports)] // used once the CLI/API are wired
 pub use report::{parse_since, report, Format, Report};
 pub use store::Store;
 

@@ -23,6 +23,9 @@ pub struct ProbeHealth {
     /// Entries in the connection map now (all phases) and its capacity.
     pub conn_map_entries: u64,
     pub conn_map_capacity: u64,
+    /// Inbound connections the probe did not follow from their first byte, summed over the
+    /// listed processes (`unfollowed_connections` of each; set by the tracker, not the kernel).
+    pub unfollowed_connections: u64,
 }
 
 /// Run count and time of one probe program. Both stay 0 unless `kernel.bpf_stats_enabled=1`.

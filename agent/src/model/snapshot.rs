@@ -68,6 +68,10 @@ pub struct ProcessSnapshot {
     /// Inbound TCP connections that were already open when the probe attached and are still
     /// open. They are not followed (their handshake was never seen) and not in any count below.
     pub preexisting_connections: u64,
+    /// Inbound TCP connections the probe did not follow from their first byte, since it
+    /// attached (cumulative: they stay counted after they close): those open before the attach
+    /// and those accepted while it was attaching. None of their traffic is in any count below.
+    pub unfollowed_connections: u64,
     /// TCP connections accepted since the probe attached, and those that were not WebSocket.
     pub tcp_accepted: u64,
     pub not_websocket: u64,

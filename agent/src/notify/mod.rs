@@ -37,7 +37,6 @@ use serde::Serialize;
 
 use crate::alert::{state::rfc3339, Alert, Transition};
 
-#[allow(unused_imports)]
 pub use config::{ChannelConfig, ChannelKind, NotifyConfig, RouteConfig};
 pub use pace::BreakerState;
 

@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 pub struct ProbeConfig {
     /// bpffs directory where maps and links are pinned, so a restart keeps counting.
     pub pin_path: PathBuf,
+    /// Leave the probe attached and counting when the agent stops cleanly, so the next start
+    /// resumes its counts (upgrades). Default false: a clean stop detaches (`wsguard run
+    /// --keep-probe` and SIGUSR2 keep it for one stop).
+    pub keep_on_stop: bool,
     /// Connections followed at once (accepted, not yet classified, and WebSocket).
     pub max_connections: u32,
     /// Processes with counters at once.
@@ -27,6 +31,7 @@ impl Default for ProbeConfig {
     fn default() -> Self {
         Self {
             pin_path: PathBuf::from("/sys/fs/bpf/wsguard"),
+            keep_on_stop: false,
             max_connections: 65536,
             max_processes: 8192,
             ring_buffer_bytes: 1 << 20,

@@ -90,6 +90,7 @@ impl Reader {
             close_code_map_full: sum(global::CLOSE_CODE_MAP_FULL)?,
             conn_map_entries: 0,
             conn_map_capacity: conn_capacity as u64,
+            unfollowed_connections: 0,
         };
         Ok(r)
     }
@@ -171,6 +172,12 @@ pub fn forget(ebpf: &mut Ebpf, tgid: u32) -> anyhow::Result<()> {
 }
 
 /// One process's counters, read now.
+/// The probe has a connection-map entry for `(tgid, fd)` (it saw the accept; the entry lasts
+/// until the close, or until the connection turned out not to be WebSocket).
+pub fn conn_tracked(ebpf: &Ebpf, tgid: u32, fd: u32) -> bool {
+    hash_map::<ConnKey, ConnState>(ebpf, names::CONNS).is_ok_and(|m| m.get(&ConnKey { tgid, fd }, 0).is_ok())
+}
+
 pub fn read_proc(ebpf: &Ebpf, tgid: u32) -> anyhow::Result<ProcStats> {
     Ok(sum(&per_cpu_procs(ebpf)?.get(&tgid, 0)?))
 }

@@ -363,6 +363,32 @@ impl RemediationConfig {
     pub fn action(&self, name: &str) -> Option<&ActionConfig> {
         self.actions.iter().find(|a| a.name == name)
     }
+
+    /// The capabilities the configured actions use when they really act (dry runs and a
+    /// disabled `[remediation]` need none): the agent keeps these after attaching and drops the
+    /// rest (`privs.rs`); the unit and DaemonSet grant them only in their remediation overlay.
+    pub fn capabilities(&self) -> Vec<caps::Capability> {
+        use caps::Capability as C;
+        let mut out = Vec::new();
+        if !self.enabled || self.dry_run {
+            return out;
+        }
+        for a in self.actions.iter().filter(|a| !a.dry_run) {
+            let need: &[C] = match a.kind {
+                ActionType::CloseConnections => &[C::CAP_NET_ADMIN],
+                ActionType::Signal => &[C::CAP_KILL],
+                ActionType::RaiseFdLimit => &[C::CAP_SYS_RESOURCE],
+                ActionType::Exec if a.user.as_deref() != Some("root") => &[C::CAP_SETUID, C::CAP_SETGID],
+                ActionType::Exec | ActionType::Http | ActionType::RestartUnit => &[],
+            };
+            for c in need {
+                if !out.contains(c) {
+                    out.push(*c);
+                }
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]

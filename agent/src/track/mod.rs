@@ -20,6 +20,7 @@ use procfs::process::Process;
 
 use crate::util::procinfo::{self, Identity};
 use crate::{
+    model::probe::ProbeHealth,
     model::snapshot::{AgentInfo, Latencies, ProbeInfo, ProcessSnapshot, Quantiles, Rates, Snapshot, WebSocketStats},
     probe::{maps, Probe},
 };
@@ -40,6 +41,10 @@ const PREEXISTING_FILE: &str = "preexisting.json";
 struct Preexisting {
     start_time: u64,
     inodes: HashSet<u64>,
+    /// How many there were at attach (`inodes` is the same set; kept as a number so a record
+    /// saved by an older agent, which lacks it, reads as 0 rather than guessing).
+    #[serde(default)]
+    at_attach: u64,
 }
 
 struct Known {
@@ -103,7 +108,8 @@ impl Tracker {
                     .into_iter()
                     .filter_map(|(pid, inodes)| {
                         let id = procinfo::identity(pid)?;
-                        Some((pid, Preexisting { start_time: id.start_time, inodes }))
+                        let at_attach = inodes.len() as u64;
+                        Some((pid, Preexisting { start_time: id.start_time, inodes, at_attach }))
                     })
                     .collect();
                 match serde_json::to_vec(&found) {
@@ -280,6 +286,10 @@ impl Tracker {
                 }
                 _ => 0,
             };
+            let unfollowed = match self.preexisting.get(&tgid) {
+                Some(p) if p.start_time == id.start_time => p.at_attach,
+                _ => 0,
+            };
             let latency = reading.hists.get(&tgid).map(|h| Latencies {
                 handshake: Quantiles::from_hist(&h.h[which::HANDSHAKE]),
                 ping_rtt: Quantiles::from_hist(&h.h[which::PING_RTT]),
@@ -294,6 +304,7 @@ impl Tracker {
                 listening_ports: ports,
                 exited,
                 preexisting_connections: pre,
+                unfollowed_connections: unfollowed,
                 tcp_accepted: stats.accepted,
                 not_websocket: stats.not_websocket,
                 websocket: ws,
@@ -336,11 +347,12 @@ impl Tracker {
                 cmdline: id.cmdline.join(" "),
                 listening_ports: listening_ports(inodes.iter(), table),
                 preexisting_connections: open,
+                unfollowed_connections: pre.at_attach,
                 kubernetes: crate::track::k8s::pod_of(resources.as_ref()),
                 resources,
                 ..Default::default()
             };
-            if open > 0 && self.selected_by_filter(&ps) {
+            if (open > 0 || pre.at_attach > 0) && self.selected_by_filter(&ps) {
                 processes.push(ps);
             }
         }
@@ -372,7 +384,10 @@ impl Tracker {
                 resumed: probe.resumed,
                 pin_path: probe.pin_path.display().to_string(),
                 events_received,
-                health: reading.health,
+                health: ProbeHealth {
+                    unfollowed_connections: processes.iter().map(|p| p.unfollowed_connections).sum(),
+                    ..reading.health
+                },
                 bpf_stats_enabled: std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|s| s.trim() == "1"),
                 programs: probe.program_stats(),
             },

@@ -62,25 +62,41 @@ pub fn tcp_sockets() -> HashMap<u64, (TcpState, u16)> {
 /// port is one the same process listens on. Used to report connections that existed before the
 /// probe attached (they are not followed: their handshake was never seen).
 pub fn inbound_connections() -> HashMap<u32, HashSet<u64>> {
+    inbound_connection_fds().into_iter().map(|(pid, m)| (pid, m.into_keys().collect())).collect()
+}
+
+/// Like [`inbound_connections`], with the fd each connection is held at: inode → fd.
+pub fn inbound_connection_fds() -> HashMap<u32, HashMap<u64, u32>> {
     let sockets = tcp_sockets();
     let mut out = HashMap::new();
     let Ok(all) = procfs::process::all_processes() else { return out };
     for p in all.filter_map(Result::ok) {
-        let inodes = socket_inodes(p.pid as u32);
+        let fds = socket_fds(&p);
         let listening: HashSet<u16> =
-            inodes.iter().filter_map(|i| sockets.get(i)).filter(|(s, _)| *s == TcpState::Listen).map(|(_, port)| *port).collect();
+            fds.keys().filter_map(|i| sockets.get(i)).filter(|(s, _)| *s == TcpState::Listen).map(|(_, port)| *port).collect();
         if listening.is_empty() {
             continue;
         }
-        let inbound: HashSet<u64> = inodes
+        let inbound: HashMap<u64, u32> = fds
             .into_iter()
-            .filter(|i| matches!(sockets.get(i), Some((TcpState::Established, port)) if listening.contains(port)))
+            .filter(|(i, _)| matches!(sockets.get(i), Some((TcpState::Established, port)) if listening.contains(port)))
             .collect();
         if !inbound.is_empty() {
             out.insert(p.pid as u32, inbound);
         }
     }
     out
+}
+
+/// Socket inodes a process holds open, each with (one of) the fds it is held at.
+fn socket_fds(p: &Process) -> HashMap<u64, u32> {
+    let Ok(fds) = p.fd() else { return HashMap::new() };
+    fds.filter_map(Result::ok)
+        .filter_map(|fd| match fd.target {
+            FDTarget::Socket(inode) => Some((inode, fd.fd as u32)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Processes holding a listening TCP socket.

@@ -103,6 +103,50 @@ fn wsguard_progs_now(pin_path: &Path) -> Option<(u64, u64)> {
     Some((enter?, exit?))
 }
 
+/// wsguard probes attached or pinned anywhere but at `own_pin` (the bench's own, which it
+/// detaches itself): programs named `wsg_*` in `bpftool prog show` that are not the bench's, and
+/// pin directories `/sys/fs/bpf/wsguard*`. Each line names one and how to detach it.
+pub fn other_wsguard_probes(own_pin: &Path) -> Vec<String> {
+    let own = own_pin.to_string_lossy().to_string();
+    let mut out = Vec::new();
+    let mut pins: Vec<String> = std::fs::read_dir("/sys/fs/bpf")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().to_string_lossy().to_string())
+        .filter(|p| p.starts_with("/sys/fs/bpf/wsguard") && *p != own)
+        .collect();
+    pins.sort();
+    for p in &pins {
+        out.push(format!(
+            "pinned probe {p}: `wsguard detach -c <the config whose probe.pin_path is {p}>` (or `rm -r {p}` once its agent stopped)"
+        ));
+    }
+    let own_ids: Vec<u64> = own_links(&own);
+    for (id, (_, name, _)) in progs() {
+        if name.starts_with("wsg_") && !own_ids.contains(&id) {
+            out.push(format!(
+                "program {id} ({name}) is loaded: stop the agent that holds it and detach its probe (`wsguard detach -c <its config>`)"
+            ));
+        }
+    }
+    out
+}
+
+/// Program ids behind links pinned under `pin`.
+fn own_links(pin: &str) -> Vec<u64> {
+    let Some(text) = util::output(util::cmd("bpftool", ["-j", "-f", "link", "show"])) else {
+        return Vec::new();
+    };
+    let Ok(Value::Array(list)) = serde_json::from_str::<Value>(&text) else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter(|l| l["pinned"].as_array().is_some_and(|a| a.iter().any(|p| p.as_str().is_some_and(|p| p.starts_with(pin)))))
+        .filter_map(|l| l["prog_id"].as_u64())
+        .collect()
+}
+
 /// Other programs on the syscall hooks (they tax every run, off or on), for the record.
 pub fn foreign_syscall_hooks(pin_path: &Path) -> Vec<String> {
     let pin = pin_path.to_string_lossy().to_string();

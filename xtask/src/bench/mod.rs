@@ -179,6 +179,9 @@ pub struct Ctx {
     pub nofile: u64,
     /// `--compare`: the other agent binary (variant `base`).
     pub base_bin: Option<PathBuf>,
+    /// The config of variant `syscall` (`[probe] mode = "syscall"`: the raw-tracepoint fallback
+    /// forced), when the agent has that key; variant `on` runs the config's default mode.
+    pub syscall_cfg: Option<PathBuf>,
 }
 
 impl Ctx {
@@ -191,8 +194,13 @@ impl Ctx {
     }
 
     pub fn start_agent_bin(&self, bin: &std::path::Path) -> Result<procs::Proc> {
-        procs::detach(bin, &self.cfg);
-        let a = procs::start_agent(bin, &self.cfg, self.api, &self.work.join("agent.log"))?;
+        self.start_agent_with(bin, &self.cfg)
+    }
+
+    /// Like `start_agent_bin`, with config `cfg` (same pin path and API).
+    pub fn start_agent_with(&self, bin: &std::path::Path, cfg: &std::path::Path) -> Result<procs::Proc> {
+        procs::detach(bin, cfg);
+        let a = procs::start_agent(bin, cfg, self.api, &self.work.join("agent.log"))?;
         // The API binds before the probe attaches: wait for the pinned links.
         bpf::wsguard_progs(&self.pin_path);
         Ok(a)
@@ -281,12 +289,34 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             work.join("state").display()
         ),
     )?;
+    // The probe-mode dimension: a second agent config forcing the syscall fallback, if this
+    // agent knows `[probe] mode` (`wsguard config check` accepts it).
+    let syscall_cfg = work.join("bench-syscall.toml");
+    std::fs::write(&syscall_cfg, std::fs::read_to_string(&cfg)? + "mode = \"syscall\"\n")?;
+    let syscall_cfg = std::process::Command::new(&bin)
+        .args(["config", "check", "--config"])
+        .arg(&syscall_cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|st| st.success())
+        .then_some(syscall_cfg);
+    if syscall_cfg.is_none() {
+        println!("    this agent has no [probe] mode key: no `syscall` row (variant `on` is its only probe)");
+    }
     sys::catch_interrupts();
     // The load generator gets CPU 1, the server CPU 0.
     let nofile = procs::raise_nofile(200_000);
     procs::pin_self(1);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
 
+    // A leftover probe (a demo's, a test's) would make "agent off" not off: refuse, naming it.
+    // Our own pin from an earlier bench is detached first.
+    procs::detach(&bin, &cfg);
+    let others = bpf::other_wsguard_probes(std::path::Path::new(PIN_PATH));
+    if !others.is_empty() {
+        bail!("another wsguard probe is attached, so \"off\" runs would not be off; detach it first:\n  {}", others.join("\n  "));
+    }
     let machine = machine_info();
     let foreign = bpf::foreign_syscall_hooks(std::path::Path::new(PIN_PATH));
     if !foreign.is_empty() {
@@ -312,6 +342,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         servers_dir: servers.clone(),
         nofile,
         base_bin,
+        syscall_cfg,
     };
     procs::detach(&ctx.bin, &ctx.cfg);
     let stats_was = bpf::stats_enabled();

@@ -22,6 +22,9 @@ pub enum Variant {
     On,
     /// The `--compare` binary.
     Base,
+    /// This build with `[probe] mode = "syscall"` (the fallback probe), next to `on` (the
+    /// config's default mode).
+    Syscall,
     Bpftrace,
     Nginx,
 }
@@ -32,6 +35,7 @@ impl Variant {
             Variant::Off => "off",
             Variant::On => "on",
             Variant::Base => "base",
+            Variant::Syscall => "syscall",
             Variant::Bpftrace => "bpftrace",
             Variant::Nginx => "nginx",
         }
@@ -52,6 +56,9 @@ struct Sample {
 pub fn fixed_rate(ctx: &mut Ctx) -> Result<Value> {
     let mut variants = vec![Variant::Off, Variant::On];
     let compare = ctx.base_bin.is_some();
+    if ctx.syscall_cfg.is_some() && !compare {
+        variants.push(Variant::Syscall);
+    }
     if compare {
         // An A/B of two builds: the peers are left out.
         variants.push(Variant::Base);
@@ -160,8 +167,11 @@ fn one_run(ctx: &mut Ctx, v: Variant, run: usize, nginx: Option<(u16, u32)>) -> 
     let mut prog_ids = Vec::new();
     match v {
         Variant::Off => {}
-        Variant::On | Variant::Base => {
-            let a = ctx.start_agent_bin(ctx.agent_bin(v.name()))?;
+        Variant::On | Variant::Base | Variant::Syscall => {
+            let a = match (v, &ctx.syscall_cfg) {
+                (Variant::Syscall, Some(cfg)) => ctx.start_agent_with(&ctx.bin, cfg)?,
+                _ => ctx.start_agent_bin(ctx.agent_bin(v.name()))?,
+            };
             extra_pids.push(a.pid());
             if let Some((e, x)) = bpf::wsguard_progs(&ctx.pin_path) {
                 prog_ids = vec![e, x];
@@ -209,7 +219,7 @@ fn one_run(ctx: &mut Ctx, v: Variant, run: usize, nginx: Option<(u16, u32)>) -> 
     let result = ctx.rt.block_on(load::open_loop(target, s.conns, s.rate, &marks, sampler));
     // Tear the variant down whatever happened.
     match (v, extra) {
-        (Variant::On | Variant::Base, Some(a)) => procs::stop_agent(a, &ctx.bin, &ctx.cfg),
+        (Variant::On | Variant::Base | Variant::Syscall, Some(a)) => procs::stop_agent(a, &ctx.bin, &ctx.cfg),
         (_, Some(mut p)) => p.stop(Duration::from_secs(5)),
         _ => {}
     }
@@ -271,6 +281,8 @@ pub fn saturated(ctx: &mut Ctx) -> Result<Value> {
     let mut variants = vec![Variant::Off, Variant::On];
     if ctx.base_bin.is_some() {
         variants.push(Variant::Base);
+    } else if ctx.syscall_cfg.is_some() {
+        variants.push(Variant::Syscall);
     }
     for run in 0..s.runs {
         for &v in &variants {
@@ -279,6 +291,7 @@ pub fn saturated(ctx: &mut Ctx) -> Result<Value> {
             }
             let agent = match v {
                 Variant::Off => None,
+                Variant::Syscall => Some(ctx.start_agent_with(&ctx.bin, ctx.syscall_cfg.as_ref().context("no syscall config")?)?),
                 _ => Some(ctx.start_agent_bin(ctx.agent_bin(v.name()))?),
             };
             let r = ctx.rt.block_on(load::saturate(target, s.sat_conns, s.sat_depth, s.warm, s.sat_measure));
@@ -293,13 +306,15 @@ pub fn saturated(ctx: &mut Ctx) -> Result<Value> {
     let off = med_of(&runs, "off", "msgs_per_s");
     let on = med_of(&runs, "on", "msgs_per_s");
     let base = med_of(&runs, "base", "msgs_per_s");
+    let syscall = med_of(&runs, "syscall", "msgs_per_s");
     Ok(json!({
         "connections": s.sat_conns,
         "in_flight_per_connection": s.sat_depth,
         "window_s": s.sat_measure.as_secs_f64(),
         "runs": runs,
-        "medians": {"off": off, "on": on, "base": base},
+        "medians": {"off": off, "on": on, "base": base, "syscall": syscall},
         "ratio_on_off": ratio(on, off),
+        "ratio_syscall_off": ratio(syscall, off),
         "ratio_base_off": ratio(base, off),
     }))
 }

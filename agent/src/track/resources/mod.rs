@@ -3,7 +3,6 @@
 //! conntrack). Read from /proc and /sys with the procfs crate; the text formats procfs does not
 //! cover are parsed by small pure functions tested on fixtures. Rates (CPU) and deltas (listen
 //! overflows) need the previous sample, which [`Sampler`] keeps. Field reference: docs/resources.md.
-#![allow(dead_code)]
 
 pub mod host;
 pub mod process;
