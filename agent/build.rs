@@ -24,6 +24,7 @@ fn main() -> anyhow::Result<()> {
         println!("cargo:warning=wsguard: building WITHOUT the eBPF probe: {why}");
         println!("cargo:rustc-cfg=wsguard_placeholder_probe");
         fs::write(&object, b"")?;
+        fs::write(out.join("wsguard-sock"), b"")?;
         return Ok(());
     }
     // The Debian toolchain is a stable rustc: `-Z build-std=core` and the probe's

@@ -20,6 +20,23 @@ pub mod phase {
     pub const UPGRADE_REQUESTED: u8 = 1;
     /// `HTTP/1.1 101` was written: a WebSocket connection.
     pub const WEBSOCKET: u8 = 2;
+    /// No longer followed (not WebSocket, failed handshake, or ended). Socket mode only: the
+    /// state stays in the socket's storage until the kernel frees the socket; the syscall mode
+    /// deletes its map entry instead, so userspace never reads this phase there.
+    pub const DONE: u8 = 3;
+}
+
+/// Socket mode: set in [`ConnState::fd`] once the connection moved bytes the probe could not
+/// read as a buffer (counted in `ProcStats::unparsed_*`).
+pub const FD_UNPARSED: u32 = 1 << 31;
+
+/// Socket mode: one record of the probe's socket iterator (`wsg_sock_iter`), as userspace reads
+/// it: the socket cookie (joins `sock_diag`), then the connection's state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SockRecord {
+    pub cookie: u64,
+    pub state: ConnState,
 }
 
 /// Data-frame counters of one direction: what a data syscall updates (in its hot line).
@@ -66,7 +83,9 @@ pub struct ConnState {
     pub close_rx_seen: u8,
     /// The process sent a close frame.
     pub close_tx_seen: u8,
-    pub _pad0: [u8; 4],
+    /// Socket mode: the process that last read or wrote the socket (0 = none yet). Its frames
+    /// and its close count for that process. Unused (0) in the syscall mode (the map key has it).
+    pub tgid: u32,
     // --- line 1: received direction ---
     pub rx: FrameHot,
     pub last_rx_ns: u64,
@@ -89,7 +108,9 @@ pub struct ConnState {
     /// Last close code received / sent (0 = none yet; 1005 = close frame without a code).
     pub close_rx: u16,
     pub close_tx: u16,
-    pub _pad1: u32,
+    /// Socket mode: the fd of the last read or write that named one (a syscall argument), for
+    /// the per-connection view; [`FD_UNPARSED`] in the top bit. 0 in the syscall mode.
+    pub fd: u32,
     /// Last ping round-trip time seen, and how many were seen.
     pub rtt_last_ns: u64,
     pub rtt_count: u64,

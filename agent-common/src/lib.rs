@@ -31,6 +31,13 @@ pub mod names {
     pub const LAYOUT: &str = "WSG_LAYOUT";
     pub const PROG_ENTER: &str = "wsg_sys_enter";
     pub const PROG_EXIT: &str = "wsg_sys_exit";
+    /// Socket mode (a second eBPF object, `wsguard-sock`).
+    pub const SK: &str = "WSG_SK";
+    pub const PROG_SOCK_OPS: &str = "wsg_sock_ops";
+    pub const PROG_RECV: &str = "wsg_sock_recv";
+    pub const PROG_SEND: &str = "wsg_sock_send";
+    pub const PROG_END: &str = "wsg_sock_end";
+    pub const PROG_ITER: &str = "wsg_sock_iter";
 }
 
 /// Largest pid the watched-process bitmap covers (Linux's `PID_MAX_LIMIT`, 2^22).
@@ -54,4 +61,5 @@ pub fn fd_bit(tgid: u32, fd: u32) -> u32 {
 /// line (split counters, partial headers apart). 4: payload bytes counted as they pass, not as
 /// declared (`ConnState::rx_owed_from`/`tx_owed_from`); a probe of version 3 left running would
 /// keep counting declared lengths.
-pub const LAYOUT_VERSION: u32 = 4;
+/// 5: ProcStats gained the unparsed counters; ConnState's padding became `tgid` and `fd`.
+pub const LAYOUT_VERSION: u32 = 5;

@@ -34,6 +34,11 @@ pub struct ProcStats {
     pub response_count: u64,
     pub rx: DirCounters,
     pub tx: DirCounters,
+    /// Socket mode: connections that moved bytes the probe could not read as a buffer
+    /// (io_uring, io-wq workers, splice/sendfile, recvmmsg/sendmmsg), and those bytes. Their
+    /// frames are not counted (a WebSocket among them is also counted out of sync).
+    pub unparsed_conns: u64,
+    pub unparsed_bytes: u64,
 }
 
 /// Key of the close-code map: how often a process received or sent each close code.
@@ -60,6 +65,11 @@ pub mod global {
     pub const READ_FAULTS: u32 = 4;
     /// Close-code counts lost because the close-code map was full.
     pub const CLOSE_CODE_MAP_FULL: u32 = 5;
+    /// Socket mode: inbound connections whose per-socket state could not be created (memory).
+    pub const SK_STORAGE_FULL: u32 = 6;
+    /// Socket mode: connections that ended before any process read or wrote them (no process
+    /// to count them for).
+    pub const ENDED_UNATTRIBUTED: u32 = 7;
     pub const COUNT: u32 = 8;
 }
 
@@ -81,5 +91,7 @@ impl ProcStats {
         self.response_count += o.response_count;
         self.rx.add(&o.rx);
         self.tx.add(&o.tx);
+        self.unparsed_conns += o.unparsed_conns;
+        self.unparsed_bytes += o.unparsed_bytes;
     }
 }

@@ -1,16 +1,10 @@
-//! Connection lifecycle: accept → classify (upgrade request, `101`) → count frames → close.
+//! Connection lifecycle shared by both probe modes: classify (upgrade request, `101`) → count
+//! frames → end. Where the state lives (a `(tgid, fd)` hash in `syscall.rs`, the socket's own
+//! storage in `sock.rs`) is the caller's business: these functions get the state itself.
 //! Per-process totals are updated as bytes are seen (per-CPU copies, see `WSG_PROCS`), so they
 //! are always exact and never depend on the ring buffer.
-//!
-//! Cost model of the exit hook, cheapest first: a process that never called `accept` stops at the
-//! watched-tgid bitmap; a watched process's other syscalls at one `pt_regs` read; a data syscall
-//! on an fd that was never accepted at the (tgid, fd) bitmap; only a possibly tracked fd does the
-//! connection hash lookup, the frame walk and one process-record lookup.
 
-use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
-    programs::RawTracePointContext,
-};
+use aya_ebpf::helpers::bpf_ktime_get_ns;
 use wsguard_common::{
     conn::{add_counts, owed, phase, skip_payload, take_owed, ConnKey, ConnState},
     event::kind,
@@ -22,197 +16,48 @@ use crate::{
     atomic,
     copy::{frame_in, frame_out},
     handshake, maps,
-    maps::{bump, WSG_CLOSE_CODES, WSG_CONNS, WSG_FDBITS, WSG_INIT_CONN, WSG_WATCHED},
+    maps::{bump, WSG_CLOSE_CODES},
     record::{emit, proc_stats, Dir},
-    regs,
     walk::{self, mode, saw, verdict, Walk},
 };
 
-const MSG_PEEK: u64 = 2;
 const BPF_NOEXIST: u64 = 1;
 
-pub fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
-    let nr: i64 = ctx.arg(1);
-    if nr != regs::CLOSE && nr != regs::ACCEPT && nr != regs::ACCEPT4 {
-        return Ok(());
-    }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if nr != regs::CLOSE {
-        watch(tgid);
-        return Ok(());
-    }
-    if !watched(tgid) {
-        return Ok(());
-    }
-    // Handled at entry: the fd is still ours here; at exit it may already be reused.
-    let fd = regs::arg(ctx.arg(0), 0)? as u32;
-    if fd_maybe_tracked(tgid, fd) {
-        on_close(ConnKey { tgid, fd });
-    }
-    Ok(())
-}
-
-/// The part every syscall of every process runs: kept tiny (no stack frame to speak of); the
-/// rest is a separate function, entered only by watched processes.
-#[inline(always)]
-pub fn try_sys_exit(ctx: &RawTracePointContext) {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if !watched(tgid) {
-        return;
-    }
-    let ret: i64 = ctx.arg(1);
-    if ret <= 0 {
-        return;
-    }
-    let _ = exit_watched(ctx.arg(0), tgid, ret);
-}
-
+/// Count the end of a followed connection for process `key.tgid`: a WebSocket closed (abnormally
+/// when no close frame was received), a handshake that never got its answer, or a connection
+/// that never turned out to be WebSocket. The caller then forgets the state.
 #[inline(never)]
-fn exit_watched(r: *const u8, tgid: u32, ret: i64) -> Result<(), i64> {
-    let sc = regs::syscall(r)?;
-    // (direction, flat buffer, iovec array, iovec count)
-    let (dir, buf, iov, cnt) = match sc.nr {
-        regs::ACCEPT | regs::ACCEPT4 => {
-            on_accept(tgid, ret as u32);
-            return Ok(());
-        }
-        regs::READ => (Dir::Rx, sc.a1, 0, 0),
-        regs::WRITE | regs::SENDTO => (Dir::Tx, sc.a1, 0, 0),
-        regs::RECVFROM => (Dir::Rx, sc.a1, 0, 0),
-        regs::READV => (Dir::Rx, 0, sc.a1, sc.a2),
-        regs::WRITEV => (Dir::Tx, 0, sc.a1, sc.a2),
-        regs::RECVMSG | regs::SENDMSG => (if sc.nr == regs::RECVMSG { Dir::Rx } else { Dir::Tx }, 0, 0, 0),
-        _ => return Ok(()),
-    };
-    let fd = sc.a0 as u32;
-    if !fd_maybe_tracked(tgid, fd) {
-        return Ok(());
-    }
-    let (iov, cnt) = match sc.nr {
-        regs::RECVFROM => {
-            if regs::arg(r, 3)? & MSG_PEEK != 0 {
-                return Ok(());
+pub(crate) fn end(key: &ConnKey, c: &ConnState) {
+    let Some(p) = proc_stats(key.tgid) else { return };
+    match c.phase {
+        phase::WEBSOCKET => {
+            let abnormal = c.close_rx_seen == 0 && c.out_of_sync == 0;
+            // Payload skipped since the last walk (a frame in flight, or one that ended on a
+            // payload-only syscall) reaches the process now.
+            p.rx.payload(owed(&c.rx, &c.rx_data, &c.rx_owed_from));
+            p.tx.payload(owed(&c.tx, &c.tx_data, &c.tx_owed_from));
+            p.closed += 1;
+            if abnormal {
+                p.abnormal_closes += 1;
             }
-            (iov, cnt)
+            // SAFETY: helper without preconditions.
+            let age = unsafe { bpf_ktime_get_ns() }.saturating_sub(c.upgraded_ns);
+            emit(kind::CLOSED, key, c, age, 0, abnormal as u8);
         }
-        regs::RECVMSG | regs::SENDMSG => {
-            if sc.nr == regs::RECVMSG && sc.a2 & MSG_PEEK != 0 {
-                return Ok(());
-            }
-            // struct user_msghdr: msg_iov at 16, msg_iovlen at 24.
-            // SAFETY: user pointers read through the helper.
-            let iov: u64 = unsafe { bpf_probe_read_user((sc.a1 + 16) as *const u64) }.map_err(|e| e as i64)?;
-            let cnt: u64 = unsafe { bpf_probe_read_user((sc.a1 + 24) as *const u64) }.map_err(|e| e as i64)?;
-            (iov, cnt)
+        phase::UPGRADE_REQUESTED => {
+            p.handshakes_failed += 1;
+            emit(kind::HANDSHAKE_FAILED, key, c, 0, 0, 0);
         }
-        _ => (iov, cnt),
-    };
-    on_data(ConnKey { tgid, fd }, dir, buf, iov, cnt, ret as u64);
-    Ok(())
+        phase::DONE => {}
+        _ => p.not_websocket += 1,
+    }
 }
 
+/// The `len` bytes one read or write moved on a followed connection (a flat buffer, or `cnt`
+/// iovecs at `iov`), counted for process `key.tgid`.
 #[inline(always)]
-fn watched(tgid: u32) -> bool {
-    match WSG_WATCHED.get(tgid >> 6) {
-        Some(w) => *w & (1u64 << (tgid & 63)) != 0,
-        None => false,
-    }
-}
-
-#[inline(always)]
-fn watch(tgid: u32) {
-    if watched(tgid) {
-        return;
-    }
-    if let Some(w) = WSG_WATCHED.get_ptr_mut(tgid >> 6) {
-        // Atomic: 64 tgids share a word.
-        atomic::or(w, 1u64 << (tgid & 63));
-    }
-}
-
-/// False when (tgid, fd) was never an accepted connection (see `WSG_FDBITS`).
-#[inline(always)]
-fn fd_maybe_tracked(tgid: u32, fd: u32) -> bool {
-    let bit = wsguard_common::fd_bit(tgid, fd);
-    match WSG_FDBITS.get(bit >> 6) {
-        Some(w) => *w & (1u64 << (bit & 63)) != 0,
-        None => true,
-    }
-}
-
-#[inline(always)]
-fn mark_fd(tgid: u32, fd: u32) {
-    let bit = wsguard_common::fd_bit(tgid, fd);
-    if let Some(w) = WSG_FDBITS.get_ptr_mut(bit >> 6) {
-        // SAFETY: map value, valid while the program runs.
-        if unsafe { *w } & (1u64 << (bit & 63)) == 0 {
-            atomic::or(w, 1u64 << (bit & 63));
-        }
-    }
-}
-
-fn on_accept(tgid: u32, fd: u32) {
-    let key = ConnKey { tgid, fd };
-    // A tracked entry under a reused fd means its close was not seen (dup2, close_range):
-    // end it first so it is not lost.
-    if fd_maybe_tracked(tgid, fd) {
-        on_close(key);
-    }
-    if let Some(p) = proc_stats(tgid) {
-        p.accepted += 1;
-    }
-    let Some(init) = WSG_INIT_CONN.get_ptr_mut(0) else { return };
-    // SAFETY: per-CPU template; only id and accepted_ns are ever written, the rest stays zero.
-    let init = unsafe { &mut *init };
-    // SAFETY: helpers without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let cpu = unsafe { aya_ebpf::helpers::bpf_get_smp_processor_id() } as u64;
-    init.id = (now << 8) | (cpu & 0xff);
-    init.accepted_ns = now;
-    if WSG_CONNS.insert(&key, init, 0).is_err() {
-        bump(global::CONN_MAP_FULL);
-        return;
-    }
-    mark_fd(tgid, fd);
-}
-
-#[inline(never)]
-fn on_close(key: ConnKey) {
-    let Some(c) = WSG_CONNS.get_ptr_mut(&key) else { return };
-    // SAFETY: map value, valid until removed below.
-    let c = unsafe { &*c };
-    if let Some(p) = proc_stats(key.tgid) {
-        match c.phase {
-            phase::WEBSOCKET => {
-                let abnormal = c.close_rx_seen == 0 && c.out_of_sync == 0;
-                // Payload skipped since the last walk (a frame in flight, or one that ended on a
-                // payload-only syscall) reaches the process now.
-                p.rx.payload(owed(&c.rx, &c.rx_data, &c.rx_owed_from));
-                p.tx.payload(owed(&c.tx, &c.tx_data, &c.tx_owed_from));
-                p.closed += 1;
-                if abnormal {
-                    p.abnormal_closes += 1;
-                }
-                // SAFETY: helper without preconditions.
-                let age = unsafe { bpf_ktime_get_ns() }.saturating_sub(c.upgraded_ns);
-                emit(kind::CLOSED, &key, c, age, 0, abnormal as u8);
-            }
-            phase::UPGRADE_REQUESTED => {
-                p.handshakes_failed += 1;
-                emit(kind::HANDSHAKE_FAILED, &key, c, 0, 0, 0);
-            }
-            _ => p.not_websocket += 1,
-        }
-    }
-    let _ = WSG_CONNS.remove(&key);
-}
-
-#[inline(always)]
-fn on_data(key: ConnKey, dir: Dir, buf: u64, iov: u64, cnt: u64, len: u64) {
-    let Some(c) = WSG_CONNS.get_ptr_mut(&key) else { return };
-    // SAFETY: map value; only the thread doing this syscall on this fd writes this direction.
-    let c = unsafe { &mut *c };
-    if c.out_of_sync != 0 {
+pub(crate) fn on_data(key: ConnKey, c: &mut ConnState, dir: Dir, buf: u64, iov: u64, cnt: u64, len: u64) {
+    if c.out_of_sync != 0 || c.phase == phase::DONE {
         return;
     }
     let Some(w) = walk::begin(buf, iov, cnt, len) else { return };

@@ -17,19 +17,20 @@ mod lifecycle;
 mod maps;
 mod record;
 mod regs;
+mod syscall;
 mod walk;
 
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn wsg_sys_enter(ctx: RawTracePointContext) -> u32 {
-    let _ = lifecycle::try_sys_enter(&ctx);
+    let _ = syscall::try_sys_enter(&ctx);
     0
 }
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn wsg_sys_exit(ctx: RawTracePointContext) -> u32 {
-    lifecycle::try_sys_exit(&ctx);
+    syscall::try_sys_exit(&ctx);
     0
 }
 

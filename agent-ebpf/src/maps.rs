@@ -1,6 +1,7 @@
-//! The probe's maps. Sizes here are defaults; the agent sets them from config before loading.
-//! Connection and process maps are plain hash maps, not LRU: a full map is counted
-//! (`global::CONN_MAP_FULL`), never a silent eviction of a live connection's counts.
+//! The maps both probe modes share (process records, close codes, histograms, events, health).
+//! Sizes here are defaults; the agent sets them from config before loading. Process maps are
+//! plain hash maps, not LRU: a full map is counted (`global::PROC_MAP_FULL`), never a silent
+//! eviction. Each mode keeps its connection state in its own module (`syscall.rs`, `sock.rs`).
 
 use aya_ebpf::{
     macros::map,
@@ -8,14 +9,10 @@ use aya_ebpf::{
 };
 use wsguard_common::{
     clientkey::KeyConfig,
-    conn::{ConnKey, ConnState},
+    conn::ConnState,
     hist::Hists,
     stats::{global, CloseCodeKey, ProcStats},
-    FD_BITS, WATCHED_WORDS,
 };
-
-#[map]
-pub static WSG_CONNS: HashMap<ConnKey, ConnState> = HashMap::with_max_entries(65536, 0);
 
 /// Per-process counters, one copy per CPU: the data path adds to this CPU's copy with plain
 /// (non-atomic) adds and no cache line moves between CPUs; userspace sums the copies.
@@ -24,18 +21,6 @@ pub static WSG_PROCS: PerCpuHashMap<u32, ProcStats> = PerCpuHashMap::with_max_en
 
 #[map]
 pub static WSG_CLOSE_CODES: HashMap<CloseCodeKey, u64> = HashMap::with_max_entries(16384, 0);
-
-/// One bit per tgid: set when the process calls `accept` (or, at attach, listens already). Never
-/// cleared: a stale bit only costs a reused pid one cheap map miss per syscall.
-#[map]
-pub static WSG_WATCHED: Array<u64> = Array::with_max_entries(WATCHED_WORDS, 0);
-
-/// One bit per hash of (tgid, fd), set when the process accepts a connection on that fd: a data
-/// syscall or `close` on an fd whose bit is clear cannot be a tracked connection, so it costs an
-/// array lookup instead of a hash lookup (a server's files, pipes, eventfds, outbound sockets).
-/// Never cleared (two connections may share a bit); a stale bit costs what no filter would.
-#[map]
-pub static WSG_FDBITS: Array<u64> = Array::with_max_entries(FD_BITS / 64, 0);
 
 #[map]
 pub static WSG_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);

@@ -1,16 +1,16 @@
 //! What the kernel side records outside the counters of one walk: the per-CPU process record,
 //! lifecycle events on the ring buffer, and the end of tracking for a connection that is not
-//! WebSocket. Used by both the syscall lifecycle (`lifecycle.rs`) and the handshake
-//! (`handshake.rs`), so neither imports the other.
+//! WebSocket. Used by the lifecycle both modes share (`lifecycle.rs`), the handshake
+//! (`handshake.rs`) and each mode's hooks (`syscall.rs`, `sock.rs`), so none imports another.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use wsguard_common::{
-    conn::{ConnKey, ConnState},
+    conn::{phase, ConnKey, ConnState},
     event::{kind, Event},
     stats::{global, ProcStats},
 };
 
-use crate::maps::{bump, WSG_CONNS, WSG_EVENTS, WSG_PROCS, WSG_ZERO_PROC};
+use crate::maps::{bump, WSG_EVENTS, WSG_PROCS, WSG_ZERO_PROC};
 
 const BPF_NOEXIST: u64 = 1;
 
@@ -64,9 +64,11 @@ pub(crate) fn emit(kind: u8, key: &ConnKey, c: &ConnState, value_ns: u64, status
     }
 }
 
-/// Stop following a connection that turned out not to be WebSocket (or failed its handshake).
+/// Stop following a connection that turned out not to be WebSocket (or failed its handshake):
+/// counted, then marked `DONE` (the syscall mode deletes such an entry, see `syscall.rs`; the
+/// socket mode leaves it in the socket's storage, which the kernel frees with the socket).
 #[inline(never)]
-pub(crate) fn drop_conn(key: &ConnKey, failed_status: Option<u16>, c: &ConnState) {
+pub(crate) fn drop_conn(key: &ConnKey, failed_status: Option<u16>, c: &mut ConnState) {
     if let Some(p) = proc_stats(key.tgid) {
         match failed_status {
             Some(status) => {
@@ -76,5 +78,5 @@ pub(crate) fn drop_conn(key: &ConnKey, failed_status: Option<u16>, c: &ConnState
             None => p.not_websocket += 1,
         }
     }
-    let _ = WSG_CONNS.remove(key);
+    c.phase = phase::DONE;
 }

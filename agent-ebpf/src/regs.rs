@@ -4,7 +4,12 @@
 
 use core::{ffi::c_void, mem::MaybeUninit};
 
-use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
+use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_user, generated};
+
+use crate::record::Dir;
+
+/// `recv*` flag: look at the data without consuming it (nothing moved, nothing to count).
+pub const MSG_PEEK: u64 = 2;
 
 #[cfg(not(bpf_target_arch = "aarch64"))]
 mod arch {
@@ -93,4 +98,41 @@ pub fn syscall(regs: *const u8) -> Result<Syscall, i64> {
     }
     let lo = words::<2>(regs, 8)?;
     Ok(Syscall { nr, a0: hi[0], a1: lo[0], a2: lo[1] })
+}
+
+/// The direction of a read or write syscall whose buffers the probe can follow (None for any
+/// other syscall: io_uring_enter, sendfile, splice, recvmmsg/sendmmsg, ...).
+#[inline(always)]
+pub fn data_dir(nr: i64) -> Option<Dir> {
+    match nr {
+        READ | READV | RECVFROM | RECVMSG => Some(Dir::Rx),
+        WRITE | WRITEV | SENDTO | SENDMSG => Some(Dir::Tx),
+        _ => None,
+    }
+}
+
+/// The buffers of a data syscall (see [`data_dir`]): (flat buffer, iovec array, iovec count);
+/// None for a `MSG_PEEK` receive, which moves nothing.
+#[inline(always)]
+pub fn buffers(r: *const u8, sc: &Syscall) -> Result<Option<(u64, u64, u64)>, i64> {
+    Ok(Some(match sc.nr {
+        READ | WRITE | SENDTO => (sc.a1, 0, 0),
+        RECVFROM => {
+            if arg(r, 3)? & MSG_PEEK != 0 {
+                return Ok(None);
+            }
+            (sc.a1, 0, 0)
+        }
+        READV | WRITEV => (0, sc.a1, sc.a2),
+        _ => {
+            // recvmsg/sendmsg. struct user_msghdr: msg_iov at 16, msg_iovlen at 24.
+            if sc.nr == RECVMSG && sc.a2 & MSG_PEEK != 0 {
+                return Ok(None);
+            }
+            // SAFETY: user pointers read through the helper.
+            let iov: u64 = unsafe { bpf_probe_read_user((sc.a1 + 16) as *const u64) }.map_err(|e| e as i64)?;
+            let cnt: u64 = unsafe { bpf_probe_read_user((sc.a1 + 24) as *const u64) }.map_err(|e| e as i64)?;
+            (0, iov, cnt)
+        }
+    }))
 }

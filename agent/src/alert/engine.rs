@@ -160,6 +160,9 @@ impl Engine {
                     continue;
                 }
                 let t = self.alerts.entry(fp).or_insert_with(|| Tracked::new(labels, now, Some(ri)));
+                if inst.forecast.is_some() {
+                    t.alert.forecast = inst.forecast;
+                }
                 step(t, rule, &self.cfg, &self.silences, level, Some(inst.value), now, &mut out);
             }
         }
@@ -328,6 +331,7 @@ fn annotate(t: &mut Tracked, rule: &Rule) {
         value: t.alert.value,
         threshold: rule.threshold(t.level.unwrap_or(sev)),
         severity: sev.as_str(),
+        forecast: t.alert.forecast.as_ref(),
     };
     let a = &rule.annotations;
     let mut out = Labels::new();

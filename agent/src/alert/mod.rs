@@ -7,6 +7,7 @@
 //! the agent (persistence in `store.rs`); notifications and remediation are its sinks.
 
 pub mod engine;
+pub mod replay;
 pub mod rule;
 pub mod select;
 pub mod service;
@@ -15,6 +16,8 @@ pub mod state;
 pub mod store;
 pub mod template;
 
+#[cfg(test)]
+mod forecast_tests;
 #[cfg(test)]
 mod tests;
 

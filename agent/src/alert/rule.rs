@@ -74,6 +74,14 @@ pub enum Metric {
     /// Crisis probability over the horizon (process or host scope), from the forecasts.
     #[serde(rename = "prediction.crisis_probability")]
     CrisisProbability,
+    /// The forecast input of `PredictedFdExhaustion` (per process): 1 when the fd forecast
+    /// (ETA within the horizon AND floor, persisted) holds, 2 at the backstop, else 0.
+    #[serde(rename = "prediction.fd_exhaustion")]
+    PredictionFdExhaustion,
+    /// The forecast input of `PredictedCrisis`, the same way from the crisis probability and
+    /// confidence; in scope `process` it covers the processes and the host (label `scope=host`).
+    #[serde(rename = "prediction.crisis")]
+    PredictionCrisis,
 }
 
 impl Metric {
@@ -104,7 +112,7 @@ impl Metric {
             | ProbeLostEvents
             | ProbeOutOfSync => &[Scope::Host],
             ClientConnections => &[Scope::Process, Scope::Client],
-            CrisisProbability => &[Scope::Process, Scope::Host],
+            CrisisProbability | PredictionCrisis => &[Scope::Process, Scope::Host],
             _ => &[Scope::Process],
         }
     }
@@ -473,6 +481,36 @@ pub fn defaults(profile: Profile, per_client_connections: u64) -> Vec<Rule> {
             "See /api/v1/predictions for the resource and the recommendation.",
         ),
     ];
+    // Forecast rules: the condition (evidence, floor, persistence, backstop) is computed by
+    // predict/ (`[predict]`); the rule fires as soon as it holds.
+    let mut fd = rule(
+        crate::predict::FD_RULE,
+        Process,
+        PredictionFdExhaustion,
+        Ge,
+        None,
+        some(Threshold::At(1.0)),
+        0,
+        "{{ .labels.comm }} (pid {{ .labels.pid }}) holds {{ .forecast.current }} of {{ .forecast.limit }} fds ({{ .forecast.usage }}); ETA to exhaustion {{ .forecast.eta }} ({{ .forecast.eta_low }} to {{ .forecast.eta_high }}) [{{ .forecast.trigger }}]",
+        "Find the connections that are never closed (idle ones first); close idle connections as a stopgap or raise LimitNOFILE to buy time.",
+    );
+    fd.labels.insert("severity".into(), "critical".into());
+    fd.annotations.message = "{{ .forecast.recommendation }}".into();
+    let mut crisis = rule(
+        crate::predict::CRISIS_RULE,
+        Process,
+        PredictionCrisis,
+        Ge,
+        some(Threshold::At(1.0)),
+        None,
+        0,
+        "{{ .forecast.class }} crisis forecast for {{ .forecast.resource }} ({{ .forecast.usage }} of the limit), ETA {{ .forecast.eta }}, p={{ .forecast.probability }}, confidence {{ .forecast.confidence }} [{{ .forecast.trigger }}]",
+        "See the message and /api/v1/predictions for the resource and the recommendation.",
+    );
+    crisis.labels.insert("severity".into(), "warning".into());
+    crisis.annotations.message = "{{ .forecast.recommendation }}".into();
+    rules.push(fd);
+    rules.push(crisis);
     for r in &mut rules {
         if matches!(r.name.as_str(), "ListenQueueOverflow" | "ProbeEventsLost" | "ProbeOutOfSync") {
             r.keep_firing_for = Duration::from_secs(600);

@@ -3,7 +3,7 @@
 
 use crate::{
     model::snapshot::{ProcessSnapshot, Snapshot},
-    predict::Predictions,
+    predict::{Forecast, Predictions},
 };
 
 use super::{
@@ -16,6 +16,8 @@ use super::{
 pub struct Instance {
     pub labels: Labels,
     pub value: f64,
+    /// For `prediction.fd_exhaustion` / `prediction.crisis`: the forecast behind the value.
+    pub forecast: Option<Forecast>,
 }
 
 /// Labels that identify a process: `comm`, `pid`, `listen_port` (sorted, comma-joined).
@@ -44,7 +46,8 @@ pub fn instances(
     preds: Option<&Predictions>,
 ) -> Vec<Instance> {
     use Metric::*;
-    let host = |v: Option<f64>| v.map(|value| vec![Instance { labels: Labels::new(), value }]).unwrap_or_default();
+    let host =
+        |v: Option<f64>| v.map(|value| vec![Instance { labels: Labels::new(), value, forecast: None }]).unwrap_or_default();
     let h = &s.host;
     let ph = prev.map(|p| &p.probe.health);
     match metric {
@@ -79,9 +82,11 @@ pub fn instances(
                     ]
                     .into(),
                     value: pp.crisis.probability,
+                    forecast: None,
                 })
                 .collect();
         }
+        PredictionFdExhaustion | PredictionCrisis => return forecasts(metric, scope, s, preds),
         _ => {}
     }
     let mut out = Vec::new();
@@ -100,7 +105,7 @@ pub fn instances(
                     let mut l = labels.clone();
                     l.insert("client".into(), c.key.clone());
                     l.insert("client_key_source".into(), p.clients.key_source.clone());
-                    out.push(Instance { labels: l, value: c.connections as f64 });
+                    out.push(Instance { labels: l, value: c.connections as f64, forecast: None });
                 }
                 None
             }
@@ -127,7 +132,38 @@ pub fn instances(
             _ => None,
         };
         if let Some(value) = value.filter(|v| v.is_finite()) {
-            out.push(Instance { labels, value });
+            out.push(Instance { labels, value, forecast: None });
+        }
+    }
+    out
+}
+
+/// Forecast rule inputs of the processes still alive (and, for a crisis, of the host).
+fn forecasts(metric: Metric, scope: Scope, s: &Snapshot, preds: Option<&Predictions>) -> Vec<Instance> {
+    let Some(preds) = preds else { return Vec::new() };
+    let rule = match metric {
+        Metric::PredictionFdExhaustion => crate::predict::FD_RULE,
+        _ => crate::predict::CRISIS_RULE,
+    };
+    let pick = |fs: &[Forecast]| fs.iter().find(|f| f.rule == rule).cloned();
+    let mut out = Vec::new();
+    if scope == Scope::Process {
+        for pp in preds.processes.iter().filter(|pp| s.processes.iter().any(|p| p.pid == pp.pid && !p.exited)) {
+            if let Some(f) = pick(&pp.forecasts) {
+                let labels: Labels = [
+                    ("comm".to_string(), pp.comm.clone()),
+                    ("pid".into(), pp.pid.to_string()),
+                    ("listen_port".into(), pp.listen_port.clone()),
+                ]
+                .into();
+                out.push(Instance { labels, value: f.value(), forecast: Some(f) });
+            }
+        }
+    }
+    if metric == Metric::PredictionCrisis {
+        if let Some(f) = pick(&preds.host.forecasts) {
+            let labels: Labels = [("scope".to_string(), "host".to_string())].into();
+            out.push(Instance { labels, value: f.value(), forecast: Some(f) });
         }
     }
     out

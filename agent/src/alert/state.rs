@@ -92,6 +92,10 @@ pub struct Alert {
     pub flapping: bool,
     /// Raised by hand (`fire`); resolves only by hand.
     pub manual: bool,
+    /// Forecast rules (`PredictedFdExhaustion`, `PredictedCrisis`): the latest forecast (ETA,
+    /// its interval, probability, confidence, trigger).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<crate::predict::Forecast>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +175,7 @@ impl Tracked {
                 tier_name: None,
                 flapping: false,
                 manual: false,
+                forecast: None,
             },
             rule,
             level: None,

@@ -477,3 +477,67 @@ fn first_evaluation_after_restart_keeps_interval_alerts() {
     assert_eq!(kinds(&e2.evaluate(&s1, None, at(10))), vec![], "no value yet is not 'cleared'");
     assert_eq!(e2.alerts()[0].status, Status::Firing);
 }
+
+/// Forecasts are rule inputs of this engine: `PredictedFdExhaustion` and `PredictedCrisis`
+/// (default rules) fire, carry the forecast and its ETA in the summary, are silenced,
+/// acknowledged, escalated and resolved like any other alert.
+#[test]
+fn forecast_alerts_are_ordinary_alerts() {
+    use crate::predict::{Forecast, Predictions, ProcessPrediction, Trigger, CRISIS_RULE, FD_RULE};
+    let c = AlertConfig {
+        escalation: EscalationConfig { tiers: vec!["ops".into(), "eng".into()], escalate_after: Duration::from_secs(60) },
+        ..Default::default()
+    };
+    let rules = c.effective_rules(20).into_iter().filter(|r| [FD_RULE, CRISIS_RULE].contains(&r.name.as_str())).collect();
+    let mut e = Engine::with_rules(rules, c);
+    let preds = |trigger: Option<Trigger>| {
+        let fd = Forecast {
+            rule: FD_RULE.into(),
+            resource: Some("fds".into()),
+            trigger,
+            current: 300.0,
+            limit: 400.0,
+            usage_ratio: 0.75,
+            eta_seconds: Some(40.0),
+            eta_low_seconds: Some(38.0),
+            eta_high_seconds: Some(42.0),
+            ..Default::default()
+        };
+        let mut p = Predictions::default();
+        p.processes.push(ProcessPrediction {
+            pid: 7,
+            comm: "node".into(),
+            listen_port: "8080".into(),
+            forecasts: vec![fd],
+            ..Default::default()
+        });
+        p.host.forecasts.push(Forecast { rule: CRISIS_RULE.into(), trigger, class: Some("leak".into()), ..Default::default() });
+        p
+    };
+    let s = snap(vec![process(7, 0.75)]);
+    assert!(e.evaluate(&s, Some(&preds(None)), at(0)).is_empty());
+    let t = e.evaluate(&s, Some(&preds(Some(Trigger::Forecast))), at(1));
+    assert_eq!(kinds(&t), [K::Firing, K::Firing]);
+    let fd = e.alerts().into_iter().find(|a| a.labels["alertname"] == FD_RULE).unwrap();
+    let labels: Vec<&str> = fd.labels.keys().map(String::as_str).collect();
+    assert_eq!(labels, ["alertname", "comm", "listen_port", "pid", "severity"]);
+    assert_eq!((fd.status, fd.severity, fd.labels["severity"].as_str()), (Status::Firing, Severity::Critical, "critical"));
+    assert_eq!(fd.forecast.as_ref().unwrap().trigger, Some(Trigger::Forecast));
+    assert_eq!(
+        fd.annotations["summary"],
+        "node (pid 7) holds 300 of 400 fds (75%); ETA to exhaustion 40 s (38 s to 42 s) [forecast]"
+    );
+    let host = e.alerts().into_iter().find(|a| a.labels["alertname"] == CRISIS_RULE).unwrap();
+    assert_eq!(host.labels.get("scope").map(String::as_str), Some("host"));
+    // Silenced and acknowledged like any alert; the crisis one, unacknowledged, escalates.
+    e.silence(vec![Matcher::parse("alertname=PredictedFdExhaustion").unwrap()], Duration::from_secs(600), "me", "", at(2))
+        .unwrap();
+    e.acknowledge(&fd.fingerprint, "me", "on it", at(2)).unwrap();
+    let t = e.evaluate(&s, Some(&preds(Some(Trigger::Backstop))), at(70));
+    assert_eq!(t.iter().map(|t| (t.alertname.as_str(), t.kind)).collect::<Vec<_>>(), [(CRISIS_RULE, K::Escalated)]);
+    let fd = e.alert(&fd.fingerprint).unwrap().clone();
+    assert!(fd.silenced && fd.acknowledged && fd.annotations["summary"].ends_with("[backstop]"), "{fd:?}");
+    // The condition stops holding: resolved.
+    let t = e.evaluate(&s, Some(&preds(None)), at(71));
+    assert_eq!(kinds(&t), [K::Resolved, K::Resolved]);
+}

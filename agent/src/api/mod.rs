@@ -25,7 +25,7 @@ use serde_json::json;
 
 use crate::{
     export::health,
-    export::metrics::{render, MetricsConfig, CONTENT_TYPE},
+    export::metrics::{render_with, MetricsConfig, CONTENT_TYPE},
     history::History,
     model::snapshot::Snapshot,
     track::conns::ConnectionSnapshot,
@@ -199,10 +199,8 @@ async fn snapshot(State(s): State<Arc<Shared>>) -> Response {
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     match s.latest() {
         Some(snap) => {
-            let mut text = render(&snap, &s.metrics);
-            if let Some(p) = s.predictions() {
-                text.push_str(&crate::predict::metrics_text(&p));
-            }
+            let preds = s.predictions();
+            let text = render_with(&snap, preds.as_deref(), &s.metrics);
             ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
         }
         None => no_snapshot(),

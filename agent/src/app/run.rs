@@ -178,11 +178,6 @@ pub async fn run(
                             warn!("history: {e:#}");
                         }
                         let pred = predictor.as_mut().map(|p| p.observe(&snap));
-                        if let Some(pred) = &pred {
-                            for t in &pred.transitions {
-                                info!("prediction alert {}", crate::predict::replay::transition_line(t));
-                            }
-                        }
                         let now = SystemTime::now();
                         let events = alerts.evaluate(&snap, pred.as_ref(), now);
                         for (t, a) in &events {

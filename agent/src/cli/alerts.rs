@@ -194,6 +194,10 @@ fn print_alerts(alerts: &[Alert]) {
             a.starts_at,
             labels.join(",")
         );
+        // The summary (for forecast alerts it carries the ETA), indented under its alert.
+        if let Some(summary) = a.annotations.get("summary").filter(|s| !s.is_empty()) {
+            println!("{:<16} {summary}", "");
+        }
     }
 }
 

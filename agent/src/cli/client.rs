@@ -108,7 +108,7 @@ pub async fn report(api: &str, state_dir: Option<&std::path::Path>, hours: f64, 
         // How the forecasts (default [predict]) would have scored over this period.
         let mut p = crate::predict::Predictor::new(Default::default());
         let scores = snaps.iter().map(|s| p.observe(s).scores).last().unwrap_or_default();
-        print!("\nForecast scores over the period:\n{}", crate::predict::replay::scores_text(&scores));
+        print!("\nForecast scores over the period:\n{}", crate::alert::replay::scores_text(&scores));
     }
     Ok(())
 }

@@ -455,11 +455,39 @@ pub fn all_ok(checks: &[Check]) -> bool {
     checks.iter().all(|c| c.status != Status::Fail)
 }
 
+/// Which probe mode `auto` (or `WSGUARD_PROBE_MODE`) would run here and why, and whether the
+/// socket mode's kernel features are present (the config file is not read: `[probe] mode`
+/// overrides what is said here).
+fn probe_mode(f: &crate::probe::mode::Features) -> Vec<Check> {
+    use crate::probe::mode::{resolve, ModeChoice};
+    let mut out = vec![match f.socket_missing() {
+        None => check(
+            "socket mode",
+            Status::Ok,
+            "kernel BTF, tp_btf sock_recv_length/sock_send_length, tcp_destroy_sock and the TCP iterator are present",
+            "",
+        ),
+        Some(why) => check(
+            "socket mode",
+            Status::Info,
+            format!("not available: needs {why}"),
+            "the syscall mode (fallback) runs instead; see docs/kernel-support.md",
+        ),
+    }];
+    let choice = ModeChoice::Auto.with_env();
+    out.push(match choice.map_err(|e| e.to_string()).and_then(|c| resolve(c, f)) {
+        Ok((mode, why)) => check("probe mode", Status::Ok, format!("{mode} would run ({why})"), ""),
+        Err(e) => check("probe mode", Status::Fail, e, "set probe.mode / WSGUARD_PROBE_MODE to auto or syscall"),
+    });
+    out
+}
+
 /// Check this host, print the result (text, or one JSON object with `json`), and return
 /// whether everything required is in place.
 pub fn run(json: bool) -> anyhow::Result<bool> {
     use std::io::Write as _;
-    let checks = evaluate(&Facts::gather());
+    let mut checks = evaluate(&Facts::gather());
+    checks.extend(probe_mode(&crate::probe::mode::Features::detect()));
     let ok = all_ok(&checks);
     let out = if json {
         serde_json::to_string_pretty(&Report { checks: &checks, ok })? + "\n"

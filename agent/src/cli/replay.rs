@@ -1,5 +1,5 @@
-//! `wsguard replay FILE`: recorded snapshots through the forecasts and alert rules
-//! (`predict/replay.rs`), printed; and `wsguard history export`, which writes that format.
+//! `wsguard replay FILE`: recorded snapshots through the forecasts and the forecast alert rules
+//! (`alert/replay.rs`, with `[predict]` and `[alert]` of `--config`), printed; and `wsguard history export`, which writes that format.
 
 use std::{
     io::{BufRead, Write},
@@ -8,16 +8,22 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::predict::{
-    replay::{replay, scores_text},
-    PredictConfig,
+use crate::{
+    alert::{
+        replay::{replay, scores_text},
+        AlertConfig,
+    },
+    predict::PredictConfig,
 };
 
 /// The CLI command: replay `file` ("-" for stdin) and print.
 pub fn run(file: &Path, config: Option<&Path>, speed: Option<f64>, json: bool) -> Result<()> {
-    let cfg = match config {
-        Some(c) => crate::app::config::Config::load(Some(c))?.predict,
-        None => PredictConfig::default(),
+    let (cfg, alert) = match config {
+        Some(c) => {
+            let c = crate::app::config::Config::load(Some(c))?;
+            (c.predict, c.alert)
+        }
+        None => (PredictConfig::default(), AlertConfig::default()),
     };
     let reader: Box<dyn BufRead> = if file == Path::new("-") {
         Box::new(std::io::stdin().lock())
@@ -27,12 +33,12 @@ pub fn run(file: &Path, config: Option<&Path>, speed: Option<f64>, json: bool) -
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if json {
-        let r = replay(reader, cfg, speed, None)?;
+        let r = replay(reader, cfg, &alert, speed, None)?;
         serde_json::to_writer_pretty(&mut out, &r)?;
         writeln!(out)?;
         return Ok(());
     }
-    let r = replay(reader, cfg, speed, Some(&mut out))?;
+    let r = replay(reader, cfg, &alert, speed, Some(&mut out))?;
     let fired = r.transitions.iter().filter(|t| t.to == "firing").count();
     writeln!(
         out,

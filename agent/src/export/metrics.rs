@@ -61,6 +61,7 @@ use crate::{
     model::clients::AgeBuckets,
     model::resources::ProcessResources,
     model::snapshot::{Frames, ProcessSnapshot, Quantiles, Snapshot, WebSocketStats},
+    predict::{Predictions, ProcessPrediction, ResourcePrediction},
 };
 
 /// Content type of [`render`]'s output: the Prometheus text format 0.0.4.
@@ -91,13 +92,29 @@ impl Default for MetricsConfig {
 
 /// The snapshot in the Prometheus text format 0.0.4 (see the module docs for the rules).
 pub fn render(snapshot: &Snapshot, cfg: &MetricsConfig) -> String {
+    render_with(snapshot, None, cfg)
+}
+
+/// The snapshot and the forecasts made from it (`wsguard_prediction_*`): forecasts of a process
+/// join its label set (same identity, `pid` only with `pid_label`, dropped with it by
+/// `max_series`); host forecasts and scores are fixed series. Alert state is not exported here
+/// (it lives in the alert engine: `/api/v1/alerts`, Alertmanager).
+pub fn render_with(snapshot: &Snapshot, predictions: Option<&Predictions>, cfg: &MetricsConfig) -> String {
     let mut out = Families::new();
     fixed_series(snapshot, &mut out);
+    if let Some(p) = predictions {
+        prediction_fixed_series(p, &mut out);
+    }
 
     // Per-process series, grouped by their label set.
     let mut groups: BTreeMap<Identity, Group> = BTreeMap::new();
     for p in &snapshot.processes {
         groups.entry(Identity::of(p, cfg)).or_default().add(p);
+    }
+    for pp in predictions.map(|p| p.processes.as_slice()).unwrap_or_default() {
+        if let Some(p) = snapshot.processes.iter().find(|p| p.pid == pp.pid) {
+            groups.entry(Identity::of(p, cfg)).or_default().forecast.add(pp);
+        }
     }
     let mut sets: Vec<(Identity, Group, Vec<Pending>)> = groups
         .into_iter()
@@ -209,6 +226,14 @@ const WS_ABNORMAL: Spec = counter(
 const WS_OUT_OF_SYNC: Spec = counter(
     "wsguard_websocket_out_of_sync_total",
     "WebSocket connections whose framing could not be followed (invalid header); their frames are no longer counted.",
+);
+const WS_UNPARSED_CONNS: Spec = counter(
+    "wsguard_unparsed_connections_total",
+    "Socket mode: connections that moved bytes the probe could not read as a buffer (io_uring, splice/sendfile, recvmmsg/sendmmsg); their frames are not counted.",
+);
+const WS_UNPARSED_BYTES: Spec = counter(
+    "wsguard_unparsed_bytes_total",
+    "Socket mode: bytes moved on connections by I/O the probe could not read as a buffer (see wsguard_unparsed_connections_total).",
 );
 const WS_FRAMES: Spec =
     counter("wsguard_websocket_frames_total", "WebSocket frames by direction (from the process's side) and opcode.");
@@ -377,6 +402,16 @@ const PROBE_CONN_MAP_ENTRIES: Spec =
     gauge("wsguard_probe_conn_map_entries", "Entries in the probe's connection map now (all phases).");
 const PROBE_CONN_MAP_CAPACITY: Spec =
     gauge("wsguard_probe_conn_map_capacity", "Capacity of the probe's connection map ([probe] max_connections).");
+const PROBE_INFO: Spec =
+    gauge("wsguard_probe_info", "1, labelled with the probe mode that runs (socket or syscall; see docs/kernel-support.md).");
+const PROBE_SK_STORAGE_FULL: Spec = counter(
+    "wsguard_probe_sk_storage_full_total",
+    "Socket mode: inbound connections not followed because their per-socket state could not be created.",
+);
+const PROBE_ENDED_UNATTRIBUTED: Spec = counter(
+    "wsguard_probe_ended_unattributed_total",
+    "Socket mode: followed connections that ended before any process read or wrote them.",
+);
 const PROBE_EVENTS: Spec =
     counter("wsguard_probe_events_total", "Lifecycle events the agent received from the probe's ring buffer since it started.");
 
@@ -400,6 +435,8 @@ pub(crate) const FAMILIES: &[&Spec] = &[
     &WS_HANDSHAKES_FAILED,
     &WS_ABNORMAL,
     &WS_OUT_OF_SYNC,
+    &WS_UNPARSED_CONNS,
+    &WS_UNPARSED_BYTES,
     &WS_FRAMES,
     &WS_MESSAGES,
     &WS_PAYLOAD,
@@ -442,6 +479,7 @@ pub(crate) const FAMILIES: &[&Spec] = &[
     &HOST_EPHEMERAL,
     &HOST_EPHEMERAL_RATIO,
     &PROBE_ATTACHED,
+    &PROBE_INFO,
     &PROBE_RESUMED,
     &PROBE_RUNS,
     &PROBE_RUN_TIME,
@@ -451,6 +489,8 @@ pub(crate) const FAMILIES: &[&Spec] = &[
     &PROBE_CLOSE_CODE_MAP_FULL,
     &PROBE_WALK_BUDGET,
     &PROBE_READ_FAULTS,
+    &PROBE_SK_STORAGE_FULL,
+    &PROBE_ENDED_UNATTRIBUTED,
     &PROBE_CONN_MAP_ENTRIES,
     &PROBE_CONN_MAP_CAPACITY,
     &PROBE_EVENTS,
@@ -459,6 +499,23 @@ pub(crate) const FAMILIES: &[&Spec] = &[
     &SNAPSHOT_INTERVAL,
     &AGENT_START_TIME,
     &BUILD_INFO,
+    &PRED_HORIZON,
+    &PRED_USAGE,
+    &PRED_ETA,
+    &PRED_ETA_LOW,
+    &PRED_ETA_HIGH,
+    &PRED_RES_PROB,
+    &PRED_CRISIS_PROB,
+    &PRED_CONFIDENCE,
+    &PRED_CLASS,
+    &PRED_PRECISION,
+    &PRED_RECALL,
+    &PRED_LEAD,
+    &PRED_ETA_ERROR,
+    &PRED_FORECASTS,
+    &PRED_TP,
+    &PRED_FP,
+    &PRED_EXHAUSTIONS,
     &METRICS_SERIES,
     &METRICS_SERIES_DROPPED,
 ];
@@ -537,6 +594,9 @@ fn fixed_series(s: &Snapshot, out: &mut Families) {
 
     let (p, h) = (&s.probe, &s.probe.health);
     out.push(&PROBE_ATTACHED, none(), flag(p.attached));
+    if !p.mode.is_empty() {
+        out.push(&PROBE_INFO, vec![("mode", p.mode.clone())], Value::Int(1));
+    }
     out.push(&PROBE_RESUMED, none(), flag(p.resumed));
     out.push(&PROBE_RING_DROPS, none(), Value::Int(h.ring_drops));
     out.push(&PROBE_CONN_MAP_FULL, none(), Value::Int(h.conn_map_full));
@@ -544,6 +604,8 @@ fn fixed_series(s: &Snapshot, out: &mut Families) {
     out.push(&PROBE_CLOSE_CODE_MAP_FULL, none(), Value::Int(h.close_code_map_full));
     out.push(&PROBE_WALK_BUDGET, none(), Value::Int(h.walk_budget_exceeded));
     out.push(&PROBE_READ_FAULTS, none(), Value::Int(h.read_faults));
+    out.push(&PROBE_SK_STORAGE_FULL, none(), Value::Int(h.sk_storage_full));
+    out.push(&PROBE_ENDED_UNATTRIBUTED, none(), Value::Int(h.ended_unattributed));
     out.push(&PROBE_CONN_MAP_ENTRIES, none(), Value::Int(h.conn_map_entries));
     out.push(&PROBE_CONN_MAP_CAPACITY, none(), Value::Int(h.conn_map_capacity));
     out.push(&PROBE_EVENTS, none(), Value::Int(p.events_received));
@@ -739,6 +801,7 @@ struct Group {
     /// Only processes whose connections were classified (live ones) carry the quota.
     client_quota: Option<u64>,
     resources: ResourcesAcc,
+    forecast: ForecastAcc,
 }
 
 impl Group {
@@ -779,6 +842,7 @@ impl Group {
 
 /// The series of one label set, without its identity labels.
 fn process_series(g: &Group, out: &mut Vec<Pending>) {
+    prediction_process_series(&g.forecast, out);
     let ws = &g.ws;
     let mut push = |spec: &'static Spec, labels: Labels, value: Value| out.push((spec, labels, value));
     push(&WS_ACTIVE, vec![], Value::Int(ws.connections_active));
@@ -787,6 +851,8 @@ fn process_series(g: &Group, out: &mut Vec<Pending>) {
     push(&WS_HANDSHAKES_FAILED, vec![], Value::Int(ws.handshakes_failed));
     push(&WS_ABNORMAL, vec![], Value::Int(ws.abnormal_closes));
     push(&WS_OUT_OF_SYNC, vec![], Value::Int(ws.out_of_sync));
+    push(&WS_UNPARSED_CONNS, vec![], Value::Int(ws.unparsed_connections));
+    push(&WS_UNPARSED_BYTES, vec![], Value::Int(ws.unparsed_bytes));
     for (dir, frames) in [("received", &ws.frames_received), ("sent", &ws.frames_sent)] {
         for (opcode, n) in by_opcode(frames) {
             push(&WS_FRAMES, vec![("direction", dir.into()), ("opcode", opcode.into())], Value::Int(n));
@@ -899,6 +965,159 @@ struct Family {
     samples: Vec<(Labels, Value)>,
 }
 
+// ---------------------------------------------------------------------------------------------
+// Forecasts (`predict/`): `scope` is `process` (with the label set's labels) or `host`.
+
+const PRED_HORIZON: Spec = gauge("wsguard_prediction_horizon_seconds", "Forecast horizon.");
+const PRED_USAGE: Spec = gauge(
+    "wsguard_prediction_usage_ratio",
+    "Current usage of the resource as a share of its limit (the highest of a label set).",
+);
+const PRED_ETA: Spec = gauge(
+    "wsguard_prediction_eta_seconds",
+    "Forecast seconds until the resource reaches its limit (the soonest of a label set; absent when it is not heading there).",
+);
+const PRED_ETA_LOW: Spec =
+    gauge("wsguard_prediction_eta_low_seconds", "Lower bound of the ETA interval (fastest plausible growth).");
+const PRED_ETA_HIGH: Spec =
+    gauge("wsguard_prediction_eta_high_seconds", "Upper bound of the ETA interval (slowest plausible growth).");
+const PRED_RES_PROB: Spec = gauge(
+    "wsguard_prediction_resource_probability",
+    "Probability that the resource reaches its limit within the horizon (the highest of a label set).",
+);
+const PRED_CRISIS_PROB: Spec = gauge(
+    "wsguard_prediction_crisis_probability",
+    "Probability of a crisis (a limit reached) within the forecast horizon (the highest of a label set).",
+);
+const PRED_CONFIDENCE: Spec = gauge(
+    "wsguard_prediction_confidence",
+    "Confidence in the crisis forecast, 0 to 1 (of the most probable crisis of a label set).",
+);
+const PRED_CLASS: Spec = gauge(
+    "wsguard_prediction_crisis_class",
+    "Crisis class (leak, surge, saturation, none) of the most probable crisis; always 1.",
+);
+const PRED_PRECISION: Spec = gauge("wsguard_prediction_precision", "Scored forecasts that came true, share of all scored.");
+const PRED_RECALL: Spec = gauge("wsguard_prediction_recall", "Exhaustions that were forecast, share of all exhaustions.");
+const PRED_LEAD: Spec = gauge("wsguard_prediction_lead_time_seconds", "Mean realised lead time of true forecasts.");
+const PRED_ETA_ERROR: Spec = gauge("wsguard_prediction_eta_error_ratio", "Mean relative ETA error of true forecasts.");
+const PRED_FORECASTS: Spec = counter("wsguard_prediction_forecasts_total", "Forecasts made (predictive condition persisted).");
+const PRED_TP: Spec =
+    counter("wsguard_prediction_true_positives_total", "Forecasts followed by the exhaustion within the horizon.");
+const PRED_FP: Spec = counter("wsguard_prediction_false_positives_total", "Forecasts whose horizon passed without exhaustion.");
+const PRED_EXHAUSTIONS: Spec = counter("wsguard_prediction_exhaustions_total", "Resources that reached their exhaustion level.");
+
+/// One resource's forecast over the processes of a label set: what matters most wins (highest
+/// usage and probability, soonest ETA).
+#[derive(Debug, Default, Clone)]
+struct ResourceAcc {
+    usage: Option<f64>,
+    eta: Option<f64>,
+    eta_low: Option<f64>,
+    eta_high: Option<f64>,
+    probability: Option<f64>,
+}
+
+fn min_f(acc: &mut Option<f64>, v: Option<f64>) {
+    if let Some(v) = v.filter(|v| v.is_finite()) {
+        *acc = Some(acc.map_or(v, |m| m.min(v)));
+    }
+}
+
+impl ResourceAcc {
+    fn add(&mut self, r: &ResourcePrediction) {
+        max_f(&mut self.usage, Some(r.usage_ratio));
+        min_f(&mut self.eta, r.eta_seconds);
+        min_f(&mut self.eta_low, r.eta_low_seconds);
+        min_f(&mut self.eta_high, r.eta_high_seconds);
+        max_f(&mut self.probability, Some(r.probability));
+    }
+
+    fn push(&self, scope: &str, resource: &str, mut push: impl FnMut(&'static Spec, Labels, Value)) {
+        let l = || vec![("scope", scope.to_owned()), ("resource", resource.to_owned())];
+        for (spec, v) in [
+            (&PRED_USAGE, self.usage),
+            (&PRED_RES_PROB, self.probability),
+            (&PRED_ETA, self.eta),
+            (&PRED_ETA_LOW, self.eta_low),
+            (&PRED_ETA_HIGH, self.eta_high),
+        ] {
+            if let Some(v) = v {
+                push(spec, l(), Value::Float(v));
+            }
+        }
+    }
+}
+
+/// The forecasts of a label set's processes.
+#[derive(Debug, Default, Clone)]
+struct ForecastAcc {
+    resources: BTreeMap<String, ResourceAcc>,
+    /// (probability, confidence, class) of the most probable crisis.
+    crisis: Option<(f64, f64, &'static str)>,
+}
+
+impl ForecastAcc {
+    fn add(&mut self, p: &ProcessPrediction) {
+        for r in &p.resources {
+            self.resources.entry(r.resource.clone()).or_default().add(r);
+        }
+        let c = &p.crisis;
+        if self.crisis.is_none_or(|(prob, ..)| c.probability > prob) {
+            self.crisis = Some((c.probability, c.confidence, c.class.as_str()));
+        }
+    }
+}
+
+fn crisis_series(scope: &str, (p, conf, class): (f64, f64, &str), mut push: impl FnMut(&'static Spec, Labels, Value)) {
+    push(&PRED_CRISIS_PROB, vec![("scope", scope.to_owned())], Value::Float(p));
+    push(&PRED_CONFIDENCE, vec![("scope", scope.to_owned())], Value::Float(conf));
+    push(&PRED_CLASS, vec![("scope", scope.to_owned()), ("class", class.to_owned())], Value::Int(1));
+}
+
+fn prediction_process_series(f: &ForecastAcc, out: &mut Vec<Pending>) {
+    let mut push = |spec: &'static Spec, labels: Labels, value: Value| out.push((spec, labels, value));
+    for (resource, r) in &f.resources {
+        r.push("process", resource, &mut push);
+    }
+    if let Some(c) = f.crisis {
+        crisis_series("process", c, push);
+    }
+}
+
+/// Horizon, host forecasts and the scores of each forecast rule.
+fn prediction_fixed_series(p: &Predictions, out: &mut Families) {
+    out.push(&PRED_HORIZON, Vec::new(), Value::Float(p.horizon_seconds));
+    for r in &p.host.resources {
+        let mut acc = ResourceAcc::default();
+        acc.add(r);
+        acc.push("host", &r.resource, |spec, l, v| out.push(spec, l, v));
+    }
+    let c = &p.host.crisis;
+    crisis_series("host", (c.probability, c.confidence, c.class.as_str()), |spec, l, v| out.push(spec, l, v));
+    for s in &p.scores.rules {
+        let l = || vec![("alertname", s.rule.clone())];
+        for (spec, v) in [
+            (&PRED_PRECISION, s.precision),
+            (&PRED_RECALL, s.recall),
+            (&PRED_LEAD, s.lead_time_seconds),
+            (&PRED_ETA_ERROR, s.eta_error_ratio),
+        ] {
+            if let Some(v) = v {
+                out.push(spec, l(), Value::Float(v));
+            }
+        }
+        for (spec, n) in [
+            (&PRED_FORECASTS, s.predictions),
+            (&PRED_TP, s.true_positives),
+            (&PRED_FP, s.false_positives),
+            (&PRED_EXHAUSTIONS, s.exhaustions),
+        ] {
+            out.push(spec, l(), Value::Int(n));
+        }
+    }
+}
+
 /// Samples collected per family, in [`FAMILIES`] order.
 struct Families {
     families: Vec<Family>,
@@ -997,6 +1216,7 @@ mod tests {
         s.agent.interval_seconds = 5.0;
         s.agent.snapshot_ms = 12.5;
         s.probe.attached = true;
+        s.probe.mode = "socket".into();
         s.probe.events_received = 42;
         s.probe.programs = vec![crate::model::probe::ProgramStats {
             program: "wsg_sys_exit".into(),
@@ -1011,6 +1231,8 @@ mod tests {
             walk_budget_exceeded: 4,
             read_faults: 5,
             close_code_map_full: 6,
+            sk_storage_full: 0,
+            ended_unattributed: 0,
             conn_map_entries: 7,
             conn_map_capacity: 65536,
             unfollowed_connections: 0,
@@ -1164,6 +1386,7 @@ mod tests {
                 "wsguard_host_ephemeral_ports_in_use 10",
                 "wsguard_host_ephemeral_ports_usage_ratio 0.5",
                 "wsguard_probe_attached 1",
+                "wsguard_probe_info{mode=\"socket\"} 1",
                 "wsguard_probe_resumed 0",
                 "wsguard_probe_ring_drops_total 3",
                 "wsguard_probe_conn_map_full_total 1",
@@ -1188,8 +1411,9 @@ mod tests {
         assert_eq!(text.lines().filter(|l| l.starts_with("wsguard_websocket_frames_total{")).count(), 12);
         // No quantile without samples.
         assert!(!text.contains("wsguard_websocket_response_latency_seconds{"), "{text}");
-        // Every family of FAMILIES is in the sample (a new family needs a value here).
-        for f in FAMILIES {
+        // Every family of FAMILIES is in the sample (a new family needs a value here); forecast
+        // families need forecasts (predict::tests checks them).
+        for f in FAMILIES.iter().filter(|f| !f.name.starts_with("wsguard_prediction_")) {
             assert!(text.contains(&format!("# TYPE {} ", f.name)), "{} missing from the sample", f.name);
         }
         // No pid label by default; no received close code that did not occur.
@@ -1687,6 +1911,73 @@ mod tests {
         assert_eq!(
             parse_sample(r#"x_total{a="q\"\\",b=""} 1.5"#).unwrap(),
             ("x_total".into(), vec![("a".into(), "q\"\\".into()), ("b".into(), String::new())], 1.5)
+        );
+    }
+
+    #[test]
+    fn forecasts_join_their_label_set_and_pass_promtool() {
+        use crate::predict::{scenarios, PredictConfig, Predictor};
+        let s = scenarios::leak(10.0, 100.0);
+        let mut p = Predictor::new(PredictConfig::default());
+        let cfg = MetricsConfig::default();
+        let mut last = None;
+        for (i, snap) in s.snapshots.iter().enumerate() {
+            let pr = p.observe(snap);
+            if i == s.snapshots.len() * 3 / 4 {
+                let text = render_with(snap, Some(&pr), &cfg);
+                // The process's label set (no pid without [metrics] pid_label).
+                assert!(text.contains("wsguard_prediction_eta_seconds{comm=\"node\",listen_port=\"8080\",unit=\"\",scope=\"process\",resource=\"fds\"}"), "{text}");
+                // Alert state lives in the alert engine (/api/v1/alerts, Alertmanager), not here.
+                assert!(!text.contains("alert_firing"), "{text}");
+                check_exposition(&text);
+                promtool(&text);
+                let with_pid = render_with(snap, Some(&pr), &MetricsConfig { pid_label: true, ..Default::default() });
+                assert!(with_pid.contains("wsguard_prediction_usage_ratio{comm=\"node\",listen_port=\"8080\",unit=\"\",pid=\"4242\",scope=\"process\",resource=\"fds\"}"), "{with_pid}");
+                // max_series drops the label set's forecasts with it, and counts them.
+                let capped = render_with(snap, Some(&pr), &MetricsConfig { max_series: 0, ..Default::default() });
+                assert!(!capped.contains("scope=\"process\""), "{capped}");
+                assert!(capped.contains("wsguard_prediction_horizon_seconds 1800"), "{capped}");
+            }
+            last = Some((snap, pr));
+        }
+        let (snap, pr) = last.unwrap();
+        let text = render_with(snap, Some(&pr), &cfg);
+        for m in [
+            "wsguard_prediction_precision{alertname=\"PredictedFdExhaustion\"} 1",
+            "wsguard_prediction_recall{alertname=\"PredictedFdExhaustion\"} 1",
+            "wsguard_prediction_lead_time_seconds{alertname=\"PredictedFdExhaustion\"}",
+            "wsguard_prediction_eta_error_ratio{alertname=\"PredictedFdExhaustion\"}",
+            "wsguard_prediction_true_positives_total{alertname=\"PredictedFdExhaustion\"} 1",
+            "wsguard_prediction_crisis_probability{comm=\"node\",listen_port=\"8080\",unit=\"\",scope=\"process\"}",
+            "wsguard_prediction_crisis_probability{scope=\"host\"}",
+            "wsguard_prediction_confidence{",
+        ] {
+            assert!(text.contains(m), "{m} missing:\n{text}");
+        }
+        check_exposition(&text);
+        promtool(&text);
+    }
+
+    /// `promtool check metrics` when installed (Debian package `prometheus`).
+    fn promtool(text: &str) {
+        use std::io::Write;
+        let Ok(mut child) = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+        else {
+            eprintln!("promtool not installed; skipping the lint");
+            return;
+        };
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool: {}{}\n{text}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 }

@@ -20,6 +20,10 @@ pub struct ProbeHealth {
     pub walk_budget_exceeded: u64,
     pub read_faults: u64,
     pub close_code_map_full: u64,
+    /// Socket mode: inbound connections left without state (memory), and connections that
+    /// ended before any process read or wrote them.
+    pub sk_storage_full: u64,
+    pub ended_unattributed: u64,
     /// Entries in the connection map now (all phases) and its capacity.
     pub conn_map_entries: u64,
     pub conn_map_capacity: u64,

@@ -44,6 +44,8 @@ pub struct AgentInfo {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ProbeInfo {
+    /// Which probe runs: "socket" or "syscall" (see docs/kernel-support.md).
+    pub mode: String,
     pub attached: bool,
     /// The agent picked up a probe that was already running (counts continued through a restart).
     pub resumed: bool,
@@ -203,6 +205,11 @@ pub struct WebSocketStats {
     pub handshakes_failed: u64,
     pub abnormal_closes: u64,
     pub out_of_sync: u64,
+    /// Socket mode: connections that moved bytes the probe could not read as a buffer
+    /// (io_uring, splice/sendfile, recvmmsg/sendmmsg), any protocol, and those bytes. Their
+    /// frames are not in the counts here.
+    pub unparsed_connections: u64,
+    pub unparsed_bytes: u64,
     pub frames_received: Frames,
     pub frames_sent: Frames,
     pub messages_received: u64,
@@ -238,6 +245,8 @@ impl WebSocketStats {
             handshakes_failed: p.handshakes_failed,
             abnormal_closes: p.abnormal_closes,
             out_of_sync: p.out_of_sync,
+            unparsed_connections: p.unparsed_conns,
+            unparsed_bytes: p.unparsed_bytes,
             frames_received: (&p.rx).into(),
             frames_sent: (&p.tx).into(),
             messages_received: p.rx.messages,
@@ -260,6 +269,8 @@ impl WebSocketStats {
         self.handshakes_failed += o.handshakes_failed;
         self.abnormal_closes += o.abnormal_closes;
         self.out_of_sync += o.out_of_sync;
+        self.unparsed_connections += o.unparsed_connections;
+        self.unparsed_bytes += o.unparsed_bytes;
         self.frames_received.add(&o.frames_received);
         self.frames_sent.add(&o.frames_sent);
         self.messages_received += o.messages_received;

@@ -197,15 +197,7 @@ fn classify(r: &ResourcePrediction, s: &Signals, floor: f64, p: f64) -> CrisisCl
     CrisisClass::None
 }
 
-fn human(secs: f64) -> String {
-    if secs < 90.0 {
-        format!("{secs:.0} s")
-    } else if secs < 5400.0 {
-        format!("{:.0} min", secs / 60.0)
-    } else {
-        format!("{:.1} h", secs / 3600.0)
-    }
-}
+use super::forecast::human;
 
 fn recommend(class: CrisisClass, r: &ResourcePrediction, s: &Signals, horizon: f64) -> String {
     let what = match r.resource.as_str() {

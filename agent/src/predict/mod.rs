@@ -1,22 +1,19 @@
 //! Forecasts: time to limit per process and host resource, crisis probability and class,
-//! forecast-fed alert rules and the scoring of every forecast (`docs/predictions.md`).
+//! the forecast rule inputs of the alert engine and the scoring of every forecast
+//! (`docs/predictions.md`).
 //!
 //! [`Predictor::observe`] is pure and deterministic: time comes from the snapshot's timestamp,
 //! so `wsguard replay` runs recorded history through it at any speed and gets the same answers
 //! the live agent would have given.
 
-pub mod alerting;
 pub mod crisis;
 pub mod eta;
-mod metrics;
-pub mod replay;
+pub mod forecast;
 pub mod score;
 pub mod trend;
 
 #[cfg(test)]
-mod scenarios;
-#[cfg(test)]
-mod tests;
+pub mod scenarios;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -25,17 +22,16 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-pub use alerting::{Alert, Transition, CRISIS_RULE, FD_RULE};
 pub use crisis::Crisis;
 #[cfg(test)]
 pub use crisis::CrisisClass;
-pub use metrics::metrics_text;
+pub use forecast::{Forecast, Trigger, CRISIS_RULE, FD_RULE};
 pub use score::Scores;
 
 use crate::model::snapshot::{ProcessSnapshot, Snapshot};
-use alerting::{Alerting, Candidate, Labels};
+use forecast::{Condition, Persistence};
 use score::{Exhaustion, Scorer};
-use trend::Model;
+use trend::{Model, Urgency};
 
 /// `[predict]` in the agent config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,6 +56,15 @@ pub struct PredictConfig {
     pub crisis_probability: f64,
     /// ...and at least this confidence.
     pub min_confidence: f64,
+    /// A trend is trusted only when its short-window fit explains at least this share of the
+    /// variance (r²; 0 turns this off).
+    pub min_fit_r2: f64,
+    /// Evidence scaled to urgency: a strong fit spanning at least this share of its own ETA is
+    /// trusted before it covers half the short window (0 turns this off)...
+    pub urgent_evidence_ratio: f64,
+    /// ...if it spans at least this long.
+    #[serde(with = "humantime_serde")]
+    pub urgent_min_span: Duration,
     /// A resource counts as exhausted at this share of its limit; ETAs are to this level.
     pub exhaustion_ratio: f64,
     /// Scoring: an exhaustion up to `horizon × (1 + score_tolerance)` after a prediction
@@ -78,6 +83,9 @@ impl Default for PredictConfig {
             long_window: Duration::from_secs(60 * 60),
             floor_ratio: 0.5,
             persistence: 3,
+            min_fit_r2: 0.6,
+            urgent_evidence_ratio: 1.0,
+            urgent_min_span: Duration::from_secs(30),
             backstop_ratio: 0.9,
             crisis_probability: 0.5,
             min_confidence: 0.3,
@@ -114,6 +122,12 @@ impl PredictConfig {
         if self.long_window < self.short_window {
             return Err(("predict.long_window", "must not be shorter than predict.short_window".into()));
         }
+        if !(0.0..=1.0).contains(&self.min_fit_r2) {
+            return Err(("predict.min_fit_r2", "must be in [0, 1]".into()));
+        }
+        if !(self.urgent_evidence_ratio >= 0.0 && self.urgent_evidence_ratio.is_finite()) {
+            return Err(("predict.urgent_evidence_ratio", "must be a number >= 0 (0 turns it off)".into()));
+        }
         if self.persistence == 0 {
             return Err(("predict.persistence", "must be at least 1".into()));
         }
@@ -142,8 +156,10 @@ pub struct ResourcePrediction {
     /// Probability (0..1) of reaching the limit within the horizon.
     pub probability: f64,
     pub confidence: f64,
-    /// Short window, long window and Holt all see significant growth.
+    /// Short window, long window and Holt all see significant growth, over enough evidence.
     pub trend_agrees: bool,
+    /// The evidence was scaled to urgency (a strong fit spanning a fair share of its ETA).
+    pub urgent: bool,
     pub short_slope: f64,
     pub long_slope: f64,
     pub short_slope_significant: bool,
@@ -166,12 +182,16 @@ pub struct ProcessPrediction {
     pub samples: usize,
     pub resources: Vec<ResourcePrediction>,
     pub crisis: Crisis,
+    /// Inputs of the forecast alert rules (`PredictedFdExhaustion`, `PredictedCrisis`).
+    pub forecasts: Vec<Forecast>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HostPrediction {
     pub resources: Vec<ResourcePrediction>,
     pub crisis: Crisis,
+    /// Input of the host's `PredictedCrisis` rule.
+    pub forecasts: Vec<Forecast>,
 }
 
 /// What `/api/v1/predictions` serves.
@@ -181,9 +201,6 @@ pub struct Predictions {
     pub horizon_seconds: f64,
     pub processes: Vec<ProcessPrediction>,
     pub host: HostPrediction,
-    pub alerts: Vec<Alert>,
-    /// State changes of this evaluation.
-    pub transitions: Vec<Transition>,
     pub scores: Scores,
 }
 
@@ -260,12 +277,14 @@ impl Scope {
         let short = cfg.short_window.as_secs_f64();
         let long = cfg.long_window.as_secs_f64();
         let horizon = cfg.horizon.as_secs_f64();
+        let urgency =
+            Urgency { min_r2: cfg.min_fit_r2, eta_ratio: cfg.urgent_evidence_ratio, min_span: cfg.urgent_min_span.as_secs_f64() };
         let mut out = Vec::new();
         for rd in readings {
             let m = self.models.entry(rd.resource).or_insert_with(|| Model::new(short));
             m.push(now, rd.value, long);
-            let tr = m.trend(now, short);
             let target = rd.limit * cfg.exhaustion_ratio;
+            let tr = m.trend(now, short, target, &urgency);
             let usage = rd.value / rd.limit;
             let exhausted = rd.value >= target;
             let was = self.exhausted.insert(rd.resource, exhausted).unwrap_or(false);
@@ -300,6 +319,7 @@ impl Scope {
                 probability,
                 confidence: if exhausted { 1.0 } else { tr.confidence },
                 trend_agrees: tr.agree,
+                urgent: tr.urgent,
                 short_slope: tr.short.map(|f| f.slope).unwrap_or(0.0),
                 long_slope: tr.long.map(|f| f.slope).unwrap_or(0.0),
                 short_slope_significant: tr.short.is_some_and(|f| f.slope > 2.0 * f.slope_se),
@@ -327,7 +347,7 @@ pub struct Predictor {
     cfg: PredictConfig,
     procs: HashMap<u32, ProcState>,
     host: Scope,
-    alerting: Alerting,
+    persistence: Persistence,
     scorer: Scorer,
     last_t: Option<f64>,
 }
@@ -351,7 +371,7 @@ impl Predictor {
     pub fn new(cfg: PredictConfig) -> Self {
         let span = cfg.horizon.as_secs_f64() * (1.0 + cfg.score_tolerance);
         Predictor {
-            alerting: Alerting::new(cfg.persistence),
+            persistence: Persistence::new(cfg.persistence),
             scorer: Scorer::new(span, &[FD_RULE, CRISIS_RULE]),
             cfg,
             procs: HashMap::new(),
@@ -369,7 +389,7 @@ impl Predictor {
         let horizon = cfg.horizon.as_secs_f64();
         let short = cfg.short_window.as_secs_f64();
         let long = cfg.long_window.as_secs_f64();
-        let mut candidates = Vec::new();
+        let mut new_predictions = Vec::new();
         let mut exhaustions = Vec::new();
         let mut processes = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -398,14 +418,10 @@ impl Predictor {
             let service: Vec<ResourcePrediction> =
                 resources.iter().filter(|r| r.resource != "client_connections").cloned().collect();
             let crisis = crisis::assess(&service, signals, cfg.floor_ratio, horizon);
+            let (model_resets, samples) = (st.resets, st.samples);
 
             let key = format!("{}@{}", p.pid, start.as_deref().unwrap_or("-"));
             let port = listen_port(p);
-            let base: Labels = Labels::from([
-                ("comm".to_string(), p.comm.clone()),
-                ("listen_port".to_string(), port.clone()),
-                ("pid".to_string(), p.pid.to_string()),
-            ]);
             newly.retain(|r| *r != "client_connections");
             if !newly.is_empty() {
                 let mut keys: Vec<(&'static str, String)> = vec![(CRISIS_RULE, key.clone())];
@@ -414,32 +430,29 @@ impl Predictor {
                 }
                 exhaustions.push(Exhaustion { at: now, keys });
             }
+            let mut forecasts = Vec::new();
             if let Some(fd) = resources.iter().find(|r| r.resource == "fds") {
-                let mut labels = base.clone();
-                labels.insert("alertname".into(), FD_RULE.into());
-                labels.insert("severity".into(), "critical".into());
-                candidates.push(Candidate {
-                    name: FD_RULE,
-                    labels,
+                let cond = Condition {
                     predicted: fd.eta_seconds.is_some_and(|e| e <= horizon),
                     floor: fd.usage_ratio >= cfg.floor_ratio,
                     backstop: fd.usage_ratio >= cfg.backstop_ratio,
-                    summary: fd_summary(p, fd),
-                    score_key: key.clone(),
-                    eta_seconds: fd.eta_seconds,
                     exhausted: fd.current >= fd.limit * cfg.exhaustion_ratio,
-                });
+                };
+                let mut f = resource_forecast(FD_RULE, fd);
+                self.persistence.step(now, FD_RULE, &key, &cond, &mut f, &mut new_predictions);
+                forecasts.push(f);
             }
-            candidates.push(crisis_candidate(&cfg, base, &service, &crisis, key));
+            forecasts.push(self.crisis_forecast(now, &key, &service, &crisis, &mut new_predictions));
             processes.push(ProcessPrediction {
                 pid: p.pid,
                 comm: p.comm.clone(),
                 listen_port: port,
                 start_time: start,
-                model_resets: st.resets,
-                samples: st.samples,
+                model_resets,
+                samples,
                 resources,
                 crisis,
+                forecasts,
             });
         }
         self.procs.retain(|pid, _| seen.contains(pid));
@@ -451,58 +464,66 @@ impl Predictor {
         if !newly.is_empty() {
             exhaustions.push(Exhaustion { at: now, keys: vec![(CRISIS_RULE, "host".into())] });
         }
-        let host_labels = Labels::from([("scope".to_string(), "host".to_string())]);
-        candidates.push(crisis_candidate(&cfg, host_labels, &host_resources, &host_crisis, "host".into()));
-
-        let mut transitions = Vec::new();
-        let mut new_predictions = Vec::new();
-        self.alerting.evaluate(now, candidates, &mut transitions, &mut new_predictions);
+        let host_forecast = self.crisis_forecast(now, "host", &host_resources, &host_crisis, &mut new_predictions);
+        self.persistence.sweep();
         self.scorer.observe(now, new_predictions, exhaustions);
 
         Predictions {
             timestamp: snap.timestamp.clone(),
             horizon_seconds: horizon,
             processes,
-            host: HostPrediction { resources: host_resources, crisis: host_crisis },
-            alerts: self.alerting.alerts(rfc3339),
-            transitions,
+            host: HostPrediction { resources: host_resources, crisis: host_crisis, forecasts: vec![host_forecast] },
             scores: self.scorer.scores(),
         }
     }
+
+    /// The `PredictedCrisis` input of one process (or the host, key `host`).
+    fn crisis_forecast(
+        &mut self,
+        now: f64,
+        key: &str,
+        resources: &[ResourcePrediction],
+        c: &Crisis,
+        new: &mut Vec<score::NewPrediction>,
+    ) -> Forecast {
+        let cfg = &self.cfg;
+        let max_usage = resources.iter().map(|r| r.usage_ratio).fold(0.0, f64::max);
+        let worst = resources.iter().find(|r| Some(&r.resource) == c.resource.as_ref());
+        let cond = Condition {
+            predicted: c.probability >= cfg.crisis_probability && c.confidence >= cfg.min_confidence,
+            floor: max_usage >= cfg.floor_ratio,
+            backstop: max_usage >= cfg.backstop_ratio,
+            exhausted: resources.iter().any(|r| r.current >= r.limit * cfg.exhaustion_ratio),
+        };
+        let mut f = match worst {
+            Some(w) => resource_forecast(CRISIS_RULE, w),
+            None => Forecast { rule: CRISIS_RULE.into(), ..Default::default() },
+        };
+        f.probability = c.probability;
+        f.confidence = c.confidence;
+        f.class = Some(c.class.as_str().into());
+        f.recommendation = Some(c.recommendation.clone());
+        self.persistence.step(now, CRISIS_RULE, key, &cond, &mut f, new);
+        f
+    }
 }
 
-fn fd_summary(p: &ProcessSnapshot, fd: &ResourcePrediction) -> String {
-    let eta = fd.eta_seconds.map(|e| format!("{e:.0}s")).unwrap_or_else(|| "-".into());
-    format!(
-        "{} (pid {}) holds {:.0} of {:.0} fds ({:.0}%), ETA to exhaustion {eta}",
-        p.comm,
-        p.pid,
-        fd.current,
-        fd.limit,
-        fd.usage_ratio * 100.0
-    )
-}
-
-fn crisis_candidate(
-    cfg: &PredictConfig,
-    mut labels: Labels,
-    resources: &[ResourcePrediction],
-    c: &Crisis,
-    key: String,
-) -> Candidate {
-    labels.insert("alertname".into(), CRISIS_RULE.into());
-    labels.insert("severity".into(), "warning".into());
-    let max_usage = resources.iter().map(|r| r.usage_ratio).fold(0.0, f64::max);
-    let worst = resources.iter().find(|r| Some(&r.resource) == c.resource.as_ref());
-    Candidate {
-        name: CRISIS_RULE,
-        labels,
-        predicted: c.probability >= cfg.crisis_probability && c.confidence >= cfg.min_confidence,
-        floor: max_usage >= cfg.floor_ratio,
-        backstop: max_usage >= cfg.backstop_ratio,
-        summary: format!("{} (p={:.2}, confidence {:.2}): {}", c.class.as_str(), c.probability, c.confidence, c.recommendation),
-        score_key: key,
-        eta_seconds: worst.and_then(|r| r.eta_seconds),
-        exhausted: resources.iter().any(|r| r.current >= r.limit * cfg.exhaustion_ratio),
+/// A rule input from one resource's forecast (trigger and count filled by [`Persistence`]).
+fn resource_forecast(rule: &str, r: &ResourcePrediction) -> Forecast {
+    Forecast {
+        rule: rule.into(),
+        resource: Some(r.resource.clone()),
+        trigger: None,
+        consecutive: 0,
+        current: r.current,
+        limit: r.limit,
+        usage_ratio: r.usage_ratio,
+        eta_seconds: r.eta_seconds,
+        eta_low_seconds: r.eta_low_seconds,
+        eta_high_seconds: r.eta_high_seconds,
+        probability: r.probability,
+        confidence: r.confidence,
+        class: None,
+        recommendation: None,
     }
 }

@@ -180,3 +180,107 @@ pub fn restart_mid_leak() -> Scenario {
     }
     build("restart_mid_leak", out)
 }
+
+/// A leak of `per_second` connections (fds) from 100, sampled every `dt` seconds, until 60 s
+/// after the limit is reached. `at_process_start`: the agent watched the process's
+/// predecessor (flat at 100) for 30 min and the leak starts with the new process (new pid,
+/// models from zero); otherwise the agent starts with the leak (its first snapshot).
+pub fn fast_leak(name: &'static str, per_second: f64, dt: f64, at_process_start: bool) -> Scenario {
+    let mut n = Noise::new(6);
+    let mut out = Vec::new();
+    let begin = if at_process_start { 1800.0 } else { 0.0 };
+    let mut t = 0.0;
+    let mut full_since = None;
+    let mut opened = 0u64;
+    while full_since.is_none_or(|f| t <= f + 60.0) {
+        let s = if t < begin {
+            let fds = (100.0 + n.pm(2.0)).round() as u64;
+            opened += 1;
+            Sample { t, pid: 4242, started: -3600.0, fds, limit: LIMIT, opened: opened + 200, active: fds - 20, distinct: 50 }
+        } else {
+            let leaked = (per_second * (t - begin)) as u64;
+            let fds = (100 + leaked).min(LIMIT);
+            if fds >= LIMIT {
+                full_since.get_or_insert(t);
+            }
+            let started = if at_process_start { begin } else { -3600.0 };
+            let pid = if at_process_start { 5151 } else { 4242 };
+            Sample { t, pid, started, fds, limit: LIMIT, opened: leaked + 80, active: fds - 20, distinct: 3 }
+        };
+        out.push(s);
+        t += dt;
+    }
+    build(name, out)
+}
+
+/// Steady at 480 fds (47%) for 30 min at 5 s; then a network blip drops 300 connections and the
+/// clients reconnect at 6/s while the server still holds their dead sockets (fds climb to 70%
+/// in a minute); the server's ping timeout reaps the dead ones over the next 2 minutes and fds
+/// settle back at 480. Nothing is exhausted.
+pub fn reconnect_storm() -> Scenario {
+    let mut n = Noise::new(7);
+    let mut out = Vec::new();
+    let mut t = 0.0;
+    let mut opened = 2000u64;
+    let blip = 1800.0;
+    while t <= blip + 1800.0 {
+        let x = t - blip;
+        let extra = if x < 0.0 {
+            0.0
+        } else if x < 40.0 {
+            6.0 * x
+        } else {
+            (240.0_f64 - 2.0 * (x - 40.0)).max(0.0)
+        };
+        if (0.0..40.0).contains(&x) {
+            opened += 30;
+        }
+        opened += 1;
+        let fds = (480.0 + extra + n.pm(4.0)).round() as u64;
+        out.push(Sample { t, pid: 4242, started: -3600.0, fds, limit: LIMIT, opened, active: fds - 20, distinct: 300 });
+        t += 5.0;
+    }
+    build("reconnect_storm", out)
+}
+
+/// A slow leak of 10/min from 100; at 40 min (500 fds, below the floor) a deploy restarts the
+/// process (new pid and start time, counters from zero) and the leak goes on in the new one,
+/// which reaches the limit 91 min later.
+pub fn deploy_during_slow_leak() -> Scenario {
+    let mut n = Noise::new(8);
+    let mut out = Vec::new();
+    let deploy = 40.0 * 60.0;
+    let mut t = 0.0;
+    let mut full_since = None;
+    while full_since.is_none_or(|f| t <= f + 300.0) {
+        let (pid, started, since) = if t < deploy { (4242, -3600.0, t + 0.0) } else { (4343, deploy, t - deploy) };
+        let mut fds = ((100.0 + 10.0 * since / 60.0 + n.pm(3.0)).round() as u64).min(LIMIT);
+        if fds as f64 >= LIMIT as f64 * 0.99 || (full_since.is_some() && pid == 4343) {
+            full_since.get_or_insert(t);
+            fds = LIMIT; // accept fails from here on
+        }
+        let opened = (10.0 * since / 60.0) as u64 + (since / 5.0) as u64 + 100;
+        out.push(Sample { t, pid, started, fds, limit: LIMIT, opened, active: fds - 20, distinct: 50 });
+        t += 5.0;
+    }
+    build("deploy_during_slow_leak", out)
+}
+
+/// A slow leak over hours: 2 fds a minute from 100 at 30 s (the limit after about 7.6 h).
+pub fn slow_leak_hours() -> Scenario {
+    let mut n = Noise::new(9);
+    let mut out = Vec::new();
+    let mut t = 0.0;
+    let mut full_since = None;
+    while full_since.is_none_or(|f| t <= f + 600.0) {
+        let mut fds = ((100.0 + 2.0 * t / 60.0 + n.pm(4.0)).round() as u64).min(LIMIT);
+        if fds as f64 >= LIMIT as f64 * 0.99 || full_since.is_some() {
+            full_since.get_or_insert(t);
+            fds = LIMIT; // accept fails from here on
+        }
+        let opened = (2.0 * t / 60.0) as u64 + (t / 10.0) as u64 + 100;
+        out.push(Sample { t, pid: 4242, started: -3600.0, fds, limit: LIMIT, opened, active: fds - 20, distinct: 50 });
+        t += 30.0;
+    }
+    build("slow_leak_hours", out)
+}

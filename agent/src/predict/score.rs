@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::alerting::NewPrediction;
+pub use super::forecast::NewPrediction;
 
 /// Score of one rule.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -1,7 +1,9 @@
 //! Trend models over one resource's series of `(t seconds, value)`: ordinary least squares over
 //! a short and a long window, and Holt's double exponential smoothing with smoothing constants
 //! derived from the time between samples (so a 500 ms and a 5 s interval behave alike).
-//! A trend is only trusted when the models agree (`Trend::agree`).
+//! A trend is only trusted when the models agree (`Trend::agree`), over enough evidence: half
+//! the short window, or, for a limit that is near in time, a strong fit whose span is a fair
+//! share of the ETA it claims (evidence scaled to urgency, `docs/predictions.md`).
 
 use std::collections::VecDeque;
 
@@ -96,8 +98,12 @@ pub struct Trend {
     pub long: Option<Fit>,
     pub holt_trend: Option<f64>,
     /// Short-window growth is significant (slope > 2 standard errors), the long window and Holt
-    /// also grow, and the short window covers at least half its length.
+    /// also grow, and the evidence is enough: the short window covers at least half its length
+    /// with a fit of r² >= `min_r2`, or the fit is urgent and strong (`urgent`).
     pub agree: bool,
+    /// Agreement came from the urgency path: a strong fit ([`Urgency`]) spanning at least
+    /// `eta_ratio` × its own ETA; the slope is then the fit's alone (Holt lags a young series).
+    pub urgent: bool,
     /// Combined slope (mean of the short-window fit and Holt) and its uncertainty (the fit's
     /// standard error and half the disagreement between the two, in quadrature).
     pub slope: f64,
@@ -106,6 +112,40 @@ pub struct Trend {
     pub level: f64,
     /// 0..1: window coverage × fit quality × agreement.
     pub confidence: f64,
+}
+
+/// How much evidence a trend needs (`[predict] min_fit_r2`, `urgent_evidence_ratio`,
+/// `urgent_min_span`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Urgency {
+    /// Any trusted short-window fit explains at least this share of the variance (a jump at
+    /// the end of a flat window is significant but explains little).
+    pub min_r2: f64,
+    /// The fit must span at least this share of the ETA it gives (0 turns the path off).
+    pub eta_ratio: f64,
+    /// ...and at least this many seconds.
+    pub min_span: f64,
+}
+
+/// A strong fit: this many samples at least...
+pub const URGENT_MIN_SAMPLES: usize = 10;
+/// ...explaining this much of the variance...
+pub const URGENT_MIN_R2: f64 = 0.9;
+/// ...with a slope this many standard errors above zero.
+pub const URGENT_MIN_T: f64 = 4.0;
+
+impl Urgency {
+    /// The fit `s` is strong, and long enough for the time to `target` it predicts.
+    pub fn trusts(&self, s: &Fit, target: f64) -> bool {
+        if self.eta_ratio <= 0.0 || s.slope <= 0.0 || s.n < URGENT_MIN_SAMPLES || s.r2 < URGENT_MIN_R2 {
+            return false;
+        }
+        if s.slope <= URGENT_MIN_T * s.slope_se {
+            return false;
+        }
+        let eta = (target - s.level).max(0.0) / s.slope;
+        s.span >= self.min_span && s.span >= self.eta_ratio * eta
+    }
 }
 
 /// One resource's recent values and its Holt state.
@@ -137,7 +177,8 @@ impl Model {
         self.series.iter().filter(|p| now - p.0 <= window).map(|p| p.1).reduce(f64::min)
     }
 
-    pub fn trend(&self, now: f64, short_window: f64) -> Trend {
+    /// `target`: the level that counts as exhausted (for the urgency path).
+    pub fn trend(&self, now: f64, short_window: f64, target: f64, urgency: &Urgency) -> Trend {
         let recent: Vec<(f64, f64)> = self.series.iter().copied().filter(|p| now - p.0 <= short_window).collect();
         let all: Vec<(f64, f64)> = self.series.iter().copied().collect();
         let short = least_squares(&recent);
@@ -147,12 +188,20 @@ impl Model {
         let mut t = Trend { short, long, holt_trend, level: newest, ..Default::default() };
         let (Some(s), Some(l), Some(h)) = (short, long, holt_trend) else { return t };
         t.level = s.level;
-        let covered = s.span >= 0.5 * short_window;
-        t.agree = covered && s.slope > 2.0 * s.slope_se && s.slope > 0.0 && l.slope > 0.0 && h > 0.0;
-        t.slope = (s.slope + h) / 2.0;
-        t.slope_se = (s.slope_se.powi(2) + ((s.slope - h) / 2.0).powi(2)).sqrt();
-        // Coverage: the fraction of the short window the samples span.
-        let coverage = (s.span / short_window).clamp(0.0, 1.0);
+        let covered = s.span >= 0.5 * short_window && s.r2 >= urgency.min_r2;
+        let grows = s.slope > 2.0 * s.slope_se && s.slope > 0.0 && l.slope > 0.0 && h > 0.0;
+        t.urgent = !covered && grows && urgency.trusts(&s, target);
+        t.agree = (covered || t.urgent) && grows;
+        // Coverage: the fraction of the short window the samples span (for an urgent fit, of
+        // the span it needed, which it has).
+        let coverage = if t.urgent { 1.0 } else { (s.span / short_window).clamp(0.0, 1.0) };
+        if t.urgent {
+            t.slope = s.slope;
+            t.slope_se = s.slope_se;
+        } else {
+            t.slope = (s.slope + h) / 2.0;
+            t.slope_se = (s.slope_se.powi(2) + ((s.slope - h) / 2.0).powi(2)).sqrt();
+        }
         let agreement = if t.agree { 1.0 } else { 0.5 };
         t.confidence = coverage * (0.5 + 0.5 * s.r2) * agreement;
         t
@@ -198,7 +247,43 @@ mod tests {
             x ^= x << 17;
             m.push(i as f64 * 5.0, 500.0 + (x % 41) as f64 - 20.0, 3600.0);
         }
-        let t = m.trend(719.0 * 5.0, 600.0);
+        let t = m.trend(719.0 * 5.0, 600.0, 1000.0, &URGENT);
         assert!(!t.agree || t.slope < 0.05, "{t:?}");
+    }
+
+    const URGENT: Urgency = Urgency { min_r2: 0.6, eta_ratio: 1.0, min_span: 30.0 };
+
+    #[test]
+    fn a_near_limit_is_trusted_once_watched_as_long_as_its_eta() {
+        // 2.5 per second from 56 toward 396 (the live case): ETA at t is (340 - 2.5 t) / 2.5.
+        let mut m = Model::new(600.0);
+        let mut first = None;
+        for i in 0..140 {
+            let t = i as f64;
+            m.push(t, (56.0 + 2.5 * t).floor(), 3600.0);
+            let tr = m.trend(t, 600.0, 396.0, &URGENT);
+            if tr.agree && first.is_none() {
+                first = Some((t, tr));
+            }
+        }
+        let (t, tr) = first.expect("never trusted");
+        assert!(tr.urgent && (67.0..=70.0).contains(&t), "t={t} {tr:?}");
+        assert!((tr.slope - 2.5).abs() < 0.05, "{tr:?}");
+        // Off: only half the short window (300 s) would do.
+        let off = Urgency { eta_ratio: 0.0, ..URGENT };
+        assert!(!m.trend(139.0, 600.0, 396.0, &off).agree);
+    }
+
+    #[test]
+    fn a_jump_is_not_a_strong_fit() {
+        // Flat at 300 for 60 s, then 700 more at once: the line through a step explains at most
+        // 3/4 of the variance.
+        let mut m = Model::new(600.0);
+        for i in 0..120 {
+            let v = if i < 60 { 300.0 } else { 1000.0 };
+            m.push(i as f64, v, 3600.0);
+            let tr = m.trend(i as f64, 600.0, 1014.0, &URGENT);
+            assert!(!tr.urgent, "i={i} {tr:?}");
+        }
     }
 }

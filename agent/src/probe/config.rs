@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProbeConfig {
+    /// Which probe to run: `auto` (default), `socket` or `syscall` (docs/kernel-support.md).
+    /// `WSGUARD_PROBE_MODE` overrides it.
+    pub mode: super::mode::ModeChoice,
     /// bpffs directory where maps and links are pinned, so a restart keeps counting.
     pub pin_path: PathBuf,
     /// Leave the probe attached and counting when the agent stops cleanly, so the next start
@@ -30,6 +33,7 @@ pub struct ProbeConfig {
 impl Default for ProbeConfig {
     fn default() -> Self {
         Self {
+            mode: Default::default(),
             pin_path: PathBuf::from("/sys/fs/bpf/wsguard"),
             keep_on_stop: false,
             max_connections: 65536,

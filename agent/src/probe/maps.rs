@@ -88,6 +88,8 @@ impl Reader {
             walk_budget_exceeded: sum(global::WALK_BUDGET)?,
             read_faults: sum(global::READ_FAULTS)?,
             close_code_map_full: sum(global::CLOSE_CODE_MAP_FULL)?,
+            sk_storage_full: sum(global::SK_STORAGE_FULL)?,
+            ended_unattributed: sum(global::ENDED_UNATTRIBUTED)?,
             conn_map_entries: 0,
             conn_map_capacity: conn_capacity as u64,
             unfollowed_connections: 0,
@@ -95,10 +97,14 @@ impl Reader {
         Ok(r)
     }
 
-    /// Every entry of the connection map, in batches of 1024 (a few syscalls, a fixed buffer);
-    /// returns how many there were.
-    pub fn for_each_conn(&mut self, ebpf: &Ebpf, mut f: impl FnMut(&ConnKey, &ConnState)) -> anyhow::Result<u64> {
-        let conns: BpfHashMap<_, ConnKey, ConnState> = hash_map(ebpf, names::CONNS)?;
+    /// Every followed connection: in the syscall mode every entry of the connection map, in
+    /// batches of 1024 (a few syscalls, a fixed buffer); in the socket mode one pass of the
+    /// socket iterator. Returns how many there were.
+    pub fn for_each_conn(&mut self, probe: &super::Probe, mut f: impl FnMut(&ConnKey, &ConnState)) -> anyhow::Result<u64> {
+        if probe.mode == super::Mode::Socket {
+            return super::sock::for_each_conn(&probe.pin_path, f);
+        }
+        let conns: BpfHashMap<_, ConnKey, ConnState> = hash_map(&probe.ebpf, names::CONNS)?;
         let fd = conns.map().fd().as_fd().as_raw_fd();
         let mut n = 0u64;
         self.conns
@@ -116,7 +122,13 @@ impl Reader {
 /// bytes the process was still owed are credited, as the probe's close does) and drop their
 /// entries. `mine`: its entries, read in the snapshot's pass over the connection map. Only
 /// called for processes that are gone, so no kernel writer races with it.
+///
+/// The socket mode has nothing to do here: the kernel closes an exited process's sockets and the
+/// probe counts their end itself (at `TCP_CLOSE`, for the last process that used them).
 pub fn reap_exited(ebpf: &mut Ebpf, tgid: u32, mine: &[(ConnKey, ConnState)]) -> anyhow::Result<()> {
+    if ebpf.map(names::CONNS).is_none() {
+        return Ok(());
+    }
     let mut conns: BpfHashMap<_, ConnKey, ConnState> =
         BpfHashMap::try_from(ebpf.map_mut(names::CONNS).context("map WSG_CONNS missing")?)?;
     for (k, _) in mine {

@@ -1,5 +1,7 @@
 //! Loading, attaching and pinning the eBPF probe, and reading its maps.
 //!
+//! Two probes are built, one object each: the socket mode (`sock.rs`) and the syscall mode
+//! (the fallback, this file); `mode.rs` picks one at start.
 //! Maps and links are pinned under `probe.pin_path`. When an agent starts and finds the links
 //! pinned there, it reuses the running probe and its maps as they are: nothing is reloaded, so
 //! counting never stops across a restart. `--fresh` unpins everything and starts from zero.
@@ -12,6 +14,10 @@ mod batch;
 pub mod detach;
 pub mod fs;
 pub mod maps;
+pub mod mode;
+mod sock;
+
+pub use mode::Mode;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -31,10 +37,11 @@ use config::ProbeConfig;
 
 use crate::model::probe::ProgramStats;
 
-/// The eBPF object built by build.rs (empty when built without the eBPF toolchain).
+/// The eBPF objects built by build.rs (empty when built without the eBPF toolchain).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/wsguard"));
+static SOCK_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/wsguard-sock"));
 
-/// Maps the agent pins (all of them: the pinned programs keep using the pinned instances).
+/// Maps the syscall mode pins (all of them: the pinned programs keep using the pinned instances).
 const PINNED_MAPS: [&str; 13] = [
     names::CONNS,
     names::PROCS,
@@ -55,6 +62,7 @@ const TRACEPOINTS: [(&str, &str); 2] = [(names::PROG_ENTER, "sys_enter"), (names
 /// A loaded (or resumed) probe.
 pub struct Probe {
     pub ebpf: Ebpf,
+    pub mode: Mode,
     /// True when an already running probe was picked up from the pins.
     pub resumed: bool,
     pub pin_path: PathBuf,
@@ -67,9 +75,9 @@ impl Probe {
     /// Kernel statistics of the probe's programs (from their pins; empty for a probe attached
     /// by an older agent that did not pin its programs).
     pub fn program_stats(&self) -> Vec<ProgramStats> {
-        TRACEPOINTS
+        programs(self.mode)
             .iter()
-            .filter_map(|(prog, _)| {
+            .filter_map(|prog| {
                 let info = aya::programs::ProgramInfo::from_pin(prog_pin(&self.pin_path, prog)).ok()?;
                 let (n, t) = (info.run_count(), info.run_time().as_nanos() as u64);
                 Some(ProgramStats {
@@ -84,8 +92,21 @@ impl Probe {
 
     /// The programs are still attached (their pinned links exist); false after `wsguard detach`.
     pub fn attached(&self) -> bool {
-        TRACEPOINTS.iter().all(|(p, _)| link_pin(&self.pin_path, p).exists())
+        programs(self.mode).iter().all(|p| link_pin(&self.pin_path, p).exists())
     }
+}
+
+/// The programs of a mode (each pinned with its link).
+fn programs(mode: Mode) -> &'static [&'static str] {
+    match mode {
+        Mode::Syscall => &[names::PROG_ENTER, names::PROG_EXIT],
+        Mode::Socket => &sock::PROGRAMS,
+    }
+}
+
+/// The mode of the probe pinned at `pin`, if one is (all its links are pinned).
+fn pinned_mode(pin: &Path) -> Option<Mode> {
+    [Mode::Socket, Mode::Syscall].into_iter().find(|m| programs(*m).iter().all(|p| link_pin(pin, p).exists()))
 }
 
 fn link_pin(pin: &Path, prog: &str) -> PathBuf {
@@ -96,9 +117,10 @@ fn prog_pin(pin: &Path, prog: &str) -> PathBuf {
     pin.join(format!("prog_{prog}"))
 }
 
-/// Load or resume the probe according to `cfg`.
+/// Load or resume the probe according to `cfg` (its mode: `[probe] mode` or
+/// `WSGUARD_PROBE_MODE`, resolved against this kernel's features).
 pub fn start(cfg: &ProbeConfig, fresh: bool) -> anyhow::Result<Probe> {
-    if OBJECT.is_empty() {
+    if OBJECT.is_empty() || SOCK_OBJECT.is_empty() {
         bail!(
             "this wsguard binary was built without its eBPF probe (bpf-linker or the eBPF Rust \
              toolchain was missing at build time). Run `cargo xtask setup`, then rebuild; see README"
@@ -116,9 +138,30 @@ pub fn start(cfg: &ProbeConfig, fresh: bool) -> anyhow::Result<Probe> {
         info!("--fresh: removed pinned probe state at {}", pin.display());
     }
     std::fs::create_dir_all(pin).with_context(|| format!("cannot create {}", pin.display()))?;
-    let resumed = TRACEPOINTS.iter().all(|(p, _)| link_pin(pin, p).exists());
-    if resumed {
-        check_layout(pin)?;
+    let choice = cfg.mode.with_env()?;
+    let pinned = pinned_mode(pin);
+    let mode = match pinned {
+        Some(m) => {
+            if matches!((choice, m), (mode::ModeChoice::Socket, Mode::Syscall) | (mode::ModeChoice::Syscall, Mode::Socket)) {
+                bail!(
+                    "the probe pinned at {} runs the {m} mode, but the {} mode was asked for; \
+                     restart with --fresh to switch (counts restart at 0)",
+                    pin.display(),
+                    if m == Mode::Socket { "syscall" } else { "socket" }
+                );
+            }
+            check_layout(pin, m)?;
+            m
+        }
+        None => {
+            let (m, why) = mode::resolve(choice, &mode::Features::detect()).map_err(|e| anyhow::anyhow!(e))?;
+            info!("probe mode {m} ({why})");
+            m
+        }
+    };
+    let resumed = pinned.is_some();
+    if mode == Mode::Socket {
+        return sock::start(cfg, pin, resumed, SOCK_OBJECT);
     }
 
     let mut loader = EbpfLoader::new();
@@ -163,7 +206,7 @@ pub fn start(cfg: &ProbeConfig, fresh: bool) -> anyhow::Result<Probe> {
         info!("probe attached (raw tracepoints sys_enter, sys_exit), pinned at {}", pin.display());
         preexisting = Some(not_followed(&ebpf, before));
     }
-    Ok(Probe { ebpf, resumed, pin_path: pin.clone(), preexisting })
+    Ok(Probe { ebpf, mode: Mode::Syscall, resumed, pin_path: pin.clone(), preexisting })
 }
 
 /// The inbound connections the probe does not follow from their first byte: those open before
@@ -208,7 +251,7 @@ fn not_followed(ebpf: &Ebpf, before: HashMap<u32, HashMap<u64, u32>>) -> HashMap
 
 /// Refuse pinned maps made by a wsguard with another record layout: the layout version written
 /// at attach (older probes have no `WSG_LAYOUT` map at all), and the record sizes.
-fn check_layout(pin: &Path) -> anyhow::Result<()> {
+fn check_layout(pin: &Path, mode: Mode) -> anyhow::Result<()> {
     let incompatible = |why: String| {
         anyhow::anyhow!(
             "the probe pinned at {} was made by an incompatible wsguard version ({why}); restart \
@@ -224,7 +267,8 @@ fn check_layout(pin: &Path) -> anyhow::Result<()> {
         let found = version.map(|v| v.to_string()).unwrap_or_else(|| "none".into());
         return Err(incompatible(format!("layout version {found} != {}", wsguard_common::LAYOUT_VERSION)));
     }
-    let want = [(names::CONNS, std::mem::size_of::<ConnState>()), (names::PROCS, std::mem::size_of::<ProcStats>())];
+    let conns = if mode == Mode::Socket { names::SK } else { names::CONNS };
+    let want = [(conns, std::mem::size_of::<ConnState>()), (names::PROCS, std::mem::size_of::<ProcStats>())];
     for (name, size) in want {
         let info =
             MapInfo::from_pin(pin.join(name)).with_context(|| format!("reading pinned map {name}; restart with --fresh"))?;

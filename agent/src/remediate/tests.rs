@@ -60,6 +60,7 @@ fn alert(name: &str, labels: &[(&str, &str)], value: f64) -> Alert {
         tier_name: None,
         flapping: false,
         manual: false,
+        forecast: None,
     }
 }
 

@@ -308,3 +308,24 @@ fn health_lists_problems_with_messages_and_healthy_checks_on_one_line() {
     assert!(text.contains("ok        probe, memory"), "{text}");
     assert!(text.starts_with(" wsguard DEGRADED "), "{text}");
 }
+
+#[test]
+fn alerts_view_shows_forecast_alerts_with_their_eta() {
+    let mut fd = alert_json("PredictedFdExhaustion", "critical", "firing", "00000000000000dd", false);
+    fd["value"] = 1.0.into();
+    fd["annotations"]["summary"] =
+        "node (pid 4242) holds 300 of 400 fds (75%); ETA to exhaustion 40 s (38 s to 42 s) [forecast]".into();
+    fd["forecast"] = serde_json::json!({
+        "rule": "PredictedFdExhaustion", "resource": "fds", "trigger": "forecast", "consecutive": 3,
+        "current": 300.0, "limit": 400.0, "usage_ratio": 0.75, "eta_seconds": 40.0,
+        "eta_low_seconds": 38.0, "eta_high_seconds": 42.0, "probability": 1.0, "confidence": 0.9,
+        "class": null, "recommendation": null
+    });
+    let mut d = data("2026-01-01T10:05:00Z");
+    d.alerts = Feed::Ok(serde_json::from_value(serde_json::json!([fd])).unwrap());
+    let mut app = App::new(API, std::time::Duration::from_secs(2), View::Alerts, true);
+    app.update(Ok(d));
+    let text = dump(&app, 140, 30);
+    assert!(text.contains("PredictedFdExhaustion") && text.contains("ETA 40 s"), "{text}");
+    assert!(text.contains("ETA to exhaustion 40 s"), "{text}");
+}

@@ -223,7 +223,7 @@ impl Tracker {
         let now_ns = conns::monotonic_ns();
         let mut reap: Vec<(ConnKey, ConnState)> = Vec::new();
         let (known, limits) = (&self.known, &self.limits);
-        reading.health.conn_map_entries = self.reader.for_each_conn(&probe.ebpf, |k, c| {
+        reading.health.conn_map_entries = self.reader.for_each_conn(probe, |k, c| {
             if exiting.contains(&k.tgid) {
                 reap.push((*k, *c));
                 return;
@@ -384,6 +384,7 @@ impl Tracker {
                 snapshot_cpu_ms: thread_cpu_ns().saturating_sub(cpu0) as f64 / 1e6,
             },
             probe: ProbeInfo {
+                mode: probe.mode.as_str().into(),
                 attached: probe.attached(),
                 resumed: probe.resumed,
                 pin_path: probe.pin_path.display().to_string(),

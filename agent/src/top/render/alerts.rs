@@ -90,7 +90,7 @@ const ALERT_COLS: [Col; 8] = [
     col("ALERT", 26, false, 0),
     col("TARGET", 20, false, 0),
     col("SINCE", 8, false, 1),
-    col("VALUE", 10, true, 2),
+    col("VALUE", 12, true, 2),
     col("ACK", 10, false, 1),
     col("FINGERPRINT", 16, false, 3),
 ];
@@ -113,7 +113,13 @@ pub fn alerts(f: &mut Frame, app: &App, area: Rect) {
                 fmt::cut(name(a), 26),
                 fmt::cut(&target(a), 20),
                 fmt::clock(&a.starts_at).to_string(),
-                a.value.map_or("-".into(), |v| format!("{v:.4}").trim_end_matches('0').trim_end_matches('.').to_string()),
+                match &a.forecast {
+                    // Forecast alerts: the ETA, not the rule's trigger value.
+                    Some(f) => format!("ETA {}", f.field("eta").unwrap_or_default()),
+                    None => {
+                        a.value.map_or("-".into(), |v| format!("{v:.4}").trim_end_matches('0').trim_end_matches('.').to_string())
+                    }
+                },
                 match (&a.ack, a.silenced) {
                     (Some(ack), _) => fmt::cut(&ack.by, 10),
                     (None, true) => "silenced".into(),
@@ -199,22 +205,25 @@ pub fn predictions(f: &mut Frame, app: &App, area: Rect) {
     let title = format!(" Process forecasts ({}) ", p.processes.len());
     let sel = (!p.processes.is_empty()).then_some(app.process_row.min(p.processes.len() - 1));
     table(f, top, title, &PRED_COLS, rows, sel);
-    let mut lines: Vec<Line> = p
-        .alerts
-        .iter()
-        .map(|a| {
+    // Forecast rule inputs whose condition holds (the alerts themselves are in the alerts view).
+    let holding = p.processes.iter().flat_map(|pp| pp.forecasts.iter().map(move |f| (format!("pid {}", pp.pid), f)));
+    let host = p.host.forecasts.iter().map(|f| ("host".to_string(), f));
+    let mut lines: Vec<Line> = holding
+        .chain(host)
+        .filter(|(_, f)| f.trigger.is_some())
+        .map(|(who, f)| {
             Line::raw(format!(
-                "{:?} {} {} since {}: {}",
-                a.state,
-                a.name,
-                a.labels.get("pid").map_or(String::new(), |p| format!("pid {p}")),
-                fmt::clock(&a.since),
-                a.summary
+                "{} {who} [{}]: {} at {}, ETA {}",
+                f.rule,
+                f.field("trigger").unwrap_or_default(),
+                f.resource.as_deref().unwrap_or("-"),
+                f.field("usage").unwrap_or_default(),
+                f.field("eta").unwrap_or_default()
             ))
         })
         .collect();
     if lines.is_empty() {
-        lines.push(Line::raw("no prediction alert"));
+        lines.push(Line::raw("no forecast alert condition holds"));
     }
     if let Some(sel) = p.processes.get(app.process_row.min(p.processes.len().saturating_sub(1))) {
         lines.push(Line::raw(format!("{}[{}]: {}", sel.comm, sel.pid, sel.crisis.recommendation)).dim());

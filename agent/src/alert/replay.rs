@@ -1,6 +1,8 @@
 //! Replay: run recorded snapshots (JSON lines, the history export format) through the
-//! forecasts and alert rules; what would have fired and when, and the scores, as data and as
-//! text. The commands over it (`wsguard replay`, `wsguard history export`) are in `cli/replay.rs`.
+//! forecasts and the forecast alert rules of the one alert engine (`PredictedFdExhaustion`,
+//! `PredictedCrisis` and any rule on `prediction.*`); what would have fired and when, and the
+//! scores, as data and as text. The commands over it (`wsguard replay`, `wsguard history
+//! export`) are in `cli/replay.rs`.
 
 use std::{
     io::{BufRead, Write},
@@ -10,8 +12,57 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use super::{rfc3339, snapshot_seconds, PredictConfig, Predictions, Predictor, Scores, Transition};
-use crate::model::snapshot::Snapshot;
+use super::{rule::Metric, AlertConfig, Engine, Labels, TransitionKind};
+use crate::{
+    model::snapshot::Snapshot,
+    predict::{rfc3339, snapshot_seconds, PredictConfig, Predictions, Predictor, Scores, Trigger},
+};
+
+/// An alert change seen in a replay.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Transition {
+    /// Unix seconds (the snapshot's time).
+    pub at: f64,
+    pub name: String,
+    pub labels: Labels,
+    /// `firing` or `resolved`.
+    pub to: String,
+    pub trigger: Option<Trigger>,
+    pub summary: String,
+}
+
+/// The engine with the forecast rules of `alert` (the defaults unless configured otherwise).
+pub fn forecast_engine(alert: &AlertConfig) -> Engine {
+    let rules = alert
+        .effective_rules(0)
+        .into_iter()
+        .filter(|r| matches!(r.metric, Metric::PredictionFdExhaustion | Metric::PredictionCrisis | Metric::CrisisProbability))
+        .collect();
+    Engine::with_rules(rules, alert.clone())
+}
+
+/// Run `pred` through `engine` at the snapshot's time; firing and resolved changes.
+pub fn evaluate(engine: &mut Engine, snap: &Snapshot, pred: &Predictions, at: f64) -> Vec<Transition> {
+    let now = std::time::UNIX_EPOCH + Duration::from_secs_f64(at.max(0.0));
+    let mut out = Vec::new();
+    for t in engine.evaluate(snap, Some(pred), now) {
+        let to = match t.kind {
+            TransitionKind::Firing => "firing",
+            TransitionKind::Resolved => "resolved",
+            _ => continue,
+        };
+        let Some(a) = engine.alert(&t.fingerprint) else { continue };
+        out.push(Transition {
+            at,
+            name: t.alertname.clone(),
+            labels: a.labels.clone(),
+            to: to.into(),
+            trigger: a.forecast.as_ref().and_then(|f| f.trigger),
+            summary: a.annotations.get("summary").cloned().unwrap_or_default(),
+        });
+    }
+    out
+}
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReplayResult {
@@ -32,10 +83,13 @@ pub struct ReplayResult {
 pub fn replay(
     input: impl BufRead,
     cfg: PredictConfig,
+    alert: &AlertConfig,
     speed: Option<f64>,
     mut live: Option<&mut dyn Write>,
 ) -> Result<ReplayResult> {
     let mut p = Predictor::new(cfg);
+    let mut engine = forecast_engine(alert);
+    let mut last_t = 0.0;
     let mut r = ReplayResult::default();
     let mut prev_t: Option<f64> = None;
     for (i, line) in input.lines().enumerate() {
@@ -62,15 +116,17 @@ pub fn replay(
         }
         prev_t = t.or(prev_t);
         let pred = p.observe(&snap);
+        last_t = t.unwrap_or(last_t + snap.agent.interval_seconds.max(0.001));
+        let transitions = evaluate(&mut engine, &snap, &pred, last_t);
         if let Some(w) = live.as_deref_mut() {
-            for tr in &pred.transitions {
+            for tr in &transitions {
                 writeln!(w, "{}", transition_line(tr))?;
             }
         }
         r.snapshots += 1;
         r.first.get_or_insert_with(|| snap.timestamp.clone());
         r.last = Some(snap.timestamp.clone());
-        r.transitions.extend(pred.transitions.iter().cloned());
+        r.transitions.extend(transitions);
         r.final_predictions = Some(pred);
     }
     if r.snapshots == 0 {
@@ -82,11 +138,7 @@ pub fn replay(
 
 pub fn transition_line(t: &Transition) -> String {
     let labels: Vec<String> = t.labels.iter().filter(|(k, _)| *k != "alertname").map(|(k, v)| format!("{k}={v}")).collect();
-    let trig = match t.trigger {
-        Some(super::alerting::Trigger::Backstop) => " [backstop]",
-        Some(super::alerting::Trigger::Prediction) => " [forecast]",
-        None => "",
-    };
+    let trig = t.trigger.map(|t| format!(" [{}]", t.as_str())).unwrap_or_default();
     format!("{}  {:<8} {}{{{}}}{trig}  {}", rfc3339(t.at), t.to.to_uppercase(), t.name, labels.join(","), t.summary)
 }
 

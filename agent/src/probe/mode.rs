@@ -1,0 +1,172 @@
+//! Which probe runs: `socket` (connection state in the socket's storage, hooks that fire only on
+//! socket I/O) or `syscall` (raw `sys_enter`/`sys_exit`, state keyed by `(tgid, fd)`; the
+//! fallback). `[probe] mode` (or `WSGUARD_PROBE_MODE`) asks for one or for `auto`; [`resolve`]
+//! decides from what this kernel has ([`Features`]) and says why, for the log and `doctor`.
+
+use std::{fmt, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Environment override of `[probe] mode`.
+pub const ENV: &str = "WSGUARD_PROBE_MODE";
+
+/// `auto` prefers the socket mode once it passes the whole privileged suite; until then it
+/// resolves to the syscall mode and `socket` must be asked for.
+const AUTO_PREFERS_SOCKET: bool = false;
+
+/// What the config asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeChoice {
+    #[default]
+    Auto,
+    Socket,
+    Syscall,
+}
+
+impl ModeChoice {
+    pub fn parse(s: &str) -> Option<ModeChoice> {
+        match s.trim() {
+            "auto" => Some(ModeChoice::Auto),
+            "socket" => Some(ModeChoice::Socket),
+            "syscall" => Some(ModeChoice::Syscall),
+            _ => None,
+        }
+    }
+
+    /// The config's choice, or `WSGUARD_PROBE_MODE` when set (an invalid value is an error).
+    pub fn with_env(self) -> anyhow::Result<ModeChoice> {
+        match std::env::var(ENV) {
+            Ok(v) if !v.trim().is_empty() => {
+                ModeChoice::parse(&v).ok_or_else(|| anyhow::anyhow!("{ENV}={v:?}: expected auto, socket or syscall"))
+            }
+            _ => Ok(self),
+        }
+    }
+}
+
+/// The probe that runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Socket,
+    Syscall,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Socket => "socket",
+            Mode::Syscall => "syscall",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the socket mode needs from the kernel, as found here.
+#[derive(Debug, Clone, Default)]
+pub struct Features {
+    /// `/sys/kernel/btf/vmlinux` parses.
+    pub btf: bool,
+    /// BTF tracepoints `sock_recv_length`, `sock_send_length` (Linux 6.3), `tcp_destroy_sock`.
+    pub sock_tracepoints: bool,
+    /// The TCP socket iterator (`bpf_iter_tcp`, Linux 5.9).
+    pub tcp_iter: bool,
+    /// A cgroup v2 mount for `sock_ops` (None: none mounted; the agent mounts one).
+    pub cgroup2: Option<PathBuf>,
+}
+
+impl Features {
+    /// Probe this kernel (reads BTF from sysfs; no privilege needed).
+    pub fn detect() -> Features {
+        let mut f = Features { cgroup2: cgroup2_mount(), ..Default::default() };
+        if let Ok(btf) = aya::Btf::from_sys_fs() {
+            f.btf = true;
+            let typedef = |n: &str| btf.id_by_type_name_kind(n, aya_obj::btf::BtfKind::Typedef).is_ok();
+            f.sock_tracepoints = ["btf_trace_sock_recv_length", "btf_trace_sock_send_length", "btf_trace_tcp_destroy_sock"]
+                .iter()
+                .all(|n| typedef(n));
+            f.tcp_iter = btf.id_by_type_name_kind("bpf_iter_tcp", aya_obj::btf::BtfKind::Func).is_ok();
+        }
+        f
+    }
+
+    /// Why the socket mode cannot load here (None: it can, as far as can be told before loading).
+    pub fn socket_missing(&self) -> Option<String> {
+        let mut missing = Vec::new();
+        if !self.btf {
+            missing.push("kernel BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF)");
+        } else {
+            if !self.sock_tracepoints {
+                missing.push("BTF tracepoints sock:sock_recv_length/sock_send_length (Linux >= 6.3)");
+            }
+            if !self.tcp_iter {
+                missing.push("the TCP socket iterator (Linux >= 5.9)");
+            }
+        }
+        (!missing.is_empty()).then(|| missing.join(", "))
+    }
+}
+
+/// The first cgroup v2 mount in /proc/self/mounts.
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
+        (fstype == "cgroup2").then(|| PathBuf::from(dir))
+    })
+}
+
+/// The mode to run for `choice` on a kernel with `features`, and why (one sentence).
+pub fn resolve(choice: ModeChoice, features: &Features) -> Result<(Mode, String), String> {
+    match (choice, features.socket_missing()) {
+        (ModeChoice::Syscall, _) => Ok((Mode::Syscall, "probe.mode = \"syscall\"".into())),
+        (ModeChoice::Socket, None) => Ok((Mode::Socket, "probe.mode = \"socket\"".into())),
+        (ModeChoice::Socket, Some(why)) => {
+            Err(format!("probe.mode = \"socket\" cannot run on this kernel: it lacks {why}; use \"auto\" or \"syscall\""))
+        }
+        (ModeChoice::Auto, Some(why)) => Ok((Mode::Syscall, format!("auto: the socket mode needs {why}"))),
+        (ModeChoice::Auto, None) if AUTO_PREFERS_SOCKET => {
+            Ok((Mode::Socket, "auto: the kernel has what the socket mode needs".into()))
+        }
+        (ModeChoice::Auto, None) => Ok((
+            Mode::Syscall,
+            "auto: the kernel supports the socket mode, but it is not the default yet (ask for probe.mode = \"socket\")".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full() -> Features {
+        Features { btf: true, sock_tracepoints: true, tcp_iter: true, cgroup2: None }
+    }
+
+    #[test]
+    fn explicit_modes_and_auto() {
+        assert_eq!(resolve(ModeChoice::Syscall, &Features::default()).unwrap().0, Mode::Syscall);
+        assert_eq!(resolve(ModeChoice::Socket, &full()).unwrap().0, Mode::Socket);
+        let err = resolve(ModeChoice::Socket, &Features::default()).unwrap_err();
+        assert!(err.contains("BTF"), "{err}");
+        let (m, why) = resolve(ModeChoice::Auto, &Features { sock_tracepoints: false, ..full() }).unwrap();
+        assert_eq!(m, Mode::Syscall);
+        assert!(why.contains("6.3"), "{why}");
+        assert_eq!(resolve(ModeChoice::Auto, &full()).unwrap().0, if AUTO_PREFERS_SOCKET { Mode::Socket } else { Mode::Syscall });
+    }
+
+    #[test]
+    fn parse_choice() {
+        assert_eq!(ModeChoice::parse("socket"), Some(ModeChoice::Socket));
+        assert_eq!(ModeChoice::parse(" syscall "), Some(ModeChoice::Syscall));
+        assert_eq!(ModeChoice::parse("auto"), Some(ModeChoice::Auto));
+        assert_eq!(ModeChoice::parse("kprobe"), None);
+    }
+}
