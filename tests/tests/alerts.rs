@@ -94,7 +94,7 @@ fn client_over_quota_fires_acks_survive_restart_and_resolve() -> Result<()> {
         wsguard(&["alerts", "ack", &fp[..8], "--by", "oncall", "-m", "looking", "--api", &agent.api, "--token-file", tf])?;
     assert_eq!(code, 0, "{err}");
     let a = quota_alert(&agent, server.pid)?.unwrap();
-    assert_eq!((a["acknowledged"].clone(), a["ack"]["by"].clone()), (Value::from(true), Value::from("oncall")));
+    assert_eq!((a["acknowledged"].clone(), a["ack"]["by"].clone()), (Value::from(true), Value::from("oncall (token)")));
 
     // kill -9 and restart on the pinned probe: same alert, still acknowledged, not re-fired.
     agent.stop(libc::SIGKILL);
