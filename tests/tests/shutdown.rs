@@ -136,7 +136,7 @@ fn sigterm_delivers_to_a_receiver_back_from_an_outage_and_keeps_the_state() -> R
     assert_eq!((after["pending"].as_u64(), after["dropped"].as_u64()), (Some(0), Some(0)), "{after:#}");
     let m1 = alert(&agent, "M1")?.context("M1 after restart")?;
     assert_eq!((m1["status"].as_str(), m1["acknowledged"].as_bool()), (Some("firing"), Some(true)), "{m1:#}");
-    assert_eq!(m1["ack"]["by"], "tester");
+    assert_eq!(m1["ack"]["by"], "tester (token)");
     let history = agent.get("/api/v1/history?since=10m")?;
     let served: Vec<&str> =
         history.as_array().map(|l| l.iter().filter_map(|s| s["timestamp"].as_str()).collect()).unwrap_or_default();

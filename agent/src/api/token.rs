@@ -14,7 +14,7 @@ use anyhow::bail;
 
 use crate::util::private_file;
 
-pub const DEFAULT_FILE: &str = "api-token";
+pub const DEFAULT_FILE: &str = crate::util::state_dir::API_TOKEN;
 const WHAT: &str = "API token";
 
 #[derive(Clone)]

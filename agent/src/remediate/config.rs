@@ -378,7 +378,8 @@ impl RemediationConfig {
                 ActionType::CloseConnections => &[C::CAP_NET_ADMIN],
                 ActionType::Signal => &[C::CAP_KILL],
                 ActionType::RaiseFdLimit => &[C::CAP_SYS_RESOURCE],
-                ActionType::Exec if a.user.as_deref() != Some("root") => &[C::CAP_SETUID, C::CAP_SETGID],
+                // Another user's command is killed (its process group) at its timeout: KILL too.
+                ActionType::Exec if a.user.as_deref() != Some("root") => &[C::CAP_SETUID, C::CAP_SETGID, C::CAP_KILL],
                 ActionType::Exec | ActionType::Http | ActionType::RestartUnit => &[],
             };
             for c in need {

@@ -23,7 +23,7 @@ use siphasher::sip::SipHasher24;
 
 use crate::util::private_file;
 
-pub const DEFAULT_FILE: &str = "client-key.secret";
+pub const DEFAULT_FILE: &str = crate::util::state_dir::CLIENT_KEY_SECRET;
 const WHAT: &str = "client-key secret";
 
 /// Keyed hash of client keys. `Debug` never shows the key.

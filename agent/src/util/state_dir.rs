@@ -12,6 +12,14 @@ use std::{
 
 use anyhow::Context;
 
+/// The API token's default file name in the state directory.
+pub const API_TOKEN: &str = "api-token";
+/// The client-key secret's file name in the state directory.
+pub const CLIENT_KEY_SECRET: &str = "client-key.secret";
+/// Secrets are not tightened here: a secret that group or others could read may have been read,
+/// so `private_file::read` refuses it (with the chmod to run) instead of it being fixed silently.
+const SECRETS: &[&str] = &[API_TOKEN, CLIENT_KEY_SECRET];
+
 /// Set the process umask to 0077, create `dir` (0700) if needed and take group and other
 /// access away from it and everything in it. `traverse`: others keep `x` on `dir` alone (the
 /// API socket inside it is shared with `[api] socket_group`); they can reach a path inside,
@@ -47,7 +55,7 @@ fn tighten(p: &Path, want: u32, fixed: &mut Vec<String>) {
 fn walk(dir: &Path, fixed: &mut Vec<String>) {
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let Ok(t) = e.file_type() else { continue };
-        if t.is_symlink() || t.is_socket_like() {
+        if t.is_symlink() || t.is_socket_like() || (t.is_file() && SECRETS.iter().any(|s| e.file_name() == *s)) {
             continue;
         }
         tighten(&e.path(), 0, fixed);
@@ -87,6 +95,9 @@ mod tests {
         std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
         std::fs::create_dir(dir.join("sub")).unwrap();
         std::fs::set_permissions(dir.join("sub"), std::fs::Permissions::from_mode(0o775)).unwrap();
+        let secret = dir.join(CLIENT_KEY_SECRET);
+        std::fs::write(&secret, "s").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
         // SAFETY: no preconditions (other tests create files with explicit modes).
         let before = unsafe { libc::umask(0o022) };
         let fixed = prepare(&dir, false).unwrap();
@@ -97,6 +108,8 @@ mod tests {
         assert_eq!(fixed.len(), 3, "{fixed:?}");
         assert_eq!((mode(&dir), mode(&old), mode(&dir.join("sub"))), (0o700, 0o600, 0o700));
         assert_eq!((mode(&dir.join("new-file")), mode(&dir.join("new-dir"))), (0o600, 0o700));
+        // An exposed secret is left as it is, for `private_file::read` to refuse.
+        assert_eq!(mode(&secret), 0o644);
         prepare(&dir, true).unwrap();
         assert_eq!(mode(&dir), 0o711);
     }
