@@ -24,6 +24,10 @@ pub mod phase {
     /// state stays in the socket's storage until the kernel frees the socket; the syscall mode
     /// deletes its map entry instead, so userspace never reads this phase there.
     pub const DONE: u8 = 3;
+    /// HTTP keep-alive: a complete plain `GET` (no upgrade) was read. The response is not
+    /// walked; the next bytes read start a new request head, which may ask for the upgrade.
+    /// Counted `not_websocket` when it ends in this phase.
+    pub const HTTP: u8 = 4;
 }
 
 /// Socket mode: set in [`ConnState::fd`] once the connection moved bytes the probe could not

@@ -62,4 +62,5 @@ pub fn fd_bit(tgid: u32, fd: u32) -> u32 {
 /// declared (`ConnState::rx_owed_from`/`tx_owed_from`); a probe of version 3 left running would
 /// keep counting declared lengths.
 /// 5: ProcStats gained the unparsed counters; ConnState's padding became `tgid` and `fd`.
-pub const LAYOUT_VERSION: u32 = 5;
+/// 6: ProcStats gained `closed_unread`; ConnState's phase `HTTP` (keep-alive between requests).
+pub const LAYOUT_VERSION: u32 = 6;

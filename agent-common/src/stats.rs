@@ -39,6 +39,11 @@ pub struct ProcStats {
     /// frames are not counted (a WebSocket among them is also counted out of sync).
     pub unparsed_conns: u64,
     pub unparsed_bytes: u64,
+    /// Syscall mode: accepted connections the accepting process closed before it read a byte
+    /// of them. That is how a socket leaves for another fd (`dup2`) or process (fd passing:
+    /// Node `cluster`, PM2), which this mode cannot follow; a client that connects and sends
+    /// nothing lands here too. Reported in `unfollowed_connections`.
+    pub closed_unread: u64,
 }
 
 /// Key of the close-code map: how often a process received or sent each close code.
@@ -93,5 +98,6 @@ impl ProcStats {
         self.tx.add(&o.tx);
         self.unparsed_conns += o.unparsed_conns;
         self.unparsed_bytes += o.unparsed_bytes;
+        self.closed_unread += o.closed_unread;
     }
 }

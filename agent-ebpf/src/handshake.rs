@@ -1,6 +1,8 @@
 //! The upgrade handshake of a tracked connection: the request on the way in (must ask for
-//! `Upgrade: websocket`; a client key may be captured), the `101` on the way out. Anything else
-//! ends the tracking at once (counted `not_websocket` or `handshakes_failed`).
+//! `Upgrade: websocket`; a client key may be captured), the `101` on the way out. A plain `GET`
+//! with nothing behind it keeps the connection followed for its next request (HTTP keep-alive:
+//! the upgrade may come later, phase `HTTP`); anything else ends the tracking at once (counted
+//! `not_websocket` or `handshakes_failed`).
 
 use wsguard_common::{
     conn::{phase, ConnKey, ConnState},
@@ -12,7 +14,7 @@ use wsguard_common::{
 use crate::{
     copy::{copy, zero},
     maps::{self, WSG_KEY_CONFIG},
-    record::{drop_conn, emit, proc_stats, Dir},
+    record::{drop_conn, emit, proc_stats, Dir, NOT_WEBSOCKET},
     walk::{mode, verdict, Walk},
 };
 
@@ -23,9 +25,13 @@ use crate::{
 pub fn handshake(key: &ConnKey, c: &mut ConnState, dir: Dir, w: &mut Walk, now: u64) -> bool {
     match (dir, c.phase) {
         (Dir::Rx, phase::NEW) | (Dir::Tx, phase::UPGRADE_REQUESTED) => {}
+        // Keep-alive: the next request head starts (`c.http` was reset after the last one).
+        (Dir::Rx, phase::HTTP) => c.phase = phase::NEW,
+        // The answer to a plain request: not walked.
+        (Dir::Tx, phase::HTTP) => return false,
         (Dir::Tx, phase::NEW) => {
             // The process spoke before a complete upgrade request: not a WebSocket server side.
-            drop_conn(key, None, c);
+            drop_conn(key, NOT_WEBSOCKET, c);
             return false;
         }
         _ => return true,
@@ -48,7 +54,7 @@ pub fn handshake(key: &ConnKey, c: &mut ConnState, dir: Dir, w: &mut Walk, now: 
         copy(&mut c.key, &w.key);
     }
     if !ok {
-        drop_conn(key, None, c);
+        drop_conn(key, NOT_WEBSOCKET, c);
         return false;
     }
     copy(&mut c.http, &w.http);
@@ -57,14 +63,24 @@ pub fn handshake(key: &ConnKey, c: &mut ConnState, dir: Dir, w: &mut Walk, now: 
         verdict::NONE => return false, // head continues in the next syscall
         _ => {
             // Not HTTP, or unreadable: follow it no further.
-            let failed = if dir == Dir::Tx { Some(0) } else { None };
+            let failed = if dir == Dir::Tx { 0 } else { NOT_WEBSOCKET };
             drop_conn(key, failed, c);
             return false;
         }
     }
     if dir == Dir::Rx {
         if !w.http.found() {
-            drop_conn(key, None, c);
+            if w.total_left != 0 {
+                // A body or a pipelined request behind the head: where the next head starts
+                // is not known, so the connection is followed no further.
+                drop_conn(key, NOT_WEBSOCKET, c);
+            } else {
+                // A plain request on a connection that may stay open (HTTP keep-alive): the
+                // next request may ask for the upgrade. Counted `not_websocket` at its end
+                // unless it does.
+                c.phase = phase::HTTP;
+                zero(&mut c.http);
+            }
             return false;
         }
         c.phase = phase::UPGRADE_REQUESTED;
@@ -72,7 +88,7 @@ pub fn handshake(key: &ConnKey, c: &mut ConnState, dir: Dir, w: &mut Walk, now: 
         c.http.side = side::RESPONSE;
     } else {
         if w.http.status != 101 {
-            drop_conn(key, Some(w.http.status), c);
+            drop_conn(key, w.http.status as u32, c);
             return false;
         }
         let rsv1_ok = w.http.found();

@@ -67,16 +67,21 @@ pub(crate) fn emit(kind: u8, key: &ConnKey, c: &ConnState, value_ns: u64, status
 /// Stop following a connection that turned out not to be WebSocket (or failed its handshake):
 /// counted, then marked `DONE` (the syscall mode deletes such an entry, see `syscall.rs`; the
 /// socket mode leaves it in the socket's storage, which the kernel frees with the socket).
+/// `failed_status`: the response status of a failed handshake (0: none was seen), or
+/// [`NOT_WEBSOCKET`]. A plain integer, not an `Option<u16>`: LLVM passes an `Option`'s payload
+/// in its own register and leaves it undefined for `None`, which the verifier refuses to spill.
 #[inline(never)]
-pub(crate) fn drop_conn(key: &ConnKey, failed_status: Option<u16>, c: &mut ConnState) {
+pub(crate) fn drop_conn(key: &ConnKey, failed_status: u32, c: &mut ConnState) {
     if let Some(p) = proc_stats(key.tgid) {
-        match failed_status {
-            Some(status) => {
-                p.handshakes_failed += 1;
-                emit(kind::HANDSHAKE_FAILED, key, c, 0, status, 0);
-            }
-            None => p.not_websocket += 1,
+        if failed_status == NOT_WEBSOCKET {
+            p.not_websocket += 1;
+        } else {
+            p.handshakes_failed += 1;
+            emit(kind::HANDSHAKE_FAILED, key, c, 0, failed_status as u16, 0);
         }
     }
     c.phase = phase::DONE;
 }
+
+/// [`drop_conn`]: the connection is not WebSocket (no handshake failed).
+pub(crate) const NOT_WEBSOCKET: u32 = u32::MAX;

@@ -172,9 +172,11 @@ pub fn on_end(ctx: &BtfTracePointContext) {
     }
     if c.tgid == 0 {
         bump(global::ENDED_UNATTRIBUTED);
-    } else {
+    } else if c.fd & FD_UNPARSED == 0 || c.phase == phase::WEBSOCKET {
         lifecycle::end(&ConnKey { tgid: c.tgid, fd: c.fd & !FD_UNPARSED }, c);
     }
+    // Else never classified because its bytes could not be read (io_uring, ...): it is in
+    // `unparsed_conns`, not `not_websocket`.
     c.phase = phase::DONE;
 }
 

@@ -163,7 +163,17 @@ fn on_accept(tgid: u32, fd: u32) {
 fn on_close(key: ConnKey) {
     let Some(c) = WSG_CONNS.get_ptr_mut(&key) else { return };
     // SAFETY: map value, valid until removed below.
-    lifecycle::end(&key, unsafe { &*c });
+    let c = unsafe { &*c };
+    if c.phase == phase::NEW && c.http.total == 0 {
+        // Closed by the process that accepted it before it read a byte: the socket moved to
+        // another fd (`dup2`) or process (fd passing), where this mode cannot follow it (or the
+        // client sent nothing). Reported, never silent.
+        if let Some(p) = proc_stats(key.tgid) {
+            p.closed_unread += 1;
+        }
+    } else {
+        lifecycle::end(&key, c);
+    }
     let _ = WSG_CONNS.remove(&key);
 }
 
