@@ -464,7 +464,7 @@ fn probe_mode(f: &crate::probe::mode::Features) -> Vec<Check> {
         None => check(
             "socket mode",
             Status::Ok,
-            "kernel BTF, tp_btf sock_recv_length/sock_send_length, tcp_destroy_sock and the TCP iterator are present",
+            "kernel BTF, tp_btf sock_recv_length/sock_send_length, tcp_destroy_sock, socket storage and the TCP iterator are present",
             "",
         ),
         Some(why) => check(
@@ -474,8 +474,35 @@ fn probe_mode(f: &crate::probe::mode::Features) -> Vec<Check> {
             "the syscall mode (fallback) runs instead; see docs/kernel-support.md",
         ),
     }];
-    let choice = ModeChoice::Auto.with_env();
-    out.push(match choice.map_err(|e| e.to_string()).and_then(|c| resolve(c, f)) {
+    // What BTF cannot tell (socket storage from tracing programs, each program passing the
+    // verifier) is proven by loading the socket mode, attaching nothing: needs root.
+    // SAFETY: no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let loads = match (f.socket_missing(), root) {
+        (Some(_), _) => None,
+        (None, false) => {
+            out.push(check("socket mode loads", Status::Info, "not checked (needs root: loads the programs, attaches nothing)", ""));
+            None
+        }
+        (None, true) => Some(crate::probe::check_socket_mode()),
+    };
+    if let Some(r) = &loads {
+        out.push(match r {
+            Ok(()) => check("socket mode loads", Status::Ok, "maps created and every program verified (nothing attached)", ""),
+            Err(e) => check(
+                "socket mode loads",
+                Status::Info,
+                format!("no: {e:#}"),
+                "`auto` runs the syscall mode (fallback) instead; see docs/kernel-support.md",
+            ),
+        });
+    }
+    let choice = ModeChoice::Auto.with_env().map_err(|e| e.to_string());
+    let auto = matches!(choice, Ok(ModeChoice::Auto));
+    out.push(match choice.and_then(|c| resolve(c, f)) {
+        Ok((crate::probe::Mode::Socket, _)) if auto && matches!(loads, Some(Err(_))) => {
+            check("probe mode", Status::Ok, "syscall would run (auto: the socket mode does not load here)", "")
+        }
         Ok((mode, why)) => check("probe mode", Status::Ok, format!("{mode} would run ({why})"), ""),
         Err(e) => check("probe mode", Status::Fail, e, "set probe.mode / WSGUARD_PROBE_MODE to auto or syscall"),
     });

@@ -63,6 +63,8 @@ const TRACEPOINTS: [(&str, &str); 2] = [(names::PROG_ENTER, "sys_enter"), (names
 pub struct Probe {
     pub ebpf: Ebpf,
     pub mode: Mode,
+    /// Why this mode runs (one sentence: the config, what `auto` found, or a resumed probe).
+    pub reason: String,
     /// True when an already running probe was picked up from the pins.
     pub resumed: bool,
     pub pin_path: PathBuf,
@@ -117,6 +119,15 @@ fn prog_pin(pin: &Path, prog: &str) -> PathBuf {
     pin.join(format!("prog_{prog}"))
 }
 
+/// Whether the socket mode loads on this kernel (maps created, programs verified; nothing is
+/// attached or pinned). Needs the privileges the agent runs with.
+pub fn check_socket_mode() -> anyhow::Result<()> {
+    if SOCK_OBJECT.is_empty() {
+        bail!("this wsguard binary was built without its eBPF probe");
+    }
+    sock::check_load(SOCK_OBJECT)
+}
+
 /// Load or resume the probe according to `cfg` (its mode: `[probe] mode` or
 /// `WSGUARD_PROBE_MODE`, resolved against this kernel's features).
 pub fn start(cfg: &ProbeConfig, fresh: bool) -> anyhow::Result<Probe> {
@@ -140,7 +151,7 @@ pub fn start(cfg: &ProbeConfig, fresh: bool) -> anyhow::Result<Probe> {
     std::fs::create_dir_all(pin).with_context(|| format!("cannot create {}", pin.display()))?;
     let choice = cfg.mode.with_env()?;
     let pinned = pinned_mode(pin);
-    let mode = match pinned {
+    let (mut mode, mut reason) = match pinned {
         Some(m) => {
             if matches!((choice, m), (mode::ModeChoice::Socket, Mode::Syscall) | (mode::ModeChoice::Syscall, Mode::Socket)) {
                 bail!(
@@ -151,18 +162,35 @@ pub fn start(cfg: &ProbeConfig, fresh: bool) -> anyhow::Result<Probe> {
                 );
             }
             check_layout(pin, m)?;
-            m
+            (m, format!("resumed the {m}-mode probe pinned at {}", pin.display()))
         }
         None => {
             let (m, why) = mode::resolve(choice, &mode::Features::detect()).map_err(|e| anyhow::anyhow!(e))?;
             info!("probe mode {m} ({why})");
-            m
+            (m, why)
         }
     };
     let resumed = pinned.is_some();
     if mode == Mode::Socket {
-        return sock::start(cfg, pin, resumed, SOCK_OBJECT);
+        match sock::start(cfg, pin, resumed, SOCK_OBJECT) {
+            Ok(mut p) => {
+                p.reason = reason;
+                return Ok(p);
+            }
+            // `auto` proves the socket mode by loading it: what the kernel's BTF could not
+            // tell (socket storage from tracing programs, a sock_ops link) falls back here.
+            Err(e) if choice == mode::ModeChoice::Auto && !resumed => {
+                reason = format!("auto: the socket mode did not load here ({e:#}); the syscall mode runs");
+                warn!("{reason}");
+                // Maps the attempt pinned are not the syscall mode's to reuse.
+                detach::detach(pin).with_context(|| format!("cleaning {} after the socket mode failed", pin.display()))?;
+                std::fs::create_dir_all(pin).with_context(|| format!("cannot create {}", pin.display()))?;
+                mode = Mode::Syscall;
+            }
+            Err(e) => return Err(e),
+        }
     }
+    debug_assert_eq!(mode, Mode::Syscall);
 
     let mut loader = EbpfLoader::new();
     loader
@@ -206,7 +234,7 @@ pub fn start(cfg: &ProbeConfig, fresh: bool) -> anyhow::Result<Probe> {
         info!("probe attached (raw tracepoints sys_enter, sys_exit), pinned at {}", pin.display());
         preexisting = Some(not_followed(&ebpf, before));
     }
-    Ok(Probe { ebpf, mode: Mode::Syscall, resumed, pin_path: pin.clone(), preexisting })
+    Ok(Probe { ebpf, mode: Mode::Syscall, reason, resumed, pin_path: pin.clone(), preexisting })
 }
 
 /// The inbound connections the probe does not follow from their first byte: those open before

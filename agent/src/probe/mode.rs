@@ -2,6 +2,10 @@
 //! socket I/O) or `syscall` (raw `sys_enter`/`sys_exit`, state keyed by `(tgid, fd)`; the
 //! fallback). `[probe] mode` (or `WSGUARD_PROBE_MODE`) asks for one or for `auto`; [`resolve`]
 //! decides from what this kernel has ([`Features`]) and says why, for the log and `doctor`.
+//! What the kernel's BTF cannot tell (socket storage from tracing programs, a `sock_ops` link on
+//! the cgroup) is proven at load, like kunai's compat builder: under `auto` a socket mode that
+//! does not load or attach falls back to the syscall mode, with the one-line reason logged and
+//! in the snapshot (`probe.mode_reason`).
 
 use std::{fmt, path::PathBuf};
 
@@ -10,9 +14,9 @@ use serde::{Deserialize, Serialize};
 /// Environment override of `[probe] mode`.
 pub const ENV: &str = "WSGUARD_PROBE_MODE";
 
-/// `auto` prefers the socket mode once it passes the whole privileged suite; until then it
-/// resolves to the syscall mode and `socket` must be asked for.
-const AUTO_PREFERS_SOCKET: bool = false;
+/// `auto` prefers the socket mode where the kernel has what it needs (it passes the whole
+/// privileged suite, and follows sockets the syscall mode cannot: fd passing, `dup2`, io_uring).
+const AUTO_PREFERS_SOCKET: bool = true;
 
 /// What the config asks for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +81,9 @@ pub struct Features {
     pub sock_tracepoints: bool,
     /// The TCP socket iterator (`bpf_iter_tcp`, Linux 5.9).
     pub tcp_iter: bool,
+    /// Socket storage maps (`BPF_MAP_TYPE_SK_STORAGE`, Linux 5.2; their use from tracing
+    /// programs, Linux 5.11, is proven by loading: see `sock::check_load`).
+    pub sk_storage: bool,
     /// A cgroup v2 mount for `sock_ops` (None: none mounted; the agent mounts one).
     pub cgroup2: Option<PathBuf>,
 }
@@ -91,7 +98,9 @@ impl Features {
             f.sock_tracepoints = ["btf_trace_sock_recv_length", "btf_trace_sock_send_length", "btf_trace_tcp_destroy_sock"]
                 .iter()
                 .all(|n| typedef(n));
-            f.tcp_iter = btf.id_by_type_name_kind("bpf_iter_tcp", aya_obj::btf::BtfKind::Func).is_ok();
+            let func = |n: &str| btf.id_by_type_name_kind(n, aya_obj::btf::BtfKind::Func).is_ok();
+            f.tcp_iter = func("bpf_iter_tcp");
+            f.sk_storage = func("bpf_sk_storage_map_alloc");
         }
         f
     }
@@ -107,6 +116,9 @@ impl Features {
             }
             if !self.tcp_iter {
                 missing.push("the TCP socket iterator (Linux >= 5.9)");
+            }
+            if !self.sk_storage {
+                missing.push("socket storage maps (BPF_MAP_TYPE_SK_STORAGE, Linux >= 5.11 for tracing programs)");
             }
         }
         (!missing.is_empty()).then(|| missing.join(", "))
@@ -132,9 +144,10 @@ pub fn resolve(choice: ModeChoice, features: &Features) -> Result<(Mode, String)
             Err(format!("probe.mode = \"socket\" cannot run on this kernel: it lacks {why}; use \"auto\" or \"syscall\""))
         }
         (ModeChoice::Auto, Some(why)) => Ok((Mode::Syscall, format!("auto: the socket mode needs {why}"))),
-        (ModeChoice::Auto, None) if AUTO_PREFERS_SOCKET => {
-            Ok((Mode::Socket, "auto: the kernel has what the socket mode needs".into()))
-        }
+        (ModeChoice::Auto, None) if AUTO_PREFERS_SOCKET => Ok((
+            Mode::Socket,
+            "auto: the kernel has BTF, tp_btf sock_recv_length/sock_send_length, socket storage and the TCP iterator".into(),
+        )),
         (ModeChoice::Auto, None) => Ok((
             Mode::Syscall,
             "auto: the kernel supports the socket mode, but it is not the default yet (ask for probe.mode = \"socket\")".into(),
@@ -147,7 +160,7 @@ mod tests {
     use super::*;
 
     fn full() -> Features {
-        Features { btf: true, sock_tracepoints: true, tcp_iter: true, cgroup2: None }
+        Features { btf: true, sock_tracepoints: true, tcp_iter: true, sk_storage: true, cgroup2: None }
     }
 
     #[test]

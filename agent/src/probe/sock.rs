@@ -71,7 +71,7 @@ pub(super) fn start(cfg: &ProbeConfig, pin: &Path, resumed: bool, object: &[u8])
                 .with_context(|| format!("pinned link {prog} is unusable; restart with --fresh"))?;
         }
         info!("resumed the running socket-mode probe pinned at {}", pin.display());
-        return Ok(Probe { ebpf, mode: Mode::Socket, resumed, pin_path: pin.to_path_buf(), preexisting });
+        return Ok(Probe { ebpf, mode: Mode::Socket, reason: String::new(), resumed, pin_path: pin.to_path_buf(), preexisting });
     }
     maps::set_layout(&mut ebpf)?;
     // Parsed before the pre-existing connections are listed, to keep the window between that
@@ -86,7 +86,24 @@ pub(super) fn start(cfg: &ProbeConfig, pin: &Path, resumed: bool, object: &[u8])
             let _ = std::fs::remove_file(prog_pin(pin, prog));
         }
     })?;
-    Ok(Probe { ebpf, mode: Mode::Socket, resumed, pin_path: pin.to_path_buf(), preexisting })
+    Ok(Probe { ebpf, mode: Mode::Socket, reason: String::new(), resumed, pin_path: pin.to_path_buf(), preexisting })
+}
+
+/// Prove the socket mode loads on this kernel, attaching nothing and pinning nothing: its maps
+/// are created (socket storage among them) and every program passes the verifier. An error is
+/// one line naming what failed (`doctor` shows it), never the verifier's log.
+pub(super) fn check_load(object: &[u8]) -> anyhow::Result<()> {
+    let mut ebpf = EbpfLoader::new().load(object).context("creating the socket mode's maps")?;
+    let btf = Btf::from_sys_fs().context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
+    for (prog, tp) in TRACEPOINTS {
+        let p: &mut BtfTracePoint = ebpf.program_mut(prog).with_context(|| format!("program {prog} missing"))?.try_into()?;
+        p.load(tp, &btf).map_err(|e| load_error(prog, e))?;
+    }
+    let it: &mut Iter = ebpf.program_mut(names::PROG_ITER).context("program wsg_sock_iter missing")?.try_into()?;
+    it.load("tcp", &btf).map_err(|e| load_error(names::PROG_ITER, e))?;
+    let so: &mut SockOps = ebpf.program_mut(names::PROG_SOCK_OPS).context("program wsg_sock_ops missing")?.try_into()?;
+    so.load().map_err(|e| load_error(names::PROG_SOCK_OPS, e))?;
+    Ok(())
 }
 
 fn attach(ebpf: &mut aya::Ebpf, pin: &Path, btf: &Btf) -> anyhow::Result<()> {
@@ -133,8 +150,15 @@ fn attach(ebpf: &mut aya::Ebpf, pin: &Path, btf: &Btf) -> anyhow::Result<()> {
 fn load_error(prog: &str, e: aya::programs::ProgramError) -> anyhow::Error {
     let detail = match &e {
         aya::programs::ProgramError::LoadError { io_error, verifier_log } => {
-            let last = verifier_log.to_string();
-            let last = last.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_string();
+            // The verifier's complaint: its last line before the statistics it ends with.
+            let log = verifier_log.to_string();
+            let stats = ["verification time", "stack depth", "processed "];
+            let last = log
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty() && !stats.iter().any(|s| l.starts_with(s)))
+                .unwrap_or("")
+                .to_string();
             format!("{io_error}; verifier: {last}")
         }
         other => other.to_string(),
