@@ -307,7 +307,7 @@ const WS_PREEXISTING: Spec = gauge(
 );
 const WS_UNFOLLOWED: Spec = counter(
     "wsguard_websocket_unfollowed_connections_total",
-    "Inbound TCP connections the probe did not follow from their first byte (open before it attached, or accepted while it attached); their traffic is in no other count.",
+    "Inbound TCP connections the probe did not follow from their first byte (open before it attached, accepted while it attached, or, syscall mode, closed unread: moved by dup2 or fd passing); their traffic is in no other count.",
 );
 const TCP_ACCEPTED: Spec =
     counter("wsguard_tcp_connections_accepted_total", "TCP connections the process accepted since the probe attached.");

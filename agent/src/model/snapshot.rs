@@ -46,6 +46,9 @@ pub struct AgentInfo {
 pub struct ProbeInfo {
     /// Which probe runs: "socket" or "syscall" (see docs/kernel-support.md).
     pub mode: String,
+    /// Why that mode runs: the config, what `auto` found on this kernel (or why the socket mode
+    /// did not load), or a resumed probe.
+    pub mode_reason: String,
     pub attached: bool,
     /// The agent picked up a probe that was already running (counts continued through a restart).
     pub resumed: bool,
@@ -72,8 +75,13 @@ pub struct ProcessSnapshot {
     pub preexisting_connections: u64,
     /// Inbound TCP connections the probe did not follow from their first byte, since it
     /// attached (cumulative: they stay counted after they close): those open before the attach
-    /// and those accepted while it was attaching. None of their traffic is in any count below.
+    /// and those accepted while it was attaching, and (syscall mode) `closed_unread`. None of
+    /// their traffic is in any count below.
     pub unfollowed_connections: u64,
+    /// Syscall mode: accepted connections the process closed before reading a byte of them
+    /// (moved to another fd by `dup2`, or to another process by fd passing, where that mode
+    /// cannot follow them; or sent nothing). Part of `unfollowed_connections`. 0 in socket mode.
+    pub closed_unread: u64,
     /// TCP connections accepted since the probe attached, and those that were not WebSocket.
     pub tcp_accepted: u64,
     pub not_websocket: u64,

@@ -293,7 +293,7 @@ impl Tracker {
             let unfollowed = match self.preexisting.get(&tgid) {
                 Some(p) if p.start_time == id.start_time => p.at_attach,
                 _ => 0,
-            };
+            } + stats.closed_unread;
             let latency = reading.hists.get(&tgid).map(|h| Latencies {
                 handshake: Quantiles::from_hist(&h.h[which::HANDSHAKE]),
                 ping_rtt: Quantiles::from_hist(&h.h[which::PING_RTT]),
@@ -309,6 +309,7 @@ impl Tracker {
                 exited,
                 preexisting_connections: pre,
                 unfollowed_connections: unfollowed,
+                closed_unread: stats.closed_unread,
                 tcp_accepted: stats.accepted,
                 not_websocket: stats.not_websocket,
                 websocket: ws,
@@ -385,6 +386,7 @@ impl Tracker {
             },
             probe: ProbeInfo {
                 mode: probe.mode.as_str().into(),
+                mode_reason: probe.reason.clone(),
                 attached: probe.attached(),
                 resumed: probe.resumed,
                 pin_path: probe.pin_path.display().to_string(),
@@ -403,11 +405,16 @@ impl Tracker {
         Ok(Built { snapshot, connections })
     }
 
-    /// Listed: processes with any WebSocket activity (or pre-existing connections), within the
-    /// configured port/process filters.
+    /// Listed: processes with any WebSocket activity, pre-existing connections, or connections
+    /// the probe saw but could not follow or parse (`closed_unread`, `unparsed_connections`: a
+    /// miss is shown, never silent), within the configured port/process filters.
     fn selected(&self, p: &ProcessSnapshot) -> bool {
         let ws = &p.websocket;
-        let active = ws.connections_opened > 0 || ws.handshakes_failed > 0 || p.preexisting_connections > 0;
+        let active = ws.connections_opened > 0
+            || ws.handshakes_failed > 0
+            || p.preexisting_connections > 0
+            || p.closed_unread > 0
+            || ws.unparsed_connections > 0;
         active && self.selected_by_filter(p)
     }
 
