@@ -468,6 +468,32 @@ impl Server {
         Self::spawn(Command::new(bin))
     }
 
+    /// The C echo server whose socket I/O goes through io_uring (tests/servers/uring_echo.c),
+    /// built with `cc ... -luring` (Debian's liburing-dev: `cargo xtask setup`) into target/.
+    pub fn uring() -> Result<Server> {
+        let src = repo_root().join("tests/servers/uring_echo.c");
+        let out = repo_root().join("target/test-servers");
+        let bin = out.join("uring_echo");
+        let fresh = match (std::fs::metadata(&bin), std::fs::metadata(&src)) {
+            (Ok(b), Ok(s)) => b.modified().ok() >= s.modified().ok(),
+            _ => false,
+        };
+        if !fresh {
+            std::fs::create_dir_all(&out)?;
+            let st = Command::new("cc")
+                .args(["-O2", "-Wall", "-o"])
+                .arg(&bin)
+                .arg(&src)
+                .arg("-luring")
+                .status()
+                .context("cc (install gcc and liburing-dev: cargo xtask setup)")?;
+            if !st.success() {
+                bail!("building tests/servers/uring_echo.c failed ({st}); liburing-dev missing? (cargo xtask setup)");
+            }
+        }
+        Self::spawn(Command::new(bin))
+    }
+
     fn spawn(mut cmd: Command) -> Result<Server> {
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
         let mut out = child.stdout.take().context("stdout")?;

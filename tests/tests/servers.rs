@@ -1,13 +1,13 @@
-//! Servers whose sockets do not stay where `accept` put them, or that upgrade late: node `ws`
-//! under `cluster` (SCHED_RR: the primary accepts, a worker gets the socket over SCM_RIGHTS),
-//! a server that `dup2`s each accepted socket away, and an HTTP keep-alive connection whose
-//! second request upgrades. Expectations depend on the probe mode:
+//! Servers whose sockets do not stay where `accept` put them, that upgrade late, or whose I/O
+//! no read/write syscall carries: node `ws` under `cluster` (SCHED_RR: the primary accepts, a
+//! worker gets the socket over SCM_RIGHTS), a server that `dup2`s each accepted socket away, an
+//! HTTP keep-alive connection whose second request upgrades, and an io_uring echo server.
+//! Expectations depend on the probe mode, and each test states them:
 //! - `socket` (per-socket state): exact counts, attributed to the process that served them;
-//! - `syscall` (the raw-tracepoint fallback, keyed by process and fd) cannot follow these: the
-//!   miss must then be reported (`probe.health.unfollowed_connections`), never silent.
-//!
-//! The syscall probe does not report these misses yet (issue #15): the tests are ignored until
-//! the socket probe and that report land, so that they fail rather than pass without checking.
+//!   io_uring's bytes are counted as unparsed (connections and bytes, exactly);
+//! - `syscall` (the raw-tracepoint fallback, keyed by process and fd) cannot follow a socket that
+//!   moved: the miss is reported exactly (`closed_unread`, part of `unfollowed_connections`),
+//!   never silent. It follows the keep-alive upgrade exactly, like the socket mode.
 
 use std::{
     io::{Read, Write},
@@ -25,13 +25,18 @@ use wsguard_integration::{
 
 const SPLITS: [Split; 5] = [Split::PerFrame, Split::All, Split::HeaderSplit, Split::Random(7), Split::Random(1234)];
 
-/// In syscall mode: the `n` connections the probe could not follow are reported.
-fn miss_reported(agent: &Agent, n: u64) -> Result<()> {
-    let h = agent.fresh_snapshot()?["probe"]["health"].clone();
-    let reported = h["unfollowed_connections"].as_u64().unwrap_or(0);
-    if reported < n {
-        bail!("syscall probe: {n} connections not followed, {reported} reported: {h:#}");
-    }
+/// In syscall mode: the `n` connections process `pid` accepted and handed on (another fd or
+/// process) are reported as closed unread and unfollowed, exactly, and nothing of theirs is
+/// counted as WebSocket traffic.
+fn miss_reported(agent: &Agent, pid: u32, n: u64) -> Result<()> {
+    let s = agent.fresh_snapshot()?;
+    let p = s["processes"].as_array().and_then(|ps| ps.iter().find(|p| p["pid"] == pid)).cloned();
+    let Some(p) = p else { bail!("syscall probe: process {pid} not listed: {:#}", s["processes"]) };
+    assert_eq!(p["closed_unread"], n, "syscall probe: {n} connections moved away, reported: {p:#}");
+    assert_eq!(p["unfollowed_connections"], n, "{p:#}");
+    assert_eq!(p["tcp_accepted"], n, "{p:#}");
+    assert_eq!(p["websocket"]["connections_opened"], 0, "{p:#}");
+    assert!(s["probe"]["health"]["unfollowed_connections"].as_u64() >= Some(n), "{:#}", s["probe"]["health"]);
     Ok(())
 }
 
@@ -58,8 +63,9 @@ fn drive(port: u16, who: impl Fn(&RawClient) -> String) -> Result<Vec<(String, C
     Ok(out)
 }
 
+/// Socket mode: each worker's frames are its own, exactly. Syscall mode: the primary's
+/// hand-offs are reported (`closed_unread`), the workers' traffic is not seen.
 #[test]
-#[ignore = "needs the socket probe (issue #15); the syscall probe neither follows nor reports fds passed over SCM_RIGHTS"]
 fn node_cluster_frames_belong_to_the_worker() -> Result<()> {
     if !require_root() {
         return Ok(());
@@ -89,13 +95,13 @@ fn node_cluster_frames_belong_to_the_worker() -> Result<()> {
             let primary = agent.ws(server.pid)?;
             assert!(primary.is_null() || primary["connections_opened"] == 0, "{primary:#}");
         }
-        ProbeMode::Syscall => miss_reported(&agent, SPLITS.len() as u64)?,
+        ProbeMode::Syscall => miss_reported(&agent, server.pid, SPLITS.len() as u64)?,
     }
     Ok(())
 }
 
+/// Socket mode: exact counts on the moved socket. Syscall mode: the move is reported.
 #[test]
-#[ignore = "needs the socket probe (issue #15); the syscall probe neither follows nor reports a socket moved by dup2"]
 fn dup2_moved_socket_is_followed() -> Result<()> {
     if !require_root() {
         return Ok(());
@@ -111,15 +117,15 @@ fn dup2_moved_socket_is_followed() -> Result<()> {
             assert_exact(&ws, rx, tx);
             assert_eq!(ws["abnormal_closes"], 0, "{ws:#}");
         }
-        ProbeMode::Syscall => miss_reported(&agent, SPLITS.len() as u64)?,
+        ProbeMode::Syscall => miss_reported(&agent, server.pid, SPLITS.len() as u64)?,
     }
     Ok(())
 }
 
 /// A plain HTTP request (answered 426 by `ws`, connection kept alive), then an upgrade on the
-/// same connection, then the frame script.
+/// same connection, then the frame script. Both modes: exact counts (the handshake code both
+/// share keeps a connection followed between plain requests).
 #[test]
-#[ignore = "needs the socket probe (issue #15); the syscall probe stops at a connection's first non-upgrade request"]
 fn keep_alive_connection_upgrades_on_its_second_request() -> Result<()> {
     if !require_root() {
         return Ok(());
@@ -142,13 +148,53 @@ fn keep_alive_connection_upgrades_on_its_second_request() -> Result<()> {
     c.read_to_end(Duration::from_secs(10))?;
     let (rx, tx) = (oracle::decode(&frames.concat()), oracle::decode(&c.received));
     drop(c);
+    let ws = agent.wait_ws(server.pid, "closed", |w| w["connections_closed"] == 1)?;
+    assert_exact(&ws, &rx, &tx);
+    assert_eq!(ws["connections_opened"], 1, "{ws:#}");
+    assert_eq!(ws["abnormal_closes"], 0, "{ws:#}");
+    let p = agent.process(server.pid)?.expect("listed");
+    assert_eq!(p["not_websocket"], 0, "the first request did not end the following: {p:#}");
+    assert_eq!(p["unfollowed_connections"], 0, "{p:#}");
+    Ok(())
+}
+
+/// io_uring moves every byte of this server's connections (IORING_OP_RECV/SEND): no probe can
+/// read them as a buffer, but neither mode may be blind to them. Socket mode: connections and
+/// bytes counted exactly as unparsed, nothing guessed. Syscall mode: it sees the accept(2)
+/// and the close(2) of connections it never saw read, and reports them (`closed_unread`).
+#[test]
+fn io_uring_server_is_never_invisible() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let server = Server::uring()?;
+    let agent = Agent::start("uring")?;
+    let n = SPLITS.len() as u64;
+    let (mut rx_bytes, mut tx_bytes) = (0u64, 0u64);
+    for (i, split) in SPLITS.iter().enumerate() {
+        let frames = script(4000 + i as u16);
+        let mut c = RawClient::connect(server.port)?;
+        c.send(&frames, *split)?;
+        c.read_to_end(Duration::from_secs(10))?;
+        // What the server received and sent: request head and frames; response head (with
+        // its blank line) and echoes.
+        rx_bytes += (upgrade_request(server.port, "13", "").len() + frames.concat().len()) as u64;
+        tx_bytes += (c.head.len() + 4 + c.received.len()) as u64;
+        assert_eq!(oracle::decode(&c.received).close_codes.values().sum::<u64>(), 1, "echoed close");
+    }
     match ProbeMode::effective(&agent)? {
         ProbeMode::Socket => {
-            let ws = agent.wait_ws(server.pid, "closed", |w| w["connections_closed"] == 1)?;
-            assert_exact(&ws, &rx, &tx);
-            assert_eq!(ws["connections_opened"], 1, "{ws:#}");
+            let ws = agent.wait_ws(server.pid, "unparsed bytes", |w| {
+                w["unparsed_bytes"].as_u64() >= Some(rx_bytes + tx_bytes)
+            })?;
+            assert_eq!(ws["unparsed_connections"], n, "{ws:#}");
+            assert_eq!(ws["unparsed_bytes"], rx_bytes + tx_bytes, "{ws:#}");
+            assert_eq!(ws["connections_opened"], 0, "nothing parsed, nothing guessed: {ws:#}");
+            let p = agent.process(server.pid)?.expect("listed");
+            assert_eq!(p["tcp_accepted"], n, "{p:#}");
+            assert_eq!(p["not_websocket"], 0, "unparsed is not 'not WebSocket': {p:#}");
         }
-        ProbeMode::Syscall => miss_reported(&agent, 1)?,
+        ProbeMode::Syscall => miss_reported(&agent, server.pid, n)?,
     }
     Ok(())
 }

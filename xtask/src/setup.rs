@@ -49,6 +49,8 @@ const TEST_PKGS: &[&str] = &[
     // with GO111MODULE=off GOPATH=/usr/share/gocode.
     "golang-go",
     "golang-github-gorilla-websocket-dev",
+    // The io_uring echo server (tests/servers/uring_echo.c), built by the tests with cc.
+    "liburing-dev",
 ];
 /// Nice to have (benchmarks); a failure to install it is only a warning.
 const OPTIONAL_PKGS: &[&str] = &["linux-perf"];

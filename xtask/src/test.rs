@@ -6,10 +6,12 @@ use anyhow::{bail, Result};
 
 const INTEGRATION_PKG: &str = "wsguard-integration";
 
-/// The privileged test files run a second time with the probe forced into its fallback
-/// (`WSGUARD_TEST_PROBE_MODE=syscall`): the ones whose numbers come from the probe. The rest
-/// (alerts, API, deployment, remediation, ...) does not depend on the probe's mode, and
-/// running everything twice would take .ci/run past its time budget.
+/// The whole privileged suite runs first with the agent's default mode, `auto`: the socket mode
+/// on a kernel that has its hooks (this one, and CI's), else the syscall mode. These files then
+/// run a second time with the probe forced into the fallback (`WSGUARD_TEST_PROBE_MODE=syscall`):
+/// the ones whose numbers come from the probe. The rest (alerts, API, deployment, remediation,
+/// ...) does not depend on the probe's mode, and running everything twice would take .ci/run
+/// past its time budget (~40 min in all).
 const FALLBACK_SUITE: [&str; 6] = ["frames", "lifecycle", "hostile", "servers", "startup", "restart"];
 
 #[derive(clap::Args)]
@@ -85,7 +87,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 failures.push("release build of wsguard");
             }
             Ok(()) => {
-                step("privileged integration tests: cargo test -p wsguard-integration --release -- --test-threads=1");
+                step("privileged integration tests, probe mode auto (socket where the kernel has its hooks): cargo test -p wsguard-integration --release -- --test-threads=1");
                 let mut c = util::cargo();
                 c.args(["test", "--no-fail-fast", "-p", INTEGRATION_PKG, "--release"]);
                 for (k, v) in test_env() {
