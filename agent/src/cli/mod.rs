@@ -6,6 +6,8 @@ pub mod completions;
 pub mod config_cmd;
 pub mod detach;
 pub mod doctor;
+#[cfg(test)]
+mod docs_truth;
 pub mod remediation;
 pub mod replay;
 
