@@ -203,7 +203,9 @@ fn prometheus_scrapes_exact_numbers() -> Result<()> {
     let handshakes =
         prom.wait_for(&format!("sum(wsguard_websocket_handshake_latency_seconds_count{{{server_sel}}})"), CONNECTIONS as f64)?;
     let p99 = prom
-        .value(&format!(r#"histogram_quantile(0.99, sum by (le) (wsguard_websocket_handshake_latency_seconds_bucket{{{server_sel}}}))"#))?
+        .value(&format!(
+            r#"histogram_quantile(0.99, sum by (le) (wsguard_websocket_handshake_latency_seconds_bucket{{{server_sel}}}))"#
+        ))?
         .context("no p99 handshake latency")?;
     assert!(p99 > 0.0 && p99 < 10.0, "p99 handshake latency {p99} s");
     let young = prom.wait_for(

@@ -221,7 +221,11 @@ fn activity(s: &Shared) -> Activity {
     let mut a = Activity::default();
     if let Some(alerts) = &s.alerts {
         let st = alerts.stats();
-        let firing = [("info", st.firing.saturating_sub(st.firing_critical + st.firing_warning)), ("warning", st.firing_warning), ("critical", st.firing_critical)];
+        let firing = [
+            ("info", st.firing.saturating_sub(st.firing_critical + st.firing_warning)),
+            ("warning", st.firing_warning),
+            ("critical", st.firing_critical),
+        ];
         a.alerts = Some(AlertActivity {
             firing: firing.into_iter().map(|(k, n)| (k.to_owned(), n)).collect(),
             pending: st.pending,

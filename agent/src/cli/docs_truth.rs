@@ -131,7 +131,9 @@ fn check_invocation(words: &[String]) -> Option<String> {
                 if !long.chars().all(|c| c.is_ascii_lowercase() || c == '-') {
                     continue;
                 }
-                if !cmd.get_arguments().any(|a| a.get_long() == Some(long)) && !globals.iter().any(|(l, _)| l.as_deref() == Some(long)) {
+                if !cmd.get_arguments().any(|a| a.get_long() == Some(long))
+                    && !globals.iter().any(|(l, _)| l.as_deref() == Some(long))
+                {
                     return Some(format!("`{path}` has no flag --{long}"));
                 }
             } else if let Some(short) = part.strip_prefix('-').filter(|s| s.len() == 1) {
@@ -228,7 +230,8 @@ fn docs_name_only_config_keys_the_binary_has() {
             let Some(rest) = span.strip_prefix('[') else { continue };
             let Some((section, after)) = rest.split_once("] ") else { continue };
             let key = after.split(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')).next().unwrap_or("");
-            if key.is_empty() || section.starts_with('[') || !section.chars().all(|c| c.is_ascii_lowercase() || "._".contains(c)) {
+            if key.is_empty() || section.starts_with('[') || !section.chars().all(|c| c.is_ascii_lowercase() || "._".contains(c))
+            {
                 continue;
             }
             let mut v = &defaults;
@@ -254,7 +257,9 @@ fn docs_name_only_config_keys_the_binary_has() {
 fn readme_first_screen_says_cost_and_stop() {
     let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
     let first: String = readme.lines().take(30).collect::<Vec<_>>().join("\n");
-    for needle in ["What it costs", "docs/performance.md", "syscall", " ns", "How to stop it", "detaches", "wsguard detach", "keep_on_stop"] {
+    for needle in
+        ["What it costs", "docs/performance.md", "syscall", " ns", "How to stop it", "detaches", "wsguard detach", "keep_on_stop"]
+    {
         assert!(first.contains(needle), "README's first screen lacks {needle:?}:\n{first}");
     }
 }

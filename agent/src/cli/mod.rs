@@ -5,9 +5,9 @@ pub mod client;
 pub mod completions;
 pub mod config_cmd;
 pub mod detach;
-pub mod doctor;
 #[cfg(test)]
 mod docs_truth;
+pub mod doctor;
 pub mod remediation;
 pub mod replay;
 

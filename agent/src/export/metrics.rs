@@ -351,7 +351,8 @@ const HOST_PROCESSES: Spec = gauge(
 );
 
 // Host resources (no labels; each only when the host provides it).
-const HOST_CPU: Spec = gauge("wsguard_host_cpu_usage_ratio", "Busy share of all online CPUs since the previous snapshot, 0 to 1.");
+const HOST_CPU: Spec =
+    gauge("wsguard_host_cpu_usage_ratio", "Busy share of all online CPUs since the previous snapshot, 0 to 1.");
 const HOST_MEMORY_USED: Spec = gauge("wsguard_host_memory_used_ratio", "1 - MemAvailable / MemTotal.");
 const HOST_LOAD1: Spec = gauge("wsguard_host_load1", "1-minute load average.");
 const HOST_TCP_INUSE: Spec = gauge("wsguard_host_tcp_sockets_inuse", "TCP sockets in use, IPv4 and IPv6 (sockstat).");
@@ -1039,7 +1040,8 @@ fn prediction_fixed_series(p: &Predictions, out: &mut Families) {
 // ---------------------------------------------------------------------------------------------
 // The agent's own activity: alerts, notifications, remediation (no process labels).
 
-const ALERTS_FIRING: Spec = gauge("wsguard_alerts_firing", "Alerts firing now, by severity (silenced and acknowledged ones included).");
+const ALERTS_FIRING: Spec =
+    gauge("wsguard_alerts_firing", "Alerts firing now, by severity (silenced and acknowledged ones included).");
 const ALERTS_PENDING: Spec = gauge("wsguard_alerts_pending", "Alerts whose condition holds, waiting for their rule's for.");
 const ALERT_TRANSITIONS: Spec = counter(
     "wsguard_alert_transitions_total",
@@ -1444,7 +1446,9 @@ mod tests {
         assert_has(&text, &["wsguard_probe_attached 0", "wsguard_host_websocket_connections_active 0"]);
         assert!(!text.contains("wsguard_websocket_"), "{text}");
         assert!(!text.contains("wsguard_snapshot_timestamp_seconds"), "no timestamp, no series: {text}");
-        assert!(text.contains(&format!(r#"wsguard_build_info{{version="{}",probe_mode="",kernel=""}} 1"#, env!("CARGO_PKG_VERSION"))));
+        assert!(
+            text.contains(&format!(r#"wsguard_build_info{{version="{}",probe_mode="",kernel=""}} 1"#, env!("CARGO_PKG_VERSION")))
+        );
     }
 
     #[test]
@@ -2160,10 +2164,18 @@ mod tests {
                 assert!(!text.contains("alert_firing"), "{text}");
                 check_exposition(&text);
                 promtool(&text);
-                let with_pid = render_with(snap, &Extras { predictions: Some(&pr), ..Default::default() }, &MetricsConfig { pid_label: true, ..Default::default() });
+                let with_pid = render_with(
+                    snap,
+                    &Extras { predictions: Some(&pr), ..Default::default() },
+                    &MetricsConfig { pid_label: true, ..Default::default() },
+                );
                 assert!(with_pid.contains("wsguard_prediction_usage_ratio{comm=\"node\",listen_port=\"8080\",unit=\"\",pid=\"4242\",scope=\"process\",resource=\"fds\"}"), "{with_pid}");
                 // max_series drops the label set's forecasts with it, and counts them.
-                let capped = render_with(snap, &Extras { predictions: Some(&pr), ..Default::default() }, &MetricsConfig { max_series: 0, ..Default::default() });
+                let capped = render_with(
+                    snap,
+                    &Extras { predictions: Some(&pr), ..Default::default() },
+                    &MetricsConfig { max_series: 0, ..Default::default() },
+                );
                 assert!(!capped.contains("scope=\"process\""), "{capped}");
                 assert!(capped.contains("wsguard_prediction_horizon_seconds 1800"), "{capped}");
             }
