@@ -107,7 +107,7 @@ fn check_invocation(words: &[String]) -> Option<String> {
     };
     while cmd.has_subcommands() {
         globals.extend(global(cmd));
-        let Some(w) = words.get(i) else { return None };
+        let w = words.get(i)?;
         if !w.chars().all(|c| c.is_ascii_lowercase() || c == '-') || w.is_empty() || w.starts_with('-') {
             break;
         }
