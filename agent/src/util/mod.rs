@@ -3,4 +3,5 @@
 pub mod caps;
 pub mod private_file;
 pub mod procinfo;
+pub mod sqlite;
 pub mod state_dir;
