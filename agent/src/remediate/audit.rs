@@ -164,7 +164,7 @@ fn entry(r: &Row) -> rusqlite::Result<Entry> {
     let json = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
     Ok(Entry {
         id: r.get("id")?,
-        at: humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ts.max(0) as u64)).to_string(),
+        at: crate::util::time::rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ts.max(0) as u64)),
         event: r.get("event")?,
         action: r.get("action")?,
         action_type: r.get("action_type")?,

@@ -6,3 +6,4 @@ pub mod procinfo;
 pub mod sock_diag;
 pub mod sqlite;
 pub mod state_dir;
+pub mod time;
