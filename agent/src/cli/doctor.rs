@@ -156,7 +156,6 @@ pub fn parse_kernel_version(release: &str) -> Option<(u32, u32, u32)> {
     Some((major, minor, patch))
 }
 
-/// The `CapEff:` hex mask from /proc/PID/status.
 /// The active mode of /sys/kernel/security/lockdown: `"none [integrity] confidentiality"` →
 /// `"integrity"`.
 pub fn parse_lockdown(text: &str) -> Option<&str> {
@@ -561,21 +560,6 @@ mod tests {
         assert_eq!(parse_kernel_version("6"), Some((6, 0, 0)));
         assert_eq!(parse_kernel_version(""), None);
         assert_eq!(parse_kernel_version("linux"), None);
-    }
-
-    #[test]
-    fn cap_eff() {
-        let status = "Name:\tcat\nCapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\n\
-                      CapEff:\t000001ffffffffff\nCapBnd:\t000001ffffffffff\n";
-        let caps = parse_cap_eff(status).unwrap();
-        assert_eq!(caps, ALL_CAPS);
-        assert!(has_cap(caps, CAP_BPF) && has_cap(caps, CAP_PERFMON) && has_cap(caps, CAP_SYS_ADMIN));
-        let bpf_only = (1u64 << CAP_BPF) | (1u64 << CAP_PERFMON);
-        assert!(!has_cap(bpf_only, CAP_SYS_ADMIN));
-        assert!(has_cap(bpf_only, CAP_BPF));
-        assert!(!has_cap(bpf_only, 64));
-        assert_eq!(parse_cap_eff("Name:\tx\n"), None);
-        assert_eq!(parse_cap_eff("CapEff:\tzz\n"), None);
     }
 
     #[test]
