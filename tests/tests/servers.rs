@@ -29,8 +29,17 @@ const SPLITS: [Split; 5] = [Split::PerFrame, Split::All, Split::HeaderSplit, Spl
 /// process) are reported as closed unread and unfollowed, exactly, and nothing of theirs is
 /// counted as WebSocket traffic.
 fn miss_reported(agent: &Agent, pid: u32, n: u64) -> Result<()> {
-    let s = agent.fresh_snapshot()?;
-    let p = s["processes"].as_array().and_then(|ps| ps.iter().find(|p| p["pid"] == pid)).cloned();
+    // The server's last close may land just after the client saw its end: wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (s, p) = loop {
+        let s = agent.fresh_snapshot()?;
+        let p = s["processes"].as_array().and_then(|ps| ps.iter().find(|p| p["pid"] == pid)).cloned();
+        let done = p.as_ref().is_some_and(|p| p["closed_unread"].as_u64() >= Some(n));
+        if done || std::time::Instant::now() > deadline {
+            break (s, p);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let Some(p) = p else { bail!("syscall probe: process {pid} not listed: {:#}", s["processes"]) };
     assert_eq!(p["closed_unread"], n, "syscall probe: {n} connections moved away, reported: {p:#}");
     assert_eq!(p["unfollowed_connections"], n, "{p:#}");
