@@ -193,9 +193,8 @@ fn io_uring_server_is_never_invisible() -> Result<()> {
     }
     match ProbeMode::effective(&agent)? {
         ProbeMode::Socket => {
-            let ws = agent.wait_ws(server.pid, "unparsed bytes", |w| {
-                w["unparsed_bytes"].as_u64() >= Some(rx_bytes + tx_bytes)
-            })?;
+            let ws =
+                agent.wait_ws(server.pid, "unparsed bytes", |w| w["unparsed_bytes"].as_u64() >= Some(rx_bytes + tx_bytes))?;
             assert_eq!(ws["unparsed_connections"], n, "{ws:#}");
             assert_eq!(ws["unparsed_bytes"], rx_bytes + tx_bytes, "{ws:#}");
             assert_eq!(ws["connections_opened"], 0, "nothing parsed, nothing guessed: {ws:#}");

@@ -480,7 +480,12 @@ fn probe_mode(f: &crate::probe::mode::Features) -> Vec<Check> {
     let loads = match (f.socket_missing(), root) {
         (Some(_), _) => None,
         (None, false) => {
-            out.push(check("socket mode loads", Status::Info, "not checked (needs root: loads the programs, attaches nothing)", ""));
+            out.push(check(
+                "socket mode loads",
+                Status::Info,
+                "not checked (needs root: loads the programs, attaches nothing)",
+                "",
+            ));
             None
         }
         (None, true) => Some(crate::probe::check_socket_mode()),
