@@ -46,6 +46,10 @@ pub struct PackageCheckArgs {
     /// Skip the podman image.
     #[arg(long)]
     no_podman: bool,
+    /// Package this release binary instead of building one (it must be target/release/wsguard
+    /// for the image: the Containerfile's `prebuilt` stage copies that path).
+    #[arg(long)]
+    bin: Option<PathBuf>,
 }
 
 /// Ports of the two agents (loopback; the host network is shared in both cases).
@@ -59,7 +63,7 @@ pub fn run(args: &PackageCheckArgs) -> Result<()> {
     for tool in ["debootstrap", "dpkg-deb", "chroot"] {
         util::which(tool).with_context(|| format!("{tool} is missing (apt-get install debootstrap)"))?;
     }
-    let bin = util::release_agent(None)?;
+    let bin = util::release_agent(args.bin.as_deref())?;
     fs::create_dir_all(&args.work)?;
     let deb = crate::deb::build(&bin, &util::target_dir().join("debian"))?;
     let base = args.work.join("debian12");
