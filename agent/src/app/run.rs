@@ -144,7 +144,7 @@ pub async fn run(
         if tls.is_some() { "https" } else { "http" },
         api.listen,
         if api.tls_client_ca_file.is_some() { " (client certificates required)" } else { "" },
-        if api.basic_auth_users.is_empty() { String::new() } else { format!(" (basic auth: {} users)", api.basic_auth_users.0.len()) },
+        if api.basic_auth_users.is_empty() { "" } else { " (basic auth)" },
     );
     let authenticated = api.tls_client_ca_file.is_some() || !api.basic_auth_users.is_empty();
     if !crate::api::web::loopback(&api.listen) && !authenticated {
