@@ -6,7 +6,11 @@ use std::fmt::Write;
 
 /// How the probe and the agent keep their cost down (static: it describes the code, not a run).
 const DESIGN: &str = "## How the cost is kept down\n\n\
-Probe (per syscall, cheapest exit first):\n\n\
+Probe, socket mode (`on`; per socket read or write, cheapest exit first):\n\n\
+- Only socket I/O runs a program (`tp_btf` `sock_recv_length`/`sock_send_length`): a process's file, pipe, epoll and futex syscalls run none.\n\
+- A socket without state (outbound, Unix, UDP, or an inbound connection that turned out not to be WebSocket, whose state is deleted then): the `ret`/`MSG_PEEK` tests and one `bpf_sk_storage_get` that finds the socket's storage list empty.\n\
+- A followed connection: its state is the socket's own storage (no hash walk); the rest is shared with the syscall mode (below, from the `pt_regs` read on).\n\n\
+Probe, syscall mode (the fallback; per syscall, cheapest exit first):\n\n\
 - Every process: `sys_enter` compares the syscall number; `sys_exit` looks the tgid up in a bitmap array (`WSG_WATCHED`, set by `accept`) and returns before any stack frame is set up. The rest is a separate BPF function.\n\
 - Watched processes: one `bpf_probe_read_kernel` of `pt_regs` gets the syscall number and arguments; anything but accept/read/write/... returns there.\n\
 - Data syscalls: a (tgid, fd) bitmap (`WSG_FDBITS`, set at accept) before any hash lookup, so a server's files, pipes and outbound sockets cost an array lookup.\n\
@@ -33,7 +37,7 @@ unmodified node `ws` echo server (`tests/servers/ws_echo.js`) pinned to CPU 0 an
 generator of our own (in xtask, tokio, pinned to CPU 1) with 64-byte masked text frames.\n\n\
 Method:\n\n\
 - **Side by side, alternating**: every comparison is measured in one bench run, the variants taking turns \
-(off, on, bpftrace, nginx, off, on, ...), so drift in the machine's background load hits all of them alike. \
+(off, on, syscall, bpftrace, nginx, off, on, ...; `on` is the socket mode, `syscall` the fallback probe forced with `[probe] mode = \"syscall\"`), so drift in the machine's background load hits all of them alike. \
 Each figure is the **median** over the rounds; every raw run is in the JSON.\n\
 - **Agent off** means the agent stopped *and* the probe detached (`wsguard detach` removes the pins and so the \
 links); **on** is `wsguard run --fresh` with its own pin path and API port.\n\

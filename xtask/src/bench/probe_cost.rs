@@ -117,7 +117,10 @@ fn one(ctx: &mut Ctx, v: &str, count: u64) -> Result<Value> {
                 ("wsguard_syscall", Some(cfg)) => ctx.start_agent_with(&ctx.bin, cfg)?,
                 _ => ctx.start_agent_bin(ctx.agent_bin(if v == "wsguard" { "on" } else { "base" }))?,
             };
-            if let Some((e, x)) = bpf::wsguard_progs(&ctx.pin_path) {
+            // The socket mode's data programs run on socket I/O only, which dd does not do: its
+            // cost here is the `wsg_runs_during_dd` count, not ns per run of other processes'
+            // background socket I/O.
+            if let Some((e, x)) = bpf::wsguard_progs(&ctx.pin_path).filter(|_| !bpf::has_own_prog(bpf::SOCKET_HOT[0])) {
                 ids = vec![e, x];
             }
             agent = Some(a);

@@ -16,6 +16,7 @@ fn target(name: &str, limit: &str, measured: Option<f64>, shown: String, met: Op
 }
 
 const WHY_CPU: &str = "Every syscall of a watched process (node's epoll_wait, futex, ...) runs the sys_exit program past the watched-tgid bitmap to one pt_regs read; each read and write on a tracked connection then does a (tgid, fd) hash lookup in WSG_CONNS, a bpf_loop walk that copies each frame header from user memory, a clock read, per-connection counters and one per-process (per-CPU) record lookup, plus a histogram lookup when a response-latency sample closes. One echoed message is one read and one write of the server.";
+const WHY_CPU_SOCKET: &str = "Socket mode: each read and write of the server on a followed connection runs a tp_btf program that finds the connection in the socket's storage, reads the syscall's registers (bpf_task_pt_regs), walks the frames with bpf_loop copying each header from user memory, reads the clock, updates the connection's counters and looks up the per-process (per-CPU) record, plus a histogram lookup when a response-latency sample closes. One echoed message is one read and one write of the server.";
 const WHY_TRACKED: &str = "Memory latency, not instructions: between two messages on one connection the server touches thousands of others and its own heap, so that connection's state is cold again. Ablations during development (this machine, 2026-11-22, busy; probe builds cut short at each stage, same load, estimated per server read/write): up to the (tgid, fd) bitmap ~115-140 ns per server read/write; adding the WSG_CONNS hash lookup alone +240 ns (perf: two stalls in lookup_nulls_elem_raw, the bucket head and the element; a smaller table did not remove them); the frame walk, clock, counters and per-process and histogram lookups another ~250 ns. The state is laid out so a read touches the key's cache line and one more (a write two), and the per-process counters are per CPU without atomics; getting below ~3 cache misses per syscall would need per-socket storage, which raw tracepoints cannot reach (no socket pointer without reading kernel structs at fixed offsets). bpf_stats's own clock reads are included (~37 ns: the empty-program floor).";
 const WHY_UNTRACKED: &str = "For an unwatched process the programs do very little (sys_enter: compare the syscall number; sys_exit: bpf_get_current_pid_tgid and one array lookup in the watched bitmap, then return before any stack is set up), so what remains is the fixed cost of a BPF program on a raw tracepoint plus bpf_stats's clock reads; compare with the empty-program floor in the probe-cost table.";
 const WHY_TRACKED_SOCKET: &str = "A tracked socket read or write runs the tp_btf program: one sk_storage lookup (the socket's own state, no hash walk), the current task's user registers (bpf_task_pt_regs + one bpf_probe_read_kernel) to find the syscall's buffer, a clock read, a bpf_loop walk that copies each frame header from user memory, per-connection counters and the per-process (per-CPU) record; bpf_stats's own clock reads are included.";
@@ -29,7 +30,7 @@ const WHY_SNAP: &str = "Per-connection work per snapshot (one batched map read, 
 fn why_cpu(out: &Value) -> String {
     let m = &out["fixed_rate"]["medians"];
     let (on, off) = (f(&m["on"]["server_cpu_us_per_msg"]), f(&m["off"]["server_cpu_us_per_msg"]));
-    let mut s = WHY_CPU.to_string();
+    let mut s = if out["on_mode"] == "socket" { WHY_CPU_SOCKET } else { WHY_CPU }.to_string();
     if let (Some(on), Some(off)) = (on, off) {
         let _ = write!(s, " Here the server spent {:.2} µs more per message with the agent on", on - off);
         if let Some(probe) = f(&m["on"]["probe_ns_per_msg"]) {
@@ -39,6 +40,9 @@ fn why_cpu(out: &Value) -> String {
             let _ = write!(s, "; a bpftrace script that only counts the server's 11 syscall exits cost {:+.1}%", pct(bt));
         }
         s.push('.');
+    }
+    if out["on_mode"] == "socket" {
+        return s;
     }
     s.push_str(" The way below this cost is a different hook, not a faster program: the `tp_btf` tracepoints `sock:sock_recv_length` and `sock:sock_send_length` (kernel 6.3+) fire only on socket I/O and carry the socket, so connection state could live in socket-local storage (no hash lookup, no run on the server's other syscalls); userspace would then read it through a BPF iterator instead of a batched map read. That is a probe redesign, not done yet.");
     s
