@@ -85,7 +85,7 @@ for untracked processes during a syscall-heavy `dd` with no WebSocket traffic, n
         );
     }
 
-    s.push_str("## Targets (issue 10)\n\n");
+    s.push_str("## Targets\n\n");
     s.push_str(&targets_table(out));
     s.push('\n');
     let missed: Vec<&Value> = out["targets"].as_array().into_iter().flatten().filter(|t| t["met"] == false).collect();

@@ -1,4 +1,4 @@
-//! The targets of issue 10 checked against the measurements (the document is markdown.rs).
+//! The bench targets checked against the measurements (the document is markdown.rs).
 
 use super::stats::pct;
 use serde_json::{json, Value};
