@@ -7,13 +7,13 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{model::snapshot::Snapshot, predict::Predictions};
+use crate::{model::snapshot::Snapshot, predict::Predictions, util::time::rfc3339};
 
 use super::{
     rule::Rule,
     select,
     silence::{Matcher, Silence},
-    state::{fingerprint, rfc3339, Ack, Alert, Status, Tracked, Transition, TransitionKind},
+    state::{fingerprint, Ack, Alert, Status, Tracked, Transition, TransitionKind},
     template::{render, Context},
     AlertConfig, Labels, Severity,
 };

@@ -15,7 +15,8 @@ use serde::Serialize;
 use super::{rule::Metric, AlertConfig, Engine, Labels, TransitionKind};
 use crate::{
     model::snapshot::Snapshot,
-    predict::{rfc3339, snapshot_seconds, PredictConfig, Predictions, Predictor, Scores, Trigger},
+    predict::{snapshot_seconds, PredictConfig, Predictions, Predictor, Scores, Trigger},
+    util::time::{from_unix_secs, rfc3339_millis},
 };
 
 /// An alert change seen in a replay.
@@ -139,7 +140,14 @@ pub fn replay(
 pub fn transition_line(t: &Transition) -> String {
     let labels: Vec<String> = t.labels.iter().filter(|(k, _)| *k != "alertname").map(|(k, v)| format!("{k}={v}")).collect();
     let trig = t.trigger.map(|t| format!(" [{}]", t.as_str())).unwrap_or_default();
-    format!("{}  {:<8} {}{{{}}}{trig}  {}", rfc3339(t.at), t.to.to_uppercase(), t.name, labels.join(","), t.summary)
+    format!(
+        "{}  {:<8} {}{{{}}}{trig}  {}",
+        rfc3339_millis(from_unix_secs(t.at)),
+        t.to.to_uppercase(),
+        t.name,
+        labels.join(","),
+        t.summary
+    )
 }
 
 fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {

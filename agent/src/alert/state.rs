@@ -14,6 +14,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::{Labels, Severity};
+use crate::util::time::rfc3339;
 
 const OFFSET64: u64 = 14695981039346656037;
 const PRIME64: u64 = 1099511628211;
@@ -33,10 +34,6 @@ pub fn fingerprint(labels: &Labels) -> u64 {
         let h = hash_add(hash_add(h, k.as_bytes()), &[SEPARATOR]);
         hash_add(hash_add(h, v.as_bytes()), &[SEPARATOR])
     })
-}
-
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +107,20 @@ pub enum TransitionKind {
     /// Moved up a routing tier.
     Escalated,
     SeverityChanged,
+}
+
+impl TransitionKind {
+    /// The serde name (`severity_changed`, …).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TransitionKind::Pending => "pending",
+            TransitionKind::Cancelled => "cancelled",
+            TransitionKind::Firing => "firing",
+            TransitionKind::Resolved => "resolved",
+            TransitionKind::Escalated => "escalated",
+            TransitionKind::SeverityChanged => "severity_changed",
+        }
+    }
 }
 
 /// What changed in one evaluation; drives notification channels.

@@ -19,6 +19,7 @@ use super::{engine::EngineState, Alert, Transition};
 
 pub const STORE_FILE: &str = "alerts.sqlite";
 const MAX_EVENTS: i64 = 100_000;
+const SCHEMA_VERSION: i64 = 1;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS state (id INTEGER PRIMARY KEY CHECK (id = 1), json TEXT NOT NULL);
@@ -41,11 +42,7 @@ impl Store {
     /// Open or create the store in `dir` (which must exist).
     pub fn open(dir: &Path) -> Result<Self> {
         let path = dir.join(STORE_FILE);
-        let ctx = || format!("alert store {}", path.display());
-        let conn = Connection::open(&path).with_context(ctx)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).with_context(ctx)?;
-        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())).with_context(ctx)?;
-        conn.execute_batch(SCHEMA).with_context(ctx)?;
+        let conn = crate::util::sqlite::open(&path, "alert store", SCHEMA, SCHEMA_VERSION)?;
         Ok(Store { conn, path })
     }
 

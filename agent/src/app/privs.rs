@@ -23,6 +23,8 @@ use std::{
 use anyhow::{bail, Context};
 use caps::{CapSet, Capability};
 
+use crate::util::caps::ThreadCaps;
+
 /// What the agent always keeps after the probe is attached, when it had it to begin with:
 /// reading `/proc/PID/{fd,limits,...}` of other users' processes (SYS_PTRACE, DAC_READ_SEARCH).
 /// Remediation actions add theirs (`RemediationConfig::capabilities`: NET_ADMIN for
@@ -158,7 +160,7 @@ fn broadcast(target: Target, sig: libc::c_int) -> anyhow::Result<()> {
         let mut pending = Vec::new();
         for tid in tasks()? {
             match thread_state(tid) {
-                Some(s) if s.matches(target) => {}
+                Some(s) if matches(&s, target) => {}
                 None => {} // exited
                 Some(_) => pending.push(tid),
             }
@@ -190,47 +192,14 @@ fn tasks() -> anyhow::Result<Vec<i32>> {
     Ok(dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
 }
 
-/// A thread's capability sets and `no_new_privs`, from its `status` file.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ThreadCaps {
-    pub inheritable: u64,
-    pub permitted: u64,
-    pub effective: u64,
-    pub bounding: u64,
-    pub ambient: u64,
-    pub no_new_privs: bool,
-}
-
-impl ThreadCaps {
-    /// Parse the `Cap*:` and `NoNewPrivs:` lines of a `/proc/.../status` file.
-    pub fn parse(status: &str) -> Option<ThreadCaps> {
-        let mut t = ThreadCaps::default();
-        let mut seen = 0;
-        for line in status.lines() {
-            let Some((k, v)) = line.split_once(':') else { continue };
-            let hex = || u64::from_str_radix(v.trim(), 16).ok();
-            match k {
-                "CapInh" => t.inheritable = hex()?,
-                "CapPrm" => t.permitted = hex()?,
-                "CapEff" => t.effective = hex()?,
-                "CapBnd" => t.bounding = hex()?,
-                "CapAmb" => t.ambient = hex()?,
-                "NoNewPrivs" => t.no_new_privs = v.trim() == "1",
-                _ => continue,
-            }
-            seen += 1;
-        }
-        (seen == 6).then_some(t)
-    }
-
-    fn matches(&self, t: Target) -> bool {
-        self.effective == t.keep
-            && self.permitted == t.keep
-            && self.inheritable == 0
-            && self.ambient == 0
-            && self.no_new_privs
-            && (!t.clear_bounding || self.bounding == 0)
-    }
+/// Whether a thread's sets are what the drop asked for.
+fn matches(caps: &ThreadCaps, t: Target) -> bool {
+    caps.effective == t.keep
+        && caps.permitted == t.keep
+        && caps.inheritable == 0
+        && caps.ambient == 0
+        && caps.no_new_privs
+        && (!t.clear_bounding || caps.bounding == 0)
 }
 
 fn thread_state(tid: i32) -> Option<ThreadCaps> {
@@ -321,14 +290,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_status() {
+    fn thread_matches_target() {
         let s = "Name:\tx\nCapInh:\t0000000000000000\nCapPrm:\t00000000000000c0\nCapEff:\t00000000000000c0\n\
                  CapBnd:\t000001ffffffffff\nCapAmb:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t0\n";
         let t = ThreadCaps::parse(s).unwrap();
-        assert_eq!((t.permitted, t.effective, t.bounding, t.no_new_privs), (0xc0, 0xc0, 0x1ff_ffff_ffff, true));
-        assert!(t.matches(Target { keep: 0xc0, clear_bounding: false }));
-        assert!(!t.matches(Target { keep: 0xc0, clear_bounding: true }));
-        assert!(ThreadCaps::parse("Name:\tx\n").is_none());
+        assert!(matches(&t, Target { keep: 0xc0, clear_bounding: false }));
+        assert!(!matches(&t, Target { keep: 0xc0, clear_bounding: true }));
     }
 
     #[test]

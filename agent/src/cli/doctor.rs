@@ -156,7 +156,6 @@ pub fn parse_kernel_version(release: &str) -> Option<(u32, u32, u32)> {
     Some((major, minor, patch))
 }
 
-/// The `CapEff:` hex mask from /proc/PID/status.
 /// The active mode of /sys/kernel/security/lockdown: `"none [integrity] confidentiality"` →
 /// `"integrity"`.
 pub fn parse_lockdown(text: &str) -> Option<&str> {
@@ -516,6 +515,18 @@ mod tests {
 
     const ALL_CAPS: u64 = 0x000001ffffffffff;
 
+    /// The README's `wsguard doctor` sample shows checks this doctor prints, and all of them.
+    #[test]
+    fn readme_sample_names_the_checks_the_doctor_prints() {
+        let readme = include_str!("../../../README.md");
+        let sample = readme.split("$ wsguard doctor\n").nth(1).and_then(|s| s.split("\n\n").next()).expect("doctor sample");
+        let printed = render_text(&[evaluate(&Facts::gather()), probe_mode(&crate::probe::mode::Features::detect())].concat());
+        let names = |text: &str| -> Vec<String> {
+            text.lines().filter_map(|l| l.get(6..)).map(|l| l.split("  ").next().unwrap_or_default().trim().to_owned()).collect()
+        };
+        assert_eq!(names(sample), names(&printed), "README sample:\n{sample}\nthe doctor here:\n{printed}");
+    }
+
     fn healthy() -> Facts {
         Facts {
             kernel_release: "6.18.0-1-amd64".into(),
@@ -549,21 +560,6 @@ mod tests {
         assert_eq!(parse_kernel_version("6"), Some((6, 0, 0)));
         assert_eq!(parse_kernel_version(""), None);
         assert_eq!(parse_kernel_version("linux"), None);
-    }
-
-    #[test]
-    fn cap_eff() {
-        let status = "Name:\tcat\nCapInh:\t0000000000000000\nCapPrm:\t000001ffffffffff\n\
-                      CapEff:\t000001ffffffffff\nCapBnd:\t000001ffffffffff\n";
-        let caps = parse_cap_eff(status).unwrap();
-        assert_eq!(caps, ALL_CAPS);
-        assert!(has_cap(caps, CAP_BPF) && has_cap(caps, CAP_PERFMON) && has_cap(caps, CAP_SYS_ADMIN));
-        let bpf_only = (1u64 << CAP_BPF) | (1u64 << CAP_PERFMON);
-        assert!(!has_cap(bpf_only, CAP_SYS_ADMIN));
-        assert!(has_cap(bpf_only, CAP_BPF));
-        assert!(!has_cap(bpf_only, 64));
-        assert_eq!(parse_cap_eff("Name:\tx\n"), None);
-        assert_eq!(parse_cap_eff("CapEff:\tzz\n"), None);
     }
 
     #[test]

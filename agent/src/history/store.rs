@@ -24,8 +24,8 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use anyhow::{bail, Context, Result};
-use rusqlite::{params, Connection, OpenFlags};
+use anyhow::{Context, Result};
+use rusqlite::{params, Connection};
 use serde::Serialize;
 
 use super::HistoryConfig;
@@ -71,28 +71,13 @@ pub struct Store {
 impl Store {
     /// Open or create the store (the directory must exist).
     pub fn open(path: &Path) -> Result<Self> {
-        let ctx = || format!("history store {}", path.display());
-        let conn = Connection::open(path).with_context(ctx)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).with_context(ctx)?;
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).with_context(ctx)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            tracing::debug!(path = %path.display(), mode, "history store not in WAL mode");
-        }
-        conn.pragma_update(None, "synchronous", "NORMAL").with_context(ctx)?;
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).with_context(ctx)?;
-        if version > SCHEMA_VERSION {
-            bail!("{}: schema version {version} is newer than this wsguard ({SCHEMA_VERSION})", ctx());
-        }
-        conn.execute_batch(SCHEMA).with_context(ctx)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION).with_context(ctx)?;
+        let conn = crate::util::sqlite::open(path, "history store", SCHEMA, SCHEMA_VERSION)?;
         Ok(Self { conn, path: path.into(), decode_errors: AtomicU64::new(0) })
     }
 
     /// Open an existing store read-only (for `wsguard report`/`replay` beside a running agent).
     pub fn open_read_only(path: &Path) -> Result<Self> {
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .with_context(|| format!("history store {}", path.display()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let conn = crate::util::sqlite::open_read_only(path, "history store")?;
         Ok(Self { conn, path: path.into(), decode_errors: AtomicU64::new(0) })
     }
 
@@ -104,8 +89,8 @@ impl Store {
         format!("history store {}: {what}", self.path.display())
     }
 
-    /// Copy the WAL into the main file and empty it. The store syncs to disk only at
-    /// checkpoints (`synchronous = NORMAL`), so after this a power cut loses nothing written.
+    /// Copy the WAL into the main file and empty it (on stop and after a prune: one compact
+    /// file).
     pub fn checkpoint(&self) -> Result<()> {
         self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).with_context(|| self.ctx("checkpoint"))
     }

@@ -35,7 +35,10 @@ use tokio::time::Instant;
 use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 
-use crate::alert::{state::rfc3339, Alert, Transition};
+use crate::{
+    alert::{Alert, Transition},
+    util::time::rfc3339,
+};
 
 pub use config::{ChannelConfig, ChannelKind, NotifyConfig, RouteConfig};
 pub use pace::BreakerState;

@@ -23,7 +23,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::notice::Notice;
@@ -71,20 +71,7 @@ pub struct Outbox {
 }
 
 fn open_db(path: &Path) -> Result<Connection> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        bail!("journal_mode is {mode}, not WAL");
-    }
-    conn.execute_batch("PRAGMA synchronous = FULL;")?;
-    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if v > SCHEMA_VERSION {
-        bail!("schema version {v} is newer than this agent's {SCHEMA_VERSION}");
-    }
-    conn.execute_batch(SCHEMA)?;
-    conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;
-    Ok(conn)
+    crate::util::sqlite::open(path, "notification outbox", SCHEMA, SCHEMA_VERSION)
 }
 
 fn micros_now() -> u64 {

@@ -12,7 +12,10 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::alert::{state::rfc3339, Alert, Labels, Severity, Status, Transition, TransitionKind};
+use crate::{
+    alert::{Alert, Labels, Severity, Status, Transition, TransitionKind},
+    util::time::rfc3339,
+};
 
 use super::{
     notice::{unix_ms, Entry, Notice, Reason},

@@ -13,9 +13,9 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use crate::alert::{
-    state::{rfc3339, Tracked},
-    Alert, Severity, Status, Transition, TransitionKind,
+use crate::{
+    alert::{state::Tracked, Alert, Severity, Status, Transition, TransitionKind},
+    util::time::rfc3339,
 };
 
 use super::{

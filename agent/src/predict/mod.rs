@@ -357,10 +357,6 @@ pub fn snapshot_seconds(s: &Snapshot) -> Option<f64> {
     crate::history::snapshot_time(s).and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs_f64())
 }
 
-pub fn rfc3339(t: f64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_secs_f64(t.max(0.0))).to_string()
-}
-
 fn listen_port(p: &ProcessSnapshot) -> String {
     let mut ports = p.listening_ports.clone();
     ports.sort_unstable();

@@ -34,6 +34,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+const SCHEMA_VERSION: i64 = 1;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS audit (
     id          INTEGER PRIMARY KEY,
@@ -163,7 +164,7 @@ fn entry(r: &Row) -> rusqlite::Result<Entry> {
     let json = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
     Ok(Entry {
         id: r.get("id")?,
-        at: humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ts.max(0) as u64)).to_string(),
+        at: crate::util::time::rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ts.max(0) as u64)),
         event: r.get("event")?,
         action: r.get("action")?,
         action_type: r.get("action_type")?,
@@ -185,15 +186,8 @@ impl Audit {
     /// Open or create `<state_dir>/remediation.db`.
     pub fn open(state_dir: &Path) -> Result<Audit> {
         let path = state_dir.join("remediation.db");
-        let ctx = || format!("remediation audit log {}", path.display());
-        let conn = Connection::open(&path).with_context(ctx)?;
-        // Commands, their output and targets are in here: root only. SQLite gives the -wal and
-        // -shm files the database file's mode.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).with_context(ctx)?;
-        conn.busy_timeout(Duration::from_secs(5)).with_context(ctx)?;
-        let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).with_context(ctx)?;
-        conn.execute_batch(SCHEMA).with_context(ctx)?;
+        // Commands, their output and targets are in here: root only (the opener makes it 0600).
+        let conn = crate::util::sqlite::open(&path, "remediation audit log", SCHEMA, SCHEMA_VERSION)?;
         Ok(Audit { conn })
     }
 

@@ -14,7 +14,6 @@
 use std::{
     io,
     net::{IpAddr, SocketAddr},
-    os::fd::AsRawFd,
     time::Duration,
 };
 
@@ -26,7 +25,7 @@ use netlink_packet_sock_diag::{
 };
 use netlink_sys::Socket;
 
-use crate::track::resources::tcp;
+use crate::util::sock_diag as tcp;
 
 /// One TCP socket as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,32 +140,14 @@ impl SockDiag {
     }
 }
 
-/// Run `f` in the network namespace of `pid` (a short-lived thread joins it, so no other thread
-/// of the agent changes namespace); in our own when it is the same one.
-pub fn in_netns_of<T: Send + 'static>(pid: u32, f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
-    let ns = |p: &str| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
-    let theirs = format!("/proc/{pid}/ns/net");
-    if ns(&theirs)? == ns("/proc/self/ns/net")? {
-        return Ok(f());
-    }
-    let file = std::fs::File::open(&theirs)?;
-    std::thread::spawn(move || {
-        // SAFETY: setns on a valid namespace fd; affects only this thread, which ends here.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(f())
-    })
-    .join()
-    .map_err(|_| io::Error::other("netns thread panicked"))?
-}
-
 /// Give the kernel a moment between destroy and re-query (the abort is synchronous, the
 /// owner's close is not; the re-query looks for the socket, not the fd).
 pub const VERIFY_DELAY: Duration = Duration::from_millis(100);
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsRawFd;
+
     use super::*;
 
     #[test]

@@ -36,7 +36,7 @@ fn start_rfc3339(ticks: u64) -> Option<String> {
     let boot = procfs::boot_time_secs().ok()?;
     let since_boot = std::time::Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / tps);
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(boot) + since_boot;
-    Some(humantime::format_rfc3339_seconds(t).to_string())
+    Some(crate::util::time::rfc3339(t))
 }
 
 impl Target {

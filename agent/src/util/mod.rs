@@ -3,4 +3,7 @@
 pub mod caps;
 pub mod private_file;
 pub mod procinfo;
+pub mod sock_diag;
+pub mod sqlite;
 pub mod state_dir;
+pub mod time;

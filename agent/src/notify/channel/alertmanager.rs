@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 
 use super::{post_json, Common, SendError};
 use crate::{
-    alert::state::rfc3339,
     notify::{config::ChannelConfig, notice::Notice},
+    util::time::rfc3339,
 };
 
 pub struct Alertmanager {

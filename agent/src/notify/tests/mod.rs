@@ -8,9 +8,9 @@ mod render;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::alert::{
-    state::{rfc3339, Tracked},
-    Alert, Labels, Severity, Status, Transition, TransitionKind,
+use crate::{
+    alert::{state::Tracked, Alert, Labels, Severity, Status, Transition, TransitionKind},
+    util::time::rfc3339,
 };
 
 use super::{

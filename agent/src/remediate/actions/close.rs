@@ -14,10 +14,13 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::RunResult;
-use crate::remediate::{
-    select::Chosen,
-    sockdiag::{in_netns_of, unmap, SockDiag, TcpSock, VERIFY_DELAY},
-    target::Target,
+use crate::{
+    remediate::{
+        select::Chosen,
+        sockdiag::{unmap, SockDiag, TcpSock, VERIFY_DELAY},
+        target::Target,
+    },
+    util::sock_diag::in_netns_of,
 };
 
 #[derive(Debug, Default, Serialize)]

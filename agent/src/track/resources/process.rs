@@ -37,7 +37,7 @@ pub(super) fn read(p: &Process, stat: &Stat, open_fds: Option<u64>) -> ProcessRe
         .map_err(|e| debug!(pid, "boot time: {e}"))
         .ok()
         .map(|b| SystemTime::UNIX_EPOCH + Duration::from_secs(b) + since_boot)
-        .map(|t| humantime::format_rfc3339_seconds(t).to_string());
+        .map(crate::util::time::rfc3339);
     // /proc/uptime is monotonic; wall-clock jumps do not skew the uptime.
     let uptime_seconds = procfs::Uptime::current()
         .map_err(|e| debug!(pid, "uptime: {e}"))
@@ -68,6 +68,7 @@ pub(super) fn read(p: &Process, stat: &Stat, open_fds: Option<u64>) -> ProcessRe
         rss_bytes: stat.rss.saturating_mul(procfs::page_size()),
         threads: stat.num_threads.max(0) as u64,
         cpu_percent: None,
+        cpu_seconds_total: Some((stat.utime + stat.stime) as f64 / tps as f64),
         memory_limit_bytes: memory_limit(Path::new(super::CGROUP_ROOT), &cgroups),
     }
 }
