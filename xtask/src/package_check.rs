@@ -63,7 +63,8 @@ pub fn run(args: &PackageCheckArgs) -> Result<()> {
     for tool in ["debootstrap", "dpkg-deb", "chroot"] {
         util::which(tool).with_context(|| format!("{tool} is missing (apt-get install debootstrap)"))?;
     }
-    let bin = util::release_agent(args.bin.as_deref())?;
+    // Absolute: the podman step compares it with the path the Containerfile copies.
+    let bin = util::release_agent(args.bin.as_deref())?.canonicalize().context("the release binary")?;
     fs::create_dir_all(&args.work)?;
     let deb = crate::deb::build(&bin, &util::target_dir().join("debian"))?;
     let base = args.work.join("debian12");
@@ -277,7 +278,7 @@ fn podman(base: &Path, bin: &Path, work: &Path) -> Result<()> {
         util::run(util::cmd("sh", ["-c", &format!("tar -C '{}' -c . | podman import - {base_image}", base.display())]))?;
     }
     // The build context must hold the release binary the `prebuilt` stage copies.
-    if bin != repo.join("target/release/wsguard") {
+    if Some(bin.to_path_buf()) != repo.join("target/release/wsguard").canonicalize().ok() {
         bail!("the release binary must be target/release/wsguard (is {})", bin.display());
     }
     let image = "localhost/wsguard:package-check";
