@@ -178,7 +178,9 @@ fn nspawn(root: &Path, deb: &Path) -> Result<()> {
         Command::new("systemd-nspawn")
             .args(["-q", "-b", "--register=no", "--keep-unit", "-D"])
             .arg(root)
-            .args(["--capability=CAP_BPF,CAP_PERFMON", "--bind=/sys/fs/bpf", "--bind-ro=/sys/kernel/tracing"])
+            // nspawn's own seccomp filter refuses bpf(2) (EPERM on the first map) unless allowed.
+            .args(["--capability=CAP_BPF,CAP_PERFMON", "--system-call-filter=bpf"])
+            .args(["--bind=/sys/fs/bpf", "--bind-ro=/sys/kernel/tracing"])
             .stdin(Stdio::null())
             .stdout(fs::File::create(&log)?)
             .stderr(Stdio::null()),
