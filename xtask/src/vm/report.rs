@@ -292,14 +292,22 @@ pub fn update_doc(doc: &Path, rows: &[Row]) -> Result<()> {
         let mode = cells.get(3)?.split(' ').next()?.to_string();
         Some((kernel, mode))
     };
-    // Rows of an older layout (another column count) are dropped, not misread.
+    // Rows of the layout before the Ignored column get a `-` there; any other layout is dropped,
+    // not misread.
     let columns = HEADER.lines().next().unwrap_or_default().matches(" | ").count();
     let mut lines: Vec<String> = old
         .lines()
-        .filter(|l| l.matches(" | ").count() == columns)
+        .filter_map(|l| match l.matches(" | ").count() {
+            n if n == columns => Some(l.to_string()),
+            n if n + 1 == columns => {
+                let mut cells: Vec<&str> = l.split(" | ").collect();
+                cells.insert(7, "-");
+                Some(cells.join(" | "))
+            }
+            _ => None,
+        })
         .filter(|l| l.starts_with("| ") && !l.starts_with("| Kernel") && !l.starts_with("| ---"))
         .filter(|l| !rows.iter().any(|r| key(l) == Some((r.kernel.clone(), r.mode.clone()))))
-        .map(str::to_string)
         .collect();
     lines.extend(rows.iter().map(Row::markdown));
     let order = |l: &String| {
