@@ -232,11 +232,16 @@ fn test_binaries(names: &[String]) -> Result<Vec<PathBuf>> {
 fn gorilla_server() -> Result<()> {
     let root = util::workspace_root();
     let out = root.join("target/test-servers");
+    let src = root.join("tests/servers/gorilla_echo");
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if mtime(&out.join("gorilla_echo")) >= mtime(&src.join("main.go")) && mtime(&out.join("gorilla_echo")).is_some() {
+        return Ok(());
+    }
     std::fs::create_dir_all(&out)?;
     let mut c = util::cmd("go", ["build", "-o"]);
     c.arg(out.join("gorilla_echo"))
         .arg(".")
-        .current_dir(root.join("tests/servers/gorilla_echo"))
+        .current_dir(&src)
         .env("GO111MODULE", "off")
         .env("GOPATH", "/usr/share/gocode")
         .env("GOCACHE", out.join("gocache"));

@@ -313,7 +313,7 @@ pub fn update_doc(doc: &Path, rows: &[Row]) -> Result<()> {
     let order = |l: &String| {
         let (k, m) = key(l).unwrap_or_default();
         let k = ["6.1", "6.12", "host"].iter().position(|x| *x == k).unwrap_or(9);
-        let m = ["syscall", "auto", "socket"].iter().position(|x| *x == m).unwrap_or(9);
+        let m = ["syscall", "socket", "auto"].iter().position(|x| *x == m).unwrap_or(9);
         (k, m)
     };
     lines.sort_by_key(order);
@@ -333,7 +333,7 @@ pub fn update_json(path: &Path, rows: &[Row]) -> Result<()> {
     all.extend(rows.iter().map(Row::json));
     let rank = |v: &Value| {
         let k = ["6.1", "6.12", "host"].iter().position(|x| v["kernel"] == *x).unwrap_or(9);
-        let m = ["syscall", "auto", "socket"].iter().position(|x| v["mode"] == *x).unwrap_or(9);
+        let m = ["syscall", "socket", "auto"].iter().position(|x| v["mode"] == *x).unwrap_or(9);
         (k, m)
     };
     all.sort_by_key(rank);
