@@ -90,8 +90,18 @@ pub fn fixed_rate(ctx: &mut Ctx) -> Result<Value> {
             if ctx.interrupted() {
                 break;
             }
-            let r = one_run(ctx, v, run, nginx.as_ref().map(|n| (n.1, n.0.pid())))
-                .with_context(|| format!("fixed-rate run {run} ({})", v.name()))?;
+            // One failed round (a peer that timed out on a loaded machine) is recorded and
+            // skipped: it must not throw away every other variant's rounds.
+            let r = match one_run(ctx, v, run, nginx.as_ref().map(|n| (n.1, n.0.pid())))
+                .with_context(|| format!("fixed-rate run {run} ({})", v.name()))
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    println!("    !!! {e:#}: round skipped");
+                    runs.push(json!({"variant": v.name(), "run": run, "error": format!("{e:#}")}));
+                    continue;
+                }
+            };
             println!(
                 "    run {run} {:<8} {:>7.0} msg/s  server {:>6.2} µs/msg  total {:>6.2} µs/msg  p50 {:>6.2} ms  p99 {:>7.2} ms  lost {}",
                 v.name(),
@@ -242,6 +252,7 @@ fn one_run(ctx: &mut Ctx, v: Variant, run: usize, nginx: Option<(u16, u32)>) -> 
         let total = (y[0].ns - x[0].ns) + (y[1].ns - x[1].ns);
         per_msg = Some(total as f64 / (s.rate * s.stats_window.as_secs_f64()));
         probe = json!({
+            "programs": if v == Variant::Syscall || ctx.on_mode != "socket" { bpf::SYSCALL_HOT } else { bpf::SOCKET_HOT },
             "window_s": s.stats_window.as_secs_f64(),
             "enter_runs": y[0].cnt - x[0].cnt, "enter_ns": y[0].ns - x[0].ns,
             "exit_runs": y[1].cnt - x[1].cnt, "exit_ns": y[1].ns - x[1].ns,
