@@ -178,6 +178,8 @@ pub fn on_end(ctx: &BtfTracePointContext) {
     c.phase = phase::DONE;
 }
 
+wsguard_common::named!(WSG_SK = SK, WSG_ITER_REC = ITER_REC);
+
 /// Scratch for one iterator record (too large for the BPF stack).
 #[map]
 static WSG_ITER_REC: PerCpuArray<SockRecord> = PerCpuArray::with_max_entries(1, 0);
