@@ -2,7 +2,6 @@
 //! Errors name the file, key and line (the `toml` crate reports spans).
 
 use std::{
-    net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -29,7 +28,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub agent: AgentConfig,
-    pub api: ApiConfig,
+    pub api: crate::api::config::ApiConfig,
     pub probe: crate::probe::config::ProbeConfig,
     pub limits: crate::track::config::LimitsConfig,
     pub history: crate::history::HistoryConfig,
@@ -91,37 +90,6 @@ impl LogFormat {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ApiConfig {
-    /// HTTP API address. Loopback by default: the API shows what every process on the host does.
-    pub listen: SocketAddr,
-    /// File holding the bearer token mutating calls need (created 0600 with a random token
-    /// when missing). Default: `<state_dir>/api-token`.
-    pub token_file: Option<PathBuf>,
-    /// Unix socket serving the same API, where the peer's uid (SO_PEERCRED) authorizes
-    /// mutations instead of the token. Default: `<state_dir>/api.sock`; `""` turns it off.
-    pub socket: Option<PathBuf>,
-    /// Group (name or gid) the socket belongs to: set, the socket is 0660 and the group's
-    /// members can connect (reads); unset, it is 0600 (root only).
-    pub socket_group: Option<String>,
-    /// Non-root uids that may call mutating routes over the socket without the token (root
-    /// always may). They must be able to connect: see `socket_group`.
-    pub socket_uids: Vec<u32>,
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:9595".parse().expect("valid default"),
-            token_file: None,
-            socket: None,
-            socket_group: None,
-            socket_uids: Vec::new(),
-        }
-    }
-}
-
 /// Where and what, without the quoted source line `toml` adds to its errors: that line may
 /// hold a secret (an `auth_header`, a password) and errors end up in logs (docs/security.md).
 fn parse_message(e: &toml::de::Error, text: &str) -> String {
@@ -169,16 +137,12 @@ impl Config {
     }
 
     pub fn token_file(&self) -> PathBuf {
-        crate::api::token::path(self.api.token_file.as_deref(), &self.agent.state_dir)
+        self.api.token_file(&self.agent.state_dir)
     }
 
     /// The API's Unix socket, if any (`[api] socket`; empty: none).
     pub fn api_socket(&self) -> Option<PathBuf> {
-        match &self.api.socket {
-            None => Some(self.agent.state_dir.join(crate::api::socket::DEFAULT_FILE)),
-            Some(p) if p.as_os_str().is_empty() => None,
-            Some(p) => Some(p.clone()),
-        }
+        self.api.socket_path(&self.agent.state_dir)
     }
 
     /// Load from `path`; a missing file at the default location means "all defaults".
