@@ -7,7 +7,8 @@
 //!   born; its state is created (zeroed, id and birth time set).
 //! * `wsg_sock_recv` / `wsg_sock_send` (`tp_btf` `sock_recv_length` / `sock_send_length`, args
 //!   `sk, ret, flags`): one socket read or write. A socket without state stops at one helper
-//!   call. Otherwise the current task's user registers (`bpf_task_pt_regs`, the ptrace ABI) say
+//!   call (a connection that turned out not to be WebSocket has its state deleted, so it joins
+//!   them). Otherwise the current task's user registers (`bpf_task_pt_regs`, the ptrace ABI) say
 //!   which syscall moved the bytes and where its buffers are; a syscall whose buffers cannot be
 //!   read (io_uring, io-wq workers, splice/sendfile, recvmmsg/sendmmsg) is counted as unparsed
 //!   bytes and never read as a buffer.
@@ -30,7 +31,7 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         generated::{
-            bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_get_socket_cookie, bpf_seq_write, bpf_sk_storage_get,
+            bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_get_socket_cookie, bpf_seq_write, bpf_sk_storage_delete, bpf_sk_storage_get,
             bpf_skc_to_tcp_sock, bpf_task_pt_regs,
         },
     },
@@ -107,10 +108,18 @@ pub fn on_io(ctx: &BtfTracePointContext, dir: Dir) {
         return;
     }
     let Some(c) = state(sk) else { return };
-    if c.phase == phase::DONE {
-        return;
+    if c.phase != phase::DONE {
+        let _ = followed_io(c, dir, ret as u64);
+        if c.phase != phase::DONE {
+            return;
+        }
     }
-    let _ = followed_io(c, dir, ret as u64);
+    // Not WebSocket (or a failed handshake), already counted: free the state, so this socket's
+    // later I/O stops at a lookup that finds nothing (the socket's storage list is empty)
+    // instead of walking to a done entry in cold cache lines. Nothing else reads a done state:
+    // the end and the iterator skip it.
+    // SAFETY: the tracepoint's own socket; the map definition's address, as in `storage()`.
+    unsafe { bpf_sk_storage_delete(storage(), sk) };
 }
 
 #[inline(never)]

@@ -371,8 +371,8 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     names
 }
 
-/// Whether the exposition has `name`: a sample line of that name, or its `# TYPE` (a summary
-/// whose quantiles have no data yet still declares the family and has `_sum`/`_count`).
+/// Whether the exposition has `name`: a sample line of that name, or its `# TYPE` (a family
+/// named without its `_bucket`/`_sum`/`_count` sample suffix).
 fn exported(exposition: &str, name: &str) -> bool {
     exposition.lines().any(|l| {
         l.strip_prefix(name).is_some_and(|r| r.starts_with('{') || r.starts_with(' '))

@@ -198,12 +198,14 @@ fn prometheus_scrapes_exact_numbers() -> Result<()> {
     )?;
     let active = prom.wait_for(&format!("sum(wsguard_websocket_connections_active{{{server_sel}}})"), CONNECTIONS as f64)?;
     let attached = prom.wait_for("wsguard_probe_attached", 1.0)?;
-    // The newer families as Prometheus stored them: the summary's _count and a quantile, ages,
-    // and a process resource.
+    // The newer families as Prometheus stored them: the histogram's _count and a quantile from
+    // its buckets, ages, and a process resource.
     let handshakes =
         prom.wait_for(&format!("sum(wsguard_websocket_handshake_latency_seconds_count{{{server_sel}}})"), CONNECTIONS as f64)?;
     let p99 = prom
-        .value(&format!(r#"max(wsguard_websocket_handshake_latency_seconds{{quantile="0.99",{server_sel}}})"#))?
+        .value(&format!(
+            r#"histogram_quantile(0.99, sum by (le) (wsguard_websocket_handshake_latency_seconds_bucket{{{server_sel}}}))"#
+        ))?
         .context("no p99 handshake latency")?;
     assert!(p99 > 0.0 && p99 < 10.0, "p99 handshake latency {p99} s");
     let young = prom.wait_for(

@@ -85,7 +85,6 @@ pub fn build(bin: &Path, out: &Path) -> Result<PathBuf> {
     let control = format!(
         "Package: wsguard\nVersion: {version}\nArchitecture: {arch}\nMaintainer: wsguard developers <wsguard@example.invalid>\n\
          Installed-Size: {size_kib}\nDepends: libc6\nSection: net\nPriority: optional\n\
-         Homepage: https://example.invalid/wsguard\n\
          Description: eBPF agent that watches unmodified WebSocket servers\n \
          Counts WebSocket connections, frames, messages and latencies per process from the\n \
          kernel, with health checks, forecasts, alerts, a Prometheus endpoint and a terminal\n \

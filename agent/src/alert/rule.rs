@@ -521,6 +521,21 @@ pub fn defaults(profile: Profile, per_client_connections: u64) -> Vec<Rule> {
 
 #[cfg(test)]
 mod tests {
+
+    /// Every default rule's runbook URL points at a heading of docs/alerts.md (GitHub's anchor of
+    /// `### Name` is `#name`).
+    #[test]
+    fn runbook_anchors_exist() {
+        let doc = include_str!("../../../docs/alerts.md");
+        let anchors: std::collections::HashSet<String> =
+            doc.lines().filter_map(|l| l.strip_prefix("### ")).map(|h| h.trim().to_lowercase()).collect();
+        for r in super::defaults(super::Profile::Production, 20) {
+            let url = &r.annotations.runbook_url;
+            let (page, anchor) = url.rsplit_once('#').expect("runbook URL with an anchor");
+            assert!(page.ends_with("docs/alerts.md"), "{url}");
+            assert!(anchors.contains(anchor), "{}: no heading for #{anchor} in docs/alerts.md", r.name);
+        }
+    }
     use super::*;
 
     #[test]

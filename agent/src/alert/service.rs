@@ -40,6 +40,8 @@ struct Inner {
 pub struct AlertService {
     inner: Mutex<Inner>,
     sinks: Mutex<Vec<std::sync::Arc<dyn Sink>>>,
+    /// State changes by kind since start (`wsguard_alert_transitions_total`).
+    transitions: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -95,6 +97,7 @@ impl AlertService {
                 state_dir: state_dir.to_path_buf(),
             }),
             sinks: Mutex::new(Vec::new()),
+            transitions: Mutex::default(),
         }
     }
 
@@ -198,6 +201,11 @@ impl AlertService {
         inner.store.as_ref().and_then(|s| s.events(limit).ok()).unwrap_or_default()
     }
 
+    /// Alert state changes by kind (`firing`, `resolved`, …) since the agent started.
+    pub fn transitions(&self) -> std::collections::BTreeMap<String, u64> {
+        self.transitions.lock().expect("transitions lock").clone()
+    }
+
     pub fn stats(&self) -> AlertStats {
         let inner = self.inner.lock().expect("alerts lock");
         let alerts = inner.engine.alerts();
@@ -223,6 +231,12 @@ impl AlertService {
     /// Evaluations without transitions still move clocks (last_seen, flap windows); saving them
     /// each interval is cheap (one row) and keeps a restart exact.
     fn commit(&self, mut inner: std::sync::MutexGuard<'_, Inner>, events: &[(Transition, Alert)], now: SystemTime) {
+        {
+            let mut counts = self.transitions.lock().expect("transitions lock");
+            for (t, _) in events {
+                *counts.entry(t.kind.as_str().to_owned()).or_default() += 1;
+            }
+        }
         let firing: Vec<Alert> = inner.engine.alerts().into_iter().filter(|a| a.status == Status::Firing).collect();
         persist(&mut inner, events, now);
         drop(inner);

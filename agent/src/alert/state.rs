@@ -109,6 +109,20 @@ pub enum TransitionKind {
     SeverityChanged,
 }
 
+impl TransitionKind {
+    /// The serde name (`severity_changed`, …).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TransitionKind::Pending => "pending",
+            TransitionKind::Cancelled => "cancelled",
+            TransitionKind::Firing => "firing",
+            TransitionKind::Resolved => "resolved",
+            TransitionKind::Escalated => "escalated",
+            TransitionKind::SeverityChanged => "severity_changed",
+        }
+    }
+}
+
 /// What changed in one evaluation; drives notification channels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Transition {

@@ -26,7 +26,8 @@ use serde_json::json;
 
 use crate::{
     export::health,
-    export::metrics::{render_with, MetricsConfig, CONTENT_TYPE},
+    export::keep::Kept,
+    export::metrics::{render_with, Activity, AlertActivity, ChannelActivity, Extras, MetricsConfig, CONTENT_TYPE},
     history::History,
     model::snapshot::Snapshot,
     track::conns::ConnectionSnapshot,
@@ -38,6 +39,8 @@ pub struct Shared {
     connections: RwLock<Arc<HashMap<u32, Vec<ConnectionSnapshot>>>>,
     pub history: Arc<History>,
     pub metrics: MetricsConfig,
+    /// What `/metrics` remembers between snapshots (monotonic counters, `export/keep.rs`).
+    kept: std::sync::Mutex<Kept>,
     predictions: RwLock<Option<Arc<crate::predict::Predictions>>>,
     pub alerts: Option<Arc<crate::alert::service::AlertService>>,
     pub remediation: Option<Arc<crate::remediate::Shared>>,
@@ -56,6 +59,7 @@ impl Shared {
             connections: RwLock::default(),
             history,
             metrics,
+            kept: Default::default(),
             predictions: RwLock::default(),
             alerts: None,
             remediation: None,
@@ -65,6 +69,8 @@ impl Shared {
         }
     }
     pub fn publish(&self, s: Arc<Snapshot>, connections: HashMap<u32, Vec<ConnectionSnapshot>>) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        self.kept.lock().expect("kept lock").observe(&s, &self.metrics, now);
         *self.latest.write().expect("snapshot lock") = Some(s);
         *self.connections.write().expect("connections lock") = Arc::new(connections);
     }
@@ -201,11 +207,50 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     match s.latest() {
         Some(snap) => {
             let preds = s.predictions();
-            let text = render_with(&snap, preds.as_deref(), &s.metrics);
+            let activity = activity(&s);
+            let kept = s.kept.lock().expect("kept lock");
+            let extras = Extras { predictions: preds.as_deref(), kept: Some(&kept), activity: Some(&activity) };
+            let text = render_with(&snap, &extras, &s.metrics);
             ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
         }
         None => no_snapshot(),
     }
+}
+
+/// The agent's own alert, notification and remediation numbers for `/metrics`.
+fn activity(s: &Shared) -> Activity {
+    let mut a = Activity::default();
+    if let Some(alerts) = &s.alerts {
+        let st = alerts.stats();
+        let firing = [
+            ("info", st.firing.saturating_sub(st.firing_critical + st.firing_warning)),
+            ("warning", st.firing_warning),
+            ("critical", st.firing_critical),
+        ];
+        a.alerts = Some(AlertActivity {
+            firing: firing.into_iter().map(|(k, n)| (k.to_owned(), n)).collect(),
+            pending: st.pending,
+            transitions: alerts.transitions(),
+        });
+        let n = |c: &serde_json::Value, k: &str| c.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let text = |c: &serde_json::Value, k: &str| c.get(k).and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+        for sink in &st.notifications {
+            for c in sink.get("channels").and_then(serde_json::Value::as_array).into_iter().flatten() {
+                a.notifications.push(ChannelActivity {
+                    channel: text(c, "name"),
+                    kind: text(c, "kind"),
+                    sent: n(c, "sent"),
+                    failed: n(c, "failed"),
+                    dropped: n(c, "dropped"),
+                    queued: n(c, "pending"),
+                });
+            }
+        }
+    }
+    if let Some(r) = &s.remediation {
+        a.remediation = Some(r.runs());
+    }
+    a
 }
 
 async fn predictions(State(s): State<Arc<Shared>>) -> Response {

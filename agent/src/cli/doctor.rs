@@ -515,6 +515,18 @@ mod tests {
 
     const ALL_CAPS: u64 = 0x000001ffffffffff;
 
+    /// The README's `wsguard doctor` sample shows checks this doctor prints, and all of them.
+    #[test]
+    fn readme_sample_names_the_checks_the_doctor_prints() {
+        let readme = include_str!("../../../README.md");
+        let sample = readme.split("$ wsguard doctor\n").nth(1).and_then(|s| s.split("\n\n").next()).expect("doctor sample");
+        let printed = render_text(&[evaluate(&Facts::gather()), probe_mode(&crate::probe::mode::Features::detect())].concat());
+        let names = |text: &str| -> Vec<String> {
+            text.lines().filter_map(|l| l.get(6..)).map(|l| l.split("  ").next().unwrap_or_default().trim().to_owned()).collect()
+        };
+        assert_eq!(names(sample), names(&printed), "README sample:\n{sample}\nthe doctor here:\n{printed}");
+    }
+
     fn healthy() -> Facts {
         Facts {
             kernel_release: "6.18.0-1-amd64".into(),

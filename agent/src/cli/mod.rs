@@ -5,6 +5,8 @@ pub mod client;
 pub mod completions;
 pub mod config_cmd;
 pub mod detach;
+#[cfg(test)]
+mod docs_truth;
 pub mod doctor;
 pub mod remediation;
 pub mod replay;

@@ -18,30 +18,27 @@
 //! which writes `name{labels} value`), units are part of the names (no `# UNIT`), and no
 //! `# EOF` is written. The unit tests pin the exact lines and run the real `promtool` on them.
 //!
-//! The latency quantiles are *summaries* (`quantile` samples, `_sum`, `_count`): `promtool`
-//! rejects a `quantile` label on any other type ("non-summary metrics should not have
-//! "quantile" label"), and `_sum`/`_count` let PromQL compute a recent mean. The client has no
-//! summary type, so a summary family is written with its gauge sample encoder (the quantile
-//! samples) and its histogram encoder without buckets (exactly the `_sum` and `_count` lines),
-//! under a `# TYPE … gauge` line whose last word [`render`] then rewrites to `summary`. Label
-//! escaping and number formatting stay the client's.
+//! Latencies are *histograms* (`_bucket{le}`, `_sum`, `_count`) written with the client's
+//! histogram encoder: the probe's log-linear buckets folded into bounds that are edges of them
+//! (`keep::LE_LOG2_NS`), so they aggregate across series and over any window and stay exact.
 //!
 //! # Identity and cardinality
-//! Per-process series carry `comm`, `listen_port` and `unit` (the systemd unit or container
-//! scope, empty when unknown; `pid` only with `[metrics] pid_label = true`), so a restarted
-//! server keeps its series. Processes that share a label set (e.g. several `node` workers) are
-//! summed into one series; averages are weighted by connections opened, and what cannot be
-//! summed takes the maximum (latency quantiles, `fd_usage_ratio`, the cgroup memory limit, the
-//! client quota). `[metrics] max_series` caps the whole exposition: label sets with the
+//! Per-process series carry `comm`, `listen_port` (the lowest port the process listens on: one
+//! value) and `unit` (the systemd unit or container scope, empty when unknown; `pid` only with
+//! `[metrics] pid_label = true`), so a restarted server keeps its series. Processes that share a
+//! label set (e.g. several `node` workers) are summed into one series, and what cannot be summed
+//! takes the maximum (`fd_usage_ratio`, the cgroup memory limit, the client quota). Counters
+//! stay monotonic per label set when a process goes away ([`super::keep`]). `[metrics] max_series` caps the whole exposition: label sets with the
 //! most active connections are kept, whole label sets beyond the cap are dropped and counted in
 //! `wsguard_metrics_series_dropped`. Close codes are exported only when seen, at most
 //! [`MAX_CLOSE_CODES`] per label set and direction, the rest folded into `code="other"`.
 //!
 //! # Adding a metric
 //! Declare a [`Spec`] constant, list it in [`FAMILIES`] (output order), push samples for it in
-//! [`fixed_series`] (agent, probe, host: no process labels) or [`process_series`] (per label
-//! set; aggregate new per-process fields in [`Group::add`]), and document it in
-//! `docs/metrics.md` (a test checks that every name in [`FAMILIES`] is documented there).
+//! [`fixed_series`] (agent, probe, host: no process labels), [`activity_series`] (the agent's
+//! own alerts, notifications, remediation) or [`process_series`] (per label set; a new counter
+//! goes into [`Counters`], a gauge into [`Group::add`]), and document it in `docs/metrics.md`
+//! (a test checks that the docs name exactly the families of [`FAMILIES`]).
 
 use std::{
     cmp::Reverse,
@@ -57,10 +54,11 @@ use prometheus_client::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::keep::{Counters, Hist, Kept, UNIDENTIFIED};
 use crate::{
     model::clients::AgeBuckets,
     model::resources::ProcessResources,
-    model::snapshot::{Frames, ProcessSnapshot, Quantiles, Snapshot, WebSocketStats},
+    model::snapshot::{Frames, ProcessSnapshot, Snapshot},
     predict::{Predictions, ProcessPrediction, ResourcePrediction},
 };
 
@@ -90,30 +88,50 @@ impl Default for MetricsConfig {
     }
 }
 
-/// The snapshot in the Prometheus text format 0.0.4 (see the module docs for the rules).
-pub fn render(snapshot: &Snapshot, cfg: &MetricsConfig) -> String {
-    render_with(snapshot, None, cfg)
+/// What the exposition adds to the snapshot; all optional.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Extras<'a> {
+    /// Forecasts made from the snapshot (`wsguard_prediction_*`).
+    pub predictions: Option<&'a Predictions>,
+    /// Label sets and totals of gone processes (monotonic counters, see [`super::keep`]).
+    pub kept: Option<&'a Kept>,
+    /// The agent's own alerts, notifications and remediation.
+    pub activity: Option<&'a Activity>,
 }
 
-/// The snapshot and the forecasts made from it (`wsguard_prediction_*`): forecasts of a process
-/// join its label set (same identity, `pid` only with `pid_label`, dropped with it by
-/// `max_series`); host forecasts and scores are fixed series. Alert state is not exported here
-/// (it lives in the alert engine: `/api/v1/alerts`, Alertmanager).
-pub fn render_with(snapshot: &Snapshot, predictions: Option<&Predictions>, cfg: &MetricsConfig) -> String {
+/// The snapshot in the Prometheus text format 0.0.4 (see the module docs for the rules).
+pub fn render(snapshot: &Snapshot, cfg: &MetricsConfig) -> String {
+    render_with(snapshot, &Extras::default(), cfg)
+}
+
+/// The snapshot and what `extras` holds. Forecasts of a process join its label set (same
+/// identity, `pid` only with `pid_label`, dropped with it by `max_series`); host forecasts and
+/// scores are fixed series.
+pub fn render_with(snapshot: &Snapshot, extras: &Extras, cfg: &MetricsConfig) -> String {
     let mut out = Families::new();
     fixed_series(snapshot, &mut out);
-    if let Some(p) = predictions {
+    if let Some(p) = extras.predictions {
         prediction_fixed_series(p, &mut out);
+    }
+    if let Some(a) = extras.activity {
+        activity_series(a, &mut out);
     }
 
     // Per-process series, grouped by their label set.
+    let empty = Kept::default();
+    let kept = extras.kept.unwrap_or(&empty);
     let mut groups: BTreeMap<Identity, Group> = BTreeMap::new();
     for p in &snapshot.processes {
-        groups.entry(Identity::of(p, cfg)).or_default().add(p);
+        let g = groups.entry(kept.identity(p, cfg)).or_default();
+        g.add(p);
+        g.counters.add(&kept.counters(p));
     }
-    for pp in predictions.map(|p| p.processes.as_slice()).unwrap_or_default() {
+    for (id, c) in kept.retired() {
+        groups.entry(id.clone()).or_default().counters.add(c);
+    }
+    for pp in extras.predictions.map(|p| p.processes.as_slice()).unwrap_or_default() {
         if let Some(p) = snapshot.processes.iter().find(|p| p.pid == pp.pid) {
-            groups.entry(Identity::of(p, cfg)).or_default().forecast.add(pp);
+            groups.entry(kept.identity(p, cfg)).or_default().forecast.add(pp);
         }
     }
     let mut sets: Vec<(Identity, Group, Vec<Pending>)> = groups
@@ -131,8 +149,8 @@ pub fn render_with(snapshot: &Snapshot, predictions: Option<&Predictions>, cfg: 
     let mut budget = cfg.max_series.saturating_sub(fixed);
     let mut order: Vec<usize> = (0..sets.len()).collect();
     order.sort_by_key(|&i| {
-        let ws = &sets[i].1.ws;
-        (Reverse(ws.connections_active), Reverse(ws.connections_opened), i)
+        let g = &sets[i].1;
+        (Reverse(g.active), Reverse(g.counters.ws.connections_opened), i)
     });
     let mut keep = vec![false; sets.len()];
     let mut dropped = 0usize;
@@ -164,14 +182,6 @@ pub fn render_with(snapshot: &Snapshot, predictions: Option<&Predictions>, cfg: 
     registry.register_collector(Box::new(out.into_exposition()));
     let mut text = String::new();
     encode_registry(&mut text, &registry).expect("writing to a String cannot fail");
-    // Summaries were described as gauges (see the module docs). HELP texts hold no newline and
-    // label values escape theirs, so this line can only be the family's TYPE line.
-    for spec in FAMILIES.iter().filter(|f| f.kind == Kind::Summary) {
-        let gauge = format!("\n# TYPE {} gauge\n", spec.name);
-        if let Some(at) = text.find(&gauge) {
-            text.replace_range(at..at + gauge.len(), &format!("\n# TYPE {} summary\n", spec.name));
-        }
-    }
     text
 }
 
@@ -182,8 +192,8 @@ pub fn render_with(snapshot: &Snapshot, predictions: Option<&Predictions>, cfg: 
 enum Kind {
     Counter,
     Gauge,
-    /// Quantile samples plus `_sum` and `_count` (see the module docs on how it is written).
-    Summary,
+    /// `_bucket{le}`, `_sum` and `_count`.
+    Histogram,
 }
 
 /// One metric family: full name (with unit and `_total`), type and help text.
@@ -200,8 +210,8 @@ const fn counter(name: &'static str, help: &'static str) -> Spec {
 const fn gauge(name: &'static str, help: &'static str) -> Spec {
     Spec { name, kind: Kind::Gauge, help }
 }
-const fn summary(name: &'static str, help: &'static str) -> Spec {
-    Spec { name, kind: Kind::Summary, help }
+const fn histogram(name: &'static str, help: &'static str) -> Spec {
+    Spec { name, kind: Kind::Histogram, help }
 }
 
 // Per process (labels comm, listen_port, unit[, pid]).
@@ -243,35 +253,23 @@ const WS_MESSAGES: Spec = counter(
 );
 const WS_PAYLOAD: Spec = counter(
     "wsguard_websocket_payload_bytes_total",
-    "WebSocket payload bytes declared by frame headers (all opcodes, compressed if permessage-deflate) by direction.",
+    "WebSocket payload bytes the process read or wrote, counted as they pass (all opcodes, compressed if permessage-deflate, headers excluded) by direction.",
 );
 const WS_CLOSE_CODES: Spec = counter(
     "wsguard_websocket_close_codes_total",
     "Close frames by direction and status code; code=\"other\" folds codes beyond the per-label-set limit.",
 );
-const WS_HANDSHAKE_AVG: Spec = gauge(
-    "wsguard_websocket_handshake_latency_seconds_avg",
-    "Mean handshake latency (upgrade request read to 101 written) since the agent first saw the process; not a recent average.",
-);
-const WS_PING_RTT_AVG: Spec = gauge(
-    "wsguard_websocket_ping_rtt_seconds_avg",
-    "Mean round trip of pings the process sent (ping written to pong read) since the agent first saw the process.",
-);
-const WS_RESPONSE_AVG: Spec = gauge(
-    "wsguard_websocket_response_latency_seconds_avg",
-    "Mean time from a data message read to the process's next data frame written, since the agent first saw the process.",
-);
-const WS_HANDSHAKE_LATENCY: Spec = summary(
+const WS_HANDSHAKE_LATENCY: Spec = histogram(
     "wsguard_websocket_handshake_latency_seconds",
-    "Handshake latency (upgrade request read to 101 written) quantiles since the agent first saw the process; the maximum over the processes of a label set.",
+    "Handshake latency (upgrade request read to 101 written), from the probe's histogram.",
 );
-const WS_PING_RTT: Spec = summary(
+const WS_PING_RTT: Spec = histogram(
     "wsguard_websocket_ping_rtt_seconds",
-    "Round trip of pings the process sent (ping written to pong read), quantiles since the agent first saw the process; the maximum over the processes of a label set.",
+    "Round trip of pings the process sent (ping written to pong read), from the probe's histogram.",
 );
-const WS_RESPONSE_LATENCY: Spec = summary(
+const WS_RESPONSE_LATENCY: Spec = histogram(
     "wsguard_websocket_response_latency_seconds",
-    "Time from a data message read to the process's next data frame written, quantiles since the agent first saw the process; the maximum over the processes of a label set.",
+    "Time from a data message read to the process's next data frame written, from the probe's histogram.",
 );
 const WS_IDLE: Spec =
     gauge("wsguard_websocket_connections_idle", "WebSocket connections with no traffic either way for [limits] idle_after.");
@@ -328,9 +326,13 @@ const PROC_FD_RATIO: Spec = gauge(
 );
 const PROC_RSS: Spec =
     gauge("wsguard_process_resident_memory_bytes", "Resident memory, summed over the processes of a label set.");
-const PROC_CPU: Spec = gauge(
-    "wsguard_process_cpu_percent",
-    "CPU time over wall time since the previous snapshot in percent of one core (may exceed 100), summed over the processes of a label set.",
+const PROC_CPU: Spec = counter(
+    "wsguard_process_cpu_seconds_total",
+    "User and system CPU time the processes of a label set used, in seconds (gone processes' totals kept).",
+);
+const PROC_LISTEN_PORT: Spec = gauge(
+    "wsguard_process_listen_port_info",
+    "Always 1: one series per TCP port a process of the label set listens on (label port).",
 );
 const PROC_THREADS: Spec = gauge("wsguard_process_threads", "Threads, summed over the processes of a label set.");
 const PROC_MEMORY_LIMIT: Spec = gauge(
@@ -349,7 +351,8 @@ const HOST_PROCESSES: Spec = gauge(
 );
 
 // Host resources (no labels; each only when the host provides it).
-const HOST_CPU: Spec = gauge("wsguard_host_cpu_percent", "Busy share of all online CPUs since the previous snapshot, 0 to 100.");
+const HOST_CPU: Spec =
+    gauge("wsguard_host_cpu_usage_ratio", "Busy share of all online CPUs since the previous snapshot, 0 to 1.");
 const HOST_MEMORY_USED: Spec = gauge("wsguard_host_memory_used_ratio", "1 - MemAvailable / MemTotal.");
 const HOST_LOAD1: Spec = gauge("wsguard_host_load1", "1-minute load average.");
 const HOST_TCP_INUSE: Spec = gauge("wsguard_host_tcp_sockets_inuse", "TCP sockets in use, IPv4 and IPv6 (sockstat).");
@@ -421,7 +424,8 @@ const SNAPSHOT_TIMESTAMP: Spec = gauge("wsguard_snapshot_timestamp_seconds", "Un
 const SNAPSHOT_INTERVAL: Spec =
     gauge("wsguard_snapshot_interval_seconds", "Configured interval between snapshots ([agent] interval).");
 const AGENT_START_TIME: Spec = gauge("wsguard_agent_start_time_seconds", "Unix time at which the agent started.");
-const BUILD_INFO: Spec = gauge("wsguard_build_info", "Always 1; the version label names the agent's version.");
+const BUILD_INFO: Spec =
+    gauge("wsguard_build_info", "Always 1; labels name the agent's version, the probe mode that runs and the kernel release.");
 const METRICS_SERIES: Spec =
     gauge("wsguard_metrics_series", "Series in this exposition, these two metrics included; compare with [metrics] max_series.");
 const METRICS_SERIES_DROPPED: Spec =
@@ -441,9 +445,6 @@ pub(crate) const FAMILIES: &[&Spec] = &[
     &WS_MESSAGES,
     &WS_PAYLOAD,
     &WS_CLOSE_CODES,
-    &WS_HANDSHAKE_AVG,
-    &WS_PING_RTT_AVG,
-    &WS_RESPONSE_AVG,
     &WS_HANDSHAKE_LATENCY,
     &WS_PING_RTT,
     &WS_RESPONSE_LATENCY,
@@ -464,6 +465,7 @@ pub(crate) const FAMILIES: &[&Spec] = &[
     &PROC_FD_RATIO,
     &PROC_RSS,
     &PROC_CPU,
+    &PROC_LISTEN_PORT,
     &PROC_THREADS,
     &PROC_MEMORY_LIMIT,
     &HOST_ACTIVE,
@@ -499,6 +501,14 @@ pub(crate) const FAMILIES: &[&Spec] = &[
     &SNAPSHOT_INTERVAL,
     &AGENT_START_TIME,
     &BUILD_INFO,
+    &ALERTS_FIRING,
+    &ALERTS_PENDING,
+    &ALERT_TRANSITIONS,
+    &NOTIFY_SENT,
+    &NOTIFY_FAILED,
+    &NOTIFY_DROPPED,
+    &NOTIFY_QUEUED,
+    &REMEDIATION_RUNS,
     &PRED_HORIZON,
     &PRED_USAGE,
     &PRED_ETA,
@@ -525,27 +535,27 @@ pub(crate) const FAMILIES: &[&Spec] = &[
 
 type Labels = Vec<(&'static str, String)>;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Value {
     Int(u64),
     Float(f64),
-    /// A summary's `_sum` and `_count`: two sample lines.
-    SumCount(f64, u64),
+    /// A histogram: its buckets, `_sum` and `_count` lines.
+    Hist(Box<Hist>),
 }
 
 impl Value {
     /// Sample lines this value is written as.
     fn lines(&self) -> usize {
         match self {
-            Value::SumCount(..) => 2,
+            Value::Hist(h) => h.buckets.len() + 2,
             _ => 1,
         }
     }
 
     fn is_finite(&self) -> bool {
         match self {
-            Value::Int(_) => true,
-            Value::Float(v) | Value::SumCount(v, _) => v.is_finite(),
+            Value::Int(_) | Value::Hist(_) => true,
+            Value::Float(v) => v.is_finite(),
         }
     }
 }
@@ -570,7 +580,7 @@ fn fixed_series(s: &Snapshot, out: &mut Families) {
 
     let h = &s.host;
     for (spec, v) in [
-        (&HOST_CPU, h.cpu_percent),
+        (&HOST_CPU, h.cpu_percent.map(|p| p / 100.0)),
         (&HOST_MEMORY_USED, h.memory_used_ratio),
         (&HOST_LOAD1, h.load_1),
         (&HOST_EPHEMERAL_RATIO, h.ephemeral_ports_usage_ratio),
@@ -625,7 +635,8 @@ fn fixed_series(s: &Snapshot, out: &mut Families) {
         out.push(&AGENT_START_TIME, none(), Value::Float(t));
     }
     let version = if a.version.is_empty() { env!("CARGO_PKG_VERSION") } else { a.version.as_str() };
-    out.push(&BUILD_INFO, vec![("version", version.to_owned())], Value::Int(1));
+    let build = vec![("version", version.to_owned()), ("probe_mode", p.mode.clone()), ("kernel", a.kernel.clone())];
+    out.push(&BUILD_INFO, build, Value::Int(1));
 }
 
 fn unix_seconds(rfc3339: &str) -> Option<f64> {
@@ -634,10 +645,11 @@ fn unix_seconds(rfc3339: &str) -> Option<f64> {
 }
 
 /// The label set of a process's series.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Identity {
-    comm: String,
-    /// Listening TCP ports, ascending, comma-separated; empty if none.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Identity {
+    /// `/proc/PID/comm`; [`UNIDENTIFIED`] when the process exited before it was read.
+    pub(crate) comm: String,
+    /// The lowest TCP port the process listens on; empty if none.
     listen_port: String,
     /// Systemd unit or container scope (innermost `*.service`/`*.scope` of the cgroup); empty
     /// when unknown (no resources sampled, e.g. once exited).
@@ -648,15 +660,13 @@ struct Identity {
 }
 
 impl Identity {
-    fn of(p: &ProcessSnapshot, cfg: &MetricsConfig) -> Self {
-        let mut ports = p.listening_ports.clone();
-        ports.sort_unstable();
-        ports.dedup();
-        let listen_port = ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+    pub(crate) fn of(p: &ProcessSnapshot, cfg: &MetricsConfig) -> Self {
+        let listen_port = p.listening_ports.iter().min().map(u16::to_string).unwrap_or_default();
         let unit = p.resources.as_ref().and_then(|r| r.systemd_unit.clone()).unwrap_or_default();
         let kubernetes =
             p.kubernetes.as_ref().map(|k| (k.namespace.clone(), k.pod.clone(), k.container.clone().unwrap_or_default()));
-        Identity { comm: p.comm.clone(), listen_port, unit, pid: cfg.pid_label.then_some(p.pid), kubernetes }
+        let comm = if p.comm.is_empty() { UNIDENTIFIED.to_owned() } else { p.comm.clone() };
+        Identity { comm, listen_port, unit, pid: cfg.pid_label.then_some(p.pid), kubernetes }
     }
 
     fn labels(&self) -> Labels {
@@ -671,75 +681,11 @@ impl Identity {
     }
 }
 
-/// Weighted mean accumulator.
-#[derive(Debug, Default, Clone, Copy)]
-struct Mean {
-    sum: f64,
-    weight: f64,
-}
-
-impl Mean {
-    fn add(&mut self, v: Option<f64>, weight: u64) {
-        if let Some(v) = v.filter(|v| v.is_finite()) {
-            let w = weight.max(1) as f64;
-            self.sum += v * w;
-            self.weight += w;
-        }
-    }
-    fn get(&self) -> Option<f64> {
-        (self.weight > 0.0).then(|| self.sum / self.weight)
-    }
-}
-
 fn max_f(acc: &mut Option<f64>, v: Option<f64>) {
     if let Some(v) = v.filter(|v| v.is_finite()) {
         *acc = Some(acc.map_or(v, |m| m.max(v)));
     }
 }
-
-fn sum_f(acc: &mut Option<f64>, v: Option<f64>) {
-    if let Some(v) = v.filter(|v| v.is_finite()) {
-        *acc = Some(acc.unwrap_or(0.0) + v);
-    }
-}
-
-/// Summary accumulator: quantiles take the maximum over processes (quantiles of different
-/// processes cannot be combined exactly; the maximum is what an alert threshold wants), counts
-/// and sums add up.
-#[derive(Debug, Clone, Copy)]
-struct SummaryAcc {
-    /// p50, p95, p99 in milliseconds.
-    quantiles_ms: [Option<f64>; 3],
-    count: u64,
-    sum_ms: f64,
-    /// False once a process had samples but no mean to derive its sum from.
-    sum_known: bool,
-}
-
-impl Default for SummaryAcc {
-    fn default() -> Self {
-        SummaryAcc { quantiles_ms: [None; 3], count: 0, sum_ms: 0.0, sum_known: true }
-    }
-}
-
-impl SummaryAcc {
-    /// `mean_ms` is the probe's exact mean over the same events the histogram counted, so
-    /// `mean × samples` is their sum.
-    fn add(&mut self, q: &Quantiles, mean_ms: Option<f64>) {
-        for (acc, v) in self.quantiles_ms.iter_mut().zip([q.p50_ms, q.p95_ms, q.p99_ms]) {
-            max_f(acc, v);
-        }
-        if q.samples > 0 {
-            self.count += q.samples;
-            match mean_ms.filter(|m| m.is_finite()) {
-                Some(m) => self.sum_ms += m * q.samples as f64,
-                None => self.sum_known = false,
-            }
-        }
-    }
-}
-
-const QUANTILES: [&str; 3] = ["0.5", "0.95", "0.99"];
 
 /// Resources of the processes of a label set (only those with a resource sample).
 #[derive(Debug, Default)]
@@ -752,7 +698,6 @@ struct ResourcesAcc {
     fd_usage_ratio: Option<f64>,
     rss_bytes: u64,
     threads: u64,
-    cpu_percent: Option<f64>,
     memory_limit_bytes: Option<u64>,
 }
 
@@ -769,28 +714,21 @@ impl ResourcesAcc {
         max_f(&mut self.fd_usage_ratio, r.fd_usage_ratio);
         self.rss_bytes += r.rss_bytes;
         self.threads += r.threads;
-        sum_f(&mut self.cpu_percent, r.cpu_percent);
         if let Some(l) = r.memory_limit_bytes {
             self.memory_limit_bytes = Some(self.memory_limit_bytes.map_or(l, |m| m.max(l)));
         }
     }
 }
 
-/// The processes that share one label set, summed.
+/// The processes that share one label set, summed; `counters` also holds the totals of its
+/// processes that are gone.
 #[derive(Debug, Default)]
 struct Group {
-    ws: WebSocketStats,
+    counters: Counters,
+    active: u64,
     preexisting: u64,
-    unfollowed: u64,
-    tcp_accepted: u64,
-    not_websocket: u64,
-    /// Means in milliseconds, weighted by connections opened.
-    handshake_ms: Mean,
-    ping_rtt_ms: Mean,
-    response_ms: Mean,
-    handshake: SummaryAcc,
-    ping_rtt: SummaryAcc,
-    response: SummaryAcc,
+    /// Every port a process of the set listens on.
+    ports: std::collections::BTreeSet<u16>,
     idle: u64,
     stalled: u64,
     send_queue_bytes: u64,
@@ -805,20 +743,11 @@ struct Group {
 }
 
 impl Group {
+    /// The gauges of a live (or recently exited) process; its counters are added by the caller.
     fn add(&mut self, p: &ProcessSnapshot) {
-        let ws = &p.websocket;
-        self.ws.add(ws);
+        self.active += p.websocket.connections_active;
         self.preexisting += p.preexisting_connections;
-        self.unfollowed += p.unfollowed_connections;
-        self.tcp_accepted += p.tcp_accepted;
-        self.not_websocket += p.not_websocket;
-        let w = ws.connections_opened;
-        self.handshake_ms.add(ws.handshake_latency_avg_ms, w);
-        self.ping_rtt_ms.add(ws.ping_rtt_avg_ms, w);
-        self.response_ms.add(ws.response_latency_avg_ms, w);
-        self.handshake.add(&p.latency.handshake, ws.handshake_latency_avg_ms);
-        self.ping_rtt.add(&p.latency.ping_rtt, ws.ping_rtt_avg_ms);
-        self.response.add(&p.latency.response, ws.response_latency_avg_ms);
+        self.ports.extend(&p.listening_ports);
         self.idle += p.connections_idle;
         self.stalled += p.connections_stalled;
         self.send_queue_bytes += p.send_queue_bytes;
@@ -843,9 +772,10 @@ impl Group {
 /// The series of one label set, without its identity labels.
 fn process_series(g: &Group, out: &mut Vec<Pending>) {
     prediction_process_series(&g.forecast, out);
-    let ws = &g.ws;
+    let c = &g.counters;
+    let ws = &c.ws;
     let mut push = |spec: &'static Spec, labels: Labels, value: Value| out.push((spec, labels, value));
-    push(&WS_ACTIVE, vec![], Value::Int(ws.connections_active));
+    push(&WS_ACTIVE, vec![], Value::Int(g.active));
     push(&WS_OPENED, vec![], Value::Int(ws.connections_opened));
     push(&WS_CLOSED, vec![], Value::Int(ws.connections_closed));
     push(&WS_HANDSHAKES_FAILED, vec![], Value::Int(ws.handshakes_failed));
@@ -869,22 +799,8 @@ fn process_series(g: &Group, out: &mut Vec<Pending>) {
             push(&WS_CLOSE_CODES, vec![("direction", dir.into()), ("code", code)], Value::Int(n));
         }
     }
-    for (spec, mean) in
-        [(&WS_HANDSHAKE_AVG, g.handshake_ms), (&WS_PING_RTT_AVG, g.ping_rtt_ms), (&WS_RESPONSE_AVG, g.response_ms)]
-    {
-        if let Some(ms) = mean.get() {
-            push(spec, vec![], Value::Float(ms / 1e3));
-        }
-    }
-    for (spec, acc) in [(&WS_HANDSHAKE_LATENCY, g.handshake), (&WS_PING_RTT, g.ping_rtt), (&WS_RESPONSE_LATENCY, g.response)] {
-        for (q, v) in QUANTILES.iter().zip(acc.quantiles_ms) {
-            if let Some(ms) = v {
-                push(spec, vec![("quantile", (*q).into())], Value::Float(ms / 1e3));
-            }
-        }
-        if acc.sum_known {
-            push(spec, vec![], Value::SumCount(acc.sum_ms / 1e3, acc.count));
-        }
+    for (spec, h) in [&WS_HANDSHAKE_LATENCY, &WS_PING_RTT, &WS_RESPONSE_LATENCY].into_iter().zip(&c.latency) {
+        push(spec, vec![], Value::Hist(Box::new(*h)));
     }
     push(&WS_IDLE, vec![], Value::Int(g.idle));
     push(&WS_STALLED, vec![], Value::Int(g.stalled));
@@ -901,9 +817,15 @@ fn process_series(g: &Group, out: &mut Vec<Pending>) {
         push(&WS_CLIENT_QUOTA, vec![], Value::Int(q));
     }
     push(&WS_PREEXISTING, vec![], Value::Int(g.preexisting));
-    push(&WS_UNFOLLOWED, vec![], Value::Int(g.unfollowed));
-    push(&TCP_ACCEPTED, vec![], Value::Int(g.tcp_accepted));
-    push(&TCP_NOT_WEBSOCKET, vec![], Value::Int(g.not_websocket));
+    push(&WS_UNFOLLOWED, vec![], Value::Int(c.unfollowed));
+    push(&TCP_ACCEPTED, vec![], Value::Int(c.tcp_accepted));
+    push(&TCP_NOT_WEBSOCKET, vec![], Value::Int(c.not_websocket));
+    if let Some(v) = c.cpu_seconds {
+        push(&PROC_CPU, vec![], Value::Float(v));
+    }
+    for port in &g.ports {
+        push(&PROC_LISTEN_PORT, vec![("port", port.to_string())], Value::Int(1));
+    }
 
     let r = &g.resources;
     if r.sampled {
@@ -917,9 +839,6 @@ fn process_series(g: &Group, out: &mut Vec<Pending>) {
             push(&PROC_FD_RATIO, vec![], Value::Float(v));
         }
         push(&PROC_RSS, vec![], Value::Int(r.rss_bytes));
-        if let Some(v) = r.cpu_percent {
-            push(&PROC_CPU, vec![], Value::Float(v));
-        }
         push(&PROC_THREADS, vec![], Value::Int(r.threads));
         if let Some(l) = r.memory_limit_bytes {
             push(&PROC_MEMORY_LIMIT, vec![], Value::Int(l));
@@ -1118,6 +1037,84 @@ fn prediction_fixed_series(p: &Predictions, out: &mut Families) {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The agent's own activity: alerts, notifications, remediation (no process labels).
+
+const ALERTS_FIRING: Spec =
+    gauge("wsguard_alerts_firing", "Alerts firing now, by severity (silenced and acknowledged ones included).");
+const ALERTS_PENDING: Spec = gauge("wsguard_alerts_pending", "Alerts whose condition holds, waiting for their rule's for.");
+const ALERT_TRANSITIONS: Spec = counter(
+    "wsguard_alert_transitions_total",
+    "Alert state changes since the agent started, by kind (pending, cancelled, firing, resolved, escalated, severity_changed).",
+);
+const NOTIFY_SENT: Spec =
+    counter("wsguard_notifications_sent_total", "Notifications a channel delivered since the agent started.");
+const NOTIFY_FAILED: Spec = counter(
+    "wsguard_notifications_failed_total",
+    "Delivery attempts that failed since the agent started (the notice stays queued and is retried unless dropped).",
+);
+const NOTIFY_DROPPED: Spec = counter(
+    "wsguard_notifications_dropped_total",
+    "Notifications given up since the agent started (too old, or rejected too many times in a row).",
+);
+const NOTIFY_QUEUED: Spec = gauge("wsguard_notifications_queued", "Notifications waiting in the outbox for their channel.");
+const REMEDIATION_RUNS: Spec = counter(
+    "wsguard_remediation_runs_total",
+    "Remediation runs since the agent started, by action and result (ok, failed, cancelled, dry_run, noop, skipped).",
+);
+
+/// The agent's own activity, read from the alert service, the notifier and the remediation
+/// audit when the exposition is built.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Activity {
+    /// Present when alerting runs.
+    pub alerts: Option<AlertActivity>,
+    pub notifications: Vec<ChannelActivity>,
+    /// Runs by (action, result); present when remediation is configured.
+    pub remediation: Option<BTreeMap<(String, String), u64>>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct AlertActivity {
+    /// Firing alerts by severity (`info`, `warning`, `critical`; all three always present).
+    pub firing: BTreeMap<String, u64>,
+    pub pending: u64,
+    /// State changes by kind since the agent started.
+    pub transitions: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ChannelActivity {
+    pub channel: String,
+    pub kind: String,
+    pub sent: u64,
+    pub failed: u64,
+    pub dropped: u64,
+    pub queued: u64,
+}
+
+fn activity_series(a: &Activity, out: &mut Families) {
+    if let Some(al) = &a.alerts {
+        for (severity, n) in &al.firing {
+            out.push(&ALERTS_FIRING, vec![("severity", severity.clone())], Value::Int(*n));
+        }
+        out.push(&ALERTS_PENDING, Vec::new(), Value::Int(al.pending));
+        for (kind, n) in &al.transitions {
+            out.push(&ALERT_TRANSITIONS, vec![("transition", kind.clone())], Value::Int(*n));
+        }
+    }
+    for c in &a.notifications {
+        let l = || vec![("channel", c.channel.clone()), ("kind", c.kind.clone())];
+        out.push(&NOTIFY_SENT, l(), Value::Int(c.sent));
+        out.push(&NOTIFY_FAILED, l(), Value::Int(c.failed));
+        out.push(&NOTIFY_DROPPED, l(), Value::Int(c.dropped));
+        out.push(&NOTIFY_QUEUED, l(), Value::Int(c.queued));
+    }
+    for ((action, result), n) in a.remediation.iter().flatten() {
+        out.push(&REMEDIATION_RUNS, vec![("action", action.clone()), ("result", result.clone())], Value::Int(*n));
+    }
+}
+
 /// Samples collected per family, in [`FAMILIES`] order.
 struct Families {
     families: Vec<Family>,
@@ -1157,15 +1154,15 @@ impl Collector for Exposition {
         for f in &self.0 {
             let kind = match f.spec.kind {
                 Kind::Counter => MetricType::Counter,
-                // A summary's TYPE word is rewritten by `render` (the client has no summary type).
-                Kind::Gauge | Kind::Summary => MetricType::Gauge,
+                Kind::Gauge => MetricType::Gauge,
+                Kind::Histogram => MetricType::Histogram,
             };
             let mut metric = encoder.encode_descriptor(f.spec.name, f.spec.help, None, kind)?;
             for (labels, value) in &f.samples {
                 if labels.is_empty() {
-                    encode_value(&mut metric, *value)?;
+                    encode_value(&mut metric, value)?;
                 } else {
-                    encode_value(&mut metric.encode_family(labels)?, *value)?;
+                    encode_value(&mut metric.encode_family(labels)?, value)?;
                 }
             }
         }
@@ -1174,13 +1171,15 @@ impl Collector for Exposition {
 }
 
 /// Writes `name{labels} value`: the sample line of a gauge, and of a counter in the 0.0.4 format;
-/// for [`Value::SumCount`] the histogram encoder without buckets writes exactly
-/// `name_sum{labels} sum` and `name_count{labels} count`.
-fn encode_value(enc: &mut MetricEncoder, value: Value) -> fmt::Result {
+/// a histogram's `_sum`, `_count` and cumulative `_bucket{le}` lines.
+fn encode_value(enc: &mut MetricEncoder, value: &Value) -> fmt::Result {
     match value {
-        Value::Int(v) => enc.encode_gauge(&v),
-        Value::Float(v) => enc.encode_gauge(&v),
-        Value::SumCount(sum, count) => enc.encode_histogram::<NoLabelSet>(sum, count, &[], None),
+        Value::Int(v) => enc.encode_gauge(v),
+        Value::Float(v) => enc.encode_gauge(v),
+        Value::Hist(h) => {
+            let buckets: Vec<(f64, u64)> = Hist::bounds().zip(h.buckets).collect();
+            enc.encode_histogram::<NoLabelSet>(h.sum_ns as f64 / 1e9, h.count, &buckets, None)
+        }
     }
 }
 
@@ -1193,7 +1192,7 @@ mod tests {
     use crate::{
         model::clients::ClientsSnapshot,
         model::resources::HostResources,
-        model::snapshot::{Frames, Latencies},
+        model::snapshot::{Frames, Latencies, Quantiles},
     };
 
     fn proc(pid: u32, comm: &str, ports: &[u16], active: u64) -> ProcessSnapshot {
@@ -1207,9 +1206,19 @@ mod tests {
         p
     }
 
+    /// The probe's histogram of these latencies (nanoseconds), as the tracker reports it.
+    fn latencies(ns: &[u64]) -> Quantiles {
+        let mut h = [0u64; wsguard_common::hist::BUCKETS];
+        for &v in ns {
+            h[wsguard_common::hist::bucket(v)] += 1;
+        }
+        Quantiles::from_hist(&h, ns.iter().sum())
+    }
+
     /// A snapshot exercising every metric.
     fn sample() -> Snapshot {
         let mut s = Snapshot::default();
+        s.agent.kernel = "6.1.0-test".into();
         s.timestamp = "2024-05-01T12:00:00.500Z".into();
         s.agent.version = "0.1.0".into();
         s.agent.started_at = "2024-05-01T11:00:00Z".into();
@@ -1254,13 +1263,10 @@ mod tests {
         ws.close_codes_received.insert("1000".into(), 1);
         ws.close_codes_sent.insert("1001".into(), 1);
         ws.close_codes_sent.insert("4000".into(), 1);
-        ws.handshake_latency_avg_ms = Some(1.5);
-        ws.ping_rtt_avg_ms = Some(0.25);
-        ws.response_latency_avg_ms = Some(2.0);
         p.latency = Latencies {
-            handshake: Quantiles { samples: 5, p50_ms: Some(1.0), p95_ms: Some(2.0), p99_ms: Some(4.0) },
-            ping_rtt: Quantiles { samples: 4, p50_ms: Some(0.25), p95_ms: Some(0.5), p99_ms: Some(0.5) },
-            // No samples: no quantile lines, _sum and _count 0.
+            handshake: latencies(&[500_000, 1_000_000, 1_000_000, 2_000_000, 3_000_000]),
+            ping_rtt: latencies(&[250_000, 250_000, 250_000, 250_000]),
+            // No samples: every bucket, _sum and _count 0.
             response: Quantiles::default(),
         };
         p.connections_idle = 2;
@@ -1279,6 +1285,7 @@ mod tests {
             rss_bytes: 52_428_800,
             threads: 11,
             cpu_percent: Some(12.5),
+            cpu_seconds_total: Some(12.5),
             memory_limit_bytes: Some(1 << 30),
             ..Default::default()
         });
@@ -1335,23 +1342,27 @@ mod tests {
                 &format!(r#"wsguard_websocket_payload_bytes_total{{{id},direction="sent"}} 2000"#),
                 &format!(r#"wsguard_websocket_close_codes_total{{{id},direction="received",code="1000"}} 1"#),
                 &format!(r#"wsguard_websocket_close_codes_total{{{id},direction="sent",code="4000"}} 1"#),
-                &format!("wsguard_websocket_handshake_latency_seconds_avg{{{id}}} 0.0015"),
-                &format!("wsguard_websocket_ping_rtt_seconds_avg{{{id}}} 0.00025"),
-                &format!("wsguard_websocket_response_latency_seconds_avg{{{id}}} 0.002"),
                 &format!("wsguard_websocket_preexisting_connections{{{id}}} 1"),
                 &format!("wsguard_tcp_connections_accepted_total{{{id}}} 9"),
                 &format!("wsguard_tcp_connections_not_websocket_total{{{id}}} 4"),
-                "# TYPE wsguard_websocket_handshake_latency_seconds summary",
-                &format!(r#"wsguard_websocket_handshake_latency_seconds{{{id},quantile="0.5"}} 0.001"#),
-                &format!(r#"wsguard_websocket_handshake_latency_seconds{{{id},quantile="0.95"}} 0.002"#),
-                &format!(r#"wsguard_websocket_handshake_latency_seconds{{{id},quantile="0.99"}} 0.004"#),
+                "# TYPE wsguard_websocket_handshake_latency_seconds histogram",
+                // 0.5 ms lies in the probe's bucket [458752, 524288) ns, 1 ms in [917504,
+                // 1048576), 2 ms in [1835008, 2097152), 3 ms in [2621440, 3145728): under 2^22.
+                &format!(r#"wsguard_websocket_handshake_latency_seconds_bucket{{le="0.000262144",{id}}} 0"#),
+                &format!(r#"wsguard_websocket_handshake_latency_seconds_bucket{{le="0.000524288",{id}}} 1"#),
+                &format!(r#"wsguard_websocket_handshake_latency_seconds_bucket{{le="0.001048576",{id}}} 3"#),
+                &format!(r#"wsguard_websocket_handshake_latency_seconds_bucket{{le="0.002097152",{id}}} 4"#),
+                &format!(r#"wsguard_websocket_handshake_latency_seconds_bucket{{le="0.004194304",{id}}} 5"#),
+                &format!(r#"wsguard_websocket_handshake_latency_seconds_bucket{{le="17.179869184",{id}}} 5"#),
+                &format!(r#"wsguard_websocket_handshake_latency_seconds_bucket{{le="+Inf",{id}}} 5"#),
                 &format!("wsguard_websocket_handshake_latency_seconds_sum{{{id}}} 0.0075"),
                 &format!("wsguard_websocket_handshake_latency_seconds_count{{{id}}} 5"),
-                "# TYPE wsguard_websocket_ping_rtt_seconds summary",
-                &format!(r#"wsguard_websocket_ping_rtt_seconds{{{id},quantile="0.99"}} 0.0005"#),
+                "# TYPE wsguard_websocket_ping_rtt_seconds histogram",
+                &format!(r#"wsguard_websocket_ping_rtt_seconds_bucket{{le="0.000262144",{id}}} 4"#),
                 &format!("wsguard_websocket_ping_rtt_seconds_sum{{{id}}} 0.001"),
                 &format!("wsguard_websocket_ping_rtt_seconds_count{{{id}}} 4"),
-                "# TYPE wsguard_websocket_response_latency_seconds summary",
+                "# TYPE wsguard_websocket_response_latency_seconds histogram",
+                &format!(r#"wsguard_websocket_response_latency_seconds_bucket{{le="+Inf",{id}}} 0"#),
                 &format!("wsguard_websocket_response_latency_seconds_sum{{{id}}} 0.0"),
                 &format!("wsguard_websocket_response_latency_seconds_count{{{id}}} 0"),
                 &format!("wsguard_websocket_connections_idle{{{id}}} 2"),
@@ -1369,12 +1380,14 @@ mod tests {
                 &format!("wsguard_process_fd_limit_soft{{{id}}} 1024"),
                 &format!("wsguard_process_fd_usage_ratio{{{id}}} 0.09765625"),
                 &format!("wsguard_process_resident_memory_bytes{{{id}}} 52428800"),
-                &format!("wsguard_process_cpu_percent{{{id}}} 12.5"),
+                "# TYPE wsguard_process_cpu_seconds_total counter",
+                &format!("wsguard_process_cpu_seconds_total{{{id}}} 12.5"),
+                &format!(r#"wsguard_process_listen_port_info{{{id},port="8080"}} 1"#),
                 &format!("wsguard_process_threads{{{id}}} 11"),
                 &format!("wsguard_process_memory_limit_bytes{{{id}}} 1073741824"),
                 "wsguard_host_websocket_connections_active 3",
                 "wsguard_host_websocket_processes 1",
-                "wsguard_host_cpu_percent 37.5",
+                "wsguard_host_cpu_usage_ratio 0.375",
                 "wsguard_host_memory_used_ratio 0.25",
                 "wsguard_host_load1 1.5",
                 "wsguard_host_tcp_sockets_inuse 120",
@@ -1403,17 +1416,19 @@ mod tests {
                 "wsguard_snapshot_timestamp_seconds 1714564800.5",
                 "wsguard_snapshot_interval_seconds 5.0",
                 "wsguard_agent_start_time_seconds 1714561200.0",
-                r#"wsguard_build_info{version="0.1.0"} 1"#,
+                r#"wsguard_build_info{version="0.1.0",probe_mode="socket",kernel="6.1.0-test"} 1"#,
                 "wsguard_metrics_series_dropped 0",
             ],
         );
         // 12 frame series: every opcode in both directions, zeros included.
         assert_eq!(text.lines().filter(|l| l.starts_with("wsguard_websocket_frames_total{")).count(), 12);
-        // No quantile without samples.
-        assert!(!text.contains("wsguard_websocket_response_latency_seconds{"), "{text}");
+        // Every bound of every histogram, +Inf included.
+        let buckets = text.lines().filter(|l| l.starts_with("wsguard_websocket_handshake_latency_seconds_bucket{")).count();
+        assert_eq!(buckets, super::super::keep::LE_BUCKETS);
         // Every family of FAMILIES is in the sample (a new family needs a value here); forecast
-        // families need forecasts (predict::tests checks them).
-        for f in FAMILIES.iter().filter(|f| !f.name.starts_with("wsguard_prediction_")) {
+        // families need forecasts (predict::tests checks them), activity families activity.
+        let own = ["wsguard_prediction_", "wsguard_alert", "wsguard_notifications_", "wsguard_remediation_"];
+        for f in FAMILIES.iter().filter(|f| !own.iter().any(|o| f.name.starts_with(o))) {
             assert!(text.contains(&format!("# TYPE {} ", f.name)), "{} missing from the sample", f.name);
         }
         // No pid label by default; no received close code that did not occur.
@@ -1431,7 +1446,9 @@ mod tests {
         assert_has(&text, &["wsguard_probe_attached 0", "wsguard_host_websocket_connections_active 0"]);
         assert!(!text.contains("wsguard_websocket_"), "{text}");
         assert!(!text.contains("wsguard_snapshot_timestamp_seconds"), "no timestamp, no series: {text}");
-        assert!(text.contains(&format!(r#"wsguard_build_info{{version="{}"}} 1"#, env!("CARGO_PKG_VERSION"))));
+        assert!(
+            text.contains(&format!(r#"wsguard_build_info{{version="{}",probe_mode="",kernel=""}} 1"#, env!("CARGO_PKG_VERSION")))
+        );
     }
 
     #[test]
@@ -1440,12 +1457,12 @@ mod tests {
         let mut a = proc(100, "node", &[8080], 3);
         a.websocket.frames_received.text = 5;
         a.websocket.close_codes_received.insert("1000".into(), 2);
-        a.websocket.handshake_latency_avg_ms = Some(1.0);
+        a.latency.handshake = latencies(&[1_000_000; 5]);
         let mut b = proc(200, "node", &[8080], 4);
         b.websocket.frames_received.text = 7;
         b.websocket.close_codes_received.insert("1000".into(), 3);
         b.websocket.close_codes_received.insert("1006".into(), 1);
-        b.websocket.handshake_latency_avg_ms = Some(4.0);
+        b.latency.handshake = latencies(&[4_000_000; 6]);
         let c = proc(300, "node", &[9090], 1);
         s.processes = vec![a, b, c];
 
@@ -1464,12 +1481,17 @@ mod tests {
             ],
         );
         assert_eq!(text.lines().filter(|l| l.starts_with("wsguard_websocket_connections_active{")).count(), 2);
-        // Weighted by connections opened: (1.0 ms * 5 + 4.0 ms * 6) / 11.
-        let avg = text
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("wsguard_websocket_handshake_latency_seconds_avg{{{id}}} ")))
-            .expect("handshake average");
-        assert!((avg.parse::<f64>().unwrap() - 29.0 / 11.0 / 1e3).abs() < 1e-12, "{avg}");
+        // Histograms add up bucket by bucket: 5 × 1 ms and 6 × 4 ms (under 2^22 ns).
+        assert_has(
+            &text,
+            &[
+                &format!(r#"wsguard_websocket_handshake_latency_seconds_bucket{{le="0.001048576",{id}}} 5"#),
+                &format!(r#"wsguard_websocket_handshake_latency_seconds_bucket{{le="0.002097152",{id}}} 5"#),
+                &format!(r#"wsguard_websocket_handshake_latency_seconds_bucket{{le="0.004194304",{id}}} 11"#),
+                &format!("wsguard_websocket_handshake_latency_seconds_sum{{{id}}} 0.029"),
+                &format!("wsguard_websocket_handshake_latency_seconds_count{{{id}}} 11"),
+            ],
+        );
 
         // With pid labels every process is its own series.
         let text = render(&s, &MetricsConfig { pid_label: true, ..Default::default() });
@@ -1494,7 +1516,7 @@ mod tests {
             fd_usage_ratio: limit.map(|l| fds as f64 / l as f64),
             rss_bytes: 1000,
             threads: 2,
-            cpu_percent: cpu,
+            cpu_seconds_total: cpu,
             memory_limit_bytes: mem,
             ..Default::default()
         };
@@ -1506,15 +1528,13 @@ mod tests {
             top: Vec::new(),
         };
         let mut a = proc(1, "node", &[8080], 3);
-        a.latency.handshake = Quantiles { samples: 10, p50_ms: Some(1.0), p95_ms: Some(8.0), p99_ms: Some(9.0) };
-        a.websocket.handshake_latency_avg_ms = Some(2.0);
+        a.latency.handshake = latencies(&[2_000_000; 10]);
         a.connections_idle = 1;
         a.connection_ages.over_2h = 2;
         a.clients = clients(3, 1);
         a.resources = Some(unit("chat.service", 256, Some(1024), Some(10.0), Some(1 << 30)));
         let mut b = proc(2, "node", &[8080], 4);
-        b.latency.handshake = Quantiles { samples: 30, p50_ms: Some(3.0), p95_ms: Some(4.0), p99_ms: Some(16.0) };
-        b.websocket.handshake_latency_avg_ms = Some(3.0);
+        b.latency.handshake = latencies(&[3_000_000; 30]);
         b.connections_idle = 2;
         b.connection_ages.over_2h = 1;
         b.clients = clients(2, 0);
@@ -1526,7 +1546,7 @@ mod tests {
         // Exited: no resources, no classified connections: no resource or quota series.
         let mut d = proc(4, "node", &[9000], 0);
         d.exited = true;
-        d.latency.handshake = Quantiles { samples: 1, p50_ms: Some(5.0), p95_ms: Some(5.0), p99_ms: Some(5.0) };
+        d.latency.handshake = latencies(&[5_000_000]);
         s.processes = vec![a, b, c, d];
 
         let text = render(&s, &MetricsConfig::default());
@@ -1535,10 +1555,9 @@ mod tests {
         assert_has(
             &text,
             &[
-                // Quantiles: the maximum; count and sum (mean × samples) add up.
-                &format!(r#"wsguard_websocket_handshake_latency_seconds{{{id},quantile="0.5"}} 0.003"#),
-                &format!(r#"wsguard_websocket_handshake_latency_seconds{{{id},quantile="0.95"}} 0.008"#),
-                &format!(r#"wsguard_websocket_handshake_latency_seconds{{{id},quantile="0.99"}} 0.016"#),
+                // Histograms: buckets, count and sum add up.
+                &format!(r#"wsguard_websocket_handshake_latency_seconds_bucket{{le="0.002097152",{id}}} 10"#),
+                &format!(r#"wsguard_websocket_handshake_latency_seconds_bucket{{le="0.004194304",{id}}} 40"#),
                 &format!("wsguard_websocket_handshake_latency_seconds_count{{{id}}} 40"),
                 &format!("wsguard_websocket_handshake_latency_seconds_sum{{{id}}} 0.11"),
                 &format!("wsguard_websocket_connections_idle{{{id}}} 3"),
@@ -1550,32 +1569,32 @@ mod tests {
                 &format!("wsguard_process_fd_limit_soft{{{id}}} 2048"),
                 &format!("wsguard_process_fd_usage_ratio{{{id}}} 0.75"),
                 &format!("wsguard_process_resident_memory_bytes{{{id}}} 2000"),
-                &format!("wsguard_process_cpu_percent{{{id}}} 10.0"),
+                &format!("wsguard_process_cpu_seconds_total{{{id}}} 10.0"),
                 &format!("wsguard_process_threads{{{id}}} 4"),
                 &format!("wsguard_process_memory_limit_bytes{{{id}}} 1073741824"),
                 r#"wsguard_process_open_fds{comm="node",listen_port="8080",unit="other.service"} 10"#,
-                r#"wsguard_websocket_handshake_latency_seconds{comm="node",listen_port="9000",unit="",quantile="0.5"} 0.005"#,
+                r#"wsguard_websocket_handshake_latency_seconds_count{comm="node",listen_port="9000",unit=""} 1"#,
             ],
         );
         let other = r#"unit="other.service""#;
-        for absent in ["wsguard_process_fd_limit_soft", "wsguard_process_fd_usage_ratio", "wsguard_process_cpu_percent"] {
+        for absent in ["wsguard_process_fd_limit_soft", "wsguard_process_fd_usage_ratio", "wsguard_process_cpu_seconds_total"] {
             assert!(!text.contains(&format!("{absent}{{comm=\"node\",listen_port=\"8080\",{other}}}")), "{absent}: {text}");
         }
         let exited = r#"listen_port="9000""#;
         for l in text.lines().filter(|l| l.contains(exited)) {
-            assert!(!l.starts_with("wsguard_process_") && !l.starts_with("wsguard_websocket_client_quota"), "{l}");
+            let listen = l.starts_with("wsguard_process_listen_port_info");
+            assert!(listen || !l.starts_with("wsguard_process_") && !l.starts_with("wsguard_websocket_client_quota"), "{l}");
         }
         // Host resources the host did not provide are absent.
-        assert!(!text.contains("wsguard_host_cpu_percent"), "{text}");
+        assert!(!text.contains("wsguard_host_cpu_usage_ratio"), "{text}");
         assert!(!text.contains("wsguard_host_conntrack"), "{text}");
     }
 
     #[test]
-    fn summaries_count_two_lines_against_max_series() {
+    fn histograms_count_all_their_lines_against_max_series() {
         let mut s = Snapshot::default();
         let mut p = proc(1, "srv", &[80], 1);
-        p.latency.handshake = Quantiles { samples: 1, p50_ms: Some(1.0), p95_ms: Some(1.0), p99_ms: Some(1.0) };
-        p.websocket.handshake_latency_avg_ms = Some(1.0);
+        p.latency.handshake = latencies(&[1_000_000]);
         s.processes.push(p);
         let text = render(&s, &MetricsConfig::default());
         check_exposition(&text);
@@ -1588,18 +1607,173 @@ mod tests {
     }
 
     #[test]
-    fn listen_port_label_is_sorted_and_deduplicated() {
+    fn listen_port_label_is_one_port() {
         let mut s = Snapshot::default();
         s.processes = vec![proc(1, "srv", &[9229, 8080, 8080], 1), proc(2, "gone", &[], 0)];
         let text = render(&s, &MetricsConfig::default());
         check_exposition(&text);
+        let id = "comm=\"srv\",listen_port=\"8080\",unit=\"\"";
         assert_has(
             &text,
             &[
-                r#"wsguard_websocket_connections_active{comm="srv",listen_port="8080,9229",unit=""} 1"#,
+                &format!("wsguard_websocket_connections_active{{{id}}} 1"),
+                &format!(r#"wsguard_process_listen_port_info{{{id},port="8080"}} 1"#),
+                &format!(r#"wsguard_process_listen_port_info{{{id},port="9229"}} 1"#),
                 r#"wsguard_websocket_connections_active{comm="gone",listen_port="",unit=""} 0"#,
             ],
         );
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, labels, _) = parse_sample(l).unwrap();
+            for (k, v) in labels.iter().filter(|(k, _)| k == "listen_port" || k == "port") {
+                assert!(v.is_empty() || v.parse::<u16>().is_ok(), "{k}={v:?}: {l}");
+            }
+        }
+    }
+
+    /// The value of the sample `name{labels}` in `text`.
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// A label set's counters never go down while its processes exit and leave the snapshot;
+    /// an exited process keeps its unit; the retired totals end `RETIRED_FOR` after the last
+    /// process of the set went away.
+    #[test]
+    fn counters_stay_monotonic_when_a_process_goes() {
+        use super::super::keep::RETIRED_FOR;
+        let cfg = MetricsConfig::default();
+        let res = |cpu: f64| ProcessResources {
+            systemd_unit: Some("chat.service".into()),
+            cpu_seconds_total: Some(cpu),
+            ..Default::default()
+        };
+        let mut a = proc(100, "node", &[8080], 1);
+        a.resources = Some(res(2.0));
+        a.latency.handshake = latencies(&[1_000_000; 3]);
+        a.websocket.frames_received.text = 10;
+        let mut b = proc(200, "node", &[8080], 1);
+        b.resources = Some(res(3.0));
+        b.latency.handshake = latencies(&[1_000_000; 3]);
+        b.websocket.frames_received.text = 5;
+        let id = r#"comm="node",listen_port="8080",unit="chat.service""#;
+        let mut kept = Kept::default();
+        let mut s = Snapshot::default();
+        let mut at = 1000.0;
+        let step = |s: &Snapshot, kept: &mut Kept, at: f64| {
+            kept.observe(s, &cfg, at);
+            let text = render_with(s, &Extras { kept: Some(kept), ..Default::default() }, &cfg);
+            check_exposition(&text);
+            let v = |n: &str| value(&text, &format!("{n}{{{id}}}"));
+            let frames = value(&text, &format!(r#"wsguard_websocket_frames_total{{{id},direction="received",opcode="text"}}"#));
+            (
+                v("wsguard_websocket_connections_opened_total"),
+                v("wsguard_process_cpu_seconds_total"),
+                v("wsguard_websocket_handshake_latency_seconds_count"),
+                frames,
+            )
+        };
+        s.processes = vec![a.clone(), b.clone()];
+        let full = (Some(6.0), Some(5.0), Some(6.0), Some(15.0));
+        assert_eq!(step(&s, &mut kept, at), full);
+        // `a` exits: no /proc any more, its final numbers are still reported, under its unit.
+        a.exited = true;
+        a.resources = None;
+        a.websocket.connections_active = 0;
+        s.processes = vec![a.clone(), b.clone()];
+        at += 5.0;
+        assert_eq!(step(&s, &mut kept, at), full);
+        // `a` leaves the snapshot: its totals stay in the label set.
+        s.processes = vec![b.clone()];
+        at += 300.0;
+        assert_eq!(step(&s, &mut kept, at), full);
+        // Without what the exporter keeps, the counter would have gone down (the old behaviour).
+        let plain = render(&s, &cfg);
+        assert_eq!(value(&plain, &format!("wsguard_websocket_connections_opened_total{{{id}}}")), Some(3.0));
+        // `b` moves on a little, then goes too: still monotonic, nothing active.
+        b.websocket.connections_opened += 1;
+        s.processes = vec![b.clone()];
+        at += 5.0;
+        assert_eq!(step(&s, &mut kept, at), (Some(7.0), Some(5.0), Some(6.0), Some(15.0)));
+        s.processes.clear();
+        at += 5.0;
+        assert_eq!(step(&s, &mut kept, at), (Some(7.0), Some(5.0), Some(6.0), Some(15.0)));
+        // Kept for RETIRED_FOR after the last process of the set went away, then the series end.
+        at += RETIRED_FOR;
+        assert_eq!(step(&s, &mut kept, at).0, Some(7.0));
+        at += 1.0;
+        assert_eq!(step(&s, &mut kept, at), (None, None, None, None));
+    }
+
+    /// A process that exited before /proc/PID was read has no comm: it gets `unidentified`,
+    /// never a series whose labels are all empty.
+    #[test]
+    fn unidentified_processes_are_labelled() {
+        let mut s = Snapshot::default();
+        let mut p = proc(7, "", &[], 0);
+        p.exited = true;
+        s.processes.push(p);
+        let text = render(&s, &MetricsConfig::default());
+        check_exposition(&text);
+        assert_has(&text, &[r#"wsguard_websocket_connections_opened_total{comm="unidentified",listen_port="",unit=""} 2"#]);
+        assert!(!text.contains(r#"comm="""#), "{text}");
+    }
+
+    #[test]
+    fn retired_label_sets_are_bounded() {
+        use super::super::keep::MAX_RETIRED_SETS;
+        let cfg = MetricsConfig::default();
+        let mut kept = Kept::default();
+        let mut s = Snapshot::default();
+        for i in 0..(MAX_RETIRED_SETS + 10) as u32 {
+            s.processes = vec![proc(i + 1, &format!("p{i}"), &[], 0)];
+            kept.observe(&s, &cfg, 1e5 + f64::from(i));
+        }
+        s.processes.clear();
+        kept.observe(&s, &cfg, 1e5 + (MAX_RETIRED_SETS + 10) as f64);
+        assert_eq!(kept.retired().count(), MAX_RETIRED_SETS);
+        // The oldest went first.
+        assert!(kept.retired().all(|(id, _)| id.comm != "p0" && id.comm != "p9"));
+    }
+
+    /// The agent's own alerts, notifications and remediation, with `build_info`, pass promtool.
+    #[test]
+    fn activity_is_exported() {
+        let a = Activity {
+            alerts: Some(AlertActivity {
+                firing: [("info", 0), ("warning", 2), ("critical", 1)].into_iter().map(|(k, n)| (k.to_owned(), n)).collect(),
+                pending: 4,
+                transitions: [("firing".to_owned(), 3), ("resolved".to_owned(), 1)].into_iter().collect(),
+            }),
+            notifications: vec![ChannelActivity {
+                channel: "ops".into(),
+                kind: "slack".into(),
+                sent: 5,
+                failed: 2,
+                dropped: 1,
+                queued: 3,
+            }],
+            remediation: Some([(("close-idle".to_owned(), "ok".to_owned()), 2)].into_iter().collect()),
+        };
+        let text = render_with(&sample(), &Extras { activity: Some(&a), ..Default::default() }, &MetricsConfig::default());
+        check_exposition(&text);
+        promtool(&text);
+        assert_has(
+            &text,
+            &[
+                r#"wsguard_alerts_firing{severity="critical"} 1"#,
+                r#"wsguard_alerts_firing{severity="info"} 0"#,
+                "wsguard_alerts_pending 4",
+                r#"wsguard_alert_transitions_total{transition="firing"} 3"#,
+                r#"wsguard_notifications_sent_total{channel="ops",kind="slack"} 5"#,
+                r#"wsguard_notifications_failed_total{channel="ops",kind="slack"} 2"#,
+                r#"wsguard_notifications_dropped_total{channel="ops",kind="slack"} 1"#,
+                r#"wsguard_notifications_queued{channel="ops",kind="slack"} 3"#,
+                r#"wsguard_remediation_runs_total{action="close-idle",result="ok"} 2"#,
+            ],
+        );
+        for f in FAMILIES.iter().filter(|f| f.name.starts_with("wsguard_alert") || f.name.contains("notifications_")) {
+            assert!(text.contains(&format!("# TYPE {} ", f.name)), "{} missing", f.name);
+        }
     }
 
     #[test]
@@ -1707,11 +1881,11 @@ mod tests {
     fn non_finite_values_are_left_out() {
         let mut s = sample();
         s.agent.snapshot_ms = f64::NAN;
-        s.processes[0].websocket.ping_rtt_avg_ms = Some(f64::INFINITY);
+        s.processes[0].resources.as_mut().unwrap().fd_usage_ratio = Some(f64::INFINITY);
         let text = render(&s, &MetricsConfig::default());
         check_exposition(&text);
         assert!(!text.contains("wsguard_snapshot_duration_seconds "), "{text}");
-        assert!(!text.contains("wsguard_websocket_ping_rtt_seconds_avg{"), "{text}");
+        assert!(!text.contains("wsguard_process_fd_usage_ratio{"), "{text}");
     }
 
     #[test]
@@ -1742,8 +1916,37 @@ mod tests {
         );
     }
 
+    /// `wsguard_…` names in a text, with any histogram/summary sample suffix taken off when the
+    /// base is a family (`x_bucket` → `x`), and `{…}`/`[…]` selectors cut.
+    fn names_in(text: &str) -> BTreeSet<String> {
+        let families: HashSet<&str> = FAMILIES.iter().map(|f| f.name).collect();
+        let mut out = BTreeSet::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("wsguard_") {
+            let before = rest[..at].chars().next_back();
+            let tail = &rest[at..];
+            let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+            let name = &tail[..end];
+            rest = &tail[end..];
+            // Part of another word or path, or a prefix (`wsguard_probe_*`).
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '/' || c == '.' || c == '-')
+                || name.ends_with('_')
+            {
+                continue;
+            }
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|b| families.contains(b)))
+                .unwrap_or(name);
+            out.insert(base.to_owned());
+        }
+        out
+    }
+
+    /// docs/metrics.md names exactly the families the binary exports (its tables and prose);
+    /// the shipped dashboard and alert rules use no name the binary does not export.
     #[test]
-    fn families_are_well_formed_and_documented() {
+    fn families_are_well_formed_and_documented_both_ways() {
         let doc = include_str!("../../../docs/metrics.md");
         let mut names = HashSet::new();
         for f in FAMILIES {
@@ -1753,6 +1956,32 @@ mod tests {
             assert!(!f.help.is_empty() && !f.help.contains(['\\', '\n']), "{}", f.name);
             assert!(doc.contains(&format!("`{}`", f.name)), "{} is not in docs/metrics.md", f.name);
         }
+        let exported: BTreeSet<String> = FAMILIES.iter().map(|f| f.name.to_owned()).collect();
+        // README, every doc, the dashboard, the alert rules and the Kubernetes manifests.
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files = vec![root.join("README.md"), root.join("config/grafana/wsguard-dashboard.json")];
+        for dir in ["docs", "config/prometheus", "config/kubernetes/base", "config"] {
+            for e in std::fs::read_dir(root.join(dir)).unwrap() {
+                let p = e.unwrap().path();
+                if p.extension().is_some_and(|x| x == "md" || x == "yml" || x == "yaml" || x == "toml") {
+                    files.push(p);
+                }
+            }
+        }
+        assert!(files.len() > 15, "{files:?}");
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            let unknown: Vec<String> = names_in(&text).into_iter().filter(|n| !exported.contains(n)).collect();
+            assert!(unknown.is_empty(), "{} names metrics the binary does not export: {unknown:?}", f.display());
+        }
+    }
+
+    #[test]
+    fn the_name_scanner_finds_what_docs_name() {
+        let found = names_in("`wsguard_websocket_handshake_latency_seconds_bucket{le=\"1\"}` and wsguard_nope_total, not /etc/wsguard_x, my_wsguard_y or wsguard_probe_*");
+        let want: BTreeSet<String> =
+            ["wsguard_websocket_handshake_latency_seconds", "wsguard_nope_total"].into_iter().map(String::from).collect();
+        assert_eq!(found, want);
     }
 
     /// Runs the real `promtool check metrics` (Debian package `prometheus`) when it is installed.
@@ -1771,6 +2000,8 @@ mod tests {
         let mut child = match child {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // `cargo xtask setup` installs it; CI must not pass without the real linter.
+                assert!(std::env::var_os("CI").is_none(), "promtool is not on PATH under CI (apt-get install prometheus)");
                 println!("SKIP promtool_accepts_the_exposition: promtool is not on PATH (apt-get install prometheus)");
                 return;
             }
@@ -1869,7 +2100,7 @@ mod tests {
                 kind = match k {
                     "counter" => "counter",
                     "gauge" => "gauge",
-                    "summary" => "summary",
+                    "histogram" => "histogram",
                     _ => panic!("unexpected type {line}"),
                 };
                 assert_eq!(k == "counter", name.ends_with("_total"), "{line}");
@@ -1879,14 +2110,16 @@ mod tests {
                 let (name, labels, v) = parse_sample(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
                 let family = current.as_deref().unwrap_or_else(|| panic!("sample before any TYPE: {line}"));
                 let has_quantile = labels.iter().any(|(k, _)| k == "quantile");
-                if kind == "summary" {
-                    // `name{…,quantile="q"}`, `name_sum{…}`, `name_count{…}` (integer).
+                let has_le = labels.iter().any(|(k, _)| k == "le");
+                if kind == "histogram" {
+                    // `name_bucket{…,le="b"}` (integer, cumulative), `name_sum{…}`, `name_count{…}`.
                     match name.strip_prefix(family) {
-                        Some("") => assert!(has_quantile, "quantile sample without quantile: {line}"),
-                        Some("_sum") => assert!(!has_quantile, "{line}"),
-                        Some("_count") => assert!(!has_quantile && v >= 0.0 && v.fract() == 0.0, "{line}"),
+                        Some("_bucket") => assert!(has_le && v >= 0.0 && v.fract() == 0.0, "{line}"),
+                        Some("_sum") => assert!(!has_le && v >= 0.0, "{line}"),
+                        Some("_count") => assert!(!has_le && v >= 0.0 && v.fract() == 0.0, "{line}"),
                         _ => panic!("sample outside its family: {line}"),
                     }
+                    assert!(!has_quantile, "{line}");
                 } else {
                     assert_eq!(family, name, "sample outside its family: {line}");
                     // promtool: "non-summary metrics should not have \"quantile\" label".
@@ -1924,24 +2157,32 @@ mod tests {
         for (i, snap) in s.snapshots.iter().enumerate() {
             let pr = p.observe(snap);
             if i == s.snapshots.len() * 3 / 4 {
-                let text = render_with(snap, Some(&pr), &cfg);
+                let text = render_with(snap, &Extras { predictions: Some(&pr), ..Default::default() }, &cfg);
                 // The process's label set (no pid without [metrics] pid_label).
                 assert!(text.contains("wsguard_prediction_eta_seconds{comm=\"node\",listen_port=\"8080\",unit=\"\",scope=\"process\",resource=\"fds\"}"), "{text}");
                 // Alert state lives in the alert engine (/api/v1/alerts, Alertmanager), not here.
                 assert!(!text.contains("alert_firing"), "{text}");
                 check_exposition(&text);
                 promtool(&text);
-                let with_pid = render_with(snap, Some(&pr), &MetricsConfig { pid_label: true, ..Default::default() });
+                let with_pid = render_with(
+                    snap,
+                    &Extras { predictions: Some(&pr), ..Default::default() },
+                    &MetricsConfig { pid_label: true, ..Default::default() },
+                );
                 assert!(with_pid.contains("wsguard_prediction_usage_ratio{comm=\"node\",listen_port=\"8080\",unit=\"\",pid=\"4242\",scope=\"process\",resource=\"fds\"}"), "{with_pid}");
                 // max_series drops the label set's forecasts with it, and counts them.
-                let capped = render_with(snap, Some(&pr), &MetricsConfig { max_series: 0, ..Default::default() });
+                let capped = render_with(
+                    snap,
+                    &Extras { predictions: Some(&pr), ..Default::default() },
+                    &MetricsConfig { max_series: 0, ..Default::default() },
+                );
                 assert!(!capped.contains("scope=\"process\""), "{capped}");
                 assert!(capped.contains("wsguard_prediction_horizon_seconds 1800"), "{capped}");
             }
             last = Some((snap, pr));
         }
         let (snap, pr) = last.unwrap();
-        let text = render_with(snap, Some(&pr), &cfg);
+        let text = render_with(snap, &Extras { predictions: Some(&pr), ..Default::default() }, &cfg);
         for m in [
             "wsguard_prediction_precision{alertname=\"PredictedFdExhaustion\"} 1",
             "wsguard_prediction_recall{alertname=\"PredictedFdExhaustion\"} 1",
@@ -1968,6 +2209,7 @@ mod tests {
             .stderr(std::process::Stdio::piped())
             .spawn()
         else {
+            assert!(std::env::var_os("CI").is_none(), "promtool is not on PATH under CI (apt-get install prometheus)");
             eprintln!("promtool not installed; skipping the lint");
             return;
         };

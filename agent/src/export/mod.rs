@@ -2,4 +2,5 @@
 //! checks over a snapshot.
 
 pub mod health;
+pub mod keep;
 pub mod metrics;

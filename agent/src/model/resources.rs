@@ -69,6 +69,8 @@ pub struct ProcessResources {
     /// CPU time over wall time since the previous sample, in percent of one core (may exceed
     /// 100 for multi-threaded servers). None on the first sample of a process.
     pub cpu_percent: Option<f64>,
+    /// CPU time (user + system) the process has used since it started, in seconds.
+    pub cpu_seconds_total: Option<f64>,
     /// Tightest memory limit of the cgroup and its ancestors; None when unlimited.
     pub memory_limit_bytes: Option<u64>,
 }

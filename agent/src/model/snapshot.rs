@@ -32,6 +32,8 @@ pub struct Snapshot {
 #[serde(default)]
 pub struct AgentInfo {
     pub version: String,
+    /// Kernel release the agent runs on (`uname -r`).
+    pub kernel: String,
     pub started_at: String,
     pub interval_seconds: f64,
     /// Build time of this snapshot, in milliseconds (wall clock).
@@ -130,7 +132,8 @@ impl Rates {
     }
 }
 
-/// Quantiles in milliseconds (None when there is no sample yet).
+/// Quantiles in milliseconds (None when there is no sample yet), and the probe's histogram they
+/// come from (what `/metrics` exports as a Prometheus histogram).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Quantiles {
@@ -138,13 +141,20 @@ pub struct Quantiles {
     pub p50_ms: Option<f64>,
     pub p95_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+    /// Sum of the measured latencies, nanoseconds (exact, from the probe).
+    pub sum_ns: u64,
+    /// The probe's log-linear buckets that are not empty, as `[index, count]` (bucket `i` spans
+    /// `wsguard_common::hist::bounds(i)` nanoseconds).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub buckets: Vec<[u64; 2]>,
 }
 
 impl Quantiles {
-    pub fn from_hist(h: &[u64; wsguard_common::hist::BUCKETS]) -> Self {
+    pub fn from_hist(h: &[u64; wsguard_common::hist::BUCKETS], sum_ns: u64) -> Self {
         use wsguard_common::hist::quantile;
         let q = |x| quantile(h, x).map(|ns| ns / 1e6);
-        Quantiles { samples: h.iter().sum(), p50_ms: q(0.50), p95_ms: q(0.95), p99_ms: q(0.99) }
+        let buckets = h.iter().enumerate().filter(|(_, n)| **n > 0).map(|(i, n)| [i as u64, *n]).collect();
+        Quantiles { samples: h.iter().sum(), p50_ms: q(0.50), p95_ms: q(0.95), p99_ms: q(0.99), sum_ns, buckets }
     }
 }
 

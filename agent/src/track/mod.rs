@@ -295,9 +295,9 @@ impl Tracker {
                 _ => 0,
             };
             let latency = reading.hists.get(&tgid).map(|h| Latencies {
-                handshake: Quantiles::from_hist(&h.h[which::HANDSHAKE]),
-                ping_rtt: Quantiles::from_hist(&h.h[which::PING_RTT]),
-                response: Quantiles::from_hist(&h.h[which::RESPONSE]),
+                handshake: Quantiles::from_hist(&h.h[which::HANDSHAKE], stats.handshake_ns_sum),
+                ping_rtt: Quantiles::from_hist(&h.h[which::PING_RTT], stats.ping_rtt_ns_sum),
+                response: Quantiles::from_hist(&h.h[which::RESPONSE], stats.response_ns_sum),
             });
             let mut pc = l.conns;
             pc.finish(&self.limits);
@@ -378,6 +378,7 @@ impl Tracker {
             timestamp: crate::util::time::rfc3339_millis(SystemTime::now()),
             agent: AgentInfo {
                 version: env!("CARGO_PKG_VERSION").into(),
+                kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|k| k.trim().to_owned()).unwrap_or_default(),
                 started_at: crate::util::time::rfc3339(self.started_at),
                 interval_seconds: self.cfg.interval.as_secs_f64(),
                 snapshot_ms: t0.elapsed().as_secs_f64() * 1e3,

@@ -74,8 +74,9 @@ pub fn raw_tp_links() -> Vec<(u64, String, Vec<String>)> {
         .collect()
 }
 
-/// Our probe's (sys_enter, sys_exit) program ids, from the links pinned under `pin_path`
-/// (waiting up to 5 s for the agent to pin them).
+/// The two programs of our probe that run on the data path, from the links pinned under
+/// `pin_path` (waiting up to 5 s for the agent to pin them): (sys_enter, sys_exit) in the syscall
+/// mode, (wsg_sock_recv, wsg_sock_send) in the socket mode.
 pub fn wsguard_progs(pin_path: &Path) -> Option<(u64, u64)> {
     for _ in 0..50 {
         if let Some(ids) = wsguard_progs_now(pin_path) {
@@ -87,20 +88,45 @@ pub fn wsguard_progs(pin_path: &Path) -> Option<(u64, u64)> {
     None
 }
 
+/// Hot program names of each mode, in the order [`wsguard_progs`] returns them.
+pub const SYSCALL_HOT: [&str; 2] = ["wsg_sys_enter", "wsg_sys_exit"];
+pub const SOCKET_HOT: [&str; 2] = ["wsg_sock_recv", "wsg_sock_send"];
+
 fn wsguard_progs_now(pin_path: &Path) -> Option<(u64, u64)> {
-    let pin = pin_path.to_string_lossy().to_string();
-    let mut enter = None;
-    let mut exit = None;
-    for (id, tp, pins) in raw_tp_links() {
-        if pins.iter().any(|p| p.starts_with(&pin)) {
-            match tp.as_str() {
-                "sys_enter" => enter = Some(id),
-                "sys_exit" => exit = Some(id),
-                _ => {}
-            }
+    let ids = own_links(&pin_path.to_string_lossy());
+    let all = progs();
+    let find = |name: &str| ids.iter().copied().find(|id| all.get(id).is_some_and(|p| p.1 == name));
+    for hot in [SOCKET_HOT, SYSCALL_HOT] {
+        if let (Some(a), Some(b)) = (find(hot[0]), find(hot[1])) {
+            return Some((a, b));
         }
     }
-    Some((enter?, exit?))
+    None
+}
+
+/// Sum of run_cnt and run_time_ns over every program of the bench's own probe (the links
+/// pinned under the bench's pin path; other helpers' probes on a shared machine are left out).
+pub fn all_wsguard_counts() -> Counts {
+    sum_own(|_| true)
+}
+
+/// run_cnt and run_time_ns of the bench's own programs named in `names`, summed.
+pub fn counts_named(names: &[&str]) -> Counts {
+    sum_own(|n| names.contains(&n))
+}
+
+fn sum_own(want: impl Fn(&str) -> bool) -> Counts {
+    let own = own_links(super::PIN_PATH);
+    progs().iter().filter(|(id, p)| own.contains(id) && p.1.starts_with("wsg_") && want(&p.1)).fold(
+        Counts::default(),
+        |a, (_, p)| Counts { ns: a.ns + p.2.ns, cnt: a.cnt + p.2.cnt },
+    )
+}
+
+/// Whether the bench's own probe has a program named `name`.
+pub fn has_own_prog(name: &str) -> bool {
+    let own = own_links(super::PIN_PATH);
+    progs().iter().any(|(id, p)| own.contains(id) && p.1 == name)
 }
 
 /// wsguard probes attached or pinned anywhere but at `own_pin` (the bench's own, which it

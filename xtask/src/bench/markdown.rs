@@ -6,7 +6,11 @@ use std::fmt::Write;
 
 /// How the probe and the agent keep their cost down (static: it describes the code, not a run).
 const DESIGN: &str = "## How the cost is kept down\n\n\
-Probe (per syscall, cheapest exit first):\n\n\
+Probe, socket mode (`on`; per socket read or write, cheapest exit first):\n\n\
+- Only socket I/O runs a program (`tp_btf` `sock_recv_length`/`sock_send_length`): a process's file, pipe, epoll and futex syscalls run none.\n\
+- A socket without state (outbound, Unix, UDP, or an inbound connection that turned out not to be WebSocket, whose state is deleted then): the `ret`/`MSG_PEEK` tests and one `bpf_sk_storage_get` that finds the socket's storage list empty.\n\
+- A followed connection: its state is the socket's own storage (no hash walk); the rest is shared with the syscall mode (below, from the `pt_regs` read on).\n\n\
+Probe, syscall mode (the fallback; per syscall, cheapest exit first):\n\n\
 - Every process: `sys_enter` compares the syscall number; `sys_exit` looks the tgid up in a bitmap array (`WSG_WATCHED`, set by `accept`) and returns before any stack frame is set up. The rest is a separate BPF function.\n\
 - Watched processes: one `bpf_probe_read_kernel` of `pt_regs` gets the syscall number and arguments; anything but accept/read/write/... returns there.\n\
 - Data syscalls: a (tgid, fd) bitmap (`WSG_FDBITS`, set at accept) before any hash lookup, so a server's files, pipes and outbound sockets cost an array lookup.\n\
@@ -33,7 +37,7 @@ unmodified node `ws` echo server (`tests/servers/ws_echo.js`) pinned to CPU 0 an
 generator of our own (in xtask, tokio, pinned to CPU 1) with 64-byte masked text frames.\n\n\
 Method:\n\n\
 - **Side by side, alternating**: every comparison is measured in one bench run, the variants taking turns \
-(off, on, bpftrace, nginx, off, on, ...), so drift in the machine's background load hits all of them alike. \
+(off, on, syscall, bpftrace, nginx, off, on, ...; `on` is the socket mode, `syscall` the fallback probe forced with `[probe] mode = \"syscall\"`), so drift in the machine's background load hits all of them alike. \
 Each figure is the **median** over the rounds; every raw run is in the JSON.\n\
 - **Agent off** means the agent stopped *and* the probe detached (`wsguard detach` removes the pins and so the \
 links); **on** is `wsguard run --fresh` with its own pin path and API port.\n\
@@ -81,7 +85,7 @@ for untracked processes during a syscall-heavy `dd` with no WebSocket traffic, n
         );
     }
 
-    s.push_str("## Targets (issue 10)\n\n");
+    s.push_str("## Targets\n\n");
     s.push_str(&targets_table(out));
     s.push('\n');
     let missed: Vec<&Value> = out["targets"].as_array().into_iter().flatten().filter(|t| t["met"] == false).collect();
@@ -155,45 +159,89 @@ for untracked processes during a syscall-heavy `dd` with no WebSocket traffic, n
     );
 
     let pc = &out["probe_cost"];
+    let socket = out["on_mode"] == "socket";
+    let (hot_a, hot_b) = if socket { ("sock_recv", "sock_send") } else { ("sys_enter", "sys_exit") };
     let _ = writeln!(
         s,
-        "## 2. Probe cost (ns per program run, `kernel.bpf_stats_enabled`)\n\nUnder WebSocket load (agent-on rounds of the fixed-rate test, all runs of the programs on the host: the server's syscalls, which are tracked, and the load generator's and everything else's, which are not): sys_enter **{} ns**, sys_exit **{} ns** per run (median).\n\nUntracked processes only: {}.\n\n| Programs on sys_enter + sys_exit | dd wall time s | sys_enter ns/run | sys_exit ns/run | wall time added per syscall (ns) |\n|---|---|---|---|---|",
+        "## 2. Probe cost (ns per program run, `kernel.bpf_stats_enabled`)\n\nUnder WebSocket load (agent-on rounds of the fixed-rate test, all runs of the programs on the host: the server's, which are tracked, and the load generator's and everything else's, which are not): {hot_a} **{} ns**, {hot_b} **{} ns** per run (median).{}\n\nUntracked processes only: {}.\n\n| Programs | dd wall time s | sys_enter ns/run | sys_exit ns/run | wall time added per syscall (ns) | wsg_* runs during dd |\n|---|---|---|---|---|---|",
         fmt(&fr["medians"]["on"]["probe_enter_ns_per_run"], 0),
         fmt(&fr["medians"]["on"]["probe_exit_ns_per_run"], 0),
+        if out["fixed_rate"]["medians"]["syscall"].is_null() {
+            String::new()
+        } else {
+            format!(
+                " Syscall mode in the same run: sys_enter {} ns, sys_exit {} ns.",
+                fmt(&fr["medians"]["syscall"]["probe_enter_ns_per_run"], 0),
+                fmt(&fr["medians"]["syscall"]["probe_exit_ns_per_run"], 0)
+            )
+        },
         pc["workload"].as_str().unwrap_or("n/a"),
     );
     for (v, label) in [
         ("none", "none"),
-        ("wsguard", "**wsguard** (raw tracepoints)"),
+        ("wsguard", if socket { "**wsguard, socket mode** (tp_btf sock_recv_length/sock_send_length, sock_ops, tcp_destroy_sock)" } else { "**wsguard** (raw tracepoints)" }),
+        ("wsguard_syscall", "**wsguard, syscall mode** (raw tracepoints sys_enter/sys_exit)"),
         ("empty_raw_tp", "empty raw tracepoint programs (`r0 = 0; exit`, loaded by xtask) — floor"),
         ("bpftrace_empty_classic_tp", "empty bpftrace `tracepoint:raw_syscalls:sys_enter/sys_exit {}` (classic tracepoints)"),
     ] {
         let md = &pc["medians"][v];
+        if md.is_null() {
+            continue;
+        }
         let _ = writeln!(
             s,
-            "| {label} | {} | {} | {} | {} |",
+            "| {label} | {} | {} | {} | {} | {} |",
             fmt(&md["dd_s"], 2),
             fmt(&md["enter_ns_per_run"], 1),
             fmt(&md["exit_ns_per_run"], 1),
             fmt(&md["added_ns_per_syscall_wall"], 1),
+            fmt(&md["wsg_runs_during_dd"], 0),
         );
     }
-    s.push_str("\nbpf_stats is on in all rows, so ns/run include its two clock reads per run; the wall-time column compares with the no-program row.\n\n");
+    s.push_str("\nbpf_stats is on in all rows, so ns/run include its two clock reads per run; the wall-time column compares with the no-program row. The socket mode has no program on the syscall hooks (its sys_enter/sys_exit cells are n/a): the last column counts every run of every `wsg_*` program during the dd (`2 x count` syscalls); anything there is other processes' socket I/O on the host meanwhile.\n\n");
     let _ = writeln!(
         s,
-        "**Per tracked syscall.** bpf_stats keeps one total per program over every process on the host (the load generator, and on a shared machine other people's servers, which the probe watches too), so the average per run mixes tracked and untracked runs. The tracked figure in the targets is estimated per fixed-rate round as `(exit_ns - (exit_runs - n) x untracked_ns) / n`, with n the server's read and write syscalls in the window (`/proc/<pid>/io` syscr + syscw) and untracked_ns the `dd` figure above: **{} ns** per server read/write (median; all runs averaged: {} ns).\n",
+        "**Socket I/O, both modes.** {}.\n\n| Mode | programs | untracked socket I/O ns/run | tracked ns/run (server read/write) | whole WebSocket phase ns/run | wsg_* runs during the watched process's file syscalls |\n|---|---|---|---|---|---|",
+        pc["socket_io_workload"].as_str().unwrap_or("n/a"),
+    );
+    for (v, label) in [("wsguard", if socket { "socket" } else { "default" }), ("wsguard_syscall", "syscall")] {
+        let m = &pc["medians"][v]["socket_io"];
+        if m.is_null() {
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "| {label} | {} | {} | **{}** | {} | {} of {} |",
+            m["programs"].as_array().map(|a| a.iter().filter_map(|p| p.as_str()).collect::<Vec<_>>().join(" + ")).unwrap_or_default(),
+            fmt(&m["untracked_ns_per_run"], 1),
+            fmt(&m["tracked_ns_per_run"], 1),
+            fmt(&m["ws_phase_ns_per_run"], 1),
+            fmt(&m["wsg_runs_during_file_syscalls"], 0),
+            fmt(&m["file_syscalls"], 0),
+        );
+    }
+    s.push_str("\nTracked = `(ns - (runs - 2 x rounds) x untracked) / (2 x rounds)` over the WebSocket phase: the server's read and write of each round are tracked, the client's are not (the socket mode gives state only to accepted sockets; the syscall mode's fd bitmap has only accepted fds). Syscall mode: the sys_exit program only (sys_enter runs on every syscall too).\n\n");
+    let _ = writeln!(
+        s,
+        "**Per tracked read/write under load.** bpf_stats keeps one total per program over every process on the host (the load generator, and on a shared machine other people's servers), so the average per run mixes tracked and untracked runs. Estimated per fixed-rate round as `(ns - (runs - n) x untracked_ns) / n`, with n the server's read and write syscalls in the window (`/proc/<pid>/io` syscr + syscw) and untracked_ns the figure above: **{} ns** per server read/write in the `on` rounds{} (median).\n",
         fmt(&json!(tracked_estimate(out, "on")), 0),
-        fmt(&fr["medians"]["on"]["probe_exit_ns_per_run"], 0),
+        match tracked_estimate(out, "syscall") {
+            Some(v) => format!(", {v:.0} ns in the syscall-mode rounds"),
+            None => String::new(),
+        },
     );
     let pm = &out["probe_micro"];
     if !pm.is_null() {
         let _ = writeln!(
             s,
-            "Isolated, without bpf_stats: {}. CPU time per round {} ns with the agent off, {} ns on: **{} ns** added per tracked syscall (the difference over the 2 tracked syscalls of a round; it also carries the cheap runs on the round's 2 untracked-fd syscalls and all 4 sys_enter runs).\n",
+            "Isolated, without bpf_stats: {}. CPU time per round {} ns with the agent off, {} ns on ({}), {} ns in syscall mode: **{} ns** added per tracked syscall ({} ns in syscall mode; the difference over the 2 tracked syscalls of a round, carrying the cheap runs on the round's 2 untracked syscalls too).\n",
             pm["workload"].as_str().unwrap_or("n/a"),
             fmt(&pm["medians"]["off"], 0),
             fmt(&pm["medians"]["on"], 0),
+            if socket { "socket mode" } else { "default mode" },
+            fmt(&pm["medians"]["syscall"], 0),
             fmt(&pm["added_ns_per_tracked_syscall"]["on"], 0),
+            fmt(&pm["added_ns_per_tracked_syscall"]["syscall"], 0),
         );
     }
 

@@ -7,7 +7,16 @@
 //! (tracked: handshake done, frame walk, counters, response latency). Connections are used
 //! round-robin, so each one's state is cold by the time it is used again, as in a real server
 //! with many connections. Variants take turns; medians of the rounds.
+//!
+//! The same child in stats mode (`CONNS:ROUNDS:stats`, used by the probe-cost scenario) turns
+//! `kernel.bpf_stats_enabled` on and splits the probe's in-kernel time by kind of run, in one
+//! process with nothing else of ours running: untracked socket I/O (plain TCP pairs, no
+//! WebSocket), tracked socket I/O (the WebSocket rounds, whose client half is untracked and is
+//! taken out at the untracked figure), and the non-socket syscalls of this watched process
+//! (reads of /dev/zero, writes to /dev/null), for which every `wsg_*` program's run count should
+//! not move.
 
+use super::bpf;
 use super::procs::{self, Proc};
 use super::stats::median;
 use super::Ctx;
@@ -18,11 +27,14 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// `bench --micro CONNS:ROUNDS`: set up, warm up, measure; prints `MICRO <ns per round>`.
+/// `bench --micro CONNS:ROUNDS[:stats]`: set up, warm up, measure; prints `MICRO <ns per round>`
+/// (and `STATS <json>` in stats mode).
 pub fn child(spec: &str) -> Result<()> {
-    let (conns, rounds) = spec.split_once(':').context("--micro CONNS:ROUNDS")?;
+    let mut parts = spec.split(':');
+    let (conns, rounds) = (parts.next().context("--micro CONNS:ROUNDS")?, parts.next().context("--micro CONNS:ROUNDS")?);
+    let stats = parts.next() == Some("stats");
     let (conns, rounds): (usize, u64) = (conns.parse()?, rounds.parse()?);
-    procs::raise_nofile(2 * conns as u64 + 100);
+    procs::raise_nofile(4 * conns as u64 + 100);
     let l = TcpListener::bind("127.0.0.1:0")?;
     let addr = l.local_addr()?;
     let mut pairs = Vec::with_capacity(conns);
@@ -44,55 +56,143 @@ pub fn child(spec: &str) -> Result<()> {
     server_frame[0] = 0x81;
     server_frame[1] = super::ws::PAYLOAD as u8;
     let mut buf = [0u8; 4096];
-    let mut round = |i: usize| -> Result<()> {
-        let (c, s) = &mut pairs[i % conns];
-        c.write_all(&client_frame)?;
-        let n = s.read(&mut buf)?;
-        if n != client_frame.len() {
-            bail!("server read {n} bytes");
-        }
-        s.write_all(&server_frame)?;
-        let n = c.read(&mut buf)?;
-        if n != server_frame.len() {
-            bail!("client read {n} bytes");
-        }
-        Ok(())
-    };
     for i in 0..2 * conns {
-        round(i)?;
+        round(&mut pairs[i % conns], &client_frame, &server_frame, &mut buf)?;
     }
     let t0 = crate::sys::thread_cpu_ns();
     for i in 0..rounds as usize {
-        round(i)?;
+        round(&mut pairs[i % conns], &client_frame, &server_frame, &mut buf)?;
     }
     let ns = (crate::sys::thread_cpu_ns() - t0) as f64 / rounds as f64;
     println!("MICRO {ns:.1}");
+    if stats {
+        let v = stats_phases(&l, &mut pairs, rounds, (&client_frame, &server_frame))?;
+        println!("STATS {v}");
+    }
     Ok(())
 }
 
-fn one(conns: usize, rounds: u64) -> Result<f64> {
+/// One echo round on a pair: client write, server read, server write, client read.
+fn round(pair: &mut (TcpStream, TcpStream), cf: &[u8], sf: &[u8], buf: &mut [u8]) -> Result<()> {
+    let (c, s) = pair;
+    c.write_all(cf)?;
+    let n = s.read(buf)?;
+    if n != cf.len() {
+        bail!("server read {n} bytes");
+    }
+    s.write_all(sf)?;
+    let n = c.read(buf)?;
+    if n != sf.len() {
+        bail!("client read {n} bytes");
+    }
+    Ok(())
+}
+
+/// The stats-mode phases (see the module doc). Counts are taken with bpftool between phases.
+fn stats_phases(l: &TcpListener, ws: &mut [(TcpStream, TcpStream)], rounds: u64, frames: (&[u8], &[u8])) -> Result<Value> {
+    let conns = ws.len();
+    // Plain TCP pairs: the same bytes, but the server's first read is not HTTP, so the probe
+    // stops following them at once (socket mode: state marked done; syscall mode: forgotten).
+    let addr = l.local_addr()?;
+    let mut plain = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        let c = TcpStream::connect(addr)?;
+        let (s, _) = l.accept()?;
+        c.set_nodelay(true)?;
+        s.set_nodelay(true)?;
+        plain.push((c, s));
+    }
+    let mut buf = [0u8; 4096];
+    for i in 0..2 * conns {
+        round(&mut plain[i % conns], frames.0, frames.1, &mut buf)?;
+    }
+    let was = bpf::stats_enabled();
+    bpf::set_stats(true);
+    let hot: &[&str] = if bpf::has_own_prog(bpf::SOCKET_HOT[0]) {
+        &bpf::SOCKET_HOT
+    } else {
+        &bpf::SYSCALL_HOT[1..]
+    };
+    let result = (|| -> Result<Value> {
+        let u0 = bpf::counts_named(hot);
+        for i in 0..rounds as usize {
+            round(&mut plain[i % conns], frames.0, frames.1, &mut buf)?;
+        }
+        let u1 = bpf::counts_named(hot);
+        for i in 0..rounds as usize {
+            round(&mut ws[i % conns], frames.0, frames.1, &mut buf)?;
+        }
+        let t1 = bpf::counts_named(hot);
+        let a0 = bpf::all_wsguard_counts();
+        let mut zero = std::fs::File::open("/dev/zero")?;
+        let mut null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+        let mut b = [0u8; 1];
+        for _ in 0..rounds {
+            zero.read_exact(&mut b)?;
+            null.write_all(&b)?;
+        }
+        let a1 = bpf::all_wsguard_counts();
+        let u_runs = u1.cnt - u0.cnt;
+        let untracked = (u_runs > 0).then(|| (u1.ns - u0.ns) as f64 / u_runs as f64);
+        // The WebSocket phase: 2 tracked runs per round (the server's read and write); the rest
+        // (the client's, and anything else on the host meanwhile) charged at the untracked cost.
+        let (t_runs, t_ns) = (t1.cnt - u1.cnt, t1.ns - u1.ns);
+        let n = 2 * rounds;
+        let tracked = untracked
+            .filter(|_| t_runs >= n)
+            .map(|u| (t_ns as f64 - (t_runs - n) as f64 * u) / n as f64);
+        Ok(json!({
+            "programs": hot,
+            "untracked_runs": u_runs, "untracked_ns_per_run": untracked,
+            "ws_phase_runs": t_runs, "ws_phase_ns": t_ns, "tracked_runs": n,
+            "tracked_ns_per_run": tracked,
+            "ws_phase_ns_per_run": (t_runs > 0).then(|| t_ns as f64 / t_runs as f64),
+            "file_syscalls": 2 * rounds,
+            "wsg_runs_during_file_syscalls": a1.cnt - a0.cnt,
+        }))
+    })();
+    bpf::set_stats(was);
+    result
+}
+
+fn spawn(conns: usize, rounds: u64, stats: bool) -> Result<Proc> {
     let exe = std::env::current_exe()?;
-    let mut p = Proc::spawn(
+    let spec = format!("{conns}:{rounds}{}", if stats { ":stats" } else { "" });
+    Proc::spawn(
         "micro",
         Command::new("taskset")
             .args(["-c", "0"])
             .arg(exe)
-            .args(["bench", "--micro", &format!("{conns}:{rounds}")])
+            .args(["bench", "--micro", &spec])
             .stdin(Stdio::null())
             .stdout(Stdio::piped()),
-    )?;
+    )
+}
+
+fn one(conns: usize, rounds: u64) -> Result<f64> {
+    let mut p = spawn(conns, rounds, false)?;
     let v = p.wait_line("MICRO ", Duration::from_secs(300))?;
     p.stop(Duration::from_secs(5));
     Ok(v.trim().parse()?)
 }
 
-/// off / on (/ base) in turns; ns per round and the probe's share.
+/// The stats-mode child under whatever probe is attached now: its `STATS` JSON.
+pub fn stats(conns: usize, rounds: u64) -> Result<Value> {
+    let mut p = spawn(conns, rounds, true)?;
+    let v = p.wait_line("STATS ", Duration::from_secs(300));
+    p.stop(Duration::from_secs(5));
+    Ok(serde_json::from_str(v?.trim())?)
+}
+
+/// off / on / syscall (/ base) in turns; ns per round and the probe's share.
 pub fn run(ctx: &mut Ctx) -> Result<Value> {
     let s = ctx.settings.clone();
     let (conns, rounds) = (s.micro_conns, s.micro_rounds);
     let mut variants = vec!["off", "on"];
     if ctx.base_bin.is_some() {
         variants.push("base");
+    } else if ctx.syscall_cfg.is_some() {
+        variants.push("syscall");
     }
     let mut runs = Vec::new();
     for run in 0..s.runs {
@@ -100,8 +200,9 @@ pub fn run(ctx: &mut Ctx) -> Result<Value> {
             if ctx.interrupted() {
                 break;
             }
-            let agent = match v {
-                "off" => None,
+            let agent = match (v, &ctx.syscall_cfg) {
+                ("off", _) => None,
+                ("syscall", Some(cfg)) => Some(ctx.start_agent_with(&ctx.bin, cfg)?),
                 _ => Some(ctx.start_agent_bin(ctx.agent_bin(v))?),
             };
             let r = one(conns, rounds);
@@ -109,7 +210,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Value> {
                 procs::stop_agent(a, &ctx.bin, &ctx.cfg);
             }
             let ns = r.with_context(|| format!("micro run {run} ({v})"))?;
-            println!("    run {run} {v:<4} {ns:>8.1} ns per round (4 syscalls, 2 tracked)");
+            println!("    run {run} {v:<7} {ns:>8.1} ns per round (4 syscalls, 2 tracked)");
             runs.push(json!({"variant": v, "run": run, "ns_per_round": ns, "loadavg": procs::loadavg()}));
         }
     }
@@ -123,8 +224,9 @@ pub fn run(ctx: &mut Ctx) -> Result<Value> {
         "workload": format!("one process, {conns} WebSocket connections to itself over loopback, used round-robin; a round = client write, server read (tracked), server write (tracked), client read; {rounds} rounds per run, pinned to CPU 0"),
         "connections": conns,
         "rounds": rounds,
+        "on_mode": ctx.on_mode,
         "runs": runs,
-        "medians": {"off": off, "on": med("on"), "base": med("base")},
-        "added_ns_per_tracked_syscall": {"on": added("on"), "base": added("base")},
+        "medians": {"off": off, "on": med("on"), "syscall": med("syscall"), "base": med("base")},
+        "added_ns_per_tracked_syscall": {"on": added("on"), "syscall": added("syscall"), "base": added("base")},
     }))
 }

@@ -180,8 +180,11 @@ pub struct Ctx {
     /// `--compare`: the other agent binary (variant `base`).
     pub base_bin: Option<PathBuf>,
     /// The config of variant `syscall` (`[probe] mode = "syscall"`: the raw-tracepoint fallback
-    /// forced), when the agent has that key; variant `on` runs the config's default mode.
+    /// forced), when the agent has that key.
     pub syscall_cfg: Option<PathBuf>,
+    /// What variant `on` runs: `socket` (`[probe] mode = "socket"`) or `default` (an agent
+    /// without the key).
+    pub on_mode: &'static str,
 }
 
 impl Ctx {
@@ -289,18 +292,31 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             work.join("state").display()
         ),
     )?;
-    // The probe-mode dimension: a second agent config forcing the syscall fallback, if this
-    // agent knows `[probe] mode` (`wsguard config check` accepts it).
+    // The probe-mode dimension: `on` runs the socket mode and `syscall` the raw-tracepoint
+    // fallback, when this agent knows `[probe] mode` (`wsguard config check` accepts it).
+    let accepts = |extra: &str, path: &std::path::Path| -> Result<bool> {
+        std::fs::write(path, std::fs::read_to_string(&cfg)? + extra)?;
+        Ok(std::process::Command::new(&bin)
+            .args(["config", "check", "--config"])
+            .arg(path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|st| st.success()))
+    };
+    let socket_cfg = work.join("bench-socket.toml");
+    let on_mode = if accepts("mode = \"socket\"\n", &socket_cfg)? {
+        std::fs::rename(&socket_cfg, &cfg)?;
+        "socket"
+    } else {
+        "default"
+    };
     let syscall_cfg = work.join("bench-syscall.toml");
-    std::fs::write(&syscall_cfg, std::fs::read_to_string(&cfg)? + "mode = \"syscall\"\n")?;
-    let syscall_cfg = std::process::Command::new(&bin)
-        .args(["config", "check", "--config"])
-        .arg(&syscall_cfg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|st| st.success())
-        .then_some(syscall_cfg);
+    let syscall_cfg = (on_mode == "socket" && accepts("", &syscall_cfg)?).then(|| {
+        let text = std::fs::read_to_string(&cfg).unwrap_or_default().replace("mode = \"socket\"", "mode = \"syscall\"");
+        let _ = std::fs::write(&syscall_cfg, text);
+        syscall_cfg
+    });
     if syscall_cfg.is_none() {
         println!("    this agent has no [probe] mode key: no `syscall` row (variant `on` is its only probe)");
     }
@@ -343,12 +359,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         nofile,
         base_bin,
         syscall_cfg,
+        on_mode,
     };
     procs::detach(&ctx.bin, &ctx.cfg);
     let stats_was = bpf::stats_enabled();
 
     let mut out = json!({
         "kind": if settings.quick { "quick" } else { "full" },
+        "on_mode": ctx.on_mode,
         "machine": machine,
         "foreign_syscall_hooks": foreign,
         "loadavg_start": procs::loadavg(),

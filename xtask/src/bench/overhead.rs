@@ -242,6 +242,7 @@ fn one_run(ctx: &mut Ctx, v: Variant, run: usize, nginx: Option<(u16, u32)>) -> 
         let total = (y[0].ns - x[0].ns) + (y[1].ns - x[1].ns);
         per_msg = Some(total as f64 / (s.rate * s.stats_window.as_secs_f64()));
         probe = json!({
+            "programs": if v == Variant::Syscall || ctx.on_mode != "socket" { bpf::SYSCALL_HOT } else { bpf::SOCKET_HOT },
             "window_s": s.stats_window.as_secs_f64(),
             "enter_runs": y[0].cnt - x[0].cnt, "enter_ns": y[0].ns - x[0].ns,
             "exit_runs": y[1].cnt - x[1].cnt, "exit_ns": y[1].ns - x[1].ns,

@@ -1,4 +1,4 @@
-//! The targets of issue 10 checked against the measurements (the document is markdown.rs).
+//! The bench targets checked against the measurements (the document is markdown.rs).
 
 use super::stats::pct;
 use serde_json::{json, Value};
@@ -16,8 +16,11 @@ fn target(name: &str, limit: &str, measured: Option<f64>, shown: String, met: Op
 }
 
 const WHY_CPU: &str = "Every syscall of a watched process (node's epoll_wait, futex, ...) runs the sys_exit program past the watched-tgid bitmap to one pt_regs read; each read and write on a tracked connection then does a (tgid, fd) hash lookup in WSG_CONNS, a bpf_loop walk that copies each frame header from user memory, a clock read, per-connection counters and one per-process (per-CPU) record lookup, plus a histogram lookup when a response-latency sample closes. One echoed message is one read and one write of the server.";
+const WHY_CPU_SOCKET: &str = "Socket mode: each read and write of the server on a followed connection runs a tp_btf program that finds the connection in the socket's storage, reads the syscall's registers (bpf_task_pt_regs), walks the frames with bpf_loop copying each header from user memory, reads the clock, updates the connection's counters and looks up the per-process (per-CPU) record, plus a histogram lookup when a response-latency sample closes. One echoed message is one read and one write of the server.";
 const WHY_TRACKED: &str = "Memory latency, not instructions: between two messages on one connection the server touches thousands of others and its own heap, so that connection's state is cold again. Ablations during development (this machine, 2026-11-22, busy; probe builds cut short at each stage, same load, estimated per server read/write): up to the (tgid, fd) bitmap ~115-140 ns per server read/write; adding the WSG_CONNS hash lookup alone +240 ns (perf: two stalls in lookup_nulls_elem_raw, the bucket head and the element; a smaller table did not remove them); the frame walk, clock, counters and per-process and histogram lookups another ~250 ns. The state is laid out so a read touches the key's cache line and one more (a write two), and the per-process counters are per CPU without atomics; getting below ~3 cache misses per syscall would need per-socket storage, which raw tracepoints cannot reach (no socket pointer without reading kernel structs at fixed offsets). bpf_stats's own clock reads are included (~37 ns: the empty-program floor).";
 const WHY_UNTRACKED: &str = "For an unwatched process the programs do very little (sys_enter: compare the syscall number; sys_exit: bpf_get_current_pid_tgid and one array lookup in the watched bitmap, then return before any stack is set up), so what remains is the fixed cost of a BPF program on a raw tracepoint plus bpf_stats's clock reads; compare with the empty-program floor in the probe-cost table.";
+const WHY_TRACKED_SOCKET: &str = "A tracked socket read or write runs the tp_btf program: one sk_storage lookup (the socket's own state, no hash walk), the current task's user registers (bpf_task_pt_regs + one bpf_probe_read_kernel) to find the syscall's buffer, a clock read, a bpf_loop walk that copies each frame header from user memory, per-connection counters and the per-process (per-CPU) record; bpf_stats's own clock reads are included.";
+const WHY_UNTRACKED_SOCKET: &str = "For a socket without followed state the program is the tp_btf trampoline, the ret/MSG_PEEK checks and one bpf_sk_storage_get (a walk of the socket's storage list); bpf_stats's own two clock reads are included in the figure.";
 const WHY_AGENT: &str = "Per interval the agent reads the small maps, walks WSG_CONNS in batches of 1024 (BPF_MAP_LOOKUP_BATCH), lists each process's fd directory once (resolving only fds it has not seen), dumps each network namespace's TCP sockets once over NETLINK_SOCK_DIAG and builds one view per connection; the kernel's sock_diag walk over all sockets of the host and the fd listing are the largest parts.";
 const WHY_RSS: &str = "The per-connection views (about 300 bytes each with their peer and client-key strings) are built every interval while the API still serves the previous ones; large buffers are mmapped and returned to the OS when dropped (fixed 64 KiB malloc mmap threshold), so the RSS holds about one generation plus a transient second.";
 const WHY_SNAP: &str = "Per-connection work per snapshot (one batched map read, one fd listing, one socket dump, one view per connection) is linear; a slope above 1 means something per connection is worse than O(1).";
@@ -27,7 +30,7 @@ const WHY_SNAP: &str = "Per-connection work per snapshot (one batched map read, 
 fn why_cpu(out: &Value) -> String {
     let m = &out["fixed_rate"]["medians"];
     let (on, off) = (f(&m["on"]["server_cpu_us_per_msg"]), f(&m["off"]["server_cpu_us_per_msg"]));
-    let mut s = WHY_CPU.to_string();
+    let mut s = if out["on_mode"] == "socket" { WHY_CPU_SOCKET } else { WHY_CPU }.to_string();
     if let (Some(on), Some(off)) = (on, off) {
         let _ = write!(s, " Here the server spent {:.2} µs more per message with the agent on", on - off);
         if let Some(probe) = f(&m["on"]["probe_ns_per_msg"]) {
@@ -38,27 +41,43 @@ fn why_cpu(out: &Value) -> String {
         }
         s.push('.');
     }
+    if out["on_mode"] == "socket" {
+        return s;
+    }
     s.push_str(" The way below this cost is a different hook, not a faster program: the `tp_btf` tracepoints `sock:sock_recv_length` and `sock:sock_send_length` (kernel 6.3+) fire only on socket I/O and carry the socket, so connection state could live in socket-local storage (no hash lookup, no run on the server's other syscalls); userspace would then read it through a BPF iterator instead of a batched map read. That is a probe redesign, not done yet.");
     s
 }
 
-/// ns per sys_exit run on the server's own read/write syscalls: bpf_stats only gives a total
-/// per program over every process on the host, so the runs of everything else (the load
-/// generator, the rest of the machine) are taken out at the untracked cost measured with `dd`:
-/// `(exit_ns - (exit_runs - n) * untracked_ns) / n`, n = the server's read + write syscalls in
-/// the window (/proc/<pid>/io). The server's other syscalls (epoll_wait, ...) stop after one
-/// pt_regs read but are charged at the untracked cost, so this leans high by a few ns; other
-/// WebSocket servers busy on the same host (the probe watches them too) would make it lean high.
+/// ns per hot-program run on the server's own read/write syscalls, estimated from the
+/// fixed-rate rounds: bpf_stats only gives a total per program over every process on the host,
+/// so the runs of everything else (the load generator, the rest of the machine) are taken out at
+/// the untracked cost measured in the probe-cost scenario: `(ns - (runs - n) * untracked_ns) / n`,
+/// n = the server's read + write syscalls in the window (/proc/<pid>/io). Syscall mode: the
+/// sys_exit program only (the server's other syscalls, epoll_wait, ..., are charged at the
+/// untracked cost, so this leans high by a few ns). Socket mode: sock_recv + sock_send runs
+/// (only socket I/O runs them). Other WebSocket servers busy on the same host would make it
+/// lean high.
 pub fn tracked_estimate(out: &Value, variant: &str) -> Option<f64> {
-    let dd = if variant == "base" { "wsguard_base" } else { "wsguard" };
-    let untracked = out["probe_cost"]["medians"][dd]["exit_ns_per_run"].as_f64()?;
+    let socket = variant == "on" && out["on_mode"] == "socket";
+    let pc = &out["probe_cost"]["medians"];
+    let untracked = match variant {
+        "base" => pc["wsguard_base"]["exit_ns_per_run"].as_f64()?,
+        "syscall" => pc["wsguard_syscall"]["exit_ns_per_run"].as_f64()?,
+        _ if socket => pc["wsguard"]["socket_io"]["untracked_ns_per_run"].as_f64()?,
+        _ => pc["wsguard"]["exit_ns_per_run"].as_f64()?,
+    };
     let per_run: Vec<f64> = out["fixed_rate"]["runs"]
         .as_array()?
         .iter()
         .filter(|r| r["variant"] == variant)
         .filter_map(|r| {
             let p = &r["probe_stats"];
-            let (ns, runs, n) = (p["exit_ns"].as_f64()?, p["exit_runs"].as_f64()?, p["server_data_syscalls"].as_f64()?);
+            let (mut ns, mut runs) = (p["exit_ns"].as_f64()?, p["exit_runs"].as_f64()?);
+            if socket {
+                ns += p["enter_ns"].as_f64()?;
+                runs += p["enter_runs"].as_f64()?;
+            }
+            let n = p["server_data_syscalls"].as_f64()?;
             (n > 0.0 && runs >= n).then(|| (ns - (runs - n) * untracked) / n)
         })
         .collect();
@@ -109,19 +128,95 @@ pub fn targets(out: &Value) -> Value {
         "noisy on this machine".into(),
         "",
     ));
-    let tracked = tracked_estimate(out, "on");
+    let socket = out["on_mode"] == "socket";
+    let below_bt = match (cpu, f(&fr["ratios_vs_off"]["bpftrace"]["server_cpu_us_per_msg"])) {
+        (Some(on), Some(bt)) => Some((on, bt)),
+        _ => None,
+    };
     t.push(target(
-        "Tracked program run (sys_exit on the server's reads and writes, estimated), median",
+        "Server CPU per message, agent on below the bpftrace counter",
+        "on < bpftrace",
+        below_bt.map(|(on, _)| on),
+        below_bt.map(|(on, bt)| format!("on {:+.1}%, bpftrace {:+.1}%", pct(on), pct(bt))).unwrap_or("n/a".into()),
+        below_bt.map(|(on, bt)| on < bt),
+        below_bt.map(|(on, bt)| format!("{:+.1} points", pct(on) - pct(bt))).unwrap_or_default(),
+        &why_cpu,
+    ));
+    let sys_cpu = f(&fr["ratios_vs_off"]["syscall"]["server_cpu_us_per_msg"]);
+    t.push(target(
+        "Server CPU per message, syscall (fallback) mode vs off",
+        "reported",
+        sys_cpu,
+        sys_cpu.map(|r| format!("{:+.1}%", pct(r))).unwrap_or("n/a".into()),
+        None,
+        String::new(),
+        "",
+    ));
+    let pc = &out["probe_cost"]["medians"];
+    let sio = &pc["wsguard"]["socket_io"];
+    let (label, tracked) = if socket {
+        ("Tracked socket I/O per run (socket mode: sock_recv/sock_send on the server's reads and writes, isolated, bpf_stats), median", f(&sio["tracked_ns_per_run"]))
+    } else {
+        ("Tracked program run (sys_exit on the server's reads and writes, estimated), median", tracked_estimate(out, "on"))
+    };
+    t.push(target(
+        label,
         "≤ 150 ns",
         tracked,
         tracked.map(|v| format!("{v:.0} ns")).unwrap_or("n/a".into()),
         tracked.map(|v| v <= 150.0),
         tracked.map(|v| format!("{:+.0} ns", v - 150.0)).unwrap_or_default(),
-        WHY_TRACKED,
+        if socket { WHY_TRACKED_SOCKET } else { WHY_TRACKED },
     ));
+    let est = tracked_estimate(out, "on");
+    if socket {
+        t.push(target(
+            "Tracked socket I/O per run under the fixed-rate load (estimated from the whole host's runs), median",
+            "reported",
+            est,
+            est.map(|v| format!("{v:.0} ns")).unwrap_or("n/a".into()),
+            None,
+            "the server's reads and writes amid the load generator's untracked ones".into(),
+            "",
+        ));
+    }
+    let sys_tracked = f(&pc["wsguard_syscall"]["socket_io"]["tracked_ns_per_run"]);
+    t.push(target(
+        "Tracked syscall, syscall (fallback) mode: sys_exit on the server's reads and writes, isolated",
+        "reported",
+        sys_tracked,
+        sys_tracked.map(|v| format!("{v:.0} ns")).unwrap_or("n/a".into()),
+        None,
+        String::new(),
+        "",
+    ));
+    if socket {
+        let u = f(&sio["untracked_ns_per_run"]);
+        t.push(target(
+            "Untracked socket I/O per run (socket mode: plain TCP pairs), median",
+            "≤ 40 ns",
+            u,
+            u.map(|v| format!("{v:.0} ns")).unwrap_or("n/a".into()),
+            u.map(|v| v <= 40.0),
+            u.map(|v| format!("{:+.0} ns", v - 40.0)).unwrap_or_default(),
+            WHY_UNTRACKED_SOCKET,
+        ));
+        let runs = f(&sio["wsg_runs_during_file_syscalls"]);
+        let n = f(&sio["file_syscalls"]).unwrap_or(0.0);
+        let dd = f(&pc["wsguard"]["wsg_runs_during_dd"]);
+        t.push(target(
+            "A watched process's non-socket syscalls run no wsguard program (runs of all wsg_* programs during its file I/O)",
+            "0 (any runs are other processes' socket I/O meanwhile)",
+            runs,
+            runs.map(|v| format!("{v:.0} runs during {n:.0} syscalls (dd: {} during {})", dd.map(|d| format!("{d:.0}")).unwrap_or("n/a".into()), pc["wsguard"]["dd_syscalls"])).unwrap_or("n/a".into()),
+            runs.map(|v| v <= n / 1000.0),
+            runs.map(|v| format!("{:.4} runs per syscall", v / n.max(1.0))).unwrap_or_default(),
+            "Some program ran for each file syscall: the socket mode's hooks are not the only ones attached.",
+        ));
+    }
     let all_runs = f(&fr["medians"]["on"]["probe_exit_ns_per_run"]);
     t.push(target(
-        "sys_exit run under WebSocket load, all processes' runs averaged, median",
+        if socket { "sock_send run under WebSocket load, all processes' runs averaged, median" } else { "sys_exit run under WebSocket load, all processes' runs averaged, median" },
         "reported",
         all_runs,
         all_runs.map(|v| format!("{v:.0} ns")).unwrap_or("n/a".into()),
@@ -129,8 +224,8 @@ pub fn targets(out: &Value) -> Value {
         "mixes tracked and untracked runs of every process on the host".into(),
         "",
     ));
-    let pm = &out["probe_cost"]["medians"]["wsguard"];
-    let floor = &out["probe_cost"]["medians"]["empty_raw_tp"];
+    let pm = &pc[if socket { "wsguard_syscall" } else { "wsguard" }];
+    let floor = &pc["empty_raw_tp"];
     let floor_ns = match (f(&floor["enter_ns_per_run"]), f(&floor["exit_ns_per_run"])) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
@@ -144,11 +239,11 @@ pub fn targets(out: &Value) -> Value {
         (a, b) => a.or(b),
     };
     t.push(target(
-        "Untracked process, per program run (worse of sys_enter/sys_exit)",
-        "≤ 40 ns",
+        if socket { "Untracked process, syscall (fallback) mode, per program run (worse of sys_enter/sys_exit)" } else { "Untracked process, per program run (worse of sys_enter/sys_exit)" },
+        if socket { "reported" } else { "≤ 40 ns" },
         untracked,
         untracked.map(|v| format!("{v:.0} ns")).unwrap_or("n/a".into()),
-        untracked.map(|v| v <= 40.0),
+        if socket { None } else { untracked.map(|v| v <= 40.0) },
         untracked
             .map(|v| format!("{:+.0} ns ({:+.0} ns above the empty-program floor)", v - 40.0, v - floor_ns.unwrap_or(f64::NAN)))
             .unwrap_or_default(),

@@ -13,6 +13,7 @@ echo $? > "$VM_OUT/doctor.rc"
 cat "$VM_OUT/doctor.txt"
 
 # One agent of its own, in the mode under test: does the probe load, and at what verifier cost?
+reuse=
 probe_dir=/tmp/wsguard-vm-probe
 pin=/sys/fs/bpf/wsguard-vm-$$
 mkdir -p "$probe_dir"
@@ -52,7 +53,16 @@ rm -rf "$pin" "$probe_dir"
 echo $loaded > "$VM_OUT/loaded"
 echo "vm-guest: probe loaded: $loaded"
 
-if [ $loaded = yes ]; then
+# The probe the agent chose (the snapshot is pretty-printed JSON: the first "mode" after "probe").
+chosen=$(awk '/"probe": [{]/ { p = 1 } p && /"mode":/ { gsub(/[",]/, "", $2); print $2; exit }' "$VM_OUT/snapshot.json" 2>/dev/null)
+case " $VM_REUSE_PROBES " in
+    *" $chosen "*) [ -n "$chosen" ] && reuse=$chosen ;;
+esac
+if [ $loaded = yes ] && [ -n "$reuse" ]; then
+    # `auto` picked a probe whose tests already passed on this kernel in this run.
+    echo "$reuse" > "$VM_OUT/tests-shared-with"
+    echo "vm-guest: $VM_MODE chose $reuse, whose tests already passed here: not run again"
+elif [ $loaded = yes ]; then
     for t in $VM_TESTS; do
         name=$(basename "$t" | sed 's/-[0-9a-f]*$//')
         echo "vm-guest: $name"

@@ -18,8 +18,9 @@ const BACKPORTS_FILE: &str = "/etc/apt/sources.list.d/wsguard-bookworm-backports
 const BACKPORTS_SOURCE: &str = "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
 
 /// Modules the guest needs before the host's root is mounted (virtio PCI, 9p over virtio), and
-/// the socket-diagnostics families the agent reads (no modprobe runs inside the guest).
-pub const GUEST_MODULES: &[&str] = &["virtio_pci", "9pnet_virtio", "9p", "inet_diag", "tcp_diag"];
+/// overlayfs (the guest's /tmp over the host's), and the socket-diagnostics families the agent
+/// reads (no modprobe runs inside the guest).
+pub const GUEST_MODULES: &[&str] = &["virtio_pci", "9pnet_virtio", "9p", "overlay", "inet_diag", "tcp_diag"];
 
 /// A Debian kernel series of the matrix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -21,18 +21,19 @@ use std::time::Duration;
 
 const GUEST_BODY: &str = include_str!("guest.sh");
 const PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "kmod", "xz-utils", "bpftool"];
-const MODES: &[&str] = &["auto", "socket", "syscall"];
+/// In this order: `auto` comes last, so that it can reuse the tests of the probe it picks.
+const MODES: &[&str] = &["syscall", "socket", "auto"];
 
 #[derive(clap::Args)]
 pub struct VmTestArgs {
     /// 6.1 (Debian 12), 6.12 (bookworm-backports), host (this machine's kernel, no VM) or all.
     #[arg(long, default_value = "all", value_parser = ["6.1", "6.12", "host", "all"])]
     kernel: String,
-    /// Probe mode(s) the agent is started in (`[probe] mode`).
-    #[arg(long, default_value = "all", value_parser = ["auto", "socket", "syscall", "all"])]
+    /// Probe mode(s) the agent is started in (`[probe] mode`); `fallback` is `syscall`.
+    #[arg(long, default_value = "all", value_parser = ["auto", "socket", "syscall", "fallback", "all"])]
     mode: String,
     /// Integration test files to run (comma-separated names from tests/tests/).
-    #[arg(long, default_value = "lifecycle,frames,restart", value_delimiter = ',')]
+    #[arg(long, default_value = "lifecycle,frames,restart,servers", value_delimiter = ',')]
     tests: Vec<String>,
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 3072)]
@@ -64,6 +65,7 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
     };
     let modes: Vec<&str> = match args.mode.as_str() {
         "all" => MODES.to_vec(),
+        "fallback" => vec!["syscall"],
         m => vec![m],
     };
 
@@ -82,6 +84,7 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
 
     let plan = Plan { has_modes, agent: &agent, tests: &tests, test_args: &args.args, accel };
     let doc = util::workspace_root().join("docs/kernel-support.md");
+    let json = util::workspace_root().join(report::JSON_DOC);
     let mut rows = Vec::new();
     for k in &kernels {
         let target = match *k {
@@ -93,6 +96,10 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
             Some(t) => Some(boot::initramfs(t)?),
             None => None,
         };
+        // Probes (chosen modes) whose tests all passed on this kernel in this invocation: an
+        // `auto` run that picks one of them loads it and records its choice and verifier counts,
+        // but does not run the same tests against the same probe again.
+        let mut passed_probes: Vec<String> = Vec::new();
         for mode in &modes {
             if sys::interrupted() {
                 bail!("interrupted");
@@ -112,7 +119,8 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
             let _ = std::fs::remove_dir_all(&out);
             std::fs::create_dir_all(&out)?;
             let on_host = target.is_none();
-            write_guest_script(&plan, &out, mode, on_host)?;
+            let reuse = if *mode == "auto" { passed_probes.join(" ") } else { String::new() };
+            write_guest_script(&plan, &out, mode, on_host, &reuse)?;
             step(&format!("kernel {k}, mode {mode}"));
             let ran = match (&target, &initramfs) {
                 (Some(t), Some(i)) => boot::boot(&boot::Boot {
@@ -133,11 +141,15 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
                 }
                 Err(err) => row.outcome = Outcome::Error(format!("{err:#}")),
             }
+            if !row.outcome.is_failure() && row.failed == 0 && row.shared_with.is_empty() && !row.chosen.is_empty() {
+                passed_probes.push(row.chosen.clone());
+            }
             println!("    {}", row.summary());
             // Each row lands in the doc as soon as it is known: a long matrix cut short keeps
             // what it measured.
             if !args.no_doc {
                 report::update_doc(&doc, std::slice::from_ref(&row))?;
+                report::update_json(&json, std::slice::from_ref(&row))?;
             }
             rows.push(row);
         }
@@ -149,7 +161,8 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
     }
     if !args.no_doc {
         report::update_doc(&doc, &rows)?;
-        println!("    table updated: {}", doc.display());
+        report::update_json(&json, &rows)?;
+        println!("    table updated: {} and {}", doc.display(), json.display());
     }
     let failed: Vec<String> =
         rows.iter().filter(|r| r.outcome.is_failure()).map(|r| format!("{} {}", r.kernel, r.mode)).collect();
@@ -220,7 +233,7 @@ struct Plan<'a> {
     accel: boot::Accel,
 }
 
-fn write_guest_script(plan: &Plan, out: &Path, mode: &str, on_host: bool) -> Result<()> {
+fn write_guest_script(plan: &Plan, out: &Path, mode: &str, on_host: bool, reuse: &str) -> Result<()> {
     let Plan { has_modes, agent, tests, test_args, accel } = *plan;
     let mut vars: Vec<(String, String)> = crate::test::test_env().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     vars.retain(|(k, _)| k != "WSGUARD_BIN");
@@ -234,6 +247,7 @@ fn write_guest_script(plan: &Plan, out: &Path, mode: &str, on_host: bool) -> Res
         ("VM_MODE_KEY".into(), if has_modes { mode.into() } else { String::new() }),
         ("VM_TESTS".into(), tests.join(" ")),
         ("VM_TEST_ARGS".into(), test_args.join(" ")),
+        ("VM_REUSE_PROBES".into(), reuse.into()),
         ("VM_API_PORT".into(), port.to_string()),
         ("VM_LOAD_WAIT".into(), if on_host { "60" } else { "240" }.into()),
         ("VM_ON_HOST".into(), if on_host { "1" } else { "" }.into()),

@@ -288,6 +288,7 @@ mod tests {
             "rss_bytes",
             "threads",
             "cpu_percent",
+            "cpu_seconds_total",
             "memory_limit_bytes",
         ] {
             assert!(v.get(key).is_some(), "{key}");

@@ -68,6 +68,7 @@ pub(super) fn read(p: &Process, stat: &Stat, open_fds: Option<u64>) -> ProcessRe
         rss_bytes: stat.rss.saturating_mul(procfs::page_size()),
         threads: stat.num_threads.max(0) as u64,
         cpu_percent: None,
+        cpu_seconds_total: Some((stat.utime + stat.stime) as f64 / tps as f64),
         memory_limit_bytes: memory_limit(Path::new(super::CGROUP_ROOT), &cgroups),
     }
 }
