@@ -77,14 +77,12 @@ pub struct Features {
     pub sock_tracepoints: bool,
     /// The TCP socket iterator (`bpf_iter_tcp`, Linux 5.9).
     pub tcp_iter: bool,
-    /// A cgroup v2 mount for `sock_ops` (None: none mounted; the agent mounts one).
-    pub cgroup2: Option<PathBuf>,
 }
 
 impl Features {
     /// Probe this kernel (reads BTF from sysfs; no privilege needed).
     pub fn detect() -> Features {
-        let mut f = Features { cgroup2: cgroup2_mount(), ..Default::default() };
+        let mut f = Features::default();
         if let Ok(btf) = aya::Btf::from_sys_fs() {
             f.btf = true;
             let typedef = |n: &str| btf.id_by_type_name_kind(n, aya_obj::btf::BtfKind::Typedef).is_ok();
@@ -147,7 +145,7 @@ mod tests {
     use super::*;
 
     fn full() -> Features {
-        Features { btf: true, sock_tracepoints: true, tcp_iter: true, cgroup2: None }
+        Features { btf: true, sock_tracepoints: true, tcp_iter: true }
     }
 
     #[test]
