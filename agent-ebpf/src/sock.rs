@@ -31,8 +31,8 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         generated::{
-            bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_get_socket_cookie, bpf_seq_write, bpf_sk_storage_delete, bpf_sk_storage_get,
-            bpf_skc_to_tcp_sock, bpf_task_pt_regs,
+            bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_get_socket_cookie, bpf_seq_write, bpf_sk_storage_delete,
+            bpf_sk_storage_get, bpf_skc_to_tcp_sock, bpf_task_pt_regs,
         },
     },
     macros::{btf_map, map},
