@@ -266,3 +266,85 @@ fn api_socket_group_reads_and_listed_uids_change() -> Result<()> {
     assert_eq!(status_of(&agent.api, "POST", "/api/v1/alerts")?, 401);
     Ok(())
 }
+
+/// Issue 18, finding 3: TLS and basic auth on a real agent, reached with curl. A certificate made
+/// with the openssl CLI, a bcrypt user; plain HTTP gets no answer, a wrong password 401, the
+/// right one the snapshot; the log names the scheme and never a password, hash or key.
+#[test]
+fn api_tls_and_basic_auth_with_curl() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let dir = scratch_dir("api-tls");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .context("openssl")?;
+    assert!(made.success(), "openssl req failed");
+    let hash = bcrypt::hash("pw-7e1c-horse", 4)?;
+    let port = wsguard_integration::webhook::free_port()?;
+    let pin = format!("/sys/fs/bpf/wsguard-sec-tls-{}", std::process::id());
+    let file = dir.join("wsguard.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[agent]\ninterval = \"500ms\"\nstate_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:{port}\"\ntls_cert_file = \"{}\"\n\
+             tls_key_file = \"{}\"\n[api.basic_auth_users]\nprometheus = \"{hash}\"\n{}",
+            dir.join("state").display(),
+            cert.display(),
+            key.display(),
+            wsguard_integration::probe_section(&pin)
+        ),
+    )?;
+    let log = dir.join("agent.log");
+    let mut child = Command::new(agent_bin())
+        .args(["run", "--fresh", "--config"])
+        .arg(&file)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    let curl = |args: &[&str]| -> Result<String> {
+        let out =
+            Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5"]).args(args).output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let https = |path: &str| format!("https://localhost:{port}{path}");
+    let cacert = cert.to_str().unwrap();
+    let result = (|| -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while curl(&["--cacert", cacert, "-u", "prometheus:pw-7e1c-horse", &https("/api/v1/snapshot")])? != "200" {
+            if let Some(st) = child.try_wait()? {
+                anyhow::bail!("agent exited ({st}): {}", std::fs::read_to_string(&log)?);
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no snapshot over TLS within 30 s: {}", std::fs::read_to_string(&log)?);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(curl(&["--cacert", cacert, "-u", "prometheus:wrong-pass-91", &https("/metrics")])?, "401");
+        assert_eq!(curl(&["--cacert", cacert, &https("/metrics")])?, "401");
+        assert_eq!(curl(&["--cacert", cacert, &https("/health")])?, "200", "/health is open for kubelet probes");
+        // No TLS: no HTTP answer at all (curl reports 000).
+        assert_eq!(curl(&[&format!("http://127.0.0.1:{port}/health")])?, "000");
+        // A client that does not trust the certificate: refused.
+        assert_eq!(curl(&[&https("/health")])?, "000");
+        Ok(())
+    })();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait()?;
+    let text = std::fs::read_to_string(&log)?;
+    let _ = std::fs::remove_dir_all(&pin);
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    assert!(text.contains(&format!("API listening on https://127.0.0.1:{port} (basic auth)")), "{text}");
+    for secret in ["pw-7e1c-horse", "wrong-pass-91", hash.as_str(), "PRIVATE KEY"] {
+        assert!(!text.contains(secret), "{secret:?} in the agent's log:\n{text}");
+    }
+    Ok(())
+}

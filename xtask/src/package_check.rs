@@ -46,6 +46,10 @@ pub struct PackageCheckArgs {
     /// Skip the podman image.
     #[arg(long)]
     no_podman: bool,
+    /// Package this release binary instead of building one (it must be target/release/wsguard
+    /// for the image: the Containerfile's `prebuilt` stage copies that path).
+    #[arg(long)]
+    bin: Option<PathBuf>,
 }
 
 /// Ports of the two agents (loopback; the host network is shared in both cases).
@@ -59,7 +63,8 @@ pub fn run(args: &PackageCheckArgs) -> Result<()> {
     for tool in ["debootstrap", "dpkg-deb", "chroot"] {
         util::which(tool).with_context(|| format!("{tool} is missing (apt-get install debootstrap)"))?;
     }
-    let bin = util::release_agent(None)?;
+    // Absolute: the podman step compares it with the path the Containerfile copies.
+    let bin = util::release_agent(args.bin.as_deref())?.canonicalize().context("the release binary")?;
     fs::create_dir_all(&args.work)?;
     let deb = crate::deb::build(&bin, &util::target_dir().join("debian"))?;
     let base = args.work.join("debian12");
@@ -173,7 +178,9 @@ fn nspawn(root: &Path, deb: &Path) -> Result<()> {
         Command::new("systemd-nspawn")
             .args(["-q", "-b", "--register=no", "--keep-unit", "-D"])
             .arg(root)
-            .args(["--capability=CAP_BPF,CAP_PERFMON", "--bind=/sys/fs/bpf", "--bind-ro=/sys/kernel/tracing"])
+            // nspawn's own seccomp filter refuses bpf(2) (EPERM on the first map) unless allowed.
+            .args(["--capability=CAP_BPF,CAP_PERFMON", "--system-call-filter=bpf"])
+            .args(["--bind=/sys/fs/bpf", "--bind-ro=/sys/kernel/tracing"])
             .stdin(Stdio::null())
             .stdout(fs::File::create(&log)?)
             .stderr(Stdio::null()),
@@ -193,6 +200,9 @@ fn nspawn(root: &Path, deb: &Path) -> Result<()> {
             bail!("the journal does not say the probe attached:\n{journal}");
         }
         println!("    ok: journal: probe attached, pinned at {pin}");
+        // A WebSocket server on the host under load, counted by the unit's agent. The container
+        // has its own PID namespace (nspawn -b always makes one): the probe reports host pids.
+        count_host_server(NSPAWN_PORT)?;
 
         inside(leader, &["systemctl", "stop", "wsguard"])?;
         if Path::new(&pin).exists() {
@@ -232,11 +242,30 @@ fn nspawn(root: &Path, deb: &Path) -> Result<()> {
     result
 }
 
+/// Start the echo server on the host, load it, and check the agent on `port` counted exactly.
+fn count_host_server(port: u16) -> Result<()> {
+    let repo = util::workspace_root();
+    let servers = repo.join("tests/servers");
+    let (mut server, ws_port) = demo::start_echo_server(&servers)?;
+    let mut load = Proc::spawn(
+        "load generator",
+        Command::new("python3")
+            .arg(servers.join("ws_load.py"))
+            .args(["--port", &ws_port.to_string(), "--connections", "20", "--rate", "200", "--duration", "5"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped()),
+    )?;
+    let summary = demo::forward_summary(&mut load);
+    let r = demo::check_counts(&repo.join("target/release/wsguard"), &format!("http://127.0.0.1:{port}"), server.pid(), &summary);
+    load.stop(Duration::from_secs(5));
+    server.stop(Duration::from_secs(3));
+    r
+}
+
 fn podman(base: &Path, bin: &Path, work: &Path) -> Result<()> {
     step("podman: the Containerfile built on a local Debian 12 base, run as the DaemonSet runs it");
     util::which("podman").context("podman is missing (apt-get install podman)")?;
     let repo = util::workspace_root();
-    let servers = repo.join("tests/servers");
     // On a cgroup v1/hybrid host crun refuses to run; runc works.
     let hybrid = !Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     let podman = || {
@@ -251,7 +280,7 @@ fn podman(base: &Path, bin: &Path, work: &Path) -> Result<()> {
         util::run(util::cmd("sh", ["-c", &format!("tar -C '{}' -c . | podman import - {base_image}", base.display())]))?;
     }
     // The build context must hold the release binary the `prebuilt` stage copies.
-    if bin != repo.join("target/release/wsguard") {
+    if Some(bin.to_path_buf()) != repo.join("target/release/wsguard").canonicalize().ok() {
         bail!("the release binary must be target/release/wsguard (is {})", bin.display());
     }
     let image = "localhost/wsguard:package-check";
@@ -276,7 +305,6 @@ fn podman(base: &Path, bin: &Path, work: &Path) -> Result<()> {
     fs::write(dir.join("wsguard.toml"), test)?;
     let seccomp = repo.join("config/kubernetes/seccomp/wsguard.json");
 
-    let (mut server, port) = demo::start_echo_server(&servers)?;
     let name = format!("wsguard-pkgcheck-{}", std::process::id());
     // daemonset.yaml's pod and container security, as podman flags.
     let mut agent = Proc::spawn(
@@ -300,23 +328,7 @@ fn podman(base: &Path, bin: &Path, work: &Path) -> Result<()> {
         wait_for("the container's agent serves a snapshot with the probe attached", Duration::from_secs(60), || {
             snapshot(PODMAN_PORT).is_some_and(|s| s["probe"]["attached"] == true)
         })?;
-        let mut load = Proc::spawn(
-            "load generator",
-            Command::new("python3")
-                .arg(servers.join("ws_load.py"))
-                .args(["--port", &port.to_string(), "--connections", "20", "--rate", "200", "--duration", "5"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped()),
-        )?;
-        let summary = demo::forward_summary(&mut load);
-        let r = demo::check_counts(
-            &repo.join("target/release/wsguard"),
-            &format!("http://127.0.0.1:{PODMAN_PORT}"),
-            server.pid(),
-            &summary,
-        );
-        load.stop(Duration::from_secs(5));
-        r?;
+        count_host_server(PODMAN_PORT)?;
         util::run(podman().args(["stop", "-t", "20", &name]))?;
         if Path::new(&host_pin).exists() {
             bail!("the container's stop left {host_pin} pinned");
@@ -325,7 +337,6 @@ fn podman(base: &Path, bin: &Path, work: &Path) -> Result<()> {
         Ok(())
     })();
     agent.stop(Duration::from_secs(20));
-    server.stop(Duration::from_secs(3));
     if Path::new(&host_pin).exists() {
         let _ = fs::remove_dir_all(&host_pin);
     }

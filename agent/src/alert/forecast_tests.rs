@@ -97,6 +97,27 @@ fn predict_ramp_flat_day_and_restart_raise_no_alert() {
     }
 }
 
+/// Issue 18, finding 7: 0.3% fd usage and one client reconnecting in a loop were called "a
+/// reconnect storm" with a 29% crisis probability. Behaviour signals only weigh in near a limit
+/// (the floor), and a storm takes more than one client.
+#[test]
+fn predict_tiny_numbers_are_no_crisis_and_one_client_is_no_storm() {
+    let s = scenarios::tiny_reconnect_loop();
+    let r = run(&s);
+    assert!(r.transitions.is_empty(), "{:#?}", r.transitions);
+    for p in &r.all {
+        let c = &p.processes[0].crisis;
+        assert!(c.probability < 0.05, "{c:?}");
+        assert_eq!(c.class, CrisisClass::None, "{c:?}");
+        assert!(!c.recommendation.contains("storm"), "{}", c.recommendation);
+        assert_eq!(c.signals.reconnect_storm, 0.0, "{c:?}");
+    }
+    // The numbers are still reported as they are.
+    let last = &r.all.last().unwrap().processes[0].crisis;
+    assert!(last.signals.connections_opened_per_minute > 100.0, "{last:?}");
+    assert!(last.signals.abnormal_close_ratio > 0.5, "{last:?}");
+}
+
 #[test]
 fn predict_surge_is_caught_by_the_backstop() {
     let s = scenarios::surge();
@@ -216,7 +237,7 @@ fn cells(r: &Row) -> String {
 fn predict_scenario_library_before_and_after() {
     // Before: the forecasts as they were (no r² gate, evidence = half the short window).
     let before = PredictConfig { urgent_evidence_ratio: 0.0, min_fit_r2: 0.0, ..Default::default() };
-    let quiet = ["diurnal_ramp", "flat_day", "restart_mid_leak", "surge", "reconnect_storm"];
+    let quiet = ["diurnal_ramp", "flat_day", "restart_mid_leak", "surge", "reconnect_storm", "tiny_reconnect_loop"];
     let fast = ["leak_1s_agent_start", "leak_5s_agent_start", "leak_1s_process_start", "leak_5s_process_start"];
     let library = [
         scenarios::leak(10.0, 100.0),
@@ -232,6 +253,7 @@ fn predict_scenario_library_before_and_after() {
         scenarios::flat_day(),
         scenarios::restart_mid_leak(),
         scenarios::surge(),
+        scenarios::tiny_reconnect_loop(),
     ];
     let mut table = String::from(
         "| scenario | | forecasts (TP/FP) | precision | recall | median lead | ETA error | first PredictedFdExhaustion (lead, trigger) |\n|---|---|---|---|---|---|---|---|\n",

@@ -25,6 +25,26 @@ pub struct ApiConfig {
     /// Non-root uids that may call mutating routes over the socket without the token (root
     /// always may). They must be able to connect: see `socket_group`.
     pub socket_uids: Vec<u32>,
+    /// PEM certificate (chain) for TLS on `listen`, with `tls_key_file`. Unset: plain HTTP.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA bundle: set, clients must present a certificate it signed (mutual TLS).
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// `[api.basic_auth_users]` user = "bcrypt hash": set, every path on `listen` but /health
+    /// and /ready needs one of them (or the API token). The Unix socket is not affected.
+    pub basic_auth_users: super::web::BasicAuthUsers,
+}
+
+impl ApiConfig {
+    /// The TLS files, when TLS is configured.
+    pub fn tls(&self) -> Option<super::web::TlsFiles> {
+        Some(super::web::TlsFiles {
+            cert_file: self.tls_cert_file.clone()?,
+            key_file: self.tls_key_file.clone()?,
+            client_ca_file: self.tls_client_ca_file.clone(),
+        })
+    }
 }
 
 impl Default for ApiConfig {
@@ -35,6 +55,10 @@ impl Default for ApiConfig {
             socket: None,
             socket_group: None,
             socket_uids: Vec::new(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            basic_auth_users: Default::default(),
         }
     }
 }

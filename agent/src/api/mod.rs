@@ -8,6 +8,9 @@ pub mod endpoint;
 pub mod remediation;
 pub mod socket;
 pub mod token;
+pub mod web;
+#[cfg(test)]
+mod web_tests;
 
 use std::{
     collections::HashMap,

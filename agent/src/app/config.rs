@@ -223,6 +223,19 @@ impl Config {
         if self.api.socket_group.as_deref().is_some_and(|g| g.is_empty()) {
             return Err(bad("api.socket_group", "must be a group name or gid"));
         }
+        if self.api.tls_cert_file.is_some() != self.api.tls_key_file.is_some() {
+            let key = if self.api.tls_cert_file.is_some() { "api.tls_key_file" } else { "api.tls_cert_file" };
+            return Err(bad(key, "tls_cert_file and tls_key_file go together"));
+        }
+        if self.api.tls_client_ca_file.is_some() && self.api.tls_cert_file.is_none() {
+            return Err(bad(
+                "api.tls_client_ca_file",
+                "needs tls_cert_file and tls_key_file (client certificates are a TLS matter)",
+            ));
+        }
+        if let Err(message) = self.api.basic_auth_users.validate() {
+            return Err(bad("api.basic_auth_users", &message));
+        }
         if !self.probe.pin_path.is_absolute() {
             return Err(bad("probe.pin_path", "must be an absolute path under a bpffs mount"));
         }
@@ -299,6 +312,26 @@ mod tests {
         assert_eq!(c.limits.per_client_connections, 5);
         let e = Config::parse("[probe.client_key]\nheader = \"\"\n", Path::new("x")).unwrap_err();
         assert!(e.to_string().contains("probe.client_key"), "{e}");
+    }
+
+    #[test]
+    fn api_tls_and_basic_auth_keys() {
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let text =
+            format!("[api]\ntls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"\n[api.basic_auth_users]\nprom = \"{hash}\"\n");
+        let c = Config::parse(&text, Path::new("x")).unwrap();
+        let tls = c.api.tls().unwrap();
+        assert_eq!((tls.cert_file, tls.client_ca_file), (PathBuf::from("/c.pem"), None));
+        assert_eq!(c.api.basic_auth_users.0.len(), 1);
+        // Debug (what a log of the config would show) names users, not hashes.
+        assert!(!format!("{:?}", c.api).contains(&hash));
+        let e = Config::parse("[api]\ntls_cert_file = \"/c.pem\"\n", Path::new("x")).unwrap_err().to_string();
+        assert!(e.contains("api.tls_key_file"), "{e}");
+        let e = Config::parse("[api]\ntls_client_ca_file = \"/ca.pem\"\n", Path::new("x")).unwrap_err().to_string();
+        assert!(e.contains("api.tls_client_ca_file"), "{e}");
+        let e = Config::parse("[api.basic_auth_users]\nprom = \"hunter2\"\n", Path::new("x")).unwrap_err().to_string();
+        assert!(e.contains("api.basic_auth_users") && !e.contains("hunter2"), "{e}");
+        assert!(Config::parse("", Path::new("x")).unwrap().api.tls().is_none());
     }
 
     #[test]

@@ -84,6 +84,12 @@ pub async fn run(
         None => None,
     };
 
+    // TLS files load before the probe attaches: a bad certificate fails the start cleanly.
+    let tls = match cfg.api.tls() {
+        Some(files) => Some((files.clone(), crate::api::web::server_config(&files)?)),
+        None => None,
+    };
+
     let mut probe = probe::start(&cfg.probe, start.fresh)?;
     let received = Arc::new(AtomicU64::new(0));
     let ring = RingBuf::try_from(probe.ebpf.take_map(names::EVENTS).context("map WSG_EVENTS missing")?)?;
@@ -132,7 +138,23 @@ pub async fn run(
     };
     let shared = Arc::new(shared);
     let app = api::router(shared.clone());
-    info!("API listening on http://{}", cfg.api.listen);
+    let api = &cfg.api;
+    info!(
+        "API listening on {}://{}{}{}",
+        if tls.is_some() { "https" } else { "http" },
+        api.listen,
+        if api.tls_client_ca_file.is_some() { " (client certificates required)" } else { "" },
+        if api.basic_auth_users.is_empty() { "" } else { " (basic auth)" },
+    );
+    let authenticated = api.tls_client_ca_file.is_some() || !api.basic_auth_users.is_empty();
+    if !crate::api::web::loopback(&api.listen) && !authenticated {
+        warn!(
+            "the API on {} is not on loopback and its reads need no credentials: anyone who can reach it reads every \
+             process's connections and peers; set [api.basic_auth_users] (and tls_cert_file/tls_key_file) or restrict \
+             it with a firewall or network policy (docs/security.md)",
+            api.listen
+        );
+    }
     let _socket_file = socket.map(|(unix, file)| {
         // Connect info = the peer's credentials (api_socket::Peer), read by `api::authorize`.
         let svc = app.clone().into_make_service_with_connect_info::<crate::api::socket::Peer>();
@@ -149,11 +171,8 @@ pub async fn run(
         });
         file
     });
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            error!("API server stopped: {e}");
-        }
-    });
+    let app = crate::api::web::protect(app, cfg.api.basic_auth_users.clone(), shared.clone());
+    tokio::spawn(crate::api::web::serve(listener, tls, app));
 
     let mut tracker = Tracker::new(&cfg.track(), probe.preexisting.take(), key_hasher);
     let mut predictor = cfg.predict.enabled.then(|| crate::predict::Predictor::new(cfg.predict.clone()));

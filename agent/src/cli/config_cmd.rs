@@ -40,14 +40,24 @@ fn api_exposed(cfg: &Config) -> Vec<Warning> {
     if loopback(ip) {
         return Vec::new();
     }
-    let mut out = vec![warn(
-        "api.listen",
-        format!(
-            "the API listens on {} (not loopback) and its reads need no token: anyone who can reach it reads \
-             every process's connections, peers and command lines; restrict it with a firewall or network policy",
-            cfg.api.listen
-        ),
-    )];
+    let api = &cfg.api;
+    let mut out = Vec::new();
+    if api.tls_client_ca_file.is_none() && api.basic_auth_users.is_empty() {
+        out.push(warn(
+            "api.listen",
+            format!(
+                "the API listens on {} (not loopback) and its reads need no credentials: anyone who can reach it reads \
+                 every process's connections, peers and command lines; set [api.basic_auth_users] with TLS \
+                 (tls_cert_file, tls_key_file), or restrict it with a firewall or network policy",
+                api.listen
+            ),
+        ));
+    } else if api.tls_cert_file.is_none() {
+        out.push(warn(
+            "api.basic_auth_users",
+            "basic auth without TLS sends the passwords in clear text on a non-loopback API: set tls_cert_file and tls_key_file",
+        ));
+    }
     let ck = &cfg.probe.client_key;
     if ck.enabled() && !ck.hash {
         out.push(warn(
@@ -311,6 +321,13 @@ mod tests {
         assert_eq!(keys(&w), ["api.listen"]);
         let w = readiness(&cfg(&format!("[api]\nlisten = \"[::]:9595\"\n[probe.client_key]\nheader = \"X-User\"\n{WEBHOOK}")));
         assert_eq!(keys(&w), ["api.listen", "probe.client_key.hash"]);
+        // Credentials on the API: no listen warning; basic auth without TLS: a warning of its own.
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let auth = format!("[api]\nlisten = \"0.0.0.0:9595\"\n[api.basic_auth_users]\nprom = \"{hash}\"\n{WEBHOOK}");
+        assert_eq!(keys(&readiness(&cfg(&auth))), ["api.basic_auth_users"]);
+        let tls = auth
+            .replace("[api.basic_auth_users]", "tls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"\n[api.basic_auth_users]");
+        assert!(readiness(&cfg(&tls)).is_empty());
         let w = readiness(&cfg(&format!("[api]\nlisten = \"[::1]:9595\"\n[probe.client_key]\nheader = \"X-User\"\n{WEBHOOK}")));
         assert!(w.is_empty(), "{w:?}");
         let w = readiness(&cfg(&format!("[agent]\nlog_level = \"info,wsguard=debug\"\n{WEBHOOK}")));

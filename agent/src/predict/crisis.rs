@@ -56,6 +56,9 @@ pub struct Signals {
     pub stress: f64,
 }
 
+/// Distinct clients below which fast reconnects are not a storm.
+pub const MIN_STORM_CLIENTS: u64 = 5;
+
 /// Counters of the previous snapshot and smoothed rates for one process.
 #[derive(Debug, Clone, Default)]
 pub struct Behaviour {
@@ -98,7 +101,13 @@ impl Behaviour {
         // A storm: many opens per minute, mostly by keys that already hold connections, while
         // the open count stays put (closes keep pace with opens).
         let churn = if self.opened_rate > 0.0 { (self.closed_rate / self.opened_rate).min(1.0) } else { 0.0 };
-        let storm = if opened >= 30.0 { ((reconnects - 1.0) / 5.0).clamp(0.0, 1.0) * churn } else { 0.0 };
+        // It takes a crowd: one client (a load generator, a buggy script) reconnecting in a loop
+        // is that client's problem, not a storm.
+        let storm = if opened >= 30.0 && distinct >= MIN_STORM_CLIENTS {
+            ((reconnects - 1.0) / 5.0).clamp(0.0, 1.0) * churn
+        } else {
+            0.0
+        };
         let abnormal = if self.closed_rate > 0.0 { (self.abnormal_rate / self.closed_rate).min(1.0) } else { 0.0 };
         let failed = per_min(self.failed_rate);
         let queues = (p.send_queue_bytes + p.recv_queue_bytes) as f64;
@@ -156,13 +165,14 @@ pub fn assess(resources: &[ResourcePrediction], signals: Signals, floor: f64, ho
         return Crisis { recommendation: "Nothing to forecast yet.".into(), signals, ..Default::default() };
     };
     let growth = worst.probability;
-    let p = 1.0
-        - (1.0 - growth)
-            * (1.0 - 0.25 * signals.reconnect_storm)
-            * (1.0 - 0.15 * signals.system_load)
-            * (1.0 - 0.2 * signals.stress);
-    let class = classify(worst, &signals, floor, p);
-    let recommendation = recommend(class, worst, &signals, horizon);
+    // Behaviour only matters near a limit: a storm or failing handshakes at 0.3% of the fd
+    // limit are no crisis of the limit (the workload health checks report them). They weigh in
+    // fully from the floor (`[predict] floor_ratio`) and in proportion below it.
+    let weight = if floor > 0.0 { (worst.usage_ratio / floor).clamp(0.0, 1.0) } else { 1.0 };
+    let (storm, stress) = (signals.reconnect_storm * weight, signals.stress * weight);
+    let p = 1.0 - (1.0 - growth) * (1.0 - 0.25 * storm) * (1.0 - 0.15 * signals.system_load) * (1.0 - 0.2 * stress);
+    let class = classify(worst, storm, stress, floor, p);
+    let recommendation = recommend(class, worst, &signals, storm, stress, horizon);
     Crisis {
         probability: p.clamp(0.0, 1.0),
         confidence: worst.confidence,
@@ -173,22 +183,23 @@ pub fn assess(resources: &[ResourcePrediction], signals: Signals, floor: f64, ho
     }
 }
 
-fn classify(r: &ResourcePrediction, s: &Signals, floor: f64, p: f64) -> CrisisClass {
+/// `storm` and `stress`: the signals weighted by how near the limit the resource is.
+fn classify(r: &ResourcePrediction, storm: f64, stress: f64, floor: f64, p: f64) -> CrisisClass {
     let near = r.usage_ratio >= floor;
-    if p < 0.2 && !near && s.stress < 0.5 {
+    if p < 0.2 && !near && stress < 0.5 {
         return CrisisClass::None;
     }
     // A recent jump: the short window grows much faster than the long one, or the usage rose
     // by a large share of the limit within the short window, or clients reconnect in a storm.
     let jump = r.recent_rise_ratio >= 0.3;
     let accelerating = r.short_slope > 0.0 && r.short_slope > 3.0 * r.long_slope.max(0.0) && r.short_slope_significant;
-    if s.reconnect_storm >= 0.5 || jump || (accelerating && !r.steady) {
+    if storm >= 0.5 || jump || (accelerating && !r.steady) {
         return CrisisClass::Surge;
     }
     if r.trend_agrees && r.steady {
         return CrisisClass::Leak;
     }
-    if near || s.stress >= 0.5 {
+    if near || stress >= 0.5 {
         return CrisisClass::Saturation;
     }
     if r.trend_agrees {
@@ -199,7 +210,7 @@ fn classify(r: &ResourcePrediction, s: &Signals, floor: f64, p: f64) -> CrisisCl
 
 use super::forecast::human;
 
-fn recommend(class: CrisisClass, r: &ResourcePrediction, s: &Signals, horizon: f64) -> String {
+fn recommend(class: CrisisClass, r: &ResourcePrediction, s: &Signals, storm: f64, stress: f64, horizon: f64) -> String {
     let what = match r.resource.as_str() {
         "fds" => "open file descriptors",
         "connections" => "WebSocket connections",
@@ -233,13 +244,13 @@ fn recommend(class: CrisisClass, r: &ResourcePrediction, s: &Signals, horizon: f
              and scale out if the load is real.",
             s.connections_opened_per_minute,
             s.reconnects_per_client_per_minute,
-            if s.reconnect_storm >= 0.5 { ": a reconnect storm" } else { "" }
+            if storm >= 0.5 { ": a reconnect storm" } else { "" }
         ),
         CrisisClass::Saturation => format!(
             "{what} at {pct:.0}% of the limit ({:.0}) with little growth; failures {eta}. \
              Raise the limit or shed load (close idle connections, lower per-client quotas){}.",
             r.limit,
-            if s.stress >= 0.5 { "; handshakes are already failing or queues are deep" } else { "" }
+            if stress >= 0.5 { "; handshakes are already failing or queues are deep" } else { "" }
         ),
     }
 }

@@ -284,3 +284,26 @@ pub fn slow_leak_hours() -> Scenario {
     }
     build("slow_leak_hours", out)
 }
+
+/// Tiny absolute numbers (issue 18, finding 7): a test server at 3 fds of 1024 (0.3%) and one
+/// client (a load generator on loopback) that opens and closes 10 connections every 5 s, 5 of 9
+/// closes abnormal, for 15 min. Nothing is near a limit: no crisis, and one client reconnecting
+/// is not a storm.
+pub fn tiny_reconnect_loop() -> Scenario {
+    let mut n = Noise::new(10);
+    let mut out = Vec::new();
+    let mut t = 0.0;
+    let mut opened = 0u64;
+    while t <= 15.0 * 60.0 {
+        opened += 10;
+        let fds = (3.0 + n.pm(0.6)).round() as u64;
+        out.push(Sample { t, pid: 4242, started: -3600.0, fds, limit: LIMIT, opened, active: 1, distinct: 1 });
+        t += 5.0;
+    }
+    let mut s = build("tiny_reconnect_loop", out);
+    for snap in &mut s.snapshots {
+        let w = &mut snap.processes[0].websocket;
+        w.abnormal_closes = w.connections_closed * 5 / 9;
+    }
+    s
+}

@@ -90,8 +90,18 @@ pub fn fixed_rate(ctx: &mut Ctx) -> Result<Value> {
             if ctx.interrupted() {
                 break;
             }
-            let r = one_run(ctx, v, run, nginx.as_ref().map(|n| (n.1, n.0.pid())))
-                .with_context(|| format!("fixed-rate run {run} ({})", v.name()))?;
+            // One failed round (a peer that timed out on a loaded machine) is recorded and
+            // skipped: it must not throw away every other variant's rounds.
+            let r = match one_run(ctx, v, run, nginx.as_ref().map(|n| (n.1, n.0.pid())))
+                .with_context(|| format!("fixed-rate run {run} ({})", v.name()))
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    println!("    !!! {e:#}: round skipped");
+                    runs.push(json!({"variant": v.name(), "run": run, "error": format!("{e:#}")}));
+                    continue;
+                }
+            };
             println!(
                 "    run {run} {:<8} {:>7.0} msg/s  server {:>6.2} µs/msg  total {:>6.2} µs/msg  p50 {:>6.2} ms  p99 {:>7.2} ms  lost {}",
                 v.name(),

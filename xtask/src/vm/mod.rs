@@ -32,7 +32,8 @@ pub struct VmTestArgs {
     /// Probe mode(s) the agent is started in (`[probe] mode`); `fallback` is `syscall`.
     #[arg(long, default_value = "all", value_parser = ["auto", "socket", "syscall", "fallback", "all"])]
     mode: String,
-    /// Integration test files to run (comma-separated names from tests/tests/).
+    /// Integration test files to run (comma-separated names from tests/tests/, or paths of test
+    /// binaries already built, which are then not rebuilt).
     #[arg(long, default_value = "lifecycle,frames,restart,servers", value_delimiter = ',')]
     tests: Vec<String>,
     /// Guest memory in MiB.
@@ -44,6 +45,9 @@ pub struct VmTestArgs {
     /// Do not rewrite the table in docs/kernel-support.md.
     #[arg(long)]
     no_doc: bool,
+    /// Use this agent binary instead of building the release agent.
+    #[arg(long)]
+    agent: Option<PathBuf>,
     /// Extra arguments for the test binaries (after `--`), e.g. a test name filter.
     #[arg(last = true)]
     args: Vec<String>,
@@ -70,8 +74,20 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
     };
 
     step("release agent and integration test binaries (built on the host)");
-    let agent = util::release_agent(None)?;
+    let agent = util::release_agent(args.agent.as_deref())?;
     let tests = test_binaries(&args.tests)?;
+    // `frames-0123abcd` (a built binary) -> `frames`
+    let names: Vec<String> = args
+        .tests
+        .iter()
+        .map(|t| {
+            let file = Path::new(t).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+            file.rsplit_once('-').map(|(n, _)| n.to_string()).filter(|_| t.contains('/')).unwrap_or(file)
+        })
+        .collect();
+    if names.iter().any(|t| t == "frames") {
+        gorilla_server()?;
+    }
     let has_modes = agent_has_modes(&agent);
     if !has_modes {
         println!(
@@ -104,7 +120,7 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
             if sys::interrupted() {
                 bail!("interrupted");
             }
-            let mut row = Row::new(k, mode, &args.tests);
+            let mut row = Row::new(k, mode, &names);
             if let Some(t) = &target {
                 row.package = format!("{} {}", t.package, t.package_version);
             } else {
@@ -175,6 +191,9 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
 
 /// `cargo test --release -p wsguard-integration --no-run`, and the executable of each name.
 fn test_binaries(names: &[String]) -> Result<Vec<PathBuf>> {
+    if !names.is_empty() && names.iter().all(|n| Path::new(n).is_file()) {
+        return Ok(names.iter().map(PathBuf::from).collect());
+    }
     let mut c = util::cargo();
     c.args(["test", "--release", "-p", "wsguard-integration", "--no-run", "--message-format=json"]);
     for n in names {
@@ -206,6 +225,28 @@ fn test_binaries(names: &[String]) -> Result<Vec<PathBuf>> {
                 .with_context(|| format!("no integration test binary `{n}`"))
         })
         .collect()
+}
+
+/// The guest sees the checkout read-only, so the Go test server the harness would build on first
+/// use (`Server::gorilla` in tests/src/lib.rs: same command, same output path) is built here.
+fn gorilla_server() -> Result<()> {
+    let root = util::workspace_root();
+    let out = root.join("target/test-servers");
+    let src = root.join("tests/servers/gorilla_echo");
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if mtime(&out.join("gorilla_echo")) >= mtime(&src.join("main.go")) && mtime(&out.join("gorilla_echo")).is_some() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&out)?;
+    let mut c = util::cmd("go", ["build", "-o"]);
+    c.arg(out.join("gorilla_echo"))
+        .arg(".")
+        .current_dir(&src)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GOCACHE", out.join("gocache"));
+    println!("    $ {}", util::display(&c));
+    util::run(&mut c).context("go build of the gorilla test server (cargo xtask setup installs Go)")
 }
 
 /// Does this agent know `[probe] mode`? (`config check` rejects unknown keys.)

@@ -292,20 +292,28 @@ pub fn update_doc(doc: &Path, rows: &[Row]) -> Result<()> {
         let mode = cells.get(3)?.split(' ').next()?.to_string();
         Some((kernel, mode))
     };
-    // Rows of an older layout (another column count) are dropped, not misread.
+    // Rows of the layout before the Ignored column get a `-` there; any other layout is dropped,
+    // not misread.
     let columns = HEADER.lines().next().unwrap_or_default().matches(" | ").count();
     let mut lines: Vec<String> = old
         .lines()
-        .filter(|l| l.matches(" | ").count() == columns)
+        .filter_map(|l| match l.matches(" | ").count() {
+            n if n == columns => Some(l.to_string()),
+            n if n + 1 == columns => {
+                let mut cells: Vec<&str> = l.split(" | ").collect();
+                cells.insert(7, "-");
+                Some(cells.join(" | "))
+            }
+            _ => None,
+        })
         .filter(|l| l.starts_with("| ") && !l.starts_with("| Kernel") && !l.starts_with("| ---"))
         .filter(|l| !rows.iter().any(|r| key(l) == Some((r.kernel.clone(), r.mode.clone()))))
-        .map(str::to_string)
         .collect();
     lines.extend(rows.iter().map(Row::markdown));
     let order = |l: &String| {
         let (k, m) = key(l).unwrap_or_default();
         let k = ["6.1", "6.12", "host"].iter().position(|x| *x == k).unwrap_or(9);
-        let m = ["syscall", "auto", "socket"].iter().position(|x| *x == m).unwrap_or(9);
+        let m = ["syscall", "socket", "auto"].iter().position(|x| *x == m).unwrap_or(9);
         (k, m)
     };
     lines.sort_by_key(order);
@@ -325,7 +333,7 @@ pub fn update_json(path: &Path, rows: &[Row]) -> Result<()> {
     all.extend(rows.iter().map(Row::json));
     let rank = |v: &Value| {
         let k = ["6.1", "6.12", "host"].iter().position(|x| v["kernel"] == *x).unwrap_or(9);
-        let m = ["syscall", "auto", "socket"].iter().position(|x| v["mode"] == *x).unwrap_or(9);
+        let m = ["syscall", "socket", "auto"].iter().position(|x| v["mode"] == *x).unwrap_or(9);
         (k, m)
     };
     all.sort_by_key(rank);
