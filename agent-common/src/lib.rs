@@ -17,7 +17,10 @@ pub mod stats;
 #[cfg(feature = "user")]
 mod pod;
 
-/// Names of the maps and programs in the eBPF object, used by the loader and for pinning.
+/// Names of the maps and programs in the eBPF objects, the one list: the agent loads, resizes
+/// and pins by these, and the probe ties each of its maps and programs to one with
+/// [`named!`](crate::named) (a map's or program's name in the object is its Rust identifier,
+/// and aya-ebpf's macros take no constant), so a rename on one side alone does not compile.
 pub mod names {
     pub const CONNS: &str = "WSG_CONNS";
     pub const PROCS: &str = "WSG_PROCS";
@@ -31,6 +34,11 @@ pub mod names {
     pub const LAYOUT: &str = "WSG_LAYOUT";
     pub const PROG_ENTER: &str = "wsg_sys_enter";
     pub const PROG_EXIT: &str = "wsg_sys_exit";
+    /// Templates and scratch records of both modes (pinned so a resumed probe keeps them).
+    pub const INIT_CONN: &str = "WSG_INIT_CONN";
+    pub const ZERO_PROC: &str = "WSG_ZERO_PROC";
+    pub const ZERO_HISTS: &str = "WSG_ZERO_HISTS";
+    pub const ITER_REC: &str = "WSG_ITER_REC";
     /// Socket mode (a second eBPF object, `wsguard-sock`).
     pub const SK: &str = "WSG_SK";
     pub const PROG_SOCK_OPS: &str = "wsg_sock_ops";
@@ -38,6 +46,43 @@ pub mod names {
     pub const PROG_SEND: &str = "wsg_sock_send";
     pub const PROG_END: &str = "wsg_sock_end";
     pub const PROG_ITER: &str = "wsg_sock_iter";
+
+    /// `a == b`, usable in a `const` assertion.
+    pub const fn same(a: &str, b: &str) -> bool {
+        let (a, b) = (a.as_bytes(), b.as_bytes());
+        if a.len() != b.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < a.len() {
+            if a[i] != b[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+
+    #[cfg(test)]
+    #[test]
+    fn same_compares_whole_names() {
+        assert!(same(PROCS, "WSG_PROCS"));
+        assert!(!same(PROCS, "WSG_PROC") && !same(PROCS, "WSG_PROCZ") && !same("", "x"));
+    }
+}
+
+/// `named!(WSG_PROCS = PROCS, …)` in the probe: each map static or program function is named
+/// (its identifier) as the constant in [`names`] says; otherwise the probe does not compile.
+/// The item is referenced too, so removing it without its constant fails as well.
+#[macro_export]
+macro_rules! named {
+    ($($item:ident = $name:ident),* $(,)?) => {
+        $(const _: () = assert!($crate::names::same(stringify!($item), $crate::names::$name));)*
+        #[allow(dead_code)]
+        fn _named() {
+            $(let _ = &$item;)*
+        }
+    };
 }
 
 /// Largest pid the watched-process bitmap covers (Linux's `PID_MAX_LIMIT`, 2^22).

@@ -22,6 +22,8 @@ mod walk;
 
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 
+wsguard_common::named!(wsg_sys_enter = PROG_ENTER, wsg_sys_exit = PROG_EXIT);
+
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn wsg_sys_enter(ctx: RawTracePointContext) -> u32 {
     let _ = syscall::try_sys_enter(&ctx);

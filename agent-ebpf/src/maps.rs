@@ -14,6 +14,19 @@ use wsguard_common::{
     stats::{global, CloseCodeKey, ProcStats},
 };
 
+wsguard_common::named!(
+    WSG_PROCS = PROCS,
+    WSG_CLOSE_CODES = CLOSE_CODES,
+    WSG_EVENTS = EVENTS,
+    WSG_GLOBAL = GLOBAL,
+    WSG_INIT_CONN = INIT_CONN,
+    WSG_ZERO_PROC = ZERO_PROC,
+    WSG_LAYOUT = LAYOUT,
+    WSG_KEY_CONFIG = KEY_CONFIG,
+    WSG_HISTS = HISTS,
+    WSG_ZERO_HISTS = ZERO_HISTS,
+);
+
 /// Per-process counters, one copy per CPU: the data path adds to this CPU's copy with plain
 /// (non-atomic) adds and no cache line moves between CPUs; userspace sums the copies.
 #[map]

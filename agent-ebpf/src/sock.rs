@@ -31,8 +31,8 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         generated::{
-            bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_get_socket_cookie, bpf_seq_write, bpf_sk_storage_delete, bpf_sk_storage_get,
-            bpf_skc_to_tcp_sock, bpf_task_pt_regs,
+            bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_get_socket_cookie, bpf_seq_write, bpf_sk_storage_delete,
+            bpf_sk_storage_get, bpf_skc_to_tcp_sock, bpf_task_pt_regs,
         },
     },
     macros::{btf_map, map},
@@ -188,6 +188,8 @@ pub fn on_end(ctx: &BtfTracePointContext) {
     // `unparsed_conns`, not `not_websocket`.
     c.phase = phase::DONE;
 }
+
+wsguard_common::named!(WSG_SK = SK, WSG_ITER_REC = ITER_REC);
 
 /// Scratch for one iterator record (too large for the BPF stack).
 #[map]

@@ -29,6 +29,14 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, SockOpsContext},
 };
 
+wsguard_common::named!(
+    wsg_sock_ops = PROG_SOCK_OPS,
+    wsg_sock_recv = PROG_RECV,
+    wsg_sock_send = PROG_SEND,
+    wsg_sock_end = PROG_END,
+    wsg_sock_iter = PROG_ITER,
+);
+
 #[sock_ops]
 pub fn wsg_sock_ops(ctx: SockOpsContext) -> u32 {
     sock::on_sock_ops(&ctx);

@@ -26,6 +26,8 @@ use crate::{
     regs,
 };
 
+wsguard_common::named!(WSG_CONNS = CONNS, WSG_WATCHED = WATCHED, WSG_FDBITS = FDBITS);
+
 #[map]
 pub static WSG_CONNS: HashMap<ConnKey, ConnState> = HashMap::with_max_entries(65536, 0);
 

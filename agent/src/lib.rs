@@ -6,6 +6,10 @@
 //! `model` at the bottom, then `probe` → `track` → `history`, `predict` → `alert` → `notify`,
 //! `remediate` → `export`, with `api`, `cli`, `top` at the edges and `app` the composition root;
 //! `util` is shared infrastructure under everything.
+//!
+//! Privacy: a module is `pub` only when the binary (`main.rs`) or the fuzz targets name it
+//! (`alert`, `api`, `app`, `cli`, `export`, `history`, `model`, `top`, `track`); the others are
+//! `pub(crate)`, so the compiler reports their dead code.
 
 pub mod alert;
 pub mod api;
@@ -14,10 +18,10 @@ pub mod cli;
 pub mod export;
 pub mod history;
 pub mod model;
-pub mod notify;
-pub mod predict;
-pub mod probe;
-pub mod remediate;
+pub(crate) mod notify;
+pub(crate) mod predict;
+pub(crate) mod probe;
+pub(crate) mod remediate;
 pub mod top;
 pub mod track;
-pub mod util;
+pub(crate) mod util;

@@ -41,22 +41,26 @@ async fn main() -> ExitCode {
             },
             Err(e) => Err(e.into()),
         },
-        Command::Snapshot { json, api, config } => match client::api_url(api.as_deref(), config.as_deref()) {
-            Ok(api) => client::snapshot(&api, json).await,
-            Err(e) => Err(e),
-        },
-        Command::Status { json, api, config } => match client::api_url(api.as_deref(), config.as_deref()) {
-            Ok(api) => match client::status(&api, json).await {
-                Ok(true) => Ok(()),
-                Ok(false) => return ExitCode::from(1),
+        Command::Snapshot { json, api, config } => {
+            match client::api_url(api.as_deref(), || wsguard::cli::listen_of(config.as_deref())) {
+                Ok(api) => client::snapshot(&api, json).await,
                 Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        },
+            }
+        }
+        Command::Status { json, api, config } => {
+            match client::api_url(api.as_deref(), || wsguard::cli::listen_of(config.as_deref())) {
+                Ok(api) => match client::status(&api, json).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => return ExitCode::from(1),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            }
+        }
         Command::Top { api, interval, view, once, width, height, pid, token_file, config } => {
             match (
-                client::api_url(api.as_deref(), config.as_deref()),
-                client::optional_token(token_file.as_deref(), config.as_deref()),
+                client::api_url(api.as_deref(), || wsguard::cli::listen_of(config.as_deref())),
+                client::optional_token(token_file.as_deref(), || Config::load(config.as_deref()).ok().map(|c| c.token_file())),
             ) {
                 (Ok(api), Ok(token)) => top::run(top::Options { api, interval, view, once, width, height, pid, token }).await,
                 (Err(e), _) | (_, Err(e)) => Err(e),
@@ -64,7 +68,7 @@ async fn main() -> ExitCode {
         }
         Command::Report { hours, format, json, state_dir, api, config } => {
             let format = if json { history::Format::Json } else { format };
-            match client::api_url(api.as_deref(), config.as_deref()) {
+            match client::api_url(api.as_deref(), || wsguard::cli::listen_of(config.as_deref())) {
                 Ok(api) => client::report(&api, state_dir.as_deref(), hours, format).await,
                 Err(e) => Err(e),
             }
@@ -75,11 +79,17 @@ async fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Detach { config, pin, yes } => detach::run(config.as_deref(), pin.as_deref(), yes),
-        Command::Replay { file, speed, json, config } => replay::run(&file, config.as_deref(), speed, json),
+        Command::Replay { file, speed, json, config } => match config.as_deref().map(|c| Config::load(Some(c))).transpose() {
+            Ok(cfg) => {
+                let (predict, alert) = cfg.map(|c| (c.predict, c.alert)).unwrap_or_default();
+                replay::run(&file, predict, &alert, speed, json)
+            }
+            Err(e) => Err(e.into()),
+        },
         Command::Alerts { command, api } => alerts::run(command, api).await,
         Command::Remediation { command, at } => remediation::run(command, at).await,
         Command::History { command: HistoryCommand::Export { since, state_dir, api, config } } => {
-            match client::api_url(api.as_deref(), config.as_deref()) {
+            match client::api_url(api.as_deref(), || wsguard::cli::listen_of(config.as_deref())) {
                 Ok(api) => replay::history_export(&api, state_dir.as_deref(), &since).await,
                 Err(e) => Err(e),
             }

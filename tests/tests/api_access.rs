@@ -311,7 +311,8 @@ fn api_tls_and_basic_auth_with_curl() -> Result<()> {
         .stderr(std::fs::File::create(&log)?)
         .spawn()?;
     let curl = |args: &[&str]| -> Result<String> {
-        let out = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5"]).args(args).output()?;
+        let out =
+            Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5"]).args(args).output()?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
     let https = |path: &str| format!("https://localhost:{port}{path}");

@@ -292,7 +292,7 @@ fn pipes_addresses_and_configs_as_operators_use_them() {
     ]);
     let bin = agent_bin();
     if !bin.exists() {
-        eprintln!("SKIP: {} missing", bin.display());
+        wsguard_integration::skip(&format!("{} missing: build it first (`cargo build --release`)", bin.display()));
         return;
     }
     // `wsguard report | head -0`: the reader is gone before the command writes.

@@ -119,7 +119,9 @@ fn connection_map_full() -> Result<()> {
     // The map is shared by every process on the host that accepts connections.
     let busy = health(&agent)?["conn_map_entries"].as_u64().unwrap_or(0);
     if busy > 4 {
-        eprintln!("SKIP: {busy} of 32 connection map entries already taken by other processes on this machine");
+        wsguard_integration::skip(&format!(
+            "{busy} of 32 connection map entries already taken by other processes on this machine"
+        ));
         return Ok(());
     }
     let mut controls = Vec::new();

@@ -55,10 +55,7 @@ fn wait_rows(agent: &Agent, what: &str, secs: u64, pred: impl Fn(&[Value]) -> bo
 
 /// The `wsguard` CLI against this agent (token from its state dir).
 fn cli(agent: &Agent, args: &[&str]) -> Result<String> {
-    let bin = std::env::var_os("WSGUARD_BIN")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| wsguard_integration::repo_root().join("target/release/wsguard"));
-    let out = Command::new(bin)
+    let out = Command::new(wsguard_integration::agent_bin())
         .args(args)
         .env("WSGUARD_API", &agent.api)
         .env("WSGUARD_TOKEN_FILE", agent.dir.join("state/api-token"))
@@ -512,7 +509,7 @@ fn restart_unit_finds_the_service_and_reports_a_failed_restart() -> Result<()> {
     }
     let server = Server::node(&[])?;
     let Some(unit) = FakeUnit::new(server.pid) else {
-        eprintln!("SKIP: cannot create a cgroup to stand in for a systemd service");
+        wsguard_integration::skip("cannot create a cgroup to stand in for a systemd service");
         return Ok(());
     };
     let pid = server.pid;

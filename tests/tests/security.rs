@@ -42,7 +42,7 @@ fn capabilities_dropped_on_every_thread_after_attach() -> Result<()> {
     }
     let mine = caps_of(&std::fs::read_to_string("/proc/self/status")?);
     if mine.1 & (1 << CAP_SETPCAP) == 0 {
-        eprintln!("SKIP: the test runs without CAP_SETPCAP, so the agent cannot clear its bounding set");
+        wsguard_integration::skip("the test runs without CAP_SETPCAP, so the agent cannot clear its bounding set");
         return Ok(());
     }
     let server = Server::node(&[])?;
@@ -100,7 +100,7 @@ fn capabilities_dropped_under_the_units_bounding_set() -> Result<()> {
     }
     let mounts = std::fs::read_to_string("/proc/mounts")?;
     if !mounts.lines().any(|l| l.split_whitespace().nth(2) == Some("bpf")) {
-        eprintln!("SKIP: no bpffs mounted; without CAP_SYS_ADMIN the agent cannot mount it");
+        wsguard_integration::skip("no bpffs mounted; without CAP_SYS_ADMIN the agent cannot mount it");
         return Ok(());
     }
     let server = Server::node(&[])?;

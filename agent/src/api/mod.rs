@@ -3,6 +3,7 @@
 //! or, on the Unix socket (`socket.rs`), a peer uid the config trusts.
 
 pub mod alerts;
+pub mod config;
 pub mod endpoint;
 pub mod remediation;
 pub mod socket;

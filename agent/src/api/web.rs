@@ -252,12 +252,7 @@ fn basic_credentials(value: &HeaderValue) -> Option<(String, String)> {
 
 /// Middleware: every path but [`OPEN_PATHS`] needs a basic-auth user, or the API token as
 /// `Authorization: Bearer` (the one header carries either; the token already allows more).
-pub async fn require_basic_auth(
-    users: Arc<BasicAuthUsers>,
-    shared: Arc<super::Shared>,
-    req: Request,
-    next: Next,
-) -> Response {
+pub async fn require_basic_auth(users: Arc<BasicAuthUsers>, shared: Arc<super::Shared>, req: Request, next: Next) -> Response {
     if OPEN_PATHS.contains(&req.uri().path()) {
         return next.run(req).await;
     }

@@ -2,7 +2,6 @@
 //! Errors name the file, key and line (the `toml` crate reports spans).
 
 use std::{
-    net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -29,7 +28,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub agent: AgentConfig,
-    pub api: ApiConfig,
+    pub api: crate::api::config::ApiConfig,
     pub probe: crate::probe::config::ProbeConfig,
     pub limits: crate::track::config::LimitsConfig,
     pub history: crate::history::HistoryConfig,
@@ -91,61 +90,6 @@ impl LogFormat {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ApiConfig {
-    /// HTTP API address. Loopback by default: the API shows what every process on the host does.
-    pub listen: SocketAddr,
-    /// File holding the bearer token mutating calls need (created 0600 with a random token
-    /// when missing). Default: `<state_dir>/api-token`.
-    pub token_file: Option<PathBuf>,
-    /// Unix socket serving the same API, where the peer's uid (SO_PEERCRED) authorizes
-    /// mutations instead of the token. Default: `<state_dir>/api.sock`; `""` turns it off.
-    pub socket: Option<PathBuf>,
-    /// Group (name or gid) the socket belongs to: set, the socket is 0660 and the group's
-    /// members can connect (reads); unset, it is 0600 (root only).
-    pub socket_group: Option<String>,
-    /// Non-root uids that may call mutating routes over the socket without the token (root
-    /// always may). They must be able to connect: see `socket_group`.
-    pub socket_uids: Vec<u32>,
-    /// PEM certificate (chain) for TLS on `listen`, with `tls_key_file`. Unset: plain HTTP.
-    pub tls_cert_file: Option<PathBuf>,
-    /// PEM private key of `tls_cert_file`.
-    pub tls_key_file: Option<PathBuf>,
-    /// PEM CA bundle: set, clients must present a certificate it signed (mutual TLS).
-    pub tls_client_ca_file: Option<PathBuf>,
-    /// `[api.basic_auth_users]` user = "bcrypt hash": set, every path on `listen` but /health
-    /// and /ready needs one of them (or the API token). The Unix socket is not affected.
-    pub basic_auth_users: crate::api::web::BasicAuthUsers,
-}
-
-impl ApiConfig {
-    /// The TLS files, when TLS is configured.
-    pub fn tls(&self) -> Option<crate::api::web::TlsFiles> {
-        Some(crate::api::web::TlsFiles {
-            cert_file: self.tls_cert_file.clone()?,
-            key_file: self.tls_key_file.clone()?,
-            client_ca_file: self.tls_client_ca_file.clone(),
-        })
-    }
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:9595".parse().expect("valid default"),
-            token_file: None,
-            socket: None,
-            socket_group: None,
-            socket_uids: Vec::new(),
-            tls_cert_file: None,
-            tls_key_file: None,
-            tls_client_ca_file: None,
-            basic_auth_users: Default::default(),
-        }
-    }
-}
-
 /// Where and what, without the quoted source line `toml` adds to its errors: that line may
 /// hold a secret (an `auth_header`, a password) and errors end up in logs (docs/security.md).
 fn parse_message(e: &toml::de::Error, text: &str) -> String {
@@ -193,16 +137,12 @@ impl Config {
     }
 
     pub fn token_file(&self) -> PathBuf {
-        crate::api::token::path(self.api.token_file.as_deref(), &self.agent.state_dir)
+        self.api.token_file(&self.agent.state_dir)
     }
 
     /// The API's Unix socket, if any (`[api] socket`; empty: none).
     pub fn api_socket(&self) -> Option<PathBuf> {
-        match &self.api.socket {
-            None => Some(self.agent.state_dir.join(crate::api::socket::DEFAULT_FILE)),
-            Some(p) if p.as_os_str().is_empty() => None,
-            Some(p) => Some(p.clone()),
-        }
+        self.api.socket_path(&self.agent.state_dir)
     }
 
     /// Load from `path`; a missing file at the default location means "all defaults".
@@ -288,7 +228,10 @@ impl Config {
             return Err(bad(key, "tls_cert_file and tls_key_file go together"));
         }
         if self.api.tls_client_ca_file.is_some() && self.api.tls_cert_file.is_none() {
-            return Err(bad("api.tls_client_ca_file", "needs tls_cert_file and tls_key_file (client certificates are a TLS matter)"));
+            return Err(bad(
+                "api.tls_client_ca_file",
+                "needs tls_cert_file and tls_key_file (client certificates are a TLS matter)",
+            ));
         }
         if let Err(message) = self.api.basic_auth_users.validate() {
             return Err(bad("api.basic_auth_users", &message));
@@ -374,9 +317,8 @@ mod tests {
     #[test]
     fn api_tls_and_basic_auth_keys() {
         let hash = bcrypt::hash("pw", 4).unwrap();
-        let text = format!(
-            "[api]\ntls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"\n[api.basic_auth_users]\nprom = \"{hash}\"\n"
-        );
+        let text =
+            format!("[api]\ntls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"\n[api.basic_auth_users]\nprom = \"{hash}\"\n");
         let c = Config::parse(&text, Path::new("x")).unwrap();
         let tls = c.api.tls().unwrap();
         assert_eq!((tls.cert_file, tls.client_ca_file), (PathBuf::from("/c.pem"), None));

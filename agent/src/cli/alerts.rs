@@ -30,7 +30,7 @@ pub struct ApiArgs {
 impl ApiArgs {
     /// Fill `api` from `--api`, else the config's `[api] listen`, else the default.
     pub fn resolved(mut self) -> anyhow::Result<Self> {
-        self.api = crate::cli::client::api_url(self.api_flag.as_deref(), self.config.as_deref())?;
+        self.api = crate::cli::client::api_url(self.api_flag.as_deref(), || super::listen_of(self.config.as_deref()))?;
         Ok(self)
     }
 }
@@ -152,7 +152,9 @@ async fn call(a: &ApiArgs, method: reqwest::Method, path: &str, body: Option<Val
     let (client, base) = crate::api::endpoint::endpoint(&a.api, reqwest::Client::builder())?;
     let mut req = client.request(method.clone(), format!("{base}{path}"));
     if method != reqwest::Method::GET {
-        if let Some(t) = crate::cli::client::change_token(&a.api, a.token_file.as_deref(), a.config.as_deref())? {
+        if let Some(t) =
+            crate::cli::client::change_token(&a.api, a.token_file.as_deref(), || super::token_file_of(a.config.as_deref()))?
+        {
             req = req.bearer_auth(t);
         }
     }

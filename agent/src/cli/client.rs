@@ -11,15 +11,17 @@ use crate::{
 };
 
 /// The API a client command talks to: `--api` (or `WSGUARD_API`) when given; else the
-/// `[api] listen` address of `-c FILE` (a wildcard address is reached on loopback); else the
-/// default address.
-pub fn api_url(api: Option<&str>, config: Option<&std::path::Path>) -> anyhow::Result<String> {
+/// `[api] listen` address of `-c FILE`, which `listen` loads when called (a wildcard address is
+/// reached on loopback); else the default address. The caller loads the config: this module
+/// never reads it.
+pub fn api_url(
+    api: Option<&str>,
+    listen: impl FnOnce() -> anyhow::Result<Option<std::net::SocketAddr>>,
+) -> anyhow::Result<String> {
     if let Some(a) = api {
         return Ok(a.to_string());
     }
-    let Some(path) = config else { return Ok(DEFAULT_API.to_string()) };
-    let cfg = crate::app::config::Config::load(Some(path))?;
-    let mut addr = cfg.api.listen;
+    let Some(mut addr) = listen()? else { return Ok(DEFAULT_API.to_string()) };
     if addr.ip().is_unspecified() {
         addr.set_ip(if addr.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
     }
@@ -27,16 +29,17 @@ pub fn api_url(api: Option<&str>, config: Option<&std::path::Path>) -> anyhow::R
 }
 
 /// The token a change sends. Over TCP it is required: `token_file`, else the file the config
-/// names. Over the socket only an explicit `token_file` is sent: the agent knows who we are.
+/// names (`configured`, called only then). Over the socket only an explicit `token_file` is
+/// sent: the agent knows who we are.
 pub fn change_token(
     api: &str,
     token_file: Option<&std::path::Path>,
-    config: Option<&std::path::Path>,
+    configured: impl FnOnce() -> anyhow::Result<std::path::PathBuf>,
 ) -> anyhow::Result<Option<String>> {
     let path = match (token_file, api.starts_with("unix:")) {
         (Some(p), _) => p.to_path_buf(),
         (None, true) => return Ok(None),
-        (None, false) => crate::app::config::Config::load(config)?.token_file(),
+        (None, false) => configured()?,
     };
     let t = crate::api::token::load(&path)
         .context("changes need the agent's API token (`--token-file`, or run as root; or `--api unix:…` as root)")?;
@@ -44,15 +47,19 @@ pub fn change_token(
 }
 
 /// The API token for `wsguard top`'s acknowledgements, found as `wsguard alerts` finds it: `--token-file`
-/// (must be readable), else the config's token file if this user can read it (root on the
-/// agent's host), else none: the dashboard is then read-only and says so on Enter.
-pub fn optional_token(file: Option<&Path>, config: Option<&Path>) -> anyhow::Result<Option<String>> {
+/// (must be readable), else the config's token file (`configured`, None when the config cannot
+/// be loaded) if this user can read it (root on the agent's host), else none: the dashboard is
+/// then read-only and says so on Enter.
+pub fn optional_token(
+    file: Option<&Path>,
+    configured: impl FnOnce() -> Option<std::path::PathBuf>,
+) -> anyhow::Result<Option<String>> {
     if let Some(f) = file {
         let t = crate::api::token::load(f).with_context(|| format!("cannot read --token-file {}", f.display()))?;
         return Ok(Some(t.as_str().to_string()));
     }
-    let Ok(cfg) = crate::app::config::Config::load(config) else { return Ok(None) };
-    Ok(crate::api::token::load(&cfg.token_file()).ok().map(|t| t.as_str().to_string()))
+    let Some(path) = configured() else { return Ok(None) };
+    Ok(crate::api::token::load(&path).ok().map(|t| t.as_str().to_string()))
 }
 
 pub async fn get_snapshot(api: &str) -> anyhow::Result<Snapshot> {
@@ -213,22 +220,25 @@ mod tests {
 
     #[test]
     fn api_from_flag_config_or_default() {
+        use crate::cli::listen_of;
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("w.toml");
         std::fs::write(&cfg, "[api]\nlisten = \"0.0.0.0:9797\"\n").unwrap();
-        assert_eq!(api_url(None, Some(&cfg)).unwrap(), "http://127.0.0.1:9797");
-        assert_eq!(api_url(Some("unix:/x"), Some(&cfg)).unwrap(), "unix:/x");
-        assert_eq!(api_url(None, None).unwrap(), DEFAULT_API);
+        assert_eq!(api_url(None, || listen_of(Some(&cfg))).unwrap(), "http://127.0.0.1:9797");
+        assert_eq!(api_url(Some("unix:/x"), || panic!("--api needs no config")).unwrap(), "unix:/x");
+        assert_eq!(api_url(None, || listen_of(None)).unwrap(), DEFAULT_API);
         std::fs::write(&cfg, "[api]\nlisten = \"[::]:9798\"\n").unwrap();
-        assert_eq!(api_url(None, Some(&cfg)).unwrap(), "http://[::1]:9798");
-        assert!(api_url(None, Some(&dir.path().join("missing.toml"))).is_err());
+        assert_eq!(api_url(None, || listen_of(Some(&cfg))).unwrap(), "http://[::1]:9798");
+        assert!(api_url(None, || listen_of(Some(&dir.path().join("missing.toml")))).is_err());
     }
 
     #[test]
     fn change_tokens() {
+        use crate::cli::token_file_of;
+        let missing = || token_file_of(Some(std::path::Path::new("/nonexistent.toml")));
         // Over the socket nothing is read unless a token file is named.
-        assert_eq!(change_token("unix:/x.sock", None, Some(std::path::Path::new("/nonexistent.toml"))).unwrap(), None);
-        assert!(change_token("unix:/x.sock", Some(std::path::Path::new("/nonexistent")), None).is_err());
-        assert!(change_token("http://127.0.0.1:9", None, Some(std::path::Path::new("/nonexistent.toml"))).is_err());
+        assert_eq!(change_token("unix:/x.sock", None, missing).unwrap(), None);
+        assert!(change_token("unix:/x.sock", Some(std::path::Path::new("/nonexistent")), || panic!("not asked")).is_err());
+        assert!(change_token("http://127.0.0.1:9", None, missing).is_err());
     }
 }

@@ -325,7 +325,8 @@ mod tests {
         let hash = bcrypt::hash("pw", 4).unwrap();
         let auth = format!("[api]\nlisten = \"0.0.0.0:9595\"\n[api.basic_auth_users]\nprom = \"{hash}\"\n{WEBHOOK}");
         assert_eq!(keys(&readiness(&cfg(&auth))), ["api.basic_auth_users"]);
-        let tls = auth.replace("[api.basic_auth_users]", "tls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"\n[api.basic_auth_users]");
+        let tls = auth
+            .replace("[api.basic_auth_users]", "tls_cert_file = \"/c.pem\"\ntls_key_file = \"/k.pem\"\n[api.basic_auth_users]");
         assert!(readiness(&cfg(&tls)).is_empty());
         let w = readiness(&cfg(&format!("[api]\nlisten = \"[::1]:9595\"\n[probe.client_key]\nheader = \"X-User\"\n{WEBHOOK}")));
         assert!(w.is_empty(), "{w:?}");

@@ -15,6 +15,17 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// `[api] listen` of the `-c FILE` a client command names (None without one). Client commands
+/// load their config here, at the command line, and hand `client.rs` what it needs.
+pub fn listen_of(config: Option<&std::path::Path>) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    Ok(config.map(|p| crate::app::config::Config::load(Some(p))).transpose()?.map(|c| c.api.listen))
+}
+
+/// The API token file of `-c FILE` (of the default config without one).
+pub fn token_file_of(config: Option<&std::path::Path>) -> anyhow::Result<PathBuf> {
+    Ok(crate::app::config::Config::load(config)?.token_file())
+}
+
 #[derive(Parser)]
 #[command(
     name = "wsguard",

@@ -71,7 +71,9 @@ fn open(dir: &std::path::Path) -> Result<Audit> {
 async fn post(w: &Where, path: &str, body: Value) -> Result<Value> {
     let (client, base) = crate::api::endpoint::endpoint(&w.api.api, reqwest::Client::builder())?;
     let mut req = client.post(format!("{base}{path}")).json(&body);
-    if let Some(t) = crate::cli::client::change_token(&w.api.api, w.api.token_file.as_deref(), w.api.config.as_deref())? {
+    if let Some(t) = crate::cli::client::change_token(&w.api.api, w.api.token_file.as_deref(), || {
+        super::token_file_of(w.api.config.as_deref())
+    })? {
         req = req.bearer_auth(t);
     }
     let resp = req.send().await.with_context(|| format!("cannot reach the agent at {} (or use --state-dir)", w.api.api))?;

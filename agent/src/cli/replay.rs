@@ -16,15 +16,9 @@ use crate::{
     predict::PredictConfig,
 };
 
-/// The CLI command: replay `file` ("-" for stdin) and print.
-pub fn run(file: &Path, config: Option<&Path>, speed: Option<f64>, json: bool) -> Result<()> {
-    let (cfg, alert) = match config {
-        Some(c) => {
-            let c = crate::app::config::Config::load(Some(c))?;
-            (c.predict, c.alert)
-        }
-        None => (PredictConfig::default(), AlertConfig::default()),
-    };
+/// The CLI command: replay `file` ("-" for stdin) with the `[predict]` and `[alert]` sections
+/// the caller loaded (the defaults without `--config`) and print.
+pub fn run(file: &Path, cfg: PredictConfig, alert: &AlertConfig, speed: Option<f64>, json: bool) -> Result<()> {
     let reader: Box<dyn BufRead> = if file == Path::new("-") {
         Box::new(std::io::stdin().lock())
     } else {
@@ -33,12 +27,12 @@ pub fn run(file: &Path, config: Option<&Path>, speed: Option<f64>, json: bool) -
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if json {
-        let r = replay(reader, cfg, &alert, speed, None)?;
+        let r = replay(reader, cfg, alert, speed, None)?;
         serde_json::to_writer_pretty(&mut out, &r)?;
         writeln!(out)?;
         return Ok(());
     }
-    let r = replay(reader, cfg, &alert, speed, Some(&mut out))?;
+    let r = replay(reader, cfg, alert, speed, Some(&mut out))?;
     let fired = r.transitions.iter().filter(|t| t.to == "firing").count();
     writeln!(
         out,

@@ -40,7 +40,7 @@ use crate::{
     util::time::rfc3339,
 };
 
-pub use config::{ChannelConfig, ChannelKind, NotifyConfig, RouteConfig};
+pub use config::{ChannelKind, NotifyConfig};
 pub use pace::BreakerState;
 
 use delivery::{attempt, ChannelRt, Step};

@@ -53,9 +53,9 @@ const PINNED_MAPS: [&str; 13] = [
     names::HISTS,
     names::FDBITS,
     names::LAYOUT,
-    "WSG_INIT_CONN",
-    "WSG_ZERO_PROC",
-    "WSG_ZERO_HISTS",
+    names::INIT_CONN,
+    names::ZERO_PROC,
+    names::ZERO_HISTS,
 ];
 const TRACEPOINTS: [(&str, &str); 2] = [(names::PROG_ENTER, "sys_enter"), (names::PROG_EXIT, "sys_exit")];
 

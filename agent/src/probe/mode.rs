@@ -84,14 +84,12 @@ pub struct Features {
     /// Socket storage maps (`BPF_MAP_TYPE_SK_STORAGE`, Linux 5.2; their use from tracing
     /// programs, Linux 5.11, is proven by loading: see `sock::check_load`).
     pub sk_storage: bool,
-    /// A cgroup v2 mount for `sock_ops` (None: none mounted; the agent mounts one).
-    pub cgroup2: Option<PathBuf>,
 }
 
 impl Features {
     /// Probe this kernel (reads BTF from sysfs; no privilege needed).
     pub fn detect() -> Features {
-        let mut f = Features { cgroup2: cgroup2_mount(), ..Default::default() };
+        let mut f = Features::default();
         if let Ok(btf) = aya::Btf::from_sys_fs() {
             f.btf = true;
             let typedef = |n: &str| btf.id_by_type_name_kind(n, aya_obj::btf::BtfKind::Typedef).is_ok();
@@ -160,7 +158,7 @@ mod tests {
     use super::*;
 
     fn full() -> Features {
-        Features { btf: true, sock_tracepoints: true, tcp_iter: true, sk_storage: true, cgroup2: None }
+        Features { btf: true, sock_tracepoints: true, tcp_iter: true, sk_storage: true }
     }
 
     #[test]

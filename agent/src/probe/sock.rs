@@ -43,10 +43,10 @@ const PINNED_MAPS: [&str; 12] = [
     names::KEY_CONFIG,
     names::HISTS,
     names::LAYOUT,
-    "WSG_INIT_CONN",
-    "WSG_ZERO_PROC",
-    "WSG_ZERO_HISTS",
-    "WSG_ITER_REC",
+    names::INIT_CONN,
+    names::ZERO_PROC,
+    names::ZERO_HISTS,
+    names::ITER_REC,
 ];
 
 /// Where a cgroup v2 hierarchy is mounted by the agent when the host has none.

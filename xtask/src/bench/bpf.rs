@@ -117,10 +117,10 @@ pub fn counts_named(names: &[&str]) -> Counts {
 
 fn sum_own(want: impl Fn(&str) -> bool) -> Counts {
     let own = own_links(super::PIN_PATH);
-    progs().iter().filter(|(id, p)| own.contains(id) && p.1.starts_with("wsg_") && want(&p.1)).fold(
-        Counts::default(),
-        |a, (_, p)| Counts { ns: a.ns + p.2.ns, cnt: a.cnt + p.2.cnt },
-    )
+    progs()
+        .iter()
+        .filter(|(id, p)| own.contains(id) && p.1.starts_with("wsg_") && want(&p.1))
+        .fold(Counts::default(), |a, (_, p)| Counts { ns: a.ns + p.2.ns, cnt: a.cnt + p.2.cnt })
 }
 
 /// Whether the bench's own probe has a program named `name`.

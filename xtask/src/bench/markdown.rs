@@ -179,7 +179,14 @@ for untracked processes during a syscall-heavy `dd` with no WebSocket traffic, n
     );
     for (v, label) in [
         ("none", "none"),
-        ("wsguard", if socket { "**wsguard, socket mode** (tp_btf sock_recv_length/sock_send_length, sock_ops, tcp_destroy_sock)" } else { "**wsguard** (raw tracepoints)" }),
+        (
+            "wsguard",
+            if socket {
+                "**wsguard, socket mode** (tp_btf sock_recv_length/sock_send_length, sock_ops, tcp_destroy_sock)"
+            } else {
+                "**wsguard** (raw tracepoints)"
+            },
+        ),
         ("wsguard_syscall", "**wsguard, syscall mode** (raw tracepoints sys_enter/sys_exit)"),
         ("empty_raw_tp", "empty raw tracepoint programs (`r0 = 0; exit`, loaded by xtask) — floor"),
         ("bpftrace_empty_classic_tp", "empty bpftrace `tracepoint:raw_syscalls:sys_enter/sys_exit {}` (classic tracepoints)"),
@@ -212,7 +219,10 @@ for untracked processes during a syscall-heavy `dd` with no WebSocket traffic, n
         let _ = writeln!(
             s,
             "| {label} | {} | {} | **{}** | {} | {} of {} |",
-            m["programs"].as_array().map(|a| a.iter().filter_map(|p| p.as_str()).collect::<Vec<_>>().join(" + ")).unwrap_or_default(),
+            m["programs"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|p| p.as_str()).collect::<Vec<_>>().join(" + "))
+                .unwrap_or_default(),
             fmt(&m["untracked_ns_per_run"], 1),
             fmt(&m["tracked_ns_per_run"], 1),
             fmt(&m["ws_phase_ns_per_run"], 1),

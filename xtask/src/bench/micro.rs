@@ -108,11 +108,7 @@ fn stats_phases(l: &TcpListener, ws: &mut [(TcpStream, TcpStream)], rounds: u64,
     }
     let was = bpf::stats_enabled();
     bpf::set_stats(true);
-    let hot: &[&str] = if bpf::has_own_prog(bpf::SOCKET_HOT[0]) {
-        &bpf::SOCKET_HOT
-    } else {
-        &bpf::SYSCALL_HOT[1..]
-    };
+    let hot: &[&str] = if bpf::has_own_prog(bpf::SOCKET_HOT[0]) { &bpf::SOCKET_HOT } else { &bpf::SYSCALL_HOT[1..] };
     let result = (|| -> Result<Value> {
         let u0 = bpf::counts_named(hot);
         for i in 0..rounds as usize {
@@ -138,9 +134,7 @@ fn stats_phases(l: &TcpListener, ws: &mut [(TcpStream, TcpStream)], rounds: u64,
         // (the client's, and anything else on the host meanwhile) charged at the untracked cost.
         let (t_runs, t_ns) = (t1.cnt - u1.cnt, t1.ns - u1.ns);
         let n = 2 * rounds;
-        let tracked = untracked
-            .filter(|_| t_runs >= n)
-            .map(|u| (t_ns as f64 - (t_runs - n) as f64 * u) / n as f64);
+        let tracked = untracked.filter(|_| t_runs >= n).map(|u| (t_ns as f64 - (t_runs - n) as f64 * u) / n as f64);
         Ok(json!({
             "programs": hot,
             "untracked_runs": u_runs, "untracked_ns_per_run": untracked,

@@ -69,24 +69,23 @@ pub fn run(ctx: &mut Ctx) -> Result<Value> {
             median(&xs)
         };
         let sio = |k: &str| {
-            let xs: Vec<f64> =
-                runs.iter().filter(|r| r["variant"] == v).filter_map(|r| r["socket_io"][k].as_f64()).collect();
+            let xs: Vec<f64> = runs.iter().filter(|r| r["variant"] == v).filter_map(|r| r["socket_io"][k].as_f64()).collect();
             median(&xs)
         };
         let programs = runs.iter().find(|r| r["variant"] == v).map(|r| r["socket_io"]["programs"].clone());
         medians.insert(
             v.into(),
             json!({"dd_s": m("dd_s"), "enter_ns_per_run": m("enter_ns_per_run"),
-                   "exit_ns_per_run": m("exit_ns_per_run"),
-                   "wsg_runs_during_dd": m("wsg_runs_during_dd"), "dd_syscalls": 2 * s.dd_count,
-                   "socket_io": {
-                       "programs": programs,
-                       "untracked_ns_per_run": sio("untracked_ns_per_run"),
-                       "tracked_ns_per_run": sio("tracked_ns_per_run"),
-                       "ws_phase_ns_per_run": sio("ws_phase_ns_per_run"),
-                       "file_syscalls": sio("file_syscalls"),
-                       "wsg_runs_during_file_syscalls": sio("wsg_runs_during_file_syscalls"),
-                   }}),
+            "exit_ns_per_run": m("exit_ns_per_run"),
+            "wsg_runs_during_dd": m("wsg_runs_during_dd"), "dd_syscalls": 2 * s.dd_count,
+            "socket_io": {
+                "programs": programs,
+                "untracked_ns_per_run": sio("untracked_ns_per_run"),
+                "tracked_ns_per_run": sio("tracked_ns_per_run"),
+                "ws_phase_ns_per_run": sio("ws_phase_ns_per_run"),
+                "file_syscalls": sio("file_syscalls"),
+                "wsg_runs_during_file_syscalls": sio("wsg_runs_during_file_syscalls"),
+            }}),
         );
     }
     // Wall-time tax per syscall vs the no-probe runs (2 syscalls per dd byte).
@@ -171,7 +170,9 @@ fn one(ctx: &mut Ctx, v: &str, count: u64) -> Result<Value> {
     let socket_io = match agent {
         Some(_) => {
             let s = &ctx.settings;
-            super::micro::stats(s.micro_conns / 4, s.micro_rounds / 4).map_err(|e| println!("    socket I/O stats failed: {e:#}")).ok()
+            super::micro::stats(s.micro_conns / 4, s.micro_rounds / 4)
+                .map_err(|e| println!("    socket I/O stats failed: {e:#}"))
+                .ok()
         }
         None => None,
     };

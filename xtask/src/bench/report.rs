@@ -208,7 +208,14 @@ pub fn targets(out: &Value) -> Value {
             "A watched process's non-socket syscalls run no wsguard program (runs of all wsg_* programs during its file I/O)",
             "0 (any runs are other processes' socket I/O meanwhile)",
             runs,
-            runs.map(|v| format!("{v:.0} runs during {n:.0} syscalls (dd: {} during {})", dd.map(|d| format!("{d:.0}")).unwrap_or("n/a".into()), pc["wsguard"]["dd_syscalls"])).unwrap_or("n/a".into()),
+            runs.map(|v| {
+                format!(
+                    "{v:.0} runs during {n:.0} syscalls (dd: {} during {})",
+                    dd.map(|d| format!("{d:.0}")).unwrap_or("n/a".into()),
+                    pc["wsguard"]["dd_syscalls"]
+                )
+            })
+            .unwrap_or("n/a".into()),
             runs.map(|v| v <= n / 1000.0),
             runs.map(|v| format!("{:.4} runs per syscall", v / n.max(1.0))).unwrap_or_default(),
             "Some program ran for each file syscall: the socket mode's hooks are not the only ones attached.",
@@ -216,7 +223,11 @@ pub fn targets(out: &Value) -> Value {
     }
     let all_runs = f(&fr["medians"]["on"]["probe_exit_ns_per_run"]);
     t.push(target(
-        if socket { "sock_send run under WebSocket load, all processes' runs averaged, median" } else { "sys_exit run under WebSocket load, all processes' runs averaged, median" },
+        if socket {
+            "sock_send run under WebSocket load, all processes' runs averaged, median"
+        } else {
+            "sys_exit run under WebSocket load, all processes' runs averaged, median"
+        },
         "reported",
         all_runs,
         all_runs.map(|v| format!("{v:.0} ns")).unwrap_or("n/a".into()),
@@ -239,7 +250,11 @@ pub fn targets(out: &Value) -> Value {
         (a, b) => a.or(b),
     };
     t.push(target(
-        if socket { "Untracked process, syscall (fallback) mode, per program run (worse of sys_enter/sys_exit)" } else { "Untracked process, per program run (worse of sys_enter/sys_exit)" },
+        if socket {
+            "Untracked process, syscall (fallback) mode, per program run (worse of sys_enter/sys_exit)"
+        } else {
+            "Untracked process, per program run (worse of sys_enter/sys_exit)"
+        },
         if socket { "reported" } else { "≤ 40 ns" },
         untracked,
         untracked.map(|v| format!("{v:.0} ns")).unwrap_or("n/a".into()),
