@@ -1,7 +1,7 @@
 //! Delivery against real receivers on loopback: an HTTP receiver (axum, in-process, random
 //! port) for webhook and Slack, a real Alertmanager (`/usr/bin/prometheus-alertmanager`) and a
 //! real SMTP server (`python3 -m aiosmtpd`). Each test starts and stops its own receivers; the
-//! external ones are skipped with a printed reason when not installed.
+//! external ones are skipped with a printed reason when not installed (a failure under `CI=true`).
 
 mod http;
 mod outage;

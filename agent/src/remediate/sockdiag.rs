@@ -172,7 +172,7 @@ mod tests {
         let mut d = match SockDiag::open() {
             Ok(d) => d,
             Err(e) => {
-                eprintln!("SKIP: no NETLINK_SOCK_DIAG here: {e}");
+                crate::util::test_skip(&format!("no NETLINK_SOCK_DIAG here: {e}"));
                 return;
             }
         };

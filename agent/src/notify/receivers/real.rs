@@ -43,7 +43,7 @@ impl Alertmanager {
     /// printed) when the binary is not installed.
     pub fn start(dir: &Path) -> Option<Self> {
         if !Path::new(ALERTMANAGER).exists() {
-            eprintln!("SKIP: {ALERTMANAGER} not installed (Debian package prometheus-alertmanager)");
+            crate::util::test_skip(&format!("{ALERTMANAGER} not installed (Debian package prometheus-alertmanager)"));
             return None;
         }
         let cfg = dir.join("alertmanager.yml");
@@ -95,7 +95,7 @@ impl Smtp {
     pub fn start(dir: &Path) -> Option<Self> {
         let have = Command::new("python3").args(["-c", "import aiosmtpd"]).status().is_ok_and(|s| s.success());
         if !have {
-            eprintln!("SKIP: python3 with aiosmtpd not installed");
+            crate::util::test_skip("python3 with aiosmtpd not installed (pip install -r tests/servers/requirements.txt)");
             return None;
         }
         let port = free_port();

@@ -155,7 +155,7 @@ mod tests {
     #[test]
     fn destroys_idle_sockets_and_spares_a_busy_one() {
         if unsafe { libc::geteuid() } != 0 {
-            eprintln!("SKIP: SOCK_DESTROY needs CAP_NET_ADMIN (run as root)");
+            crate::util::test_skip("SOCK_DESTROY needs CAP_NET_ADMIN (run as root)");
             return;
         }
         let l = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -188,7 +188,7 @@ mod tests {
     #[tokio::test]
     async fn runs_as_the_given_user() {
         if unsafe { libc::geteuid() } != 0 {
-            eprintln!("SKIP: needs root to change user");
+            crate::util::test_skip("needs root to change user");
             return;
         }
         let nobody = lookup_user("nobody").unwrap();

@@ -176,7 +176,7 @@ mod tests {
         let t = match Table::read(Some((port, port))) {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("SKIP: no NETLINK_SOCK_DIAG here: {e}");
+                crate::util::test_skip(&format!("no NETLINK_SOCK_DIAG here: {e}"));
                 return;
             }
         };
