@@ -290,7 +290,8 @@ fn podman(base: &Path, bin: &Path, work: &Path) -> Result<()> {
             .args(["--build-arg", "BINARY_FROM=prebuilt", "--build-arg", &format!("RUNTIME_IMAGE={base_image}"), "."])
             .current_dir(&repo),
     )?;
-    let out = podman().args(["run", "--rm", "--ulimit", "nofile=4096:4096", image, "--version"]).output()?;
+    let limits = ulimits()?;
+    let out = podman().args(["run", "--rm"]).args(&limits).args([image, "--version"]).output()?;
     println!("    image runs: {}", String::from_utf8_lossy(&out.stdout).trim());
 
     // The ConfigMap's config, with a test port and pin.
@@ -313,7 +314,8 @@ fn podman(base: &Path, bin: &Path, work: &Path) -> Result<()> {
             .args(["run", "--rm", "--name", &name, "--pid=host", "--network=host", "--cap-drop=ALL"])
             .args(["--cap-add=BPF,PERFMON,SYS_PTRACE,DAC_READ_SEARCH", "--security-opt=no-new-privileges"])
             .arg(format!("--security-opt=seccomp={}", seccomp.display()))
-            .args(["--read-only", "--tmpfs=/tmp", "--ulimit=nofile=65536:65536", "--user=0:0"])
+            .args(["--read-only", "--tmpfs=/tmp", "--user=0:0"])
+            .args(&limits)
             .args(["-v", "/sys/fs/bpf:/host/sys/fs/bpf", "-v", "/sys/kernel/tracing:/sys/kernel/tracing:ro"])
             .arg("-v")
             .arg(format!("{}:/var/lib/wsguard", dir.join("state").display()))
@@ -347,6 +349,27 @@ fn podman(base: &Path, bin: &Path, work: &Path) -> Result<()> {
 }
 
 /// The `wsguard.toml: |` block of the ConfigMap (a literal block indented by four spaces).
+/// `--ulimit` flags the container runtime can grant here. runc sets the container's limits
+/// from podman's defaults (nofile and nproc far above a shell's) and raising a hard limit needs
+/// CAP_SYS_RESOURCE, which a host (or a sandbox like this machine) may not give root: then every
+/// container fails with "error setting rlimit type 7/6: operation not permitted". So: open
+/// files as the DaemonSet wants (65536) but no more than this process's hard limit, and a
+/// process cap (4096) far above the agent's threads.
+fn ulimits() -> Result<Vec<String>> {
+    let limits = fs::read_to_string("/proc/self/limits").context("reading /proc/self/limits")?;
+    let hard = |name: &str| -> Option<u64> {
+        let line = limits.lines().find(|l| l.starts_with(name))?;
+        let fields: Vec<&str> = line[name.len()..].split_whitespace().collect();
+        match *fields.get(1)? {
+            "unlimited" => Some(u64::MAX),
+            v => v.parse().ok(),
+        }
+    };
+    let nofile = hard("Max open files").unwrap_or(4096).min(65536);
+    let nproc = hard("Max processes").unwrap_or(4096).min(4096);
+    Ok(vec![format!("--ulimit=nofile={nofile}:{nofile}"), format!("--ulimit=nproc={nproc}:{nproc}")])
+}
+
 fn configmap_toml(yaml: &str) -> Result<String> {
     let (_, block) = yaml.split_once("  wsguard.toml: |\n").context("no `wsguard.toml: |` in the ConfigMap")?;
     let mut out = String::new();
