@@ -99,7 +99,11 @@ impl ProbeMode {
 
 /// `[probe]` lines for the harness's configs: the pin path, and the mode when one is asked for.
 pub fn probe_section(pin: &str) -> String {
-    match probe_mode() {
+    probe_section_in(pin, probe_mode())
+}
+
+fn probe_section_in(pin: &str, mode: Option<String>) -> String {
+    match mode {
         Some(m) => format!("[probe]\npin_path = \"{pin}\"\nmode = \"{m}\"\n"),
         None => format!("[probe]\npin_path = \"{pin}\"\n"),
     }
@@ -182,6 +186,16 @@ impl Agent {
 
     /// Like `start`, with extra TOML appended to the config (whole tables, e.g. `[limits]`).
     pub fn start_with(name: &str, extra: &str) -> Result<Agent> {
+        Self::start_config(name, None, extra)
+    }
+
+    /// Like `start_with`, in probe mode `mode` whatever `WSGUARD_TEST_PROBE_MODE` says: for a
+    /// test of one mode's own mechanism (the syscall mode's connection map capacity).
+    pub fn start_in_mode(name: &str, mode: &str, extra: &str) -> Result<Agent> {
+        Self::start_config(name, Some(mode), extra)
+    }
+
+    fn start_config(name: &str, mode: Option<&str>, extra: &str) -> Result<Agent> {
         let base = 19600 + (std::process::id() % 200) as u16 * 10;
         let port = base + NEXT_PORT.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("wsguard-it-{name}-{}", std::process::id()));
@@ -194,7 +208,7 @@ impl Agent {
             format!(
                 "[agent]\ninterval = \"500ms\"\nstate_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n{}{extra}\n",
                 dir.join("state").display(),
-                probe_section(&pin)
+                probe_section_in(&pin, mode.map(str::to_owned).or_else(probe_mode))
             ),
         )?;
         let mut a = Agent {

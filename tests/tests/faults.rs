@@ -109,13 +109,15 @@ fn ring_buffer_full() -> Result<()> {
 /// A connection map of 32 entries and 60 connections on top of 4 well-behaved ones: the ones
 /// that do not fit are counted in `conn_map_full` and not followed; the ones that fit are
 /// counted exactly; nothing is corrupted, and once connections close there is room again.
+/// The syscall mode's map: the socket mode keeps state in each socket's own storage, which has
+/// no fixed capacity (`[probe] max_connections` sizes the syscall mode's map only).
 #[test]
 fn connection_map_full() -> Result<()> {
     if !require_root() {
         return Ok(());
     }
     let server = Server::node(&[])?;
-    let agent = Agent::start_with("fault-mapfull", "max_connections = 32")?;
+    let agent = Agent::start_in_mode("fault-mapfull", "syscall", "max_connections = 32")?;
     // The map is shared by every process on the host that accepts connections.
     let busy = health(&agent)?["conn_map_entries"].as_u64().unwrap_or(0);
     if busy > 4 {
