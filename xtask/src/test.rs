@@ -6,13 +6,15 @@ use anyhow::{bail, Result};
 
 const INTEGRATION_PKG: &str = "wsguard-integration";
 
-/// The whole privileged suite runs first with the agent's default mode, `auto`: the socket mode
-/// on a kernel that has its hooks (this one, and CI's), else the syscall mode. These files then
-/// run a second time with the probe forced into the fallback (`WSGUARD_TEST_PROBE_MODE=syscall`):
-/// the ones whose numbers come from the probe. The rest (alerts, API, deployment, remediation,
-/// ...) does not depend on the probe's mode, and running everything twice would take .ci/run
-/// past its time budget (~40 min in all).
-const FALLBACK_SUITE: [&str; 6] = ["frames", "lifecycle", "hostile", "servers", "startup", "restart"];
+/// The whole privileged suite runs first with the agent's default mode, `auto` (the syscall mode
+/// for now: docs/kernel-support.md says why). These files then run a second time with the probe
+/// forced into the socket mode (`WSGUARD_TEST_PROBE_MODE=socket`): the ones whose numbers come
+/// from the probe and that hold in that mode. `startup` is not among them: connections
+/// established while the socket mode attaches are not all reported yet (the reason `auto` does
+/// not pick it). The rest (alerts, API, deployment, remediation, ...) does not depend on the
+/// probe's mode, and running everything twice would take .ci/run past its time budget.
+const SECOND_MODE: &str = "socket";
+const SECOND_MODE_SUITE: [&str; 5] = ["frames", "lifecycle", "hostile", "servers", "restart"];
 
 #[derive(clap::Args)]
 pub struct TestArgs {
@@ -100,25 +102,25 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 }
                 if has_probe_mode_key() {
                     step(&format!(
-                        "privileged integration tests, probe forced to the syscall fallback: {}",
-                        FALLBACK_SUITE.join(", ")
+                        "privileged integration tests, probe forced to the {SECOND_MODE} mode: {}",
+                        SECOND_MODE_SUITE.join(", ")
                     ));
                     let mut c = util::cargo();
                     c.args(["test", "--no-fail-fast", "-p", INTEGRATION_PKG, "--release"]);
-                    for t in FALLBACK_SUITE {
+                    for t in SECOND_MODE_SUITE {
                         c.args(["--test", t]);
                     }
                     for (k, v) in test_env() {
                         c.env(k, v);
                     }
-                    c.env("WSGUARD_TEST_PROBE_MODE", "syscall");
+                    c.env("WSGUARD_TEST_PROBE_MODE", SECOND_MODE);
                     c.args(["--", "--test-threads=1"]).args(&args.args);
                     if let Err(err) = util::run(&mut c) {
                         println!("    FAILED: {err:#}");
-                        failures.push("privileged integration tests (syscall probe)");
+                        failures.push("privileged integration tests (second probe mode)");
                     }
                 } else {
-                    step("privileged integration tests, syscall fallback: not run (this agent has no [probe] mode key)");
+                    step("privileged integration tests, second probe mode: not run (this agent has no [probe] mode key)");
                 }
             }
         }

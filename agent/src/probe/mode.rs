@@ -14,9 +14,12 @@ use serde::{Deserialize, Serialize};
 /// Environment override of `[probe] mode`.
 pub const ENV: &str = "WSGUARD_PROBE_MODE";
 
-/// `auto` prefers the socket mode where the kernel has what it needs (it passes the whole
-/// privileged suite, and follows sockets the syscall mode cannot: fd passing, `dup2`, io_uring).
-const AUTO_PREFERS_SOCKET: bool = true;
+/// Whether `auto` prefers the socket mode where the kernel has what it needs. Not yet: it
+/// follows sockets the syscall mode cannot (fd passing, `dup2`, io_uring), but connections
+/// established while it attaches are neither all followed nor all reported (tests/tests/startup.rs
+/// in socket mode: 196 connections, 70 followed, 52 reported, 74 neither), and a silent miss is
+/// worse than the syscall mode's reported one. Ask for it with `probe.mode = "socket"`.
+const AUTO_PREFERS_SOCKET: bool = false;
 
 /// What the config asks for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,7 +151,7 @@ pub fn resolve(choice: ModeChoice, features: &Features) -> Result<(Mode, String)
         )),
         (ModeChoice::Auto, None) => Ok((
             Mode::Syscall,
-            "auto: the kernel supports the socket mode, but it is not the default yet (ask for probe.mode = \"socket\")".into(),
+            "auto: the kernel supports the socket mode, which is not the default yet: it does not yet report every connection established while it attaches (ask for probe.mode = \"socket\")".into(),
         )),
     }
 }
