@@ -111,6 +111,36 @@ fn pinned_mode(pin: &Path) -> Option<Mode> {
     [Mode::Socket, Mode::Syscall].into_iter().find(|m| programs(*m).iter().all(|p| link_pin(pin, p).exists()))
 }
 
+/// Load one mode's object with the map sizes from `cfg` (`conns`: the connection map's, for the
+/// mode that has one) and its maps pinned under `pin` (reused when already there), then write
+/// the client-key config: on every start, so a config change applies to a resumed probe too.
+fn load_object(cfg: &ProbeConfig, pin: &Path, pinned: &[&str], conns: Option<u32>, object: &[u8]) -> anyhow::Result<Ebpf> {
+    let mut loader = EbpfLoader::new();
+    if let Some(n) = conns {
+        loader.map_max_entries(names::CONNS, n);
+    }
+    loader
+        .map_max_entries(names::PROCS, cfg.max_processes)
+        .map_max_entries(names::HISTS, cfg.max_processes)
+        .map_max_entries(names::EVENTS, cfg.ring_buffer_bytes);
+    let paths: Vec<(&str, PathBuf)> = pinned.iter().map(|m| (*m, pin.join(m))).collect();
+    for (m, p) in &paths {
+        loader.map_pin_path(m, p.as_path());
+    }
+    let mut ebpf = loader.load(object)?;
+    maps::set_key_config(&mut ebpf, &cfg.client_key)?;
+    Ok(ebpf)
+}
+
+/// A resumed probe: every program's pinned link must still open.
+fn check_pinned_links<'a>(pin: &Path, progs: impl IntoIterator<Item = &'a str>) -> anyhow::Result<()> {
+    for prog in progs {
+        PinnedLink::from_pin(link_pin(pin, prog))
+            .with_context(|| format!("pinned link {prog} is unusable; restart with --fresh"))?;
+    }
+    Ok(())
+}
+
 fn link_pin(pin: &Path, prog: &str) -> PathBuf {
     pin.join(format!("link_{prog}"))
 }
@@ -192,26 +222,11 @@ pub fn start(cfg: &ProbeConfig, fresh: bool) -> anyhow::Result<Probe> {
     }
     debug_assert_eq!(mode, Mode::Syscall);
 
-    let mut loader = EbpfLoader::new();
-    loader
-        .map_max_entries(names::CONNS, cfg.max_connections)
-        .map_max_entries(names::PROCS, cfg.max_processes)
-        .map_max_entries(names::HISTS, cfg.max_processes)
-        .map_max_entries(names::EVENTS, cfg.ring_buffer_bytes);
-    let paths: Vec<(&str, PathBuf)> = PINNED_MAPS.iter().map(|m| (*m, pin.join(m))).collect();
-    for (m, p) in &paths {
-        loader.map_pin_path(m, p.as_path());
-    }
-    let mut ebpf = loader.load(OBJECT).context("loading the eBPF object")?;
-    // Written on every start, so a config change applies to a resumed probe too.
-    maps::set_key_config(&mut ebpf, &cfg.client_key)?;
+    let mut ebpf = load_object(cfg, pin, &PINNED_MAPS, Some(cfg.max_connections), OBJECT).context("loading the eBPF object")?;
 
     let mut preexisting = None;
     if resumed {
-        for (prog, _) in TRACEPOINTS {
-            PinnedLink::from_pin(link_pin(pin, prog))
-                .with_context(|| format!("pinned link {prog} is unusable; restart with --fresh"))?;
-        }
+        check_pinned_links(pin, TRACEPOINTS.iter().map(|(prog, _)| *prog))?;
         info!("resumed the running probe pinned at {}", pin.display());
     } else {
         // A server already blocked in accept() made its entry before we attached; mark every

@@ -24,7 +24,7 @@ use wsguard_common::{
 };
 
 use super::config::ProbeConfig;
-use super::{link_pin, maps, prog_pin, Mode, Probe};
+use super::{check_pinned_links, link_pin, load_object, maps, prog_pin, Mode, Probe};
 
 /// The socket mode's programs, in attach order (the iterator last: it only reads).
 pub(super) const PROGRAMS: [&str; 5] =
@@ -53,23 +53,10 @@ const PINNED_MAPS: [&str; 12] = [
 const OWN_CGROUP2: &str = "/run/wsguard/cgroup2";
 
 pub(super) fn start(cfg: &ProbeConfig, pin: &Path, resumed: bool, object: &[u8]) -> anyhow::Result<Probe> {
-    let mut loader = EbpfLoader::new();
-    loader
-        .map_max_entries(names::PROCS, cfg.max_processes)
-        .map_max_entries(names::HISTS, cfg.max_processes)
-        .map_max_entries(names::EVENTS, cfg.ring_buffer_bytes);
-    let paths: Vec<(&str, PathBuf)> = PINNED_MAPS.iter().map(|m| (*m, pin.join(m))).collect();
-    for (m, p) in &paths {
-        loader.map_pin_path(m, p.as_path());
-    }
-    let mut ebpf = loader.load(object).context("loading the socket-mode eBPF object")?;
-    maps::set_key_config(&mut ebpf, &cfg.client_key)?;
+    let mut ebpf = load_object(cfg, pin, &PINNED_MAPS, None, object).context("loading the socket-mode eBPF object")?;
     let mut preexisting = None;
     if resumed {
-        for prog in PROGRAMS {
-            PinnedLink::from_pin(link_pin(pin, prog))
-                .with_context(|| format!("pinned link {prog} is unusable; restart with --fresh"))?;
-        }
+        check_pinned_links(pin, PROGRAMS)?;
         info!("resumed the running socket-mode probe pinned at {}", pin.display());
         return Ok(Probe { ebpf, mode: Mode::Socket, reason: String::new(), resumed, pin_path: pin.to_path_buf(), preexisting });
     }
