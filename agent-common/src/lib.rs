@@ -46,6 +46,10 @@ pub mod names {
     pub const PROG_SEND: &str = "wsg_sock_send";
     pub const PROG_END: &str = "wsg_sock_end";
     pub const PROG_ITER: &str = "wsg_sock_iter";
+    /// Socket mode, fresh attach only (not pinned): cookies of connections born while the
+    /// agent lists what predates the probe, and the switch that opens that window.
+    pub const BORN: &str = "WSG_BORN";
+    pub const BORN_OPEN: &str = "WSG_BORN_OPEN";
 
     /// `a == b`, usable in a `const` assertion.
     pub const fn same(a: &str, b: &str) -> bool {

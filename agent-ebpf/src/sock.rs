@@ -36,7 +36,7 @@ use aya_ebpf::{
         },
     },
     macros::{btf_map, map},
-    maps::PerCpuArray,
+    maps::{Array, LruHashMap, PerCpuArray},
     programs::{BtfTracePointContext, SockOpsContext},
 };
 use wsguard_common::{
@@ -94,7 +94,24 @@ pub fn on_sock_ops(ctx: &SockOpsContext) {
     if p.is_null() {
         bump(global::SK_STORAGE_FULL);
     }
+    if WSG_BORN_OPEN.get(0).is_some_and(|open| *open != 0) {
+        // SAFETY: the sock_ops context, as the helper wants it.
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.ops as *mut c_void) };
+        let _ = WSG_BORN.insert(&cookie, &1, 0);
+    }
 }
+
+/// Cookies of the connections born while `WSG_BORN_OPEN[0]` is set: only during a fresh
+/// attach, between attaching `wsg_sock_ops` and the agent's listing of established inbound
+/// sockets. A listed socket whose cookie is not here predates the probe (it has no state and
+/// is reported as not followed); one that is here was born with state, even if that state was
+/// since deleted (not WebSocket). Sized for any burst of a few milliseconds; not pinned.
+#[map]
+static WSG_BORN: LruHashMap<u64, u8> = LruHashMap::with_max_entries(16384, 0);
+
+/// 1 while the agent lists the connections that predate the probe, else 0.
+#[map]
+static WSG_BORN_OPEN: Array<u32> = Array::with_max_entries(1, 0);
 
 /// One read (`dir` Rx) or write on socket `ctx.arg(0)` that moved `ctx.arg(1)` bytes.
 #[inline(always)]
@@ -189,7 +206,7 @@ pub fn on_end(ctx: &BtfTracePointContext) {
     c.phase = phase::DONE;
 }
 
-wsguard_common::named!(WSG_SK = SK, WSG_ITER_REC = ITER_REC);
+wsguard_common::named!(WSG_SK = SK, WSG_ITER_REC = ITER_REC, WSG_BORN = BORN, WSG_BORN_OPEN = BORN_OPEN);
 
 /// Scratch for one iterator record (too large for the BPF stack).
 #[map]

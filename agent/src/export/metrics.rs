@@ -403,8 +403,10 @@ const PROBE_READ_FAULTS: Spec =
     counter("wsguard_probe_read_faults_total", "Failed reads of user memory by the probe; the connection is marked out of sync.");
 const PROBE_CONN_MAP_ENTRIES: Spec =
     gauge("wsguard_probe_conn_map_entries", "Entries in the probe's connection map now (all phases).");
-const PROBE_CONN_MAP_CAPACITY: Spec =
-    gauge("wsguard_probe_conn_map_capacity", "Capacity of the probe's connection map ([probe] max_connections).");
+const PROBE_CONN_MAP_CAPACITY: Spec = gauge(
+    "wsguard_probe_conn_map_capacity",
+    "Capacity of the syscall mode's connection map ([probe] max_connections); 0 in the socket mode (no fixed capacity).",
+);
 const PROBE_INFO: Spec =
     gauge("wsguard_probe_info", "1, labelled with the probe mode that runs (socket or syscall; see docs/kernel-support.md).");
 const PROBE_SK_STORAGE_FULL: Spec = counter(

@@ -15,6 +15,7 @@ pub mod detach;
 pub mod fs;
 pub mod maps;
 pub mod mode;
+mod predating;
 mod sock;
 
 pub use mode::Mode;

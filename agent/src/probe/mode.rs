@@ -14,13 +14,6 @@ use serde::{Deserialize, Serialize};
 /// Environment override of `[probe] mode`.
 pub const ENV: &str = "WSGUARD_PROBE_MODE";
 
-/// Whether `auto` prefers the socket mode where the kernel has what it needs. Not yet: it
-/// follows sockets the syscall mode cannot (fd passing, `dup2`, io_uring), but connections
-/// established while it attaches are neither all followed nor all reported (tests/tests/startup.rs
-/// in socket mode: 196 connections, 70 followed, 52 reported, 74 neither), and a silent miss is
-/// worse than the syscall mode's reported one. Ask for it with `probe.mode = "socket"`.
-const AUTO_PREFERS_SOCKET: bool = false;
-
 /// What the config asks for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -145,13 +138,9 @@ pub fn resolve(choice: ModeChoice, features: &Features) -> Result<(Mode, String)
             Err(format!("probe.mode = \"socket\" cannot run on this kernel: it lacks {why}; use \"auto\" or \"syscall\""))
         }
         (ModeChoice::Auto, Some(why)) => Ok((Mode::Syscall, format!("auto: the socket mode needs {why}"))),
-        (ModeChoice::Auto, None) if AUTO_PREFERS_SOCKET => Ok((
+        (ModeChoice::Auto, None) => Ok((
             Mode::Socket,
             "auto: the kernel has BTF, tp_btf sock_recv_length/sock_send_length, socket storage and the TCP iterator".into(),
-        )),
-        (ModeChoice::Auto, None) => Ok((
-            Mode::Syscall,
-            "auto: the kernel supports the socket mode, which is not the default yet: it does not yet report every connection established while it attaches (ask for probe.mode = \"socket\")".into(),
         )),
     }
 }
@@ -173,7 +162,7 @@ mod tests {
         let (m, why) = resolve(ModeChoice::Auto, &Features { sock_tracepoints: false, ..full() }).unwrap();
         assert_eq!(m, Mode::Syscall);
         assert!(why.contains("6.3"), "{why}");
-        assert_eq!(resolve(ModeChoice::Auto, &full()).unwrap().0, if AUTO_PREFERS_SOCKET { Mode::Socket } else { Mode::Syscall });
+        assert_eq!(resolve(ModeChoice::Auto, &full()).unwrap().0, Mode::Socket);
     }
 
     #[test]

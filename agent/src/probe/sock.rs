@@ -17,14 +17,14 @@ use aya::{
     },
     Btf, EbpfLoader,
 };
-use tracing::info;
+use tracing::{info, warn};
 use wsguard_common::{
     conn::{ConnKey, ConnState, SockRecord, FD_UNPARSED},
     names,
 };
 
 use super::config::ProbeConfig;
-use super::{check_pinned_links, link_pin, load_object, maps, prog_pin, Mode, Probe};
+use super::{check_pinned_links, link_pin, load_object, maps, predating, prog_pin, Mode, Probe};
 
 /// The socket mode's programs, in attach order (the iterator last: it only reads).
 pub(super) const PROGRAMS: [&str; 5] =
@@ -61,11 +61,10 @@ pub(super) fn start(cfg: &ProbeConfig, pin: &Path, resumed: bool, object: &[u8])
         return Ok(Probe { ebpf, mode: Mode::Socket, reason: String::new(), resumed, pin_path: pin.to_path_buf(), preexisting });
     }
     maps::set_layout(&mut ebpf)?;
-    // Parsed before the pre-existing connections are listed, to keep the window between that
-    // list and the sock_ops attach (connections born in it are not seen) short.
     let btf = Btf::from_sys_fs().context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
-    // Taken before attaching: a connection is either pre-existing or followed, never both.
-    preexisting = Some(crate::util::procinfo::inbound_connections());
+    // Attach first, then list what predates the probe (`predating.rs`): every connection is
+    // then either born with state or listed, never neither and never both.
+    predating::set_window(&mut ebpf, true)?;
     attach(&mut ebpf, pin, &btf).inspect_err(|_| {
         // Nothing half-attached stays behind to be "resumed" by the next start.
         for prog in PROGRAMS {
@@ -73,6 +72,10 @@ pub(super) fn start(cfg: &ProbeConfig, pin: &Path, resumed: bool, object: &[u8])
             let _ = std::fs::remove_file(prog_pin(pin, prog));
         }
     })?;
+    preexisting = Some(predating::after_attach(&mut ebpf).unwrap_or_else(|e| {
+        warn!("{e:#}: connections established before the probe are not followed and cannot be reported");
+        Default::default()
+    }));
     Ok(Probe { ebpf, mode: Mode::Socket, reason: String::new(), resumed, pin_path: pin.to_path_buf(), preexisting })
 }
 

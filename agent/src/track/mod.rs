@@ -152,7 +152,9 @@ impl Tracker {
     /// since the previous snapshot is resolved (a new connection's socket inode).
     pub fn snapshot(&mut self, probe: &mut Probe, events_received: u64) -> anyhow::Result<Built> {
         let (t0, cpu0) = (Instant::now(), thread_cpu_ns());
-        let mut reading = self.reader.read(&probe.ebpf, self.cfg.probe.max_connections)?;
+        // The socket mode's per-socket storage has no fixed capacity (0: none to fill).
+        let capacity = if probe.mode == crate::probe::Mode::Syscall { self.cfg.probe.max_connections } else { 0 };
+        let mut reading = self.reader.read(&probe.ebpf, capacity)?;
 
         // 1. Who is alive (stat: identity, CPU), exits, fd directories.
         let mut live: HashMap<u32, Live> = HashMap::new();

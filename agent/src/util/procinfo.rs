@@ -59,13 +59,8 @@ pub fn tcp_sockets() -> HashMap<u64, (TcpState, u16)> {
 }
 
 /// Inbound established TCP connections of each process that listens: connections whose local
-/// port is one the same process listens on. Used to report connections that existed before the
-/// probe attached (they are not followed: their handshake was never seen).
-pub fn inbound_connections() -> HashMap<u32, HashSet<u64>> {
-    inbound_connection_fds().into_iter().map(|(pid, m)| (pid, m.into_keys().collect())).collect()
-}
-
-/// Like [`inbound_connections`], with the fd each connection is held at: inode → fd.
+/// port is one the same process listens on, each with the fd it is held at (inode → fd). Used by
+/// the syscall mode to report connections that existed before the probe attached.
 pub fn inbound_connection_fds() -> HashMap<u32, HashMap<u64, u32>> {
     let sockets = tcp_sockets();
     let mut out = HashMap::new();
@@ -83,6 +78,21 @@ pub fn inbound_connection_fds() -> HashMap<u32, HashMap<u64, u32>> {
             .collect();
         if !inbound.is_empty() {
             out.insert(p.pid as u32, inbound);
+        }
+    }
+    out
+}
+
+/// Every socket inode held open by some process, with one process holding it (the youngest by
+/// pid when several do: a worker rather than the parent it was forked from).
+pub fn socket_holders() -> HashMap<u64, u32> {
+    let mut out = HashMap::new();
+    let Ok(all) = procfs::process::all_processes() else { return out };
+    for p in all.filter_map(Result::ok) {
+        let pid = p.pid as u32;
+        for inode in socket_fds(&p).into_keys() {
+            let holder = out.entry(inode).or_insert(pid);
+            *holder = (*holder).max(pid);
         }
     }
     out

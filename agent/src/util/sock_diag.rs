@@ -8,8 +8,12 @@
 
 use std::{io, os::fd::AsRawFd};
 
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable};
-use netlink_packet_sock_diag::{inet::InetResponse, SockDiagMessage};
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_sock_diag::{
+    constants::{AF_INET, AF_INET6, IPPROTO_TCP},
+    inet::{ExtensionFlags, InetRequest, InetResponse, SocketId, StateFlags},
+    SockDiagMessage,
+};
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr as NlAddr};
 
 /// The network namespace of a process (inode of /proc/<pid>/ns/net).
@@ -66,6 +70,32 @@ pub fn request<T: NetlinkSerializable + std::fmt::Debug>(sock: &Socket, seq: u32
     msg.serialize(&mut out);
     sock.send(&out, 0)?;
     Ok(())
+}
+
+/// Every TCP socket of the calling thread's network namespace, IPv4 then IPv6, in any state:
+/// `f` sees each record (no extensions).
+pub fn dump_tcp(mut f: impl FnMut(&InetResponse)) -> io::Result<()> {
+    let sock = open()?;
+    let mut buf = vec![0u8; 1 << 16];
+    for (seq, (family, id)) in [(AF_INET, SocketId::new_v4()), (AF_INET6, SocketId::new_v6())].into_iter().enumerate() {
+        let seq = seq as u32 + 1;
+        let req = InetRequest {
+            family,
+            protocol: IPPROTO_TCP,
+            extensions: ExtensionFlags::empty(),
+            states: StateFlags::all(),
+            socket_id: id,
+        };
+        request(&sock, seq, NLM_F_REQUEST | NLM_F_DUMP, SockDiagMessage::InetRequest(req))?;
+        answers(&sock, &mut buf, seq, &mut f)?;
+    }
+    Ok(())
+}
+
+/// A socket's cookie as the kernel writes it in `inet_diag_sockid` (two host-order u32, low
+/// half first): the value `bpf_get_socket_cookie` returns.
+pub fn cookie(id: &SocketId) -> u64 {
+    u64::from_ne_bytes(id.cookie)
 }
 
 /// Read the answers to request `seq` until its Done or ack; `f` sees each socket record. An

@@ -16,16 +16,10 @@ use std::{
     net::SocketAddr,
 };
 
-use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST};
-use netlink_packet_sock_diag::{
-    constants::{AF_INET, AF_INET6, IPPROTO_TCP},
-    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
-    SockDiagMessage,
-};
 use tracing::debug;
 
 pub use crate::util::sock_diag::netns;
-use crate::util::sock_diag::{answers, in_netns_of, open, request};
+use crate::util::sock_diag::{dump_tcp, in_netns_of};
 
 /// `TCP_LISTEN` in the kernel's state numbering.
 pub const LISTEN: u8 = 10;
@@ -126,33 +120,19 @@ impl Table {
 
 /// Every TCP socket of the calling thread's namespace, IPv4 then IPv6: `f(inode, socket)`.
 pub fn dump(mut f: impl FnMut(u32, Sock)) -> io::Result<()> {
-    let sock = open()?;
-    let mut buf = vec![0u8; 1 << 16];
-    for (seq, (family, id)) in [(AF_INET, SocketId::new_v4()), (AF_INET6, SocketId::new_v6())].into_iter().enumerate() {
-        let seq = seq as u32 + 1;
-        let req = InetRequest {
-            family,
-            protocol: IPPROTO_TCP,
-            extensions: ExtensionFlags::empty(),
-            states: StateFlags::all(),
-            socket_id: id,
-        };
-        request(&sock, seq, NLM_F_REQUEST | NLM_F_DUMP, SockDiagMessage::InetRequest(req))?;
-        answers(&sock, &mut buf, seq, |r| {
-            let h = &r.header;
-            f(
-                h.inode,
-                Sock {
-                    state: h.state,
-                    local_port: h.socket_id.source_port,
-                    remote: SocketAddr::new(h.socket_id.destination_address, h.socket_id.destination_port),
-                    recv_queue: h.recv_queue,
-                    send_queue: h.send_queue,
-                },
-            )
-        })?;
-    }
-    Ok(())
+    dump_tcp(|r| {
+        let h = &r.header;
+        f(
+            h.inode,
+            Sock {
+                state: h.state,
+                local_port: h.socket_id.source_port,
+                remote: SocketAddr::new(h.socket_id.destination_address, h.socket_id.destination_port),
+                recv_queue: h.recv_queue,
+                send_queue: h.send_queue,
+            },
+        )
+    })
 }
 
 #[cfg(test)]
