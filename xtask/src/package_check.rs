@@ -9,9 +9,9 @@
 //!    the unit starts under the root's own systemd, and the agent refuses to run, saying why:
 //!    nspawn always gives the container its own PID namespace, where the probe's host pids are
 //!    not the ones /proc shows (util/pidns.rs); nothing is pinned; `dpkg -r` works there.
-//! 2b. The package's upgrade and removal against a running agent, in a chroot of that root in the
+//! 3. The package's upgrade and removal against a running agent, in a chroot of that root in the
 //!    host's PID namespace (`package_upgrade.rs`).
-//! 3. `podman build` of config/Containerfile from that root imported as the base image, with the
+//! 4. `podman build` of config/Containerfile from that root imported as the base image, with the
 //!    host's release binary; the container runs with the DaemonSet's privileges (capabilities,
 //!    seccomp profile, read-only root, host PID and network, bpffs at /host/sys/fs/bpf) and its
 //!    ConfigMap, and counts a host WebSocket server under load exactly; its stop detaches.
@@ -206,7 +206,9 @@ fn nspawn(root: &Path) -> Result<()> {
         let mut leader_pid = None;
         wait_for("the unit's agent refused to run in the container's PID namespace", Duration::from_secs(90), || {
             leader_pid = leader_pid.or_else(|| leader(boot.pid()));
-            leader_pid.and_then(|l| inside(l, &["journalctl", "-u", "wsguard", "--no-pager", "-o", "cat"]).ok()).is_some_and(|j| j.contains(refusal))
+            leader_pid
+                .and_then(|l| inside(l, &["journalctl", "-u", "wsguard", "--no-pager", "-o", "cat"]).ok())
+                .is_some_and(|j| j.contains(refusal))
         })?;
         let leader = leader_pid.context("no container PID 1")?;
         let journal = inside(leader, &["journalctl", "-u", "wsguard", "--no-pager", "-o", "cat"])?;
@@ -218,7 +220,10 @@ fn nspawn(root: &Path) -> Result<()> {
         if journal.contains("probe attached") || Path::new(&pin).exists() {
             bail!("the agent attached in the container's PID namespace:\n{journal}");
         }
-        println!("    ok: nothing attached or pinned ({pin} absent); API port {NSPAWN_PORT} serves nothing: {}", snapshot(NSPAWN_PORT).is_none());
+        println!(
+            "    ok: nothing attached or pinned ({pin} absent); API port {NSPAWN_PORT} serves nothing: {}",
+            snapshot(NSPAWN_PORT).is_none()
+        );
         let doctor = inside(leader, &["wsguard", "doctor"]).unwrap_or_else(|e| format!("{e:#}"));
         let check = doctor.lines().find(|l| l.contains("pid namespace")).unwrap_or_default();
         if !check.starts_with("FAIL") {
@@ -255,7 +260,9 @@ pub(crate) fn count_host_server(port: u16, seconds: u32, during: impl FnOnce() -
             .stdout(Stdio::piped()),
     )?;
     let summary = demo::forward_summary(&mut load);
-    let r = during().and_then(|()| demo::check_counts(&repo.join("target/release/wsguard"), &format!("http://127.0.0.1:{port}"), server.pid(), &summary));
+    let r = during().and_then(|()| {
+        demo::check_counts(&repo.join("target/release/wsguard"), &format!("http://127.0.0.1:{port}"), server.pid(), &summary)
+    });
     load.stop(Duration::from_secs(5));
     server.stop(Duration::from_secs(3));
     r

@@ -165,7 +165,10 @@ pub fn check(base: &Path, bin: &Path, v1: &Path, work: &Path) -> Result<()> {
         count_host_server(PORT, 14, || {
             std::thread::sleep(Duration::from_secs(4));
             let out = chroot(&root, &["dpkg", "--force-confold", "-i", "/tmp/v2.deb"])?;
-            println!("    dpkg -i v2 during the load: {}", out.lines().filter(|l| l.contains("wsguard")).collect::<Vec<_>>().join(" / "));
+            println!(
+                "    dpkg -i v2 during the load: {}",
+                out.lines().filter(|l| l.contains("wsguard")).collect::<Vec<_>>().join(" / ")
+            );
             wait_for("the new agent resumed the kept probe", Duration::from_secs(30), || {
                 snapshot(PORT).is_some_and(|s| s["probe"]["attached"] == true && s["probe"]["resumed"] == true)
             })

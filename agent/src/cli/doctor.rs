@@ -6,8 +6,8 @@
 
 use serde::Serialize;
 
-use crate::util::pidns::{self, PidView};
 use crate::util::caps::{has_cap, parse_cap_eff, CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_RESOURCE};
+use crate::util::pidns::{self, PidView};
 use std::fmt::Write as _;
 use std::path::Path;
 

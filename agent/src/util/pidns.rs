@@ -50,10 +50,9 @@ impl PidView {
         }
         match self.proc_self {
             Some(p) if p == self.pid => None,
-            Some(p) => Some(format!(
-                "/proc belongs to another PID namespace (it calls this process {p}, getpid() says {})",
-                self.pid
-            )),
+            Some(p) => {
+                Some(format!("/proc belongs to another PID namespace (it calls this process {p}, getpid() says {})", self.pid))
+            }
             None => Some("/proc does not show this process (a /proc of another PID namespace)".into()),
         }
     }
