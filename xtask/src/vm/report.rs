@@ -97,7 +97,9 @@ impl Row {
             Outcome::Ran if self.failed == 0 => format!("pass ({}, {} s)", self.accel, self.seconds),
             Outcome::Ran => format!("FAIL ({}, {} s)", self.accel, self.seconds),
             Outcome::NotBuilt => "not built yet: this agent has no `[probe] mode`".into(),
-            Outcome::CannotLoad { why, clear: true } => format!("cannot load (expected): {why}"),
+            Outcome::CannotLoad { why, clear: true } => {
+                format!("cannot load (expected): {why} ({}, {} s)", self.accel, self.seconds)
+            }
             Outcome::CannotLoad { why, clear: false } => format!("FAIL, cannot load: {why}"),
             Outcome::Error(why) => format!("ERROR: {why}"),
         }
