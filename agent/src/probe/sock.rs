@@ -63,7 +63,15 @@ pub(super) fn start(cfg: &ProbeConfig, pin: &Path, resumed: bool, object: &[u8])
         check_pinned_links(pin, PROGRAMS)?;
         info!("resumed the running socket-mode probe pinned at {}", pin.display());
         let tls = super::tls::attach(&mut ebpf, &cfg.tls, true);
-        return Ok(Probe { ebpf, mode: Mode::Socket, reason: String::new(), resumed, pin_path: pin.to_path_buf(), preexisting, tls });
+        return Ok(Probe {
+            ebpf,
+            mode: Mode::Socket,
+            reason: String::new(),
+            resumed,
+            pin_path: pin.to_path_buf(),
+            preexisting,
+            tls,
+        });
     }
     maps::set_layout(&mut ebpf)?;
     // Parsed before the pre-existing connections are listed, to keep the window between that

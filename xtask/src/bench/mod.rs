@@ -403,7 +403,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         &mut ctx,
     );
     scenario("agent_cost", "agent CPU and memory vs connections and frame rate", &agent_cost::run, &mut ctx);
-    scenario("tls", "wss:// (node ws over https): server CPU per message, off / on, and the TLS programs' cost", &tls::run, &mut ctx);
+    scenario(
+        "tls",
+        "wss:// (node ws over https): server CPU per message, off / on, and the TLS programs' cost",
+        &tls::run,
+        &mut ctx,
+    );
 
     bpf::set_stats(stats_was);
     procs::detach(&ctx.bin, &ctx.cfg);

@@ -47,7 +47,10 @@ pub fn run(ctx: &mut Ctx) -> Result<Value> {
             .stderr(std::fs::File::options().create(true).append(true).open(dir.join("server.log"))?),
     )?;
     let port: u16 = server.wait_line("READY ", Duration::from_secs(15))?.parse().context("bad READY line")?;
-    println!("    node ws over https: pid {} on 127.0.0.1:{port}; load {rate} msg/s over {conns} connections, {secs} s", server.pid());
+    println!(
+        "    node ws over https: pid {} on 127.0.0.1:{port}; load {rate} msg/s over {conns} connections, {secs} s",
+        server.pid()
+    );
     let stats_was = bpf::stats_enabled();
     bpf::set_stats(true);
     let mut runs = Vec::new();
@@ -71,8 +74,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Value> {
     bpf::set_stats(stats_was);
     server.stop(Duration::from_secs(5));
     let med = |variant: &str, key: &str| {
-        let xs: Vec<f64> =
-            runs.iter().filter(|r| r["variant"] == variant).filter_map(|r| r["result"][key].as_f64()).collect();
+        let xs: Vec<f64> = runs.iter().filter(|r| r["variant"] == variant).filter_map(|r| r["result"][key].as_f64()).collect();
         stats::median(&xs)
     };
     let (off, on) = (med("off", "server_cpu_us_per_msg"), med("on", "server_cpu_us_per_msg"));
