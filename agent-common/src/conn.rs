@@ -28,6 +28,10 @@ pub mod phase {
     /// walked; the next bytes read start a new request head, which may ask for the upgrade.
     /// Counted `not_websocket` when it ends in this phase.
     pub const HTTP: u8 = 4;
+    /// Socket mode: the connection's first bytes were a TLS record. Its ciphertext is not
+    /// parsed; its plaintext, read from OpenSSL's calls, has a state of its own (probe `tls.rs`).
+    /// Only in the socket's storage: the iterator hands userspace the plaintext's state.
+    pub const TLS: u8 = 5;
 }
 
 /// Socket mode: set in [`ConnState::fd`] once the connection moved bytes the probe could not

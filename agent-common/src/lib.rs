@@ -46,6 +46,17 @@ pub mod names {
     pub const PROG_SEND: &str = "wsg_sock_send";
     pub const PROG_END: &str = "wsg_sock_end";
     pub const PROG_ITER: &str = "wsg_sock_iter";
+    /// Socket mode, TLS (see agent-ebpf/src/tls.rs).
+    pub const TLS_THREAD: &str = "WSG_TLS_THREAD";
+    pub const TLS_SSL: &str = "WSG_TLS_SSL";
+    pub const TLS_LINK: &str = "WSG_TLS_LINK";
+    pub const TLS_CONN: &str = "WSG_TLS_CONN";
+    pub const PROG_SSL_READ: &str = "wsg_ssl_read";
+    pub const PROG_SSL_READ_EX: &str = "wsg_ssl_read_ex";
+    pub const PROG_SSL_WRITE: &str = "wsg_ssl_write";
+    pub const PROG_SSL_WRITE_EX: &str = "wsg_ssl_write_ex";
+    pub const PROG_SSL_RET: &str = "wsg_ssl_ret";
+    pub const PROG_SSL_FREE: &str = "wsg_ssl_free";
 
     /// `a == b`, usable in a `const` assertion.
     pub const fn same(a: &str, b: &str) -> bool {
@@ -108,4 +119,5 @@ pub fn fd_bit(tgid: u32, fd: u32) -> u32 {
 /// keep counting declared lengths.
 /// 5: ProcStats gained the unparsed counters; ConnState's padding became `tgid` and `fd`.
 /// 6: ProcStats gained `closed_unread`; ConnState's phase `HTTP` (keep-alive between requests).
-pub const LAYOUT_VERSION: u32 = 6;
+/// 7: phase `TLS` and the TLS maps (socket mode); three more health counters in WSG_GLOBAL.
+pub const LAYOUT_VERSION: u32 = 7;

@@ -75,7 +75,15 @@ pub mod global {
     /// Socket mode: connections that ended before any process read or wrote them (no process
     /// to count them for).
     pub const ENDED_UNATTRIBUTED: u32 = 7;
-    pub const COUNT: u32 = 8;
+    /// Socket mode, TLS: plaintext connections or `SSL` links not kept because a TLS map was full.
+    pub const TLS_MAP_FULL: u32 = 8;
+    /// Socket mode, TLS: OpenSSL calls that returned plaintext for an `SSL` no socket could be
+    /// paired with (its bytes are not counted).
+    pub const TLS_UNLINKED: u32 = 9;
+    /// Socket mode, TLS: TLS connections that ended without any plaintext seen (the server's TLS
+    /// library is not hooked, or the peer sent no request): neither WebSocket nor `not_websocket`.
+    pub const TLS_UNSEEN: u32 = 10;
+    pub const COUNT: u32 = 11;
 }
 
 impl ProcStats {

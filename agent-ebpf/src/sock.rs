@@ -49,6 +49,7 @@ use crate::{
     maps::{bump, WSG_INIT_CONN},
     record::{proc_stats, Dir},
     regs::{self, MSG_PEEK},
+    tls,
 };
 
 #[btf_map]
@@ -109,7 +110,12 @@ pub fn on_io(ctx: &BtfTracePointContext, dir: Dir) {
     }
     let Some(c) = state(sk) else { return };
     if c.phase != phase::DONE {
-        let _ = followed_io(c, dir, ret as u64);
+        if c.phase != phase::TLS {
+            let _ = followed_io(c, dir, ret as u64);
+        }
+        if c.phase == phase::TLS {
+            return tls::on_sock(sk, c, dir);
+        }
         if c.phase != phase::DONE {
             return;
         }
@@ -152,6 +158,10 @@ fn followed_io(c: &mut ConnState, dir: Dir, len: u64) -> Result<(), i64> {
         return Ok(());
     };
     c.fd = (c.fd & FD_UNPARSED) | (sc.a0 as u32 & !FD_UNPARSED);
+    if c.phase == phase::NEW && dir == Dir::Rx && c.http.total == 0 && tls::client_hello(buf, iov, cnt) {
+        c.phase = phase::TLS;
+        return Ok(());
+    }
     lifecycle::on_data(ConnKey { tgid, fd: sc.a0 as u32 }, c, dir, buf, iov, cnt, len);
     Ok(())
 }
@@ -179,8 +189,14 @@ fn unparsed(c: &mut ConnState, tgid: u32, len: u64) {
 /// The socket is destroyed: the followed connection ends.
 #[inline(always)]
 pub fn on_end(ctx: &BtfTracePointContext) {
-    let Some(c) = state(ctx.arg(0)) else { return };
+    let sk: *mut c_void = ctx.arg(0);
+    let Some(c) = state(sk) else { return };
     if c.phase == phase::DONE {
+        return;
+    }
+    if c.phase == phase::TLS {
+        tls::on_end(sk);
+        c.phase = phase::DONE;
         return;
     }
     if c.tgid == 0 {
@@ -213,7 +229,12 @@ pub fn on_iter(ctx: *const u64) {
     if tp.is_null() {
         return;
     }
-    let Some(c) = state(tp) else { return };
+    let Some(mut c) = state(tp).map(|c| &*c) else { return };
+    if c.phase == phase::TLS {
+        // The plaintext's state, once the socket turned out TLS.
+        let Some(p) = tls::plaintext(tp) else { return };
+        c = p;
+    }
     if c.phase == phase::DONE {
         return;
     }

@@ -22,11 +22,12 @@ mod record;
 #[allow(dead_code)]
 mod regs;
 mod sock;
+mod tls;
 mod walk;
 
 use aya_ebpf::{
-    macros::{btf_tracepoint, sock_ops},
-    programs::{BtfTracePointContext, SockOpsContext},
+    macros::{btf_tracepoint, sock_ops, uprobe, uretprobe},
+    programs::{BtfTracePointContext, ProbeContext, RetProbeContext, SockOpsContext},
 };
 
 wsguard_common::named!(
@@ -35,6 +36,12 @@ wsguard_common::named!(
     wsg_sock_send = PROG_SEND,
     wsg_sock_end = PROG_END,
     wsg_sock_iter = PROG_ITER,
+    wsg_ssl_read = PROG_SSL_READ,
+    wsg_ssl_read_ex = PROG_SSL_READ_EX,
+    wsg_ssl_write = PROG_SSL_WRITE,
+    wsg_ssl_write_ex = PROG_SSL_WRITE_EX,
+    wsg_ssl_ret = PROG_SSL_RET,
+    wsg_ssl_free = PROG_SSL_FREE,
 );
 
 #[sock_ops]
@@ -58,6 +65,55 @@ pub fn wsg_sock_send(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "tcp_destroy_sock")]
 pub fn wsg_sock_end(ctx: BtfTracePointContext) -> i32 {
     sock::on_end(&ctx);
+    0
+}
+
+/// `SSL_read(ssl, buf, num)` (OpenSSL; see tls.rs). The return probe of all four calls is
+/// `wsg_ssl_ret`.
+#[uprobe]
+pub fn wsg_ssl_read(ctx: ProbeContext) -> u32 {
+    tls::on_call(ctx.arg::<u64>(0).unwrap_or(0), ctx.arg::<u64>(1).unwrap_or(0), 0, false);
+    0
+}
+
+/// `SSL_read_ex(ssl, buf, num, size_t *readbytes)`.
+#[uprobe]
+pub fn wsg_ssl_read_ex(ctx: ProbeContext) -> u32 {
+    let out = ctx.arg::<u64>(3).unwrap_or(0);
+    if out != 0 {
+        tls::on_call(ctx.arg::<u64>(0).unwrap_or(0), ctx.arg::<u64>(1).unwrap_or(0), out, false);
+    }
+    0
+}
+
+/// `SSL_write(ssl, buf, num)`.
+#[uprobe]
+pub fn wsg_ssl_write(ctx: ProbeContext) -> u32 {
+    tls::on_call(ctx.arg::<u64>(0).unwrap_or(0), ctx.arg::<u64>(1).unwrap_or(0), 0, true);
+    0
+}
+
+/// `SSL_write_ex(ssl, buf, num, size_t *written)`.
+#[uprobe]
+pub fn wsg_ssl_write_ex(ctx: ProbeContext) -> u32 {
+    let out = ctx.arg::<u64>(3).unwrap_or(0);
+    if out != 0 {
+        tls::on_call(ctx.arg::<u64>(0).unwrap_or(0), ctx.arg::<u64>(1).unwrap_or(0), out, true);
+    }
+    0
+}
+
+/// Return of `SSL_read`, `SSL_read_ex`, `SSL_write` or `SSL_write_ex`.
+#[uretprobe]
+pub fn wsg_ssl_ret(ctx: RetProbeContext) -> u32 {
+    tls::on_return(ctx.ret::<i32>() as i64);
+    0
+}
+
+/// `SSL_free(ssl)`.
+#[uprobe]
+pub fn wsg_ssl_free(ctx: ProbeContext) -> u32 {
+    tls::on_free(ctx.arg::<u64>(0).unwrap_or(0));
     0
 }
 

@@ -2,7 +2,7 @@
 """Unmodified Python `websockets` echo server for wsguard's tests.
 
     python3 websockets_echo.py [PORT] [--host H] [--ping-interval S] [--compression]
-                               [--max-size BYTES]
+                               [--max-size BYTES] [--tls CERT KEY]
 
 PORT 0 (the default) picks an ephemeral port. Environment fallbacks: WS_ECHO_HOST,
 WS_ECHO_PORT. Prints ``READY <port>`` on stdout once listening. Every message is echoed back
@@ -10,7 +10,8 @@ with the same type (str stays text, bytes stays binary).
 
 Unlike the library's defaults, automatic pings are OFF (websockets pings every 20 s by default,
 which would make frame counts depend on timing) unless --ping-interval is given, and
-permessage-deflate is OFF unless --compression is given. Exits 0 on SIGTERM/SIGINT, closing the
+permessage-deflate is OFF unless --compression is given. --tls serves wss:// with the given
+PEM certificate and key (Python's ssl module: the system's OpenSSL). Exits 0 on SIGTERM/SIGINT, closing the
 clients with 1001 (going away).
 """
 
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import os
 import signal
+import ssl
 import sys
 
 from websockets.asyncio.server import serve
@@ -38,10 +40,15 @@ async def main(args):
         asyncio.get_running_loop().add_signal_handler(
             sig, lambda: stop.done() or stop.set_result(None)
         )
+    context = None
+    if args.tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls[0], args.tls[1])
     async with serve(
         echo,
         args.host,
         args.port,
+        ssl=context,
         ping_interval=args.ping_interval,
         compression="deflate" if args.compression else None,
         max_size=args.max_size,
@@ -71,6 +78,7 @@ def parse_args(argv):
         default=16 * 1024 * 1024,
         help="largest accepted message in bytes (default 16 MiB)",
     )
+    p.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve wss:// (PEM files)")
     return p.parse_args(argv)
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Unmodified node `ws` echo server for wsguard's tests and demo.
 //
-//   node ws_echo.js [PORT] [--host H] [--ping-ms N] [--perMessageDeflate] [-- IGNORED...]
+//   node ws_echo.js [PORT] [--host H] [--ping-ms N] [--perMessageDeflate] [--tls CERT KEY]
+//                   [-- IGNORED...]
 //
 // PORT 0 (the default) picks an ephemeral port. Environment fallbacks: WS_ECHO_HOST,
 // WS_ECHO_PORT, WS_ECHO_PING_MS, WS_ECHO_DEFLATE=1.
@@ -9,7 +10,8 @@
 // type (text stays text, binary stays binary). No pings are sent unless --ping-ms is given;
 // then the server pings every open client every N ms. Compression (permessage-deflate) is off
 // unless --perMessageDeflate is given. Exits 0 on SIGTERM/SIGINT after closing the clients
-// with 1001 (going away).
+// with 1001 (going away). --tls serves wss:// from an `https` server with the given PEM
+// certificate and key (the OpenSSL inside the node binary).
 'use strict';
 
 const { WebSocketServer, WebSocket } = require('ws');
@@ -32,6 +34,7 @@ function parseArgs(argv) {
     else if (a === '--port') opts.port = Number(value());
     else if (a === '--ping-ms') opts.pingMs = Number(value());
     else if (a === '--perMessageDeflate' || a === '--per-message-deflate') opts.deflate = true;
+    else if (a === '--tls') opts.tls = [value(), value()];
     else if (a === '-h' || a === '--help') usage();
     else if (/^\d+$/.test(a)) opts.port = Number(a);
     else usage(`unknown argument ${a}`);
@@ -48,11 +51,20 @@ function usage(err) {
 }
 
 const opts = parseArgs(process.argv.slice(2));
-const wss = new WebSocketServer({
-  host: opts.host,
-  port: opts.port,
-  perMessageDeflate: opts.deflate,
-});
+let wss;
+if (opts.tls) {
+  const fs = require('fs');
+  const server = require('https').createServer({ cert: fs.readFileSync(opts.tls[0]), key: fs.readFileSync(opts.tls[1]) });
+  // ws forwards the server's 'listening' and 'error' events, and address().
+  wss = new WebSocketServer({ server, perMessageDeflate: opts.deflate });
+  server.listen(opts.port, opts.host);
+} else {
+  wss = new WebSocketServer({
+    host: opts.host,
+    port: opts.port,
+    perMessageDeflate: opts.deflate,
+  });
+}
 
 wss.on('connection', (ws) => {
   ws.on('message', (data, isBinary) => {

@@ -20,6 +20,7 @@ use tungstenite::protocol::frame::{
 };
 
 pub mod http;
+pub mod tls;
 
 /// The frame script every exact-count test sends, and the check of the agent's numbers.
 pub mod exact {
@@ -508,7 +509,8 @@ impl Server {
         Self::spawn(Command::new(bin))
     }
 
-    fn spawn(mut cmd: Command) -> Result<Server> {
+    /// Run `cmd`, which prints `READY <port> ...` on stdout when it serves.
+    pub fn spawn(mut cmd: Command) -> Result<Server> {
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
         let mut out = child.stdout.take().context("stdout")?;
         let mut line = Vec::new();
@@ -610,44 +612,7 @@ impl RawClient {
     /// Write `frames` (already encoded) cut according to `split`.
     pub fn send(&mut self, frames: &[Vec<u8>], split: Split) -> Result<()> {
         self.stream.set_nodelay(true)?;
-        match split {
-            Split::PerFrame => {
-                for f in frames {
-                    self.stream.write_all(f)?;
-                }
-            }
-            Split::All => self.stream.write_all(&frames.concat())?,
-            Split::Bytes => {
-                for b in frames.concat() {
-                    self.stream.write_all(&[b])?;
-                }
-            }
-            Split::HeaderSplit => {
-                for f in frames {
-                    self.stream.write_all(&f[..1])?;
-                    std::thread::sleep(Duration::from_micros(300));
-                    self.stream.write_all(&f[1..])?;
-                }
-            }
-            Split::Random(seed) => {
-                let all = frames.concat();
-                let mut x = seed | 1;
-                let mut pos = 0;
-                while pos < all.len() {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    let n = 1 + (x % 40) as usize;
-                    let end = (pos + n).min(all.len());
-                    self.stream.write_all(&all[pos..end])?;
-                    pos = end;
-                    if x % 3 == 0 {
-                        std::thread::sleep(Duration::from_micros(200));
-                    }
-                }
-            }
-        }
-        Ok(())
+        write_split(&mut self.stream, frames, split)
     }
 
     /// Read until the server closes the connection (or `timeout`).
@@ -706,6 +671,52 @@ impl RawClient {
         self.stream.shutdown(Shutdown::Both)?;
         Ok(())
     }
+}
+
+/// Write `frames` (already encoded) to `w`, one `write_all` per cut that `split` makes (over TLS,
+/// one record per cut).
+pub fn write_split(w: &mut impl Write, frames: &[Vec<u8>], split: Split) -> Result<()> {
+    match split {
+        Split::PerFrame => {
+            for f in frames {
+                w.write_all(f)?;
+            }
+        }
+        Split::All => w.write_all(&frames.concat())?,
+        Split::Bytes => {
+            for b in frames.concat() {
+                w.write_all(&[b])?;
+            }
+        }
+        Split::HeaderSplit => {
+            for f in frames {
+                w.write_all(&f[..1])?;
+                w.flush()?;
+                std::thread::sleep(Duration::from_micros(300));
+                w.write_all(&f[1..])?;
+            }
+        }
+        Split::Random(seed) => {
+            let all = frames.concat();
+            let mut x = seed | 1;
+            let mut pos = 0;
+            while pos < all.len() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let n = 1 + (x % 40) as usize;
+                let end = (pos + n).min(all.len());
+                w.write_all(&all[pos..end])?;
+                pos = end;
+                if x % 3 == 0 {
+                    w.flush()?;
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        }
+    }
+    w.flush()?;
+    Ok(())
 }
 
 fn socket2_bind_connect(local: &str, port: u16) -> Result<TcpStream> {

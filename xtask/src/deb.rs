@@ -25,12 +25,19 @@ pub struct DebArgs {
     /// Directory for the .deb (default `target/debian`).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Package version (default the workspace's, e.g. 0.1.0): a later one to try dpkg's upgrade
+    /// path (package-check builds the next patch version this way).
+    #[arg(long)]
+    pub version: Option<String>,
 }
 
 pub fn run(args: &DebArgs) -> Result<()> {
     let bin = util::release_agent(args.bin.as_deref())?;
     let out = args.out.clone().unwrap_or_else(|| util::target_dir().join("debian"));
-    let deb = build(&bin, &out)?;
+    let deb = match &args.version {
+        Some(v) => build_version(&bin, &out, v)?,
+        None => build(&bin, &out)?,
+    };
     println!("\n{}\n  install: apt install {}   (then: systemctl enable --now wsguard)", deb.display(), deb.display());
     Ok(())
 }
@@ -64,11 +71,36 @@ if [ "$1" = remove ] || [ "$1" = deconfigure ]; then
     /usr/bin/wsguard detach -c /etc/wsguard/wsguard.toml || /usr/bin/wsguard detach --pin /sys/fs/bpf/wsguard || true
 fi
 "#;
-const POSTRM: &str = "#!/bin/sh\nset -e\nif [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi\n";
+/// Purge also removes the agent's state (history, alert state, API token, client-key secret,
+/// pre-existing connections) and whatever is left in /etc/wsguard; `dpkg -r` keeps both.
+const POSTRM: &str = r#"#!/bin/sh
+set -e
+if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
+if [ "$1" = purge ]; then
+    rm -rf /var/lib/wsguard /etc/wsguard /run/wsguard.upgrade
+fi
+"#;
 
-/// Stage and build the package into `out`; returns the .deb path.
+/// Stage and build the package (the workspace's version) into `out`; returns the .deb path.
 pub fn build(bin: &Path, out: &Path) -> Result<PathBuf> {
-    let version = env!("CARGO_PKG_VERSION");
+    build_version(bin, out, env!("CARGO_PKG_VERSION"))
+}
+
+/// The next patch version of the workspace's: `0.1.0` → `0.1.1`.
+pub fn next_patch_version() -> String {
+    let v = env!("CARGO_PKG_VERSION");
+    let (head, patch) = v.rsplit_once('.').expect("a x.y.z version");
+    format!("{head}.{}", patch.parse::<u64>().expect("a numeric patch version") + 1)
+}
+
+/// Like [`build`], labelled `version` (the binary inside is the same).
+pub fn build_version(bin: &Path, out: &Path, version: &str) -> Result<PathBuf> {
+    // Debian's version syntax, without an epoch: starts with a digit; letters, digits, . + ~ -.
+    if !version.starts_with(|c: char| c.is_ascii_digit())
+        || !version.chars().all(|c| c.is_ascii_alphanumeric() || ".+~-".contains(c))
+    {
+        bail!("--version {version:?}: not a Debian version (a digit first, then letters, digits, . + ~ -)");
+    }
     let arch = util::output(util::cmd("dpkg", ["--print-architecture"])).context("dpkg --print-architecture")?;
     let name = format!("wsguard_{version}_{arch}");
     let stage = out.join(&name);
@@ -155,7 +187,22 @@ mod tests {
         let prerm = fs::read_to_string(x.join("DEBIAN/prerm")).unwrap();
         assert!(prerm.contains("wsguard detach -c /etc/wsguard/wsguard.toml") && prerm.contains("--signal=SIGUSR2"), "{prerm}");
         assert!(fs::read_to_string(x.join("DEBIAN/postinst")).unwrap().contains("systemctl start wsguard"));
+        // Purge removes the state; a plain removal keeps it.
+        let postrm = fs::read_to_string(x.join("DEBIAN/postrm")).unwrap();
+        assert!(postrm.contains("if [ \"$1\" = purge ]; then\n    rm -rf /var/lib/wsguard"), "{postrm}");
         assert!(!out.join(deb.file_stem().unwrap()).exists(), "staging directory removed");
+        // A later version for the upgrade path; a bad version string is refused.
+        let next = build_version(&bin, &out, &next_patch_version()).unwrap();
+        assert!(dpkg_deb(&["--field"], &next).contains(&format!("\nVersion: {}\n", next_patch_version())));
+        assert!(build_version(&bin, &out, "v1").is_err());
         let _ = fs::remove_dir_all(&out);
+    }
+
+    #[test]
+    fn next_patch() {
+        let v = env!("CARGO_PKG_VERSION");
+        let next = next_patch_version();
+        assert_ne!(next, v);
+        assert_eq!(next.rsplit_once('.').unwrap().0, v.rsplit_once('.').unwrap().0);
     }
 }

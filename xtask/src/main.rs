@@ -9,6 +9,7 @@ mod fuzz;
 mod install;
 mod lint;
 mod package_check;
+mod package_upgrade;
 mod proc;
 mod setup;
 mod soak;

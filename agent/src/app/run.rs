@@ -52,6 +52,11 @@ pub async fn run(
             "wsguard run needs root, or CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN to mount tracefs/bpffs); `wsguard doctor` checks"
         );
     }
+    // The probe's pids are the host's: in another PID namespace every watched process would look
+    // exited and its connections be reaped (util/pidns.rs). Refused before anything is made.
+    if let Some(problem) = crate::util::pidns::PidView::read().problem() {
+        bail!("wsguard run must run in the host's PID namespace: {problem}; {}", crate::util::pidns::FIX);
+    }
     // Everything under state_dir is root's alone (0700/0600) whatever the umask (util/state_dir.rs).
     let shared_socket = cfg.api.socket_group.is_some()
         && cfg.api_socket().and_then(|p| p.parent().map(|d| d == cfg.agent.state_dir)).unwrap_or(false);

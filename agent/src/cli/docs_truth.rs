@@ -262,4 +262,39 @@ fn readme_first_screen_says_cost_and_stop() {
     {
         assert!(first.contains(needle), "README's first screen lacks {needle:?}:\n{first}");
     }
+    // Its numbers are docs/performance.md's (a bench run that changes them fails this until
+    // the README says the new ones).
+    let cost =
+        first.split("**What it costs**").nth(1).and_then(|t| t.split("**How to stop it**").next()).expect("cost paragraph");
+    let perf = std::fs::read_to_string(repo().join("docs/performance.md")).expect("docs/performance.md");
+    let missing: Vec<&str> = numbers(cost).into_iter().filter(|n| !numbers(&perf).contains(n)).collect();
+    assert!(missing.is_empty(), "the README's cost figures {missing:?} are not in docs/performance.md:\n{cost}");
+}
+
+/// The numbers in a text (`56.2`, `1271`, `2`), as written; a trailing full stop is not theirs.
+fn numbers(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i].is_ascii_digit() && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'.')) {
+            let start = i;
+            while i < bytes.len()
+                && (bytes[i].is_ascii_digit() || (bytes[i] == b'.' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)))
+            {
+                i += 1;
+            }
+            if i == bytes.len() || !bytes[i].is_ascii_alphabetic() || text[i..].starts_with("ns") || text[i..].starts_with("x") {
+                out.push(&text[start..i]);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn numbers_are_read_as_written() {
+    assert_eq!(numbers("56.2 ns and 80.1ns, 1.60% of 2 cores, 10000 conns. v0.1"), ["56.2", "80.1", "1.60", "2", "10000"]);
 }

@@ -7,6 +7,7 @@
 use serde::Serialize;
 
 use crate::util::caps::{has_cap, parse_cap_eff, CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_RESOURCE};
+use crate::util::pidns::{self, PidView};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -86,6 +87,8 @@ pub struct Facts {
     pub bpf_stats_enabled: Option<String>,
     /// RLIMIT_MEMLOCK (soft, hard); `u64::MAX` is unlimited.
     pub memlock: Option<(u64, u64)>,
+    /// This process's PID namespace and `/proc` (the probe reports host pids).
+    pub pid_view: PidView,
 }
 
 /// Tracepoints the probe attaches to. `true`: required.
@@ -127,6 +130,7 @@ impl Facts {
             unprivileged_bpf_disabled: read("/proc/sys/kernel/unprivileged_bpf_disabled"),
             bpf_stats_enabled: read("/proc/sys/kernel/bpf_stats_enabled"),
             memlock,
+            pid_view: PidView::read(),
         }
     }
 }
@@ -299,6 +303,12 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
 
     // Privileges.
     out.push(privileges(f, version));
+
+    // PID namespace: `wsguard run` refuses any other than the host's (util/pidns.rs).
+    out.push(match f.pid_view.problem() {
+        None => check("pid namespace", Status::Ok, "the host's (the probe's pids are the ones /proc shows)", ""),
+        Some(problem) => check("pid namespace", Status::Fail, problem, pidns::FIX),
+    });
 
     // Lockdown.
     out.push(match f.lockdown.as_deref().map(|t| parse_lockdown(t).unwrap_or(t)) {
@@ -575,6 +585,7 @@ mod tests {
             unprivileged_bpf_disabled: Some("2".into()),
             bpf_stats_enabled: Some("0".into()),
             memlock: Some((8 << 20, 8 << 20)),
+            pid_view: PidView { ns_inode: Some(pidns::HOST_PID_NS_INODE), proc_self: Some(7), pid: 7 },
         }
     }
 
@@ -668,6 +679,18 @@ mod tests {
         f.kernel_release = "5.4.0".into();
         f.cap_eff = Some((1 << CAP_BPF) | (1 << CAP_PERFMON));
         assert_eq!(status_of(&evaluate(&f), "privileges"), Status::Fail);
+    }
+
+    /// In a container's own PID namespace the probe's host pids are not /proc's: `run` refuses.
+    #[test]
+    fn a_child_pid_namespace_fails() {
+        let mut f = healthy();
+        f.pid_view = PidView { ns_inode: Some(4026532175), proc_self: Some(1), pid: 1 };
+        let checks = evaluate(&f);
+        assert_eq!(status_of(&checks, "pid namespace"), Status::Fail);
+        assert!(!all_ok(&checks));
+        let text = render_text(&checks);
+        assert!(text.contains("not the host's (4026531836)") && text.contains("hostPID: true"), "{text}");
     }
 
     #[test]

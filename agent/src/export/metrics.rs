@@ -415,6 +415,18 @@ const PROBE_ENDED_UNATTRIBUTED: Spec = counter(
     "wsguard_probe_ended_unattributed_total",
     "Socket mode: followed connections that ended before any process read or wrote them.",
 );
+const PROBE_TLS_MAP_FULL: Spec = counter(
+    "wsguard_probe_tls_map_full_total",
+    "Socket mode, TLS: plaintext connection states or SSL links not kept because a TLS map was full.",
+);
+const PROBE_TLS_UNLINKED: Spec = counter(
+    "wsguard_probe_tls_unlinked_total",
+    "Socket mode, TLS: OpenSSL calls that moved plaintext for an SSL no socket could be paired with (not counted).",
+);
+const PROBE_TLS_UNSEEN: Spec = counter(
+    "wsguard_probe_tls_unseen_total",
+    "Socket mode, TLS: TLS connections that ended with no plaintext seen (no hooked OpenSSL, or no request).",
+);
 const PROBE_EVENTS: Spec =
     counter("wsguard_probe_events_total", "Lifecycle events the agent received from the probe's ring buffer since it started.");
 
@@ -493,6 +505,9 @@ pub(crate) const FAMILIES: &[&Spec] = &[
     &PROBE_READ_FAULTS,
     &PROBE_SK_STORAGE_FULL,
     &PROBE_ENDED_UNATTRIBUTED,
+    &PROBE_TLS_MAP_FULL,
+    &PROBE_TLS_UNLINKED,
+    &PROBE_TLS_UNSEEN,
     &PROBE_CONN_MAP_ENTRIES,
     &PROBE_CONN_MAP_CAPACITY,
     &PROBE_EVENTS,
@@ -616,6 +631,9 @@ fn fixed_series(s: &Snapshot, out: &mut Families) {
     out.push(&PROBE_READ_FAULTS, none(), Value::Int(h.read_faults));
     out.push(&PROBE_SK_STORAGE_FULL, none(), Value::Int(h.sk_storage_full));
     out.push(&PROBE_ENDED_UNATTRIBUTED, none(), Value::Int(h.ended_unattributed));
+    out.push(&PROBE_TLS_MAP_FULL, none(), Value::Int(h.tls_map_full));
+    out.push(&PROBE_TLS_UNLINKED, none(), Value::Int(h.tls_unlinked));
+    out.push(&PROBE_TLS_UNSEEN, none(), Value::Int(h.tls_unseen));
     out.push(&PROBE_CONN_MAP_ENTRIES, none(), Value::Int(h.conn_map_entries));
     out.push(&PROBE_CONN_MAP_CAPACITY, none(), Value::Int(h.conn_map_capacity));
     out.push(&PROBE_EVENTS, none(), Value::Int(p.events_received));
@@ -1242,6 +1260,9 @@ mod tests {
             close_code_map_full: 6,
             sk_storage_full: 0,
             ended_unattributed: 0,
+            tls_map_full: 0,
+            tls_unlinked: 0,
+            tls_unseen: 0,
             conn_map_entries: 7,
             conn_map_capacity: 65536,
             unfollowed_connections: 0,

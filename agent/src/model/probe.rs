@@ -24,6 +24,13 @@ pub struct ProbeHealth {
     /// ended before any process read or wrote them.
     pub sk_storage_full: u64,
     pub ended_unattributed: u64,
+    /// Socket mode, TLS (probe `tls.rs`): plaintext states or links a full TLS map could not
+    /// keep; OpenSSL calls whose `SSL` could not be paired with a socket (their plaintext is not
+    /// counted); TLS connections that ended with no plaintext seen (no hooked OpenSSL, or no
+    /// request).
+    pub tls_map_full: u64,
+    pub tls_unlinked: u64,
+    pub tls_unseen: u64,
     /// Entries in the connection map now (all phases) and its capacity.
     pub conn_map_entries: u64,
     pub conn_map_capacity: u64,

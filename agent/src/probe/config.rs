@@ -28,6 +28,8 @@ pub struct ProbeConfig {
     /// Only report processes whose `comm` is one of these (empty: all).
     pub processes: Vec<String>,
     pub client_key: ClientKeyConfig,
+    /// `[probe.tls]`: TLS plaintext from OpenSSL (socket mode).
+    pub tls: super::tls::TlsConfig,
 }
 
 impl Default for ProbeConfig {
@@ -42,6 +44,7 @@ impl Default for ProbeConfig {
             ports: Vec::new(),
             processes: Vec::new(),
             client_key: ClientKeyConfig::default(),
+            tls: Default::default(),
         }
     }
 }

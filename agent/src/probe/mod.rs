@@ -16,6 +16,7 @@ pub mod fs;
 pub mod maps;
 pub mod mode;
 mod sock;
+pub mod tls;
 
 pub use mode::Mode;
 
@@ -71,6 +72,8 @@ pub struct Probe {
     /// Inbound connections per process open just before a fresh attach (None on resume). Taken
     /// before attaching so a connection is either pre-existing or followed, never both.
     pub preexisting: Option<HashMap<u32, HashSet<u64>>>,
+    /// OpenSSL files hooked for TLS plaintext (socket mode), and those that could not be.
+    pub tls: Vec<tls::Target>,
 }
 
 impl Probe {
@@ -249,7 +252,7 @@ pub fn start(cfg: &ProbeConfig, fresh: bool) -> anyhow::Result<Probe> {
         info!("probe attached (raw tracepoints sys_enter, sys_exit), pinned at {}", pin.display());
         preexisting = Some(not_followed(&ebpf, before));
     }
-    Ok(Probe { ebpf, mode: Mode::Syscall, reason, resumed, pin_path: pin.clone(), preexisting })
+    Ok(Probe { ebpf, mode: Mode::Syscall, reason, resumed, pin_path: pin.clone(), preexisting, tls: Vec::new() })
 }
 
 /// The inbound connections the probe does not follow from their first byte: those open before

@@ -34,7 +34,7 @@ const TRACEPOINTS: [(&str, &str); 3] =
     [(names::PROG_RECV, "sock_recv_length"), (names::PROG_SEND, "sock_send_length"), (names::PROG_END, "tcp_destroy_sock")];
 
 /// Maps the socket mode pins.
-const PINNED_MAPS: [&str; 12] = [
+const PINNED_MAPS: [&str; 16] = [
     names::SK,
     names::PROCS,
     names::CLOSE_CODES,
@@ -47,6 +47,10 @@ const PINNED_MAPS: [&str; 12] = [
     names::ZERO_PROC,
     names::ZERO_HISTS,
     names::ITER_REC,
+    names::TLS_THREAD,
+    names::TLS_SSL,
+    names::TLS_LINK,
+    names::TLS_CONN,
 ];
 
 /// Where a cgroup v2 hierarchy is mounted by the agent when the host has none.
@@ -58,7 +62,16 @@ pub(super) fn start(cfg: &ProbeConfig, pin: &Path, resumed: bool, object: &[u8])
     if resumed {
         check_pinned_links(pin, PROGRAMS)?;
         info!("resumed the running socket-mode probe pinned at {}", pin.display());
-        return Ok(Probe { ebpf, mode: Mode::Socket, reason: String::new(), resumed, pin_path: pin.to_path_buf(), preexisting });
+        let tls = super::tls::attach(&mut ebpf, &cfg.tls);
+        return Ok(Probe {
+            ebpf,
+            mode: Mode::Socket,
+            reason: String::new(),
+            resumed,
+            pin_path: pin.to_path_buf(),
+            preexisting,
+            tls,
+        });
     }
     maps::set_layout(&mut ebpf)?;
     // Parsed before the pre-existing connections are listed, to keep the window between that
@@ -73,7 +86,8 @@ pub(super) fn start(cfg: &ProbeConfig, pin: &Path, resumed: bool, object: &[u8])
             let _ = std::fs::remove_file(prog_pin(pin, prog));
         }
     })?;
-    Ok(Probe { ebpf, mode: Mode::Socket, reason: String::new(), resumed, pin_path: pin.to_path_buf(), preexisting })
+    let tls = super::tls::attach(&mut ebpf, &cfg.tls);
+    Ok(Probe { ebpf, mode: Mode::Socket, reason: String::new(), resumed, pin_path: pin.to_path_buf(), preexisting, tls })
 }
 
 /// Prove the socket mode loads on this kernel, attaching nothing and pinning nothing: its maps

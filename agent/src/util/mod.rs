@@ -1,6 +1,7 @@
 //! Small shared infrastructure at the bottom of the map, with no knowledge of the domain.
 
 pub mod caps;
+pub mod pidns;
 pub mod private_file;
 pub mod procinfo;
 pub mod sock_diag;

@@ -6,6 +6,7 @@ export PATH="$VM_PATH"
 export HOME=/root TMPDIR=/tmp
 cd /tmp
 uname -r > "$VM_OUT/uname"
+uname -v > "$VM_OUT/uname-v"
 echo "vm-guest: $(uname -r), mode $VM_MODE"
 
 "$WSGUARD_BIN" doctor > "$VM_OUT/doctor.txt" 2>&1

@@ -85,9 +85,7 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
             file.rsplit_once('-').map(|(n, _)| n.to_string()).filter(|_| t.contains('/')).unwrap_or(file)
         })
         .collect();
-    if names.iter().any(|t| t == "frames") {
-        gorilla_server()?;
-    }
+    test_servers(&names)?;
     let has_modes = agent_has_modes(&agent);
     if !has_modes {
         println!(
@@ -164,8 +162,7 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
             // Each row lands in the doc as soon as it is known: a long matrix cut short keeps
             // what it measured.
             if !args.no_doc {
-                report::update_doc(&doc, std::slice::from_ref(&row))?;
-                report::update_json(&json, std::slice::from_ref(&row))?;
+                report::update(&cache, &doc, &json, std::slice::from_ref(&row))?;
             }
             rows.push(row);
         }
@@ -176,8 +173,7 @@ pub fn run(args: &VmTestArgs) -> Result<()> {
         println!("    {}", r.summary());
     }
     if !args.no_doc {
-        report::update_doc(&doc, &rows)?;
-        report::update_json(&json, &rows)?;
+        report::update(&cache, &doc, &json, &rows)?;
         println!("    table updated: {} and {}", doc.display(), json.display());
     }
     let failed: Vec<String> =
@@ -227,26 +223,40 @@ fn test_binaries(names: &[String]) -> Result<Vec<PathBuf>> {
         .collect()
 }
 
-/// The guest sees the checkout read-only, so the Go test server the harness would build on first
-/// use (`Server::gorilla` in tests/src/lib.rs: same command, same output path) is built here.
-fn gorilla_server() -> Result<()> {
+/// The guest sees the checkout read-only, so the compiled test servers the harness would build
+/// on first use (tests/src/lib.rs: `Server::gorilla` for `frames`, `Server::uring` for
+/// `servers`; same commands, same output paths) are built here, on the host. In the guest they
+/// run against the host's libraries (the io_uring server links the host's liburing, seen over
+/// 9p); the kernel under test is what executes their io_uring calls.
+fn test_servers(names: &[String]) -> Result<()> {
     let root = util::workspace_root();
     let out = root.join("target/test-servers");
-    let src = root.join("tests/servers/gorilla_echo");
     let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    if mtime(&out.join("gorilla_echo")) >= mtime(&src.join("main.go")) && mtime(&out.join("gorilla_echo")).is_some() {
-        return Ok(());
+    let stale = |bin: &Path, src: &Path| mtime(bin).is_none() || mtime(bin) < mtime(src);
+    if names.iter().any(|t| t == "frames") {
+        let src = root.join("tests/servers/gorilla_echo");
+        if stale(&out.join("gorilla_echo"), &src.join("main.go")) {
+            std::fs::create_dir_all(&out)?;
+            let mut c = util::cmd("go", ["build", "-o"]);
+            c.arg(out.join("gorilla_echo"))
+                .arg(".")
+                .current_dir(&src)
+                .env("GO111MODULE", "off")
+                .env("GOPATH", "/usr/share/gocode")
+                .env("GOCACHE", out.join("gocache"));
+            util::run(&mut c).context("go build of the gorilla test server (cargo xtask setup installs Go)")?;
+        }
     }
-    std::fs::create_dir_all(&out)?;
-    let mut c = util::cmd("go", ["build", "-o"]);
-    c.arg(out.join("gorilla_echo"))
-        .arg(".")
-        .current_dir(&src)
-        .env("GO111MODULE", "off")
-        .env("GOPATH", "/usr/share/gocode")
-        .env("GOCACHE", out.join("gocache"));
-    println!("    $ {}", util::display(&c));
-    util::run(&mut c).context("go build of the gorilla test server (cargo xtask setup installs Go)")
+    if names.iter().any(|t| t == "servers") {
+        let src = root.join("tests/servers/uring_echo.c");
+        if stale(&out.join("uring_echo"), &src) {
+            std::fs::create_dir_all(&out)?;
+            let mut c = util::cmd("cc", ["-O2", "-Wall", "-o"]);
+            c.arg(out.join("uring_echo")).arg(&src).arg("-luring");
+            util::run(&mut c).context("cc of the io_uring test server (needs gcc and liburing-dev: cargo xtask setup)")?;
+        }
+    }
+    Ok(())
 }
 
 /// Does this agent know `[probe] mode`? (`config check` rejects unknown keys.)

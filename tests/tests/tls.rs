@@ -1,0 +1,135 @@
+//! wss://: servers that terminate TLS themselves, counted as exactly as plain ones (socket mode:
+//! plaintext from uprobes on OpenSSL, see agent-ebpf/src/tls.rs). The truth is what the test's
+//! rustls client wrote and read in plaintext, decoded by tungstenite; the client cuts its writes
+//! adversarially, one TLS record per cut.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use wsguard_integration::{
+    exact::{assert_exact, script},
+    oracle::{self, Counts},
+    require_root, scratch_dir,
+    tls::{nginx, Certs, TlsClient},
+    Agent, ProbeMode, Server, Split,
+};
+
+/// The agent in the socket mode (TLS plaintext needs it), whatever the suite's mode.
+fn agent(name: &str) -> Result<Agent> {
+    Agent::start_in_mode(name, "socket", "")
+}
+
+/// Without the OpenSSL hooks a TLS connection is still recognised: never a failed handshake,
+/// never `not_websocket`, never out of sync; its end is counted in `tls_unseen`.
+#[test]
+fn tls_without_hooks_is_counted_unseen_not_failed() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let certs = Certs::generate(&scratch_dir("tls-off"))?;
+    let (cert, key) = (certs.cert.to_string_lossy().into_owned(), certs.key.to_string_lossy().into_owned());
+    let server = Server::python(&["--tls", &cert, &key])?;
+    let agent = Agent::start_in_mode("tls-off", "socket", "[probe.tls]\nenabled = false\n")?;
+    let mut c = TlsClient::connect(server.port, &certs)?;
+    c.send(&script(1000), Split::PerFrame)?;
+    c.read_to_end(Duration::from_secs(10))?;
+    drop(c);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let health = agent.fresh_snapshot()?["probe"]["health"].clone();
+        if health["tls_unseen"] == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "tls_unseen never reached 1: {health:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Nothing WebSocket was seen, so the process is not listed (the miss is in `tls_unseen`);
+    // had it been, nothing may have been judged.
+    let totals = &agent.fresh_snapshot()?["totals"];
+    assert_eq!(totals["handshakes_failed"], 0, "{totals:#}");
+    assert_eq!(totals["connections_opened"], 0, "{totals:#}");
+    assert_eq!(totals["out_of_sync"], 0, "{totals:#}");
+    if let Some(p) = agent.process(server.pid)? {
+        assert_eq!(p["not_websocket"], 0, "{p:#}");
+    }
+    Ok(())
+}
+
+/// Exact counts of `adversarial`'s connections through `port`, for process `pid`.
+fn adversarial(agent: &Agent, server: &Server, certs: &Certs) -> Result<()> {
+    adversarial_via(agent, server.port, &[server.pid], certs)
+}
+
+fn adversarial_via(agent: &Agent, port: u16, pids: &[u32], certs: &Certs) -> Result<()> {
+    let splits = [Split::PerFrame, Split::All, Split::HeaderSplit, Split::Random(7), Split::Random(1234), Split::Bytes];
+    let (mut rx, mut tx) = (Counts::default(), Counts::default());
+    for (i, split) in splits.iter().enumerate() {
+        let frames = script(4000 + i as u16);
+        let mut c = TlsClient::connect(port, certs)?;
+        let frames: Vec<Vec<u8>> = match split {
+            Split::Bytes => frames.into_iter().filter(|f| f.len() < 70_000).collect(),
+            _ => frames,
+        };
+        c.send(&frames, *split)?;
+        c.read_to_end(Duration::from_secs(10))?;
+        rx.add(&oracle::decode(&frames.concat()));
+        tx.add(&oracle::decode(&c.received));
+    }
+    let n = splits.len() as u64;
+    for &pid in pids {
+        let ws = agent.wait_ws(pid, "all closed", |w| w["connections_closed"] == n)?;
+        assert_exact(&ws, &rx, &tx);
+        assert_eq!(ws["connections_opened"], n, "{ws:#}");
+        assert_eq!(ws["abnormal_closes"], 0, "{ws:#}");
+        assert_eq!(ws["handshakes_failed"], 0, "{ws:#}");
+        assert_eq!(ws["frames_sent"]["pong"], n, "{ws:#}");
+        let p = agent.process(pid)?.unwrap_or_default();
+        assert_eq!(p["not_websocket"], 0, "{p:#}");
+    }
+    let health = &agent.fresh_snapshot()?["probe"]["health"];
+    assert_eq!(health["tls_unlinked"], 0, "{health:#}");
+    assert_eq!(health["tls_map_full"], 0, "{health:#}");
+    Ok(())
+}
+
+/// Python `websockets` (asyncio) with an `SSLContext`: the system's libssl, through memory BIOs.
+#[test]
+fn python_websockets_over_tls_is_exact() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let certs = Certs::generate(&scratch_dir("tls-py"))?;
+    let (cert, key) = (certs.cert.to_string_lossy().into_owned(), certs.key.to_string_lossy().into_owned());
+    let server = Server::python(&["--tls", &cert, &key])?;
+    let agent = agent("tls-py")?;
+    assert_eq!(ProbeMode::effective(&agent)?, ProbeMode::Socket);
+    adversarial(&agent, &server, &certs)
+}
+
+/// Node `ws` on an `https` server: the OpenSSL inside the node binary, through memory BIOs.
+#[test]
+fn node_ws_over_https_is_exact() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let certs = Certs::generate(&scratch_dir("tls-node"))?;
+    let (cert, key) = (certs.cert.to_string_lossy().into_owned(), certs.key.to_string_lossy().into_owned());
+    let server = Server::node(&["--tls", &cert, &key])?;
+    let agent = agent("tls-node")?;
+    adversarial(&agent, &server, &certs)
+}
+
+/// nginx terminating TLS (system libssl, OpenSSL doing its own socket I/O) in front of a plain
+/// python server: nginx's client side and the backend are both counted exactly.
+#[test]
+fn nginx_terminating_tls_and_its_backend_are_exact() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let dir = scratch_dir("tls-nginx");
+    let certs = Certs::generate(&dir)?;
+    let backend = Server::python(&[])?;
+    let proxy = nginx(&dir, &certs, backend.port)?;
+    let agent = agent("tls-nginx")?;
+    adversarial_via(&agent, proxy.port, &[proxy.pid, backend.pid], &certs)
+}
