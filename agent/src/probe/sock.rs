@@ -62,7 +62,7 @@ pub(super) fn start(cfg: &ProbeConfig, pin: &Path, resumed: bool, object: &[u8])
     if resumed {
         check_pinned_links(pin, PROGRAMS)?;
         info!("resumed the running socket-mode probe pinned at {}", pin.display());
-        let tls = super::tls::attach(&mut ebpf, &cfg.tls);
+        let tls = super::tls::attach(&mut ebpf, &cfg.tls, true);
         return Ok(Probe {
             ebpf,
             mode: Mode::Socket,
@@ -89,7 +89,7 @@ pub(super) fn start(cfg: &ProbeConfig, pin: &Path, resumed: bool, object: &[u8])
         warn!("{e:#}: connections established before the probe are not followed and cannot be reported");
         Default::default()
     }));
-    let tls = super::tls::attach(&mut ebpf, &cfg.tls);
+    let tls = super::tls::attach(&mut ebpf, &cfg.tls, false);
     Ok(Probe { ebpf, mode: Mode::Socket, reason: String::new(), resumed, pin_path: pin.to_path_buf(), preexisting, tls })
 }
 
