@@ -86,6 +86,31 @@ pub fn syscall(regs: *const u8) -> Result<Syscall, i64> {
     Ok(Syscall { nr: w[3] as i64, a0: w[2], a1: w[1], a2: w[0] })
 }
 
+/// Socket mode: the same from the task's `pt_regs` as `bpf_task_pt_regs` returns it, a BTF
+/// pointer the verifier types as `struct pt_regs`: plain loads it checks against the kernel's
+/// BTF (each one a fault-tolerant `PROBE_MEM` load), no helper call. (Unused by the syscall
+/// mode's object, whose raw tracepoint hands an untyped pointer.)
+#[allow(dead_code)]
+#[cfg(not(bpf_target_arch = "aarch64"))]
+#[inline(always)]
+pub fn syscall_btf(regs: *const u8) -> Syscall {
+    // SAFETY: `regs` is the helper's non-null BTF pointer to `struct pt_regs`; the verifier
+    // checks each offset (dx, si, di, orig_ax) against the kernel's type and the JIT makes the
+    // loads fault-tolerant.
+    unsafe {
+        let w = |off: usize| core::ptr::read_volatile(regs.add(off) as *const u64);
+        Syscall { nr: w(120) as i64, a0: w(112), a1: w(104), a2: w(96) }
+    }
+}
+
+/// aarch64: as [`syscall`] (a helper read; not measured there).
+#[allow(dead_code)]
+#[cfg(bpf_target_arch = "aarch64")]
+#[inline(always)]
+pub fn syscall_btf(regs: *const u8) -> Syscall {
+    syscall(regs).unwrap_or(Syscall { nr: -1, a0: 0, a1: 0, a2: 0 })
+}
+
 /// aarch64: orig_x0 and syscallno (s32) at 272..284, x1 and x2 at 8..24.
 #[cfg(bpf_target_arch = "aarch64")]
 #[inline(always)]
@@ -112,13 +137,15 @@ pub fn data_dir(nr: i64) -> Option<Dir> {
 }
 
 /// The buffers of a data syscall (see [`data_dir`]): (flat buffer, iovec array, iovec count);
-/// None for a `MSG_PEEK` receive, which moves nothing.
+/// None for a `MSG_PEEK` receive, which moves nothing. `peek_known`: the caller already knows
+/// the receive is no `MSG_PEEK` (the socket mode's hook gets the flags), so `recvfrom`'s fourth
+/// argument is not read.
 #[inline(always)]
-pub fn buffers(r: *const u8, sc: &Syscall) -> Result<Option<(u64, u64, u64)>, i64> {
+pub fn buffers(r: *const u8, sc: &Syscall, peek_known: bool) -> Result<Option<(u64, u64, u64)>, i64> {
     Ok(Some(match sc.nr {
         READ | WRITE | SENDTO => (sc.a1, 0, 0),
         RECVFROM => {
-            if arg(r, 3)? & MSG_PEEK != 0 {
+            if !peek_known && arg(r, 3)? & MSG_PEEK != 0 {
                 return Ok(None);
             }
             (sc.a1, 0, 0)
@@ -126,7 +153,7 @@ pub fn buffers(r: *const u8, sc: &Syscall) -> Result<Option<(u64, u64, u64)>, i6
         READV | WRITEV => (0, sc.a1, sc.a2),
         _ => {
             // recvmsg/sendmsg. struct user_msghdr: msg_iov at 16, msg_iovlen at 24.
-            if sc.nr == RECVMSG && sc.a2 & MSG_PEEK != 0 {
+            if !peek_known && sc.nr == RECVMSG && sc.a2 & MSG_PEEK != 0 {
                 return Ok(None);
             }
             // SAFETY: user pointers read through the helper.

@@ -143,10 +143,14 @@ fn followed_io(c: &mut ConnState, dir: Dir, len: u64) -> Result<(), i64> {
     }
     // SAFETY: helpers without preconditions; the task pointer goes only to a helper.
     let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
-    let sc = regs::syscall(regs)?;
+    if regs.is_null() {
+        return Ok(());
+    }
+    let sc = regs::syscall_btf(regs);
     let bufs = match regs::data_dir(sc.nr) {
         // The syscall matches the hook's direction: its arguments name this socket's buffers.
-        Some(d) if d == dir => regs::buffers(regs, &sc)?,
+        // A receive's `MSG_PEEK` was filtered from the hook's own flags (`on_io`).
+        Some(d) if d == dir => regs::buffers(regs, &sc, true)?,
         _ => None,
     };
     let Some((buf, iov, cnt)) = bufs else {

@@ -91,7 +91,7 @@ fn exit_watched(r: *const u8, tgid: u32, ret: i64) -> Result<(), i64> {
     if !fd_maybe_tracked(tgid, fd) {
         return Ok(());
     }
-    let Some((buf, iov, cnt)) = regs::buffers(r, &sc)? else { return Ok(()) };
+    let Some((buf, iov, cnt)) = regs::buffers(r, &sc, false)? else { return Ok(()) };
     on_key_data(ConnKey { tgid, fd }, dir, buf, iov, cnt, ret as u64);
     Ok(())
 }

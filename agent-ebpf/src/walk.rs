@@ -154,12 +154,20 @@ impl Walk {
         if n > WINDOW as u64 {
             n = WINDOW as u64;
         }
-        // SAFETY: the helper checks the user address; n <= 16 = win's size.
-        let rc =
-            unsafe { generated::bpf_probe_read_user(self.win.as_mut_ptr() as *mut c_void, n as u32, self.seg as *const c_void) };
+        // Read into the stack, then copy: the kernel's usercopy hardening checks the destination
+        // of every user read, and a stack slot is checked for less than a map value.
+        let mut tmp = [0u64; 2];
+        // SAFETY: the helper checks the user address; n <= 16 = tmp's size.
+        let rc = unsafe { generated::bpf_probe_read_user(tmp.as_mut_ptr() as *mut c_void, n as u32, self.seg as *const c_void) };
         if rc != 0 {
             self.verdict = verdict::FAULT;
             return None;
+        }
+        let w = self.win.as_mut_ptr() as *mut u64;
+        // SAFETY: win is 16 bytes, 8-aligned (after the u64 fields of Walk and 8-byte groups).
+        unsafe {
+            core::ptr::write_volatile(w, tmp[0]);
+            core::ptr::write_volatile(w.add(1), tmp[1]);
         }
         Some(n as usize)
     }

@@ -3,7 +3,7 @@
 
     python3 ws_load.py --port P [--host H] [--connections N] [--rate MSG_PER_S]
                        [--duration S] [--lifetime S] [--abort-fraction F] [--size BYTES]
-                       [--text-fraction F] [--compression] [--seed N]
+                       [--text-fraction F] [--compression] [--seed N] [--tls]
 
 Keeps N client connections open against an echo server (for example ws_echo.js) and sends
 messages at a fixed total rate, alternating text and binary at random, and reads the echoes.
@@ -20,6 +20,7 @@ import json
 import random
 import signal
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -70,11 +71,19 @@ def payload(rng, args):
 
 async def worker(idx, args, rng, stats, stop, deadline):
     interval = args.connections / args.rate if args.rate > 0 else None
-    uri = args.url or f"ws://{args.host}:{args.port}/"
+    scheme = "wss" if args.tls else "ws"
+    uri = args.url or f"{scheme}://{args.host}:{args.port}/"
+    tls = None
+    if args.tls:
+        # Load only: the server's test certificate is not checked.
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
     while not stop.is_set() and time.monotonic() < deadline:
         try:
             ws = await connect(
                 uri,
+                ssl=tls,
                 compression="deflate" if args.compression else None,
                 ping_interval=None,
                 open_timeout=5,
@@ -187,6 +196,7 @@ def parse_args(argv):
     p.add_argument("--text-fraction", type=float, default=0.5)
     p.add_argument("--compression", action="store_true", help="offer permessage-deflate")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--tls", action="store_true", help="wss:// without checking the certificate")
     args = p.parse_args(argv)
     if not args.url and not args.port:
         p.error("--port (or --url) is required")

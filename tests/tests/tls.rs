@@ -26,7 +26,8 @@ fn tls_without_hooks_is_counted_unseen_not_failed() -> Result<()> {
     if !require_root() {
         return Ok(());
     }
-    let certs = Certs::generate(&scratch_dir("tls-off"))?;
+    let dir = scratch_dir("tls-off");
+    let certs = Certs::generate(&dir)?;
     let (cert, key) = (certs.cert.to_string_lossy().into_owned(), certs.key.to_string_lossy().into_owned());
     let server = Server::python(&["--tls", &cert, &key])?;
     let agent = Agent::start_in_mode("tls-off", "socket", "[probe.tls]\nenabled = false\n")?;
@@ -52,6 +53,7 @@ fn tls_without_hooks_is_counted_unseen_not_failed() -> Result<()> {
     if let Some(p) = agent.process(server.pid)? {
         assert_eq!(p["not_websocket"], 0, "{p:#}");
     }
+    let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }
 
@@ -98,12 +100,15 @@ fn python_websockets_over_tls_is_exact() -> Result<()> {
     if !require_root() {
         return Ok(());
     }
-    let certs = Certs::generate(&scratch_dir("tls-py"))?;
+    let dir = scratch_dir("tls-py");
+    let certs = Certs::generate(&dir)?;
     let (cert, key) = (certs.cert.to_string_lossy().into_owned(), certs.key.to_string_lossy().into_owned());
     let server = Server::python(&["--tls", &cert, &key])?;
     let agent = agent("tls-py")?;
     assert_eq!(ProbeMode::effective(&agent)?, ProbeMode::Socket);
-    adversarial(&agent, &server, &certs)
+    adversarial(&agent, &server, &certs)?;
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
 }
 
 /// Node `ws` on an `https` server: the OpenSSL inside the node binary, through memory BIOs.
@@ -112,11 +117,14 @@ fn node_ws_over_https_is_exact() -> Result<()> {
     if !require_root() {
         return Ok(());
     }
-    let certs = Certs::generate(&scratch_dir("tls-node"))?;
+    let dir = scratch_dir("tls-node");
+    let certs = Certs::generate(&dir)?;
     let (cert, key) = (certs.cert.to_string_lossy().into_owned(), certs.key.to_string_lossy().into_owned());
     let server = Server::node(&["--tls", &cert, &key])?;
     let agent = agent("tls-node")?;
-    adversarial(&agent, &server, &certs)
+    adversarial(&agent, &server, &certs)?;
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
 }
 
 /// nginx terminating TLS (system libssl, OpenSSL doing its own socket I/O) in front of a plain
@@ -131,5 +139,53 @@ fn nginx_terminating_tls_and_its_backend_are_exact() -> Result<()> {
     let backend = Server::python(&[])?;
     let proxy = nginx(&dir, &certs, backend.port)?;
     let agent = agent("tls-nginx")?;
-    adversarial_via(&agent, proxy.port, &[proxy.pid, backend.pid], &certs)
+    adversarial_via(&agent, proxy.port, &[proxy.pid, backend.pid], &certs)?;
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}
+
+/// Many wss:// connections at once on one event loop: each `SSL` must be paired with its own
+/// socket while handshakes and messages of the others interleave on the same thread.
+#[test]
+fn concurrent_tls_connections_are_paired_exactly() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let dir = scratch_dir("tls-many");
+    let certs = std::sync::Arc::new(Certs::generate(&dir)?);
+    let (cert, key) = (certs.cert.to_string_lossy().into_owned(), certs.key.to_string_lossy().into_owned());
+    for (name, server) in
+        [("tls-many-node", Server::node(&["--tls", &cert, &key])?), ("tls-many-py", Server::python(&["--tls", &cert, &key])?)]
+    {
+        let agent = agent(name)?;
+        let n = 24u64;
+        let port = server.port;
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let certs = certs.clone();
+                std::thread::spawn(move || -> Result<(Vec<u8>, Vec<u8>)> {
+                    let frames = script(3000 + i as u16);
+                    let mut c = TlsClient::connect(port, &certs)?;
+                    c.send(&frames, Split::Random(i + 1))?;
+                    c.read_to_end(Duration::from_secs(20))?;
+                    Ok((frames.concat(), c.received))
+                })
+            })
+            .collect();
+        let (mut rx, mut tx) = (Counts::default(), Counts::default());
+        for h in handles {
+            let (sent, got) = h.join().expect("client thread")?;
+            rx.add(&oracle::decode(&sent));
+            tx.add(&oracle::decode(&got));
+        }
+        let ws = agent.wait_ws(server.pid, "all closed", |w| w["connections_closed"] == n)?;
+        assert_exact(&ws, &rx, &tx);
+        assert_eq!(ws["connections_opened"], n, "{name}: {ws:#}");
+        assert_eq!(ws["abnormal_closes"], 0, "{name}: {ws:#}");
+        let health = &agent.fresh_snapshot()?["probe"]["health"];
+        assert_eq!(health["tls_unlinked"], 0, "{name}: {health:#}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
 }

@@ -520,7 +520,25 @@ fn probe_mode(f: &crate::probe::mode::Features) -> Vec<Check> {
         Ok((mode, why)) => check("probe mode", Status::Ok, format!("{mode} would run ({why})"), ""),
         Err(e) => check("probe mode", Status::Fail, e, "set probe.mode / WSGUARD_PROBE_MODE to auto or syscall"),
     });
+    out.push(tls_coverage());
     out
+}
+
+/// Which OpenSSL copies the socket mode would hook for TLS plaintext (`[probe.tls]` defaults:
+/// the config file is not read, so `probe.tls.paths` are not listed).
+fn tls_coverage() -> Check {
+    let cfg = crate::probe::tls::TlsConfig::default();
+    let found = crate::probe::tls::candidates(&cfg);
+    if found.is_empty() {
+        return check(
+            "tls",
+            Status::Info,
+            "no OpenSSL found (no libssl.so.3, no running process maps a libssl, no node): wss:// servers are recognised as TLS but not read",
+            "name OpenSSL copies in probe.tls.paths; see docs/kernel-support.md#tls-wss",
+        );
+    }
+    let list: Vec<String> = found.iter().map(|p| p.display().to_string()).collect();
+    check("tls", Status::Ok, format!("socket mode reads wss:// plaintext from OpenSSL in {}", list.join(", ")), "")
 }
 
 /// Check this host, print the result (text, or one JSON object with `json`), and return

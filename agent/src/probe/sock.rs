@@ -62,7 +62,7 @@ pub(super) fn start(cfg: &ProbeConfig, pin: &Path, resumed: bool, object: &[u8])
     if resumed {
         check_pinned_links(pin, PROGRAMS)?;
         info!("resumed the running socket-mode probe pinned at {}", pin.display());
-        let tls = super::tls::attach(&mut ebpf, &cfg.tls);
+        let tls = super::tls::attach(&mut ebpf, &cfg.tls, true);
         return Ok(Probe {
             ebpf,
             mode: Mode::Socket,
@@ -86,7 +86,7 @@ pub(super) fn start(cfg: &ProbeConfig, pin: &Path, resumed: bool, object: &[u8])
             let _ = std::fs::remove_file(prog_pin(pin, prog));
         }
     })?;
-    let tls = super::tls::attach(&mut ebpf, &cfg.tls);
+    let tls = super::tls::attach(&mut ebpf, &cfg.tls, false);
     Ok(Probe { ebpf, mode: Mode::Socket, reason: String::new(), resumed, pin_path: pin.to_path_buf(), preexisting, tls })
 }
 

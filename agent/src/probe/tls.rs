@@ -18,7 +18,10 @@ use aya::{
 use object::{Object, ObjectSymbol};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
-use wsguard_common::names;
+use wsguard_common::{
+    conn::{phase, ConnState},
+    names,
+};
 
 /// The `[probe.tls]` section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -136,8 +139,16 @@ fn exports_ssl_read(path: &Path) -> bool {
 }
 
 /// Load the uprobe programs and attach them to every candidate. A file that does not take them
-/// is reported and skipped; the rest of the agent runs either way.
-pub fn attach(ebpf: &mut Ebpf, cfg: &TlsConfig) -> Vec<Target> {
+/// is reported and skipped; the rest of the agent runs either way. `resumed`: the probe ran on
+/// without an agent, so without these hooks (see [`mark_gap`]).
+pub fn attach(ebpf: &mut Ebpf, cfg: &TlsConfig, resumed: bool) -> Vec<Target> {
+    if resumed {
+        match mark_gap(ebpf) {
+            Ok(0) => {}
+            Ok(n) => warn!("TLS: {n} wss:// connections were open while no agent read their plaintext: marked out of sync"),
+            Err(e) => warn!("TLS: cannot mark connections open across the restart: {e:#}"),
+        }
+    }
     if !cfg.enabled {
         return Vec::new();
     }
@@ -160,6 +171,26 @@ pub fn attach(ebpf: &mut Ebpf, cfg: &TlsConfig) -> Vec<Target> {
         info!("TLS: no OpenSSL found to hook (probe.tls.paths names more)");
     }
     targets
+}
+
+/// A resumed probe: the plaintext that passed while no agent had the uprobes attached is lost, so
+/// a TLS WebSocket open across that gap is marked out of sync (its framing is never guessed).
+fn mark_gap(ebpf: &mut Ebpf) -> anyhow::Result<u64> {
+    const BPF_EXIST: u64 = 2;
+    let map = ebpf.map_mut(names::TLS_CONN).context("map WSG_TLS_CONN missing")?;
+    let mut m: aya::maps::HashMap<_, u64, ConnState> = aya::maps::HashMap::try_from(map)?;
+    let keys: Vec<u64> = m.keys().flatten().collect();
+    let mut n = 0;
+    for k in keys {
+        let Ok(mut c) = m.get(&k, 0) else { continue };
+        if c.phase == phase::WEBSOCKET && c.out_of_sync == 0 {
+            c.out_of_sync = 1;
+            if m.insert(k, c, BPF_EXIST).is_ok() {
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
 }
 
 fn load(ebpf: &mut Ebpf) -> anyhow::Result<()> {

@@ -75,7 +75,7 @@ pub fn raw_tp_links() -> Vec<(u64, String, Vec<String>)> {
 }
 
 /// The two programs of our probe that run on the data path, from the links pinned under
-/// `pin_path` (waiting up to 5 s for the agent to pin them): (sys_enter, sys_exit) in the syscall
+/// `pin_path` (waiting up to 5 s for the agent to pin them, and in the socket mode its `sock_ops`): (sys_enter, sys_exit) in the syscall
 /// mode, (wsg_sock_recv, wsg_sock_send) in the socket mode.
 pub fn wsguard_progs(pin_path: &Path) -> Option<(u64, u64)> {
     for _ in 0..50 {
@@ -96,10 +96,13 @@ fn wsguard_progs_now(pin_path: &Path) -> Option<(u64, u64)> {
     let ids = own_links(&pin_path.to_string_lossy());
     let all = progs();
     let find = |name: &str| ids.iter().copied().find(|id| all.get(id).is_some_and(|p| p.1 == name));
-    for hot in [SOCKET_HOT, SYSCALL_HOT] {
-        if let (Some(a), Some(b)) = (find(hot[0]), find(hot[1])) {
-            return Some((a, b));
-        }
+    if let (Some(a), Some(b)) = (find(SOCKET_HOT[0]), find(SOCKET_HOT[1])) {
+        // The socket mode pins `sock_ops` last: until it is attached, connections are born
+        // without state and a measurement would time untracked runs as tracked ones.
+        return find("wsg_sock_ops").map(|_| (a, b));
+    }
+    if let (Some(a), Some(b)) = (find(SYSCALL_HOT[0]), find(SYSCALL_HOT[1])) {
+        return Some((a, b));
     }
     None
 }

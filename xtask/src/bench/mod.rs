@@ -17,6 +17,7 @@ mod probe_cost;
 mod procs;
 mod report;
 mod stats;
+mod tls;
 mod ws;
 
 use crate::sys;
@@ -72,7 +73,7 @@ struct MoreArgs {
     #[arg(long, value_name = "WSGUARD_BINARY")]
     compare: Option<PathBuf>,
     /// Run only these scenarios (comma-separated: fixed_rate, saturated, probe_cost,
-    /// probe_micro, agent_cost); docs/performance.md is then left alone.
+    /// probe_micro, agent_cost, tls); docs/performance.md is then left alone.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Override the fixed-rate load: messages per second.
@@ -402,6 +403,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         &mut ctx,
     );
     scenario("agent_cost", "agent CPU and memory vs connections and frame rate", &agent_cost::run, &mut ctx);
+    scenario(
+        "tls",
+        "wss:// (node ws over https): server CPU per message, off / on, and the TLS programs' cost",
+        &tls::run,
+        &mut ctx,
+    );
 
     bpf::set_stats(stats_was);
     procs::detach(&ctx.bin, &ctx.cfg);
