@@ -21,8 +21,11 @@ use wsguard_integration::{
 
 /// `NOTIFY_FLUSH` in run.rs.
 const FLUSH: Duration = Duration::from_secs(5);
-/// Process exit after the flush (stores, runtime) on a busy 2-core machine.
-const MARGIN: Duration = Duration::from_secs(2);
+/// Process exit after the flush (stores, runtime, and in the socket mode detaching more links:
+/// cgroup sock_ops, four tracepoints, the OpenSSL uprobes) on a busy 2-core machine. The bound
+/// tells the flush budget from the request timeout (30 s), not a speed target: a fresh-clone run
+/// beside a VM matrix measured 7.02 s against a 7 s bound.
+const MARGIN: Duration = Duration::from_secs(3);
 
 /// One webhook channel. Alerts labelled `test=shutdown` go out at once; `test=held` wait an
 /// hour in their group (only a stop closes that window). Retries are quick; `breaker` is

@@ -27,6 +27,15 @@ fn prog_ids(pid: u32) -> Result<Vec<u32>> {
     Ok(ids)
 }
 
+/// Whether program `id` is one of the agent's OpenSSL uprobes (`wsg_ssl_*`, never pinned).
+fn is_tls_prog(id: u32) -> bool {
+    std::process::Command::new("bpftool")
+        .args(["prog", "show", "id", &id.to_string()])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("name wsg_ssl_"))
+        .unwrap_or(false)
+}
+
 /// Whether the kernel still has program `id` (loaded: attached by a pinned link, here).
 fn prog_exists(id: u32) -> bool {
     const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
@@ -87,7 +96,9 @@ fn a_clean_stop_detaches_and_keeping_is_explicit() -> Result<()> {
     c.send(&[enc::text("x", true)], Split::PerFrame)?;
     c.read_frames(1, std::time::Duration::from_secs(5))?;
     agent.wait_ws(server.pid, "message counted", |w| w["messages_received"] == 1)?;
-    let ids = prog_ids(agent.pid().context("agent pid")?)?;
+    // The pinned probe is what is kept; the TLS uprobes (socket mode) belong to the running agent
+    // and go with it by design (configuration.md, `[probe.tls]`).
+    let ids: Vec<u32> = prog_ids(agent.pid().context("agent pid")?)?.into_iter().filter(|&id| !is_tls_prog(id)).collect();
     agent.stop(libc::SIGUSR2);
     assert!(Path::new(&pin).exists() && ids.iter().all(|&id| prog_exists(id)), "SIGUSR2: the probe was not kept");
     assert!(agent.log_text().contains(&format!("stays attached and counting at {pin} (SIGUSR2)")), "{}", agent.log_text());
@@ -113,7 +124,7 @@ fn a_clean_stop_detaches_and_keeping_is_explicit() -> Result<()> {
 
     // `[probe] keep_on_stop = true` keeps it on every clean stop.
     let mut agent = Agent::start_with("stop-keep", "keep_on_stop = true\n")?;
-    let ids = prog_ids(agent.pid().context("agent pid")?)?;
+    let ids: Vec<u32> = prog_ids(agent.pid().context("agent pid")?)?.into_iter().filter(|&id| !is_tls_prog(id)).collect();
     agent.stop(libc::SIGTERM);
     let pin = agent.pin.clone();
     assert!(Path::new(&pin).exists() && ids.iter().all(|&id| prog_exists(id)), "keep_on_stop kept nothing");
