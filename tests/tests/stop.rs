@@ -27,13 +27,17 @@ fn prog_ids(pid: u32) -> Result<Vec<u32>> {
     Ok(ids)
 }
 
-/// Whether program `id` is one of the agent's OpenSSL uprobes (`wsg_ssl_*`, never pinned).
-fn is_tls_prog(id: u32) -> bool {
-    std::process::Command::new("bpftool")
-        .args(["prog", "show", "id", &id.to_string()])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("name wsg_ssl_"))
-        .unwrap_or(false)
+/// The programs of agent `pid` that a kept probe keeps: all but its OpenSSL uprobes
+/// (`wsg_ssl_*`), which belong to the running agent and are never pinned.
+fn pinned_prog_ids(pid: u32) -> Result<Vec<u32>> {
+    let is_tls = |id: u32| {
+        std::process::Command::new("bpftool")
+            .args(["prog", "show", "id", &id.to_string()])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains("name wsg_ssl_"))
+            .unwrap_or(false)
+    };
+    Ok(prog_ids(pid)?.into_iter().filter(|&id| !is_tls(id)).collect())
 }
 
 /// Whether the kernel still has program `id` (loaded: attached by a pinned link, here).
@@ -98,7 +102,7 @@ fn a_clean_stop_detaches_and_keeping_is_explicit() -> Result<()> {
     agent.wait_ws(server.pid, "message counted", |w| w["messages_received"] == 1)?;
     // The pinned probe is what is kept; the TLS uprobes (socket mode) belong to the running agent
     // and go with it by design (configuration.md, `[probe.tls]`).
-    let ids: Vec<u32> = prog_ids(agent.pid().context("agent pid")?)?.into_iter().filter(|&id| !is_tls_prog(id)).collect();
+    let ids = pinned_prog_ids(agent.pid().context("agent pid")?)?;
     agent.stop(libc::SIGUSR2);
     assert!(Path::new(&pin).exists() && ids.iter().all(|&id| prog_exists(id)), "SIGUSR2: the probe was not kept");
     assert!(agent.log_text().contains(&format!("stays attached and counting at {pin} (SIGUSR2)")), "{}", agent.log_text());
@@ -124,7 +128,7 @@ fn a_clean_stop_detaches_and_keeping_is_explicit() -> Result<()> {
 
     // `[probe] keep_on_stop = true` keeps it on every clean stop.
     let mut agent = Agent::start_with("stop-keep", "keep_on_stop = true\n")?;
-    let ids: Vec<u32> = prog_ids(agent.pid().context("agent pid")?)?.into_iter().filter(|&id| !is_tls_prog(id)).collect();
+    let ids = pinned_prog_ids(agent.pid().context("agent pid")?)?;
     agent.stop(libc::SIGTERM);
     let pin = agent.pin.clone();
     assert!(Path::new(&pin).exists() && ids.iter().all(|&id| prog_exists(id)), "keep_on_stop kept nothing");
