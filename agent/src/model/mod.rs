@@ -6,3 +6,4 @@ pub mod clients;
 pub mod probe;
 pub mod resources;
 pub mod snapshot;
+pub mod sse;

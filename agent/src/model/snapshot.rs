@@ -23,6 +23,8 @@ pub struct Snapshot {
     pub probe: ProbeInfo,
     /// Sums over the processes listed.
     pub totals: WebSocketStats,
+    /// Host totals of Server-Sent Events streams (the second transport).
+    pub sse_totals: super::sse::SseStats,
     /// Host resources (CPU, memory, TCP sockets, listen overflows, conntrack, ephemeral ports).
     pub host: HostResources,
     pub processes: Vec<ProcessSnapshot>,
@@ -88,6 +90,8 @@ pub struct ProcessSnapshot {
     pub tcp_accepted: u64,
     pub not_websocket: u64,
     pub websocket: WebSocketStats,
+    /// Server-Sent Events streams this process served (socket mode).
+    pub sse: super::sse::SseStats,
     /// Per second over the last interval (None on the first snapshot of a process).
     pub rates: Option<Rates>,
     /// p50/p95/p99 since the agent first saw the process, from the probe's histograms.

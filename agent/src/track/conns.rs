@@ -12,6 +12,7 @@ use wsguard_common::{
 use crate::{
     model::clients::{AgeBuckets, ClientCount, ClientsSnapshot},
     model::snapshot::Frames,
+    model::sse::{SseConnStats, Transport},
     track::resources::tcp::Sock,
 };
 
@@ -19,6 +20,9 @@ use crate::{
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ConnectionSnapshot {
+    /// `websocket`, or `sse` for a Server-Sent Events stream (then `sse` says what it carried
+    /// and the WebSocket fields stay zero).
+    pub transport: Transport,
     pub fd: u32,
     pub id: u64,
     pub peer: Option<String>,
@@ -39,6 +43,8 @@ pub struct ConnectionSnapshot {
     pub send_queue_bytes: u64,
     pub recv_queue_bytes: u64,
     pub out_of_sync: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sse: Option<SseConnStats>,
 }
 
 /// What the per-connection pass yields for one process.
@@ -183,6 +189,8 @@ fn conn_view(
         send_queue_bytes: sq,
         recv_queue_bytes: rq,
         out_of_sync: c.out_of_sync != 0,
+        transport: Transport::Websocket,
+        sse: None,
     }
 }
 

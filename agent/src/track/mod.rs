@@ -23,6 +23,7 @@ use crate::util::procinfo::{self, Identity};
 use crate::{
     model::probe::ProbeHealth,
     model::snapshot::{AgentInfo, Latencies, ProbeInfo, ProcessSnapshot, Quantiles, Rates, Snapshot, WebSocketStats},
+    model::sse::SseStats,
     probe::{maps, Probe},
 };
 use config::TrackConfig;
@@ -315,6 +316,8 @@ impl Tracker {
                 tcp_accepted: stats.accepted,
                 not_websocket: stats.not_websocket,
                 websocket: ws,
+                // Filled by the probe's SSE counters (issue #20); zero until the probe has them.
+                sse: SseStats::default(),
                 rates,
                 latency: latency.unwrap_or_default(),
                 clients: pc.clients,
@@ -373,8 +376,10 @@ impl Tracker {
         }
         processes.sort_by_key(|p| p.pid);
         let mut totals = WebSocketStats::default();
+        let mut sse_totals = SseStats::default();
         for p in &processes {
             totals.add(&p.websocket);
+            sse_totals.add(&p.sse);
         }
         let host = self.sampler.host_with(ephemeral);
         let snapshot = Snapshot {
@@ -387,6 +392,7 @@ impl Tracker {
                 snapshot_ms: t0.elapsed().as_secs_f64() * 1e3,
                 snapshot_cpu_ms: thread_cpu_ns().saturating_sub(cpu0) as f64 / 1e6,
             },
+            sse_totals,
             probe: ProbeInfo {
                 mode: probe.mode.as_str().into(),
                 mode_reason: probe.reason.clone(),
