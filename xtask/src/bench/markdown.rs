@@ -24,6 +24,48 @@ Agent (per snapshot interval):\n\n\
 - One stat read per process; identity (command line) cached; per-client counts without copying keys.\n\
 - Large buffers are mmapped (fixed 64 KiB malloc mmap threshold), so each interval's connection views go back to the OS when replaced.\n\n";
 
+/// The `sse` scenario's rows (nothing when it did not run).
+fn sse_section(s: &mut String, sse: &Value) {
+    if sse.is_null() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "## 5. Server-Sent Events\n\nnode's own `http` (`tests/servers/sse_node.js`, chunked) pinned to CPU 0 writes one stream of {}-byte events (an `id` line, one JSON `data` line, a blank line) at {} events/s for {} s; a raw TCP reader on CPU 1 reads it to its end. Off / on alternate; medians over the rounds. Server CPU per event is schedstat time of the server over the stream divided by the events; probe figures are every run of the bench's own programs during the stream (the server's tracked writes, and untracked socket I/O on the host such as the reader's) from `kernel.bpf_stats_enabled`, per run and divided by the events.\n",
+        sse["event_bytes"],
+        fmt(&sse["rate"], 0),
+        fmt(&sse["seconds"], 0),
+    );
+    if let Some(e) = sse["error"].as_str() {
+        let _ = writeln!(s, "The scenario failed: {e}\n");
+        return;
+    }
+    let m = |k: &str, v: &str| sse[k][v].clone();
+    let _ = writeln!(
+        s,
+        "| | off | on | on vs off |\n|---|---|---|---|\n| server CPU µs per event | {} | {} | {} |\n| server read/write syscalls per event | {} | {} | |\n| events/s reached | {} | {} | |\n| probe ns per program run | | {} | |\n| probe program runs per event | | {} | |\n| probe ns per event | | {} | |\n",
+        fmt(&m("median_server_cpu_us_per_event", "off"), 3),
+        fmt(&m("median_server_cpu_us_per_event", "on"), 3),
+        ratio_cell(&sse["ratio_on_off"]),
+        fmt(&m("median_server_syscalls_per_event", "off"), 2),
+        fmt(&m("median_server_syscalls_per_event", "on"), 2),
+        fmt(&m("median_achieved_rate", "off"), 0),
+        fmt(&m("median_achieved_rate", "on"), 0),
+        fmt(&sse["median_probe_ns_per_run"], 0),
+        fmt(&sse["median_probe_runs_per_event"], 2),
+        fmt(&sse["median_probe_ns_per_event"], 0),
+    );
+    let counted: Vec<String> = sse["runs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["variant"] == "on")
+        .map(|r| format!("{} of {}", r["result"]["agent_events_sent"], r["result"]["events"]))
+        .collect();
+    let _ =
+        writeln!(s, "Events the agent counted in each `on` round (`sse.events_sent` of the server): {}.\n", counted.join(", "));
+}
+
 pub fn markdown(out: &Value, json_rel: &str) -> String {
     let m = &out["machine"];
     let quick = out["kind"] == "quick";
@@ -283,6 +325,7 @@ for untracked processes during a syscall-heavy `dd` with no WebSocket traffic, n
     if fps["p50_ms"].as_f64().unwrap_or(0.0) > 100.0 {
         s.push_str("The echo server fell behind at this rate (median latency in seconds): \"reached\" counts echoes of the messages offered in the window, which arrived late, so the rate the server and probe really sustained during the window was lower and the agent's CPU here understates the cost at a true 100k frames/s. The RSS at this step is after the largest idle level (memory freed by the agent is not necessarily returned to the OS).\n\n");
     }
+    sse_section(&mut s, &out["sse"]);
     s.push_str("## Reproduce\n\n```sh\nsudo -E cargo xtask bench            # full: ~10-15 minutes\nsudo -E cargo xtask bench --quick    # ~3 minutes\n# A/B of two builds, every scenario alternating on/base (JSON and a table; docs left alone):\nsudo -E cargo xtask bench --compare /path/to/other/wsguard --only fixed_rate,probe_cost,probe_micro\n```\n\nIt needs root, `bpftool`, `bpftrace`, `nginx`, `taskset`/`prlimit` and node `ws` (all from `cargo xtask setup`). It is not part of `cargo xtask test`.\n");
     s
 }
