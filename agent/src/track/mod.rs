@@ -8,6 +8,7 @@ pub mod k8s;
 pub mod keyhash;
 pub mod redact;
 pub mod resources;
+pub mod sse;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -271,12 +272,12 @@ impl Tracker {
             }
             let (id, exited) = (known.id.clone(), known.exited_at.is_some());
             let mut ws = WebSocketStats::from_probe(stats, reading.close_codes.get(&tgid));
-            let mut sse = sse_stats(&stats.sse);
+            let mut sse_counts = sse_stats(&stats.sse);
             if exited {
                 // The reap above updated the map after this reading; report the final numbers.
                 if let Ok(fin) = maps::read_proc(&probe.ebpf, tgid) {
                     ws = WebSocketStats::from_probe(&fin, reading.close_codes.get(&tgid));
-                    sse = sse_stats(&fin.sse);
+                    sse_counts = sse_stats(&fin.sse);
                 }
             }
             let mut l = live.remove(&tgid).unwrap_or_default();
@@ -319,7 +320,8 @@ impl Tracker {
                 tcp_accepted: stats.accepted,
                 not_websocket: stats.not_websocket,
                 websocket: ws,
-                sse,
+                sse: sse_counts,
+                sse_streams: sse::streams(&pc.connections, &self.limits),
                 rates,
                 latency: latency.unwrap_or_default(),
                 clients: pc.clients,
