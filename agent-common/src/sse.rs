@@ -262,12 +262,8 @@ impl SseHead {
             value::MATCHED => {
                 self.vstate = if ws || (media && c == b';') { value::ACCEPTED } else { value::FAILED };
             }
-            value::ACCEPTED => {
-                // A media type's parameters may follow; an encoding list may not.
-                if !media && !ws {
-                    self.vstate = value::FAILED;
-                }
-            }
+            // A media type's parameters may follow; an encoding list may not.
+            value::ACCEPTED if !media && !ws => self.vstate = value::FAILED,
             _ => {}
         }
     }
