@@ -20,6 +20,7 @@ use tungstenite::protocol::frame::{
 };
 
 pub mod http;
+pub mod sse;
 pub mod tls;
 
 /// The frame script every exact-count test sends, and the check of the agent's numbers.
@@ -457,30 +458,7 @@ impl Server {
     /// gorilla/websocket (Go) echo server, built from tests/servers/gorilla_echo with Debian's
     /// packages, offline (`GO111MODULE=off`, `GOPATH=/usr/share/gocode`), into target/.
     pub fn gorilla() -> Result<Server> {
-        let src = repo_root().join("tests/servers/gorilla_echo");
-        let out = repo_root().join("target/test-servers");
-        let bin = out.join("gorilla_echo");
-        let stale = |b: &std::path::Path| -> bool {
-            let (Ok(b), Ok(s)) = (std::fs::metadata(b), std::fs::metadata(src.join("main.go"))) else { return true };
-            b.modified().ok() < s.modified().ok()
-        };
-        if stale(&bin) {
-            std::fs::create_dir_all(&out)?;
-            let st = Command::new("go")
-                .args(["build", "-o"])
-                .arg(&bin)
-                .arg(".")
-                .current_dir(&src)
-                .env("GO111MODULE", "off")
-                .env("GOPATH", "/usr/share/gocode")
-                .env("GOCACHE", out.join("gocache"))
-                .status()
-                .context("go build (install golang-go and golang-github-gorilla-websocket-dev: cargo xtask setup)")?;
-            if !st.success() {
-                bail!("go build of tests/servers/gorilla_echo failed ({st})");
-            }
-        }
-        Self::spawn(Command::new(bin))
+        Self::spawn(Command::new(go_build("gorilla_echo")?))
     }
 
     /// The C echo server whose socket I/O goes through io_uring (tests/servers/uring_echo.c),
@@ -540,6 +518,36 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Build the Go program in tests/servers/`name` (one `main.go`) with Debian's packages, offline
+/// (`GO111MODULE=off`, `GOPATH=/usr/share/gocode`), into target/test-servers/`name` unless that
+/// binary is newer than its source; its path.
+pub(crate) fn go_build(name: &str) -> Result<PathBuf> {
+    let src = repo_root().join("tests/servers").join(name);
+    let out = repo_root().join("target/test-servers");
+    let bin = out.join(name);
+    let stale = |b: &std::path::Path| -> bool {
+        let (Ok(b), Ok(s)) = (std::fs::metadata(b), std::fs::metadata(src.join("main.go"))) else { return true };
+        b.modified().ok() < s.modified().ok()
+    };
+    if stale(&bin) {
+        std::fs::create_dir_all(&out)?;
+        let st = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&bin)
+            .arg(".")
+            .current_dir(&src)
+            .env("GO111MODULE", "off")
+            .env("GOPATH", "/usr/share/gocode")
+            .env("GOCACHE", out.join("gocache"))
+            .status()
+            .context("go build (install golang-go and golang-github-gorilla-websocket-dev: cargo xtask setup)")?;
+        if !st.success() {
+            bail!("go build of tests/servers/{name} failed ({st})");
+        }
+    }
+    Ok(bin)
 }
 
 /// How a client cuts its bytes into `write` calls.

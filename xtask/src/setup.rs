@@ -45,8 +45,8 @@ const TEST_PKGS: &[&str] = &[
     "systemd",
     // libFuzzer (C++) for the fuzz run in `cargo xtask test` (xtask/src/fuzz.rs).
     "g++",
-    // The gorilla/websocket echo server (tests/servers/gorilla_echo), built offline by the tests
-    // with GO111MODULE=off GOPATH=/usr/share/gocode.
+    // The gorilla/websocket echo server (tests/servers/gorilla_echo) and the net/http SSE server
+    // (tests/servers/sse_go), built offline by the tests with GO111MODULE=off GOPATH=/usr/share/gocode.
     "golang-go",
     "golang-github-gorilla-websocket-dev",
     // The io_uring echo server (tests/servers/uring_echo.c), built by the tests with cc.
@@ -145,7 +145,7 @@ Install these by hand instead:
     export WSGUARD_EBPF_TOOLCHAIN=nightly
   test servers and tools:
     (cd tests/servers && npm ci)        # node >= 18, installs the pinned `ws`
-    python3 -m pip install -r tests/servers/requirements.txt   # websockets, aiosmtpd
+    python3 -m pip install -r tests/servers/requirements.txt   # websockets, aiosmtpd, aiohttp
     tshark, bpftrace, nginx, prometheus, alertmanager, iproute2, procps, jq (distribution packages)
 Then run `cargo xtask test` (as root for the privileged tests)."
     );

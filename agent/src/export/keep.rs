@@ -25,7 +25,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::metrics::{Identity, MetricsConfig};
-use crate::model::snapshot::{ProcessSnapshot, Quantiles, Snapshot, WebSocketStats};
+use crate::model::{
+    snapshot::{ProcessSnapshot, Quantiles, Snapshot, WebSocketStats},
+    sse::SseStats,
+};
 
 /// How long the retired totals of a label set without a live process are kept, in seconds.
 pub const RETIRED_FOR: f64 = 3600.0;
@@ -87,6 +90,8 @@ impl Hist {
 pub(crate) struct Counters {
     /// Counter fields only (`connections_active` and the averages are not read from here).
     pub ws: WebSocketStats,
+    /// SSE counter fields only (`streams_active` is a gauge, not read from here).
+    pub sse: SseStats,
     pub unfollowed: u64,
     pub tcp_accepted: u64,
     pub not_websocket: u64,
@@ -101,6 +106,7 @@ impl Counters {
         let l = &p.latency;
         Counters {
             ws: WebSocketStats { connections_active: 0, ..p.websocket.clone() },
+            sse: SseStats { streams_active: 0, ..p.sse.clone() },
             unfollowed: p.unfollowed_connections,
             tcp_accepted: p.tcp_accepted,
             not_websocket: p.not_websocket,
@@ -111,6 +117,7 @@ impl Counters {
 
     pub fn add(&mut self, o: &Counters) {
         self.ws.add(&o.ws);
+        self.sse.add(&o.sse);
         self.unfollowed += o.unfollowed;
         self.tcp_accepted += o.tcp_accepted;
         self.not_websocket += o.not_websocket;

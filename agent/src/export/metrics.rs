@@ -143,14 +143,14 @@ pub fn render_with(snapshot: &Snapshot, extras: &Extras, cfg: &MetricsConfig) ->
         })
         .collect();
 
-    // The cap: keep label sets in order of active connections while they fit. The two
+    // The cap: keep label sets in order of active connections (and streams) while they fit. The two
     // `wsguard_metrics_series*` gauges are pushed last and counted here.
     let fixed = out.series() + 2;
     let mut budget = cfg.max_series.saturating_sub(fixed);
     let mut order: Vec<usize> = (0..sets.len()).collect();
     order.sort_by_key(|&i| {
         let g = &sets[i].1;
-        (Reverse(g.active), Reverse(g.counters.ws.connections_opened), i)
+        (Reverse(g.active + g.sse.active), Reverse(g.counters.ws.connections_opened + g.counters.sse.streams_opened), i)
     });
     let mut keep = vec![false; sets.len()];
     let mut dropped = 0usize;
@@ -314,6 +314,62 @@ const TCP_NOT_WEBSOCKET: Spec = counter(
     "Accepted TCP connections whose first bytes were not a WebSocket upgrade (dropped from tracking at once).",
 );
 
+// Server-Sent Events, per process (same labels). Parallel families rather than a `transport`
+// label on the WebSocket ones: frames, opcodes, close codes and pings mean nothing for a
+// stream, and events/comments/resumes mean nothing for a WebSocket (docs/metrics.md, "Why
+// parallel SSE families").
+const SSE_ACTIVE: Spec = gauge(
+    "wsguard_sse_streams_active",
+    "Server-Sent Events streams open now (text/event-stream response written, not yet closed).",
+);
+const SSE_OPENED: Spec = counter(
+    "wsguard_sse_streams_opened_total",
+    "SSE streams opened (a response with Content-Type: text/event-stream written) since the agent first saw the process.",
+);
+const SSE_CLOSED: Spec = counter("wsguard_sse_streams_closed_total", "SSE streams ended, by anyone.");
+const SSE_ENDED_BY: Spec = counter(
+    "wsguard_sse_stream_ends_total",
+    "SSE streams ended, by who ended them: by=\"client\" (the client went away first) or by=\"server\" (chunked terminator, or the server closed first).",
+);
+const SSE_EVENTS: Spec =
+    counter("wsguard_sse_events_total", "SSE events written: blocks ended by a blank line that carry at least one data field.");
+const SSE_COMMENTS: Spec = counter(
+    "wsguard_sse_comments_total",
+    "SSE comment lines written (starting with ':', keep-alives included), counted apart from events.",
+);
+const SSE_PAYLOAD: Spec = counter(
+    "wsguard_sse_payload_bytes_total",
+    "Bytes of SSE event streams written (fields, comments, line ends; chunked framing and the response head excluded).",
+);
+const SSE_RESUMED: Spec = counter(
+    "wsguard_sse_resumed_streams_total",
+    "SSE streams whose request carried Last-Event-ID (a client reconnecting and resuming).",
+);
+const SSE_UNPARSEABLE: Spec = counter(
+    "wsguard_sse_unparseable_streams_total",
+    "SSE streams with a compressed body (Content-Encoding): counted as streams and bytes, their events and comments are not.",
+);
+const SSE_OUT_OF_SYNC: Spec = counter(
+    "wsguard_sse_out_of_sync_total",
+    "SSE streams whose framing could not be followed; their later events are not counted.",
+);
+const SSE_IDLE: Spec = gauge(
+    "wsguard_sse_streams_idle",
+    "Open SSE streams with no event for [limits] idle_after (keep-alive comments do not count).",
+);
+const SSE_QUIETEST: Spec = gauge(
+    "wsguard_sse_quietest_stream_seconds",
+    "Seconds since the last event of the open SSE stream quiet the longest (the largest in the label set).",
+);
+const SSE_CLIENTS: Spec = gauge(
+    "wsguard_sse_clients",
+    "Distinct client keys ([probe.client_key]) with an open SSE stream, summed over the processes of a label set.",
+);
+const SSE_CLIENTS_OVER_QUOTA: Spec = gauge(
+    "wsguard_sse_clients_at_or_over_quota",
+    "Clients holding at least [limits] per_client_connections open SSE streams to one process.",
+);
+
 // Process resources (same labels).
 const PROC_OPEN_FDS: Spec = gauge("wsguard_process_open_fds", "Open file descriptors, summed over the processes of a label set.");
 const PROC_FD_LIMIT: Spec = gauge(
@@ -344,6 +400,10 @@ const PROC_MEMORY_LIMIT: Spec = gauge(
 const HOST_ACTIVE: Spec = gauge(
     "wsguard_host_websocket_connections_active",
     "WebSocket connections open now in all reported processes, including any dropped by max_series.",
+);
+const HOST_SSE_ACTIVE: Spec = gauge(
+    "wsguard_host_sse_streams_active",
+    "SSE streams open now in all reported processes, including any dropped by max_series.",
 );
 const HOST_PROCESSES: Spec = gauge(
     "wsguard_host_websocket_processes",
@@ -474,6 +534,20 @@ pub(crate) const FAMILIES: &[&Spec] = &[
     &WS_UNFOLLOWED,
     &TCP_ACCEPTED,
     &TCP_NOT_WEBSOCKET,
+    &SSE_ACTIVE,
+    &SSE_OPENED,
+    &SSE_CLOSED,
+    &SSE_ENDED_BY,
+    &SSE_EVENTS,
+    &SSE_COMMENTS,
+    &SSE_PAYLOAD,
+    &SSE_RESUMED,
+    &SSE_UNPARSEABLE,
+    &SSE_OUT_OF_SYNC,
+    &SSE_IDLE,
+    &SSE_QUIETEST,
+    &SSE_CLIENTS,
+    &SSE_CLIENTS_OVER_QUOTA,
     &PROC_OPEN_FDS,
     &PROC_FD_LIMIT,
     &PROC_FD_RATIO,
@@ -483,6 +557,7 @@ pub(crate) const FAMILIES: &[&Spec] = &[
     &PROC_THREADS,
     &PROC_MEMORY_LIMIT,
     &HOST_ACTIVE,
+    &HOST_SSE_ACTIVE,
     &HOST_PROCESSES,
     &HOST_CPU,
     &HOST_MEMORY_USED,
@@ -593,6 +668,7 @@ type Pending = (&'static Spec, Labels, Value);
 fn fixed_series(s: &Snapshot, out: &mut Families) {
     let none = Vec::new;
     out.push(&HOST_ACTIVE, none(), Value::Int(s.totals.connections_active));
+    out.push(&HOST_SSE_ACTIVE, none(), Value::Int(s.sse_totals.streams_active));
     out.push(&HOST_PROCESSES, none(), Value::Int(s.processes.len() as u64));
 
     let h = &s.host;
@@ -760,6 +836,17 @@ struct Group {
     client_quota: Option<u64>,
     resources: ResourcesAcc,
     forecast: ForecastAcc,
+    sse: SseAcc,
+}
+
+/// The SSE gauges of a label set (its counters are in [`Counters::sse`]).
+#[derive(Debug, Default)]
+struct SseAcc {
+    active: u64,
+    idle: u64,
+    quietest_seconds: f64,
+    clients: u64,
+    clients_over_quota: u64,
 }
 
 impl Group {
@@ -786,6 +873,12 @@ impl Group {
         if let Some(r) = &p.resources {
             self.resources.add(r);
         }
+        let (sse, streams) = (&mut self.sse, &p.sse_streams);
+        sse.active += p.sse.streams_active;
+        sse.idle += streams.idle;
+        sse.quietest_seconds = sse.quietest_seconds.max(streams.max_seconds_since_last_event);
+        sse.clients += streams.clients.distinct;
+        sse.clients_over_quota += streams.clients.at_or_over_quota;
     }
 }
 
@@ -840,6 +933,7 @@ fn process_series(g: &Group, out: &mut Vec<Pending>) {
     push(&WS_UNFOLLOWED, vec![], Value::Int(c.unfollowed));
     push(&TCP_ACCEPTED, vec![], Value::Int(c.tcp_accepted));
     push(&TCP_NOT_WEBSOCKET, vec![], Value::Int(c.not_websocket));
+    sse_series(g, &mut push);
     if let Some(v) = c.cpu_seconds {
         push(&PROC_CPU, vec![], Value::Float(v));
     }
@@ -864,6 +958,32 @@ fn process_series(g: &Group, out: &mut Vec<Pending>) {
             push(&PROC_MEMORY_LIMIT, vec![], Value::Int(l));
         }
     }
+}
+
+/// The SSE families of one label set.
+/// Only label sets that have served a stream get them: a WebSocket-only host carries no
+/// zero SSE series (the first stream starts them; `rate()` reads that as a new series).
+fn sse_series(g: &Group, push: &mut impl FnMut(&'static Spec, Labels, Value)) {
+    let (c, live) = (&g.counters.sse, &g.sse);
+    if c.streams_opened == 0 && live.active == 0 {
+        return;
+    }
+    push(&SSE_ACTIVE, vec![], Value::Int(live.active));
+    push(&SSE_OPENED, vec![], Value::Int(c.streams_opened));
+    push(&SSE_CLOSED, vec![], Value::Int(c.streams_closed));
+    for (by, n) in [("client", c.closed_by_client), ("server", c.closed_by_server)] {
+        push(&SSE_ENDED_BY, vec![("by", by.into())], Value::Int(n));
+    }
+    push(&SSE_EVENTS, vec![], Value::Int(c.events_sent));
+    push(&SSE_COMMENTS, vec![], Value::Int(c.comments_sent));
+    push(&SSE_PAYLOAD, vec![], Value::Int(c.payload_bytes_sent));
+    push(&SSE_RESUMED, vec![], Value::Int(c.resumed_streams));
+    push(&SSE_UNPARSEABLE, vec![], Value::Int(c.unparseable_streams));
+    push(&SSE_OUT_OF_SYNC, vec![], Value::Int(c.out_of_sync));
+    push(&SSE_IDLE, vec![], Value::Int(live.idle));
+    push(&SSE_QUIETEST, vec![], Value::Float(live.quietest_seconds));
+    push(&SSE_CLIENTS, vec![], Value::Int(live.clients));
+    push(&SSE_CLIENTS_OVER_QUOTA, vec![], Value::Int(live.clients_over_quota));
 }
 
 fn by_opcode(f: &Frames) -> [(&'static str, u64); 6] {
@@ -1213,6 +1333,7 @@ mod tests {
         model::clients::ClientsSnapshot,
         model::resources::HostResources,
         model::snapshot::{Frames, Latencies, Quantiles},
+        model::sse::{SseStats, SseStreams},
     };
 
     fn proc(pid: u32, comm: &str, ports: &[u16], active: u64) -> ProcessSnapshot {
@@ -1325,7 +1446,32 @@ mod tests {
             ephemeral_ports_usage_ratio: Some(0.5),
             ..Default::default()
         };
+        p.sse = SseStats {
+            streams_opened: 9,
+            streams_active: 4,
+            streams_closed: 5,
+            events_sent: 1200,
+            comments_sent: 30,
+            payload_bytes_sent: 64_000,
+            resumed_streams: 3,
+            closed_by_client: 4,
+            closed_by_server: 1,
+            unparseable_streams: 1,
+            out_of_sync: 2,
+        };
+        p.sse_streams = SseStreams {
+            idle: 2,
+            max_seconds_since_last_event: 95.5,
+            clients: ClientsSnapshot {
+                key_source: "remote_ip".into(),
+                distinct: 3,
+                quota: 20,
+                at_or_over_quota: 1,
+                top: Vec::new(),
+            },
+        };
         s.totals = p.websocket.clone();
+        s.sse_totals = p.sse.clone();
         s.processes.push(p);
         s
     }
@@ -1399,6 +1545,24 @@ mod tests {
                 &format!("wsguard_websocket_clients{{{id}}} 2"),
                 &format!("wsguard_websocket_clients_at_or_over_quota{{{id}}} 0"),
                 &format!("wsguard_websocket_client_quota{{{id}}} 20"),
+                "# TYPE wsguard_sse_streams_active gauge",
+                &format!("wsguard_sse_streams_active{{{id}}} 4"),
+                "# TYPE wsguard_sse_streams_opened_total counter",
+                &format!("wsguard_sse_streams_opened_total{{{id}}} 9"),
+                &format!("wsguard_sse_streams_closed_total{{{id}}} 5"),
+                &format!(r#"wsguard_sse_stream_ends_total{{{id},by="client"}} 4"#),
+                &format!(r#"wsguard_sse_stream_ends_total{{{id},by="server"}} 1"#),
+                &format!("wsguard_sse_events_total{{{id}}} 1200"),
+                &format!("wsguard_sse_comments_total{{{id}}} 30"),
+                &format!("wsguard_sse_payload_bytes_total{{{id}}} 64000"),
+                &format!("wsguard_sse_resumed_streams_total{{{id}}} 3"),
+                &format!("wsguard_sse_unparseable_streams_total{{{id}}} 1"),
+                &format!("wsguard_sse_out_of_sync_total{{{id}}} 2"),
+                &format!("wsguard_sse_streams_idle{{{id}}} 2"),
+                &format!("wsguard_sse_quietest_stream_seconds{{{id}}} 95.5"),
+                &format!("wsguard_sse_clients{{{id}}} 3"),
+                &format!("wsguard_sse_clients_at_or_over_quota{{{id}}} 1"),
+                "wsguard_host_sse_streams_active 4",
                 &format!("wsguard_process_open_fds{{{id}}} 100"),
                 &format!("wsguard_process_fd_limit_soft{{{id}}} 1024"),
                 &format!("wsguard_process_fd_usage_ratio{{{id}}} 0.09765625"),
@@ -1472,6 +1636,64 @@ mod tests {
         assert!(
             text.contains(&format!(r#"wsguard_build_info{{version="{}",probe_mode="",kernel=""}} 1"#, env!("CARGO_PKG_VERSION")))
         );
+    }
+
+    /// SSE families appear only for label sets that served a stream, sum over processes that
+    /// share a label set, and their counters keep a gone process's totals (monotonic).
+    #[test]
+    fn sse_series_only_where_streams_were_served_and_stay_monotonic() {
+        let cfg = MetricsConfig::default();
+        let ws_only = proc(50, "ws", &[7070], 1);
+        let mut a = proc(100, "py", &[8000], 0);
+        a.sse = SseStats { streams_opened: 5, streams_active: 2, events_sent: 40, resumed_streams: 1, ..Default::default() };
+        let mut b = proc(200, "py", &[8000], 0);
+        b.sse = SseStats { streams_opened: 3, streams_active: 3, events_sent: 2, resumed_streams: 2, ..Default::default() };
+        let mut s = Snapshot { processes: vec![ws_only.clone(), a, b.clone()], ..Default::default() };
+        s.sse_totals.streams_active = 5;
+        let mut kept = Kept::default();
+        kept.observe(&s, &cfg, 0.0);
+        let text = render_with(&s, &Extras { kept: Some(&kept), ..Default::default() }, &cfg);
+        check_exposition(&text);
+        let id = r#"comm="py",listen_port="8000",unit="""#;
+        assert_has(
+            &text,
+            &[
+                &format!("wsguard_sse_streams_active{{{id}}} 5"),
+                &format!("wsguard_sse_streams_opened_total{{{id}}} 8"),
+                &format!("wsguard_sse_events_total{{{id}}} 42"),
+                &format!("wsguard_sse_resumed_streams_total{{{id}}} 3"),
+                "wsguard_host_sse_streams_active 5",
+            ],
+        );
+        assert!(!text.contains(r#"wsguard_sse_streams_active{comm="ws""#), "{text}");
+
+        // Process 100 goes away: its totals stay in the label set's counters.
+        let s = Snapshot { processes: vec![ws_only, b], ..Default::default() };
+        kept.observe(&s, &cfg, 10.0);
+        let text = render_with(&s, &Extras { kept: Some(&kept), ..Default::default() }, &cfg);
+        assert_has(
+            &text,
+            &[
+                &format!("wsguard_sse_streams_active{{{id}}} 3"),
+                &format!("wsguard_sse_streams_opened_total{{{id}}} 8"),
+                &format!("wsguard_sse_events_total{{{id}}} 42"),
+            ],
+        );
+    }
+
+    /// Under `max_series`, a label set busy with SSE streams outranks an idle one.
+    #[test]
+    fn max_series_keeps_label_sets_with_open_streams() {
+        let quiet = proc(1, "quiet", &[7000], 0);
+        let mut streams = proc(2, "sse", &[8000], 0);
+        streams.sse = SseStats { streams_opened: 50, streams_active: 40, ..Default::default() };
+        let s = Snapshot { processes: vec![quiet, streams], ..Default::default() };
+        let full = render(&s, &MetricsConfig::default());
+        let quiet_lines = full.lines().filter(|l| l.contains(r#"comm="quiet""#)).count();
+        let total = full.lines().filter(|l| !l.starts_with('#')).count();
+        let text = render(&s, &MetricsConfig { max_series: total - quiet_lines, ..Default::default() });
+        assert!(text.contains(r#"wsguard_sse_streams_active{comm="sse",listen_port="8000",unit=""} 40"#), "{text}");
+        assert!(!text.contains(r#"comm="quiet""#), "{text}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Connections per client key of one process.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ClientsSnapshot {
     /// What identifies a client: `remote_ip`, `header:<name>` or `query:<name>`.

@@ -92,6 +92,8 @@ pub struct ProcessSnapshot {
     pub websocket: WebSocketStats,
     /// Server-Sent Events streams this process served (socket mode).
     pub sse: super::sse::SseStats,
+    /// Its open SSE streams now: idle ones, the quietest, streams per client.
+    pub sse_streams: super::sse::SseStreams,
     /// Per second over the last interval (None on the first snapshot of a process).
     pub rates: Option<Rates>,
     /// p50/p95/p99 since the agent first saw the process, from the probe's histograms.

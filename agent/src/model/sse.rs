@@ -90,6 +90,21 @@ pub struct SseConnStats {
     pub out_of_sync: bool,
 }
 
+/// What the open SSE streams of one process look like now, from the per-connection view
+/// (`track/sse.rs`): the gauges an operator asks of streams that counters cannot give.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SseStreams {
+    /// Open streams with no event for `[limits] idle_after` (keep-alive comments do not count
+    /// as events, so a stream kept alive by comments alone goes idle).
+    pub idle: u64,
+    /// The longest `seconds_since_last_event` over the open streams (0 with none open).
+    pub max_seconds_since_last_event: f64,
+    /// Open streams per client key: the same keys (`[probe.client_key]`) and quota
+    /// (`[limits] per_client_connections`) as WebSocket connections.
+    pub clients: super::clients::ClientsSnapshot,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

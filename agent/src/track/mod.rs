@@ -8,6 +8,7 @@ pub mod k8s;
 pub mod keyhash;
 pub mod redact;
 pub mod resources;
+pub mod sse;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -318,6 +319,7 @@ impl Tracker {
                 websocket: ws,
                 // Filled by the probe's SSE counters (issue #20); zero until the probe has them.
                 sse: SseStats::default(),
+                sse_streams: sse::streams(&pc.connections, &self.limits),
                 rates,
                 latency: latency.unwrap_or_default(),
                 clients: pc.clients,

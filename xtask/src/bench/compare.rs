@@ -59,5 +59,12 @@ pub fn compare_table(out: &Value) -> String {
     for (k, d) in [("agent_cpu_pct_of_core", 2), ("reached_frames_per_s", 0)] {
         row(&format!("frames: {k}"), &ac["frames"][k], &ac["base"]["frames"][k], d);
     }
+    let sse = &out["sse"];
+    if !sse.is_null() {
+        row("sse: server CPU µs per event, off", &sse["median_server_cpu_us_per_event"]["off"], &Value::Null, 3);
+        row("sse: server CPU µs per event, on", &sse["median_server_cpu_us_per_event"]["on"], &Value::Null, 3);
+        row("sse: probe ns per run", &sse["median_probe_ns_per_run"], &Value::Null, 0);
+        row("sse: probe ns per event", &sse["median_probe_ns_per_event"], &Value::Null, 0);
+    }
     s
 }

@@ -9,6 +9,7 @@ mod agent_cost;
 mod bpf;
 mod child;
 mod compare;
+mod floor;
 mod load;
 mod markdown;
 mod micro;
@@ -16,6 +17,7 @@ mod overhead;
 mod probe_cost;
 mod procs;
 mod report;
+mod sse;
 mod stats;
 mod tls;
 mod ws;
@@ -73,7 +75,7 @@ struct MoreArgs {
     #[arg(long, value_name = "WSGUARD_BINARY")]
     compare: Option<PathBuf>,
     /// Run only these scenarios (comma-separated: fixed_rate, saturated, probe_cost,
-    /// probe_micro, agent_cost, tls); docs/performance.md is then left alone.
+    /// probe_micro, agent_cost, tls, sse); docs/performance.md is then left alone.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Override the fixed-rate load: messages per second.
@@ -407,6 +409,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "tls",
         "wss:// (node ws over https): server CPU per message, off / on, and the TLS programs' cost",
         &tls::run,
+        &mut ctx,
+    );
+    scenario(
+        "sse",
+        "Server-Sent Events (node http, one 10k events/s stream): server CPU per event, off / on, and the probe's cost",
+        &sse::run,
         &mut ctx,
     );
 
