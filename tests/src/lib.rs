@@ -796,6 +796,21 @@ pub mod enc {
     }
 }
 
+/// The BPF programs process `pid` holds open (from `/proc/PID/fdinfo`), sorted: an agent's own
+/// programs, including those it never pins (its OpenSSL uprobes).
+pub fn prog_ids(pid: u32) -> Result<Vec<u32>> {
+    let mut ids = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
+        let text = std::fs::read_to_string(fd?.path()).unwrap_or_default();
+        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("prog_id:")).and_then(|v| v.trim().parse().ok()) {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
 /// Run the `wsguard` binary (the one the agent runs) with `args`; stdout, stderr and the exit code.
 pub fn wsguard(args: &[&str]) -> Result<(String, String, i32)> {
     let out = Command::new(agent_bin()).args(args).output()?;

@@ -65,6 +65,9 @@ fn systemd_unit_verifies() {
     assert!(filters.iter().all(|f| !f.contains("setuid")), "set*id calls only in the drop-in: {filters:?}");
     // Stopping detaches; the unit says how to keep the probe for a restart.
     assert!(unit.contains("systemctl kill -s USR2 --kill-who=main wsguard"), "upgrade path documented in the unit");
+    // A refused start (no capabilities, not the host's PID namespace) exits 78 and is not
+    // retried (pid_namespace.rs checks the status).
+    assert!(unit.lines().any(|l| l == "RestartPreventExitStatus=78"), "refused starts are not retried");
     // Reload: validate, then SIGHUP (tests/tests/reload.rs checks what the agent does with it).
     let reload: Vec<&str> = unit.lines().filter_map(|l| l.strip_prefix("ExecReload=")).collect();
     assert_eq!(reload, ["/usr/local/bin/wsguard config check --config /etc/wsguard/wsguard.toml", "/bin/kill -HUP $MAINPID"]);
