@@ -71,6 +71,32 @@ pub enum Metric {
     /// Connections newly marked out of sync (invalid frame header) since the last snapshot.
     #[serde(rename = "probe.out_of_sync")]
     ProbeOutOfSync,
+    /// Host: SSE streams open over all processes.
+    #[serde(rename = "host.sse.streams_active")]
+    HostSseStreamsActive,
+    /// SSE streams the process holds open.
+    #[serde(rename = "process.sse.streams_active")]
+    SseStreamsActive,
+    /// Open SSE streams with no event for `[limits] idle_after` (keep-alive comments do not
+    /// count as events).
+    #[serde(rename = "process.sse.streams_idle")]
+    SseStreamsIdle,
+    /// Seconds since the last event of the process's quietest open SSE stream.
+    #[serde(rename = "process.sse.seconds_since_last_event")]
+    SseSecondsSinceLastEvent,
+    /// Over the interval, per second: SSE streams opened (churn).
+    #[serde(rename = "process.sse.streams_opened_per_second")]
+    SseStreamsOpenedPerSecond,
+    /// Over the interval, per second: SSE streams ended (churn).
+    #[serde(rename = "process.sse.streams_closed_per_second")]
+    SseStreamsClosedPerSecond,
+    /// Over the interval, per second: SSE streams whose request carried `Last-Event-ID`
+    /// (clients reconnecting and resuming).
+    #[serde(rename = "process.sse.resumed_streams_per_second")]
+    SseResumedStreamsPerSecond,
+    /// SSE streams of the busiest client (scope process) or of each client (scope client).
+    #[serde(rename = "process.sse.clients.top_streams")]
+    SseClientStreams,
     /// Crisis probability over the horizon (process or host scope), from the forecasts.
     #[serde(rename = "prediction.crisis_probability")]
     CrisisProbability,
@@ -96,6 +122,9 @@ impl Metric {
                 | ProbeOutOfSync
                 | HandshakeSuccessRatio
                 | AbnormalCloseRatio
+                | SseStreamsOpenedPerSecond
+                | SseStreamsClosedPerSecond
+                | SseResumedStreamsPerSecond
         )
     }
 
@@ -110,8 +139,9 @@ impl Metric {
             | HostEphemeralPortsUsageRatio
             | ProbeRingDrops
             | ProbeLostEvents
-            | ProbeOutOfSync => &[Scope::Host],
-            ClientConnections => &[Scope::Process, Scope::Client],
+            | ProbeOutOfSync
+            | HostSseStreamsActive => &[Scope::Host],
+            ClientConnections | SseClientStreams => &[Scope::Process, Scope::Client],
             CrisisProbability | PredictionCrisis => &[Scope::Process, Scope::Host],
             _ => &[Scope::Process],
         }
@@ -325,6 +355,17 @@ pub fn defaults(profile: Profile, per_client_connections: u64) -> Vec<Rule> {
             0,
             "Client {{ .labels.client }} holds {{ .value }} connections to {{ .labels.comm }} (pid {{ .labels.pid }}, port {{ .labels.listen_port }}); quota {{ .threshold }}",
             "Find the client's reconnect loop or leak; close its over-quota connections (remediation) or raise [limits] per_client_connections.",
+        ),
+        rule(
+            "SseClientStreamQuota",
+            Client,
+            SseClientStreams,
+            Ge,
+            None,
+            some(Threshold::At(per_client_connections as f64)),
+            0,
+            "Client {{ .labels.client }} holds {{ .value }} SSE streams to {{ .labels.comm }} (pid {{ .labels.pid }}, port {{ .labels.listen_port }}); quota {{ .threshold }}",
+            "Find the client opening streams without closing old ones (tabs, a reconnect loop); close its idle streams (remediation) or raise [limits] per_client_connections.",
         ),
         rule(
             "WebSocketConnectionsHigh",

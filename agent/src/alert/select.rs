@@ -2,6 +2,7 @@
 //! (process, client). Interval metrics compare with the previous snapshot of the same pid.
 
 use crate::{
+    history::snapshot_time,
     model::snapshot::{ProcessSnapshot, Snapshot},
     predict::{Forecast, Predictions},
 };
@@ -52,6 +53,7 @@ pub fn instances(
     let ph = prev.map(|p| &p.probe.health);
     match metric {
         HostConnectionsActive => return host(Some(s.totals.connections_active as f64)),
+        HostSseStreamsActive => return host(Some(s.sse_totals.streams_active as f64)),
         HostMemoryUsedRatio => return host(h.memory_used_ratio),
         HostListenOverflowsDelta => return host(h.listen_overflows_delta.map(|v| v as f64)),
         HostConntrackUsageRatio => {
@@ -89,12 +91,16 @@ pub fn instances(
         PredictionFdExhaustion | PredictionCrisis => return forecasts(metric, scope, s, preds),
         _ => {}
     }
+    let dt = prev.and_then(|x| Some(snapshot_time(s)?.duration_since(snapshot_time(x)?).ok()?.as_secs_f64()));
     let mut out = Vec::new();
     for p in s.processes.iter().filter(|p| !p.exited) {
         let labels = process_labels(p);
         let before = prev.and_then(|x| x.processes.iter().find(|q| q.pid == p.pid && q.comm == p.comm));
         let w = &p.websocket;
         let d = |f: fn(&ProcessSnapshot) -> u64| delta(f(p), before.map(f));
+        let per_second = |f: fn(&ProcessSnapshot) -> u64| d(f).zip(dt).and_then(|(n, dt)| ratio(n, dt));
+        // SSE values only for processes that serve (or served) streams.
+        let sse = p.sse.streams_opened > 0 || p.sse.streams_active > 0;
         let value = match metric {
             ConnectionsActive => Some(w.connections_active as f64),
             // "No connections" only means something for a process that listens.
@@ -129,6 +135,23 @@ pub fn instances(
             PingRttP95Ms => p.latency.ping_rtt.p95_ms,
             SendQueueBytes => Some(p.send_queue_bytes as f64),
             ConnectionsStalled => Some(p.connections_stalled as f64),
+            SseStreamsActive => sse.then_some(p.sse.streams_active as f64),
+            SseStreamsIdle => sse.then_some(p.sse_streams.idle as f64),
+            SseSecondsSinceLastEvent => (p.sse.streams_active > 0).then_some(p.sse_streams.max_seconds_since_last_event),
+            SseStreamsOpenedPerSecond => per_second(|x| x.sse.streams_opened).filter(|_| sse),
+            SseStreamsClosedPerSecond => per_second(|x| x.sse.streams_closed).filter(|_| sse),
+            SseResumedStreamsPerSecond => per_second(|x| x.sse.resumed_streams).filter(|_| sse),
+            SseClientStreams if scope == Scope::Client => {
+                let c = &p.sse_streams.clients;
+                for t in &c.top {
+                    let mut l = labels.clone();
+                    l.insert("client".into(), t.key.clone());
+                    l.insert("client_key_source".into(), c.key_source.clone());
+                    out.push(Instance { labels: l, value: t.connections as f64, forecast: None });
+                }
+                None
+            }
+            SseClientStreams => sse.then(|| p.sse_streams.clients.top.iter().map(|c| c.connections).max().unwrap_or(0) as f64),
             _ => None,
         };
         if let Some(value) = value.filter(|v| v.is_finite()) {

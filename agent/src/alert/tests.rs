@@ -541,3 +541,101 @@ fn forecast_alerts_are_ordinary_alerts() {
     let t = e.evaluate(&s, Some(&preds(None)), at(71));
     assert_eq!(kinds(&t), [K::Resolved, K::Resolved]);
 }
+
+/// A process serving SSE streams at second `secs` of the test clock (RFC 3339 timestamp, so
+/// interval metrics can divide by the time between snapshots).
+fn sse_snapshot(secs: u64, opened: u64, closed: u64, resumed: u64, idle: u64, quiet: f64) -> Snapshot {
+    use crate::model::sse::{SseStats, SseStreams};
+    let mut p = process(77, 0.1);
+    p.sse = SseStats {
+        streams_opened: opened,
+        streams_closed: closed,
+        streams_active: opened - closed,
+        resumed_streams: resumed,
+        ..Default::default()
+    };
+    p.sse_streams = SseStreams {
+        idle,
+        max_seconds_since_last_event: quiet,
+        clients: crate::model::clients::ClientsSnapshot {
+            key_source: "remote_ip".into(),
+            quota: 20,
+            top: vec![
+                ClientCount { key: "10.9.9.9".into(), connections: 22 },
+                ClientCount { key: "10.9.9.8".into(), connections: 1 },
+            ],
+            ..Default::default()
+        },
+    };
+    let mut s = snap(vec![p, process(78, 0.1)]);
+    s.timestamp = humantime::format_rfc3339_millis(at(secs)).to_string();
+    s.sse_totals.streams_active = opened - closed;
+    s
+}
+
+/// Every SSE rule metric reads the SSE numbers (a WebSocket-only process yields no value);
+/// churn and resumes are per second over the interval.
+#[test]
+fn sse_metrics_read_streams() {
+    use super::select::instances;
+    let prev = sse_snapshot(0, 100, 90, 10, 0, 0.0);
+    let cur = sse_snapshot(10, 150, 100, 40, 3, 421.5);
+    let one = |m: Metric, scope: Scope| -> Vec<f64> {
+        instances(m, scope, &cur, Some(&prev), None).into_iter().map(|i| i.value).collect()
+    };
+    assert_eq!(one(Metric::HostSseStreamsActive, Scope::Host), vec![50.0]);
+    assert_eq!(one(Metric::SseStreamsActive, Scope::Process), vec![50.0]);
+    assert_eq!(one(Metric::SseStreamsIdle, Scope::Process), vec![3.0]);
+    assert_eq!(one(Metric::SseSecondsSinceLastEvent, Scope::Process), vec![421.5]);
+    assert_eq!(one(Metric::SseStreamsOpenedPerSecond, Scope::Process), vec![5.0]);
+    assert_eq!(one(Metric::SseStreamsClosedPerSecond, Scope::Process), vec![1.0]);
+    assert_eq!(one(Metric::SseResumedStreamsPerSecond, Scope::Process), vec![3.0]);
+    assert_eq!(one(Metric::SseClientStreams, Scope::Process), vec![22.0]);
+    let per_client = instances(Metric::SseClientStreams, Scope::Client, &cur, Some(&prev), None);
+    assert_eq!(per_client.len(), 2);
+    assert_eq!((per_client[0].labels["client"].as_str(), per_client[0].value), ("10.9.9.9", 22.0));
+    // Interval metrics need a previous snapshot.
+    assert!(instances(Metric::SseStreamsOpenedPerSecond, Scope::Process, &cur, None, None).is_empty());
+    for m in [Metric::SseStreamsOpenedPerSecond, Metric::SseResumedStreamsPerSecond, Metric::SseStreamsClosedPerSecond] {
+        assert!(m.needs_previous(), "{m:?}");
+    }
+}
+
+/// Rules on SSE metrics parse from TOML, validate (scope checked), fire and resolve; the default
+/// per-client stream quota fires for a client over `[limits] per_client_connections`.
+#[test]
+fn sse_rules_fire_idle_churn_and_quota() {
+    let r: Rule = toml::from_str(
+        r#"
+        name = "SseStreamQuiet"
+        metric = "process.sse.seconds_since_last_event"
+        op = ">"
+        warning = 300
+        "#,
+    )
+    .unwrap();
+    r.validate().unwrap();
+    let bad = Rule { scope: Scope::Host, ..r.clone() };
+    assert!(bad.validate().unwrap_err().contains("cannot be evaluated in scope"));
+    let unknown = toml::from_str::<Rule>("name = \"X\"\nmetric = \"process.sse.nope\"\nwarning = 1\n").unwrap_err();
+    assert!(unknown.to_string().contains("process.sse.seconds_since_last_event"), "{unknown}");
+    let churn: Rule =
+        toml::from_str("name = \"SseChurn\"\nmetric = \"process.sse.resumed_streams_per_second\"\nop = \">\"\nwarning = 2\n")
+            .unwrap();
+
+    let mut e = Engine::with_rules(vec![r, churn], cfg());
+    e.evaluate(&sse_snapshot(0, 100, 90, 10, 0, 10.0), None, at(0));
+    let t = e.evaluate(&sse_snapshot(10, 150, 100, 40, 3, 421.5), None, at(10));
+    let names: Vec<&str> = t.iter().filter(|t| t.kind == K::Firing).map(|t| t.alertname.as_str()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.contains(&"SseStreamQuiet") && names.contains(&"SseChurn"), "{names:?}");
+    // Events flow again and resumes stop: both resolve.
+    let t = e.evaluate(&sse_snapshot(20, 150, 100, 40, 0, 1.0), None, at(20));
+    assert_eq!(t.iter().filter(|t| t.kind == K::Resolved).count(), 2, "{t:?}");
+
+    let mut e = Engine::new(cfg(), 20);
+    e.evaluate(&sse_snapshot(0, 100, 90, 10, 0, 0.0), None, at(0));
+    let a = e.alerts().into_iter().find(|a| a.labels["alertname"] == "SseClientStreamQuota").unwrap();
+    assert_eq!((a.labels["client"].as_str(), a.value), ("10.9.9.9", Some(22.0)));
+    assert_eq!(a.annotations["summary"], "Client 10.9.9.9 holds 22 SSE streams to node (pid 77, port 8080); quota 20");
+}

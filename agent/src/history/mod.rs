@@ -48,7 +48,7 @@ pub struct HistoryConfig {
     /// Every snapshot is kept on disk for this long...
     #[serde(with = "humantime_serde")]
     pub full_resolution: Duration,
-    /// ...then one per interval: the one with the most active connections, so peaks survive.
+    /// ...then one per interval: the one with the most active connections and SSE streams, so peaks survive.
     #[serde(with = "humantime_serde")]
     pub downsample_interval: Duration,
 }

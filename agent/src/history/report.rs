@@ -17,7 +17,10 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::snapshot_time;
-use crate::model::snapshot::{Frames, Snapshot, WebSocketStats};
+use crate::model::{
+    snapshot::{Frames, ProcessSnapshot, Snapshot},
+    sse::SseStats,
+};
 
 /// How many processes the "worst" list holds.
 const WORST: usize = 5;
@@ -58,11 +61,58 @@ pub struct PeriodCounters {
     pub messages_sent: u64,
     pub payload_bytes_received: u64,
     pub payload_bytes_sent: u64,
+    /// Server-Sent Events (the second transport): streams opened and ended, events, comments
+    /// and bytes written, streams resumed with `Last-Event-ID`.
+    #[serde(default)]
+    pub sse: SsePeriod,
+}
+
+/// SSE increases over the period (all from the serving process's side).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SsePeriod {
+    pub streams_opened: u64,
+    pub streams_closed: u64,
+    pub events_sent: u64,
+    pub comments_sent: u64,
+    pub payload_bytes_sent: u64,
+    pub resumed_streams: u64,
+}
+
+impl SsePeriod {
+    fn of(s: &SseStats) -> Self {
+        SsePeriod {
+            streams_opened: s.streams_opened,
+            streams_closed: s.streams_closed,
+            events_sent: s.events_sent,
+            comments_sent: s.comments_sent,
+            payload_bytes_sent: s.payload_bytes_sent,
+            resumed_streams: s.resumed_streams,
+        }
+    }
+
+    fn fields(&self) -> [u64; 6] {
+        [
+            self.streams_opened,
+            self.streams_closed,
+            self.events_sent,
+            self.comments_sent,
+            self.payload_bytes_sent,
+            self.resumed_streams,
+        ]
+    }
+
+    fn from_fields(f: [u64; 6]) -> Self {
+        let [streams_opened, streams_closed, events_sent, comments_sent, payload_bytes_sent, resumed_streams] = f;
+        SsePeriod { streams_opened, streams_closed, events_sent, comments_sent, payload_bytes_sent, resumed_streams }
+    }
 }
 
 impl PeriodCounters {
-    fn of(w: &WebSocketStats) -> Self {
+    fn of(p: &ProcessSnapshot) -> Self {
+        let w = &p.websocket;
         PeriodCounters {
+            sse: SsePeriod::of(&p.sse),
             connections_opened: w.connections_opened,
             connections_closed: w.connections_closed,
             handshakes_failed: w.handshakes_failed,
@@ -95,7 +145,8 @@ impl PeriodCounters {
 
     /// `cur - prev`, or `cur` when any counter went down (a reset). Returns (delta, reset).
     fn increase(prev: &Self, cur: &Self) -> (Self, bool) {
-        let reset = prev.fields().iter().zip(cur.fields()).any(|(p, c)| c < *p);
+        let went_down = |p: &[u64], c: &[u64]| p.iter().zip(c).any(|(p, c)| c < p);
+        let reset = went_down(&prev.fields(), &cur.fields()) || went_down(&prev.sse.fields(), &cur.sse.fields());
         if reset {
             return (cur.clone(), true);
         }
@@ -113,6 +164,7 @@ impl PeriodCounters {
                 messages_sent: d(cur.messages_sent, prev.messages_sent),
                 payload_bytes_received: d(cur.payload_bytes_received, prev.payload_bytes_received),
                 payload_bytes_sent: d(cur.payload_bytes_sent, prev.payload_bytes_sent),
+                sse: SsePeriod::from_fields(std::array::from_fn(|i| cur.sse.fields()[i] - prev.sse.fields()[i])),
             },
             false,
         )
@@ -130,6 +182,7 @@ impl PeriodCounters {
         self.messages_sent += o.messages_sent;
         self.payload_bytes_received += o.payload_bytes_received;
         self.payload_bytes_sent += o.payload_bytes_sent;
+        self.sse = SsePeriod::from_fields(std::array::from_fn(|i| self.sse.fields()[i] + o.sse.fields()[i]));
     }
 }
 
@@ -164,6 +217,12 @@ pub struct PeakRates {
     pub frames_sent_per_second: Peak<f64>,
     pub payload_bytes_received_per_second: Peak<f64>,
     pub payload_bytes_sent_per_second: Peak<f64>,
+    #[serde(default)]
+    pub sse_streams_opened_per_second: Peak<f64>,
+    #[serde(default)]
+    pub sse_events_per_second: Peak<f64>,
+    #[serde(default)]
+    pub sse_resumed_streams_per_second: Peak<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -173,6 +232,9 @@ pub struct ProcessReport {
     /// Snapshots the process appears in.
     pub snapshots: usize,
     pub peak_active: Peak<u64>,
+    /// Peak of its open SSE streams.
+    #[serde(default)]
+    pub peak_sse_streams: Peak<u64>,
     pub period: PeriodCounters,
     /// Times its counters went down (counted from zero again).
     pub counter_resets: u32,
@@ -187,6 +249,9 @@ pub struct Report {
     pub snapshots: usize,
     /// Host-wide peak of active WebSocket connections.
     pub peak_active: Peak<u64>,
+    /// Host-wide peak of open SSE streams.
+    #[serde(default)]
+    pub peak_sse_streams: Peak<u64>,
     pub totals: PeriodCounters,
     pub peak_rates: PeakRates,
     /// Ordered by pid, then comm.
@@ -215,10 +280,11 @@ pub fn summarize(snapshots: &[Snapshot]) -> Report {
     let mut prev_time: Option<SystemTime> = None;
     for (i, snap) in snapshots.iter().enumerate() {
         let mut step = PeriodCounters::default();
-        let mut active = 0;
+        let (mut active, mut streams) = (0, 0);
         for p in &snap.processes {
-            let cur = PeriodCounters::of(&p.websocket);
+            let cur = PeriodCounters::of(p);
             active += p.websocket.connections_active;
+            streams += p.sse.streams_active;
             let key = (p.pid, p.comm.clone());
             let t = procs.entry(key).or_insert_with(|| Track {
                 // Present at the start: the period begins at its first values. Appearing later:
@@ -232,9 +298,11 @@ pub fn summarize(snapshots: &[Snapshot]) -> Report {
             t.report.counter_resets += reset as u32;
             t.report.period.add(&d);
             t.report.peak_active.offer(p.websocket.connections_active, &snap.timestamp);
+            t.report.peak_sse_streams.offer(p.sse.streams_active, &snap.timestamp);
             step.add(&d);
         }
         r.peak_active.offer(active, &snap.timestamp);
+        r.peak_sse_streams.offer(streams, &snap.timestamp);
         r.totals.add(&step);
         let now = snapshot_time(snap);
         if let (Some(a), Some(b)) = (prev_time, now) {
@@ -250,6 +318,9 @@ pub fn summarize(snapshots: &[Snapshot]) -> Report {
                 pr.frames_sent_per_second.offer(rate(step.frames_sent), at);
                 pr.payload_bytes_received_per_second.offer(rate(step.payload_bytes_received), at);
                 pr.payload_bytes_sent_per_second.offer(rate(step.payload_bytes_sent), at);
+                pr.sse_streams_opened_per_second.offer(rate(step.sse.streams_opened), at);
+                pr.sse_events_per_second.offer(rate(step.sse.events_sent), at);
+                pr.sse_resumed_streams_per_second.offer(rate(step.sse.resumed_streams), at);
             }
         }
         if now.is_some() {
@@ -304,6 +375,36 @@ fn total_rows(c: &PeriodCounters) -> [(&'static str, u64); 11] {
     ]
 }
 
+/// The report has SSE numbers to show: a stream was open or opened in the period.
+fn has_sse(r: &Report) -> bool {
+    r.peak_sse_streams.value > 0 || r.totals.sse.streams_opened > 0
+}
+
+fn sse_total_rows(c: &SsePeriod) -> [(&'static str, u64); 6] {
+    [
+        ("SSE streams opened", c.streams_opened),
+        ("SSE streams closed", c.streams_closed),
+        ("SSE events sent", c.events_sent),
+        ("SSE comments sent", c.comments_sent),
+        ("SSE payload bytes sent", c.payload_bytes_sent),
+        ("SSE streams resumed", c.resumed_streams),
+    ]
+}
+
+fn sse_rate_rows(r: &Report) -> [(&'static str, &Peak<f64>); 3] {
+    let p = &r.peak_rates;
+    [
+        ("SSE streams opened/s", &p.sse_streams_opened_per_second),
+        ("SSE events/s", &p.sse_events_per_second),
+        ("SSE streams resumed/s", &p.sse_resumed_streams_per_second),
+    ]
+}
+
+/// Processes that served SSE streams in the period (or held some open).
+fn sse_processes(r: &Report) -> impl Iterator<Item = &ProcessReport> {
+    r.processes.iter().filter(|p| p.peak_sse_streams.value > 0 || p.period.sse.streams_opened > 0)
+}
+
 fn text(r: &Report) -> String {
     let mut o = String::new();
     if r.snapshots == 0 {
@@ -312,13 +413,26 @@ fn text(r: &Report) -> String {
     let _ = writeln!(o, "wsguard report {} .. {}", r.first, r.last);
     let _ = writeln!(o, "  {} snapshots over {:.0} s", r.snapshots, r.duration_seconds);
     let _ = writeln!(o, "  peak active connections: {} at {}", r.peak_active.value, r.peak_active.at);
+    if has_sse(r) {
+        let _ = writeln!(o, "  peak open SSE streams: {} at {}", r.peak_sse_streams.value, r.peak_sse_streams.at);
+    }
     let _ = writeln!(o, "\nTotals in the period:");
     for (k, v) in total_rows(&r.totals) {
         let _ = writeln!(o, "  {k:<24} {v}");
     }
+    if has_sse(r) {
+        for (k, v) in sse_total_rows(&r.totals.sse) {
+            let _ = writeln!(o, "  {k:<24} {v}");
+        }
+    }
     let _ = writeln!(o, "\nPeak rates:");
     for (k, p) in rate_rows(r) {
         let _ = writeln!(o, "  {k:<24} {:.1} at {}", p.value, p.at);
+    }
+    if has_sse(r) {
+        for (k, p) in sse_rate_rows(r) {
+            let _ = writeln!(o, "  {k:<24} {:.1} at {}", p.value, p.at);
+        }
     }
     let _ = writeln!(o, "\nProcesses:");
     let _ = writeln!(
@@ -343,6 +457,30 @@ fn text(r: &Report) -> String {
             p.peak_active.at,
             resets_note(p),
         );
+    }
+    if has_sse(r) {
+        let _ = writeln!(o, "\nSSE streams:");
+        let _ = writeln!(
+            o,
+            "  {:>8} {:<16} {:>11} {:>8} {:>8} {:>10} {:>8} {:>12}  peak at",
+            "pid", "comm", "peak open", "opened", "closed", "events", "resumed", "bytes out"
+        );
+        for p in sse_processes(r) {
+            let c = &p.period.sse;
+            let _ = writeln!(
+                o,
+                "  {:>8} {:<16} {:>11} {:>8} {:>8} {:>10} {:>8} {:>12}  {}",
+                p.pid,
+                p.comm,
+                p.peak_sse_streams.value,
+                c.streams_opened,
+                c.streams_closed,
+                c.events_sent,
+                c.resumed_streams,
+                c.payload_bytes_sent,
+                p.peak_sse_streams.at,
+            );
+        }
     }
     if !r.worst.is_empty() {
         let _ = writeln!(o, "\nWorst processes (abnormal closes + failed handshakes):");
@@ -374,14 +512,27 @@ fn markdown(r: &Report) -> String {
     }
     let _ = writeln!(o, "- Period: {} .. {} ({:.0} s)", r.first, r.last, r.duration_seconds);
     let _ = writeln!(o, "- Snapshots: {}", r.snapshots);
-    let _ = writeln!(o, "- Peak active connections: {} at {}\n", r.peak_active.value, r.peak_active.at);
-    let _ = writeln!(o, "## Totals\n\n| counter | value |\n|---|---:|");
+    let _ = writeln!(o, "- Peak active connections: {} at {}", r.peak_active.value, r.peak_active.at);
+    if has_sse(r) {
+        let _ = writeln!(o, "- Peak open SSE streams: {} at {}", r.peak_sse_streams.value, r.peak_sse_streams.at);
+    }
+    let _ = writeln!(o, "\n## Totals\n\n| counter | value |\n|---|---:|");
     for (k, v) in total_rows(&r.totals) {
         let _ = writeln!(o, "| {k} | {v} |");
+    }
+    if has_sse(r) {
+        for (k, v) in sse_total_rows(&r.totals.sse) {
+            let _ = writeln!(o, "| {k} | {v} |");
+        }
     }
     let _ = writeln!(o, "\n## Peak rates\n\n| rate | peak | at |\n|---|---:|---|");
     for (k, p) in rate_rows(r) {
         let _ = writeln!(o, "| {k} | {:.1} | {} |", p.value, p.at);
+    }
+    if has_sse(r) {
+        for (k, p) in sse_rate_rows(r) {
+            let _ = writeln!(o, "| {k} | {:.1} | {} |", p.value, p.at);
+        }
     }
     let _ = writeln!(
         o,
@@ -404,6 +555,28 @@ fn markdown(r: &Report) -> String {
             c.payload_bytes_sent,
             p.counter_resets
         );
+    }
+    if has_sse(r) {
+        let _ = writeln!(
+            o,
+            "\n## SSE streams\n\n| pid | comm | peak open | peak at | opened | closed | events | resumed | bytes out |\n|---:|---|---:|---|---:|---:|---:|---:|---:|"
+        );
+        for p in sse_processes(r) {
+            let c = &p.period.sse;
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                p.pid,
+                md_escape(&p.comm),
+                p.peak_sse_streams.value,
+                p.peak_sse_streams.at,
+                c.streams_opened,
+                c.streams_closed,
+                c.events_sent,
+                c.resumed_streams,
+                c.payload_bytes_sent
+            );
+        }
     }
     if !r.worst.is_empty() {
         let _ = writeln!(o, "\n## Worst processes\n");

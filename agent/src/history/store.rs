@@ -5,18 +5,23 @@
 //! is one file under `state_dir`; each write is a transaction and WAL keeps the file consistent
 //! through crashes and power loss while another process (`wsguard report`) reads it.
 //!
-//! Schema (`user_version` 1):
+//! Schema (`user_version` 2):
 //! ```sql
 //! CREATE TABLE snapshots (
-//!     id     INTEGER PRIMARY KEY,  -- insertion order
-//!     ts     INTEGER NOT NULL,     -- snapshot time, unix seconds (UTC)
-//!     active INTEGER NOT NULL,     -- WebSocket connections active (sum over processes)
-//!     json   TEXT    NOT NULL      -- the Snapshot exactly as /api/v1/snapshot serves it
+//!     id         INTEGER PRIMARY KEY,  -- insertion order
+//!     ts         INTEGER NOT NULL,     -- snapshot time, unix seconds (UTC)
+//!     active     INTEGER NOT NULL,     -- WebSocket connections active (sum over processes)
+//!     json       TEXT    NOT NULL,     -- the Snapshot exactly as /api/v1/snapshot serves it
+//!     sse_active INTEGER NOT NULL DEFAULT 0  -- SSE streams open (version 2)
 //! );
 //! CREATE INDEX snapshots_ts ON snapshots (ts);
 //! ```
-//! Storing the JSON keeps the schema stable while the snapshot grows; `ts` and `active` are the
-//! columns queries and downsampling need.
+//! Storing the JSON keeps the schema stable while the snapshot grows (a row written before a
+//! field existed loads with that field at its default: SSE numbers of version-1 rows read as
+//! zero); `ts`, `active` and `sse_active` are the columns queries and downsampling need.
+//! Version 1 files get `sse_active` by migration (`ALTER TABLE … ADD COLUMN`, 0 for old rows)
+//! when the agent opens them; downsampling keeps the row with the most connections *and*
+//! streams open, so an SSE server's peaks survive as a WebSocket server's do.
 
 use std::{
     io::Write,
@@ -31,14 +36,18 @@ use serde::Serialize;
 use super::HistoryConfig;
 use crate::model::snapshot::Snapshot;
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// Version 1 → 2: the open SSE streams beside the WebSocket connections.
+const MIGRATIONS: &[(i64, &str)] = &[(2, "ALTER TABLE snapshots ADD COLUMN sse_active INTEGER NOT NULL DEFAULT 0;")];
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS snapshots (
     id     INTEGER PRIMARY KEY,
     ts     INTEGER NOT NULL,
     active INTEGER NOT NULL,
-    json   TEXT    NOT NULL
+    json   TEXT    NOT NULL,
+    sse_active INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS snapshots_ts ON snapshots (ts);
 ";
@@ -61,6 +70,15 @@ pub fn active_connections(s: &Snapshot) -> u64 {
     }
 }
 
+/// Open SSE streams in a snapshot (sum over its processes; `sse_totals` if none).
+pub fn active_streams(s: &Snapshot) -> u64 {
+    if s.processes.is_empty() {
+        s.sse_totals.streams_active
+    } else {
+        s.processes.iter().map(|p| p.sse.streams_active).sum()
+    }
+}
+
 pub struct Store {
     conn: Connection,
     path: PathBuf,
@@ -71,7 +89,7 @@ pub struct Store {
 impl Store {
     /// Open or create the store (the directory must exist).
     pub fn open(path: &Path) -> Result<Self> {
-        let conn = crate::util::sqlite::open(path, "history store", SCHEMA, SCHEMA_VERSION)?;
+        let conn = crate::util::sqlite::open_migrating(path, "history store", SCHEMA, SCHEMA_VERSION, MIGRATIONS)?;
         Ok(Self { conn, path: path.into(), decode_errors: AtomicU64::new(0) })
     }
 
@@ -100,8 +118,8 @@ impl Store {
         let json = serde_json::to_string(snap).context("encode snapshot")?;
         let tx = self.conn.unchecked_transaction().with_context(|| self.ctx("begin"))?;
         tx.execute(
-            "INSERT INTO snapshots (ts, active, json) VALUES (?1, ?2, ?3)",
-            params![ts, active_connections(snap) as i64, json],
+            "INSERT INTO snapshots (ts, active, json, sse_active) VALUES (?1, ?2, ?3, ?4)",
+            params![ts, active_connections(snap) as i64, json, active_streams(snap) as i64],
         )
         .with_context(|| self.ctx("insert"))?;
         tx.commit().with_context(|| self.ctx("commit"))
@@ -123,7 +141,7 @@ impl Store {
                 "DELETE FROM snapshots WHERE ts < ?1 AND id NOT IN (
                     SELECT id FROM (
                         SELECT id, ROW_NUMBER() OVER (
-                            PARTITION BY ts / ?2 ORDER BY active DESC, id DESC) AS rn
+                            PARTITION BY ts / ?2 ORDER BY active + sse_active DESC, id DESC) AS rn
                         FROM snapshots WHERE ts < ?1)
                     WHERE rn = 1)",
                 params![full_after, interval],

@@ -4,7 +4,10 @@ use std::{
 };
 
 use super::{report::*, store::Store, *};
-use crate::model::snapshot::{Frames, ProcessSnapshot, Snapshot, WebSocketStats};
+use crate::model::{
+    snapshot::{Frames, ProcessSnapshot, Snapshot, WebSocketStats},
+    sse::SseStats,
+};
 
 /// 2025-01-01T00:00:00Z
 const T0: u64 = 1_735_689_600;
@@ -351,4 +354,112 @@ fn history_parse_since() {
     assert!(parse_since_at("", now).is_err());
     assert!(parse_since_at(&u64::MAX.to_string(), now).is_err(), "out of range, not a panic");
     assert!(parse_since("5m").unwrap() < SystemTime::now());
+}
+
+/// A process serving SSE streams: `(active, opened, events, resumed)` at each step.
+fn sse_proc(pid: u32, active: u64, opened: u64, events: u64, resumed: u64) -> ProcessSnapshot {
+    ProcessSnapshot {
+        pid,
+        comm: "uvicorn".into(),
+        sse: SseStats {
+            streams_active: active,
+            streams_opened: opened,
+            streams_closed: opened - active,
+            events_sent: events,
+            payload_bytes_sent: events * 10,
+            resumed_streams: resumed,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// The report carries SSE as a second transport: period increases, peaks of open streams and
+/// peak rates, a per-process SSE table; a reset of SSE counters alone is a reset too. A
+/// WebSocket-only period shows no SSE section.
+#[test]
+fn history_report_counts_sse_streams() {
+    let p = vec![
+        snap(T0, vec![sse_proc(30, 4, 10, 100, 1)]),
+        snap(T0 + 10, vec![sse_proc(30, 9, 20, 600, 4)]),
+        snap(T0 + 20, vec![sse_proc(30, 2, 22, 700, 4)]),
+        // The SSE counters went down: counted from zero again.
+        snap(T0 + 30, vec![sse_proc(30, 1, 1, 30, 0)]),
+    ];
+    let r = summarize(&p);
+    assert_eq!(r.peak_sse_streams, Peak { value: 9, at: "2025-01-01T00:00:10.000Z".into() });
+    let u = &r.processes[0];
+    assert_eq!(u.counter_resets, 1);
+    assert_eq!(u.peak_sse_streams.value, 9);
+    assert_eq!(u.period.sse.streams_opened, 10 + 2 + 1);
+    assert_eq!(u.period.sse.events_sent, 500 + 100 + 30);
+    assert_eq!(u.period.sse.payload_bytes_sent, 6300);
+    assert_eq!(u.period.sse.resumed_streams, 3);
+    assert_eq!(r.totals.sse.events_sent, 630);
+    assert_eq!(r.peak_rates.sse_events_per_second, Peak { value: 50.0, at: "2025-01-01T00:00:10.000Z".into() });
+    assert_eq!(r.peak_rates.sse_streams_opened_per_second.value, 1.0);
+    assert_eq!(r.peak_rates.sse_resumed_streams_per_second.value, 0.3);
+
+    let text = report(&p, Format::Text);
+    assert!(text.contains("peak open SSE streams: 9 at 2025-01-01T00:00:10.000Z"), "{text}");
+    assert!(text.contains("SSE events sent          630"), "{text}");
+    assert!(text.contains("SSE events/s             50.0"), "{text}");
+    assert!(text.contains("\nSSE streams:\n"), "{text}");
+    let md = report(&p, Format::Markdown);
+    assert!(md.contains("| SSE events sent | 630 |"), "{md}");
+    assert!(md.contains("| 30 | uvicorn | 9 | 2025-01-01T00:00:10.000Z | 13 | 14 | 630 | 3 | 6300 |"), "{md}");
+    let back: Report = serde_json::from_str(&report(&p, Format::Json)).unwrap();
+    assert_eq!(back, r);
+
+    let ws_only = report(&period(), Format::Text);
+    assert!(!ws_only.contains("SSE"), "{ws_only}");
+}
+
+/// A version-1 store (before SSE) opens: it is migrated in place, its rows still load (SSE
+/// numbers zero), and from then on downsampling keeps the row with the most streams open too.
+#[test]
+fn history_store_migrates_version_1_and_keeps_sse_peaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(STORE_FILE);
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE snapshots (id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, active INTEGER NOT NULL, json TEXT NOT NULL);
+             CREATE INDEX snapshots_ts ON snapshots (ts);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        let old = format!(
+            r#"{{"timestamp":"{}","processes":[{{"pid":1,"comm":"node","websocket":{{"connections_active":3}}}}]}}"#,
+            humantime::format_rfc3339_millis(at(T0))
+        );
+        c.execute("INSERT INTO snapshots (ts, active, json) VALUES (?1, 3, ?2)", rusqlite::params![T0 as i64, old]).unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let rows = store.range(0, None).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].processes[0].websocket.connections_active, 3);
+    assert_eq!(rows[0].processes[0].sse, SseStats::default());
+    // One 300 s bucket: a WebSocket row with 5 connections, and an SSE row with 40 streams.
+    let mut s = snap(T0 + 10, vec![proc_("node", P { pid: 1, active: 5, ..Default::default() })]);
+    store.insert((T0 + 10) as i64, &s).unwrap();
+    s = snap(T0 + 20, vec![sse_proc(2, 40, 40, 0, 0)]);
+    s.sse_totals.streams_active = 40;
+    store.insert((T0 + 20) as i64, &s).unwrap();
+    s = snap(T0 + 30, vec![proc_("node", P { pid: 1, active: 6, ..Default::default() })]);
+    store.insert((T0 + 30) as i64, &s).unwrap();
+    let cfg = HistoryConfig {
+        memory_snapshots: 0,
+        retention: Duration::from_secs(86400),
+        full_resolution: Duration::from_secs(60),
+        downsample_interval: Duration::from_secs(300),
+    };
+    store.prune((T0 + 3600) as i64, &cfg).unwrap();
+    let kept = store.range(0, None).unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].processes[0].sse.streams_active, 40);
+    drop(store);
+    // Opening again (now version 2) runs no migration twice.
+    assert_eq!(Store::open(&path).unwrap().count().unwrap(), 1);
 }

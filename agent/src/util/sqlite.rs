@@ -34,6 +34,20 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Open or create the store at `path` read-write and bring it to `schema` (idempotent SQL:
 /// `CREATE … IF NOT EXISTS`) at `version`. `what` names the store in errors.
 pub(crate) fn open(path: &Path, what: &str, schema: &str, version: i64) -> Result<Connection> {
+    open_migrating(path, what, schema, version, &[])
+}
+
+/// [`open`] for a store whose schema grew: `migrations` are `(version, sql)` in ascending
+/// order, and a file at an older `user_version` (but not a new, empty one: 0) runs the SQL of
+/// every later version in one transaction before `schema`. `schema` always describes the
+/// latest version, so a new file needs no migration.
+pub(crate) fn open_migrating(
+    path: &Path,
+    what: &str,
+    schema: &str,
+    version: i64,
+    migrations: &[(i64, &str)],
+) -> Result<Connection> {
     let ctx = || format!("{what} {}", path.display());
     private(path).with_context(ctx)?;
     let conn = Connection::open(path).with_context(ctx)?;
@@ -46,6 +60,16 @@ pub(crate) fn open(path: &Path, what: &str, schema: &str, version: i64) -> Resul
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).with_context(ctx)?;
     if found > version {
         bail!("{}: schema version {found} is newer than this wsguard ({version})", ctx());
+    }
+    if found > 0 {
+        let pending: Vec<&(i64, &str)> = migrations.iter().filter(|(v, _)| *v > found && *v <= version).collect();
+        if !pending.is_empty() {
+            let tx = conn.unchecked_transaction().with_context(ctx)?;
+            for (v, sql) in pending {
+                tx.execute_batch(sql).with_context(|| format!("{}: migration to schema version {v}", ctx()))?;
+            }
+            tx.commit().with_context(ctx)?;
+        }
     }
     conn.execute_batch(schema).with_context(ctx)?;
     conn.pragma_update(None, "user_version", version).with_context(ctx)?;

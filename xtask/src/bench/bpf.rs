@@ -75,10 +75,10 @@ pub fn raw_tp_links() -> Vec<(u64, String, Vec<String>)> {
 }
 
 /// The two programs of our probe that run on the data path, from the links pinned under
-/// `pin_path` (waiting up to 5 s for the agent to pin them, and in the socket mode its `sock_ops`): (sys_enter, sys_exit) in the syscall
+/// `pin_path` (waiting up to 30 s for the agent to pin them: a busy shared machine can take that long, and in the socket mode its `sock_ops`): (sys_enter, sys_exit) in the syscall
 /// mode, (wsg_sock_recv, wsg_sock_send) in the socket mode.
 pub fn wsguard_progs(pin_path: &Path) -> Option<(u64, u64)> {
-    for _ in 0..50 {
+    for _ in 0..300 {
         if let Some(ids) = wsguard_progs_now(pin_path) {
             return Some(ids);
         }
@@ -134,7 +134,7 @@ pub fn has_own_prog(name: &str) -> bool {
 
 /// wsguard probes attached or pinned anywhere but at `own_pin` (the bench's own, which it
 /// detaches itself): programs named `wsg_*` in `bpftool prog show` that are not the bench's, and
-/// pin directories `/sys/fs/bpf/wsguard*`. Each line names one and how to detach it.
+/// pin directories `/sys/fs/bpf/wsguard*` holding links. Each line names one and how to detach it.
 pub fn other_wsguard_probes(own_pin: &Path) -> Vec<String> {
     let own = own_pin.to_string_lossy().to_string();
     let mut out = Vec::new();
@@ -147,6 +147,12 @@ pub fn other_wsguard_probes(own_pin: &Path) -> Vec<String> {
         .collect();
     pins.sort();
     for p in &pins {
+        if own_links(p).is_empty() {
+            // Only maps left pinned (an agent stopped with its state kept): nothing runs, so
+            // "off" is still off. Loaded `wsg_*` programs are caught below whatever holds them.
+            println!("    note: {p} holds pinned wsguard maps but no links (nothing attached); not ours, left alone");
+            continue;
+        }
         out.push(format!(
             "pinned probe {p}: `wsguard detach -c <the config whose probe.pin_path is {p}>` (or `rm -r {p}` once its agent stopped)"
         ));
@@ -193,7 +199,14 @@ const SYS_BPF: i64 = 280;
 
 extern "C" {
     fn syscall(n: i64, ...) -> i64;
-    fn close(fd: i32) -> i32;
+    pub(super) fn close(fd: i32) -> i32;
+}
+
+/// bpf(2) command `cmd` with a zero-padded attr whose pointers outlive the call: the fd or
+/// result it returns (negative on failure).
+pub(super) fn bpf(cmd: i64, attr: &[u8; 128]) -> i32 {
+    // SAFETY: the attr is 128 readable bytes, the size passed; what it points to is the caller's.
+    unsafe { syscall(SYS_BPF, cmd, attr.as_ptr(), attr.len() as u32) as i32 }
 }
 
 /// An empty program (`r0 = 0; exit`) on a raw tracepoint: the floor every raw

@@ -9,6 +9,7 @@ mod agent_cost;
 mod bpf;
 mod child;
 mod compare;
+mod floor;
 mod load;
 mod markdown;
 mod micro;
