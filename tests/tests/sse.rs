@@ -3,6 +3,8 @@
 //! between CR and LF, inside chunk headers where the server writes its own chunked framing). The
 //! truth is what a raw TCP client recorded, run through the whole-buffer oracle of
 //! tests/src/sse.rs. A WebSocket server driven at the same time keeps its exact counts.
+//! Ignored until the probe counts SSE on main (the tests fail without it, as they must); then
+//! the `ignore` attributes go.
 
 use std::{
     sync::{
@@ -80,7 +82,10 @@ fn wait_sse(agent: &Agent, pid: u32, what: &str, pred: impl Fn(&Value) -> bool) 
             return Ok(s);
         }
         if Instant::now() > deadline {
-            bail!("timed out waiting for {what}: sse {s:#}");
+            let snap = agent.fresh_snapshot()?;
+            let listed: Vec<String> =
+                snap["processes"].as_array().into_iter().flatten().map(|p| format!("{} {}", p["pid"], p["comm"])).collect();
+            bail!("timed out waiting for {what}: sse {s:#}; probe health {:#}; listed {listed:?}", snap["probe"]["health"]);
         }
     }
 }
@@ -168,6 +173,7 @@ fn exact(name: &str, server: Server, extra: &[Script]) -> Result<()> {
 }
 
 #[test]
+#[ignore = "until the SSE probe of issue #20 is on main: cargo test --release -p wsguard-integration --test sse -- --ignored"]
 fn node_http_streams_are_exact() -> Result<()> {
     if !require_root() {
         return Ok(());
@@ -179,6 +185,7 @@ fn node_http_streams_are_exact() -> Result<()> {
 }
 
 #[test]
+#[ignore = "until the SSE probe of issue #20 is on main: cargo test --release -p wsguard-integration --test sse -- --ignored"]
 fn aiohttp_streams_are_exact() -> Result<()> {
     if !require_root() {
         return Ok(());
@@ -189,6 +196,7 @@ fn aiohttp_streams_are_exact() -> Result<()> {
 /// Go's net/http, and the same server writing its own chunked framing (chunk headers split
 /// between size, CR and LF).
 #[test]
+#[ignore = "until the SSE probe of issue #20 is on main: cargo test --release -p wsguard-integration --test sse -- --ignored"]
 fn go_net_http_streams_are_exact() -> Result<()> {
     if !require_root() {
         return Ok(());
@@ -207,6 +215,7 @@ fn go_net_http_streams_are_exact() -> Result<()> {
 /// Warm state: the agent is killed mid-stream (its probe stays pinned) and started again; the
 /// events written while it was down and after are all counted.
 #[test]
+#[ignore = "until the SSE probe of issue #20 is on main: cargo test --release -p wsguard-integration --test sse -- --ignored"]
 fn agent_restart_mid_stream_keeps_exact_counts() -> Result<()> {
     if !require_root() {
         return Ok(());
@@ -216,7 +225,7 @@ fn agent_restart_mid_stream_keeps_exact_counts() -> Result<()> {
     let scripts: Vec<Script> = (0..4u64)
         .map(|i| {
             let end = if i % 2 == 0 { End::Server } else { End::ClientFin };
-            Script::new(&with_line_ends(&lf_body(), b"\r\n"), Cut::Bytes, end)
+            Script::new(&with_line_ends(&lf_body(), b"\r\n"), Cut::Random(i + 11), end)
         })
         .collect();
     let mut clients = scripts.iter().map(|s| SseClient::open(server.port, s)).collect::<Result<Vec<_>>>()?;
@@ -235,5 +244,32 @@ fn agent_restart_mid_stream_keeps_exact_counts() -> Result<()> {
     }
     let got = wait_sse(&agent, server.pid, "all closed", |s| s["streams_closed"] == 4)?;
     assert_sse("sse-restart", &got, &expected(&recs));
+    Ok(())
+}
+
+/// A long stream written one byte per write (every split there is, chunk headers included):
+/// node writes each byte as its own chunk.
+#[test]
+#[ignore = "until the SSE probe of issue #20 is on main: cargo test --release -p wsguard-integration --test sse -- --ignored"]
+fn byte_by_byte_long_streams_are_exact() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let server = Server::sse_node()?;
+    let agent = Agent::start("sse-bytes")?;
+    let scripts = [
+        Script::new(&with_line_ends(&lf_body(), b"\r\n"), Cut::Bytes, End::Server),
+        Script::new(&mixed_body(), Cut::Bytes, End::ClientFin).resuming("5"),
+    ];
+    let handles: Vec<_> = scripts
+        .into_iter()
+        .map(|s| {
+            let port = server.port;
+            std::thread::spawn(move || SseClient::run(port, &s))
+        })
+        .collect();
+    let recs = handles.into_iter().map(|h| h.join().expect("client thread")).collect::<Result<Vec<_>>>()?;
+    let got = wait_sse(&agent, server.pid, "both closed", |s| s["streams_closed"] == 2)?;
+    assert_sse("sse-bytes", &got, &expected(&recs));
     Ok(())
 }
