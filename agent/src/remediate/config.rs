@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::alert::silence::Matcher;
+use crate::{alert::silence::Matcher, model::sse::Transport};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -88,6 +88,10 @@ pub enum SelectBy {
     Stalled,
     /// The oldest connections.
     Oldest,
+    /// Server-Sent Events streams with no *event* for `idle_for` (keep-alive comments do not
+    /// count). Not re-checked in tcp_info: keep-alives move bytes, so a quiet stream is rarely
+    /// TCP-idle. Implies `transport = "sse"`.
+    IdleStreams,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +106,11 @@ pub enum Order {
 #[serde(deny_unknown_fields)]
 pub struct SelectConfig {
     pub by: SelectBy,
+    /// Which connections are candidates: `websocket` (the default, except for `idle_streams`)
+    /// or `sse` streams. One transport per action, so the bounds and the quota count the same
+    /// kind of connection.
+    #[serde(default)]
+    pub transport: Option<Transport>,
     /// `idle`: minimum idle time.
     #[serde(default = "default_idle_for", with = "humantime_serde")]
     pub idle_for: Duration,
@@ -115,9 +124,20 @@ pub struct SelectConfig {
     /// At most this many connections per run.
     #[serde(default = "default_max_count")]
     pub max_count: u64,
-    /// At most this share of the process's WebSocket connections per run.
+    /// At most this share of the process's connections of the selected transport per run.
     #[serde(default = "default_max_fraction")]
     pub max_fraction: f64,
+}
+
+impl SelectConfig {
+    /// The transport the selector looks at.
+    pub fn transport(&self) -> Transport {
+        match (self.transport, self.by) {
+            (Some(t), _) => t,
+            (None, SelectBy::IdleStreams) => Transport::Sse,
+            (None, _) => Transport::Websocket,
+        }
+    }
 }
 
 fn default_idle_for() -> Duration {
@@ -287,8 +307,17 @@ impl ActionConfig {
                 if !(s.max_fraction > 0.0 && s.max_fraction <= 1.0) {
                     return e("select.max_fraction must be in (0, 1]");
                 }
-                if s.by == SelectBy::Idle && s.idle_for.is_zero() {
+                if matches!(s.by, SelectBy::Idle | SelectBy::IdleStreams) && s.idle_for.is_zero() {
                     return e("select.idle_for must be positive");
+                }
+                match (s.by, s.transport()) {
+                    (SelectBy::IdleStreams, Transport::Websocket) => {
+                        return e("select.by = \"idle_streams\" picks SSE streams; drop select.transport or set it to \"sse\"")
+                    }
+                    (SelectBy::Stalled, Transport::Sse) => {
+                        return e("select.by = \"stalled\" means an unanswered WebSocket ping; SSE streams have none (use \"idle_streams\")")
+                    }
+                    _ => {}
                 }
             }
             Exec => {
@@ -463,6 +492,22 @@ mod tests {
         assert_eq!(signal_number(c.actions[3].signal.as_deref().unwrap()), Some(libc::SIGHUP));
     }
 
+    /// `idle_streams` looks at SSE streams by default; any other selector at WebSocket
+    /// connections unless `transport = "sse"`.
+    #[test]
+    fn select_transport_defaults() {
+        let one = |sel: &str| {
+            let c = parse(&format!(
+                "[[remediation.actions]]\nname = \"a\"\ntype = \"close_connections\"\non = [\"X\"]\nselect = {sel}\n"
+            ))
+            .unwrap();
+            c.actions[0].select.as_ref().unwrap().transport()
+        };
+        assert_eq!(one("{ by = \"idle_streams\", idle_for = \"10m\" }"), Transport::Sse);
+        assert_eq!(one("{ by = \"idle\" }"), Transport::Websocket);
+        assert_eq!(one("{ by = \"over_quota\", transport = \"sse\" }"), Transport::Sse);
+    }
+
     #[test]
     fn global_dry_run_wins() {
         let c = parse("[remediation]\ndry_run = true\n[[remediation.actions]]\nname = \"a\"\ntype = \"exec\"\non = [\"X\"]\ncommand = [\"/bin/true\"]\ndry_run = false\n").unwrap();
@@ -482,6 +527,15 @@ mod tests {
             ("type = \"raise_fd_limit\"\nfactor = 0.5\n", "factor"),
             ("type = \"close_connections\"\nselect = { by = \"idle\", max_fraction = 2.0 }\n", "max_fraction"),
             ("type = \"signal\"\nsignal = \"HUP\"\ntimeout = \"1s\"\n", "`timeout` does not apply"),
+            (
+                "type = \"close_connections\"\nselect = { by = \"idle_streams\", transport = \"websocket\" }\n",
+                "picks SSE streams",
+            ),
+            ("type = \"close_connections\"\nselect = { by = \"stalled\", transport = \"sse\" }\n", "SSE streams have none"),
+            (
+                "type = \"close_connections\"\nselect = { by = \"idle_streams\", idle_for = \"0s\" }\n",
+                "idle_for must be positive",
+            ),
         ];
         for (extra, want) in cases {
             let e = parse(&format!("{base}{extra}")).unwrap_err();

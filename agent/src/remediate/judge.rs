@@ -78,6 +78,10 @@ pub fn numbers(snap: &Snapshot, pid: Option<u32>, alert: Option<&Alert>, client:
     out["connections"] = json!(p.websocket.connections_active);
     out["connections_idle"] = json!(p.connections_idle);
     out["connections_stalled"] = json!(p.connections_stalled);
+    if p.sse.streams_opened > 0 || p.sse.streams_active > 0 {
+        out["sse_streams"] = json!(p.sse.streams_active);
+        out["sse_streams_idle"] = json!(p.sse_streams.idle);
+    }
     out["open_fds"] = json!(r.and_then(|r| r.open_fds));
     out["fd_limit_soft"] = json!(r.and_then(|r| r.fd_limit_soft));
     out["fd_usage_ratio"] = json!(r.and_then(|r| r.fd_usage_ratio));
@@ -85,6 +89,9 @@ pub fn numbers(snap: &Snapshot, pid: Option<u32>, alert: Option<&Alert>, client:
         let n = p.clients.top.iter().find(|t| t.key == c).map(|t| t.connections).unwrap_or(0);
         out["client"] = json!(c);
         out["client_connections"] = json!(n);
+        if let Some(t) = p.sse_streams.clients.top.iter().find(|t| t.key == c) {
+            out["client_sse_streams"] = json!(t.connections);
+        }
     }
     out
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::config::{Order, SelectBy, SelectConfig};
-use crate::track::conns::ConnectionSnapshot;
+use crate::{model::sse::Transport, track::conns::ConnectionSnapshot};
 
 /// One connection chosen to be closed: enough to find its socket again and to tell whether it
 /// is still the same connection when the action runs.
@@ -21,6 +21,17 @@ pub struct Chosen {
     pub client: String,
     pub idle_seconds: f64,
     pub age_seconds: f64,
+    /// `websocket`, or `sse` for a Server-Sent Events stream.
+    #[serde(default)]
+    pub transport: Transport,
+    /// SSE streams: seconds since their last event when chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_since_last_event: Option<f64>,
+}
+
+/// Seconds since an SSE stream's last event (since it began if none yet); None for WebSocket.
+fn quiet_seconds(c: &ConnectionSnapshot) -> Option<f64> {
+    (c.transport == Transport::Sse).then(|| c.sse.as_ref().map_or(c.idle_seconds, |s| s.seconds_since_last_event))
 }
 
 impl From<&ConnectionSnapshot> for Chosen {
@@ -32,6 +43,8 @@ impl From<&ConnectionSnapshot> for Chosen {
             client: c.client_key.clone(),
             idle_seconds: c.idle_seconds,
             age_seconds: c.age_seconds,
+            transport: c.transport,
+            seconds_since_last_event: quiet_seconds(c),
         }
     }
 }
@@ -42,16 +55,33 @@ pub struct Selection {
     pub chosen: Vec<Chosen>,
     /// Matched by the selector before the bounds.
     pub matched: usize,
-    /// The process's WebSocket connections.
+    /// The process's connections of the selected transport.
     pub total: usize,
     /// The bound that applied: min(max_count, floor(max_fraction × total)).
     pub limit: usize,
 }
 
-/// Connections to close among `conns` (all of one process). `client`: the alert's `client`
-/// label (over_quota then looks only at that client); `quota`: the process's per-client quota.
+/// Connections to close among `conns` (all of one process), only those of the selector's
+/// transport. `client`: the alert's `client` label (over_quota then looks only at that
+/// client); `quota`: the process's per-client quota.
 pub fn select(cfg: &SelectConfig, conns: &[ConnectionSnapshot], client: Option<&str>, quota: u64) -> Selection {
+    let transport = cfg.transport();
+    let owned: Vec<ConnectionSnapshot>;
+    let conns: &[ConnectionSnapshot] = if conns.iter().all(|c| c.transport == transport) {
+        conns
+    } else {
+        owned = conns.iter().filter(|c| c.transport == transport).cloned().collect();
+        &owned
+    };
     let mut picked: Vec<&ConnectionSnapshot> = match cfg.by {
+        SelectBy::IdleStreams => {
+            let min = cfg.idle_for.as_secs_f64();
+            let mut v: Vec<(f64, &ConnectionSnapshot)> =
+                conns.iter().filter_map(|c| Some((quiet_seconds(c)?, c))).filter(|(q, _)| *q >= min).collect();
+            // Quietest first.
+            v.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.fd.cmp(&b.1.fd)));
+            v.into_iter().map(|(_, c)| c).collect()
+        }
         SelectBy::Idle => {
             let min = cfg.idle_for.as_secs_f64();
             let mut v: Vec<_> = conns.iter().filter(|c| c.idle_seconds >= min).collect();
@@ -131,6 +161,7 @@ mod tests {
     fn cfg(by: SelectBy) -> SelectConfig {
         SelectConfig {
             by,
+            transport: None,
             idle_for: Duration::from_secs(120),
             order: Order::Newest,
             keep: None,
@@ -200,5 +231,45 @@ mod tests {
         let one = [conn(1, "a", 1.0, 1000.0, false)];
         let c = SelectConfig { max_fraction: 0.5, ..cfg(SelectBy::Idle) };
         assert!(select(&c, &one, None, 20).chosen.is_empty(), "half of one connection is none");
+    }
+
+    fn stream(fd: u32, client: &str, quiet: f64, tcp_idle: f64) -> ConnectionSnapshot {
+        ConnectionSnapshot {
+            transport: Transport::Sse,
+            sse: Some(crate::model::sse::SseConnStats { seconds_since_last_event: quiet, ..Default::default() }),
+            ..conn(fd, client, 1000.0, tcp_idle, false)
+        }
+    }
+
+    /// `idle_streams` picks SSE streams by time since their last *event*, even when keep-alives
+    /// keep the socket busy, never a WebSocket connection; the bounds count streams only.
+    #[test]
+    fn idle_streams_pick_quiet_streams_only() {
+        let conns = [
+            conn(10, "a", 500.0, 900.0, false),
+            stream(11, "a", 400.0, 2.0),
+            stream(12, "b", 100.0, 1.0),
+            stream(13, "b", 800.0, 0.5),
+            stream(14, "c", 130.0, 0.1),
+        ];
+        let s = select(&cfg(SelectBy::IdleStreams), &conns, None, 20);
+        assert_eq!(fds(&s), vec![13, 11, 14], "quietest first, only past idle_for, no WebSocket");
+        assert_eq!((s.matched, s.total), (3, 4));
+        assert_eq!(s.chosen[0].transport, Transport::Sse);
+        assert_eq!(s.chosen[0].seconds_since_last_event, Some(800.0));
+        let c = SelectConfig { max_fraction: 0.5, ..cfg(SelectBy::IdleStreams) };
+        assert_eq!(fds(&select(&c, &conns, None, 20)), vec![13, 11], "half of 4 streams");
+    }
+
+    /// The other selectors keep today's behaviour (WebSocket only) unless told `transport =
+    /// "sse"`; then they work on streams: a client's streams over its quota.
+    #[test]
+    fn selectors_stay_on_their_transport() {
+        let conns = [conn(10, "a", 500.0, 900.0, false), stream(11, "a", 1.0, 900.0), stream(12, "a", 1.0, 900.0)];
+        assert_eq!(fds(&select(&cfg(SelectBy::Idle), &conns, None, 20)), vec![10]);
+        let sse = |by| SelectConfig { transport: Some(Transport::Sse), ..cfg(by) };
+        assert_eq!(fds(&select(&sse(SelectBy::Idle), &conns, None, 20)), vec![11, 12]);
+        let s = select(&sse(SelectBy::OverQuota), &conns, Some("a"), 1);
+        assert_eq!((fds(&s), s.total), (vec![12], 2), "the newest of a's two streams");
     }
 }

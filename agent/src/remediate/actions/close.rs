@@ -7,6 +7,11 @@
 //! (`/proc/<pid>/fd/<fd>` → socket inode → the kernel's socket with that inode), its peer must
 //! still be the peer the tracker saw, and for `idle` the kernel's own tcp_info must show no data
 //! either way for `idle_for`. Anything that fails a check is left alone and reported.
+//!
+//! SOCK_DESTROY works on any TCP socket, so SSE streams are closed the same way (the client's
+//! `EventSource` sees the stream end and reconnects, with `Last-Event-ID` if it had one).
+//! `idle_streams` passes no `idle_ms`: a quiet stream's keep-alive comments move bytes, so
+//! tcp_info would call it busy; the probe's time since its last event chose it.
 
 use std::collections::HashMap;
 
@@ -183,6 +188,8 @@ mod tests {
                 client: "127.0.0.1".into(),
                 idle_seconds: 1.3,
                 age_seconds: 1.3,
+                transport: Default::default(),
+                seconds_since_last_event: None,
             })
             .collect();
         let r = close(&target, &chosen, Some(1000));
