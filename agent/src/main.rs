@@ -113,7 +113,11 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            if e.downcast_ref::<run::Refused>().is_some() {
+                ExitCode::from(run::EXIT_REFUSED)
+            } else {
+                ExitCode::from(2)
+            }
         }
     }
 }

@@ -46,6 +46,17 @@ fn run_in_a_child_pid_namespace_refuses_and_attaches_nothing() -> Result<()> {
     assert!(err.contains("not the host's (4026531836)") && err.contains("hostPID: true"), "{err}");
     assert!(!std::path::Path::new(&agent.pin).exists(), "{} pinned by a refused start", agent.pin);
 
+    // Its exit status is the one the systemd unit does not retry (RestartPreventExitStatus=78),
+    // unlike any other failure (2), so a unit in nspawn does not restart it every 5 s forever.
+    let out = std::process::Command::new(&wrapper[0])
+        .args(&wrapper[1..])
+        .arg(wsguard_integration::agent_bin())
+        .args(["run", "--config"])
+        .arg(&agent.config)
+        .output()?;
+    assert_eq!(out.status.code(), Some(78), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!std::path::Path::new(&agent.pin).exists(), "{} pinned by a refused start", agent.pin);
+
     // doctor in the same place fails that check (exit 1) and names the fix.
     let out = std::process::Command::new(&wrapper[0])
         .args(&wrapper[1..])

@@ -241,6 +241,26 @@ fn probe_programs_never_write_user_memory() -> Result<()> {
             assert!(text.contains("bpf_probe_read_user"), "{prog} reads user memory with bpf_probe_read_user");
         }
     }
+    // The OpenSSL uprobes (`wsg_ssl_*`, on by default in the socket mode) belong to the running
+    // agent and are never pinned: found by the program ids the agent holds open.
+    if reader == "wsg_sock_recv" {
+        let mut tls = 0;
+        for id in wsguard_integration::prog_ids(agent.pid().context("agent pid")?)? {
+            let id = id.to_string();
+            let show = Command::new("bpftool").args(["prog", "show", "id", &id]).output()?;
+            if !String::from_utf8_lossy(&show.stdout).contains("name wsg_ssl_") {
+                continue;
+            }
+            let out = Command::new("bpftool").args(["prog", "dump", "xlated", "id", &id]).output()?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "bpftool: {}", String::from_utf8_lossy(&out.stderr));
+            for bad in ["probe_write_user", "send_signal", "override_return", "skb_store_bytes", "copy_from_user", "sys_bpf"] {
+                assert!(!text.contains(bad), "TLS program {id} calls {bad}");
+            }
+            tls += 1;
+        }
+        assert!(tls > 0, "the socket mode's OpenSSL uprobes were not found among the agent's programs");
+    }
     Ok(())
 }
 

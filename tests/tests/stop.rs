@@ -11,21 +11,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use wsguard_integration::{enc, require_root, wsguard, Agent, RawClient, Server, Split};
-
-/// Ids of the BPF programs process `pid` holds descriptors to.
-fn prog_ids(pid: u32) -> Result<Vec<u32>> {
-    let mut ids = Vec::new();
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
-        let text = std::fs::read_to_string(fd?.path()).unwrap_or_default();
-        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("prog_id:")).and_then(|v| v.trim().parse().ok()) {
-            ids.push(id);
-        }
-    }
-    ids.sort_unstable();
-    ids.dedup();
-    Ok(ids)
-}
+use wsguard_integration::{enc, prog_ids, require_root, wsguard, Agent, RawClient, Server, Split};
 
 /// The programs of agent `pid` that a kept probe keeps: all but its OpenSSL uprobes
 /// (`wsg_ssl_*`), which belong to the running agent and are never pinned.

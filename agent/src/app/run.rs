@@ -8,7 +8,7 @@ use std::{
     time::SystemTime,
 };
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use aya::maps::RingBuf;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
@@ -30,6 +30,16 @@ use crate::{
 /// How long a stopping agent keeps delivering notifications.
 const NOTIFY_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Exit status of a start refused for a reason restarting cannot fix (no capabilities to load
+/// the probe, another PID namespace): sysexits' `EX_CONFIG`. The systemd unit names it in
+/// `RestartPreventExitStatus=`, so a refused start is not retried every `RestartSec` forever.
+pub const EXIT_REFUSED: u8 = 78;
+
+/// A start refused before anything was attached, for a reason only the operator can fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(String);
+
 /// How `run` starts, from its command line.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Start {
@@ -48,14 +58,17 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     if !caps::can_load_probe(caps::parse_cap_eff(&status).unwrap_or(0)) {
-        bail!(
+        return Err(Refused(
             "wsguard run needs root, or CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN to mount tracefs/bpffs); `wsguard doctor` checks"
-        );
+                .into(),
+        )
+        .into());
     }
     // The probe's pids are the host's: in another PID namespace every watched process would look
     // exited and its connections be reaped (util/pidns.rs). Refused before anything is made.
     if let Some(problem) = crate::util::pidns::PidView::read().problem() {
-        bail!("wsguard run must run in the host's PID namespace: {problem}; {}", crate::util::pidns::FIX);
+        let why = format!("wsguard run must run in the host's PID namespace: {problem}; {}", crate::util::pidns::FIX);
+        return Err(Refused(why).into());
     }
     // Everything under state_dir is root's alone (0700/0600) whatever the umask (util/state_dir.rs).
     let shared_socket = cfg.api.socket_group.is_some()

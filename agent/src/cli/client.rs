@@ -137,7 +137,10 @@ pub async fn status(api: &str, json: bool) -> anyhow::Result<bool> {
     let workload = health["workload"].as_str().unwrap_or("UNKNOWN").to_string();
     let ok = overall != "UNHEALTHY" && workload != "UNHEALTHY";
     if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"health": health, "totals": s.totals}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"health": health, "totals": s.totals, "sse_totals": s.sse_totals}))?
+        );
         return Ok(ok);
     }
     let t = &s.totals;
@@ -146,6 +149,13 @@ pub async fn status(api: &str, json: bool) -> anyhow::Result<bool> {
         "websocket: {} active, {} opened, {} closed ({} abnormal), {} failed handshakes, {} out of sync",
         t.connections_active, t.connections_opened, t.connections_closed, t.abnormal_closes, t.handshakes_failed, t.out_of_sync
     );
+    let e = &s.sse_totals;
+    if e.streams_opened > 0 || e.streams_active > 0 {
+        println!(
+            "sse: {} streams open, {} opened, {} closed, {} events, {} resumed (Last-Event-ID), {} out of sync",
+            e.streams_active, e.streams_opened, e.streams_closed, e.events_sent, e.resumed_streams, e.out_of_sync
+        );
+    }
     if let Some(checks) = health["checks"].as_array() {
         for c in checks {
             println!(

@@ -165,7 +165,7 @@ impl App {
     pub fn processes(&self) -> Vec<&ProcessSnapshot> {
         let Some(d) = &self.data else { return Vec::new() };
         let mut ps: Vec<&ProcessSnapshot> = d.snapshot.processes.iter().collect();
-        ps.sort_by_key(|p| (p.exited, std::cmp::Reverse(p.websocket.connections_active), p.pid));
+        ps.sort_by_key(|p| (p.exited, std::cmp::Reverse(p.websocket.connections_active + p.sse.streams_active), p.pid));
         ps
     }
 

@@ -329,3 +329,60 @@ fn alerts_view_shows_forecast_alerts_with_their_eta() {
     assert!(text.contains("PredictedFdExhaustion") && text.contains("ETA 40 s"), "{text}");
     assert!(text.contains("ETA to exhaustion 40 s"), "{text}");
 }
+
+/// `process` 4242 also serves SSE streams: the summary, the processes table, the detail pane
+/// and the connections table show them as the second transport.
+fn sse_app() -> App {
+    use crate::model::sse::{SseConnStats, SseStats, SseStreams, Transport};
+    let mut d = data("2026-01-01T10:05:00Z");
+    let p = &mut d.snapshot.processes[0];
+    p.sse = SseStats {
+        streams_opened: 31,
+        streams_active: 12,
+        streams_closed: 19,
+        events_sent: 4567,
+        comments_sent: 89,
+        resumed_streams: 6,
+        ..Default::default()
+    };
+    p.sse_streams = SseStreams { idle: 2, max_seconds_since_last_event: 75.0, ..Default::default() };
+    d.snapshot.sse_totals = p.sse.clone();
+    let stream = ConnectionSnapshot {
+        transport: Transport::Sse,
+        fd: 31,
+        peer: Some("127.0.0.1:50031".into()),
+        client_key: "127.0.0.1".into(),
+        age_seconds: 600.0,
+        sse: Some(SseConnStats { events_sent: 321, seconds_since_last_event: 75.0, resumed: true, ..Default::default() }),
+        ..Default::default()
+    };
+    d.connections = Some((4242, Feed::Ok(vec![stream])));
+    let mut app = App::new(API, std::time::Duration::from_secs(2), View::Summary, true);
+    app.update(Ok(d));
+    app
+}
+
+#[test]
+fn sse_streams_show_beside_websocket() {
+    let mut app = sse_app();
+    let text = dump(&app, 120, 40);
+    assert!(text.contains("sse open            12   opened 31  events 4567  resumed 6"), "{text}");
+    app.view = View::Processes;
+    let text = dump(&app, 140, 30);
+    let header = text.lines().find(|l| l.contains("PID")).expect("header");
+    let node = text.lines().find(|l| l.contains("4242")).expect("node row");
+    // Every cell is filled, so whitespace-separated cells line up with the header's.
+    let at = header.split_whitespace().position(|c| c == "SSE").expect("SSE column");
+    let cell = |line: &str| line.split_whitespace().nth(at).unwrap_or_default().to_string();
+    assert_eq!(cell(node), "12", "{header}\n{node}");
+    let py = text.lines().find(|l| l.contains(" 999 ")).expect("python row");
+    assert_eq!(cell(py), "-", "no streams served: {py}");
+    assert!(text.contains("sse: 12 open (2 idle, quietest 1m15s), 31 opened, 4567 events, 89 comments"), "{text}");
+    app.opened_pid = Some(4242);
+    app.view = View::Connections;
+    let text = dump(&app, 200, 30);
+    let row = text.lines().find(|l| l.contains("127.0.0.1:50031")).expect("stream row");
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert!(cells.contains(&"sse") && cells.contains(&"321"), "{row}");
+    assert!(row.contains("quiet 1m15s") && row.contains("resumed"), "{row}");
+}

@@ -45,6 +45,16 @@ pub fn compare_table(out: &Value) -> String {
         &pm["added_ns_per_tracked_syscall"]["base"],
         1,
     );
+    let (on, base) = (&pm["variants"]["on"], &pm["variants"]["base"]);
+    for k in ["untracked", "tracked"] {
+        row(
+            &format!("micro: CPU ns added per {k} syscall"),
+            &on["added_ns_per_syscall_cpu"][k],
+            &base["added_ns_per_syscall_cpu"][k],
+            1,
+        );
+        row(&format!("micro: bpf_stats ns per {k} run"), &on["bpf_stats_ns_per_run"][k], &base["bpf_stats_ns_per_run"][k], 1);
+    }
     let ac = &out["agent_cost"];
     for r in ac["idle"].as_array().into_iter().flatten() {
         let n = r["connections"].as_u64().unwrap_or(0);

@@ -170,12 +170,14 @@ pub fn targets(out: &Value) -> Value {
     ));
     let est = tracked_estimate(out, "on");
     if socket {
-        let w = f(&out["probe_micro"]["variants"]["on"]["added_ns_per_syscall_wall"]["tracked"]);
+        let pm = &out["probe_micro"]["variants"]["on"];
+        let (c, w) = (f(&pm["added_ns_per_syscall_cpu"]["tracked"]), f(&pm["added_ns_per_syscall_wall"]["tracked"]));
         t.push(target(
-            "Tracked socket I/O, wall time added per server read/write without bpf_stats (micro), median",
+            "Tracked socket I/O, CPU time added per server read/write without bpf_stats (micro), median",
             "reported (the target above is judged on bpf_stats, as the issue states)",
-            w,
-            w.map(|v| format!("{v:.0} ns")).unwrap_or("n/a".into()),
+            c,
+            c.map(|v| format!("{v:.0} ns (wall {})", w.map(|w| format!("{w:.0} ns")).unwrap_or("n/a".into())))
+                .unwrap_or("n/a".into()),
             None,
             String::new(),
             "",
@@ -204,31 +206,39 @@ pub fn targets(out: &Value) -> Value {
     ));
     if socket {
         // Judged without bpf_stats (the issue names bpf_stats for the tracked figure only, and
-        // its two clock reads per run are most of an untracked run): the wall time one untracked
-        // socket syscall gains with the probe attached, from the micro scenario; the bpf_stats
-        // figure is shown beside it, and used only when the micro scenario did not run.
+        // its two clock reads per run are most of an untracked run): the CPU time one untracked
+        // socket syscall gains with the probe attached, from the micro scenario (the thread's
+        // CPU time includes the probe's in-kernel time and, unlike wall time, not the time the
+        // thread waited for a CPU on a shared machine; wall time is shown beside it). The
+        // bpf_stats figure is used only when the micro scenario did not run. A figure below zero
+        // is noise (the no-probe runs were slower) and is not judged.
         let pm = &out["probe_micro"]["variants"];
+        let cpu = f(&pm["on"]["added_ns_per_syscall_cpu"]["untracked"]);
         let wall = f(&pm["on"]["added_ns_per_syscall_wall"]["untracked"]);
-        let stats = f(&sio["untracked_ns_per_run"]);
-        let u = wall.or(stats);
-        let floor = f(&pm["sk_storage_get_tp_btf"]["added_ns_per_syscall_wall"]["untracked"]);
-        let empty = f(&pm["empty_tp_btf"]["added_ns_per_syscall_wall"]["untracked"]);
+        let stats = f(&sio["untracked_ns_per_run"]).or(f(&pm["on"]["bpf_stats_ns_per_run"]["untracked"]));
+        let u = cpu.or(stats);
+        let floor = |v: &str| f(&pm[v]["added_ns_per_syscall_cpu"]["untracked"]);
+        let floor_stats = |v: &str| f(&pm[v]["bpf_stats_ns_per_run"]["floor"]);
         let n = |v: Option<f64>| v.map(|v| format!("{v:.0} ns")).unwrap_or("n/a".into());
         t.push(target(
-            "Untracked socket I/O (socket mode: plain TCP pairs), wall time added per syscall without bpf_stats, median",
+            "Untracked socket I/O (socket mode: plain TCP pairs), CPU time added per syscall without bpf_stats (micro), median",
             "≤ 40 ns",
             u,
-            match wall {
-                Some(w) => format!(
-                    "{w:.0} ns (bpf_stats: {} per run; floors without bpf_stats: empty tp_btf {}, tp_btf + one sk_storage_get {})",
+            match cpu {
+                Some(c) => format!(
+                    "{c:.0} ns (wall {}; bpf_stats {} per run; floors, CPU without / bpf_stats: empty tp_btf {} / {}, tp_btf + one sk_storage_get {} / {})",
+                    n(wall),
                     n(stats),
-                    n(empty),
-                    n(floor)
+                    n(floor("empty_tp_btf")),
+                    n(floor_stats("empty_tp_btf")),
+                    n(floor("sk_storage_get_tp_btf")),
+                    n(floor_stats("sk_storage_get_tp_btf")),
                 ),
                 None => format!("{} per run (bpf_stats; no micro run)", n(stats)),
             },
-            u.map(|v| v <= 40.0),
-            u.map(|v| format!("{:+.0} ns", v - 40.0)).unwrap_or_default(),
+            u.filter(|v| *v >= 0.0).map(|v| v <= 40.0),
+            u.map(|v| if v < 0.0 { "below the no-probe runs: noise, not judged".into() } else { format!("{:+.0} ns", v - 40.0) })
+                .unwrap_or_default(),
             WHY_UNTRACKED_SOCKET,
         ));
         let runs = f(&sio["wsg_runs_during_file_syscalls"]);

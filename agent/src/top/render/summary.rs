@@ -1,4 +1,5 @@
-//! Summary view: health checks, WebSocket totals, host-wide rates as sparklines, firing alerts.
+//! Summary view: health checks, WebSocket (and SSE) totals, host-wide rates as sparklines, firing
+//! alerts.
 
 use ratatui::{
     layout::{Constraint, Layout, Rect},
@@ -19,7 +20,11 @@ use crate::{
 
 pub fn render(f: &mut Frame, app: &App, area: Rect) {
     let Some(d) = &app.data else { return };
-    let [top, sparks, bottom] = Layout::vertical([Constraint::Length(9), Constraint::Length(8), Constraint::Min(3)]).areas(area);
+    let sse = &d.snapshot.sse_totals;
+    let has_sse = sse.streams_opened > 0 || sse.streams_active > 0;
+    let top_height = if has_sse { 10 } else { 9 };
+    let [top, sparks, bottom] =
+        Layout::vertical([Constraint::Length(top_height), Constraint::Length(8), Constraint::Min(3)]).areas(area);
     let [health, totals] = Layout::horizontal([Constraint::Percentage(50), Constraint::Min(48)]).areas(top);
 
     // Checks that are not healthy get a line with their message; healthy ones share a line.
@@ -49,7 +54,7 @@ pub fn render(f: &mut Frame, app: &App, area: Rect) {
     let procs = s.processes.iter().filter(|p| !p.exited).count();
     let h = &s.probe.health;
     let lost = h.ring_drops + h.conn_map_full + h.proc_map_full + h.walk_budget_exceeded + h.read_faults;
-    let lines = vec![
+    let mut lines = vec![
         Line::raw(format!("active      {:>10}   processes {procs}", t.connections_active)),
         Line::raw(format!("opened      {:>10}   closed    {}", t.connections_opened, t.connections_closed)),
         Line::raw(format!("abnormal    {:>10}   failed handshakes {}", t.abnormal_closes, t.handshakes_failed)),
@@ -63,7 +68,19 @@ pub fn render(f: &mut Frame, app: &App, area: Rect) {
             s.agent.snapshot_ms
         )),
     ];
-    f.render_widget(Paragraph::new(lines).block(Block::bordered().title(" WebSocket totals ")), totals);
+    let mut title = " WebSocket totals ";
+    if has_sse {
+        // The second transport: streams open and what they carried.
+        lines.insert(
+            6,
+            Line::raw(format!(
+                "sse open    {:>10}   opened {}  events {}  resumed {}",
+                sse.streams_active, sse.streams_opened, sse.events_sent, sse.resumed_streams
+            )),
+        );
+        title = " WebSocket and SSE totals ";
+    }
+    f.render_widget(Paragraph::new(lines).block(Block::bordered().title(title)), totals);
 
     let [row1, row2] = Layout::vertical([Constraint::Length(4), Constraint::Length(4)]).areas(sparks);
     let [a, b] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(row1);

@@ -9,15 +9,19 @@ use ratatui::{
 
 use super::{col, summary::frames, table, Col};
 use crate::{
-    model::snapshot::{ProcessSnapshot, Quantiles},
+    model::{
+        snapshot::{ProcessSnapshot, Quantiles},
+        sse::Transport,
+    },
     top::{app::App, fmt},
 };
 
-const PROCESS_COLS: [Col; 17] = [
+const PROCESS_COLS: [Col; 18] = [
     col("PID", 7, true, 0),
     col("COMM", 15, false, 0),
     col("PORTS", 11, false, 3),
     col("ACTIVE", 7, true, 0),
+    col("SSE", 5, true, 1),
     col("OPENED", 8, true, 1),
     col("FAILED", 6, true, 4),
     col("ABNORM", 6, true, 2),
@@ -48,6 +52,7 @@ pub fn processes(f: &mut Frame, app: &App, area: Rect) {
                 format!("{}{}", fmt::cut(&p.comm, 14), if p.exited { "*" } else { "" }),
                 fmt::cut(&ports.join(","), 11),
                 w.connections_active.to_string(),
+                if served_sse(p) { p.sse.streams_active.to_string() } else { "-".into() },
                 w.connections_opened.to_string(),
                 w.handshakes_failed.to_string(),
                 w.abnormal_closes.to_string(),
@@ -66,8 +71,9 @@ pub fn processes(f: &mut Frame, app: &App, area: Rect) {
         .collect();
     let title = format!(" Processes ({}; * exited) ", ps.len());
     let sel = (!ps.is_empty()).then_some(app.process_row);
+    let detail_height = if ps.get(app.process_row).is_some_and(|p| served_sse(p)) { 8 } else { 7 };
     let (list, detail) = if area.height >= 18 {
-        let [l, d] = Layout::vertical([Constraint::Min(5), Constraint::Length(7)]).areas(area);
+        let [l, d] = Layout::vertical([Constraint::Min(5), Constraint::Length(detail_height)]).areas(area);
         (l, Some(d))
     } else {
         (area, None)
@@ -76,6 +82,11 @@ pub fn processes(f: &mut Frame, app: &App, area: Rect) {
     if let (Some(d), Some(p)) = (detail, ps.get(app.process_row)) {
         f.render_widget(Paragraph::new(process_detail(p)).block(Block::bordered().title(" Selected ")), d);
     }
+}
+
+/// The process has served a Server-Sent Events stream (its SSE numbers mean something).
+fn served_sse(p: &ProcessSnapshot) -> bool {
+    p.sse.streams_opened > 0 || p.sse.streams_active > 0
 }
 
 /// Identity, latency quantiles, clients and resources of one process.
@@ -115,11 +126,27 @@ fn process_detail(p: &ProcessSnapshot) -> Vec<Line<'static>> {
         p.clients.quota,
         if top.is_empty() { "-".into() } else { top.join(", ") }
     )));
+    if served_sse(p) {
+        let (s, o) = (&p.sse, &p.sse_streams);
+        lines.push(Line::raw(format!(
+            "sse: {} open ({} idle, quietest {}), {} opened, {} events, {} comments, {} sent, {} resumed, {} busiest client",
+            s.streams_active,
+            o.idle,
+            fmt::secs(o.max_seconds_since_last_event),
+            s.streams_opened,
+            s.events_sent,
+            s.comments_sent,
+            fmt::bytes(s.payload_bytes_sent as f64),
+            s.resumed_streams,
+            o.clients.top.first().map_or(0, |c| c.connections),
+        )));
+    }
     lines
 }
 
-const CONN_COLS: [Col; 14] = [
+const CONN_COLS: [Col; 15] = [
     col("FD", 5, true, 0),
+    col("T", 3, false, 0),
     col("PEER", 22, false, 0),
     col("CLIENT", 16, false, 1),
     col("AGE", 7, true, 0),
@@ -132,7 +159,7 @@ const CONN_COLS: [Col; 14] = [
     col("HANDSHAKE", 9, true, 4),
     col("SENDQ", 8, true, 2),
     col("RECVQ", 8, true, 2),
-    col("STATE", 12, false, 1),
+    col("STATE", 19, false, 1),
 ];
 
 pub fn connections(f: &mut Frame, app: &App, area: Rect) {
@@ -189,16 +216,29 @@ pub fn connections(f: &mut Frame, app: &App, area: Rect) {
             if c.out_of_sync {
                 state.push("out-of-sync");
             }
+            // An SSE stream has no frames and receives no messages: its events go in MSG TX,
+            // and its state says how long since the last event.
+            let sse = c.sse.as_ref().filter(|_| c.transport == Transport::Sse);
+            let quiet;
+            if let Some(s) = sse {
+                quiet = format!("quiet {}", fmt::secs(s.seconds_since_last_event));
+                state.insert(0, &quiet);
+                if s.resumed {
+                    state.push("resumed");
+                }
+            }
+            let dash = || "-".to_string();
             vec![
                 c.fd.to_string(),
+                if sse.is_some() { "sse".into() } else { "ws".into() },
                 c.peer.clone().unwrap_or_else(|| "-".into()),
                 fmt::cut(&c.client_key, 16),
                 fmt::secs(c.age_seconds),
                 fmt::secs(c.idle_seconds),
-                frames(&c.frames_received).to_string(),
-                frames(&c.frames_sent).to_string(),
-                c.messages_received.to_string(),
-                c.messages_sent.to_string(),
+                sse.map_or_else(|| frames(&c.frames_received).to_string(), |_| dash()),
+                sse.map_or_else(|| frames(&c.frames_sent).to_string(), |_| dash()),
+                sse.map_or_else(|| c.messages_received.to_string(), |_| dash()),
+                sse.map_or_else(|| c.messages_sent.to_string(), |s| s.events_sent.to_string()),
                 fmt::ms(c.ping_rtt_last_ms),
                 fmt::ms(Some(c.handshake_latency_ms)),
                 fmt::bytes(c.send_queue_bytes as f64),
