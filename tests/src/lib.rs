@@ -25,9 +25,13 @@ pub mod tls;
 
 /// The frame script every exact-count test sends, and the check of the agent's numbers.
 pub mod exact {
-    use super::enc;
-    use crate::oracle::Counts;
+    use std::time::Duration;
+
+    use anyhow::Result;
     use serde_json::Value;
+
+    use super::enc;
+    use crate::{oracle::Counts, Split};
 
     /// Frames a client sends: data of all sizes (7-, 16- and 64-bit lengths), a fragmented message
     /// with a ping in between, an unsolicited pong, many small frames, then a close with `code`.
@@ -50,6 +54,39 @@ pub mod exact {
         }
         f.push(enc::close(code));
         f
+    }
+
+    /// The cuts every adversarial test sends the script with, one connection each.
+    pub const SPLITS: [Split; 6] =
+        [Split::PerFrame, Split::All, Split::HeaderSplit, Split::Random(7), Split::Random(1234), Split::Bytes];
+
+    /// A WebSocket client the adversarial drive can use: plain TCP ([`crate::RawClient`]) or TLS
+    /// ([`crate::tls::TlsClient`]).
+    pub trait SplitClient {
+        fn send(&mut self, frames: &[Vec<u8>], split: Split) -> Result<()>;
+        fn read_to_end(&mut self, timeout: Duration) -> Result<()>;
+        fn received(&self) -> &[u8];
+    }
+
+    /// One connection per split in [`SPLITS`], each made by `connect`, sending the script (close
+    /// code 4000 + its index) and reading the server's answer to the end. Returns the truth the
+    /// agent must match: what the clients sent (the process received) and what they received.
+    pub fn drive_splits<C: SplitClient>(mut connect: impl FnMut() -> Result<C>) -> Result<(Counts, Counts)> {
+        let (mut rx, mut tx) = (Counts::default(), Counts::default());
+        for (i, split) in SPLITS.iter().enumerate() {
+            let frames = script(4000 + i as u16);
+            let mut c = connect()?;
+            // The 200 KB frame byte by byte is slow and proves nothing more: trim it there.
+            let frames: Vec<Vec<u8>> = match split {
+                Split::Bytes => frames.into_iter().filter(|f| f.len() < 70_000).collect(),
+                _ => frames,
+            };
+            c.send(&frames, *split)?;
+            c.read_to_end(Duration::from_secs(10))?;
+            rx.add(&crate::oracle::decode(&frames.concat()));
+            tx.add(&crate::oracle::decode(c.received()));
+        }
+        Ok((rx, tx))
     }
 
     /// Check the agent's numbers for `pid` against what clients sent (rx) and received (tx).
@@ -579,6 +616,18 @@ pub fn upgrade_request(port: u16, version: &str, extra: &str) -> String {
         "GET /chat HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: {version}\r\n{extra}\r\n"
     )
+}
+
+impl exact::SplitClient for RawClient {
+    fn send(&mut self, frames: &[Vec<u8>], split: Split) -> Result<()> {
+        RawClient::send(self, frames, split)
+    }
+    fn read_to_end(&mut self, timeout: Duration) -> Result<()> {
+        RawClient::read_to_end(self, timeout)
+    }
+    fn received(&self) -> &[u8] {
+        &self.received
+    }
 }
 
 impl RawClient {

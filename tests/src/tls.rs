@@ -51,6 +51,18 @@ pub struct TlsClient {
     pub received: Vec<u8>,
 }
 
+impl crate::exact::SplitClient for TlsClient {
+    fn send(&mut self, frames: &[Vec<u8>], split: Split) -> Result<()> {
+        TlsClient::send(self, frames, split)
+    }
+    fn read_to_end(&mut self, timeout: Duration) -> Result<()> {
+        TlsClient::read_to_end(self, timeout)
+    }
+    fn received(&self) -> &[u8] {
+        &self.received
+    }
+}
+
 impl TlsClient {
     /// Connect, complete TLS and the upgrade; fails unless the server answers 101.
     pub fn connect(port: u16, certs: &Certs) -> Result<TlsClient> {

@@ -6,29 +6,14 @@ use std::time::Duration;
 use anyhow::Result;
 use wsguard_integration::{
     enc,
-    exact::{assert_exact, script},
-    oracle::{self, Counts},
-    require_root, Agent, RawClient, Server, Split,
+    exact::{assert_exact, drive_splits, script, SPLITS},
+    oracle, require_root, Agent, RawClient, Server, Split,
 };
 
 fn adversarial(name: &str, server: Server) -> Result<()> {
     let agent = Agent::start(name)?;
-    let splits = [Split::PerFrame, Split::All, Split::HeaderSplit, Split::Random(7), Split::Random(1234), Split::Bytes];
-    let (mut rx, mut tx) = (Counts::default(), Counts::default());
-    for (i, split) in splits.iter().enumerate() {
-        let frames = script(4000 + i as u16);
-        let mut c = RawClient::connect(server.port)?;
-        // The 200 KB frame byte by byte is slow and proves nothing more: trim it there.
-        let frames: Vec<Vec<u8>> = match split {
-            Split::Bytes => frames.into_iter().filter(|f| f.len() < 70_000).collect(),
-            _ => frames,
-        };
-        c.send(&frames, *split)?;
-        c.read_to_end(Duration::from_secs(10))?;
-        rx.add(&oracle::decode(&frames.concat()));
-        tx.add(&oracle::decode(&c.received));
-    }
-    let n = splits.len() as u64;
+    let (rx, tx) = drive_splits(|| RawClient::connect(server.port))?;
+    let n = SPLITS.len() as u64;
     let ws = agent.wait_ws(server.pid, "all closed", |w| w["connections_closed"] == n)?;
     assert_exact(&ws, &rx, &tx);
     assert_eq!(ws["abnormal_closes"], 0);
