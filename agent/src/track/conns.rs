@@ -126,20 +126,26 @@ impl ProcessConns {
 
     /// Clients (counted without copying a key per connection) and the order by fd.
     pub fn finish(&mut self, limits: &Limits) {
-        let mut per_client: HashMap<&str, u64> = HashMap::new();
-        for c in &self.connections {
-            *per_client.entry(c.client_key.as_str()).or_default() += 1;
-        }
-        let mut top: Vec<(&str, u64)> = per_client.iter().map(|(k, n)| (*k, *n)).collect();
-        top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        self.clients = ClientsSnapshot {
-            key_source: limits.key_source.clone(),
-            distinct: per_client.len() as u64,
-            quota: limits.quota,
-            at_or_over_quota: per_client.values().filter(|n| **n >= limits.quota).count() as u64,
-            top: top.into_iter().take(10).map(|(k, n)| ClientCount { key: k.to_string(), connections: n }).collect(),
-        };
+        self.clients = clients(self.connections.iter().map(|c| c.client_key.as_str()), limits);
         self.connections.sort_by_key(|c| c.fd);
+    }
+}
+
+/// Connections per client key (one key per connection), against `limits.quota`; the 10 with
+/// the most connections in `top`. Shared by WebSocket connections and SSE streams (`sse.rs`).
+pub fn clients<'a>(keys: impl Iterator<Item = &'a str>, limits: &Limits) -> ClientsSnapshot {
+    let mut per_client: HashMap<&str, u64> = HashMap::new();
+    for k in keys {
+        *per_client.entry(k).or_default() += 1;
+    }
+    let mut top: Vec<(&str, u64)> = per_client.iter().map(|(k, n)| (*k, *n)).collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    ClientsSnapshot {
+        key_source: limits.key_source.clone(),
+        distinct: per_client.len() as u64,
+        quota: limits.quota,
+        at_or_over_quota: per_client.values().filter(|n| **n >= limits.quota).count() as u64,
+        top: top.into_iter().take(10).map(|(k, n)| ClientCount { key: k.to_string(), connections: n }).collect(),
     }
 }
 

@@ -3,44 +3,30 @@
 //! Counters come from the probe; these need each stream's own state, which only the
 //! connection list holds. Pure: the caller passes the connections and the limits.
 
-use std::collections::HashMap;
-
-use super::conns::{ConnectionSnapshot, Limits};
-use crate::model::{
-    clients::{ClientCount, ClientsSnapshot},
-    sse::{SseStreams, Transport},
-};
-
-/// How many clients `clients.top` lists, as for WebSocket connections.
-const TOP_CLIENTS: usize = 10;
+use super::conns::{clients, ConnectionSnapshot, Limits};
+use crate::model::sse::{SseStreams, Transport};
 
 /// The open SSE streams among `conns` (transport `sse`), with the same client keys, quota and
 /// `idle_after` as WebSocket connections.
 pub fn streams(conns: &[ConnectionSnapshot], limits: &Limits) -> SseStreams {
     let mut out = SseStreams::default();
-    let mut per_client: HashMap<&str, u64> = HashMap::new();
-    for c in conns.iter().filter(|c| c.transport == Transport::Sse) {
+    let open = || conns.iter().filter(|c| c.transport == Transport::Sse);
+    for c in open() {
         let quiet = c.sse.as_ref().map_or(c.idle_seconds, |s| s.seconds_since_last_event);
         out.idle += u64::from(quiet >= limits.idle_after_s);
         out.max_seconds_since_last_event = out.max_seconds_since_last_event.max(quiet);
-        *per_client.entry(c.client_key.as_str()).or_default() += 1;
     }
-    let mut top: Vec<(&str, u64)> = per_client.iter().map(|(k, n)| (*k, *n)).collect();
-    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    out.clients = ClientsSnapshot {
-        key_source: limits.key_source.clone(),
-        distinct: per_client.len() as u64,
-        quota: limits.quota,
-        at_or_over_quota: per_client.values().filter(|n| **n >= limits.quota).count() as u64,
-        top: top.into_iter().take(TOP_CLIENTS).map(|(k, n)| ClientCount { key: k.into(), connections: n }).collect(),
-    };
+    out.clients = clients(open().map(|c| c.client_key.as_str()), limits);
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::sse::SseConnStats;
+    use crate::model::{
+        clients::{ClientCount, ClientsSnapshot},
+        sse::SseConnStats,
+    };
 
     fn limits() -> Limits {
         let key_hasher = crate::track::keyhash::KeyHasher::new([7; 16]);
