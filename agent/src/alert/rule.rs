@@ -68,7 +68,8 @@ pub enum Metric {
     /// Everything the probe could not see since the last snapshot: ring drops, full maps.
     #[serde(rename = "probe.lost_events")]
     ProbeLostEvents,
-    /// Connections newly marked out of sync (invalid frame header) since the last snapshot.
+    /// Connections (and SSE streams) newly marked out of sync (invalid frame header, lost
+    /// stream framing) since the last snapshot.
     #[serde(rename = "probe.out_of_sync")]
     ProbeOutOfSync,
     /// Host: SSE streams open over all processes.

@@ -68,7 +68,11 @@ pub fn instances(
             };
             return host(delta(lost(s), prev.map(lost)));
         }
-        ProbeOutOfSync => return host(delta(s.totals.out_of_sync, prev.map(|p| p.totals.out_of_sync))),
+        ProbeOutOfSync => {
+            // WebSocket connections and SSE streams alike.
+            let lost = |x: &Snapshot| x.totals.out_of_sync + x.sse_totals.out_of_sync;
+            return host(delta(lost(s), prev.map(lost)));
+        }
         CrisisProbability if scope == Scope::Host => return host(preds.map(|p| p.host.crisis.probability)),
         CrisisProbability => {
             let Some(preds) = preds else { return Vec::new() };

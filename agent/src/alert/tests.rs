@@ -594,6 +594,12 @@ fn sse_metrics_read_streams() {
     let per_client = instances(Metric::SseClientStreams, Scope::Client, &cur, Some(&prev), None);
     assert_eq!(per_client.len(), 2);
     assert_eq!((per_client[0].labels["client"].as_str(), per_client[0].value), ("10.9.9.9", 22.0));
+    // SSE streams out of sync count in probe.out_of_sync.
+    let mut lost = cur.clone();
+    lost.sse_totals.out_of_sync = 3;
+    let v: Vec<f64> =
+        instances(Metric::ProbeOutOfSync, Scope::Host, &lost, Some(&prev), None).into_iter().map(|i| i.value).collect();
+    assert_eq!(v, vec![3.0]);
     // Interval metrics need a previous snapshot.
     assert!(instances(Metric::SseStreamsOpenedPerSecond, Scope::Process, &cur, None, None).is_empty());
     for m in [Metric::SseStreamsOpenedPerSecond, Metric::SseResumedStreamsPerSecond, Metric::SseStreamsClosedPerSecond] {

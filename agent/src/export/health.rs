@@ -132,11 +132,17 @@ pub fn evaluate(s: &Snapshot, history: &HistoryHealth, cfg: &HealthConfig) -> Re
         json!({"attached": s.probe.attached, "events_received": s.probe.events_received, "health": h}),
     ));
 
+    // SSE streams whose framing was lost are as unseen as WebSocket connections.
+    let sse_lost = s.sse_totals.out_of_sync;
     checks.push(check(
         "out_of_sync",
-        if t.out_of_sync > 0 { Status::Degraded } else { Status::Healthy },
-        format!("{} connections whose framing could not be followed", t.out_of_sync),
-        json!({"out_of_sync": t.out_of_sync}),
+        if t.out_of_sync + sse_lost > 0 { Status::Degraded } else { Status::Healthy },
+        if sse_lost > 0 {
+            format!("{} connections and {sse_lost} SSE streams whose framing could not be followed", t.out_of_sync)
+        } else {
+            format!("{} connections whose framing could not be followed", t.out_of_sync)
+        },
+        json!({"out_of_sync": t.out_of_sync, "sse_out_of_sync": sse_lost}),
     ));
 
     let active = t.connections_active;
@@ -240,6 +246,19 @@ mod tests {
         s.probe.attached = false;
         let r = evaluate(&s, &hh, &cfg);
         assert_eq!((r.checks[0].status, r.checks[0].scope, r.status), (Status::Unhealthy, Scope::Agent, Status::Unhealthy));
+    }
+
+    /// An SSE stream out of sync degrades the agent's `out_of_sync` check like a WebSocket one.
+    #[test]
+    fn sse_streams_out_of_sync_degrade() {
+        let mut s = Snapshot::default();
+        s.probe.attached = true;
+        let hh = HistoryHealth { store_open: true, ..Default::default() };
+        s.sse_totals.out_of_sync = 2;
+        let r = evaluate(&s, &hh, &HealthConfig::default());
+        let c = r.checks.iter().find(|c| c.name == "out_of_sync").unwrap();
+        assert_eq!((c.status, c.scope), (Status::Degraded, Scope::Agent));
+        assert_eq!(c.message, "0 connections and 2 SSE streams whose framing could not be followed");
     }
 
     /// 15 s after start, 5 of 9 closes abnormal: too few to call the workload unhealthy.
