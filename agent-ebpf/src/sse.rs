@@ -101,8 +101,14 @@ pub(crate) fn body(key: &ConnKey, c: &mut ConnState, w: &mut Walk, now: u64) {
             p.sse.out_of_sync += 1;
         }
         if ended {
+            // A server may write the terminator after the client went away (Go's net/http
+            // ends the handler's response when its context is cancelled): the first FIN decides.
             p.sse.closed += 1;
-            p.sse.closed_by_server += 1;
+            if c.sse.fin == fin::CLIENT {
+                p.sse.closed_by_client += 1;
+            } else {
+                p.sse.closed_by_server += 1;
+            }
         }
     }
     if !ok {
