@@ -3,6 +3,7 @@
 use crate::clientkey::KeyScan;
 use crate::frame::{slot, DirCounters, FrameHot, F_PROC_OWED};
 use crate::http::HttpScan;
+use crate::sse::SseConn;
 
 /// Key of the connection map: the process and its file descriptor.
 #[repr(C)]
@@ -32,6 +33,10 @@ pub mod phase {
     /// parsed; its plaintext, read from OpenSSL's calls, has a state of its own (probe `tls.rs`).
     /// Only in the socket's storage: the iterator hands userspace the plaintext's state.
     pub const TLS: u8 = 5;
+    /// A plain request was answered `200` with `Content-Type: text/event-stream`: a
+    /// Server-Sent Events stream, whose body the probe counts (`ConnState::sse`). It ends with
+    /// the connection, or with the chunked terminator (back to `HTTP`).
+    pub const SSE: u8 = 6;
 }
 
 /// Socket mode: set in [`ConnState::fd`] once the connection moved bytes the probe could not
@@ -73,7 +78,7 @@ pub struct CtlCounters {
 /// Laid out by cache line for the data path, which is bound by memory latency (the server's
 /// own work evicts the state of its other connections between two messages on one): in the
 /// kernel's hash map an element is a 48-byte header, the 8-byte key, then this value, and the
-/// value's size (392) makes the element 448 bytes, 7 whole lines, so elements are line-aligned
+/// value's size (456) makes the element 512 bytes, 8 whole lines, so elements are line-aligned
 /// in the preallocated pool. The first 8 bytes share the key's line (read by every lookup); a
 /// read then touches only line 1 (bytes 8..72) and a write line 2 (72..136), plus line 1 for
 /// `pending_msg_ns` when it closes a response-latency sample. Control frames, partial headers,
@@ -138,8 +143,9 @@ pub struct ConnState {
     /// syscalls, read by the next walk or the close.
     pub rx_owed_from: u64,
     pub tx_owed_from: u64,
-    /// Pads the map element to whole cache lines (see above).
-    pub _pad2: [u64; 2],
+    /// Server-Sent Events: the request's `Last-Event-ID`, the response head, then the stream's
+    /// counters (phase `SSE`). Its padding also pads the map element to whole cache lines.
+    pub sse: SseConn,
 }
 
 impl ConnState {
@@ -225,7 +231,7 @@ mod tests {
     /// The probe copies these word by word and relies on the line split above.
     #[test]
     fn layout() {
-        assert_eq!(size_of::<ConnState>(), 392);
+        assert_eq!(size_of::<ConnState>(), 456);
         assert_eq!((48 + 8 + size_of::<ConnState>()) % 64, 0, "whole cache lines per map element");
         assert_eq!(align_of::<ConnState>(), 8);
         assert_eq!(offset_of!(ConnState, rx), 8);

@@ -192,7 +192,7 @@ impl HttpScan {
 
 /// `HTTP/1.x SSS`: byte `at` (< 12) of a status line.
 #[inline(always)]
-fn status_line_byte(at: u32, b: u8) -> bool {
+pub(crate) fn status_line_byte(at: u32, b: u8) -> bool {
     match at {
         0..=6 => b == b"HTTP/1.\0"[at as usize & 7],
         7 => b.is_ascii_digit(),

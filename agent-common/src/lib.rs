@@ -1,5 +1,6 @@
 //! Types shared by the wsguard eBPF probe (`wsguard-ebpf`) and the userspace agent, plus the
-//! streaming parsers both run: [`frame`] (WebSocket framing) and [`http`] (the upgrade handshake).
+//! streaming parsers both run: [`frame`] (WebSocket framing), [`http`] (the upgrade handshake) and
+//! [`sse`] (Server-Sent Events heads and bodies).
 //!
 //! Everything here is `no_std`, `#[repr(C)]` where it crosses the kernel boundary, and written so
 //! the BPF verifier accepts it: fixed-size arrays indexed with masks, no panics, no allocation.
@@ -12,6 +13,7 @@ pub mod event;
 pub mod frame;
 pub mod hist;
 pub mod http;
+pub mod sse;
 pub mod stats;
 
 #[cfg(feature = "user")]
@@ -45,6 +47,8 @@ pub mod names {
     pub const PROG_RECV: &str = "wsg_sock_recv";
     pub const PROG_SEND: &str = "wsg_sock_send";
     pub const PROG_END: &str = "wsg_sock_end";
+    /// Socket mode: TCP state changes (who closed an SSE stream first).
+    pub const PROG_STATE: &str = "wsg_sock_state";
     pub const PROG_ITER: &str = "wsg_sock_iter";
     /// Socket mode, fresh attach only (not pinned): cookies of connections born while the
     /// agent lists what predates the probe, and the switch that opens that window.
@@ -124,4 +128,6 @@ pub fn fd_bit(tgid: u32, fd: u32) -> u32 {
 /// 5: ProcStats gained the unparsed counters; ConnState's padding became `tgid` and `fd`.
 /// 6: ProcStats gained `closed_unread`; ConnState's phase `HTTP` (keep-alive between requests).
 /// 7: phase `TLS` and the TLS maps (socket mode); three more health counters in WSG_GLOBAL.
-pub const LAYOUT_VERSION: u32 = 7;
+/// 8: Server-Sent Events: phase `SSE`, `ConnState::sse` (80 bytes, the padding folded in),
+/// `ProcStats::sse`, the socket mode's `wsg_sock_state` program.
+pub const LAYOUT_VERSION: u32 = 8;

@@ -2,7 +2,7 @@
 //! atomic adds at the moment the kernel sees the bytes, so a snapshot never double-counts or
 //! goes backwards, and an agent restart (maps are pinned) loses nothing.
 
-use crate::frame::DirCounters;
+use crate::{frame::DirCounters, sse::SseProcStats};
 
 /// Cumulative WebSocket counters of one process (keyed by tgid). The probe keeps one copy per
 /// CPU (`WSG_PROCS` is a per-CPU hash); the process's numbers are their sum.
@@ -44,6 +44,8 @@ pub struct ProcStats {
     /// Node `cluster`, PM2), which this mode cannot follow; a client that connects and sends
     /// nothing lands here too. Reported in `unfollowed_connections`.
     pub closed_unread: u64,
+    /// Server-Sent Events streams this process served (`sse.rs`).
+    pub sse: SseProcStats,
 }
 
 /// Key of the close-code map: how often a process received or sent each close code.
@@ -107,5 +109,6 @@ impl ProcStats {
         self.unparsed_conns += o.unparsed_conns;
         self.unparsed_bytes += o.unparsed_bytes;
         self.closed_unread += o.closed_unread;
+        self.sse.add(&o.sse);
     }
 }

@@ -2,7 +2,8 @@
 //! `Upgrade: websocket`; a client key may be captured), the `101` on the way out. A plain `GET`
 //! with nothing behind it keeps the connection followed for its next request (HTTP keep-alive:
 //! the upgrade may come later, phase `HTTP`); anything else ends the tracking at once (counted
-//! `not_websocket` or `handshakes_failed`).
+//! `not_websocket` or `handshakes_failed`). The answer to a plain request may open a
+//! Server-Sent Events stream (`sse.rs`).
 
 use wsguard_common::{
     conn::{phase, ConnKey, ConnState},
@@ -15,6 +16,7 @@ use crate::{
     copy::{copy, zero},
     maps::{self, WSG_KEY_CONFIG},
     record::{drop_conn, emit, proc_stats, Dir, NOT_WEBSOCKET},
+    sse,
     walk::{mode, verdict, Walk},
 };
 
@@ -26,9 +28,16 @@ pub fn handshake(key: &ConnKey, c: &mut ConnState, dir: Dir, w: &mut Walk, now: 
     match (dir, c.phase) {
         (Dir::Rx, phase::NEW) | (Dir::Tx, phase::UPGRADE_REQUESTED) => {}
         // Keep-alive: the next request head starts (`c.http` was reset after the last one).
-        (Dir::Rx, phase::HTTP) => c.phase = phase::NEW,
-        // The answer to a plain request: not walked.
-        (Dir::Tx, phase::HTTP) => return false,
+        (Dir::Rx, phase::HTTP) => {
+            c.phase = phase::NEW;
+            sse::next_request(c);
+        }
+        // The answer to a plain request: its head is scanned for an SSE stream (`sse.rs`);
+        // any other body is not walked.
+        (Dir::Tx, phase::HTTP) => {
+            sse::response(key, c, w, now);
+            return false;
+        }
         (Dir::Tx, phase::NEW) => {
             // The process spoke before a complete upgrade request: not a WebSocket server side.
             drop_conn(key, NOT_WEBSOCKET, c);
@@ -48,10 +57,15 @@ pub fn handshake(key: &ConnKey, c: &mut ConnState, dir: Dir, w: &mut Walk, now: 
                 w.want_key = 1;
             }
         }
+        copy(&mut w.sse_head, &c.sse.head);
+        w.want_sse = 1;
     }
     let ok = w.run(mode::HTTP);
     if w.want_key != 0 {
         copy(&mut c.key, &w.key);
+    }
+    if w.want_sse != 0 {
+        copy(&mut c.sse.head, &w.sse_head);
     }
     if !ok {
         drop_conn(key, NOT_WEBSOCKET, c);
@@ -80,6 +94,7 @@ pub fn handshake(key: &ConnKey, c: &mut ConnState, dir: Dir, w: &mut Walk, now: 
                 // unless it does.
                 c.phase = phase::HTTP;
                 zero(&mut c.http);
+                sse::request_done(c);
             }
             return false;
         }

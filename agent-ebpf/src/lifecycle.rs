@@ -7,6 +7,7 @@
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use wsguard_common::{
     conn::{add_counts, owed, phase, skip_payload, take_owed, ConnKey, ConnState},
+    sse::conn_flags,
     event::kind,
     hist::which,
     stats::{global, CloseCodeKey, ProcStats},
@@ -18,6 +19,7 @@ use crate::{
     handshake, maps,
     maps::{bump, WSG_CLOSE_CODES},
     record::{emit, proc_stats, Dir},
+    sse,
     walk::{self, mode, saw, verdict, Walk},
 };
 
@@ -48,8 +50,15 @@ pub(crate) fn end(key: &ConnKey, c: &ConnState) {
             p.handshakes_failed += 1;
             emit(kind::HANDSHAKE_FAILED, key, c, 0, 0, 0);
         }
+        phase::SSE => sse::end(p, c),
         phase::DONE => {}
-        _ => p.not_websocket += 1,
+        // A keep-alive connection whose SSE stream ended (chunked terminator) is a known
+        // transport, not `not_websocket`.
+        _ => {
+            if c.sse.flags & conn_flags::WAS_SSE == 0 {
+                p.not_websocket += 1;
+            }
+        }
     }
 }
 
@@ -63,6 +72,13 @@ pub(crate) fn on_data(key: ConnKey, c: &mut ConnState, dir: Dir, buf: u64, iov: 
     let Some(w) = walk::begin(buf, iov, cnt, len) else { return };
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
+    if c.phase == phase::SSE {
+        // What the client sends on an open stream is not walked.
+        if dir == Dir::Tx {
+            sse::body(&key, c, w, now);
+        }
+        return;
+    }
     if c.phase != phase::WEBSOCKET && !handshake::handshake(&key, c, dir, w, now) {
         return;
     }

@@ -17,6 +17,7 @@ mod lifecycle;
 mod maps;
 mod record;
 mod regs;
+mod sse;
 mod syscall;
 mod walk;
 

@@ -16,6 +16,9 @@
 //!   no process holds it any more, so no read or write can follow); the end is counted for the
 //!   last process that read or wrote it. Not `inet_sock_set_state` → `TCP_CLOSE`: a peer's reset
 //!   can close the socket before `sock_send_length` of the server's `101` has run.
+//! * `wsg_sock_state` (`tp_btf` `inet_sock_set_state`): the first FIN on an open Server-Sent
+//!   Events stream says who ended it (`ESTABLISHED → CLOSE_WAIT`: the client; `→ FIN_WAIT1`:
+//!   the server).
 //! * `wsg_sock_iter` (BPF iterator over TCP sockets): hands userspace every followed
 //!   connection's state with its socket cookie, in one read.
 //!
@@ -41,6 +44,7 @@ use aya_ebpf::{
 };
 use wsguard_common::{
     conn::{phase, ConnKey, ConnState, SockRecord, FD_UNPARSED},
+    sse::fin,
     stats::global,
 };
 
@@ -194,11 +198,14 @@ fn unparsed(c: &mut ConnState, tgid: u32, len: u64) {
             if c.phase == phase::WEBSOCKET && c.out_of_sync == 0 {
                 p.out_of_sync += 1;
             }
+            if c.phase == phase::SSE && c.out_of_sync == 0 {
+                p.sse.out_of_sync += 1;
+            }
         }
         p.unparsed_bytes += len;
     }
     c.fd |= FD_UNPARSED;
-    if c.phase == phase::WEBSOCKET {
+    if c.phase == phase::WEBSOCKET || c.phase == phase::SSE {
         c.out_of_sync = 1;
     }
 }
@@ -218,12 +225,36 @@ pub fn on_end(ctx: &BtfTracePointContext) {
     }
     if c.tgid == 0 {
         bump(global::ENDED_UNATTRIBUTED);
-    } else if c.fd & FD_UNPARSED == 0 || c.phase == phase::WEBSOCKET {
+    } else if c.fd & FD_UNPARSED == 0 || c.phase == phase::WEBSOCKET || c.phase == phase::SSE {
         lifecycle::end(&ConnKey { tgid: c.tgid, fd: c.fd & !FD_UNPARSED }, c);
     }
     // Else never classified because its bytes could not be read (io_uring, ...): it is in
     // `unparsed_conns`, not `not_websocket`.
     c.phase = phase::DONE;
+}
+
+/// A TCP state change of socket `ctx.arg(0)` (`oldstate`, `newstate`): the first FIN (or reset)
+/// on an open SSE stream says who ended it. Other sockets pay one helper call per change out of
+/// `ESTABLISHED`, and none for the rest.
+#[inline(always)]
+pub fn on_state(ctx: &BtfTracePointContext) {
+    const ESTABLISHED: u64 = 1;
+    const FIN_WAIT1: u64 = 4;
+    const CLOSE: u64 = 7;
+    const CLOSE_WAIT: u64 = 8;
+    if ctx.arg::<u64>(1) as u32 as u64 != ESTABLISHED {
+        return;
+    }
+    let sk: *mut c_void = ctx.arg(0);
+    let Some(c) = state(sk) else { return };
+    if c.phase != phase::SSE || c.sse.fin != fin::NONE {
+        return;
+    }
+    c.sse.fin = match ctx.arg::<u64>(2) as u32 as u64 {
+        CLOSE_WAIT | CLOSE => fin::CLIENT,
+        FIN_WAIT1 => fin::SERVER,
+        _ => fin::NONE,
+    };
 }
 
 wsguard_common::named!(WSG_SK = SK, WSG_ITER_REC = ITER_REC, WSG_BORN = BORN, WSG_BORN_OPEN = BORN_OPEN);

@@ -22,6 +22,7 @@ mod record;
 #[allow(dead_code)]
 mod regs;
 mod sock;
+mod sse;
 mod tls;
 mod walk;
 
@@ -35,6 +36,7 @@ wsguard_common::named!(
     wsg_sock_recv = PROG_RECV,
     wsg_sock_send = PROG_SEND,
     wsg_sock_end = PROG_END,
+    wsg_sock_state = PROG_STATE,
     wsg_sock_iter = PROG_ITER,
     wsg_ssl_read = PROG_SSL_READ,
     wsg_ssl_read_ex = PROG_SSL_READ_EX,
@@ -65,6 +67,13 @@ pub fn wsg_sock_send(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "tcp_destroy_sock")]
 pub fn wsg_sock_end(ctx: BtfTracePointContext) -> i32 {
     sock::on_end(&ctx);
+    0
+}
+
+/// A TCP state change (`sk, oldstate, newstate`): which side of an SSE stream closed first.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn wsg_sock_state(ctx: BtfTracePointContext) -> i32 {
+    sock::on_state(&ctx);
     0
 }
 

@@ -14,6 +14,7 @@ use wsguard_common::{
     clientkey::{KeyConfig, KeyScan},
     frame::{opcode, DirCounters, FrameHeader, FrameState, Sink, WINDOW},
     http::{HttpScan, Scan},
+    sse::{Body, SseBody, SseDelta, SseHead},
 };
 
 /// Most steps one syscall may take (one step = a header, a skipped payload run, one byte of an
@@ -25,6 +26,11 @@ pub const MAX_IOV: u64 = 1024;
 pub mod mode {
     pub const HTTP: u8 = 1;
     pub const FRAMES: u8 = 2;
+    /// The response head of a plain request, one byte per step (`sse.rs`).
+    pub const SSE_HEAD: u8 = 3;
+    /// An SSE stream's body, one byte per step (a whole window per step did not pass the
+    /// verifier in reasonable time: see docs/architecture.md).
+    pub const SSE_BODY: u8 = 4;
 }
 
 pub mod verdict {
@@ -35,6 +41,8 @@ pub mod verdict {
     pub const NOT_HTTP: u8 = 2;
     pub const DESYNC: u8 = 3;
     pub const FAULT: u8 = 4;
+    /// The chunked terminator ended an SSE stream (bytes after it are still unwalked).
+    pub const SSE_ENDED: u8 = 5;
 }
 
 /// What frames showed during one syscall, applied to the connection afterwards.
@@ -101,6 +109,11 @@ pub struct Walk {
     pub key: KeyScan,
     pub kcfg: KeyConfig,
     pub want_key: u8,
+    /// Request bytes also go through the SSE head scanner (`Last-Event-ID`).
+    pub want_sse: u8,
+    pub sse_head: SseHead,
+    pub sse_body: SseBody,
+    pub sse_delta: SseDelta,
 }
 
 #[map]
@@ -121,6 +134,7 @@ pub fn begin(buf: u64, iov: u64, cnt: u64, total: u64) -> Option<&'static mut Wa
     w.head_pos = 0;
     crate::copy::zero(&mut w.acc);
     w.want_key = 0;
+    w.want_sse = 0;
     Some(w)
 }
 
@@ -240,7 +254,28 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
         if w.want_key != 0 {
             w.key.byte(&w.kcfg, b);
         }
-        match w.http.byte(b) {
+        if w.mode == mode::SSE_BODY {
+            return match w.sse_body.byte(b, &mut w.sse_delta) {
+                Body::More => (w.total_left == 0) as i64,
+                Body::Ended => {
+                    w.verdict = verdict::SSE_ENDED;
+                    1
+                }
+                Body::Bad => {
+                    w.verdict = verdict::DESYNC;
+                    1
+                }
+            };
+        }
+        let r = if w.mode == mode::SSE_HEAD {
+            w.sse_head.byte(b)
+        } else {
+            if w.want_sse != 0 {
+                let _ = w.sse_head.byte(b);
+            }
+            w.http.byte(b)
+        };
+        match r {
             Scan::More => 0,
             Scan::Done => {
                 w.verdict = verdict::HTTP_DONE;

@@ -137,7 +137,7 @@ pub fn reap_exited(ebpf: &mut Ebpf, tgid: u32, mine: &[(ConnKey, ConnState)]) ->
     for (k, _) in mine {
         let _ = conns.remove(k);
     }
-    let (mut closed, mut abnormal, mut failed, mut owed_rx, mut owed_tx) = (0, 0, 0, 0, 0);
+    let (mut closed, mut abnormal, mut failed, mut owed_rx, mut owed_tx, mut sse_closed) = (0, 0, 0, 0, 0, 0);
     for (_, c) in mine {
         match c.phase {
             wsguard_common::conn::phase::WEBSOCKET => {
@@ -149,6 +149,8 @@ pub fn reap_exited(ebpf: &mut Ebpf, tgid: u32, mine: &[(ConnKey, ConnState)]) ->
                 }
             }
             wsguard_common::conn::phase::UPGRADE_REQUESTED => failed += 1,
+            // An SSE stream of an exited process: closed, by nobody this mode can tell.
+            wsguard_common::conn::phase::SSE => sse_closed += 1,
             _ => {}
         }
     }
@@ -161,6 +163,7 @@ pub fn reap_exited(ebpf: &mut Ebpf, tgid: u32, mine: &[(ConnKey, ConnState)]) ->
             p.closed += closed;
             p.abnormal_closes += abnormal;
             p.handshakes_failed += failed;
+            p.sse.closed += sse_closed;
             p.rx.payload(owed_rx);
             p.tx.payload(owed_tx);
         }

@@ -27,11 +27,15 @@ use super::config::ProbeConfig;
 use super::{check_pinned_links, link_pin, load_object, maps, predating, prog_pin, Mode, Probe};
 
 /// The socket mode's programs, in attach order (the iterator last: it only reads).
-pub(super) const PROGRAMS: [&str; 5] =
-    [names::PROG_SOCK_OPS, names::PROG_RECV, names::PROG_SEND, names::PROG_END, names::PROG_ITER];
+pub(super) const PROGRAMS: [&str; 6] =
+    [names::PROG_SOCK_OPS, names::PROG_RECV, names::PROG_SEND, names::PROG_END, names::PROG_STATE, names::PROG_ITER];
 
-const TRACEPOINTS: [(&str, &str); 3] =
-    [(names::PROG_RECV, "sock_recv_length"), (names::PROG_SEND, "sock_send_length"), (names::PROG_END, "tcp_destroy_sock")];
+const TRACEPOINTS: [(&str, &str); 4] = [
+    (names::PROG_RECV, "sock_recv_length"),
+    (names::PROG_SEND, "sock_send_length"),
+    (names::PROG_END, "tcp_destroy_sock"),
+    (names::PROG_STATE, "inet_sock_set_state"),
+];
 
 /// Maps the socket mode pins.
 const PINNED_MAPS: [&str; 16] = [
@@ -143,7 +147,7 @@ fn attach(ebpf: &mut aya::Ebpf, pin: &Path, btf: &Btf) -> anyhow::Result<()> {
     link.pin(link_pin(pin, names::PROG_SOCK_OPS)).context("pinning the sock_ops link")?;
     attached(ebpf, names::PROG_SOCK_OPS)?;
     info!(
-        "probe attached (socket mode: sock_ops on {}, tp_btf sock_recv_length, sock_send_length, tcp_destroy_sock, iter/tcp), pinned at {}",
+        "probe attached (socket mode: sock_ops on {}, tp_btf sock_recv_length, sock_send_length, tcp_destroy_sock, inet_sock_set_state, iter/tcp), pinned at {}",
         cgroup.display(),
         pin.display()
     );

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use wsguard_common::{
     conn::{phase, ConnState},
     frame::DirCounters,
+    sse::conn_flags,
 };
 
 use crate::{
@@ -96,10 +97,11 @@ fn ns_to_s(ns: u64) -> f64 {
 }
 
 impl ProcessConns {
-    /// Add one tracked connection of the process (only WebSocket ones are listed); `sock` is
-    /// its socket in the process's TCP table, when found.
+    /// Add one tracked connection of the process (WebSocket connections and open SSE streams
+    /// are listed; both count for their client, so one quota covers both transports); `sock`
+    /// is its socket in the process's TCP table, when found.
     pub fn push(&mut self, fd: u32, c: &ConnState, sock: Option<&Sock>, limits: &Limits, now: u64) {
-        if c.phase != phase::WEBSOCKET {
+        if c.phase != phase::WEBSOCKET && c.phase != phase::SSE {
             return;
         }
         let peer = sock.map(|s| s.remote);
@@ -119,7 +121,7 @@ impl ProcessConns {
         let (sq, rq) = sock.map(|s| (u64::from(s.send_queue), u64::from(s.recv_queue))).unwrap_or_default();
         self.send_queue_bytes += sq;
         self.recv_queue_bytes += rq;
-        self.connections.push(conn_view(fd, c, peer, key, age, idle_s, idle, stalled, sq, rq));
+        self.connections.push(conn_view(fd, c, peer, key, age, idle_s, idle, stalled, sq, rq, now));
     }
 
     /// Clients (counted without copying a key per connection) and the order by fd.
@@ -172,6 +174,7 @@ fn conn_view(
     stalled: bool,
     sq: u64,
     rq: u64,
+    now: u64,
 ) -> ConnectionSnapshot {
     let d = |x: &DirCounters| Frames::from(x);
     let (rx, tx) = (c.rx_counts(), c.tx_counts());
@@ -195,8 +198,22 @@ fn conn_view(
         send_queue_bytes: sq,
         recv_queue_bytes: rq,
         out_of_sync: c.out_of_sync != 0,
-        transport: Transport::Websocket,
-        sse: None,
+        transport: if c.phase == phase::SSE { Transport::Sse } else { Transport::Websocket },
+        sse: (c.phase == phase::SSE).then(|| sse_view(c, now)),
+    }
+}
+
+/// An open SSE stream's counters (`transport = sse`).
+fn sse_view(c: &ConnState, now: u64) -> SseConnStats {
+    let s = &c.sse;
+    SseConnStats {
+        events_sent: s.events,
+        comments_sent: s.comments,
+        payload_bytes_sent: s.payload_bytes,
+        resumed: s.flags & conn_flags::RESUMED != 0,
+        seconds_since_last_event: ns_to_s(now.saturating_sub(s.last_event_ns)),
+        unparseable: s.flags & conn_flags::UNPARSEABLE != 0,
+        out_of_sync: c.out_of_sync != 0,
     }
 }
 

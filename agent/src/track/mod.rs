@@ -33,6 +33,7 @@ use resources::{host, Sampler};
 use wsguard_common::{
     conn::{phase, ConnKey, ConnState},
     hist::which,
+    sse::SseProcStats,
 };
 
 /// How long an exited process stays in snapshots with its final numbers.
@@ -233,7 +234,7 @@ impl Tracker {
                 return;
             }
             let Some(l) = live.get_mut(&k.tgid) else { return };
-            if c.phase != phase::WEBSOCKET {
+            if c.phase != phase::WEBSOCKET && c.phase != phase::SSE {
                 return;
             }
             let cached = known.get(&k.tgid).and_then(|kn| kn.conn_fds.get(&k.fd)).filter(|(id, _)| *id == c.id);
@@ -271,10 +272,12 @@ impl Tracker {
             }
             let (id, exited) = (known.id.clone(), known.exited_at.is_some());
             let mut ws = WebSocketStats::from_probe(stats, reading.close_codes.get(&tgid));
+            let mut sse_counts = sse_stats(&stats.sse);
             if exited {
                 // The reap above updated the map after this reading; report the final numbers.
                 if let Ok(fin) = maps::read_proc(&probe.ebpf, tgid) {
                     ws = WebSocketStats::from_probe(&fin, reading.close_codes.get(&tgid));
+                    sse_counts = sse_stats(&fin.sse);
                 }
             }
             let mut l = live.remove(&tgid).unwrap_or_default();
@@ -317,8 +320,7 @@ impl Tracker {
                 tcp_accepted: stats.accepted,
                 not_websocket: stats.not_websocket,
                 websocket: ws,
-                // Filled by the probe's SSE counters (issue #20); zero until the probe has them.
-                sse: SseStats::default(),
+                sse: sse_counts,
                 sse_streams: sse::streams(&pc.connections, &self.limits),
                 rates,
                 latency: latency.unwrap_or_default(),
@@ -425,7 +427,8 @@ impl Tracker {
             || ws.handshakes_failed > 0
             || p.preexisting_connections > 0
             || p.closed_unread > 0
-            || ws.unparsed_connections > 0;
+            || ws.unparsed_connections > 0
+            || p.sse.streams_opened > 0;
         active && self.selected_by_filter(p)
     }
 
@@ -436,14 +439,31 @@ impl Tracker {
     }
 }
 
-/// The limits of `cfg`; the key hasher stays for the agent's lifetime.
-/// `[privacy]` was validated with the config; an invalid one (never loaded) keeps nothing.
+/// A process's SSE counters as the snapshot shows them (`streams_active` = opened - closed).
+fn sse_stats(p: &SseProcStats) -> SseStats {
+    SseStats {
+        streams_opened: p.opened,
+        streams_active: p.opened.saturating_sub(p.closed),
+        streams_closed: p.closed,
+        events_sent: p.events,
+        comments_sent: p.comments,
+        payload_bytes_sent: p.payload_bytes,
+        resumed_streams: p.resumed,
+        closed_by_client: p.closed_by_client,
+        closed_by_server: p.closed_by_server,
+        unparseable_streams: p.unparseable,
+        out_of_sync: p.out_of_sync,
+    }
+}
+
 fn redactor(cfg: &TrackConfig) -> redact::Redactor {
     redact::Redactor::new(&cfg.privacy).unwrap_or_else(|_| {
         redact::Redactor::new(&redact::PrivacyConfig { redact_arguments: vec![".".into()] }).expect("valid regex")
     })
 }
 
+/// The limits of `cfg`; the key hasher stays for the agent's lifetime.
+/// `[privacy]` was validated with the config; an invalid one (never loaded) keeps nothing.
 fn limits(cfg: &TrackConfig, key_hasher: crate::track::keyhash::KeyHasher) -> Limits {
     Limits {
         quota: cfg.limits.per_client_connections,
