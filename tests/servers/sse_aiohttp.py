@@ -6,7 +6,7 @@
 Prints `READY <port>` on stdout once listening on 127.0.0.1. Every GET is answered with
 `Content-Type: text/event-stream` through aiohttp's `StreamResponse` (chunked by aiohttp); the
 query string is the script shared with sse_node.js (see there and tests/src/sse.rs): `b` (hex
-body), `cuts` (offsets where a new write begins, each drained on its own ~2 ms apart) and `end`
+body), `cuts` (offsets where a new write begins, or `every` byte, each drained on its own ~2 ms apart) and `end`
 (`server` ends the response after the body, `client` holds it open until the client goes away).
 """
 
@@ -19,7 +19,8 @@ from aiohttp import web
 
 def script(request):
     body = bytes.fromhex(request.query.get("b", ""))
-    cuts = [int(c) for c in request.query.get("cuts", "").split(",") if c]
+    given = request.query.get("cuts", "")
+    cuts = list(range(len(body))) if given == "every" else [int(c) for c in given.split(",") if c]
     bounds = [0] + [c for c in cuts if 0 < c < len(body)] + [len(body)]
     writes = [body[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
     return writes, request.query.get("end", "client")

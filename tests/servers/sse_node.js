@@ -8,6 +8,7 @@
 // and sse_go, see tests/src/sse.rs):
 //   b=HEX        the event-stream body, bytes exactly as written (any line ends, comments, ...)
 //   cuts=a,b,..  body offsets where a new write begins; each write is flushed on its own, ~2 ms
+//   cuts=every   every byte its own write
 //                apart (adversarial splits: inside `data:`, between CR and LF, ...)
 //   end=server   end the response after the body (chunked terminator, or close when unchunked)
 //   end=client   keep the stream open until the client goes away (the default)
@@ -21,10 +22,13 @@ const http = require('http');
 function script(url) {
   const q = new URL(url, 'http://x').searchParams;
   const body = Buffer.from(q.get('b') || '', 'hex');
-  const cuts = (q.get('cuts') || '')
-    .split(',')
-    .filter((s) => s !== '')
-    .map(Number);
+  const cuts =
+    q.get('cuts') === 'every'
+      ? Array.from({ length: body.length }, (_, i) => i)
+      : (q.get('cuts') || '')
+          .split(',')
+          .filter((s) => s !== '')
+          .map(Number);
   const bounds = [0, ...cuts.filter((c) => c > 0 && c < body.length), body.length];
   const writes = [];
   for (let i = 0; i + 1 < bounds.length; i++) {

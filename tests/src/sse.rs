@@ -130,9 +130,15 @@ impl Script {
     /// The request target: the script in the query string (see tests/servers/sse_node.js).
     pub fn target(&self) -> String {
         let hex: String = self.body.iter().map(|b| format!("{b:02x}")).collect();
-        let cuts: Vec<String> = self.cuts().iter().map(usize::to_string).collect();
+        // Every byte its own write is `cuts=every`: listing each offset would make a request head
+        // longer than the 8 KiB the probe follows (`MAX_HEAD`), and the stream would rightly be
+        // not followed at all.
+        let cuts = match self.cut {
+            Cut::Bytes => "every".to_owned(),
+            _ => self.cuts().iter().map(usize::to_string).collect::<Vec<_>>().join(","),
+        };
         let end = if self.end == End::Server { "server" } else { "client" };
-        let mut t = format!("/events?b={hex}&cuts={}&end={end}", cuts.join(","));
+        let mut t = format!("/events?b={hex}&cuts={cuts}&end={end}");
         if self.raw_chunks {
             t.push_str("&raw=1");
         }

@@ -5,7 +5,7 @@
 //
 // Prints `READY <port>` once listening on 127.0.0.1. Every GET is answered with
 // `Content-Type: text/event-stream`; the query string is the script shared with sse_node.js
-// (see there and tests/src/sse.rs): `b` (hex body), `cuts` (offsets where a new write begins,
+// (see there and tests/src/sse.rs): `b` (hex body), `cuts` (offsets where a new write begins, or `every`,
 // each flushed on its own ~2 ms apart), `end` (`server` ends the response after the body,
 // `client` holds it open until the client goes away). With `raw=1` the handler hijacks the
 // connection and writes the response head and the chunked framing itself, every piece between
@@ -38,9 +38,15 @@ func parse(r *http.Request) (script, error) {
 		return script{}, err
 	}
 	bounds := []int{0}
-	for _, c := range strings.Split(q.Get("cuts"), ",") {
-		if n, err := strconv.Atoi(c); err == nil && n > 0 && n < len(body) {
+	if q.Get("cuts") == "every" {
+		for n := 1; n < len(body); n++ {
 			bounds = append(bounds, n)
+		}
+	} else {
+		for _, c := range strings.Split(q.Get("cuts"), ",") {
+			if n, err := strconv.Atoi(c); err == nil && n > 0 && n < len(body) {
+				bounds = append(bounds, n)
+			}
 		}
 	}
 	bounds = append(bounds, len(body))
