@@ -97,9 +97,11 @@ fn ns_to_s(ns: u64) -> f64 {
 }
 
 impl ProcessConns {
-    /// Add one tracked connection of the process (WebSocket connections and open SSE streams
-    /// are listed; both count for their client, so one quota covers both transports); `sock`
-    /// is its socket in the process's TCP table, when found.
+    /// Add one tracked connection of the process; `sock` is its socket in the process's TCP
+    /// table, when found. WebSocket connections and open SSE streams are both listed; the
+    /// aggregates here (ages, idle, stalled, queues, clients) are WebSocket's alone, as their
+    /// names in the API and `/metrics` say: streams have theirs in `sse.rs` (per-client counts
+    /// with the same keys and the same quota, counted per transport).
     pub fn push(&mut self, fd: u32, c: &ConnState, sock: Option<&Sock>, limits: &Limits, now: u64) {
         if c.phase != phase::WEBSOCKET && c.phase != phase::SSE {
             return;
@@ -110,6 +112,12 @@ impl ProcessConns {
         let idle_s = ns_to_s(now.saturating_sub(c.last_rx_ns.max(c.last_tx_ns)));
         let idle = idle_s >= limits.idle_after_s;
         let stalled = c.ping_ns != 0 && ns_to_s(now.saturating_sub(c.ping_ns)) >= limits.stall_after_s;
+        let (sq, rq) = sock.map(|s| (u64::from(s.send_queue), u64::from(s.recv_queue))).unwrap_or_default();
+        let view = conn_view(fd, c, peer, key, age, idle_s, idle, stalled, sq, rq, now);
+        self.connections.push(view);
+        if c.phase != phase::WEBSOCKET {
+            return;
+        }
         match age {
             a if a < 300.0 => self.ages.under_5m += 1,
             a if a < 1800.0 => self.ages.from_5m_to_30m += 1,
@@ -118,15 +126,14 @@ impl ProcessConns {
         }
         self.idle += idle as u64;
         self.stalled += stalled as u64;
-        let (sq, rq) = sock.map(|s| (u64::from(s.send_queue), u64::from(s.recv_queue))).unwrap_or_default();
         self.send_queue_bytes += sq;
         self.recv_queue_bytes += rq;
-        self.connections.push(conn_view(fd, c, peer, key, age, idle_s, idle, stalled, sq, rq, now));
     }
 
     /// Clients (counted without copying a key per connection) and the order by fd.
     pub fn finish(&mut self, limits: &Limits) {
-        self.clients = clients(self.connections.iter().map(|c| c.client_key.as_str()), limits);
+        let ws = self.connections.iter().filter(|c| c.transport == Transport::Websocket);
+        self.clients = clients(ws.map(|c| c.client_key.as_str()), limits);
         self.connections.sort_by_key(|c| c.fd);
     }
 }
@@ -279,6 +286,22 @@ mod tests {
                 ClientCount { key: "unknown".into(), connections: 1 },
             ]
         );
+    }
+
+    /// An open SSE stream is listed (transport `sse`) but is not a WebSocket connection: the
+    /// WebSocket aggregates (idle, ages, queues, clients) leave it to `sse.rs`.
+    #[test]
+    fn streams_are_listed_but_not_in_websocket_aggregates() {
+        let now = 3 * 3600 * S;
+        let a = ws(now, 10, 100);
+        let stream = ConnState { phase: phase::SSE, ..ws(now, 10, 100) };
+        let (sa, ss) = (sock("10.0.0.1:1000", 5, 7), sock("10.0.0.1:1001", 100, 200));
+        let pc = process_conns(&[(4, &a, Some(&sa)), (6, &stream, Some(&ss))], &limits(false), now);
+        let t: Vec<_> = pc.connections.iter().map(|c| (c.fd, c.transport, c.sse.is_some())).collect();
+        assert_eq!(t, vec![(4, Transport::Websocket, false), (6, Transport::Sse, true)]);
+        assert_eq!((pc.idle, pc.send_queue_bytes, pc.recv_queue_bytes), (1, 5, 7));
+        assert_eq!(pc.ages, AgeBuckets { under_5m: 1, ..Default::default() });
+        assert_eq!(pc.clients.top, vec![ClientCount { key: "10.0.0.1".into(), connections: 1 }]);
     }
 
     /// Shortly after boot `now` is smaller than the ages a long-running host sees, and the
