@@ -52,12 +52,13 @@ fn top_shows_the_live_numbers_of_a_real_server() -> Result<()> {
     let cells = row(&text, &format!(" {} ", server.pid));
     assert_eq!(&cells[..2], [server.pid.to_string().as_str(), "node"], "{text}");
     let port = server.port.to_string();
-    // PID COMM PORTS ACTIVE OPENED FAILED ABNORM FRAMES_RX FRAMES_TX ...
+    // PID COMM PORTS ACTIVE SSE OPENED FAILED ABNORM FRAMES_RX FRAMES_TX ...
     assert_eq!(cells[2], port, "{text}");
     assert_eq!(cells[3], N.to_string(), "active connections: {text}");
-    assert_eq!(cells[4], N.to_string(), "opened: {text}");
-    assert_eq!(cells[7], total.to_string(), "frames received: {text}");
-    assert_eq!(cells[8], total.to_string(), "frames sent: {text}");
+    assert_eq!(cells[4], "-", "no SSE streams: {text}");
+    assert_eq!(cells[5], N.to_string(), "opened: {text}");
+    assert_eq!(cells[8], total.to_string(), "frames received: {text}");
+    assert_eq!(cells[9], total.to_string(), "frames sent: {text}");
 
     // Connections view of that pid: one row per client, by its source address.
     let pid = server.pid.to_string();
@@ -67,10 +68,11 @@ fn top_shows_the_live_numbers_of_a_real_server() -> Result<()> {
     for c in &clients {
         let peer = c.stream.local_addr()?.to_string();
         let cells = row(&text, &peer);
-        // FD PEER CLIENT AGE IDLE FRAMES_RX FRAMES_TX ...
-        assert_eq!(cells[2], "127.0.0.1", "client key: {text}");
-        assert_eq!(cells[5], PER_CLIENT.to_string(), "frames received on {peer}: {text}");
-        assert_eq!(cells[6], PER_CLIENT.to_string(), "frames sent on {peer}: {text}");
+        // FD T(ransport) PEER CLIENT AGE IDLE FRAMES_RX FRAMES_TX ...
+        assert_eq!(cells[2], peer, "peer: {text}");
+        assert_eq!(cells[3], "127.0.0.1", "client key: {text}");
+        assert_eq!(cells[6], PER_CLIENT.to_string(), "frames received on {peer}: {text}");
+        assert_eq!(cells[7], PER_CLIENT.to_string(), "frames sent on {peer}: {text}");
     }
 
     // Summary: the host totals include the server's connections; health is read.
