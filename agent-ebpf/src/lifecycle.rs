@@ -7,9 +7,9 @@
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use wsguard_common::{
     conn::{add_counts, owed, phase, skip_payload, take_owed, ConnKey, ConnState},
-    sse::conn_flags,
     event::kind,
     hist::which,
+    sse::conn_flags,
     stats::{global, CloseCodeKey, ProcStats},
 };
 
