@@ -80,6 +80,11 @@ pub(crate) fn on_data(key: ConnKey, c: &mut ConnState, dir: Dir, buf: u64, iov: 
         return;
     }
     if c.phase != phase::WEBSOCKET && !handshake::handshake(&key, c, dir, w, now) {
+        // A response head that just opened an SSE stream: the bytes behind it in this write
+        // are the stream's first.
+        if c.phase == phase::SSE && dir == Dir::Tx && w.total_left > 0 {
+            sse::body(&key, c, w, now);
+        }
         return;
     }
     // Frames (possibly following the head in the same syscall).

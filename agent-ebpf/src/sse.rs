@@ -35,7 +35,7 @@ pub(crate) fn next_request(c: &mut ConnState) {
 }
 
 /// Bytes written in answer to a plain request: scan the response head (it may span writes);
-/// an SSE stream begins at its end, and the bytes after it are the stream's first.
+/// an SSE stream begins at its end (phase SSE), and the caller walks the bytes after it.
 #[inline(never)]
 pub(crate) fn response(key: &ConnKey, c: &mut ConnState, w: &mut Walk, now: u64) {
     if c.sse.flags & conn_flags::RESP_DONE != 0 {
@@ -70,9 +70,9 @@ pub(crate) fn response(key: &ConnKey, c: &mut ConnState, w: &mut Walk, now: u64)
         p.sse.resumed += resumed as u64;
         p.sse.unparseable += raw as u64;
     }
-    if w.total_left > 0 {
-        body(key, c, w, now);
-    }
+    // The bytes after the head are the stream's first: the caller walks them (`lifecycle`),
+    // not this function, so `body` is not one more frame on this call chain (6.1's verifier
+    // refused a chain of 544 stack bytes, limit 512).
 }
 
 /// Bytes the server wrote on an open stream: walk them through the de-chunker and the event
