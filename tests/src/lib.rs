@@ -707,18 +707,7 @@ impl RawClient {
 
     /// Abort with RST (SO_LINGER 0).
     pub fn reset(self) -> Result<()> {
-        let l = libc::linger { l_onoff: 1, l_linger: 0 };
-        use std::os::fd::AsRawFd;
-        // SAFETY: valid socket fd and option struct.
-        unsafe {
-            libc::setsockopt(
-                self.stream.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                &l as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::linger>() as u32,
-            )
-        };
+        reset_on_close(&self.stream);
         drop(self.stream);
         Ok(())
     }
@@ -843,6 +832,22 @@ pub mod enc {
         f.header_mut().opcode = OpCode::Control(Control::Reserved(0xB));
         fmt(f)
     }
+}
+
+/// Make closing `stream` abort the connection with a reset (SO_LINGER 0) instead of a FIN.
+pub fn reset_on_close(stream: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: valid socket fd and option struct.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &l as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as u32,
+        )
+    };
 }
 
 /// The BPF programs process `pid` holds open (from `/proc/PID/fdinfo`), sorted: an agent's own

@@ -245,18 +245,7 @@ impl SseClient {
             resumed: self.script.last_event_id.is_some(),
         };
         if self.script.end == End::ClientReset {
-            let l = libc::linger { l_onoff: 1, l_linger: 0 };
-            use std::os::fd::AsRawFd;
-            // SAFETY: valid socket fd and option struct.
-            unsafe {
-                libc::setsockopt(
-                    self.stream.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    &l as *const _ as *const libc::c_void,
-                    std::mem::size_of::<libc::linger>() as u32,
-                )
-            };
+            crate::reset_on_close(&self.stream);
         } else {
             let _ = self.stream.shutdown(Shutdown::Both);
         }
