@@ -207,7 +207,7 @@ impl Ctx {
     pub fn start_agent_with(&self, bin: &std::path::Path, cfg: &std::path::Path) -> Result<procs::Proc> {
         procs::detach(bin, cfg);
         let a = procs::start_agent(bin, cfg, self.api, &self.work.join("agent.log"))?;
-        // The API binds before the probe attaches: wait for the pinned links.
+        // `start_agent` returned once the agent answered, so its links are pinned by now.
         bpf::wsguard_progs(&self.pin_path);
         Ok(a)
     }

@@ -175,6 +175,8 @@ fn one_run(ctx: &mut Ctx, v: Variant, run: usize, nginx: Option<(u16, u32)>) -> 
     let mut extra: Option<Proc> = None;
     let mut extra_pids = Vec::new();
     let mut prog_ids = Vec::new();
+    // CPU the agent spent starting (verifying and attaching its programs), before the window.
+    let mut start_cpu: Option<f64> = None;
     match v {
         Variant::Off => {}
         Variant::On | Variant::Base | Variant::Syscall => {
@@ -183,6 +185,7 @@ fn one_run(ctx: &mut Ctx, v: Variant, run: usize, nginx: Option<(u16, u32)>) -> 
                 _ => ctx.start_agent_bin(ctx.agent_bin(v.name()))?,
             };
             extra_pids.push(a.pid());
+            start_cpu = procs::cpu_ticks(a.pid()).map(|t| t as f64 / ctx.clk_tck);
             if let Some((e, x)) = bpf::wsguard_progs(&ctx.pin_path) {
                 prog_ids = vec![e, x];
             }
@@ -273,6 +276,7 @@ fn one_run(ctx: &mut Ctx, v: Variant, run: usize, nginx: Option<(u16, u32)>) -> 
         "server_cpu_us_per_msg": server_cpu * 1e6 / msgs,
         "server_sched_us_per_msg": (b.server_sched_ns.saturating_sub(a.server_sched_ns)) as f64 / 1e3 / msgs,
         "extra_cpu_s": extra_cpu,
+        "agent_start_cpu_s": start_cpu,
         "extra_cpu_us_per_msg": extra_cpu * 1e6 / msgs,
         "total_cpu_us_per_msg": (server_cpu + extra_cpu) * 1e6 / msgs,
         "p50_ms": q(0.5), "p90_ms": q(0.9), "p99_ms": q(0.99), "p999_ms": q(0.999),

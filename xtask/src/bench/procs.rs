@@ -124,7 +124,10 @@ pub fn start_server(servers: &Path, cpu: u32, nofile: u64, log: &Path) -> Result
     Ok((p, port))
 }
 
-/// `wsguard run --config CFG --fresh`, waiting for its API.
+/// `wsguard run --config CFG --fresh`, waiting until its API answers. The API's socket is bound
+/// before the probe loads, so a TCP connect succeeds early; `/health` is answered only once the
+/// agent has finished starting (probe programs verified and attached, TLS uprobes on OpenSSL
+/// included), so no measurement window overlaps the agent's start-up.
 pub fn start_agent(bin: &Path, cfg: &Path, api: SocketAddr, log: &Path) -> Result<Proc> {
     let mut p = Proc::spawn(
         "agent",
@@ -135,12 +138,12 @@ pub fn start_agent(bin: &Path, cfg: &Path, api: SocketAddr, log: &Path) -> Resul
             .stdout(std::fs::File::create(log)?)
             .stderr(std::fs::File::options().append(true).open(log)?),
     )?;
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if p.exited() {
             bail!("the agent exited during start-up; see {}", log.display());
         }
-        if TcpStream::connect_timeout(&api, Duration::from_millis(200)).is_ok() {
+        if http_get_json(api, "/health").is_ok_and(|h| h["status"] == "ok") {
             return Ok(p);
         }
         if Instant::now() > deadline {
