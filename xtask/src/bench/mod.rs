@@ -289,6 +289,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let wanted = |name: &str| args.more.only.is_empty() || args.more.only.iter().any(|o| o == name);
     // Asked for by name only: it measures a design that was not built, not the agent.
     let sockmap_wanted = args.more.only.iter().any(|o| o == "sockmap");
+    // One bench at a time: two would share the pin path, the API port and the work dir (the
+    // second one's start-up detach and `remove_dir_all` would pull the first one's probe and
+    // config away mid-run). Held until this function returns.
+    let lock_path = std::env::temp_dir().join("wsguard-bench.lock");
+    let lock = std::fs::File::create(&lock_path).with_context(|| format!("{}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        bail!("another `cargo xtask bench` is running on this machine (it holds {}): wait for it to finish", lock_path.display());
+    }
     let work = std::env::temp_dir().join("wsguard-bench");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
