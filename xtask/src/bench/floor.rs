@@ -55,7 +55,7 @@ const F_NO_PREALLOC: u32 = 1;
 const FUNC_SK_STORAGE_GET: i64 = 107;
 
 /// One instruction: opcode, dst/src registers, offset, immediate.
-const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
+pub(super) const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
     code as u64 | ((dst as u64 | (src as u64) << 4) << 8) | ((off as u16 as u64) << 16) | ((imm as u32 as u64) << 32)
 }
 
@@ -129,7 +129,7 @@ fn trace_btf_id(tp: &str) -> Result<u32> {
 }
 
 /// A BTF blob with one type, `int` (id 1): socket storage maps need BTF key and value types.
-fn int_btf() -> Result<i32> {
+pub(super) fn int_btf() -> Result<i32> {
     let strings = b"\0int\0";
     let mut types = Vec::new();
     for w in
@@ -155,7 +155,7 @@ fn int_btf() -> Result<i32> {
     Ok(fd)
 }
 
-fn sk_storage_map(btf: i32) -> Result<i32> {
+pub(super) fn sk_storage_map(btf: i32) -> Result<i32> {
     let mut attr = [0u8; 128];
     attr[0..4].copy_from_slice(&MAP_TYPE_SK_STORAGE.to_ne_bytes());
     attr[4..8].copy_from_slice(&4u32.to_ne_bytes());
@@ -172,7 +172,7 @@ fn sk_storage_map(btf: i32) -> Result<i32> {
     Ok(fd)
 }
 
-fn prog_id(fd: i32) -> u64 {
+pub(super) fn prog_id(fd: i32) -> u64 {
     // struct bpf_prog_info starts with type (u32) and id (u32).
     let mut info = [0u8; 256];
     let mut attr = [0u8; 128];

@@ -17,6 +17,7 @@ mod overhead;
 mod probe_cost;
 mod procs;
 mod report;
+mod sockmap;
 mod sse;
 mod stats;
 mod tls;
@@ -75,7 +76,8 @@ struct MoreArgs {
     #[arg(long, value_name = "WSGUARD_BINARY")]
     compare: Option<PathBuf>,
     /// Run only these scenarios (comma-separated: fixed_rate, saturated, probe_cost,
-    /// probe_micro, agent_cost, tls, sse); docs/performance.md is then left alone.
+    /// probe_micro, agent_cost, tls, sse, and `sockmap`, the floor of a sockmap-based probe,
+    /// which only runs when named); docs/performance.md is then left alone.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Override the fixed-rate load: messages per second.
@@ -188,6 +190,8 @@ pub struct Ctx {
     /// What variant `on` runs: `socket` (`[probe] mode = "socket"`) or `default` (an agent
     /// without the key).
     pub on_mode: &'static str,
+    /// The bench's own cgroup v2 directory the echo server was born in (`--only sockmap`).
+    pub sockmap_cgroup: Option<PathBuf>,
 }
 
 impl Ctx {
@@ -283,6 +287,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     };
     let partial = base_bin.is_some() || !args.more.only.is_empty();
     let wanted = |name: &str| args.more.only.is_empty() || args.more.only.iter().any(|o| o == name);
+    // Asked for by name only: it measures a design that was not built, not the agent.
+    let sockmap_wanted = args.more.only.iter().any(|o| o == "sockmap");
+    // One bench at a time: two would share the pin path, the API port and the work dir (the
+    // second one's start-up detach and `remove_dir_all` would pull the first one's probe and
+    // config away mid-run). Held until this function returns.
+    let lock_path = std::env::temp_dir().join("wsguard-bench.lock");
+    let lock = std::fs::File::create(&lock_path).with_context(|| format!("{}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        bail!("another `cargo xtask bench` is running on this machine (it holds {}): wait for it to finish", lock_path.display());
+    }
     let work = std::env::temp_dir().join("wsguard-bench");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
@@ -344,8 +358,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             println!("      {f}");
         }
     }
+    // Declared before the server, so it is removed after the server stopped.
+    let cgroup = if sockmap_wanted { Some(sockmap::Cgroup::create()?) } else { None };
     step("starting the echo server (node ws, CPU 0)");
-    let (mut server, port) = procs::start_server(&servers, 0, nofile, &work.join("server.log"))?;
+    let procs_file = cgroup.as_ref().map(|c| c.procs_file());
+    let (mut server, port) = procs::start_server_in(&servers, 0, nofile, &work.join("server.log"), procs_file.as_deref())?;
     println!("    pid {} on 127.0.0.1:{port}", server.pid());
     let mut ctx = Ctx {
         settings: settings.clone(),
@@ -363,6 +380,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         base_bin,
         syscall_cfg,
         on_mode,
+        sockmap_cgroup: cgroup.as_ref().map(|c| c.dir.clone()),
     };
     procs::detach(&ctx.bin, &ctx.cfg);
     let stats_was = bpf::stats_enabled();
@@ -417,6 +435,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         &sse::run,
         &mut ctx,
     );
+
+    if sockmap_wanted {
+        scenario(
+            "sockmap",
+            "sockmap floor (SOCKHASH + sk_msg/sk_skb verdicts on the server's sockets only): off / sockmap / sockmap_read",
+            &overhead::sockmap_floor,
+            &mut ctx,
+        );
+    }
 
     bpf::set_stats(stats_was);
     procs::detach(&ctx.bin, &ctx.cfg);

@@ -5,7 +5,7 @@
 use super::bpf::{self, Counts};
 use super::procs::{self, Proc};
 use super::stats::{median, ratio};
-use super::{load, Ctx};
+use super::{load, sockmap, Ctx};
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -27,6 +27,10 @@ pub enum Variant {
     Syscall,
     Bpftrace,
     Nginx,
+    /// The sockmap floor, empty verdict programs (`--only sockmap`).
+    Sockmap,
+    /// The sockmap floor reading 16 bytes and the socket's storage (`--only sockmap`).
+    SockmapRead,
 }
 
 impl Variant {
@@ -38,6 +42,16 @@ impl Variant {
             Variant::Syscall => "syscall",
             Variant::Bpftrace => "bpftrace",
             Variant::Nginx => "nginx",
+            Variant::Sockmap => "sockmap",
+            Variant::SockmapRead => "sockmap_read",
+        }
+    }
+
+    fn sockmap_kind(self) -> Option<sockmap::Kind> {
+        match self {
+            Variant::Sockmap => Some(sockmap::Kind::Empty),
+            Variant::SockmapRead => Some(sockmap::Kind::Read),
+            _ => None,
         }
     }
 }
@@ -83,18 +97,25 @@ pub fn fixed_rate(ctx: &mut Ctx) -> Result<Value> {
     } else {
         None
     };
+    let out = fixed_rate_of(ctx, &variants, nginx.as_ref().map(|n| (n.1, n.0.pid())));
+    if let Some((mut p, _)) = nginx {
+        p.stop(Duration::from_secs(3));
+    }
+    out
+}
+
+/// The fixed-rate comparison of `variants`, alternating run by run.
+pub fn fixed_rate_of(ctx: &mut Ctx, variants: &[Variant], nginx: Option<(u16, u32)>) -> Result<Value> {
     let s = ctx.settings.clone();
     let mut runs = Vec::new();
     for run in 0..s.runs {
-        for &v in &variants {
+        for &v in variants {
             if ctx.interrupted() {
                 break;
             }
             // One failed round (a peer that timed out on a loaded machine) is recorded and
             // skipped: it must not throw away every other variant's rounds.
-            let r = match one_run(ctx, v, run, nginx.as_ref().map(|n| (n.1, n.0.pid())))
-                .with_context(|| format!("fixed-rate run {run} ({})", v.name()))
-            {
+            let r = match one_run(ctx, v, run, nginx).with_context(|| format!("fixed-rate run {run} ({})", v.name())) {
                 Ok(r) => r,
                 Err(e) => {
                     println!("    !!! {e:#}: round skipped");
@@ -115,9 +136,6 @@ pub fn fixed_rate(ctx: &mut Ctx) -> Result<Value> {
             runs.push(r);
         }
     }
-    if let Some((mut p, _)) = nginx {
-        p.stop(Duration::from_secs(3));
-    }
     let keys = [
         "server_cpu_us_per_msg",
         "total_cpu_us_per_msg",
@@ -131,7 +149,7 @@ pub fn fixed_rate(ctx: &mut Ctx) -> Result<Value> {
         "probe_ns_per_msg",
     ];
     let mut medians = serde_json::Map::new();
-    for &v in &variants {
+    for &v in variants {
         let mut m = serde_json::Map::new();
         for k in keys {
             m.insert(k.into(), json!(med_of(&runs, v.name(), k)));
@@ -177,8 +195,14 @@ fn one_run(ctx: &mut Ctx, v: Variant, run: usize, nginx: Option<(u16, u32)>) -> 
     let mut prog_ids = Vec::new();
     // CPU the agent spent starting (verifying and attaching its programs), before the window.
     let mut start_cpu: Option<f64> = None;
+    let mut floor = None;
     match v {
         Variant::Off => {}
+        Variant::Sockmap | Variant::SockmapRead => {
+            let f = attach_sockmap(ctx, v)?;
+            prog_ids = vec![f.msg_prog, f.skb_prog];
+            floor = Some(f);
+        }
         Variant::On | Variant::Base | Variant::Syscall => {
             let a = match (v, &ctx.syscall_cfg) {
                 (Variant::Syscall, Some(cfg)) => ctx.start_agent_with(&ctx.bin, cfg)?,
@@ -236,6 +260,8 @@ fn one_run(ctx: &mut Ctx, v: Variant, run: usize, nginx: Option<(u16, u32)>) -> 
         (_, Some(mut p)) => p.stop(Duration::from_secs(5)),
         _ => {}
     }
+    let skb_storage_refused = floor.as_ref().and_then(|f| f.skb_storage_refused.clone());
+    drop(floor);
     let (ol, samples) = result?;
     let (a, b) = (&samples[0], &samples[1]);
     let tck = ctx.clk_tck;
@@ -255,7 +281,14 @@ fn one_run(ctx: &mut Ctx, v: Variant, run: usize, nginx: Option<(u16, u32)>) -> 
         let total = (y[0].ns - x[0].ns) + (y[1].ns - x[1].ns);
         per_msg = Some(total as f64 / (s.rate * s.stats_window.as_secs_f64()));
         probe = json!({
-            "programs": if v == Variant::Syscall || ctx.on_mode != "socket" { bpf::SYSCALL_HOT } else { bpf::SOCKET_HOT },
+            "programs": if v.sockmap_kind().is_some() {
+                ["wsgb_sk_msg", "wsgb_sk_skb"]
+            } else if v == Variant::Syscall || ctx.on_mode != "socket" {
+                bpf::SYSCALL_HOT
+            } else {
+                bpf::SOCKET_HOT
+            },
+            "skb_sk_storage_refused": skb_storage_refused,
             "window_s": s.stats_window.as_secs_f64(),
             "enter_runs": y[0].cnt - x[0].cnt, "enter_ns": y[0].ns - x[0].ns,
             "exit_runs": y[1].cnt - x[1].cnt, "exit_ns": y[1].ns - x[1].ns,
@@ -288,24 +321,47 @@ fn one_run(ctx: &mut Ctx, v: Variant, run: usize, nginx: Option<(u16, u32)>) -> 
     }))
 }
 
+/// `--only sockmap`: the floor of a sockmap-based probe ([`sockmap`]) next to `off`, at the
+/// fixed rate (server CPU per message, latency, lost messages, the verdict programs' ns per run)
+/// and saturated, alternating run by run. Not in the full bench: it answers one design question.
+pub fn sockmap_floor(ctx: &mut Ctx) -> Result<Value> {
+    let cg = ctx.sockmap_cgroup.clone().context("the echo server was not started in the bench's cgroup")?;
+    if !sockmap::in_cgroup(ctx.server_pid, &cg) {
+        anyhow::bail!("the echo server (pid {}) is not in {}: no socket would enter the map", ctx.server_pid, cg.display());
+    }
+    let variants = [Variant::Off, Variant::Sockmap, Variant::SockmapRead];
+    let fixed = fixed_rate_of(ctx, &variants, None)?;
+    let sat = saturated_of(ctx, &variants)?;
+    Ok(json!({"cgroup": cg, "fixed_rate": fixed, "saturated": sat}))
+}
+
 /// Saturated throughput, off vs on alternating.
 pub fn saturated(ctx: &mut Ctx) -> Result<Value> {
-    let s = ctx.settings.clone();
-    let target: SocketAddr = ([127, 0, 0, 1], ctx.server_port).into();
-    let mut runs = Vec::new();
     let mut variants = vec![Variant::Off, Variant::On];
     if ctx.base_bin.is_some() {
         variants.push(Variant::Base);
     } else if ctx.syscall_cfg.is_some() {
         variants.push(Variant::Syscall);
     }
+    saturated_of(ctx, &variants)
+}
+
+/// Saturated throughput of `variants`, alternating run by run.
+pub fn saturated_of(ctx: &mut Ctx, variants: &[Variant]) -> Result<Value> {
+    let s = ctx.settings.clone();
+    let target: SocketAddr = ([127, 0, 0, 1], ctx.server_port).into();
+    let mut runs = Vec::new();
     for run in 0..s.runs {
-        for &v in &variants {
+        for &v in variants {
             if ctx.interrupted() {
                 break;
             }
+            let floor = match v.sockmap_kind() {
+                Some(_) => Some(attach_sockmap(ctx, v)?),
+                None => None,
+            };
             let agent = match v {
-                Variant::Off => None,
+                Variant::Off | Variant::Sockmap | Variant::SockmapRead => None,
                 Variant::Syscall => Some(ctx.start_agent_with(&ctx.bin, ctx.syscall_cfg.as_ref().context("no syscall config")?)?),
                 _ => Some(ctx.start_agent_bin(ctx.agent_bin(v.name()))?),
             };
@@ -313,8 +369,9 @@ pub fn saturated(ctx: &mut Ctx) -> Result<Value> {
             if let Some(a) = agent {
                 procs::stop_agent(a, &ctx.bin, &ctx.cfg);
             }
+            drop(floor);
             let rate = r?;
-            println!("    run {run} {:<3} {rate:>8.0} msg/s", v.name());
+            println!("    run {run} {:<12} {rate:>8.0} msg/s", v.name());
             runs.push(json!({"variant": v.name(), "run": run, "msgs_per_s": rate, "loadavg": procs::loadavg()}));
         }
     }
@@ -322,7 +379,12 @@ pub fn saturated(ctx: &mut Ctx) -> Result<Value> {
     let on = med_of(&runs, "on", "msgs_per_s");
     let base = med_of(&runs, "base", "msgs_per_s");
     let syscall = med_of(&runs, "syscall", "msgs_per_s");
+    let mut all = serde_json::Map::new();
+    for &v in variants {
+        all.insert(v.name().into(), json!({"median": med_of(&runs, v.name(), "msgs_per_s"), "ratio_vs_off": ratio(med_of(&runs, v.name(), "msgs_per_s"), off)}));
+    }
     Ok(json!({
+        "variants": all,
         "connections": s.sat_conns,
         "in_flight_per_connection": s.sat_depth,
         "window_s": s.sat_measure.as_secs_f64(),
@@ -392,4 +454,11 @@ fn start_nginx(ctx: &Ctx) -> Result<(Proc, u16)> {
         std::thread::sleep(Duration::from_millis(100));
     }
     anyhow::bail!("nginx did not listen on {addr}")
+}
+
+/// The sockmap floor of variant `v` on the echo server's cgroup and port.
+fn attach_sockmap(ctx: &Ctx, v: Variant) -> Result<sockmap::Sockmap> {
+    let kind = v.sockmap_kind().context("not a sockmap variant")?;
+    let cg = ctx.sockmap_cgroup.as_ref().context("the echo server was not started in the bench's cgroup")?;
+    sockmap::attach(kind, cg, ctx.server_port)
 }

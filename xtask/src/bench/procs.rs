@@ -107,18 +107,29 @@ pub fn raise_nofile(n: u64) -> u64 {
 
 /// `node ws_echo.js 0` pinned to `cpu` with a high fd limit; returns it and its port.
 pub fn start_server(servers: &Path, cpu: u32, nofile: u64, log: &Path) -> Result<(Proc, u16)> {
+    start_server_in(servers, cpu, nofile, log, None)
+}
+
+/// [`start_server`], born in the cgroup whose `cgroup.procs` is given (a shell writes its own
+/// pid there, then execs the server): its sockets then belong to that cgroup.
+pub fn start_server_in(servers: &Path, cpu: u32, nofile: u64, log: &Path, cgroup_procs: Option<&Path>) -> Result<(Proc, u16)> {
     let lim = format!("--nofile={nofile}:{nofile}");
-    let mut p = Proc::spawn(
-        "echo server",
-        Command::new("taskset")
-            .args(["-c", &cpu.to_string(), "prlimit", &lim, "node"])
-            .arg("--max-old-space-size=4096")
-            .arg(servers.join("ws_echo.js"))
-            .arg("0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::options().create(true).append(true).open(log)?),
-    )?;
+    let mut cmd = match cgroup_procs {
+        Some(procs) => {
+            let mut c = Command::new("sh");
+            c.args(["-c", "echo $$ > \"$0\" && exec \"$@\""]).arg(procs).arg("taskset");
+            c
+        }
+        None => Command::new("taskset"),
+    };
+    cmd.args(["-c", &cpu.to_string(), "prlimit", &lim, "node"])
+        .arg("--max-old-space-size=4096")
+        .arg(servers.join("ws_echo.js"))
+        .arg("0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::options().create(true).append(true).open(log)?);
+    let mut p = Proc::spawn("echo server", &mut cmd)?;
     let port = p.wait_line("READY ", Duration::from_secs(15))?;
     let port = port.parse().context("bad READY line")?;
     Ok((p, port))
