@@ -108,7 +108,7 @@ pub async fn run(
         None => None,
     };
 
-    let mut probe = probe::start(&cfg.probe, start.fresh)?;
+    let mut probe = at_low_priority(|| probe::start(&cfg.probe, start.fresh))?;
     let received = Arc::new(AtomicU64::new(0));
     let ring = RingBuf::try_from(probe.ebpf.take_map(names::EVENTS).context("map WSG_EVENTS missing")?)?;
     tokio::spawn(events::consume(ring, received.clone()));
@@ -268,6 +268,32 @@ pub async fn run(
 }
 
 /// Detach the probe, or say why it stays.
+/// Run `f` (the probe's start: seconds of the kernel's verifier, see docs/architecture.md,
+/// "Start-up") on this thread at nice 19, then put the thread's priority back. On a busy host
+/// the served application then gets the CPU first: a Node `ws` echo at 20k msg/s over 1000
+/// connections, with an agent (socket mode) started inside its 12 s window, had a p99 of
+/// 58/134/60 ms, and 18/38/21 ms with this (alternating rounds, 2-core host, load ~2; off:
+/// 3-6 ms). Only this thread is lowered; a failure to lower or restore is logged and the start
+/// goes on.
+fn at_low_priority<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: plain syscalls on this thread's own id; getpriority's -1 is told apart by errno.
+    let tid = unsafe { libc::gettid() } as libc::id_t;
+    let old = unsafe {
+        *libc::__errno_location() = 0;
+        let p = libc::getpriority(libc::PRIO_PROCESS, tid);
+        (*libc::__errno_location() == 0).then_some(p)
+    };
+    let lowered = old.is_some() && unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 19) } == 0;
+    let out = f();
+    if let (true, Some(old)) = (lowered, old) {
+        // SAFETY: as above; raising back needs CAP_SYS_NICE, which root has until privs drop them.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, old) } != 0 {
+            warn!("cannot restore this thread's CPU priority after the probe's start: {}", std::io::Error::last_os_error());
+        }
+    }
+    out
+}
+
 fn stop_probe(probe: probe::Probe, keep: Option<&str>) -> anyhow::Result<()> {
     let pin = probe.pin_path.clone();
     if let Some(why) = keep {
