@@ -520,6 +520,9 @@ fn probe_mode(f: &crate::probe::mode::Features) -> Vec<Check> {
         Ok((mode, why)) => check("probe mode", Status::Ok, format!("{mode} would run ({why})"), ""),
         Err(e) => check("probe mode", Status::Fail, e, "set probe.mode / WSGUARD_PROBE_MODE to auto or syscall"),
     });
+    if let Some(w) = crate::probe::mode::tcp_iter_uaf_warning(&crate::probe::mode::kernel_release()) {
+        out.push(check("kernel iterator bug", Status::Warn, w, "upgrade the kernel, or run the syscall mode"));
+    }
     out.push(tls_coverage());
     out
 }

@@ -206,6 +206,9 @@ pub fn start(cfg: &ProbeConfig, fresh: bool) -> anyhow::Result<Probe> {
     };
     let resumed = pinned.is_some();
     if mode == Mode::Socket {
+        if let Some(w) = mode::tcp_iter_uaf_warning(&mode::kernel_release()) {
+            warn!("{w}");
+        }
         match sock::start(cfg, pin, resumed, SOCK_OBJECT) {
             Ok(mut p) => {
                 p.reason = reason;

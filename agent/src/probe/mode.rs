@@ -119,6 +119,54 @@ impl Features {
     }
 }
 
+/// Kernel lines whose TCP socket iterator (`iter/tcp`, which the socket mode reads every
+/// interval) takes a reference on a request socket whose count is still 0 (CVE-2026-74714,
+/// "bpf: tcp: Fix use-after-free in bpf_iter_tcp_established_batch()"): a read racing an
+/// incoming connection can leave that socket one reference short, then freed while reachable
+/// (seen here on 6.18.44: `refcount_t: addition on 0` in the iterator, then `underflow` in the
+/// server's `accept`). `(from, fixed)`: releases `from <= r < fixed` are affected.
+const TCP_ITER_UAF: [((u32, u32, u32), (u32, u32, u32)); 5] = [
+    ((5, 15, 0), (6, 1, 183)),
+    ((6, 2, 0), (6, 6, 152)),
+    ((6, 7, 0), (6, 12, 104)),
+    ((6, 13, 0), (6, 18, 45)),
+    ((6, 19, 0), (7, 1, 9)),
+];
+
+/// `major.minor.patch` of a `uname -r` release ("6.18.44-fc-v1300" → (6, 18, 44)).
+fn release_numbers(release: &str) -> Option<(u32, u32, u32)> {
+    let mut it = release.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).map(|s| s.parse::<u32>().ok());
+    let (major, minor) = (it.next()??, it.next()??);
+    // "6.18" or "6.18-rc3" has no patch level: patch 0.
+    let patch =
+        if release.split('.').nth(2).is_some_and(|p| p.starts_with(|c: char| c.is_ascii_digit())) { it.next()?? } else { 0 };
+    Some((major, minor, patch))
+}
+
+/// If kernel `release` has the TCP iterator use-after-free, the first fixed release of its
+/// line ("6.18.45"). By version number: a distribution kernel that carries the fix under an
+/// older number is reported too (and a build without it under a newer one is not).
+pub fn tcp_iter_uaf(release: &str) -> Option<String> {
+    let v = release_numbers(release)?;
+    TCP_ITER_UAF.iter().find(|(from, fixed)| *from <= v && v < *fixed).map(|(_, (a, b, c))| format!("{a}.{b}.{c}"))
+}
+
+/// One sentence for the log and `doctor` when the socket mode would read an affected iterator.
+pub fn tcp_iter_uaf_warning(release: &str) -> Option<String> {
+    tcp_iter_uaf(release).map(|fixed| {
+        format!(
+            "kernel {release} has CVE-2026-74714 (fixed in {fixed}): the socket mode's TCP iterator, read every interval, \
+             can race an incoming connection into a use-after-free of its request socket; upgrade the kernel, or set \
+             probe.mode = \"syscall\" (docs/kernel-support.md)"
+        )
+    })
+}
+
+/// This kernel's release (`uname -r`), empty if unknown.
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
 /// The first cgroup v2 mount in /proc/self/mounts.
 pub fn cgroup2_mount() -> Option<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
@@ -151,6 +199,32 @@ mod tests {
 
     fn full() -> Features {
         Features { btf: true, sock_tracepoints: true, tcp_iter: true, sk_storage: true }
+    }
+
+    #[test]
+    fn tcp_iter_uaf_by_release() {
+        for (release, fixed) in [
+            ("6.18.44-fc-v1300", Some("6.18.45")),
+            ("6.18.45", None),
+            ("6.18", Some("6.18.45")),
+            ("6.1.182-amd64", Some("6.1.183")),
+            ("6.1.183", None),
+            ("5.15.0-91-generic", Some("6.1.183")),
+            ("5.10.200", None),
+            ("6.6.151", Some("6.6.152")),
+            ("6.12.103+deb13-amd64", Some("6.12.104")),
+            ("6.12.104", None),
+            ("7.1.8", Some("7.1.9")),
+            ("7.1.9", None),
+            ("7.2.0-rc1", None),
+            ("6.19-rc4", Some("7.1.9")),
+            ("garbage", None),
+            ("", None),
+        ] {
+            assert_eq!(tcp_iter_uaf(release).as_deref(), fixed, "{release}");
+        }
+        assert!(tcp_iter_uaf_warning("6.18.44").unwrap().contains("CVE-2026-74714"));
+        assert!(tcp_iter_uaf_warning("6.18.45").is_none());
     }
 
     #[test]
