@@ -119,13 +119,16 @@ impl Features {
     }
 }
 
+/// `(major, minor, patch)` of a kernel release.
+type Release = (u32, u32, u32);
+
 /// Kernel lines whose TCP socket iterator (`iter/tcp`, which the socket mode reads every
 /// interval) takes a reference on a request socket whose count is still 0 (CVE-2026-74714,
 /// "bpf: tcp: Fix use-after-free in bpf_iter_tcp_established_batch()"): a read racing an
 /// incoming connection can leave that socket one reference short, then freed while reachable
 /// (seen here on 6.18.44: `refcount_t: addition on 0` in the iterator, then `underflow` in the
 /// server's `accept`). `(from, fixed)`: releases `from <= r < fixed` are affected.
-const TCP_ITER_UAF: [((u32, u32, u32), (u32, u32, u32)); 5] = [
+const TCP_ITER_UAF: [(Release, Release); 5] = [
     ((5, 15, 0), (6, 1, 183)),
     ((6, 2, 0), (6, 6, 152)),
     ((6, 7, 0), (6, 12, 104)),
@@ -134,7 +137,7 @@ const TCP_ITER_UAF: [((u32, u32, u32), (u32, u32, u32)); 5] = [
 ];
 
 /// `major.minor.patch` of a `uname -r` release ("6.18.44-fc-v1300" → (6, 18, 44)).
-fn release_numbers(release: &str) -> Option<(u32, u32, u32)> {
+fn release_numbers(release: &str) -> Option<Release> {
     let mut it = release.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).map(|s| s.parse::<u32>().ok());
     let (major, minor) = (it.next()??, it.next()??);
     // "6.18" or "6.18-rc3" has no patch level: patch 0.
