@@ -267,7 +267,6 @@ pub async fn run(
     stop_probe(probe, why)
 }
 
-/// Detach the probe, or say why it stays.
 /// Run `f` (the probe's start: seconds of the kernel's verifier, see docs/architecture.md,
 /// "Start-up") on this thread at nice 19, then put the thread's priority back. On a busy host
 /// the served application then gets the CPU first: a Node `ws` echo at 20k msg/s over 1000
@@ -294,6 +293,7 @@ fn at_low_priority<T>(f: impl FnOnce() -> T) -> T {
     out
 }
 
+/// Detach the probe, or say why it stays.
 fn stop_probe(probe: probe::Probe, keep: Option<&str>) -> anyhow::Result<()> {
     let pin = probe.pin_path.clone();
     if let Some(why) = keep {
