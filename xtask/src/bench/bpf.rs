@@ -202,6 +202,26 @@ extern "C" {
     pub(super) fn close(fd: i32) -> i32;
 }
 
+/// File descriptors of loaded objects (BTF, maps, programs, links), closed in reverse order when
+/// dropped: links first (they hold the programs), then programs, maps and BTF.
+#[derive(Default)]
+pub(super) struct Fds(Vec<i32>);
+
+impl Fds {
+    pub(super) fn push(&mut self, fd: i32) {
+        self.0.push(fd);
+    }
+}
+
+impl Drop for Fds {
+    fn drop(&mut self) {
+        for fd in self.0.iter().rev() {
+            // SAFETY: our fds, closed once.
+            unsafe { close(*fd) };
+        }
+    }
+}
+
 /// bpf(2) command `cmd` with a zero-padded attr whose pointers outlive the call: the fd or
 /// result it returns (negative on failure).
 pub(super) fn bpf(cmd: i64, attr: &[u8; 128]) -> i32 {

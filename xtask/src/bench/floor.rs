@@ -6,7 +6,7 @@
 //! misses, as an untracked socket's does). Whatever the probe does for an untracked socket, it
 //! pays (b); what it adds beyond (b) is its own. Detached when dropped.
 
-use super::bpf::{bpf, close};
+use super::bpf::{bpf, Fds};
 use anyhow::{bail, Context, Result};
 
 /// Which floor program.
@@ -30,17 +30,7 @@ impl Floor {
 /// Both hooks' programs (recv, send), their map and BTF. Dropping detaches and frees them.
 pub struct FloorProgs {
     pub prog_ids: Vec<u64>,
-    fds: Vec<i32>,
-}
-
-impl Drop for FloorProgs {
-    fn drop(&mut self) {
-        // Links first (they hold the programs), then programs, map and BTF.
-        for fd in self.fds.iter().rev() {
-            // SAFETY: our fds, closed once.
-            unsafe { close(*fd) };
-        }
-    }
+    fds: Fds,
 }
 
 const PROG_LOAD: i64 = 5;
@@ -61,7 +51,7 @@ pub(super) const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 
 
 /// Attach floor `f` to both socket I/O tracepoints.
 pub fn attach(f: Floor) -> Result<FloorProgs> {
-    let mut out = FloorProgs { prog_ids: Vec::new(), fds: Vec::new() };
+    let mut out = FloorProgs { prog_ids: Vec::new(), fds: Fds::default() };
     let map_fd = match f {
         Floor::Empty => None,
         Floor::SkGet => {

@@ -10,7 +10,7 @@
 //! outcome is recorded). `sock_ops` attaches to a cgroup of the bench's own that only the echo
 //! server runs in ([`Cgroup`]), so no other socket of the host is touched. Dropping detaches.
 
-use super::bpf::{bpf, close};
+use super::bpf::{bpf, Fds};
 use super::floor::{insn, int_btf, prog_id, sk_storage_map};
 use anyhow::{bail, Context, Result};
 use std::os::fd::IntoRawFd;
@@ -84,24 +84,15 @@ pub struct Sockmap {
     pub ops_prog: u64,
     /// Why the receive side's `bpf_sk_storage_get` was left out, when it was.
     pub skb_storage_refused: Option<String>,
-    fds: Vec<i32>,
-}
-
-impl Drop for Sockmap {
-    fn drop(&mut self) {
-        // Reverse order: the sock_ops link first (no new sockets), then the verdict links,
-        // programs and maps; freeing the SOCKHASH takes its sockets out and gives them back
-        // their TCP proto ops.
-        for fd in self.fds.iter().rev() {
-            // SAFETY: our fds, closed once.
-            unsafe { close(*fd) };
-        }
-    }
+    /// Closed in reverse when dropped: the sock_ops link first (no new sockets), then the
+    /// verdict links, programs and maps; freeing the SOCKHASH takes its sockets out and gives
+    /// them back their TCP proto ops.
+    fds: Fds,
 }
 
 /// Attach the floor `kind` for sockets accepted on local `port` in the cgroup directory `cg`.
 pub fn attach(kind: Kind, cg: &Path, port: u16) -> Result<Sockmap> {
-    let mut out = Sockmap { msg_prog: 0, skb_prog: 0, ops_prog: 0, skb_storage_refused: None, fds: Vec::new() };
+    let mut out = Sockmap { msg_prog: 0, skb_prog: 0, ops_prog: 0, skb_storage_refused: None, fds: Fds::default() };
     let storage = match kind {
         Kind::Empty => None,
         Kind::Read => {
