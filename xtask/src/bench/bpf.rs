@@ -222,6 +222,34 @@ impl Drop for Fds {
     }
 }
 
+/// `BPF_PROG_LOAD` of hand-written instructions `code` (GPL), typed `prog_type` / `attach_type`,
+/// attached by vmlinux BTF id `attach_btf_id` (0: none): its fd, or the errno and the verifier
+/// log's last lines.
+pub(super) fn prog_load(prog_type: u32, attach_type: u32, attach_btf_id: u32, code: &[u64], name: &[u8]) -> Result<i32> {
+    const PROG_LOAD: i64 = 5;
+    let license = b"GPL\0";
+    let mut log = vec![0u8; 16384];
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&prog_type.to_ne_bytes());
+    attr[4..8].copy_from_slice(&(code.len() as u32).to_ne_bytes());
+    attr[8..16].copy_from_slice(&(code.as_ptr() as u64).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+    attr[24..28].copy_from_slice(&1u32.to_ne_bytes());
+    attr[28..32].copy_from_slice(&(log.len() as u32).to_ne_bytes());
+    attr[32..40].copy_from_slice(&(log.as_mut_ptr() as u64).to_ne_bytes());
+    attr[48..48 + name.len()].copy_from_slice(name);
+    attr[68..72].copy_from_slice(&attach_type.to_ne_bytes());
+    attr[108..112].copy_from_slice(&attach_btf_id.to_ne_bytes());
+    let fd = bpf(PROG_LOAD, &attr);
+    if fd < 0 {
+        let err = std::io::Error::last_os_error();
+        let log = String::from_utf8_lossy(&log);
+        let last = log.trim_end_matches('\0').trim().lines().rev().take(3).collect::<Vec<_>>().join(" / ");
+        bail!("BPF_PROG_LOAD of {} refused ({err}): {last}", String::from_utf8_lossy(name));
+    }
+    Ok(fd)
+}
+
 /// bpf(2) command `cmd` with a zero-padded attr whose pointers outlive the call: the fd or
 /// result it returns (negative on failure).
 pub(super) fn bpf(cmd: i64, attr: &[u8; 128]) -> i32 {

@@ -6,7 +6,7 @@
 //! misses, as an untracked socket's does). Whatever the probe does for an untracked socket, it
 //! pays (b); what it adds beyond (b) is its own. Detached when dropped.
 
-use super::bpf::{bpf, Fds};
+use super::bpf::{bpf, prog_load, Fds};
 use anyhow::{bail, Context, Result};
 
 /// Which floor program.
@@ -33,7 +33,6 @@ pub struct FloorProgs {
     fds: Fds,
 }
 
-const PROG_LOAD: i64 = 5;
 const MAP_CREATE: i64 = 0;
 const OBJ_GET_INFO_BY_FD: i64 = 15;
 const RAW_TRACEPOINT_OPEN: i64 = 17;
@@ -77,25 +76,9 @@ pub fn attach(f: Floor) -> Result<FloorProgs> {
     };
     for tp in ["sock_recv_length", "sock_send_length"] {
         let btf_id = trace_btf_id(tp)?;
-        let license = b"GPL\0";
-        let mut log = vec![0u8; 4096];
-        let mut attr = [0u8; 128];
-        attr[0..4].copy_from_slice(&PROG_TYPE_TRACING.to_ne_bytes());
-        attr[4..8].copy_from_slice(&(code.len() as u32).to_ne_bytes());
-        attr[8..16].copy_from_slice(&(code.as_ptr() as u64).to_ne_bytes());
-        attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
-        attr[24..28].copy_from_slice(&1u32.to_ne_bytes());
-        attr[28..32].copy_from_slice(&(log.len() as u32).to_ne_bytes());
-        attr[32..40].copy_from_slice(&(log.as_mut_ptr() as u64).to_ne_bytes());
         let name: &[u8] = if f == Floor::Empty { b"wsgb_btf_empty" } else { b"wsgb_btf_skget" };
-        attr[48..48 + name.len()].copy_from_slice(name);
-        attr[68..72].copy_from_slice(&TRACE_RAW_TP.to_ne_bytes());
-        attr[108..112].copy_from_slice(&btf_id.to_ne_bytes());
-        let fd = bpf(PROG_LOAD, &attr);
-        if fd < 0 {
-            let log = String::from_utf8_lossy(&log);
-            bail!("BPF_PROG_LOAD of the {} floor on {tp} failed: {}", f.name(), log.trim_end_matches('\0').trim());
-        }
+        let fd = prog_load(PROG_TYPE_TRACING, TRACE_RAW_TP, btf_id, &code, name)
+            .with_context(|| format!("the {} floor on {tp}", f.name()))?;
         out.fds.push(fd);
         out.prog_ids.push(prog_id(fd));
         let mut attr = [0u8; 128];

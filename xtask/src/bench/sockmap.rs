@@ -10,7 +10,7 @@
 //! outcome is recorded). `sock_ops` attaches to a cgroup of the bench's own that only the echo
 //! server runs in ([`Cgroup`]), so no other socket of the host is touched. Dropping detaches.
 
-use super::bpf::{bpf, Fds};
+use super::bpf::{bpf, prog_load, Fds};
 use super::floor::{insn, int_btf, prog_id, sk_storage_map};
 use anyhow::{bail, Context, Result};
 use std::os::fd::IntoRawFd;
@@ -26,7 +26,6 @@ pub enum Kind {
 }
 
 const MAP_CREATE: i64 = 0;
-const PROG_LOAD: i64 = 5;
 const LINK_CREATE: i64 = 28;
 const MAP_TYPE_SOCKHASH: u32 = 18;
 const PROG_TYPE_SOCK_OPS: u32 = 13;
@@ -108,17 +107,17 @@ pub fn attach(kind: Kind, cg: &Path, port: u16) -> Result<Sockmap> {
 
     // The verdict programs go on the map before any socket does: a socket's psock takes the
     // programs the map has when it is added.
-    let msg = load(PROG_TYPE_SK_MSG, ATTACH_SK_MSG_VERDICT, &msg_code(storage), b"wsgb_sk_msg")?;
+    let msg = prog_load(PROG_TYPE_SK_MSG, ATTACH_SK_MSG_VERDICT, 0, &msg_code(storage), b"wsgb_sk_msg")?;
     out.fds.push(msg);
     out.msg_prog = prog_id(msg);
     out.fds.push(link(msg, hash, ATTACH_SK_MSG_VERDICT, "sk_msg verdict")?);
     let skb = match storage {
-        None => load(PROG_TYPE_SK_SKB, ATTACH_SK_SKB_VERDICT, &skb_code(None), b"wsgb_sk_skb")?,
-        Some(m) => match load(PROG_TYPE_SK_SKB, ATTACH_SK_SKB_VERDICT, &skb_code(Some(m)), b"wsgb_sk_skb") {
+        None => prog_load(PROG_TYPE_SK_SKB, ATTACH_SK_SKB_VERDICT, 0, &skb_code(None), b"wsgb_sk_skb")?,
+        Some(m) => match prog_load(PROG_TYPE_SK_SKB, ATTACH_SK_SKB_VERDICT, 0, &skb_code(Some(m)), b"wsgb_sk_skb") {
             Ok(fd) => fd,
             Err(e) => {
                 out.skb_storage_refused = Some(format!("{e:#}"));
-                load(PROG_TYPE_SK_SKB, ATTACH_SK_SKB_VERDICT, &skb_code(None), b"wsgb_sk_skb")?
+                prog_load(PROG_TYPE_SK_SKB, ATTACH_SK_SKB_VERDICT, 0, &skb_code(None), b"wsgb_sk_skb")?
             }
         },
     };
@@ -126,7 +125,7 @@ pub fn attach(kind: Kind, cg: &Path, port: u16) -> Result<Sockmap> {
     out.skb_prog = prog_id(skb);
     out.fds.push(link(skb, hash, ATTACH_SK_SKB_VERDICT, "sk_skb verdict")?);
 
-    let ops = load(PROG_TYPE_SOCK_OPS, ATTACH_CGROUP_SOCK_OPS, &ops_code(hash, port), b"wsgb_sockops")?;
+    let ops = prog_load(PROG_TYPE_SOCK_OPS, ATTACH_CGROUP_SOCK_OPS, 0, &ops_code(hash, port), b"wsgb_sockops")?;
     out.fds.push(ops);
     out.ops_prog = prog_id(ops);
     let dir = std::fs::File::open(cg).with_context(|| format!("open {}", cg.display()))?.into_raw_fd();
@@ -236,29 +235,6 @@ fn sockhash() -> Result<i32> {
     let fd = bpf(MAP_CREATE, &attr);
     if fd < 0 {
         bail!("creating the SOCKHASH failed: {}", std::io::Error::last_os_error());
-    }
-    Ok(fd)
-}
-
-fn load(prog_type: u32, attach_type: u32, code: &[u64], name: &[u8]) -> Result<i32> {
-    let license = b"GPL\0";
-    let mut log = vec![0u8; 16384];
-    let mut attr = [0u8; 128];
-    attr[0..4].copy_from_slice(&prog_type.to_ne_bytes());
-    attr[4..8].copy_from_slice(&(code.len() as u32).to_ne_bytes());
-    attr[8..16].copy_from_slice(&(code.as_ptr() as u64).to_ne_bytes());
-    attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
-    attr[24..28].copy_from_slice(&1u32.to_ne_bytes());
-    attr[28..32].copy_from_slice(&(log.len() as u32).to_ne_bytes());
-    attr[32..40].copy_from_slice(&(log.as_mut_ptr() as u64).to_ne_bytes());
-    attr[48..48 + name.len()].copy_from_slice(name);
-    attr[68..72].copy_from_slice(&attach_type.to_ne_bytes());
-    let fd = bpf(PROG_LOAD, &attr);
-    if fd < 0 {
-        let err = std::io::Error::last_os_error();
-        let log = String::from_utf8_lossy(&log);
-        let last = log.trim_end_matches('\0').trim().lines().rev().take(3).collect::<Vec<_>>().join(" / ");
-        bail!("BPF_PROG_LOAD of {} refused ({err}): {last}", String::from_utf8_lossy(name));
     }
     Ok(fd)
 }
